@@ -1,0 +1,86 @@
+//! The VM0 API v1 as vm0fs sees it: wire models, one error type, and the `Vm0Api` trait.
+//!
+//! The filesystem core depends on the trait, never on HTTP, so that it can be tested against an in-memory
+//! implementation. `http::HttpApi` is the real implementation (reqwest blocking over rustls). Lists returned by
+//! the trait are complete (all pages followed); the one exception is `run_logs`, which returns one page because
+//! logs are followed incrementally with a timestamp cursor.
+
+pub mod error;
+pub mod models;
+
+use std::io::Read;
+
+pub use error::{ApiError, ApiErrorKind};
+use models::{
+    Agent, AgentVersion, LogEntry, LogQuery, Page, Run, RunDetail, RunMetrics, SseEvent, Storage,
+    StorageDetail, StorageKind, StorageVersion,
+};
+
+/// A streaming archive download. Never holds the whole archive in memory.
+pub enum Download {
+    /// The body of `archive.tar.gz` (after any redirect), as it arrives from the network.
+    TarGz(Box<dyn Read + Send>),
+    /// The oldest download variant (CONTRACT.md 6.5): a list of files, each fetched on its own.
+    Files(Vec<DownloadFile>),
+}
+
+/// One file of the `files[]` download variant; `open` fetches its bytes (without the API token).
+pub struct DownloadFile {
+    pub path: String,
+    pub size: u64,
+    pub open: Box<dyn FnOnce() -> Result<Box<dyn Read + Send>, ApiError> + Send>,
+}
+
+/// The VM0 API v1 (CONTRACT.md section 2). Every list is complete: implementations follow `next_cursor` to the end.
+pub trait Vm0Api: Send + Sync {
+    /// `GET /v1/agents`, all pages.
+    fn list_agents(&self) -> Result<Vec<Agent>, ApiError>;
+    /// `GET /v1/agents?name=`: the agent with that name, if any.
+    fn find_agent(&self, name: &str) -> Result<Option<Agent>, ApiError>;
+    /// `GET /v1/agents/:id`.
+    fn get_agent(&self, id: &str) -> Result<Agent, ApiError>;
+    /// `GET /v1/agents/:id/versions`, all pages.
+    fn list_agent_versions(&self, agent_id: &str) -> Result<Vec<AgentVersion>, ApiError>;
+
+    /// `GET /v1/runs`, all pages, newest first.
+    fn list_runs(&self) -> Result<Vec<Run>, ApiError>;
+    /// `GET /v1/runs?limit=1`: the newest run, if any.
+    fn latest_run(&self) -> Result<Option<Run>, ApiError>;
+    /// `POST /v1/runs` with a request body (keys in either casing; sent in the server's). Never retried once the
+    /// request may have reached the server.
+    fn create_run(&self, body: &serde_json::Value) -> Result<RunDetail, ApiError>;
+    /// `GET /v1/runs/:id`.
+    fn get_run(&self, id: &str) -> Result<RunDetail, ApiError>;
+    /// `POST /v1/runs/:id/cancel`.
+    fn cancel_run(&self, id: &str) -> Result<RunDetail, ApiError>;
+    /// `GET /v1/runs/:id/logs`: one page.
+    fn run_logs(&self, id: &str, query: &LogQuery) -> Result<Page<LogEntry>, ApiError>;
+    /// `GET /v1/runs/:id/metrics`.
+    fn run_metrics(&self, id: &str) -> Result<RunMetrics, ApiError>;
+    /// `GET /v1/runs/:id/events`: the SSE stream, parsed, until the server closes it.
+    fn run_events(
+        &self,
+        id: &str,
+        last_event_id: Option<u64>,
+    ) -> Result<Box<dyn Iterator<Item = Result<SseEvent, ApiError>> + Send>, ApiError>;
+
+    /// `GET /v1/{volumes|artifacts}`, all pages.
+    fn list_storages(&self, kind: StorageKind) -> Result<Vec<Storage>, ApiError>;
+    /// The storage with that name (by listing; the API has no name filter here).
+    fn find_storage(&self, kind: StorageKind, name: &str) -> Result<Option<Storage>, ApiError>;
+    /// `GET /v1/{volumes|artifacts}/:id`.
+    fn get_storage(&self, kind: StorageKind, id: &str) -> Result<StorageDetail, ApiError>;
+    /// `GET /v1/{volumes|artifacts}/:id/versions`, all pages, newest first.
+    fn list_storage_versions(
+        &self,
+        kind: StorageKind,
+        id: &str,
+    ) -> Result<Vec<StorageVersion>, ApiError>;
+    /// `GET /v1/{volumes|artifacts}/:id/download[?version_id=]`: the archive of a version (head when `None`).
+    fn download(
+        &self,
+        kind: StorageKind,
+        id: &str,
+        version: Option<&str>,
+    ) -> Result<Download, ApiError>;
+}
