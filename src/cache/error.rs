@@ -21,7 +21,10 @@ pub enum CacheError {
 
     /// The API refused the download with an answer that retrying will not change (404, 401, ...).
     #[error("cannot download archive version {version}: {source}")]
-    Api { version: String, source: ApiError },
+    Api {
+        version: String,
+        source: Box<ApiError>,
+    },
 
     /// Every attempt failed with a transient error (network, 5xx, truncated stream).
     #[error(
@@ -96,7 +99,7 @@ impl CacheError {
 #[derive(Debug)]
 pub(crate) enum Failure {
     /// Starting the download (or opening one file of a `Files` download) failed.
-    Api(ApiError),
+    Api(Box<ApiError>),
     /// Reading the network stream failed (connection reset, timeout, ...).
     Transport(io::Error),
     /// The stream ended before the archive did.

@@ -221,7 +221,7 @@ impl ArchiveCache {
             .layout
             .new_staging(vid)
             .map_err(|e| Failure::local("creating a staging directory", e))?;
-        let download = source().map_err(Failure::Api)?;
+        let download = source().map_err(|e| Failure::Api(Box::new(e)))?;
         let extracted = extract::extract(download, &staging.tree(), vid, &self.limits)?;
         let meta = Meta::new(vid, extracted.bytes, extracted.files);
         staging

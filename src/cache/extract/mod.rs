@@ -259,7 +259,7 @@ fn extract_files(
                 continue;
             }
         };
-        let mut reader = (file.open)().map_err(Failure::Api)?;
+        let mut reader = (file.open)().map_err(|e| Failure::Api(Box::new(e)))?;
         let on_error = |e: io::Error| match e.kind() {
             io::ErrorKind::UnexpectedEof => Failure::Truncated(e.to_string()),
             _ => Failure::Transport(e),
