@@ -179,7 +179,10 @@ fn tar_entry<R: Read>(
     state: &StreamState,
 ) -> Result<(), Failure> {
     let name = entry.path_bytes().into_owned();
-    let kind = entry.header().entry_type();
+    let mut kind = entry.header().entry_type();
+    if kind == EntryType::Regular && name.ends_with(b"/") {
+        kind = EntryType::Directory; // pre-POSIX tars mark directories only by the trailing slash
+    }
     if kind == EntryType::XGlobalHeader {
         return Ok(()); // pax global header (e.g. `git archive`'s comment): metadata only
     }

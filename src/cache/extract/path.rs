@@ -17,7 +17,7 @@ const NAME_MAX: usize = 255;
 /// and 3072 leaves room for any sensible cache location.
 const REL_PATH_MAX: usize = 3072;
 
-/// A validated relative path inside an extracted tree.
+/// A validated relative path inside an extracted tree: never empty (the tree root is not a `RelPath`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RelPath {
     parts: Vec<OsString>,
@@ -56,7 +56,14 @@ impl RelPath {
 
     /// The parent directory's components (empty for an entry at the top of the tree).
     pub(crate) fn parent_parts(&self) -> &[OsString] {
-        &self.parts[..self.parts.len() - 1]
+        self.parts.split_last().map_or(&[], |(_, parent)| parent)
+    }
+
+    /// The last component.
+    pub(crate) fn file_name(&self) -> &OsStr {
+        self.parts
+            .last()
+            .map_or(OsStr::new(""), |name| name.as_os_str())
     }
 }
 

@@ -186,7 +186,7 @@ impl TreeWriter {
             self.skip(name, "a parent directory is not a directory");
             return Ok(None);
         };
-        let path = parent.join(&rel.parts()[rel.parts().len() - 1]);
+        let path = parent.join(rel.file_name());
         match fs::symlink_metadata(&path) {
             Ok(m) if m.is_dir() => {
                 self.skip(name, "a directory of that name came first");
@@ -231,7 +231,7 @@ impl TreeWriter {
                 return None;
             }
         }
-        path.push(&rel.parts()[rel.parts().len() - 1]);
+        path.push(rel.file_name());
         fs::symlink_metadata(&path).ok()?.is_file().then_some(path)
     }
 
@@ -273,4 +273,78 @@ pub(crate) fn mtime_from_secs(secs: u64) -> SystemTime {
     UNIX_EPOCH
         .checked_add(Duration::from_secs(secs))
         .unwrap_or(UNIX_EPOCH)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rel(name: &str) -> RelPath {
+        RelPath::parse(name.as_bytes()).unwrap().unwrap()
+    }
+
+    fn put(w: &mut TreeWriter, name: &str, data: &[u8]) -> Result<(), Failure> {
+        let on_error = |e| Failure::local("test", e);
+        let src = Source {
+            reader: &mut &data[..],
+            expected: Some(data.len() as u64),
+            on_error: &on_error,
+        };
+        w.file(name.as_bytes(), &rel(name), 0o644, UNIX_EPOCH, src)
+    }
+
+    /// Even with symlinks to the outside already in the tree (which `extract` never creates), nothing is written
+    /// through them: parents must be real directories and leaves are replaced, not followed.
+    #[test]
+    fn planted_symlinks_are_never_written_through() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (root, outside) = (tmp.path().join("tree"), tmp.path().join("outside"));
+        fs::create_dir_all(&root).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("victim"), b"victim").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("dir-link")).unwrap();
+        std::os::unix::fs::symlink(outside.join("victim"), root.join("file-link")).unwrap();
+        std::os::unix::fs::symlink(outside.join("new"), root.join("dangling")).unwrap();
+
+        let mut w = TreeWriter::new(root.clone(), "test", 1 << 20);
+        put(&mut w, "dir-link/evil", b"evil").unwrap();
+        put(&mut w, "dir-link/sub/evil", b"evil").unwrap();
+        put(&mut w, "file-link", b"evil").unwrap();
+        put(&mut w, "dangling", b"evil").unwrap();
+        w.dir(b"dir-link/d", &rel("dir-link/d"), UNIX_EPOCH)
+            .unwrap();
+        std::os::unix::fs::symlink(outside.join("victim"), root.join("again")).unwrap();
+        w.hardlink(b"copy", &rel("copy"), &rel("again"), 0o644, UNIX_EPOCH)
+            .unwrap();
+        w.finish().unwrap();
+
+        let mut names: Vec<_> = fs::read_dir(&outside)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["victim"]);
+        assert_eq!(fs::read(outside.join("victim")).unwrap(), b"victim");
+        assert!(
+            fs::symlink_metadata(root.join("file-link"))
+                .unwrap()
+                .is_file()
+        );
+        assert!(
+            fs::symlink_metadata(root.join("dangling"))
+                .unwrap()
+                .is_file()
+        );
+        assert!(!root.join("copy").exists());
+        assert_eq!(w.totals(), (8, 2));
+    }
+
+    #[test]
+    fn modes_drop_write_and_special_bits_but_stay_owner_readable() {
+        assert_eq!(file_mode(0o644), 0o444);
+        assert_eq!(file_mode(0o4755), 0o555);
+        assert_eq!(file_mode(0o1777), 0o555);
+        assert_eq!(file_mode(0o000), 0o400);
+        assert_eq!(file_mode(0o222), 0o400);
+    }
 }

@@ -147,9 +147,13 @@ fn duplicates_last_file_wins_and_file_dir_clashes_keep_the_first() {
         .dir("d2")
         .dir("d2")
         .file("d2/inner", b"ok")
+        .file("old-style-dir/", b"")
         .gz();
     let tree = fetch(&cache, &vid(6), gz).unwrap();
-    assert_eq!(list_tree(&tree), ["d/", "d2/", "d2/inner", "dup", "same"]);
+    assert_eq!(
+        list_tree(&tree),
+        ["d/", "d2/", "d2/inner", "dup", "old-style-dir/", "same"]
+    );
     assert_eq!(fs::read(tree.join("dup")).unwrap(), b"two");
     assert_eq!(fs::read(tree.join("same")).unwrap(), b"file first");
     fx.assert_outside_untouched();
