@@ -134,8 +134,16 @@ impl Layout {
 
     /// Deletes everything in `staging/`: unfinished extractions and half-deleted evictions of a previous run.
     pub(crate) fn clear_staging(&self) -> io::Result<()> {
+        let mut removed = 0;
         for item in fs::read_dir(self.staging())? {
             remove_any(&item?.path());
+            removed += 1;
+        }
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                "removed unfinished extractions and evictions left by a previous run"
+            );
         }
         Ok(())
     }
@@ -175,6 +183,13 @@ impl Layout {
             return None;
         }
         Some((meta, stat.modified().unwrap_or(UNIX_EPOCH)))
+    }
+
+    /// Makes renames in `archives/` durable (`fsync` of the directory). Failure only costs durability: logged.
+    pub(crate) fn sync_archives(&self) {
+        if let Err(e) = File::open(self.archives()).and_then(|d| d.sync_all()) {
+            tracing::warn!(error = %e, "could not sync the cache's archives directory");
+        }
     }
 
     /// Marks an entry as used now (the metadata file's mtime is the persistent LRU clock).
@@ -221,7 +236,8 @@ impl Staging {
     }
 
     /// Renames the sealed directory to `archives/<vid>`: the moment the entry becomes complete. The caller holds
-    /// the index lock, so nothing else publishes or retires `vid` meanwhile.
+    /// the index lock, so nothing else publishes or retires `vid` meanwhile, and calls `Layout::sync_archives`
+    /// after releasing it.
     pub(crate) fn publish(self, layout: &Layout, vid: &str) -> io::Result<()> {
         let target = layout.entry(vid);
         if fs::symlink_metadata(&target).is_ok() {
@@ -229,7 +245,6 @@ impl Staging {
             remove_any(&layout.retire(vid)?);
         }
         fs::rename(&self.dir, &target)?;
-        File::open(layout.archives())?.sync_all()?;
         std::mem::forget(self);
         Ok(())
     }

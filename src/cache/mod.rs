@@ -245,6 +245,7 @@ impl ArchiveCache {
             index.insert(vid, entry);
             self.evict(&mut index, Some(vid))
         };
+        self.layout.sync_archives();
         trash.iter().for_each(|t| remove_any(t));
         if meta.bytes > self.max_bytes {
             tracing::warn!(
@@ -279,6 +280,19 @@ impl ArchiveCache {
 
     fn lock_index(&self) -> MutexGuard<'_, Index> {
         self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl std::fmt::Debug for ArchiveCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (bytes, archives) = self.usage();
+        f.debug_struct("ArchiveCache")
+            .field("dir", &self.layout.root())
+            .field("max_bytes", &self.max_bytes)
+            .field("limits", &self.limits)
+            .field("bytes", &bytes)
+            .field("archives", &archives)
+            .finish()
     }
 }
 
