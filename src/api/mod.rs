@@ -6,6 +6,7 @@
 //! logs are followed incrementally with a timestamp cursor.
 
 pub mod error;
+pub mod http;
 pub mod models;
 
 use std::io::Read;
