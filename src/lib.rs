@@ -7,4 +7,7 @@
 
 pub mod api;
 pub mod cache;
+pub mod cli;
 pub mod emulator;
+pub mod fs;
+pub mod fuse;
