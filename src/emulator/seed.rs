@@ -141,7 +141,7 @@ fn seed_storages(
 ) -> std::io::Result<()> {
     let long_name = format!(
         "docs/{}.md",
-        "a-very-long-file-name-that-only-a-pax-header-can-carry-because-ustar-names-stop-at-100-bytes"
+        "a-very-long-file-name-that-only-a-pax-header-can-carry-because-ustar-names-stop-at-one-hundred-bytes-long"
     );
     let input: Files = vec![
         (
