@@ -6,4 +6,8 @@
 //! `emulator` is the local VM0 API server used by tests and the demo; it shares only the wire models with `api`.
 
 pub mod api;
+pub mod cache;
+pub mod cli;
 pub mod emulator;
+pub mod fs;
+pub mod fuse;

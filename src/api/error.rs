@@ -27,8 +27,8 @@ pub struct ApiError {
     pub endpoint: String,
     /// The HTTP status, when the server answered.
     pub status: Option<u16>,
-    /// The API's error object, when the body was one.
-    pub detail: Option<ErrorDetail>,
+    /// The API's error object, when the body was one (boxed: errors travel in every `Result`, keep them small).
+    pub detail: Option<Box<ErrorDetail>>,
     /// A sentence saying what went wrong, for logs and for the user.
     pub message: String,
 }
@@ -39,7 +39,7 @@ impl ApiError {
             kind: ApiErrorKind::Http,
             endpoint: endpoint.to_string(),
             status: Some(status),
-            detail,
+            detail: detail.map(Box::new),
             message,
         }
     }

@@ -1,1 +1,222 @@
-//! The local VM0 API emulator (placeholder until the emulator module lands).
+//! The local VM0 API emulator (binary `vm0-emulator`): a real HTTP server on loopback that follows CONTRACT.md.
+//!
+//! Tests, the demo and the benchmarks run vm0fs against this server instead of api.vm0.ai, so it has to behave
+//! like the platform where a client can tell the difference (status codes, error bodies, pagination, casing,
+//! 302 downloads to an unauthenticated blob URL, runs that progress on their own) and it has to be controllable
+//! where the platform is not (injected faults, counters, raw archives, bulk data). The pieces:
+//! `http` (a minimal HTTP/1.1 server, one thread per connection), `store` (the state and its atomic
+//! persistence), `blobs` (archives and content hashes), `routes` (dispatch, auth, JSON helpers, agents),
+//! `storage` (volumes, artifacts, downloads, uploads), `runs` (run endpoints and the simulator), `sse` (the
+//! event stream), `control` (the unauthenticated `/_control/` routes: faults, stats, raw archives, generators)
+//! and `seed` (the demo dataset). The emulator shares only the wire models with the client (`crate::api::models`).
+
+mod blobs;
+mod control;
+mod http;
+mod routes;
+mod runs;
+mod seed;
+mod sse;
+mod storage;
+mod store;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use clap::{Parser, ValueEnum};
+
+use crate::api::models::Casing;
+
+/// Command line of `vm0-emulator`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "vm0-emulator",
+    version,
+    about = "A local emulator of the VM0 API v1 (agents, runs, volumes, artifacts) for tests and demos",
+    long_about = "A local emulator of the VM0 API v1 (agents, runs, volumes, artifacts) for tests and demos.\n\n\
+        Prints its base URL (http://HOST:PORT) as the first line of stdout, then serves until killed. \
+        Every /v1/ route needs `Authorization: Bearer <token>`. State is kept under --data and survives a \
+        restart.\n\n\
+        Unauthenticated test routes:\n  \
+        GET|POST /_control/faults     the fault config (POST replaces it: latency_ms, path_prefix, error_rate,\n                                \
+        error_status, error_count, retry_after_secs, truncate_blobs, blob_forbidden_count)\n  \
+        GET  /_control/stats          request counters (blob_downloads per version, blob_requests, ...)\n  \
+        POST /_control/storages/<volumes|artifacts>/raw?name=NAME   add a raw .tar.gz body as the head version\n  \
+        POST /_control/generate/runs?count=N                        add N completed runs\n  \
+        POST /_control/generate/storage?kind=&name=&big_file_mb=&small_files=&small_size=   a big version\n  \
+        GET  /_storage/...  /_upload/...   the presigned blob URLs that downloads redirect to and uploads PUT to"
+)]
+pub struct Args {
+    /// Address to listen on; port 0 picks a free port (the URL printed on stdout says which).
+    #[arg(long, default_value = "127.0.0.1:0", env = "VM0_EMULATOR_LISTEN")]
+    listen: String,
+
+    /// Directory holding the state (state.json), the archives (blobs/) and the seed's sources (seed-src/).
+    #[arg(long, env = "VM0_EMULATOR_DATA")]
+    data: PathBuf,
+
+    /// Fill an empty data directory with a dataset; does nothing if the directory was already seeded.
+    #[arg(long, value_enum)]
+    seed: Option<SeedKind>,
+
+    /// Key casing of JSON bodies and query parameters (the API was snake_case until 2026-01-27, then camelCase).
+    #[arg(long, value_enum, default_value_t = CasingArg::Snake)]
+    casing: CasingArg,
+
+    /// An accepted API token (repeat for several). Giving any replaces the default.
+    #[arg(long = "token", default_value = "vm0_live_demo")]
+    tokens: Vec<String>,
+
+    /// How /download answers: a 302 to a presigned blob URL, 200 with the tar.gz, or the oldest JSON files[] form.
+    #[arg(long, value_enum, default_value_t = DownloadMode::Redirect)]
+    download_mode: DownloadMode,
+
+    /// Milliseconds a new run stays `pending` before it starts running.
+    #[arg(long, default_value_t = 1000)]
+    run_pending_ms: u64,
+
+    /// Milliseconds a run stays `running` before it reaches its end (completed, failed or timeout).
+    #[arg(long, default_value_t = 6000)]
+    run_duration_ms: u64,
+
+    /// Milliseconds between log entries (and metric samples) of a running run.
+    #[arg(long, default_value_t = 500)]
+    log_interval_ms: u64,
+
+    /// POST /v1/runs answers 429 once this many runs are pending or running.
+    #[arg(long, default_value_t = 10)]
+    max_concurrent_runs: usize,
+
+    /// Fault: delay every /v1/ request by this many milliseconds.
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+
+    /// Fault: fail this fraction (0.0..1.0) of /v1/ requests with --error-status.
+    #[arg(long, default_value_t = 0.0)]
+    error_rate: f64,
+
+    /// Fault: the HTTP status of injected errors (5xx gives api_error, 429 gives rate_limited).
+    #[arg(long, default_value_t = 503)]
+    error_status: u16,
+
+    /// Fault: blob downloads declare the full Content-Length but send about half the bytes and close.
+    #[arg(long)]
+    truncate_blobs: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SeedKind {
+    /// A small realistic dataset: agents, 36 runs in every status, volumes and artifacts.
+    Demo,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum CasingArg {
+    Snake,
+    Camel,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DownloadMode {
+    /// 302 to a presigned URL serving archive.tar.gz (the final API).
+    Redirect,
+    /// 200 with the gzip body directly.
+    Direct,
+    /// 200 JSON {version_id, files:[{path,size,download_url}], expires_at} (the API of 2026-01-09..10).
+    Files,
+}
+
+/// Run schedule settings for new runs.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    pending_ms: u64,
+    duration_ms: u64,
+    log_interval_ms: u64,
+}
+
+/// Everything a request handler needs. One per process, shared by every thread.
+struct Ctx {
+    store: store::Store,
+    casing: Casing,
+    tokens: Vec<String>,
+    download_mode: DownloadMode,
+    max_concurrent_runs: usize,
+    timing: Timing,
+    faults: control::Faults,
+    stats: control::Stats,
+    base_url: String,
+    uploads: Mutex<HashMap<String, storage::UploadSession>>,
+}
+
+/// Runs the emulator: loads or seeds the state, binds, prints the base URL, and serves until the process dies.
+pub fn run(args: Args) -> Result<(), String> {
+    let store = store::Store::open(&args.data)?;
+    if args.seed == Some(SeedKind::Demo) {
+        seed::demo(&store).map_err(|e| {
+            format!(
+                "seeding {} failed: {e}; remove the directory and try again",
+                args.data.display()
+            )
+        })?;
+    }
+    let listener = TcpListener::bind(&args.listen).map_err(|e| {
+        format!(
+            "cannot listen on {}: {e}; pass another --listen (port 0 picks a free one)",
+            args.listen
+        )
+    })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the listening address: {e}"))?;
+    let base_url = format!("http://{addr}");
+    let faults = control::FaultConfig {
+        latency_ms: args.latency_ms,
+        error_rate: args.error_rate,
+        error_status: args.error_status,
+        truncate_blobs: args.truncate_blobs,
+        ..control::FaultConfig::default()
+    };
+    faults.validate()?;
+    let ctx = Arc::new(Ctx {
+        store,
+        casing: match args.casing {
+            CasingArg::Snake => Casing::Snake,
+            CasingArg::Camel => Casing::Camel,
+        },
+        tokens: args.tokens,
+        download_mode: args.download_mode,
+        max_concurrent_runs: args.max_concurrent_runs,
+        timing: Timing {
+            pending_ms: args.run_pending_ms,
+            duration_ms: args.run_duration_ms,
+            log_interval_ms: args.log_interval_ms.max(1),
+        },
+        faults: control::Faults::new(faults),
+        stats: control::Stats::default(),
+        base_url: base_url.clone(),
+        uploads: Mutex::new(HashMap::new()),
+    });
+
+    let sim = ctx.clone();
+    std::thread::Builder::new()
+        .name("emu-simulator".into())
+        .spawn(move || runs::simulator(sim))
+        .map_err(|e| format!("cannot start the run simulator thread: {e}"))?;
+
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{base_url}")
+        .and_then(|_| stdout.flush())
+        .map_err(|e| format!("cannot write the base URL to stdout: {e}"))?;
+    drop(stdout);
+    tracing::info!(%base_url, data = %args.data.display(), "vm0-emulator serving");
+
+    let handler_ctx = ctx.clone();
+    http::serve(
+        listener,
+        Arc::new(move |req| routes::handle(&handler_ctx, req)),
+    );
+    Ok(())
+}

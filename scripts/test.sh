@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs every test of vm0fs: installs what the tests need (Debian's fuse3 for fusermount3, as root), builds, and
+# runs unit tests plus the integration tests, which mount real FUSE filesystems against the local emulator.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v fusermount3 >/dev/null 2>&1 || missing+=(fuse3)
+command -v diff >/dev/null 2>&1 || missing+=(diffutils)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "test.sh: installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "test.sh: please install ${missing[*]} (Debian/Ubuntu: sudo apt-get install ${missing[*]})" >&2
+    exit 1
+  fi
+fi
+if [ ! -e /dev/fuse ]; then
+  echo "test.sh: /dev/fuse is missing; the mount tests need FUSE (load the fuse module, or run the container with --device /dev/fuse)" >&2
+  exit 1
+fi
+
+cargo build --locked --all-targets
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --locked --no-fail-fast
+  cargo test --locked --doc
+else
+  cargo test --locked --no-fail-fast
+fi

@@ -1,0 +1,350 @@
+//! Writing entries into a staging tree so that a hostile archive can never write outside it.
+//!
+//! Three rules make that hold without trusting any name: every path comes from a validated `RelPath` (plain
+//! components only); parent directories are walked one component at a time with `symlink_metadata` and only real
+//! directories are entered (a symlink or a file in the way makes the entry skipped); and files are created with
+//! `O_CREAT|O_EXCL|O_NOFOLLOW` after removing whatever non-directory was at that name, so a symlink planted by an
+//! earlier entry is never written through. Nothing else writes into the staging directory while we do (it is
+//! private, 0700, and named randomly), so the checks cannot be raced.
+//!
+//! Modes: files keep their tar permission bits minus every write bit and minus setuid/setgid/sticky, and are
+//! always owner-readable; directories are 0755 so that eviction (`remove_dir_all`) can delete their contents.
+
+use std::ffi::OsString;
+use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::path::RelPath;
+use crate::cache::error::Failure;
+
+/// Copy buffer size: large writes keep the extraction of big files cheap in syscalls.
+const COPY_BUF: usize = 1 << 20;
+
+/// How a file entry's bytes are read, and how a read failure is classified.
+pub(crate) struct Source<'a> {
+    pub reader: &'a mut dyn Read,
+    /// The size the archive announced; fewer bytes means the stream was cut short.
+    pub expected: Option<u64>,
+    pub on_error: &'a dyn Fn(io::Error) -> Failure,
+}
+
+/// Writes entries under `root`, enforcing the byte limit on what it actually writes.
+pub(crate) struct TreeWriter {
+    root: PathBuf,
+    archive: String,
+    max_bytes: u64,
+    written: u64,
+    files: u64,
+    buf: Vec<u8>,
+    dir_times: Vec<(PathBuf, SystemTime)>,
+}
+
+impl TreeWriter {
+    pub(crate) fn new(root: PathBuf, archive: &str, max_bytes: u64) -> TreeWriter {
+        TreeWriter {
+            root,
+            archive: archive.to_string(),
+            max_bytes,
+            written: 0,
+            files: 0,
+            buf: vec![0; COPY_BUF],
+            dir_times: Vec::new(),
+        }
+    }
+
+    /// Bytes of regular file content written, and how many files.
+    pub(crate) fn totals(&self) -> (u64, u64) {
+        (self.written, self.files)
+    }
+
+    /// Logs that an entry was skipped. The name is shown escaped (`{:?}`) so it cannot forge log lines.
+    pub(crate) fn skip(&self, entry: &[u8], reason: &str) {
+        tracing::warn!(
+            archive = %self.archive,
+            entry = ?String::from_utf8_lossy(entry),
+            "skipped archive entry: {reason}"
+        );
+    }
+
+    /// A regular file: last one wins over an earlier file or symlink of the same name; a directory wins over it.
+    pub(crate) fn file(
+        &mut self,
+        name: &[u8],
+        rel: &RelPath,
+        mode: u32,
+        mtime: SystemTime,
+        src: Source<'_>,
+    ) -> Result<(), Failure> {
+        let Some(path) = self.prepare_leaf(name, rel)? else {
+            return Ok(());
+        };
+        let mut out = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|e| Failure::local(format!("creating {rel}"), e))?;
+        let copied = self.copy(&mut out, rel, src.reader, src.on_error)?;
+        if let Some(expected) = src.expected.filter(|&n| copied < n) {
+            return Err(Failure::Truncated(format!(
+                "{rel} has {copied} of its {expected} bytes"
+            )));
+        }
+        let finish = out
+            .set_permissions(Permissions::from_mode(file_mode(mode)))
+            .and_then(|()| out.set_modified(mtime));
+        finish.map_err(|e| Failure::local(format!("setting the mode and time of {rel}"), e))?;
+        self.files += 1;
+        Ok(())
+    }
+
+    /// A directory (and its parents). Its mtime is applied at the end, after its contents are written.
+    pub(crate) fn dir(
+        &mut self,
+        name: &[u8],
+        rel: &RelPath,
+        mtime: SystemTime,
+    ) -> Result<(), Failure> {
+        match self.make_dirs(rel.parts())? {
+            Some(path) => self.dir_times.push((path, mtime)),
+            None => self.skip(name, "a file of that name is already in the way"),
+        }
+        Ok(())
+    }
+
+    /// A symlink whose target the caller has checked with `safe_symlink_target`.
+    pub(crate) fn symlink(
+        &mut self,
+        name: &[u8],
+        rel: &RelPath,
+        target: &[u8],
+    ) -> Result<(), Failure> {
+        use std::os::unix::ffi::OsStrExt;
+        let Some(path) = self.prepare_leaf(name, rel)? else {
+            return Ok(());
+        };
+        std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), &path)
+            .map_err(|e| Failure::local(format!("creating the symlink {rel}"), e))
+    }
+
+    /// A hardlink: a copy of the target's bytes, when the target is a regular file already extracted here.
+    pub(crate) fn hardlink(
+        &mut self,
+        name: &[u8],
+        rel: &RelPath,
+        target: &RelPath,
+        mode: u32,
+        mtime: SystemTime,
+    ) -> Result<(), Failure> {
+        if rel == target {
+            self.skip(name, "hardlink to itself");
+            return Ok(());
+        }
+        let Some(target_path) = self.existing_file(target) else {
+            self.skip(name, "hardlink target is not a file extracted before it");
+            return Ok(());
+        };
+        let mut input = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&target_path)
+            .map_err(|e| Failure::local(format!("opening {target} to copy it"), e))?;
+        let what = format!("reading {target} to copy it");
+        let on_error = move |e| Failure::local(what.clone(), e);
+        let src = Source {
+            reader: &mut input,
+            expected: None,
+            on_error: &on_error,
+        };
+        self.file(name, rel, mode, mtime, src)
+    }
+
+    /// Applies directory mtimes (deepest last written first does not matter: a child's time never moves its parent's).
+    pub(crate) fn finish(&mut self) -> Result<(), Failure> {
+        for (path, mtime) in self.dir_times.drain(..).rev() {
+            let dir = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY)
+                .open(&path);
+            // A directory replaced later in the archive is not fatal; its time is cosmetic.
+            if let Ok(dir) = dir {
+                dir.set_modified(mtime).map_err(|e| {
+                    Failure::local(format!("setting the time of {}", path.display()), e)
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the parents of `rel` and clears its name for a new non-directory. `None`: skipped (and logged).
+    fn prepare_leaf(&mut self, name: &[u8], rel: &RelPath) -> Result<Option<PathBuf>, Failure> {
+        let Some(parent) = self.make_dirs(rel.parent_parts())? else {
+            self.skip(name, "a parent directory is not a directory");
+            return Ok(None);
+        };
+        let path = parent.join(rel.file_name());
+        match fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => {
+                self.skip(name, "a directory of that name came first");
+                Ok(None)
+            }
+            Ok(_) => {
+                fs::remove_file(&path)
+                    .map_err(|e| Failure::local(format!("replacing {rel}"), e))?;
+                Ok(Some(path))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Some(path)),
+            Err(e) => Err(Failure::local(format!("inspecting {rel}"), e)),
+        }
+    }
+
+    /// Walks `parts` from the root, creating missing directories and entering only real ones.
+    /// `None` when something that is not a directory (a file, a symlink) is in the way.
+    fn make_dirs(&self, parts: &[OsString]) -> Result<Option<PathBuf>, Failure> {
+        let mut path = self.root.clone();
+        for part in parts {
+            path.push(part);
+            match fs::symlink_metadata(&path) {
+                Ok(m) if m.is_dir() => continue,
+                Ok(_) => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    DirBuilder::new().mode(0o755).create(&path).map_err(|e| {
+                        Failure::local(format!("creating the directory {}", path.display()), e)
+                    })?
+                }
+                Err(e) => return Err(Failure::local(format!("inspecting {}", path.display()), e)),
+            }
+        }
+        Ok(Some(path))
+    }
+
+    /// The path of `rel` if it is a regular file reached through real directories only.
+    fn existing_file(&self, rel: &RelPath) -> Option<PathBuf> {
+        let mut path = self.root.clone();
+        for part in rel.parent_parts() {
+            path.push(part);
+            if !fs::symlink_metadata(&path).ok()?.is_dir() {
+                return None;
+            }
+        }
+        path.push(rel.file_name());
+        fs::symlink_metadata(&path).ok()?.is_file().then_some(path)
+    }
+
+    /// Copies `reader` into `out` with the big buffer, stopping at the byte limit. Returns the bytes copied.
+    fn copy(
+        &mut self,
+        out: &mut File,
+        rel: &RelPath,
+        reader: &mut dyn Read,
+        on_error: &dyn Fn(io::Error) -> Failure,
+    ) -> Result<u64, Failure> {
+        let mut copied = 0u64;
+        loop {
+            let n = match reader.read(&mut self.buf) {
+                Ok(0) => return Ok(copied),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(on_error(e)),
+            };
+            if self.written.saturating_add(n as u64) > self.max_bytes {
+                return Err(Failure::TooLarge(self.max_bytes));
+            }
+            out.write_all(&self.buf[..n])
+                .map_err(|e| Failure::local(format!("writing {rel}"), e))?;
+            self.written += n as u64;
+            copied += n as u64;
+        }
+    }
+}
+
+/// The mode an extracted file gets: no write bits, no setuid/setgid/sticky, always owner-readable.
+pub(crate) fn file_mode(tar_mode: u32) -> u32 {
+    (tar_mode & 0o555) | 0o400
+}
+
+/// A tar header's mtime (Unix seconds) as a `SystemTime`; an absurd value (hostile or corrupt) becomes the epoch
+/// rather than an overflow.
+pub(crate) fn mtime_from_secs(secs: u64) -> SystemTime {
+    UNIX_EPOCH
+        .checked_add(Duration::from_secs(secs))
+        .unwrap_or(UNIX_EPOCH)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rel(name: &str) -> RelPath {
+        RelPath::parse(name.as_bytes()).unwrap().unwrap()
+    }
+
+    fn put(w: &mut TreeWriter, name: &str, data: &[u8]) -> Result<(), Failure> {
+        let on_error = |e| Failure::local("test", e);
+        let src = Source {
+            reader: &mut &data[..],
+            expected: Some(data.len() as u64),
+            on_error: &on_error,
+        };
+        w.file(name.as_bytes(), &rel(name), 0o644, UNIX_EPOCH, src)
+    }
+
+    /// Even with symlinks to the outside already in the tree (which `extract` never creates), nothing is written
+    /// through them: parents must be real directories and leaves are replaced, not followed.
+    #[test]
+    fn planted_symlinks_are_never_written_through() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (root, outside) = (tmp.path().join("tree"), tmp.path().join("outside"));
+        fs::create_dir_all(&root).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("victim"), b"victim").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("dir-link")).unwrap();
+        std::os::unix::fs::symlink(outside.join("victim"), root.join("file-link")).unwrap();
+        std::os::unix::fs::symlink(outside.join("new"), root.join("dangling")).unwrap();
+
+        let mut w = TreeWriter::new(root.clone(), "test", 1 << 20);
+        put(&mut w, "dir-link/evil", b"evil").unwrap();
+        put(&mut w, "dir-link/sub/evil", b"evil").unwrap();
+        put(&mut w, "file-link", b"evil").unwrap();
+        put(&mut w, "dangling", b"evil").unwrap();
+        w.dir(b"dir-link/d", &rel("dir-link/d"), UNIX_EPOCH)
+            .unwrap();
+        std::os::unix::fs::symlink(outside.join("victim"), root.join("again")).unwrap();
+        w.hardlink(b"copy", &rel("copy"), &rel("again"), 0o644, UNIX_EPOCH)
+            .unwrap();
+        w.finish().unwrap();
+
+        let mut names: Vec<_> = fs::read_dir(&outside)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["victim"]);
+        assert_eq!(fs::read(outside.join("victim")).unwrap(), b"victim");
+        assert!(
+            fs::symlink_metadata(root.join("file-link"))
+                .unwrap()
+                .is_file()
+        );
+        assert!(
+            fs::symlink_metadata(root.join("dangling"))
+                .unwrap()
+                .is_file()
+        );
+        assert!(!root.join("copy").exists());
+        assert_eq!(w.totals(), (8, 2));
+    }
+
+    #[test]
+    fn modes_drop_write_and_special_bits_but_stay_owner_readable() {
+        assert_eq!(file_mode(0o644), 0o444);
+        assert_eq!(file_mode(0o4755), 0o555);
+        assert_eq!(file_mode(0o1777), 0o555);
+        assert_eq!(file_mode(0o000), 0o400);
+        assert_eq!(file_mode(0o222), 0o400);
+    }
+}

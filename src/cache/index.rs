@@ -1,0 +1,98 @@
+//! The in-memory index of complete entries: LRU order and the running byte total.
+//!
+//! `lru::LruCache` (unbounded: the budget is in bytes, not entries) keeps recency; this wrapper keeps the sum
+//! of the entries' sizes beside it so that eviction is a loop of `pop_lru` while over budget. The index only
+//! decides; the caller renames evicted entries away on disk while still holding the index lock (cheap), and
+//! deletes them after releasing it (slow).
+
+use std::time::SystemTime;
+
+use lru::LruCache;
+
+/// What the index knows about one complete entry.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Entry {
+    pub bytes: u64,
+    /// When the entry was last marked used on disk (the metadata file's mtime).
+    pub touched: SystemTime,
+}
+
+pub(crate) struct Index {
+    lru: LruCache<String, Entry>,
+    total: u64,
+}
+
+impl Index {
+    pub(crate) fn new() -> Index {
+        Index {
+            lru: LruCache::unbounded(),
+            total: 0,
+        }
+    }
+
+    /// Adds (or replaces) an entry as the most recently used.
+    pub(crate) fn insert(&mut self, vid: &str, entry: Entry) {
+        if let Some(old) = self.lru.put(vid.to_string(), entry) {
+            self.total -= old.bytes;
+        }
+        self.total += entry.bytes;
+    }
+
+    /// Marks `vid` used and returns it.
+    pub(crate) fn get(&mut self, vid: &str) -> Option<&mut Entry> {
+        self.lru.get_mut(vid)
+    }
+
+    pub(crate) fn remove(&mut self, vid: &str) -> Option<Entry> {
+        let entry = self.lru.pop(vid)?;
+        self.total -= entry.bytes;
+        Some(entry)
+    }
+
+    /// Removes least-recently-used entries other than `keep` until the total fits `max_bytes`; returns them.
+    pub(crate) fn evict_over(&mut self, max_bytes: u64, keep: Option<&str>) -> Vec<String> {
+        let mut evicted = Vec::new();
+        while self.total > max_bytes {
+            let Some((vid, _)) = self.lru.peek_lru() else {
+                break;
+            };
+            if Some(vid.as_str()) == keep {
+                break; // only the one just inserted is left
+            }
+            let vid = vid.clone();
+            self.remove(&vid);
+            evicted.push(vid);
+        }
+        evicted
+    }
+
+    pub(crate) fn usage(&self) -> (u64, usize) {
+        (self.total, self.lru.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(bytes: u64) -> Entry {
+        Entry {
+            bytes,
+            touched: SystemTime::now(),
+        }
+    }
+
+    #[test]
+    fn evicts_least_recently_used_first_but_never_the_kept_one() {
+        let mut index = Index::new();
+        index.insert("a", entry(10));
+        index.insert("b", entry(10));
+        index.insert("c", entry(10));
+        index.get("a");
+        assert_eq!(index.evict_over(20, Some("c")), ["b"]);
+        assert_eq!(index.usage(), (20, 2));
+        index.insert("d", entry(100));
+        assert_eq!(index.evict_over(20, Some("d")), ["c", "a"]);
+        assert_eq!(index.usage(), (100, 1));
+    }
+}

@@ -1,0 +1,282 @@
+//! The on-disk layout of the cache directory, and the only code that names paths inside it.
+//!
+//! ```text
+//! <dir>/lock                          flock(2)ed while a cache is open: one process per cache directory
+//! <dir>/archives/<vid>/meta.json      written (and synced) before the rename; mtime = last used
+//! <dir>/archives/<vid>/tree/...       the extracted archive
+//! <dir>/staging/<vid>.<random>/       an extraction in progress, or an evicted entry being deleted
+//! ```
+//! An entry becomes visible only through the atomic `rename(staging/<vid>.<random>, archives/<vid>)`, after its
+//! tree and its metadata are complete, so a crash at any moment leaves either nothing or a whole entry. At
+//! `open` everything in `staging/` is deleted and any `archives/<name>` without valid metadata is deleted too:
+//! a directory there is never trusted on its name alone. The version id becomes a path component, so it is
+//! validated (`^[0-9a-f]{8,64}$`) before anything here sees it.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+const META_FILE: &str = "meta.json";
+const TREE_DIR: &str = "tree";
+const META_FORMAT: u32 = 1;
+
+/// Whether `vid` is acceptable as a version id (and therefore as a path component).
+pub(crate) fn valid_version_id(vid: &str) -> bool {
+    (8..=64).contains(&vid.len()) && vid.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// What `meta.json` records about a complete entry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct Meta {
+    pub format: u32,
+    pub version_id: String,
+    /// Sum of the sizes of the regular files written (the apparent size the LRU budget counts).
+    pub bytes: u64,
+    pub files: u64,
+    /// Unix seconds when extraction completed.
+    pub completed_at: u64,
+}
+
+impl Meta {
+    pub(crate) fn new(version_id: &str, bytes: u64, files: u64) -> Meta {
+        Meta {
+            format: META_FORMAT,
+            version_id: version_id.to_string(),
+            bytes,
+            files,
+            completed_at: unix_secs(SystemTime::now()),
+        }
+    }
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
+}
+
+/// The cache directory and the paths inside it.
+#[derive(Debug, Clone)]
+pub(crate) struct Layout {
+    root: PathBuf,
+}
+
+impl Layout {
+    pub(crate) fn new(root: PathBuf) -> Layout {
+        Layout { root }
+    }
+
+    pub(crate) fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub(crate) fn lock_file(&self) -> PathBuf {
+        self.root.join("lock")
+    }
+
+    pub(crate) fn archives(&self) -> PathBuf {
+        self.root.join("archives")
+    }
+
+    pub(crate) fn staging(&self) -> PathBuf {
+        self.root.join("staging")
+    }
+
+    pub(crate) fn entry(&self, vid: &str) -> PathBuf {
+        self.archives().join(vid)
+    }
+
+    pub(crate) fn tree(&self, vid: &str) -> PathBuf {
+        self.entry(vid).join(TREE_DIR)
+    }
+
+    pub(crate) fn meta(&self, vid: &str) -> PathBuf {
+        self.entry(vid).join(META_FILE)
+    }
+
+    /// Creates the cache directory (0700) and its subdirectories; tightens an existing one to 0700.
+    pub(crate) fn create_dirs(&self) -> io::Result<()> {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.root)?;
+        let mode = fs::metadata(&self.root)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::info!(dir = %self.root.display(), "making the cache directory private (mode 0700)");
+            fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700))?;
+        }
+        for dir in [self.archives(), self.staging()] {
+            DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        }
+        Ok(())
+    }
+
+    /// A fresh, empty staging directory for `vid`: `staging/<vid>.<random>`, with an empty `tree/` inside.
+    pub(crate) fn new_staging(&self, vid: &str) -> io::Result<Staging> {
+        loop {
+            let dir = self
+                .staging()
+                .join(format!("{vid}.{:016x}", fastrand::u64(..)));
+            match DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => {
+                    DirBuilder::new().mode(0o755).create(dir.join(TREE_DIR))?;
+                    return Ok(Staging { dir });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Deletes everything in `staging/`: unfinished extractions and half-deleted evictions of a previous run.
+    pub(crate) fn clear_staging(&self) -> io::Result<()> {
+        let mut removed = 0;
+        for item in fs::read_dir(self.staging())? {
+            remove_any(&item?.path());
+            removed += 1;
+        }
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                "removed unfinished extractions and evictions left by a previous run"
+            );
+        }
+        Ok(())
+    }
+
+    /// Every complete entry, with its metadata and last-used time; deletes anything else under `archives/`.
+    pub(crate) fn scan(&self) -> io::Result<Vec<(Meta, SystemTime)>> {
+        let mut found = Vec::new();
+        for item in fs::read_dir(self.archives())? {
+            let path = item?.path();
+            match self.read_entry(&path) {
+                Some(entry) => found.push(entry),
+                None => {
+                    tracing::warn!(path = %path.display(), "removing an incomplete or unknown cache entry");
+                    remove_any(&path);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The metadata of the entry at `path`, when it is a valid, complete entry.
+    fn read_entry(&self, path: &Path) -> Option<(Meta, SystemTime)> {
+        let vid = path.file_name()?.to_str()?;
+        if !valid_version_id(vid) || !fs::symlink_metadata(path).ok()?.is_dir() {
+            return None;
+        }
+        if !fs::symlink_metadata(self.tree(vid)).ok()?.is_dir() {
+            return None;
+        }
+        let meta_path = self.meta(vid);
+        let stat = fs::symlink_metadata(&meta_path).ok()?;
+        if !stat.is_file() || stat.len() > 64 * 1024 {
+            return None;
+        }
+        let meta: Meta = serde_json::from_slice(&fs::read(&meta_path).ok()?).ok()?;
+        if meta.format != META_FORMAT || meta.version_id != vid {
+            return None;
+        }
+        Some((meta, stat.modified().unwrap_or(UNIX_EPOCH)))
+    }
+
+    /// Makes renames in `archives/` durable (`fsync` of the directory). Failure only costs durability: logged.
+    pub(crate) fn sync_archives(&self) {
+        if let Err(e) = File::open(self.archives()).and_then(|d| d.sync_all()) {
+            tracing::warn!(error = %e, "could not sync the cache's archives directory");
+        }
+    }
+
+    /// Marks an entry as used now (the metadata file's mtime is the persistent LRU clock).
+    pub(crate) fn touch(&self, vid: &str, now: SystemTime) {
+        let result = File::open(self.meta(vid)).and_then(|f| f.set_modified(now));
+        if let Err(e) = result {
+            tracing::debug!(version = vid, error = %e, "could not record the last use of a cache entry");
+        }
+    }
+
+    /// Moves an entry out of `archives/` (atomically) into a trash name under `staging/`.
+    pub(crate) fn retire(&self, vid: &str) -> io::Result<PathBuf> {
+        let trash = self
+            .staging()
+            .join(format!("{vid}.{:016x}.evicted", fastrand::u64(..)));
+        fs::rename(self.entry(vid), &trash)?;
+        Ok(trash)
+    }
+}
+
+/// A staging directory; removed on drop unless it was published.
+#[derive(Debug)]
+pub(crate) struct Staging {
+    dir: PathBuf,
+}
+
+impl Staging {
+    pub(crate) fn tree(&self) -> PathBuf {
+        self.dir.join(TREE_DIR)
+    }
+
+    /// Makes the extracted data durable and writes `meta.json` beside the tree. Slow (it syncs the file
+    /// system), so it runs before the caller takes the index lock.
+    pub(crate) fn seal(&self, meta: &Meta) -> io::Result<()> {
+        sync_filesystem(&self.dir)?;
+        let body = serde_json::to_vec_pretty(meta).map_err(io::Error::other)?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(self.dir.join(META_FILE))?;
+        file.write_all(&body)?;
+        file.sync_all()
+    }
+
+    /// Renames the sealed directory to `archives/<vid>`: the moment the entry becomes complete. The caller holds
+    /// the index lock, so nothing else publishes or retires `vid` meanwhile, and calls `Layout::sync_archives`
+    /// after releasing it.
+    pub(crate) fn publish(self, layout: &Layout, vid: &str) -> io::Result<()> {
+        let target = layout.entry(vid);
+        if fs::symlink_metadata(&target).is_ok() {
+            // Only a leftover the index does not know can be here (a failed eviction); never merge into it.
+            remove_any(&layout.retire(vid)?);
+        }
+        fs::rename(&self.dir, &target)?;
+        std::mem::forget(self);
+        Ok(())
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        remove_any(&self.dir);
+    }
+}
+
+/// `syncfs(2)` on the file system holding `path`: one call flushes every file just extracted, far cheaper than
+/// an `fsync` per file, so that a power loss after the rename cannot leave a "complete" entry with empty files.
+fn sync_filesystem(path: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let dir = File::open(path)?;
+    // SAFETY: syncfs only reads the file descriptor, which `dir` keeps open for the duration of the call.
+    if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Deletes a file or a directory tree, logging (not failing) when it cannot.
+pub(crate) fn remove_any(path: &Path) {
+    let result = match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = result {
+        tracing::warn!(path = %path.display(), error = %e, "could not delete from the cache directory");
+    }
+}

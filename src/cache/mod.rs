@@ -1,0 +1,324 @@
+//! The archive cache: extracted volume and artifact versions on local disk, keyed by version id.
+//!
+//! A version's content never changes (its id is a hash of it), so an extracted tree is valid forever and the
+//! only questions are space and safety. Space: an LRU budget in bytes, persistent across mounts (the index is
+//! rebuilt at `open` by scanning the directory; recency is the metadata file's mtime). Safety: archives are
+//! hostile input, extracted by our own entry loop (`extract`) that never writes outside the entry's directory,
+//! under limits on size and entry count. Concurrency: one download per version at a time (`flight`), no lock
+//! held while downloading, so `lookup` of a cached version answers at once while others download. Crash
+//! safety: a tree is built in `staging/` and renamed into `archives/` only when complete (`layout`), so a
+//! partial archive is never served, then or after a restart.
+//!
+//! A path returned by `lookup`/`fetch` stays valid until the entry is evicted; files already open keep working
+//! after that (Linux keeps unlinked inodes alive), and a later `lookup` simply misses.
+
+mod error;
+mod extract;
+mod flight;
+mod index;
+mod layout;
+
+#[cfg(test)]
+mod tests;
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use crate::api::{ApiError, Download};
+pub use error::CacheError;
+use error::Failure;
+use flight::{Flights, Joined};
+use index::{Entry, Index};
+use layout::{Layout, Meta, Staging, remove_any, valid_version_id};
+
+/// Attempts per fetch, counting the first: transient network failures are common enough to retry, but a
+/// failing download must not hold its readers for long.
+const MAX_ATTEMPTS: u32 = 3;
+
+/// Pause before retry `n` is `n` times this.
+const RETRY_BACKOFF: Duration = Duration::from_millis(250);
+
+/// The on-disk last-used time is updated at most this often per entry: LRU needs minutes, not microseconds,
+/// and a write per `lookup` would be a write per file-system call.
+const TOUCH_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Where the cache lives and how big it may grow.
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// The cache directory (created with mode 0700).
+    pub dir: PathBuf,
+    /// Budget for all extracted archives together, in bytes of file content.
+    pub max_bytes: u64,
+    pub limits: ExtractLimits,
+}
+
+/// Limits on one archive, against hostile or broken archives (gzip bombs, millions of empty entries).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtractLimits {
+    /// Most bytes one archive may hold once extracted (`--max-archive-size`). Exceeding it fails with `EFBIG`.
+    pub max_total_bytes: u64,
+    /// Most entries (files, directories, links, skipped ones) one archive may have (`--max-archive-entries`).
+    /// Exceeding it fails with `EFBIG`.
+    pub max_entries: u64,
+}
+
+impl Default for ExtractLimits {
+    /// 64 GiB and 2 million entries: far beyond any volume we expect, while still stopping a gzip bomb long
+    /// before a typical disk fills, and a header flood before the inode table does.
+    fn default() -> Self {
+        ExtractLimits {
+            max_total_bytes: 64 << 30,
+            max_entries: 2_000_000,
+        }
+    }
+}
+
+/// The cache. `Send + Sync`: share it as `Arc<ArchiveCache>`.
+pub struct ArchiveCache {
+    layout: Layout,
+    max_bytes: u64,
+    limits: ExtractLimits,
+    index: Mutex<Index>,
+    flights: Flights,
+    /// Held (flock) for the cache's lifetime, so two processes never share one cache directory.
+    _lock: File,
+}
+
+impl ArchiveCache {
+    /// Creates `dir` (mode 0700) if needed, removes staging leftovers from a crash, indexes complete entries.
+    ///
+    /// Fails with `WouldBlock` if another process has this cache directory open.
+    pub fn open(config: CacheConfig) -> io::Result<ArchiveCache> {
+        let layout = Layout::new(config.dir);
+        layout.create_dirs()?;
+        let lock = lock_exclusive(&layout)?;
+        layout.clear_staging()?;
+        let mut found = layout.scan()?;
+        found.sort_by_key(|(_, used)| *used);
+        let mut index = Index::new();
+        for (meta, touched) in found {
+            let entry = Entry {
+                bytes: meta.bytes,
+                touched,
+            };
+            index.insert(&meta.version_id, entry);
+        }
+        let cache = ArchiveCache {
+            layout,
+            max_bytes: config.max_bytes,
+            limits: config.limits,
+            index: Mutex::new(index),
+            flights: Flights::default(),
+            _lock: lock,
+        };
+        let trash = cache.evict(&mut cache.lock_index(), None);
+        trash.iter().for_each(|t| remove_any(t));
+        let (bytes, archives) = cache.usage();
+        tracing::info!(dir = %cache.layout.root().display(), bytes, archives, "archive cache opened");
+        Ok(cache)
+    }
+
+    /// The root directory of the extracted tree of `version_id` if it is complete in the cache (marks it used).
+    pub fn lookup(&self, version_id: &str) -> Option<PathBuf> {
+        if !valid_version_id(version_id) {
+            return None;
+        }
+        let now = SystemTime::now();
+        let touch = {
+            let mut index = self.lock_index();
+            let entry = index.get(version_id)?;
+            let stale = now
+                .duration_since(entry.touched)
+                .map_or(true, |age| age >= TOUCH_INTERVAL);
+            if stale {
+                entry.touched = now;
+            }
+            if !self.layout.tree(version_id).is_dir() {
+                tracing::warn!(
+                    version = version_id,
+                    "a cache entry vanished from disk; it will be fetched again"
+                );
+                index.remove(version_id);
+                return None;
+            }
+            stale
+        };
+        if touch {
+            self.layout.touch(version_id, now);
+        }
+        Some(self.layout.tree(version_id))
+    }
+
+    /// Same, but downloads and extracts it first when missing: `source` is called to start a download (it may be
+    /// called again to retry). One download per version at a time however many threads ask: the others wait for
+    /// the first one's result (success → the same path; failure → the same error, and the next call tries again).
+    pub fn fetch(
+        &self,
+        version_id: &str,
+        source: &(dyn Fn() -> Result<Download, ApiError> + Sync),
+    ) -> Result<PathBuf, CacheError> {
+        if !valid_version_id(version_id) {
+            return Err(CacheError::InvalidVersionId {
+                version: version_id.to_string(),
+            });
+        }
+        if let Some(path) = self.lookup(version_id) {
+            return Ok(path);
+        }
+        match self.flights.join(version_id) {
+            Joined::Followed(result) => result,
+            Joined::Lead(leader) => {
+                // A flight that finished between our lookup and our join has already published the entry.
+                let result = match self.lookup(version_id) {
+                    Some(path) => Ok(path),
+                    None => self.download(version_id, source),
+                };
+                leader.complete(result)
+            }
+        }
+    }
+
+    /// Bytes on disk (file content of all extracted archives) and number of archives held.
+    pub fn usage(&self) -> (u64, usize) {
+        self.lock_index().usage()
+    }
+
+    /// Downloads and extracts with retries; the caller leads the flight for `vid`.
+    fn download(
+        &self,
+        vid: &str,
+        source: &(dyn Fn() -> Result<Download, ApiError> + Sync),
+    ) -> Result<PathBuf, CacheError> {
+        let mut attempt = 1;
+        loop {
+            match self.attempt(vid, source) {
+                Ok(path) => return Ok(path),
+                Err(failure) if failure.is_retryable() && attempt < MAX_ATTEMPTS => {
+                    tracing::warn!(version = vid, attempt, error = %failure, "archive download failed; retrying");
+                    std::thread::sleep(RETRY_BACKOFF * attempt);
+                    attempt += 1;
+                }
+                Err(failure) => {
+                    tracing::warn!(version = vid, attempt, error = %failure, "archive download failed");
+                    return Err(failure.into_cache_error(vid, self.layout.root(), attempt));
+                }
+            }
+        }
+    }
+
+    /// One attempt from scratch, in a fresh staging directory (deleted on failure by `Staging`'s drop).
+    fn attempt(
+        &self,
+        vid: &str,
+        source: &(dyn Fn() -> Result<Download, ApiError> + Sync),
+    ) -> Result<PathBuf, Failure> {
+        let staging = self
+            .layout
+            .new_staging(vid)
+            .map_err(|e| Failure::local("creating a staging directory", e))?;
+        let download = source().map_err(|e| Failure::Api(Box::new(e)))?;
+        let extracted = extract::extract(download, &staging.tree(), vid, &self.limits)?;
+        let meta = Meta::new(vid, extracted.bytes, extracted.files);
+        staging
+            .seal(&meta)
+            .map_err(|e| Failure::local("writing the archive's metadata", e))?;
+        self.publish(staging, &meta)
+    }
+
+    /// Makes a sealed staging directory the entry for its version, then evicts down to the budget.
+    fn publish(&self, staging: Staging, meta: &Meta) -> Result<PathBuf, Failure> {
+        let vid = meta.version_id.as_str();
+        let trash = {
+            let mut index = self.lock_index();
+            staging
+                .publish(&self.layout, vid)
+                .map_err(|e| Failure::local("moving the extracted archive into place", e))?;
+            let entry = Entry {
+                bytes: meta.bytes,
+                touched: SystemTime::now(),
+            };
+            index.insert(vid, entry);
+            self.evict(&mut index, Some(vid))
+        };
+        self.layout.sync_archives();
+        trash.iter().for_each(|t| remove_any(t));
+        if meta.bytes > self.max_bytes {
+            tracing::warn!(
+                version = vid,
+                bytes = meta.bytes,
+                max_bytes = self.max_bytes,
+                "archive is larger than the whole cache; it is kept alone until the next archive is fetched"
+            );
+        }
+        tracing::info!(
+            version = vid,
+            bytes = meta.bytes,
+            files = meta.files,
+            "archive cached"
+        );
+        Ok(self.layout.tree(vid))
+    }
+
+    /// Evicts least-recently-used entries (except `keep`) over budget: each is renamed out of `archives/` now,
+    /// under the index lock; the returned trash paths are deleted by the caller after releasing it.
+    fn evict(&self, index: &mut MutexGuard<'_, Index>, keep: Option<&str>) -> Vec<PathBuf> {
+        let mut trash = Vec::new();
+        for vid in index.evict_over(self.max_bytes, keep) {
+            tracing::info!(version = %vid, "evicting archive from the cache");
+            match self.layout.retire(&vid) {
+                Ok(path) => trash.push(path),
+                Err(e) => tracing::warn!(version = %vid, error = %e, "could not evict archive"),
+            }
+        }
+        trash
+    }
+
+    fn lock_index(&self) -> MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl std::fmt::Debug for ArchiveCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (bytes, archives) = self.usage();
+        f.debug_struct("ArchiveCache")
+            .field("dir", &self.layout.root())
+            .field("max_bytes", &self.max_bytes)
+            .field("limits", &self.limits)
+            .field("bytes", &bytes)
+            .field("archives", &archives)
+            .finish()
+    }
+}
+
+/// Takes an exclusive `flock` on `<dir>/lock`, failing at once if another process holds it.
+fn lock_exclusive(layout: &Layout) -> io::Result<File> {
+    let path = layout.lock_file();
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)?;
+    // SAFETY: flock only uses the descriptor, which `file` keeps open.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!(
+                    "the cache directory {} is in use by another vm0fs process; give each mount its own cache directory",
+                    layout.root().display()
+                ),
+            ));
+        }
+        return Err(err);
+    }
+    Ok(file)
+}

@@ -1,0 +1,98 @@
+//! Open file and directory handles.
+//!
+//! A handle holds what was true at `open`: the rendered bytes of an API file, the open descriptor of a cached
+//! archive file, or the snapshot of a directory. Holding the descriptor (not a path) is what lets a file keep
+//! reading after the cache evicts its archive: on Linux the unlinked file lives until the last descriptor closes.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::DirEntry;
+use super::error::{Error, Result};
+
+#[derive(Clone)]
+pub enum Handle {
+    /// Bytes rendered from the API at open.
+    Content(Arc<Vec<u8>>),
+    /// A file of an extracted archive.
+    Disk(Arc<File>),
+    /// A directory listing taken at opendir.
+    Dir(Arc<Vec<DirEntry>>),
+}
+
+pub struct Handles {
+    open: Mutex<HashMap<u64, Handle>>,
+    next: AtomicU64,
+}
+
+impl Handles {
+    pub fn new() -> Self {
+        Handles {
+            open: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(1),
+        }
+    }
+
+    pub fn insert(&self, handle: Handle) -> u64 {
+        let fh = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(fh, handle);
+        fh
+    }
+
+    pub fn remove(&self, fh: u64) {
+        self.lock().remove(&fh);
+    }
+
+    fn get(&self, fh: u64) -> Result<Handle> {
+        self.lock()
+            .get(&fh)
+            .cloned()
+            .ok_or_else(|| Error::new(libc::EBADF, format!("file handle {fh} is not open")))
+    }
+
+    pub fn dir(&self, fh: u64) -> Result<Arc<Vec<DirEntry>>> {
+        match self.get(fh)? {
+            Handle::Dir(entries) => Ok(entries),
+            _ => Err(Error::new(libc::ENOTDIR, "not a directory handle")),
+        }
+    }
+
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        match self.get(fh)? {
+            Handle::Content(bytes) => Ok(slice_at(&bytes, offset, size).to_vec()),
+            Handle::Disk(file) => read_full(&file, offset, size),
+            Handle::Dir(_) => Err(Error::new(libc::EISDIR, "is a directory")),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Handle>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn slice_at(bytes: &[u8], offset: u64, size: u32) -> &[u8] {
+    let start = usize::try_from(offset)
+        .unwrap_or(usize::MAX)
+        .min(bytes.len());
+    let end = start.saturating_add(size as usize).min(bytes.len());
+    &bytes[start..end]
+}
+
+/// Reads `size` bytes at `offset`, short only at end of file (the kernel takes a short read as EOF).
+fn read_full(file: &File, offset: u64, size: u32) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; size as usize];
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read_at(&mut buf[filled..], offset + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    buf.truncate(filled);
+    Ok(buf)
+}

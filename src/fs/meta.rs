@@ -1,0 +1,231 @@
+//! The API objects the tree is made of, fetched through TTL caches.
+//!
+//! Each method answers from its cache while the value is fresh and asks the API otherwise. Freshness follows
+//! DESIGN.md: listings for `--metadata-ttl`; a run that is still moving for one second; a terminal run, its logs,
+//! metrics and output forever (they cannot change any more); storage versions forever once seen, since a version
+//! id is a content hash.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::error::{Error, Result};
+use super::render;
+use super::ttl::{Ttl, TtlMap};
+use crate::api::Vm0Api;
+use crate::api::models::{
+    Agent, AgentVersion, LogQuery, Run, RunDetail, RunMetrics, SseEvent, Storage, StorageKind,
+    StorageVersion,
+};
+
+/// How long a run that is not terminal is believed: the issue asks for status at most a second or two stale.
+const MOVING_RUN_TTL: Duration = Duration::from_secs(1);
+
+/// `runs/` lists new runs within two seconds even with a long `--metadata-ttl`.
+const RUNS_LISTING_TTL: Duration = Duration::from_secs(2);
+
+/// Page size for log fetches: the API's maximum.
+const LOG_PAGE: u32 = 100;
+
+pub struct Meta {
+    api: Arc<dyn Vm0Api>,
+    listing_ttl: Duration,
+    agents: TtlMap<(), Vec<Agent>>,
+    agent_versions: TtlMap<String, Vec<AgentVersion>>,
+    runs: TtlMap<(), Vec<Run>>,
+    latest_run: TtlMap<(), Option<Run>>,
+    run_details: TtlMap<String, RunDetail>,
+    run_logs: TtlMap<String, Vec<u8>>,
+    run_metrics: TtlMap<String, RunMetrics>,
+    run_outputs: TtlMap<String, Option<String>>,
+    storages: TtlMap<StorageKind, Vec<Storage>>,
+    storage_versions: TtlMap<String, Vec<StorageVersion>>,
+}
+
+impl Meta {
+    pub fn new(api: Arc<dyn Vm0Api>, listing_ttl: Duration) -> Self {
+        Meta {
+            api,
+            listing_ttl,
+            agents: TtlMap::new(),
+            agent_versions: TtlMap::new(),
+            runs: TtlMap::new(),
+            latest_run: TtlMap::new(),
+            run_details: TtlMap::new(),
+            run_logs: TtlMap::new(),
+            run_metrics: TtlMap::new(),
+            run_outputs: TtlMap::new(),
+            storages: TtlMap::new(),
+            storage_versions: TtlMap::new(),
+        }
+    }
+
+    pub fn api(&self) -> &Arc<dyn Vm0Api> {
+        &self.api
+    }
+
+    fn listing(&self) -> Ttl {
+        Ttl::For(self.listing_ttl)
+    }
+
+    fn run_ttl(&self) -> Ttl {
+        Ttl::For(MOVING_RUN_TTL.min(self.listing_ttl))
+    }
+
+    pub fn agents(&self) -> Result<Arc<Vec<Agent>>> {
+        let ttl = self.listing();
+        Ok(self
+            .agents
+            .get_or_fetch(&(), || self.api.list_agents(), |_| ttl)?)
+    }
+
+    pub fn agent(&self, name: &str) -> Result<Agent> {
+        self.agents()?
+            .iter()
+            .find(|a| a.name == name)
+            .cloned()
+            .ok_or_else(|| Error::not_found(format!("agents/{name}")))
+    }
+
+    pub fn agent_versions(&self, agent_id: &str) -> Result<Arc<Vec<AgentVersion>>> {
+        let ttl = self.listing();
+        Ok(self.agent_versions.get_or_fetch(
+            &agent_id.to_string(),
+            || self.api.list_agent_versions(agent_id),
+            |_| ttl,
+        )?)
+    }
+
+    pub fn runs(&self) -> Result<Arc<Vec<Run>>> {
+        let ttl = Ttl::For(self.listing_ttl.min(RUNS_LISTING_TTL));
+        Ok(self
+            .runs
+            .get_or_fetch(&(), || self.api.list_runs(), |_| ttl)?)
+    }
+
+    /// The run as the last fresh listing of `runs/` saw it, without asking the API (for `ls -l runs/`).
+    pub fn listed_run(&self, id: &str) -> Option<Run> {
+        self.runs.fresh(&())?.iter().find(|r| r.id == id).cloned()
+    }
+
+    pub fn latest_run(&self) -> Result<Option<Run>> {
+        let ttl = self.run_ttl();
+        let latest = self
+            .latest_run
+            .get_or_fetch(&(), || self.api.latest_run(), |_| ttl)?;
+        Ok((*latest).clone())
+    }
+
+    pub fn run(&self, id: &str) -> Result<Arc<RunDetail>> {
+        let moving = self.run_ttl();
+        Ok(self.run_details.get_or_fetch(
+            &id.to_string(),
+            || self.api.get_run(id),
+            |run| terminal_or(run, moving),
+        )?)
+    }
+
+    /// The run's log, rendered; complete when the run is terminal.
+    pub fn run_logs(&self, run: &RunDetail) -> Result<Arc<Vec<u8>>> {
+        let ttl = terminal_or(run, self.run_ttl());
+        Ok(self
+            .run_logs
+            .get_or_fetch(&run.id, || self.fetch_all_logs(&run.id), |_| ttl)?)
+    }
+
+    fn fetch_all_logs(&self, id: &str) -> std::result::Result<Vec<u8>, crate::api::ApiError> {
+        let mut out = Vec::new();
+        let mut query = LogQuery {
+            limit: Some(LOG_PAGE),
+            ..LogQuery::default()
+        };
+        loop {
+            let page = self.api.run_logs(id, &query)?;
+            for entry in &page.data {
+                out.extend_from_slice(render::log_line(entry).as_bytes());
+            }
+            match (page.pagination.has_more, page.data.last()) {
+                (true, Some(last)) => query.cursor = Some(last.timestamp.clone()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    pub fn run_metrics(&self, run: &RunDetail) -> Result<Arc<RunMetrics>> {
+        let ttl = terminal_or(run, self.run_ttl());
+        Ok(self
+            .run_metrics
+            .get_or_fetch(&run.id, || self.api.run_metrics(&run.id), |_| ttl)?)
+    }
+
+    /// The final output of a terminal run: the detail's `output` when the server sends one, else the SSE
+    /// `complete` event's (CONTRACT.md Part 1 item 6). `None` for a run that is not terminal or has none.
+    pub fn run_output(&self, run: &RunDetail) -> Result<Option<String>> {
+        if !run.status.is_terminal() {
+            return Ok(None);
+        }
+        if run.output.is_some() {
+            return Ok(run.output.clone());
+        }
+        let output = self.run_outputs.get_or_fetch(
+            &run.id,
+            || self.output_from_events(&run.id),
+            |_| Ttl::Forever,
+        )?;
+        Ok((*output).clone())
+    }
+
+    fn output_from_events(
+        &self,
+        id: &str,
+    ) -> std::result::Result<Option<String>, crate::api::ApiError> {
+        for event in self.api.run_events(id, None)? {
+            if let SseEvent::Complete { output, .. } = event? {
+                return Ok(output);
+            }
+        }
+        Ok(None)
+    }
+
+    pub fn storages(&self, kind: StorageKind) -> Result<Arc<Vec<Storage>>> {
+        let ttl = self.listing();
+        Ok(self
+            .storages
+            .get_or_fetch(&kind, || self.api.list_storages(kind), |_| ttl)?)
+    }
+
+    pub fn storage(&self, kind: StorageKind, name: &str) -> Result<Storage> {
+        self.storages(kind)?
+            .iter()
+            .find(|s| s.name == name)
+            .cloned()
+            .ok_or_else(|| Error::not_found(format!("{}/{name}", kind.plural())))
+    }
+
+    /// The versions of a storage. `refresh` asks the API again even when a list is cached (a prefix that matched
+    /// nothing may name a version pushed since).
+    pub fn storage_versions(
+        &self,
+        kind: StorageKind,
+        storage_id: &str,
+        refresh: bool,
+    ) -> Result<Arc<Vec<StorageVersion>>> {
+        let key = storage_id.to_string();
+        if refresh {
+            self.storage_versions.invalidate(&key);
+        }
+        let ttl = self.listing();
+        Ok(self.storage_versions.get_or_fetch(
+            &key,
+            || self.api.list_storage_versions(kind, storage_id),
+            |_| ttl,
+        )?)
+    }
+}
+
+fn terminal_or(run: &RunDetail, moving: Ttl) -> Ttl {
+    if run.status.is_terminal() {
+        Ttl::Forever
+    } else {
+        moving
+    }
+}

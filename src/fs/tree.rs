@@ -1,0 +1,828 @@
+//! The shape of the tree: which names each directory holds, what each node's attributes and content are.
+//!
+//! Everything here is decided from the node alone (`inodes::Node`) plus the API objects of `meta` and the
+//! extracted archives of the cache, so any inode can be answered without knowing the path that led to it.
+//! Names that come from the API are checked before they become file names: a name that is empty, `.`/`..`,
+//! longer than 255 bytes or holding `/` or NUL is skipped with a warning, and of two objects with one name the
+//! first listed (the newest) is shown.
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::fs::{self, File, Metadata};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::error::{Error, Result};
+use super::handles::Handle;
+use super::inodes::{AgentFile, Node, RunFile};
+use super::render;
+use super::{Attr, DirEntry, FileKind, Opened, Vm0Fs};
+use crate::api::models::{RunDetail, Storage, StorageKind};
+
+/// Attribute TTL of the fixed top of the tree and of what can no longer change.
+const FIXED_TTL: Duration = Duration::from_secs(3600);
+/// Attribute TTL of anything that may still move (a run that is not terminal, its files).
+const MOVING_TTL: Duration = Duration::from_secs(1);
+/// The shortest accepted version prefix (CONTRACT.md 6.2).
+const MIN_VERSION_PREFIX: usize = 8;
+
+const ROOT_NAMES: [&str; 4] = ["agents", "artifacts", "runs", "volumes"];
+const AGENT_FILES: [(&str, AgentFile); 2] = [
+    ("agent.json", AgentFile::AgentJson),
+    ("versions.json", AgentFile::VersionsJson),
+];
+const RUN_FILES: [(&str, RunFile); 7] = [
+    ("status", RunFile::Status),
+    ("run.json", RunFile::RunJson),
+    ("prompt", RunFile::Prompt),
+    ("logs", RunFile::Logs),
+    ("metrics.json", RunFile::MetricsJson),
+    ("output", RunFile::Output),
+    ("artifact", RunFile::Artifact),
+];
+
+/// A storage version whose files are (or will be) in the cache.
+struct Version {
+    storage: Storage,
+    id: String,
+    created_at: String,
+    has_files: bool,
+}
+
+impl Vm0Fs {
+    /// The node called `name` in `parent`, or `ENOENT`.
+    pub(super) fn child(&self, parent: &Node, name: &OsStr) -> Result<Node> {
+        let missing =
+            || Error::not_found(format!("{}/{}", describe(parent), name.to_string_lossy()));
+        let name_str = name.to_str().ok_or_else(missing)?;
+        if !is_safe_name(name_str) {
+            return Err(missing());
+        }
+        let node = match parent {
+            Node::Root => match name_str {
+                "agents" => Node::AgentsDir,
+                "runs" => Node::RunsDir,
+                "volumes" => Node::StorageDir(StorageKind::Volume),
+                "artifacts" => Node::StorageDir(StorageKind::Artifact),
+                _ => return Err(missing()),
+            },
+            Node::AgentsDir => {
+                self.meta.agent(name_str)?;
+                Node::Agent {
+                    name: name_str.to_string(),
+                }
+            }
+            Node::Agent { name } => {
+                let file = AGENT_FILES
+                    .iter()
+                    .find(|(n, _)| *n == name_str)
+                    .map(|(_, f)| *f)
+                    .ok_or_else(missing)?;
+                Node::AgentFile {
+                    name: name.clone(),
+                    file,
+                }
+            }
+            Node::RunsDir if name_str == "latest" => {
+                self.meta.latest_run()?.ok_or_else(missing)?;
+                Node::RunsLatest
+            }
+            Node::RunsDir => {
+                if self.meta.listed_run(name_str).is_none() {
+                    self.meta.run(name_str)?;
+                }
+                Node::Run {
+                    id: name_str.to_string(),
+                }
+            }
+            Node::Run { id } => {
+                let file = RUN_FILES
+                    .iter()
+                    .find(|(n, _)| *n == name_str)
+                    .map(|(_, f)| *f)
+                    .ok_or_else(missing)?;
+                let run = self.meta.run(id)?;
+                if !self.run_file_exists(&run, file)? {
+                    return Err(missing());
+                }
+                Node::RunFile {
+                    id: id.clone(),
+                    file,
+                }
+            }
+            Node::StorageDir(kind) => self.storage_root(*kind, name_str)?,
+            Node::StorageRoot {
+                kind,
+                name: storage_name,
+                pin,
+            } => {
+                let version = self.version(*kind, storage_name, pin.as_deref())?;
+                self.archive_child(*kind, version.as_ref(), Path::new(""), name)?
+            }
+            Node::ArchiveEntry {
+                kind,
+                storage_id,
+                version_id,
+                path,
+            } => {
+                let root = self.tree(*kind, storage_id, version_id)?;
+                fs::symlink_metadata(root.join(path).join(name)).map_err(|_| missing())?;
+                Node::ArchiveEntry {
+                    kind: *kind,
+                    storage_id: storage_id.clone(),
+                    version_id: version_id.clone(),
+                    path: path.join(name),
+                }
+            }
+            Node::AgentFile { .. } | Node::RunFile { .. } | Node::RunsLatest => {
+                return Err(Error::new(
+                    libc::ENOTDIR,
+                    format!("{}: not a directory", describe(parent)),
+                ));
+            }
+        };
+        Ok(node)
+    }
+
+    /// `volumes/<name>` or `volumes/<name>@<version prefix>`.
+    fn storage_root(&self, kind: StorageKind, name: &str) -> Result<Node> {
+        let (base, prefix) = match name.rsplit_once('@') {
+            Some((base, prefix)) => (base, Some(prefix)),
+            None => (name, None),
+        };
+        let storage = self.meta.storage(kind, base)?;
+        let pin = match prefix {
+            None => None,
+            Some(prefix) => Some(self.resolve_prefix(kind, &storage, prefix)?),
+        };
+        Ok(Node::StorageRoot {
+            kind,
+            name: base.to_string(),
+            pin,
+        })
+    }
+
+    /// The full version id that a prefix of at least 8 hex characters names, or `ENOENT`.
+    fn resolve_prefix(&self, kind: StorageKind, storage: &Storage, prefix: &str) -> Result<String> {
+        let prefix = prefix.to_ascii_lowercase();
+        let what = format!("{}/{}@{prefix}", kind.plural(), storage.name);
+        if prefix.len() < MIN_VERSION_PREFIX || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::not_found(format!(
+                "{what} (a version is named by at least {MIN_VERSION_PREFIX} hex characters)"
+            )));
+        }
+        for refresh in [false, true] {
+            let versions = self.meta.storage_versions(kind, &storage.id, refresh)?;
+            let matches: Vec<_> = versions
+                .iter()
+                .filter(|v| v.id.starts_with(&prefix))
+                .collect();
+            match matches.as_slice() {
+                [one] => return Ok(one.id.clone()),
+                [] => continue,
+                _ => {
+                    return Err(Error::not_found(format!(
+                        "{what}: the prefix names {} versions; use more characters",
+                        matches.len()
+                    )));
+                }
+            }
+        }
+        Err(Error::not_found(what))
+    }
+
+    /// The version a storage root shows: its head, or the pinned one. `None` when there are no files to show.
+    fn version(&self, kind: StorageKind, name: &str, pin: Option<&str>) -> Result<Option<Version>> {
+        let storage = self.meta.storage(kind, name)?;
+        let Some(id) = pin
+            .map(str::to_string)
+            .or_else(|| storage.current_version_id.clone())
+        else {
+            return Ok(None);
+        };
+        let listed = self.meta.storage_versions(kind, &storage.id, false)?;
+        let found = listed.iter().find(|v| v.id == id).cloned();
+        let (created_at, has_files) = match found {
+            Some(v) => (v.created_at, v.file_count > 0),
+            // The head moved after the versions were listed: trust the storage object.
+            None if pin.is_none() => (storage.updated_at.clone(), storage.file_count > 0),
+            None => return Err(Error::not_found(format!("{}/{name}@{id}", kind.plural()))),
+        };
+        Ok(Some(Version {
+            storage,
+            id,
+            created_at,
+            has_files,
+        }))
+    }
+
+    fn archive_child(
+        &self,
+        kind: StorageKind,
+        version: Option<&Version>,
+        dir: &Path,
+        name: &OsStr,
+    ) -> Result<Node> {
+        let missing = || Error::not_found(name.to_string_lossy());
+        let version = version.filter(|v| v.has_files).ok_or_else(missing)?;
+        let root = self.tree(kind, &version.storage.id, &version.id)?;
+        let path = dir.join(name);
+        fs::symlink_metadata(root.join(&path)).map_err(|_| missing())?;
+        Ok(Node::ArchiveEntry {
+            kind,
+            storage_id: version.storage.id.clone(),
+            version_id: version.id.clone(),
+            path,
+        })
+    }
+
+    /// The root of the extracted tree of a version, downloading it on first use.
+    fn tree(&self, kind: StorageKind, storage_id: &str, version_id: &str) -> Result<PathBuf> {
+        if let Some(root) = self.cache.lookup(version_id) {
+            return Ok(root);
+        }
+        let api = self.meta.api().clone();
+        let source = move || api.download(kind, storage_id, Some(version_id));
+        Ok(self.cache.fetch(version_id, &source)?)
+    }
+
+    fn run_file_exists(&self, run: &RunDetail, file: RunFile) -> Result<bool> {
+        Ok(match file {
+            RunFile::Output => self.meta.run_output(run)?.is_some(),
+            RunFile::Artifact => artifact_link(run).is_some(),
+            _ => true,
+        })
+    }
+
+    /// The attributes of a node; for API files this renders the content, so the size is exact.
+    pub(super) fn attr(&self, node: &Node) -> Result<Attr> {
+        let ino = self.inodes.ino(node);
+        let fixed = self.mounted_at;
+        match node {
+            Node::Root | Node::AgentsDir | Node::RunsDir | Node::StorageDir(_) => {
+                Ok(self.dir_attr(ino, fixed, self.config.metadata_ttl.min(FIXED_TTL)))
+            }
+            Node::Agent { name } => {
+                let agent = self.meta.agent(name)?;
+                Ok(self.dir_attr(
+                    ino,
+                    time_of(&agent.updated_at, fixed),
+                    self.config.metadata_ttl,
+                ))
+            }
+            Node::Run { id } => {
+                let (mtime, ttl) = match self.meta.listed_run(id) {
+                    Some(run) if run.status.is_terminal() => (
+                        run_times(&run.created_at, &run.started_at, &run.completed_at, fixed),
+                        FIXED_TTL,
+                    ),
+                    _ => {
+                        let run = self.meta.run(id)?;
+                        (run_mtime(&run, fixed), run_ttl(&run))
+                    }
+                };
+                Ok(self.dir_attr(ino, mtime, ttl))
+            }
+            Node::RunsLatest => {
+                let target = self.link_target(node)?;
+                Ok(self.symlink_attr(ino, target.len(), fixed, MOVING_TTL))
+            }
+            Node::RunFile {
+                id,
+                file: RunFile::Artifact,
+            } => {
+                let run = self.meta.run(id)?;
+                let target = artifact_link(&run).ok_or_else(|| Error::not_found(describe(node)))?;
+                Ok(self.symlink_attr(ino, target.len(), run_mtime(&run, fixed), run_ttl(&run)))
+            }
+            Node::AgentFile { .. } | Node::RunFile { .. } => {
+                let (content, mtime, ttl) = self.content(node)?;
+                Ok(self.file_attr(ino, content.len() as u64, mtime, ttl))
+            }
+            Node::StorageRoot { kind, name, pin } => {
+                let ttl = if pin.is_some() {
+                    FIXED_TTL
+                } else {
+                    self.config.metadata_ttl
+                };
+                let mtime = match pin {
+                    Some(_) => match self.version(*kind, name, pin.as_deref())? {
+                        Some(v) => time_of(&v.created_at, fixed),
+                        None => fixed,
+                    },
+                    None => time_of(&self.meta.storage(*kind, name)?.updated_at, fixed),
+                };
+                Ok(self.dir_attr(ino, mtime, ttl))
+            }
+            Node::ArchiveEntry {
+                kind,
+                storage_id,
+                version_id,
+                path,
+            } => {
+                let root = self.tree(*kind, storage_id, version_id)?;
+                let meta = fs::symlink_metadata(root.join(path))?;
+                // A top-level entry is reached through `<name>/`, whose head may move; deeper ones never change.
+                let ttl = if path.components().count() == 1 {
+                    self.config.metadata_ttl.min(FIXED_TTL)
+                } else {
+                    FIXED_TTL
+                };
+                Ok(self.disk_attr(ino, &meta, ttl))
+            }
+        }
+    }
+
+    /// The names in a directory (without `.` and `..`).
+    pub(super) fn children(&self, node: &Node) -> Result<Vec<DirEntry>> {
+        let mut out = Vec::new();
+        match node {
+            Node::Root => {
+                for name in ROOT_NAMES {
+                    let child = self.child(node, OsStr::new(name))?;
+                    out.push(self.entry(&child, FileKind::Directory, name));
+                }
+            }
+            Node::AgentsDir => {
+                let agents = self.meta.agents()?;
+                for name in unique_safe_names("agent", agents.iter().map(|a| a.name.as_str())) {
+                    let child = Node::Agent {
+                        name: name.to_string(),
+                    };
+                    out.push(self.entry(&child, FileKind::Directory, name));
+                }
+            }
+            Node::Agent { name } => {
+                for (file_name, file) in AGENT_FILES {
+                    let child = Node::AgentFile {
+                        name: name.clone(),
+                        file,
+                    };
+                    out.push(self.entry(&child, FileKind::File, file_name));
+                }
+            }
+            Node::RunsDir => {
+                let runs = self.meta.runs()?;
+                if !runs.is_empty() {
+                    out.push(self.entry(&Node::RunsLatest, FileKind::Symlink, "latest"));
+                }
+                for id in unique_safe_names("run", runs.iter().map(|r| r.id.as_str())) {
+                    let child = Node::Run { id: id.to_string() };
+                    out.push(self.entry(&child, FileKind::Directory, id));
+                }
+            }
+            Node::Run { id } => {
+                let run = self.meta.run(id)?;
+                for (file_name, file) in RUN_FILES {
+                    if self.run_file_exists(&run, file)? {
+                        let kind = if file == RunFile::Artifact {
+                            FileKind::Symlink
+                        } else {
+                            FileKind::File
+                        };
+                        let child = Node::RunFile {
+                            id: id.clone(),
+                            file,
+                        };
+                        out.push(self.entry(&child, kind, file_name));
+                    }
+                }
+            }
+            Node::StorageDir(kind) => {
+                let storages = self.meta.storages(*kind)?;
+                let what = kind.title();
+                for name in unique_safe_names(what, storages.iter().map(|s| s.name.as_str())) {
+                    let child = Node::StorageRoot {
+                        kind: *kind,
+                        name: name.to_string(),
+                        pin: None,
+                    };
+                    out.push(self.entry(&child, FileKind::Directory, name));
+                }
+            }
+            Node::StorageRoot { kind, name, pin } => {
+                if let Some(version) = self
+                    .version(*kind, name, pin.as_deref())?
+                    .filter(|v| v.has_files)
+                {
+                    let root = self.tree(*kind, &version.storage.id, &version.id)?;
+                    self.disk_children(
+                        *kind,
+                        &version.storage.id,
+                        &version.id,
+                        &root,
+                        Path::new(""),
+                        &mut out,
+                    )?;
+                }
+            }
+            Node::ArchiveEntry {
+                kind,
+                storage_id,
+                version_id,
+                path,
+            } => {
+                let root = self.tree(*kind, storage_id, version_id)?;
+                self.disk_children(*kind, storage_id, version_id, &root, path, &mut out)?;
+            }
+            Node::AgentFile { .. } | Node::RunFile { .. } | Node::RunsLatest => {
+                return Err(Error::new(
+                    libc::ENOTDIR,
+                    format!("{}: not a directory", describe(node)),
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    fn disk_children(
+        &self,
+        kind: StorageKind,
+        storage_id: &str,
+        version_id: &str,
+        root: &Path,
+        dir: &Path,
+        out: &mut Vec<DirEntry>,
+    ) -> Result<()> {
+        let mut names: Vec<(std::ffi::OsString, FileKind)> = Vec::new();
+        for entry in fs::read_dir(root.join(dir))? {
+            let entry = entry?;
+            let file_type = entry.file_type()?;
+            names.push((entry.file_name(), kind_of(&file_type)));
+        }
+        names.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, file_kind) in names {
+            let child = Node::ArchiveEntry {
+                kind,
+                storage_id: storage_id.to_string(),
+                version_id: version_id.to_string(),
+                path: dir.join(&name),
+            };
+            out.push(DirEntry {
+                ino: self.inodes.ino(&child),
+                kind: file_kind,
+                name,
+            });
+        }
+        Ok(())
+    }
+
+    fn entry(&self, node: &Node, kind: FileKind, name: &str) -> DirEntry {
+        DirEntry {
+            ino: self.inodes.ino(node),
+            kind,
+            name: name.into(),
+        }
+    }
+
+    pub(super) fn link_target(&self, node: &Node) -> Result<Vec<u8>> {
+        match node {
+            Node::RunsLatest => {
+                let run = self
+                    .meta
+                    .latest_run()?
+                    .ok_or_else(|| Error::not_found("runs/latest"))?;
+                Ok(run.id.into_bytes())
+            }
+            Node::RunFile {
+                id,
+                file: RunFile::Artifact,
+            } => {
+                let run = self.meta.run(id)?;
+                artifact_link(&run)
+                    .map(String::into_bytes)
+                    .ok_or_else(|| Error::not_found(describe(node)))
+            }
+            Node::ArchiveEntry {
+                kind,
+                storage_id,
+                version_id,
+                path,
+            } => {
+                let root = self.tree(*kind, storage_id, version_id)?;
+                Ok(fs::read_link(root.join(path))?
+                    .into_os_string()
+                    .into_encoded_bytes())
+            }
+            _ => Err(Error::new(
+                libc::EINVAL,
+                format!("{}: not a symbolic link", describe(node)),
+            )),
+        }
+    }
+
+    /// The bytes of a file rendered from the API, its mtime and its attribute TTL.
+    fn content(&self, node: &Node) -> Result<(Arc<Vec<u8>>, SystemTime, Duration)> {
+        let fixed = self.mounted_at;
+        match node {
+            Node::AgentFile { name, file } => {
+                let agent = self.meta.agent(name)?;
+                let bytes = match file {
+                    AgentFile::AgentJson => render::json(&agent),
+                    AgentFile::VersionsJson => render::json(&*self.meta.agent_versions(&agent.id)?),
+                };
+                Ok((
+                    Arc::new(bytes),
+                    time_of(&agent.updated_at, fixed),
+                    MOVING_TTL,
+                ))
+            }
+            Node::RunFile { id, file } => {
+                let run = self.meta.run(id)?;
+                let bytes = match file {
+                    RunFile::Status => Arc::new(render::text(run.status.as_str())),
+                    RunFile::RunJson => Arc::new(render::json(&*run)),
+                    RunFile::Prompt => Arc::new(render::text(&run.prompt)),
+                    RunFile::Logs => self.meta.run_logs(&run)?,
+                    RunFile::MetricsJson => Arc::new(render::json(&*self.meta.run_metrics(&run)?)),
+                    RunFile::Output => {
+                        let output = self
+                            .meta
+                            .run_output(&run)?
+                            .ok_or_else(|| Error::not_found(describe(node)))?;
+                        Arc::new(render::text(&output))
+                    }
+                    RunFile::Artifact => {
+                        return Err(Error::new(
+                            libc::EINVAL,
+                            format!("{}: a symbolic link", describe(node)),
+                        ));
+                    }
+                };
+                Ok((bytes, run_mtime(&run, fixed), run_ttl(&run)))
+            }
+            _ => Err(Error::new(
+                libc::EISDIR,
+                format!("{}: not a file", describe(node)),
+            )),
+        }
+    }
+
+    pub(super) fn open_for_read(&self, node: &Node) -> Result<Opened> {
+        match node {
+            Node::AgentFile { .. } | Node::RunFile { .. } => {
+                let (content, _, _) = self.content(node)?;
+                let fh = self.handles.insert(Handle::Content(content));
+                Ok(Opened {
+                    fh,
+                    direct_io: true,
+                    keep_cache: false,
+                })
+            }
+            Node::ArchiveEntry {
+                kind,
+                storage_id,
+                version_id,
+                path,
+            } => {
+                let root = self.tree(*kind, storage_id, version_id)?;
+                let file = File::options()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(root.join(path))?;
+                if file.metadata()?.is_dir() {
+                    return Err(Error::new(
+                        libc::EISDIR,
+                        format!("{}: is a directory", describe(node)),
+                    ));
+                }
+                let fh = self.handles.insert(Handle::Disk(Arc::new(file)));
+                Ok(Opened {
+                    fh,
+                    direct_io: false,
+                    keep_cache: true,
+                })
+            }
+            _ => Err(Error::new(
+                libc::EISDIR,
+                format!("{}: is a directory", describe(node)),
+            )),
+        }
+    }
+
+    pub(super) fn xattrs(&self, node: &Node) -> Result<Vec<(&'static str, String)>> {
+        Ok(match node {
+            Node::Agent { name } => vec![("user.vm0.id", self.meta.agent(name)?.id)],
+            Node::Run { id } => vec![("user.vm0.id", self.meta.run(id)?.id.clone())],
+            Node::StorageRoot { kind, name, pin } => {
+                let storage = self.meta.storage(*kind, name)?;
+                let mut attrs = vec![("user.vm0.id", storage.id.clone())];
+                if let Some(version) = pin.clone().or(storage.current_version_id) {
+                    attrs.push(("user.vm0.version", version));
+                }
+                attrs
+            }
+            _ => Vec::new(),
+        })
+    }
+
+    fn dir_attr(&self, ino: u64, mtime: SystemTime, ttl: Duration) -> Attr {
+        self.make_attr(ino, FileKind::Directory, 0, 0o555, mtime, ttl)
+    }
+
+    fn file_attr(&self, ino: u64, size: u64, mtime: SystemTime, ttl: Duration) -> Attr {
+        self.make_attr(ino, FileKind::File, size, 0o444, mtime, ttl)
+    }
+
+    fn symlink_attr(&self, ino: u64, len: usize, mtime: SystemTime, ttl: Duration) -> Attr {
+        self.make_attr(ino, FileKind::Symlink, len as u64, 0o777, mtime, ttl)
+    }
+
+    fn disk_attr(&self, ino: u64, meta: &Metadata, ttl: Duration) -> Attr {
+        let kind = kind_of(&meta.file_type());
+        let size = if kind == FileKind::Directory {
+            0
+        } else {
+            meta.len()
+        };
+        // Read-only: the tar mode without write bits (the cache already dropped setuid and friends).
+        let perm = (meta.mode() & 0o555) as u16 | if kind == FileKind::Symlink { 0o777 } else { 0 };
+        let mtime = meta.modified().unwrap_or(self.mounted_at);
+        self.make_attr(ino, kind, size, perm, mtime, ttl)
+    }
+
+    fn make_attr(
+        &self,
+        ino: u64,
+        kind: FileKind,
+        size: u64,
+        perm: u16,
+        mtime: SystemTime,
+        ttl: Duration,
+    ) -> Attr {
+        Attr {
+            ino,
+            kind,
+            size,
+            perm,
+            nlink: if kind == FileKind::Directory { 2 } else { 1 },
+            mtime,
+            uid: self.config.uid,
+            gid: self.config.gid,
+            ttl,
+        }
+    }
+}
+
+fn kind_of(file_type: &fs::FileType) -> FileKind {
+    if file_type.is_dir() {
+        FileKind::Directory
+    } else if file_type.is_symlink() {
+        FileKind::Symlink
+    } else {
+        FileKind::File
+    }
+}
+
+/// `runs/<id>/artifact` → `../../artifacts/<name>@<version>`, when the run produced one.
+fn artifact_link(run: &RunDetail) -> Option<String> {
+    let name = run.artifact_name.as_deref()?;
+    let version = run.artifact_version.as_deref()?;
+    let valid = is_safe_name(name)
+        && version.len() >= MIN_VERSION_PREFIX
+        && version.bytes().all(|b| b.is_ascii_hexdigit());
+    valid.then(|| format!("../../artifacts/{name}@{version}"))
+}
+
+fn run_ttl(run: &RunDetail) -> Duration {
+    if run.status.is_terminal() {
+        FIXED_TTL
+    } else {
+        MOVING_TTL
+    }
+}
+
+fn run_mtime(run: &RunDetail, fallback: SystemTime) -> SystemTime {
+    run_times(
+        &run.created_at,
+        &run.started_at,
+        &run.completed_at,
+        fallback,
+    )
+}
+
+/// A run changes when it is created, starts and ends: its mtime is the latest of these.
+fn run_times(
+    created: &str,
+    started: &Option<String>,
+    completed: &Option<String>,
+    fallback: SystemTime,
+) -> SystemTime {
+    let latest = completed
+        .as_deref()
+        .or(started.as_deref())
+        .unwrap_or(created);
+    time_of(latest, fallback)
+}
+
+/// An API timestamp (ISO-8601) as a `SystemTime`; `fallback` when the server sent something else.
+fn time_of(timestamp: &str, fallback: SystemTime) -> SystemTime {
+    chrono::DateTime::parse_from_rfc3339(timestamp)
+        .map(SystemTime::from)
+        .unwrap_or(fallback)
+}
+
+/// Whether an API name can be a file name as it is.
+fn is_safe_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name.len() <= 255
+        && !name.contains(['/', '\0'])
+}
+
+/// The names that can be shown, each once, in the API's order; the others are logged and skipped.
+fn unique_safe_names<'a>(what: &str, names: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for name in names {
+        if !is_safe_name(name) {
+            tracing::warn!("skipping {what} {name:?}: the name cannot be a file name");
+        } else if !seen.insert(name) {
+            tracing::warn!(
+                "skipping a second {what} named {name:?}: names must be unique to be shown"
+            );
+        } else {
+            out.push(name);
+        }
+    }
+    out
+}
+
+/// The directory a node is listed in.
+pub(super) fn parent_of(node: &Node) -> Node {
+    match node {
+        Node::Root | Node::AgentsDir | Node::RunsDir | Node::StorageDir(_) => Node::Root,
+        Node::Agent { .. } => Node::AgentsDir,
+        Node::AgentFile { name, .. } => Node::Agent { name: name.clone() },
+        Node::RunsLatest | Node::Run { .. } => Node::RunsDir,
+        Node::RunFile { id, .. } => Node::Run { id: id.clone() },
+        Node::StorageRoot { kind, .. } => Node::StorageDir(*kind),
+        Node::ArchiveEntry {
+            kind,
+            storage_id,
+            version_id,
+            path,
+        } => match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => Node::ArchiveEntry {
+                kind: *kind,
+                storage_id: storage_id.clone(),
+                version_id: version_id.clone(),
+                path: parent.to_path_buf(),
+            },
+            _ => Node::StorageDir(*kind),
+        },
+    }
+}
+
+/// A node's path in the mount, for messages.
+pub(super) fn describe(node: &Node) -> String {
+    match node {
+        Node::Root => "/".into(),
+        Node::AgentsDir => "agents".into(),
+        Node::Agent { name } => format!("agents/{name}"),
+        Node::AgentFile { name, file } => {
+            let file_name = AGENT_FILES
+                .iter()
+                .find(|(_, f)| f == file)
+                .map_or("?", |(n, _)| n);
+            format!("agents/{name}/{file_name}")
+        }
+        Node::RunsDir => "runs".into(),
+        Node::RunsLatest => "runs/latest".into(),
+        Node::Run { id } => format!("runs/{id}"),
+        Node::RunFile { id, file } => {
+            let file_name = RUN_FILES
+                .iter()
+                .find(|(_, f)| f == file)
+                .map_or("?", |(n, _)| n);
+            format!("runs/{id}/{file_name}")
+        }
+        Node::StorageDir(kind) => kind.plural().into(),
+        Node::StorageRoot {
+            kind,
+            name,
+            pin: None,
+        } => format!("{}/{name}", kind.plural()),
+        Node::StorageRoot {
+            kind,
+            name,
+            pin: Some(v),
+        } => format!("{}/{name}@{v}", kind.plural()),
+        Node::ArchiveEntry {
+            kind,
+            version_id,
+            path,
+            ..
+        } => {
+            format!(
+                "{} version {version_id}: {}",
+                kind.plural(),
+                String::from_utf8_lossy(path.as_os_str().as_bytes())
+            )
+        }
+    }
+}

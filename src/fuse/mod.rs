@@ -1,0 +1,453 @@
+//! The fuser adapter: decode a request, run the core's method on a worker, encode the reply. No logic of its own.
+//!
+//! Every request except `forget` goes to the worker pool (see `pool.rs`), so the event loop never waits for the
+//! network. Errors from the core carry their errno; the adapter logs them (a missing name at debug level, the rest
+//! as warnings, like mountpoint-s3) and replies. Operations that would change the tree are refused with `EROFS`
+//! by the core.
+
+mod pool;
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use fuser::{
+    AccessFlags, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
+    INodeNo, InitFlags, KernelConfig, LockOwner, MountOption, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyWrite, ReplyXattr, Request, Session, SessionACL, TimeOrNow, WriteFlags,
+};
+
+use crate::fs::{Attr, Error, FileKind, Vm0Fs};
+use pool::WorkerPool;
+
+/// The most requests served at once: well above the kernel's `max_background` so that slow API calls never
+/// starve cached reads, yet bounded so that a storm of requests cannot exhaust threads.
+const MAX_WORKERS: usize = 64;
+/// Requests the kernel may keep in flight in the background (its default of 12 is tuned for local disks).
+const MAX_BACKGROUND: u16 = 64;
+const GENERATION: Generation = Generation(0);
+/// The preferred I/O size reported to tools such as `cp` and `dd`.
+const BLOCK_SIZE: u32 = 128 * 1024;
+
+/// How the mount is made (the flags of `vm0fs mount`).
+pub struct MountConfig {
+    /// Let other users see the mount (`--allow-other`); otherwise only its owner and root can.
+    pub allow_other: bool,
+    /// Ask `fusermount3` to unmount when the process dies, even by `kill -9`.
+    pub auto_unmount: bool,
+}
+
+/// Mounts `fs` at `mountpoint`; the mount is live when this returns (fuser completes INIT in `Session::new`).
+pub fn mount(
+    fs: Vm0Fs,
+    mountpoint: &Path,
+    config: &MountConfig,
+) -> std::io::Result<Session<FuseAdapter>> {
+    let mut fuse_config = Config::default();
+    fuse_config.mount_options = vec![
+        MountOption::FSName("vm0fs".into()),
+        MountOption::Subtype("vm0fs".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoAtime,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+    ];
+    if config.auto_unmount {
+        fuse_config.mount_options.push(MountOption::AutoUnmount);
+    }
+    // `Owner` is the private default, but fuser refuses AutoUnmount with it; `RootAndOwner` keeps the mount private
+    // (fuser itself refuses other uids) while allowing the auto-unmount helper.
+    fuse_config.acl = match (config.allow_other, config.auto_unmount) {
+        (true, _) => SessionACL::All,
+        (false, true) => SessionACL::RootAndOwner,
+        (false, false) => SessionACL::Owner,
+    };
+    fuse_config.n_threads = Some(2);
+    let adapter = FuseAdapter {
+        fs: Arc::new(fs),
+        pool: WorkerPool::new(MAX_WORKERS),
+    };
+    Session::new(adapter, mountpoint, &fuse_config)
+}
+
+pub struct FuseAdapter {
+    fs: Arc<Vm0Fs>,
+    pool: WorkerPool,
+}
+
+impl FuseAdapter {
+    /// Runs `op` on a worker with the core.
+    fn spawn(&self, op: impl FnOnce(&Vm0Fs) + Send + 'static) {
+        let fs = self.fs.clone();
+        self.pool.run(move || op(&fs));
+    }
+}
+
+fn errno(op: &str, error: &Error) -> Errno {
+    if error.is_quiet() {
+        tracing::debug!("{op}: {error}");
+    } else {
+        tracing::warn!("{op}: {error}");
+    }
+    Errno::from_i32(error.errno)
+}
+
+fn file_attr(attr: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(attr.ino),
+        size: attr.size,
+        blocks: attr.size.div_ceil(512),
+        atime: attr.mtime,
+        mtime: attr.mtime,
+        ctime: attr.mtime,
+        crtime: attr.mtime,
+        kind: file_type(attr.kind),
+        perm: attr.perm,
+        nlink: attr.nlink,
+        uid: attr.uid,
+        gid: attr.gid,
+        rdev: 0,
+        blksize: BLOCK_SIZE,
+        flags: 0,
+    }
+}
+
+fn file_type(kind: FileKind) -> FileType {
+    match kind {
+        FileKind::Directory => FileType::Directory,
+        FileKind::File => FileType::RegularFile,
+        FileKind::Symlink => FileType::Symlink,
+    }
+}
+
+fn reply_xattr(reply: ReplyXattr, value: &[u8], size: u32) {
+    if size == 0 {
+        reply.size(value.len() as u32);
+    } else if value.len() > size as usize {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(value);
+    }
+}
+
+impl Filesystem for FuseAdapter {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        if let Err(missing) = config
+            .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO)
+        {
+            tracing::info!("the kernel does not offer {missing:?}; listings use plain readdir");
+        }
+        if let Err(max) = config.set_max_background(MAX_BACKGROUND) {
+            tracing::debug!("max_background {MAX_BACKGROUND} refused; the kernel allows {max}");
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let name = name.to_os_string();
+        self.spawn(move |fs| match fs.lookup(parent.0, &name) {
+            Ok(attr) => reply.entry(&attr.ttl, &file_attr(&attr), GENERATION),
+            Err(e) => reply.error(errno("lookup", &e)),
+        });
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.spawn(move |fs| match fs.getattr(ino.0) {
+            Ok(attr) => reply.attr(&attr.ttl, &file_attr(&attr)),
+            Err(e) => reply.error(errno("getattr", &e)),
+        });
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        _size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        _mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        self.spawn(move |fs| reply.error(errno("setattr", &fs.refuse_change(ino.0))));
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.spawn(move |fs| match fs.readlink(ino.0) {
+            Ok(target) => reply.data(&target),
+            Err(e) => reply.error(errno("readlink", &e)),
+        });
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        self.spawn(move |fs| reply.error(errno("mknod", &fs.refuse_change(parent.0))));
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        self.spawn(move |fs| reply.error(errno("mkdir", &fs.refuse_change(parent.0))));
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        self.spawn(move |fs| reply.error(errno("unlink", &fs.refuse_change(parent.0))));
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        self.spawn(move |fs| reply.error(errno("rmdir", &fs.refuse_change(parent.0))));
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        _link_name: &OsStr,
+        _target: &Path,
+        reply: ReplyEntry,
+    ) {
+        self.spawn(move |fs| reply.error(errno("symlink", &fs.refuse_change(parent.0))));
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        _name: &OsStr,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        _flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn(move |fs| reply.error(errno("rename", &fs.refuse_change(parent.0))));
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        self.spawn(move |fs| reply.error(errno("link", &fs.refuse_change(ino.0))));
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        self.spawn(move |fs| match fs.open(ino.0, flags.0) {
+            Ok(opened) => {
+                let mut fopen = FopenFlags::empty();
+                if opened.direct_io {
+                    fopen |= FopenFlags::FOPEN_DIRECT_IO;
+                }
+                if opened.keep_cache {
+                    fopen |= FopenFlags::FOPEN_KEEP_CACHE;
+                }
+                reply.opened(FileHandle(opened.fh), fopen);
+            }
+            Err(e) => reply.error(errno("open", &e)),
+        });
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        self.spawn(move |fs| match fs.read(fh.0, offset, size) {
+            Ok(data) => reply.data(&data),
+            Err(e) => reply.error(errno("read", &e)),
+        });
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        self.spawn(move |fs| reply.error(errno("write", &fs.refuse_change(ino.0))));
+    }
+
+    /// Nothing is buffered, so a flush always succeeds (the default `ENOSYS` would stop the kernel flushing).
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.fs.release(fh.0);
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.spawn(move |fs| match fs.opendir(ino.0) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(errno("opendir", &e)),
+        });
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        self.spawn(move |fs| match fs.readdir(fh.0, offset) {
+            Ok(entries) => {
+                for (next, entry) in entries {
+                    if reply.add(INodeNo(entry.ino), next, file_type(entry.kind), &entry.name) {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(errno("readdir", &e)),
+        });
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        self.spawn(move |fs| match fs.readdirplus(fh.0, offset) {
+            Ok(entries) => {
+                for (next, entry, attr) in entries {
+                    if reply.add(
+                        INodeNo(entry.ino),
+                        next,
+                        &entry.name,
+                        &attr.ttl,
+                        &file_attr(&attr),
+                        GENERATION,
+                    ) {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(errno("readdirplus", &e)),
+        });
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.fs.releasedir(fh.0);
+        reply.ok();
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn(move |fs| reply.error(errno("setxattr", &fs.refuse_change(ino.0))));
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let name = name.to_os_string();
+        self.spawn(move |fs| match fs.getxattr(ino.0, &name) {
+            Ok(value) => reply_xattr(reply, &value, size),
+            Err(e) => reply.error(errno("getxattr", &e)),
+        });
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        self.spawn(move |fs| match fs.listxattr(ino.0) {
+            Ok(names) => reply_xattr(reply, &names, size),
+            Err(e) => reply.error(errno("listxattr", &e)),
+        });
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        self.spawn(move |fs| reply.error(errno("removexattr", &fs.refuse_change(ino.0))));
+    }
+
+    fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        if mask.contains(AccessFlags::W_OK) {
+            self.spawn(move |fs| reply.error(errno("access", &fs.refuse_change(ino.0))));
+        } else {
+            reply.ok();
+        }
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        self.spawn(move |fs| reply.error(errno("create", &fs.refuse_change(parent.0))));
+    }
+}
