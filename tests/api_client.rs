@@ -406,6 +406,31 @@ fn a_refused_blob_link_is_replaced_by_a_fresh_redirect() {
     assert!(!err.to_string().contains("Signature="), "{err}");
 }
 
+#[test]
+fn a_truncated_archive_is_a_read_error_not_a_short_file() {
+    let emu = start(&[]);
+    let api = client(&emu);
+    let volume = api
+        .list_storages(StorageKind::Volume)
+        .expect("volumes")
+        .into_iter()
+        .find(|s| s.file_count > 0)
+        .expect("a volume with files");
+    emu.set_faults(faults(json!({"truncate_blobs": true})));
+    let Download::TarGz(mut body) = api
+        .download(StorageKind::Volume, &volume.id, None)
+        .expect("the response head arrives")
+    else {
+        panic!("expected a tar.gz");
+    };
+    let mut bytes = Vec::new();
+    assert!(
+        body.read_to_end(&mut bytes).is_err(),
+        "a body cut short of its Content-Length read as complete ({} bytes)",
+        bytes.len()
+    );
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Retries and deadlines.
 
