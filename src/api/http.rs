@@ -19,7 +19,6 @@
 
 // `ApiError` is the error type of the `Vm0Api` trait (176 bytes); boxing it inside the client only to unbox it at
 // the trait boundary would buy nothing. Shrinking it (boxing `detail`) is a decision for `error.rs`.
-#![allow(clippy::result_large_err)]
 
 mod retry;
 mod sse;

@@ -162,14 +162,14 @@ fn serve(
     };
     let api: Arc<dyn Vm0Api> = Arc::new(api);
     let cache = Arc::new(cache);
-    let mut session = mount_with_fallback(
+    let session = mount_with_fallback(
         &api,
         &cache,
         &fs_config,
         args.allow_other,
         &prepared.mountpoint,
     )?;
-    let mut unmounter = session.unmount_callable();
+    let mountpoint = prepared.mountpoint.clone();
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
@@ -178,9 +178,15 @@ fn serve(
     std::thread::spawn(move || {
         if let Some(signal) = signals.forever().next() {
             tracing::info!("signal {signal}: unmounting");
-            if let Err(e) = unmounter.unmount() {
-                tracing::warn!(
-                    "unmount after signal {signal} failed: {e}; the mount is left to auto-unmount"
+            // Unmounting ends the session's reads with ENODEV, so `run` returns. (fuser's own unmounter only
+            // hands an auto-unmount mount to fusermount3, which leaves it mounted while we live.) A busy mount
+            // is detached instead, so the signal always ends the process.
+            let result = super::unmount::unmount(&mountpoint, false)
+                .or_else(|_| super::unmount::unmount(&mountpoint, true));
+            if let Err(e) = result {
+                tracing::error!(
+                    "cannot unmount {} after signal {signal}: {e}",
+                    mountpoint.display()
                 );
                 std::process::exit(EXIT_FAILURE);
             }

@@ -102,9 +102,11 @@ impl Meta {
             .get_or_fetch(&(), || self.api.list_runs(), |_| ttl)?)
     }
 
-    /// The run as the last fresh listing of `runs/` saw it, without asking the API (for `ls -l runs/`).
+    /// The run as the last listing of `runs/` saw it, however old, without asking the API. Enough to know that
+    /// a run exists (runs are not deleted) and to date its directory for `ls -l runs/`, which must not cost one
+    /// request per run even when the API is slower than the listing's TTL; its files always ask for the detail.
     pub fn listed_run(&self, id: &str) -> Option<Run> {
-        self.runs.fresh(&())?.iter().find(|r| r.id == id).cloned()
+        self.runs.last(&())?.iter().find(|r| r.id == id).cloned()
     }
 
     pub fn latest_run(&self) -> Result<Option<Run>> {

@@ -274,10 +274,15 @@ impl Vm0Fs {
                 ))
             }
             Node::Run { id } => {
+                // `ls -l runs/` must not cost one request per run: a fresh listing is as good as the detail.
                 let (mtime, ttl) = match self.meta.listed_run(id) {
-                    Some(run) if run.status.is_terminal() => (
+                    Some(run) => (
                         run_times(&run.created_at, &run.started_at, &run.completed_at, fixed),
-                        FIXED_TTL,
+                        if run.status.is_terminal() {
+                            FIXED_TTL
+                        } else {
+                            MOVING_TTL
+                        },
                     ),
                     _ => {
                         let run = self.meta.run(id)?;

@@ -67,6 +67,12 @@ impl<K: Eq + Hash + Clone, V> TtlMap<K, V> {
             .map(|s| s.value.clone())
     }
 
+    /// The last value of `key`, however old: for answers where a stale value is still right.
+    pub fn last(&self, key: &K) -> Option<Arc<V>> {
+        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.get(key).map(|s| s.value.clone())
+    }
+
     /// Stores a value fetched elsewhere (a create or cancel answer carries the new detail).
     pub fn put(&self, key: K, value: V, ttl: Ttl) -> Arc<V> {
         let value = Arc::new(value);
