@@ -11,11 +11,11 @@ use std::time::Duration;
 use super::error::{Error, Result};
 use super::render;
 use super::ttl::{Ttl, TtlMap};
-use crate::api::Vm0Api;
 use crate::api::models::{
     Agent, AgentVersion, LogQuery, Run, RunDetail, RunMetrics, SseEvent, Storage, StorageKind,
     StorageVersion,
 };
+use crate::api::{ApiError, Vm0Api};
 
 /// How long a run that is not terminal is believed: the issue asks for status at most a second or two stale.
 const MOVING_RUN_TTL: Duration = Duration::from_secs(1);
@@ -75,7 +75,7 @@ impl Meta {
         let ttl = self.listing();
         Ok(self
             .agents
-            .get_or_fetch(&(), || self.api.list_agents(), |_| ttl)?)
+            .get_or_fetch_or_stale(&(), || self.api.list_agents(), |_| ttl)?)
     }
 
     pub fn agent(&self, name: &str) -> Result<Agent> {
@@ -88,7 +88,7 @@ impl Meta {
 
     pub fn agent_versions(&self, agent_id: &str) -> Result<Arc<Vec<AgentVersion>>> {
         let ttl = self.listing();
-        Ok(self.agent_versions.get_or_fetch(
+        Ok(self.agent_versions.get_or_fetch_or_stale(
             &agent_id.to_string(),
             || self.api.list_agent_versions(agent_id),
             |_| ttl,
@@ -99,7 +99,7 @@ impl Meta {
         let ttl = Ttl::For(self.listing_ttl.min(RUNS_LISTING_TTL));
         Ok(self
             .runs
-            .get_or_fetch(&(), || self.api.list_runs(), |_| ttl)?)
+            .get_or_fetch_or_stale(&(), || self.api.list_runs(), |_| ttl)?)
     }
 
     /// The run as the last listing of `runs/` saw it, however old, without asking the API. Enough to know that
@@ -111,15 +111,15 @@ impl Meta {
 
     pub fn latest_run(&self) -> Result<Option<Run>> {
         let ttl = self.run_ttl();
-        let latest = self
-            .latest_run
-            .get_or_fetch(&(), || self.api.latest_run(), |_| ttl)?;
+        let latest =
+            self.latest_run
+                .get_or_fetch_or_stale(&(), || self.api.latest_run(), |_| ttl)?;
         Ok((*latest).clone())
     }
 
     pub fn run(&self, id: &str) -> Result<Arc<RunDetail>> {
         let moving = self.run_ttl();
-        Ok(self.run_details.get_or_fetch(
+        Ok(self.run_details.get_or_fetch_or_stale(
             &id.to_string(),
             || self.api.get_run(id),
             |run| terminal_or(run, moving),
@@ -129,12 +129,14 @@ impl Meta {
     /// The run's log, rendered; complete when the run is terminal.
     pub fn run_logs(&self, run: &RunDetail) -> Result<Arc<Vec<u8>>> {
         let ttl = terminal_or(run, self.run_ttl());
-        Ok(self
-            .run_logs
-            .get_or_fetch(&run.id, || self.fetch_all_logs(&run.id), |_| ttl)?)
+        Ok(self.run_logs.get_or_fetch_or_stale(
+            &run.id,
+            || self.fetch_all_logs(&run.id),
+            |_| ttl,
+        )?)
     }
 
-    fn fetch_all_logs(&self, id: &str) -> std::result::Result<Vec<u8>, crate::api::ApiError> {
+    fn fetch_all_logs(&self, id: &str) -> std::result::Result<Vec<u8>, ApiError> {
         let mut out = Vec::new();
         let mut query = LogQuery {
             limit: Some(LOG_PAGE),
@@ -154,9 +156,11 @@ impl Meta {
 
     pub fn run_metrics(&self, run: &RunDetail) -> Result<Arc<RunMetrics>> {
         let ttl = terminal_or(run, self.run_ttl());
-        Ok(self
-            .run_metrics
-            .get_or_fetch(&run.id, || self.api.run_metrics(&run.id), |_| ttl)?)
+        Ok(self.run_metrics.get_or_fetch_or_stale(
+            &run.id,
+            || self.api.run_metrics(&run.id),
+            |_| ttl,
+        )?)
     }
 
     /// The final output of a terminal run: the detail's `output` when the server sends one, else the SSE
@@ -168,7 +172,7 @@ impl Meta {
         if run.output.is_some() {
             return Ok(run.output.clone());
         }
-        let output = self.run_outputs.get_or_fetch(
+        let output = self.run_outputs.get_or_fetch_or_stale(
             &run.id,
             || self.output_from_events(&run.id),
             |_| Ttl::Forever,
@@ -176,10 +180,7 @@ impl Meta {
         Ok((*output).clone())
     }
 
-    fn output_from_events(
-        &self,
-        id: &str,
-    ) -> std::result::Result<Option<String>, crate::api::ApiError> {
+    fn output_from_events(&self, id: &str) -> std::result::Result<Option<String>, ApiError> {
         for event in self.api.run_events(id, None)? {
             if let SseEvent::Complete { output, .. } = event? {
                 return Ok(output);
@@ -192,7 +193,7 @@ impl Meta {
         let ttl = self.listing();
         Ok(self
             .storages
-            .get_or_fetch(&kind, || self.api.list_storages(kind), |_| ttl)?)
+            .get_or_fetch_or_stale(&kind, || self.api.list_storages(kind), |_| ttl)?)
     }
 
     pub fn storage(&self, kind: StorageKind, name: &str) -> Result<Storage> {
@@ -216,11 +217,43 @@ impl Meta {
             self.storage_versions.invalidate(&key);
         }
         let ttl = self.listing();
-        Ok(self.storage_versions.get_or_fetch(
+        Ok(self.storage_versions.get_or_fetch_or_stale(
             &key,
             || self.api.list_storage_versions(kind, storage_id),
             |_| ttl,
         )?)
+    }
+}
+
+/// `TtlMap::get_or_fetch`, except that when the API cannot be reached (after the client's retries) a value seen
+/// before is served, however old: a mount that lost its network keeps showing what it knew, and its cached archives
+/// stay readable. Answers the API gave (404, 401, ...) are never papered over.
+trait StaleOnOutage<K, V> {
+    fn get_or_fetch_or_stale(
+        &self,
+        key: &K,
+        fetch: impl FnOnce() -> std::result::Result<V, ApiError>,
+        ttl_of: impl FnOnce(&V) -> Ttl,
+    ) -> std::result::Result<Arc<V>, ApiError>;
+}
+
+impl<K: Eq + std::hash::Hash + Clone, V> StaleOnOutage<K, V> for TtlMap<K, V> {
+    fn get_or_fetch_or_stale(
+        &self,
+        key: &K,
+        fetch: impl FnOnce() -> std::result::Result<V, ApiError>,
+        ttl_of: impl FnOnce(&V) -> Ttl,
+    ) -> std::result::Result<Arc<V>, ApiError> {
+        match self.get_or_fetch(key, fetch, ttl_of) {
+            Err(e) if e.is_retryable() => match self.last(key) {
+                Some(stale) => {
+                    tracing::warn!("{e}; serving what was known before");
+                    Ok(stale)
+                }
+                None => Err(e),
+            },
+            other => other,
+        }
     }
 }
 

@@ -25,6 +25,7 @@ struct FakeApi {
     versions: Vec<StorageVersion>,
     archives: HashMap<String, Vec<u8>>,
     downloads: AtomicUsize,
+    offline: std::sync::atomic::AtomicBool,
     run_gets: Mutex<Vec<String>>,
 }
 
@@ -47,6 +48,7 @@ fn summary(run: &RunDetail) -> Run {
 
 impl Vm0Api for FakeApi {
     fn list_agents(&self) -> Result<Vec<Agent>, ApiError> {
+        self.reachable()?;
         Ok(self.agents.clone())
     }
     fn find_agent(&self, name: &str) -> Result<Option<Agent>, ApiError> {
@@ -128,6 +130,7 @@ impl Vm0Api for FakeApi {
         Ok(Box::new(events.into_iter()))
     }
     fn list_storages(&self, kind: StorageKind) -> Result<Vec<Storage>, ApiError> {
+        self.reachable()?;
         Ok(if kind == StorageKind::Volume {
             self.volumes.clone()
         } else {
@@ -145,6 +148,7 @@ impl Vm0Api for FakeApi {
         _kind: StorageKind,
         _id: &str,
     ) -> Result<Vec<StorageVersion>, ApiError> {
+        self.reachable()?;
         Ok(self.versions.clone())
     }
     fn download(
@@ -160,6 +164,18 @@ impl Vm0Api for FakeApi {
             .cloned()
             .ok_or_else(|| not_found("version"))?;
         Ok(Download::TarGz(Box::new(Cursor::new(bytes))))
+    }
+}
+
+impl FakeApi {
+    fn reachable(&self) -> Result<(), ApiError> {
+        if self.offline.load(Ordering::SeqCst) {
+            return Err(ApiError::transport(
+                "GET /v1/test",
+                "connection refused".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -494,4 +510,22 @@ fn listing_runs_does_not_fetch_each_run() {
         gets.is_empty(),
         "the listing answers for every run: {gets:?}"
     );
+}
+
+#[test]
+fn an_unreachable_api_leaves_what_was_seen_readable() {
+    let h = harness();
+    assert_eq!(h.read("volumes/data/dir/a.txt"), b"hello");
+    assert_eq!(h.names("agents"), ["coder"]);
+    h.api.offline.store(true, Ordering::SeqCst);
+    assert_eq!(h.read("volumes/data/dir/a.txt"), b"hello");
+    assert_eq!(h.names("agents"), ["coder"]);
+    assert_eq!(h.path("volumes/data@22222222/empty").map(|_| ()), Ok(()));
+}
+
+#[test]
+fn api_answers_are_not_replaced_by_stale_values() {
+    let h = harness();
+    assert_eq!(h.path("runs/nope"), Err(libc::ENOENT));
+    assert_eq!(h.path("agents/nope"), Err(libc::ENOENT));
 }
