@@ -228,13 +228,13 @@ fn mount_with_fallback(
     allow_other: bool,
     mountpoint: &Path,
 ) -> Result<fuser::Session<fuse::FuseAdapter>, String> {
-    let make_fs = || Vm0Fs::new(api.clone(), cache.clone(), fs_config.clone());
     let safe = MountConfig {
         allow_other,
         auto_unmount: true,
     };
-    match fuse::mount(make_fs(), mountpoint, &safe) {
-        Ok(session) => Ok(session),
+    let fs = Arc::new(Vm0Fs::new(api.clone(), cache.clone(), fs_config.clone()));
+    let session = match fuse::mount(fs.clone(), mountpoint, &safe) {
+        Ok(session) => session,
         Err(first) => {
             tracing::warn!(
                 "mounting with auto-unmount failed ({first}); mounting without it: if vm0fs is killed, run \
@@ -245,14 +245,17 @@ fn mount_with_fallback(
                 allow_other,
                 auto_unmount: false,
             };
-            fuse::mount(make_fs(), mountpoint, &plain).map_err(|e| {
+            fuse::mount(fs.clone(), mountpoint, &plain).map_err(|e| {
                 format!(
                     "cannot mount on {}: {e} (auto-unmount attempt: {first})",
                     mountpoint.display()
                 )
-            })
+            })?
         }
-    }
+    };
+    fs.set_invalidator(Box::new(fuse::KernelInvalidator(session.notifier())));
+    fs.start_log_poller();
+    Ok(session)
 }
 
 /// Forks: the child serves the mount in a new session, logging to the cache dir; the parent waits for its word.

@@ -36,9 +36,10 @@ impl Error {
         )
     }
 
-    /// Whether this error is an expected answer (a name that does not exist) rather than a failure worth a warning.
+    /// Whether this error is an expected answer (a name or an attribute that does not exist) rather than a failure
+    /// worth a warning.
     pub fn is_quiet(&self) -> bool {
-        self.errno == libc::ENOENT
+        self.errno == libc::ENOENT || self.errno == libc::ENODATA
     }
 }
 

@@ -21,6 +21,24 @@ pub enum Handle {
     Disk(Arc<File>),
     /// A directory listing taken at opendir.
     Dir(Arc<Vec<DirEntry>>),
+    /// A run's log, read as it grows.
+    Log(String),
+    /// `runs/new/<agent>` open for writing.
+    NewRun(Arc<Mutex<NewRunWrite>>),
+    /// `runs/<id>/ctl` open for writing.
+    Ctl(String),
+}
+
+/// What one open of `runs/new/<agent>` has written, and what became of it.
+pub struct NewRunWrite {
+    pub agent: String,
+    pub written: Vec<u8>,
+    /// Something was written since open (an open with O_TRUNC and no write starts nothing).
+    pub dirty: bool,
+    /// The process that wrote last: only its close starts the run (see `writes`).
+    pub writer_pid: Option<u32>,
+    /// Set by the first flush after a write: the run was started, or why not.
+    pub outcome: Option<Result<()>>,
 }
 
 pub struct Handles {
@@ -42,11 +60,11 @@ impl Handles {
         fh
     }
 
-    pub fn remove(&self, fh: u64) {
-        self.lock().remove(&fh);
+    pub fn remove(&self, fh: u64) -> Option<Handle> {
+        self.lock().remove(&fh)
     }
 
-    fn get(&self, fh: u64) -> Result<Handle> {
+    pub fn get(&self, fh: u64) -> Result<Handle> {
         self.lock()
             .get(&fh)
             .cloned()
@@ -60,16 +78,20 @@ impl Handles {
         }
     }
 
-    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
-        match self.get(fh)? {
-            Handle::Content(bytes) => Ok(slice_at(&bytes, offset, size).to_vec()),
-            Handle::Disk(file) => read_full(&file, offset, size),
-            Handle::Dir(_) => Err(Error::new(libc::EISDIR, "is a directory")),
-        }
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Handle>> {
         self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Reads a handle whose bytes are held here (rendered content or a cached file).
+pub fn read_static(handle: &Handle, offset: u64, size: u32) -> Result<Vec<u8>> {
+    match handle {
+        Handle::Content(bytes) => Ok(slice_at(bytes, offset, size).to_vec()),
+        Handle::Disk(file) => read_full(file, offset, size),
+        Handle::Dir(_) => Err(Error::new(libc::EISDIR, "is a directory")),
+        Handle::Log(_) | Handle::NewRun(_) | Handle::Ctl(_) => {
+            Err(Error::new(libc::EBADF, "this file is open for writing"))
+        }
     }
 }
 

@@ -32,6 +32,8 @@ pub enum RunFile {
     Output,
     /// Symlink to the run's artifact version.
     Artifact,
+    /// Write `cancel` here to cancel the run.
+    Ctl,
 }
 
 /// What an inode is.
@@ -49,6 +51,12 @@ pub enum Node {
     RunsDir,
     /// `runs/latest`, a symlink to the newest run.
     RunsLatest,
+    /// `runs/new/`: one writable file per agent.
+    RunsNew,
+    /// `runs/new/<agent>`: write a prompt and close to start a run.
+    NewRun {
+        agent: String,
+    },
     Run {
         id: String,
     },

@@ -9,11 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::error::{Error, Result};
-use super::render;
 use super::ttl::{Ttl, TtlMap};
 use crate::api::models::{
-    Agent, AgentVersion, LogQuery, Run, RunDetail, RunMetrics, SseEvent, Storage, StorageKind,
-    StorageVersion,
+    Agent, AgentVersion, Run, RunDetail, RunMetrics, SseEvent, Storage, StorageKind, StorageVersion,
 };
 use crate::api::{ApiError, Vm0Api};
 
@@ -23,9 +21,6 @@ const MOVING_RUN_TTL: Duration = Duration::from_secs(1);
 /// `runs/` lists new runs within two seconds even with a long `--metadata-ttl`.
 const RUNS_LISTING_TTL: Duration = Duration::from_secs(2);
 
-/// Page size for log fetches: the API's maximum.
-const LOG_PAGE: u32 = 100;
-
 pub struct Meta {
     api: Arc<dyn Vm0Api>,
     listing_ttl: Duration,
@@ -34,7 +29,6 @@ pub struct Meta {
     runs: TtlMap<(), Vec<Run>>,
     latest_run: TtlMap<(), Option<Run>>,
     run_details: TtlMap<String, RunDetail>,
-    run_logs: TtlMap<String, Vec<u8>>,
     run_metrics: TtlMap<String, RunMetrics>,
     run_outputs: TtlMap<String, Option<String>>,
     storages: TtlMap<StorageKind, Vec<Storage>>,
@@ -51,7 +45,6 @@ impl Meta {
             runs: TtlMap::new(),
             latest_run: TtlMap::new(),
             run_details: TtlMap::new(),
-            run_logs: TtlMap::new(),
             run_metrics: TtlMap::new(),
             run_outputs: TtlMap::new(),
             storages: TtlMap::new(),
@@ -126,32 +119,13 @@ impl Meta {
         )?)
     }
 
-    /// The run's log, rendered; complete when the run is terminal.
-    pub fn run_logs(&self, run: &RunDetail) -> Result<Arc<Vec<u8>>> {
-        let ttl = terminal_or(run, self.run_ttl());
-        Ok(self.run_logs.get_or_fetch_or_stale(
-            &run.id,
-            || self.fetch_all_logs(&run.id),
-            |_| ttl,
-        )?)
-    }
-
-    fn fetch_all_logs(&self, id: &str) -> std::result::Result<Vec<u8>, ApiError> {
-        let mut out = Vec::new();
-        let mut query = LogQuery {
-            limit: Some(LOG_PAGE),
-            ..LogQuery::default()
-        };
-        loop {
-            let page = self.api.run_logs(id, &query)?;
-            for entry in &page.data {
-                out.extend_from_slice(render::log_line(entry).as_bytes());
-            }
-            match (page.pagination.has_more, page.data.last()) {
-                (true, Some(last)) => query.cursor = Some(last.timestamp.clone()),
-                _ => return Ok(out),
-            }
-        }
+    /// Keeps a run detail the API just sent (a create or cancel answer), and lets `runs/` and `runs/latest` show
+    /// a new run at once.
+    pub fn remember_run(&self, run: RunDetail) {
+        let ttl = terminal_or(&run, self.run_ttl());
+        self.run_details.put(run.id.clone(), run, ttl);
+        self.runs.invalidate(&());
+        self.latest_run.invalidate(&());
     }
 
     pub fn run_metrics(&self, run: &RunDetail) -> Result<Arc<RunMetrics>> {

@@ -12,15 +12,18 @@
 mod error;
 mod handles;
 mod inodes;
+mod live_logs;
 mod meta;
 mod render;
 #[cfg(test)]
 mod tests;
 mod tree;
 mod ttl;
+mod writes;
 
+use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, SystemTime};
 
 pub use error::{Error, Result};
@@ -28,8 +31,9 @@ pub use inodes::ROOT_INO;
 
 use crate::api::Vm0Api;
 use crate::cache::ArchiveCache;
-use handles::{Handle, Handles};
-use inodes::{InodeTable, Node};
+use handles::{Handle, Handles, NewRunWrite};
+use inodes::{InodeTable, Node, RunFile};
+use live_logs::LiveLogs;
 use meta::Meta;
 
 /// What a mount is configured with (the `vm0fs mount` flags that reach the core).
@@ -83,8 +87,18 @@ pub struct Opened {
     pub keep_cache: bool,
 }
 
+/// Tells the kernel that what it cached about an inode is out of date. Implemented by the FUSE adapter over
+/// fuser's `Notifier`; the core calls it only from its background poller, never inside a request.
+pub trait Invalidator: Send + Sync {
+    fn attributes_changed(&self, ino: u64);
+}
+
 pub struct Vm0Fs {
     meta: Meta,
+    live_logs: LiveLogs,
+    /// What reading `runs/new/<agent>` shows: the id of the run the last close started, or why it failed.
+    new_run_outcomes: Mutex<HashMap<String, Vec<u8>>>,
+    invalidator: OnceLock<Box<dyn Invalidator>>,
     cache: Arc<ArchiveCache>,
     inodes: InodeTable,
     handles: Handles,
@@ -96,6 +110,9 @@ impl Vm0Fs {
     pub fn new(api: Arc<dyn Vm0Api>, cache: Arc<ArchiveCache>, config: FsConfig) -> Self {
         Vm0Fs {
             meta: Meta::new(api, config.metadata_ttl),
+            live_logs: LiveLogs::new(),
+            new_run_outcomes: Mutex::new(HashMap::new()),
+            invalidator: OnceLock::new(),
             cache,
             inodes: InodeTable::new(),
             handles: Handles::new(),
@@ -185,6 +202,14 @@ impl Vm0Fs {
     pub fn open(&self, ino: u64, flags: i32) -> Result<Opened> {
         let node = self.node(ino)?;
         if flags & libc::O_ACCMODE != libc::O_RDONLY {
+            if let Some(handle) = self.write_handle(&node)? {
+                let fh = self.handles.insert(handle);
+                return Ok(Opened {
+                    fh,
+                    direct_io: true,
+                    keep_cache: false,
+                });
+            }
             return Err(Error::new(
                 libc::EACCES,
                 format!("{}: read-only file", tree::describe(&node)),
@@ -194,11 +219,239 @@ impl Vm0Fs {
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
-        self.handles.read(fh, offset, size)
+        match self.handles.get(fh)? {
+            Handle::Log(run_id) => Ok(self.live_logs.read(&run_id, offset, size)),
+            handle => handles::read_static(&handle, offset, size),
+        }
     }
 
+    /// Closes a handle; a `runs/new/` write that was never flushed starts its run now (release errors reach
+    /// nobody, so they are only logged).
     pub fn release(&self, fh: u64) {
-        self.handles.remove(fh);
+        match self.handles.remove(fh) {
+            Some(Handle::Log(run_id)) => self.live_logs.closed(&run_id),
+            Some(Handle::NewRun(write)) => {
+                if let Err(e) = self.start_run(&write) {
+                    tracing::warn!("{e}");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// `runs/new/<agent>` may be created (an existing agent's file); nothing else can.
+    pub fn create(&self, parent: u64, name: &OsStr) -> Result<(Attr, Opened)> {
+        let parent_node = self.node(parent)?;
+        if parent_node != Node::RunsNew {
+            return Err(Error::read_only(tree::describe(&parent_node)));
+        }
+        let node = self.child(&parent_node, name)?;
+        let attr = self.attr(&node)?;
+        let handle = self
+            .write_handle(&node)?
+            .ok_or_else(|| Error::read_only(tree::describe(&node)))?;
+        let fh = self.handles.insert(handle);
+        Ok((
+            attr,
+            Opened {
+                fh,
+                direct_io: true,
+                keep_cache: false,
+            },
+        ))
+    }
+
+    /// Truncation to zero, as `open(O_TRUNC)` asks, is accepted on the writable files; any other change is not.
+    pub fn truncate(&self, ino: u64, size: u64) -> Result<Attr> {
+        let node = self.node(ino)?;
+        let writable = matches!(
+            node,
+            Node::NewRun { .. }
+                | Node::RunFile {
+                    file: RunFile::Ctl,
+                    ..
+                }
+        );
+        if !writable || size != 0 {
+            return Err(Error::read_only(tree::describe(&node)));
+        }
+        self.attr(&node)
+    }
+
+    /// Writes to `runs/new/<agent>` (accumulated) or `ctl` (acted on at once); `pid` is the writing process.
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8], pid: u32) -> Result<u32> {
+        match self.handles.get(fh)? {
+            Handle::NewRun(write) => {
+                let mut write = write.lock().unwrap_or_else(|e| e.into_inner());
+                if write.outcome.is_some() {
+                    return Err(Error::new(
+                        libc::EINVAL,
+                        format!(
+                            "runs/new/{}: this file was closed once and started a run; open it again for another",
+                            write.agent
+                        ),
+                    ));
+                }
+                let start = usize::try_from(offset)
+                    .map_err(|_| Error::new(libc::EFBIG, "offset too large"))?;
+                let end = start
+                    .checked_add(data.len())
+                    .ok_or_else(|| Error::new(libc::EFBIG, "offset too large"))?;
+                if write.written.len() < end {
+                    write.written.resize(end, 0);
+                }
+                write.written[start..end].copy_from_slice(data);
+                write.dirty = true;
+                write.writer_pid = Some(pid);
+                Ok(data.len() as u32)
+            }
+            Handle::Ctl(run_id) => {
+                writes::ctl_command(&run_id, data)?;
+                let detail = self.meta.api().cancel_run(&run_id).map_err(|e| {
+                    Error::new(
+                        e.errno(),
+                        format!("runs/{run_id}/ctl: the run was not cancelled: {e}"),
+                    )
+                })?;
+                self.meta.remember_run(detail);
+                Ok(data.len() as u32)
+            }
+            _ => Err(Error::new(libc::EBADF, "the file is not open for writing")),
+        }
+    }
+
+    /// Called on every `close(2)`, by process `pid`: the first close by the process that wrote to
+    /// `runs/new/<agent>` starts the run, and its outcome is what every later flush of the handle returns. Closes by
+    /// other processes (a `sleep` forked by the writing shell closes its copy of the descriptor) start nothing.
+    pub fn flush(&self, fh: u64, pid: u32) -> Result<()> {
+        match self.handles.get(fh) {
+            Ok(Handle::NewRun(write)) => {
+                let by_writer = {
+                    let write = write.lock().unwrap_or_else(|e| e.into_inner());
+                    write.outcome.is_some() || write.writer_pid == Some(pid)
+                };
+                if by_writer {
+                    self.start_run(&write)
+                } else {
+                    Ok(())
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn write_handle(&self, node: &Node) -> Result<Option<Handle>> {
+        Ok(match node {
+            Node::NewRun { agent } => {
+                self.meta.agent(agent)?;
+                Some(Handle::NewRun(Arc::new(Mutex::new(NewRunWrite {
+                    agent: agent.clone(),
+                    written: Vec::new(),
+                    dirty: false,
+                    writer_pid: None,
+                    outcome: None,
+                }))))
+            }
+            Node::RunFile {
+                id,
+                file: RunFile::Ctl,
+            } => Some(Handle::Ctl(id.clone())),
+            _ => None,
+        })
+    }
+
+    fn start_run(&self, write: &Mutex<NewRunWrite>) -> Result<()> {
+        let mut write = write.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(outcome) = &write.outcome {
+            return outcome.clone();
+        }
+        if !write.dirty {
+            return Ok(());
+        }
+        let agent = write.agent.clone();
+        let outcome = writes::run_request(&agent, &write.written).and_then(|body| {
+            self.meta.api().create_run(&body).map_err(|e| {
+                Error::new(
+                    e.errno(),
+                    format!("runs/new/{agent}: the run was not started: {}", e),
+                )
+            })
+        });
+        let (shown, result) = match outcome {
+            Ok(run) => {
+                tracing::info!("runs/new/{agent}: started run {}", run.id);
+                let shown = format!("{}\n", run.id).into_bytes();
+                self.meta.remember_run(run);
+                (shown, Ok(()))
+            }
+            Err(e) => (format!("error: {}\n", e.message).into_bytes(), Err(e)),
+        };
+        self.new_run_outcomes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(agent, shown);
+        write.outcome = Some(result.clone());
+        result
+    }
+
+    fn new_run_outcome(&self, agent: &str) -> Vec<u8> {
+        let outcomes = self
+            .new_run_outcomes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        outcomes.get(agent).cloned().unwrap_or_default()
+    }
+
+    /// Hands the core the way to tell the kernel about changes, once the mount exists.
+    pub fn set_invalidator(&self, invalidator: Box<dyn Invalidator>) {
+        if self.invalidator.set(invalidator).is_err() {
+            tracing::warn!("an invalidator was already set; keeping the first");
+        }
+    }
+
+    /// Starts the thread that follows watched logs; it ends when the filesystem is dropped.
+    pub fn start_log_poller(self: &Arc<Self>) {
+        let fs: Weak<Vm0Fs> = Arc::downgrade(self);
+        let started = std::thread::Builder::new()
+            .name("vm0fs-logs".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(live_logs::POLL_INTERVAL);
+                    let Some(fs) = fs.upgrade() else { return };
+                    fs.poll_logs();
+                }
+            });
+        if let Err(e) = started {
+            tracing::error!("cannot start the log poller ({e}); logs grow only when read");
+        }
+    }
+
+    fn poll_logs(&self) {
+        for run_id in self.live_logs.watched() {
+            let terminal = match self.meta.run(&run_id) {
+                Ok(run) => run.status.is_terminal(),
+                Err(e) => {
+                    tracing::debug!("log poller: runs/{run_id}: {e}");
+                    continue;
+                }
+            };
+            match self
+                .live_logs
+                .poll(self.meta.api().as_ref(), &run_id, terminal)
+            {
+                Ok(true) => {
+                    if let Some(invalidator) = self.invalidator.get() {
+                        let logs = Node::RunFile {
+                            id: run_id.clone(),
+                            file: RunFile::Logs,
+                        };
+                        invalidator.attributes_changed(self.inodes.ino(&logs));
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => tracing::debug!("log poller: runs/{run_id}/logs: {e}"),
+            }
+        }
     }
 
     /// The value of an extended attribute (`user.vm0.id`, `user.vm0.version`).

@@ -339,7 +339,8 @@ fn the_root_holds_the_four_trees() {
     assert_eq!(h.names("/"), ["agents", "artifacts", "runs", "volumes"]);
     assert_eq!(h.names("agents"), ["coder"]);
     assert_eq!(h.names("agents/coder"), ["agent.json", "versions.json"]);
-    assert_eq!(h.names("runs"), ["latest", "r2", "r1"]);
+    assert_eq!(h.names("runs"), ["new", "latest", "r2", "r1"]);
+    assert_eq!(h.names("runs/new"), ["coder"]);
 }
 
 #[test]
@@ -504,7 +505,7 @@ fn listing_runs_does_not_fetch_each_run() {
     let h = harness();
     let fh = h.fs.opendir(h.path("runs").unwrap()).unwrap();
     let entries = h.fs.readdirplus(fh, 0).unwrap();
-    assert_eq!(entries.len(), 3);
+    assert_eq!(entries.len(), 4, "new, latest and two runs");
     let gets = h.api.run_gets.lock().unwrap().clone();
     assert!(
         gets.is_empty(),

@@ -34,7 +34,7 @@ const AGENT_FILES: [(&str, AgentFile); 2] = [
     ("agent.json", AgentFile::AgentJson),
     ("versions.json", AgentFile::VersionsJson),
 ];
-const RUN_FILES: [(&str, RunFile); 7] = [
+const RUN_FILES: [(&str, RunFile); 8] = [
     ("status", RunFile::Status),
     ("run.json", RunFile::RunJson),
     ("prompt", RunFile::Prompt),
@@ -42,6 +42,7 @@ const RUN_FILES: [(&str, RunFile); 7] = [
     ("metrics.json", RunFile::MetricsJson),
     ("output", RunFile::Output),
     ("artifact", RunFile::Artifact),
+    ("ctl", RunFile::Ctl),
 ];
 
 /// A storage version whose files are (or will be) in the cache.
@@ -84,6 +85,13 @@ impl Vm0Fs {
                 Node::AgentFile {
                     name: name.clone(),
                     file,
+                }
+            }
+            Node::RunsDir if name_str == "new" => Node::RunsNew,
+            Node::RunsNew => {
+                self.meta.agent(name_str)?;
+                Node::NewRun {
+                    agent: name_str.to_string(),
                 }
             }
             Node::RunsDir if name_str == "latest" => {
@@ -137,7 +145,10 @@ impl Vm0Fs {
                     path: path.join(name),
                 }
             }
-            Node::AgentFile { .. } | Node::RunFile { .. } | Node::RunsLatest => {
+            Node::AgentFile { .. }
+            | Node::RunFile { .. }
+            | Node::RunsLatest
+            | Node::NewRun { .. } => {
                 return Err(Error::new(
                     libc::ENOTDIR,
                     format!("{}: not a directory", describe(parent)),
@@ -265,6 +276,29 @@ impl Vm0Fs {
             Node::Root | Node::AgentsDir | Node::RunsDir | Node::StorageDir(_) => {
                 Ok(self.dir_attr(ino, fixed, self.config.metadata_ttl.min(FIXED_TTL)))
             }
+            Node::RunsNew => {
+                Ok(self.make_attr(ino, FileKind::Directory, 0, 0o755, fixed, MOVING_TTL))
+            }
+            Node::NewRun { agent } => {
+                self.meta.agent(agent)?;
+                let size = self.new_run_outcome(agent).len() as u64;
+                // No attribute caching: a close on another handle changes the content at any time.
+                Ok(self.make_attr(ino, FileKind::File, size, 0o644, fixed, Duration::ZERO))
+            }
+            Node::RunFile {
+                id,
+                file: RunFile::Ctl,
+            } => {
+                let run = self.meta.run(id)?;
+                Ok(self.make_attr(
+                    ino,
+                    FileKind::File,
+                    0,
+                    0o200,
+                    run_mtime(&run, fixed),
+                    MOVING_TTL,
+                ))
+            }
             Node::Agent { name } => {
                 let agent = self.meta.agent(name)?;
                 Ok(self.dir_attr(
@@ -370,6 +404,7 @@ impl Vm0Fs {
                 }
             }
             Node::RunsDir => {
+                out.push(self.entry(&Node::RunsNew, FileKind::Directory, "new"));
                 let runs = self.meta.runs()?;
                 if !runs.is_empty() {
                     out.push(self.entry(&Node::RunsLatest, FileKind::Symlink, "latest"));
@@ -433,7 +468,19 @@ impl Vm0Fs {
                 let root = self.tree(*kind, storage_id, version_id)?;
                 self.disk_children(*kind, storage_id, version_id, &root, path, &mut out)?;
             }
-            Node::AgentFile { .. } | Node::RunFile { .. } | Node::RunsLatest => {
+            Node::RunsNew => {
+                let agents = self.meta.agents()?;
+                for name in unique_safe_names("agent", agents.iter().map(|a| a.name.as_str())) {
+                    let child = Node::NewRun {
+                        agent: name.to_string(),
+                    };
+                    out.push(self.entry(&child, FileKind::File, name));
+                }
+            }
+            Node::AgentFile { .. }
+            | Node::RunFile { .. }
+            | Node::RunsLatest
+            | Node::NewRun { .. } => {
                 return Err(Error::new(
                     libc::ENOTDIR,
                     format!("{}: not a directory", describe(node)),
@@ -541,7 +588,12 @@ impl Vm0Fs {
                     RunFile::Status => Arc::new(render::text(run.status.as_str())),
                     RunFile::RunJson => Arc::new(render::json(&*run)),
                     RunFile::Prompt => Arc::new(render::text(&run.prompt)),
-                    RunFile::Logs => self.meta.run_logs(&run)?,
+                    RunFile::Logs => Arc::new(self.live_logs.current(
+                        self.meta.api().as_ref(),
+                        id,
+                        run.status.is_terminal(),
+                    )?),
+                    RunFile::Ctl => Arc::new(Vec::new()),
                     RunFile::MetricsJson => Arc::new(render::json(&*self.meta.run_metrics(&run)?)),
                     RunFile::Output => {
                         let output = self
@@ -568,6 +620,27 @@ impl Vm0Fs {
 
     pub(super) fn open_for_read(&self, node: &Node) -> Result<Opened> {
         match node {
+            Node::RunFile {
+                id,
+                file: RunFile::Logs,
+            } => {
+                self.live_logs.opened(id);
+                let fh = self.handles.insert(Handle::Log(id.clone()));
+                Ok(Opened {
+                    fh,
+                    direct_io: true,
+                    keep_cache: false,
+                })
+            }
+            Node::NewRun { agent } => {
+                let content = Arc::new(self.new_run_outcome(agent));
+                let fh = self.handles.insert(Handle::Content(content));
+                Ok(Opened {
+                    fh,
+                    direct_io: true,
+                    keep_cache: false,
+                })
+            }
             Node::AgentFile { .. } | Node::RunFile { .. } => {
                 let (content, _, _) = self.content(node)?;
                 let fh = self.handles.insert(Handle::Content(content));
@@ -763,7 +836,8 @@ pub(super) fn parent_of(node: &Node) -> Node {
         Node::Root | Node::AgentsDir | Node::RunsDir | Node::StorageDir(_) => Node::Root,
         Node::Agent { .. } => Node::AgentsDir,
         Node::AgentFile { name, .. } => Node::Agent { name: name.clone() },
-        Node::RunsLatest | Node::Run { .. } => Node::RunsDir,
+        Node::RunsLatest | Node::Run { .. } | Node::RunsNew => Node::RunsDir,
+        Node::NewRun { .. } => Node::RunsNew,
         Node::RunFile { id, .. } => Node::Run { id: id.clone() },
         Node::StorageRoot { kind, .. } => Node::StorageDir(*kind),
         Node::ArchiveEntry {
@@ -798,6 +872,8 @@ pub(super) fn describe(node: &Node) -> String {
         }
         Node::RunsDir => "runs".into(),
         Node::RunsLatest => "runs/latest".into(),
+        Node::RunsNew => "runs/new".into(),
+        Node::NewRun { agent } => format!("runs/new/{agent}"),
         Node::Run { id } => format!("runs/{id}"),
         Node::RunFile { id, file } => {
             let file_name = RUN_FILES

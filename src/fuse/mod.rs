@@ -41,7 +41,7 @@ pub struct MountConfig {
 
 /// Mounts `fs` at `mountpoint`; the mount is live when this returns (fuser completes INIT in `Session::new`).
 pub fn mount(
-    fs: Vm0Fs,
+    fs: Arc<Vm0Fs>,
     mountpoint: &Path,
     config: &MountConfig,
 ) -> std::io::Result<Session<FuseAdapter>> {
@@ -66,10 +66,23 @@ pub fn mount(
     };
     fuse_config.n_threads = Some(2);
     let adapter = FuseAdapter {
-        fs: Arc::new(fs),
+        fs,
         pool: WorkerPool::new(MAX_WORKERS),
     };
     Session::new(adapter, mountpoint, &fuse_config)
+}
+
+/// The core's way to tell the kernel that cached attributes are stale: fuser's `Notifier`.
+pub struct KernelInvalidator(pub fuser::Notifier);
+
+impl crate::fs::Invalidator for KernelInvalidator {
+    fn attributes_changed(&self, ino: u64) {
+        // Attributes only (len 0): invalidating the pages of an open file can deadlock in the kernel, and live
+        // files are read with direct I/O anyway.
+        if let Err(e) = self.0.inval_inode(INodeNo(ino), 0, 0) {
+            tracing::debug!("invalidating inode {ino}: {e}");
+        }
+    }
 }
 
 pub struct FuseAdapter {
@@ -164,10 +177,10 @@ impl Filesystem for FuseAdapter {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
-        _size: Option<u64>,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
         _atime: Option<TimeOrNow>,
         _mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
@@ -178,7 +191,18 @@ impl Filesystem for FuseAdapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        self.spawn(move |fs| reply.error(errno("setattr", &fs.refuse_change(ino.0))));
+        // Only the truncation of `open(O_TRUNC)` on a writable file is accepted; times are ignored there.
+        let only_size = mode.is_none() && uid.is_none() && gid.is_none();
+        self.spawn(move |fs| {
+            let result = match size {
+                Some(size) if only_size => fs.truncate(ino.0, size),
+                _ => Err(fs.refuse_change(ino.0)),
+            };
+            match result {
+                Ok(attr) => reply.attr(&attr.ttl, &file_attr(&attr)),
+                Err(e) => reply.error(errno("setattr", &e)),
+            }
+        });
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -291,26 +315,48 @@ impl Filesystem for FuseAdapter {
 
     fn write(
         &self,
-        _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
-        _offset: u64,
-        _data: &[u8],
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
         _write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        self.spawn(move |fs| reply.error(errno("write", &fs.refuse_change(ino.0))));
+        let data = data.to_vec();
+        let pid = req.pid();
+        self.spawn(move |fs| match fs.write(fh.0, offset, &data, pid) {
+            Ok(written) => reply.written(written),
+            Err(e) => reply.error(errno("write", &e)),
+        });
     }
 
-    /// Nothing is buffered, so a flush always succeeds (the default `ENOSYS` would stop the kernel flushing).
+    /// Every `close(2)`: where a run is started, so its error reaches `close` (the default `ENOSYS` would also
+    /// stop the kernel flushing for the rest of the mount).
     fn flush(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        let pid = req.pid();
+        self.spawn(move |fs| match fs.flush(fh.0, pid) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("flush", &e)),
+        });
+    }
+
+    /// Nothing is kept in memory that a disk could hold: an editor's fsync succeeds (the run starts at close).
+    fn fsync(
         &self,
         _req: &Request,
         _ino: INodeNo,
         _fh: FileHandle,
-        _lock_owner: LockOwner,
+        _datasync: bool,
         reply: ReplyEmpty,
     ) {
         reply.ok();
@@ -442,12 +488,22 @@ impl Filesystem for FuseAdapter {
         &self,
         _req: &Request,
         parent: INodeNo,
-        _name: &OsStr,
+        name: &OsStr,
         _mode: u32,
         _umask: u32,
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        self.spawn(move |fs| reply.error(errno("create", &fs.refuse_change(parent.0))));
+        let name = name.to_os_string();
+        self.spawn(move |fs| match fs.create(parent.0, &name) {
+            Ok((attr, opened)) => reply.created(
+                &attr.ttl,
+                &file_attr(&attr),
+                GENERATION,
+                FileHandle(opened.fh),
+                FopenFlags::FOPEN_DIRECT_IO,
+            ),
+            Err(e) => reply.error(errno("create", &e)),
+        });
     }
 }

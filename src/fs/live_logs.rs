@@ -1,0 +1,231 @@
+//! Run logs that grow while their run runs, as `tail -f` expects of a file.
+//!
+//! Each log is kept as the bytes rendered so far and fetched onward with the API's timestamp cursor
+//! (CONTRACT.md 4.6). The cursor is strict (`>`), so entries that share the last timestamp could be skipped; to lose
+//! none, pages are asked with `since` (inclusive) at the last timestamp seen and the entries already rendered at that
+//! timestamp are recognised and dropped, so nothing is lost or written twice. A background poller refreshes, about
+//! once a second, only the logs someone is watching (an open handle, or a read or `stat` in the last minute), so
+//! hundreds of idle runs cost no requests; when a log grows it tells the kernel to forget the file's attributes, so
+//! the next `fstat` of `tail -f` sees the new size. Once the run is terminal the rest is drained and the log is fixed.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::render;
+use crate::api::models::{LogEntry, LogQuery};
+use crate::api::{ApiError, Vm0Api};
+
+/// How long a log stays watched after its last read or `stat` with no handle open.
+const INTEREST: Duration = Duration::from_secs(60);
+/// How often a watched log is asked for new entries.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+const PAGE: u32 = 100;
+
+#[derive(Default)]
+struct LogState {
+    text: Vec<u8>,
+    /// Timestamp of the newest entry rendered, and the entries rendered at exactly that timestamp.
+    last_timestamp: Option<String>,
+    at_last_timestamp: HashSet<String>,
+    /// The run was terminal before the last fetch began, so nothing more can come.
+    complete: bool,
+    fetched_at: Option<Instant>,
+    interest_at: Option<Instant>,
+    open_handles: usize,
+}
+
+impl LogState {
+    fn watched(&self) -> bool {
+        self.open_handles > 0 || self.interest_at.is_some_and(|t| t.elapsed() < INTEREST)
+    }
+
+    /// Appends the entries of a page that are new; returns how many were.
+    fn append(&mut self, entries: &[LogEntry]) -> usize {
+        let mut added = 0;
+        for entry in entries {
+            if self
+                .last_timestamp
+                .as_deref()
+                .is_some_and(|last| entry.timestamp.as_str() < last)
+            {
+                continue;
+            }
+            let fingerprint = fingerprint(entry);
+            if self.last_timestamp.as_deref() == Some(entry.timestamp.as_str()) {
+                if !self.at_last_timestamp.insert(fingerprint) {
+                    continue;
+                }
+            } else {
+                self.last_timestamp = Some(entry.timestamp.clone());
+                self.at_last_timestamp.clear();
+                self.at_last_timestamp.insert(fingerprint);
+            }
+            self.text
+                .extend_from_slice(render::log_line(entry).as_bytes());
+            added += 1;
+        }
+        added
+    }
+}
+
+fn fingerprint(entry: &LogEntry) -> String {
+    let metadata = entry
+        .metadata
+        .as_ref()
+        .map(|m| m.to_string())
+        .unwrap_or_default();
+    format!(
+        "{}\0{}\0{}\0{}\0{}",
+        entry.timestamp, entry.kind, entry.level, entry.message, metadata
+    )
+}
+
+pub struct LiveLogs {
+    logs: Mutex<HashMap<String, Arc<Mutex<LogState>>>>,
+}
+
+impl LiveLogs {
+    pub fn new() -> Self {
+        LiveLogs {
+            logs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn state(&self, run_id: &str) -> Arc<Mutex<LogState>> {
+        let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        logs.entry(run_id.to_string()).or_default().clone()
+    }
+
+    /// The log's bytes so far, fetching onward first when they may be stale; marks the log as watched.
+    pub fn current(
+        &self,
+        api: &dyn Vm0Api,
+        run_id: &str,
+        terminal: bool,
+    ) -> Result<Vec<u8>, ApiError> {
+        let state = self.state(run_id);
+        let mut log = state.lock().unwrap_or_else(|e| e.into_inner());
+        log.interest_at = Some(Instant::now());
+        let stale = log.fetched_at.is_none_or(|t| t.elapsed() >= POLL_INTERVAL);
+        if !log.complete && stale {
+            fetch_new(api, run_id, terminal, &mut log)?;
+        }
+        Ok(log.text.clone())
+    }
+
+    /// Bytes `offset..offset+size` of the log as it is now (reads of an open log never wait for the network).
+    pub fn read(&self, run_id: &str, offset: u64, size: u32) -> Vec<u8> {
+        let state = self.state(run_id);
+        let mut log = state.lock().unwrap_or_else(|e| e.into_inner());
+        log.interest_at = Some(Instant::now());
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(log.text.len());
+        let end = start.saturating_add(size as usize).min(log.text.len());
+        log.text[start..end].to_vec()
+    }
+
+    pub fn opened(&self, run_id: &str) {
+        let state = self.state(run_id);
+        state.lock().unwrap_or_else(|e| e.into_inner()).open_handles += 1;
+    }
+
+    pub fn closed(&self, run_id: &str) {
+        let state = self.state(run_id);
+        let mut log = state.lock().unwrap_or_else(|e| e.into_inner());
+        log.open_handles = log.open_handles.saturating_sub(1);
+        log.interest_at = Some(Instant::now());
+    }
+
+    /// The runs whose logs someone watches and that may still grow.
+    pub fn watched(&self) -> Vec<String> {
+        let logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        logs.iter()
+            .filter(|(_, state)| {
+                let log = state.lock().unwrap_or_else(|e| e.into_inner());
+                !log.complete && log.watched()
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Fetches what is new for a watched log; returns whether it grew.
+    pub fn poll(&self, api: &dyn Vm0Api, run_id: &str, terminal: bool) -> Result<bool, ApiError> {
+        let state = self.state(run_id);
+        let mut log = state.lock().unwrap_or_else(|e| e.into_inner());
+        if log.complete {
+            return Ok(false);
+        }
+        let before = log.text.len();
+        fetch_new(api, run_id, terminal, &mut log)?;
+        Ok(log.text.len() > before)
+    }
+}
+
+/// Fetches every entry after the last one rendered. `terminal` must have been read before this call: a run that
+/// was terminal then has written its last entry, so the log is complete after this fetch.
+fn fetch_new(
+    api: &dyn Vm0Api,
+    run_id: &str,
+    terminal: bool,
+    log: &mut LogState,
+) -> Result<(), ApiError> {
+    let mut query = LogQuery {
+        limit: Some(PAGE),
+        since: log.last_timestamp.clone(),
+        ..LogQuery::default()
+    };
+    loop {
+        let page = api.run_logs(run_id, &query)?;
+        let added = log.append(&page.data);
+        if !page.pagination.has_more || page.data.is_empty() {
+            break;
+        }
+        query.cursor = None;
+        query.since = log.last_timestamp.clone();
+        if added == 0 {
+            // A whole page at one timestamp that was already rendered: step past it with the strict cursor
+            // rather than ask the same page forever (only more than a page of entries in one millisecond can
+            // come here, and those the API itself cannot page through).
+            query.since = None;
+            query.cursor = page.data.last().map(|e| e.timestamp.clone());
+        }
+    }
+    log.fetched_at = Some(Instant::now());
+    log.complete = terminal;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(ts: &str, message: &str) -> LogEntry {
+        LogEntry {
+            timestamp: ts.into(),
+            kind: "agent".into(),
+            level: "info".into(),
+            message: message.into(),
+            metadata: None,
+        }
+    }
+
+    #[test]
+    fn entries_sharing_the_last_timestamp_are_neither_lost_nor_repeated() {
+        let mut log = LogState::default();
+        assert_eq!(log.append(&[entry("t1", "a"), entry("t2", "b")]), 2);
+        // Asked again with `since=t2`: b comes back with a new entry at the same timestamp, then a later one.
+        assert_eq!(
+            log.append(&[entry("t2", "b"), entry("t2", "c"), entry("t3", "d")]),
+            2
+        );
+        assert_eq!(log.append(&[entry("t3", "d")]), 0);
+        let text = String::from_utf8(log.text).unwrap();
+        let messages: Vec<_> = text
+            .lines()
+            .map(|l| l.rsplit(' ').next().unwrap())
+            .collect();
+        assert_eq!(messages, ["a", "b", "c", "d"]);
+    }
+}

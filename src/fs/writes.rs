@@ -1,0 +1,116 @@
+//! The two writable corners of the tree: `runs/new/<agent>` starts a run, `runs/<id>/ctl` cancels one.
+//!
+//! `runs/new/<agent>`: what a handle accumulates between `open` and `close` is the request, sent once when the
+//! writer closes the file: the first `flush` by the process that wrote last (as mountpoint-s3 does, closes by other
+//! processes holding a copy of the descriptor, such as a `sleep` forked by the writing shell, are not the end of
+//! the writing). Later flushes of the same handle return the same outcome, so one open-write-close never starts
+//! two runs; a handle closed without such a flush starts its run at release, where an error can only be logged. The text is the
+//! prompt with one trailing newline removed, or, when it is a JSON object, the request body itself (`prompt`,
+//! `variables`, `volumes`, `artifact_name`, ... in either casing; the client sends them in the server's), with
+//! `agent` filled in from the file name unless the body names an agent, session or checkpoint. Because the run is
+//! created at `close(2)`, tools that check close (`cat`, `tee`, `/bin/echo`, Python) see an API refusal as an
+//! error; bash's builtin `echo` ignores errors from close. Reading the file afterwards gives the new run's id, or
+//! the error.
+//!
+//! `runs/<id>/ctl`: writing `cancel` (a trailing newline allowed) cancels the run at once, inside `write(2)`, so
+//! even bash's builtin `echo` sees a refusal; anything else written is `EINVAL`.
+
+use serde_json::{Map, Value};
+
+use super::error::{Error, Result};
+
+/// Keys that say which agent a run is for; without one, the file's agent is used.
+const AGENT_KEYS: [&str; 7] = [
+    "agent",
+    "agent_id",
+    "agentId",
+    "session_id",
+    "sessionId",
+    "checkpoint_id",
+    "checkpointId",
+];
+
+/// The body of `POST /v1/runs` for what was written to `runs/new/<agent>`.
+pub fn run_request(agent: &str, written: &[u8]) -> Result<Value> {
+    let text = std::str::from_utf8(written).map_err(|_| {
+        Error::new(
+            libc::EINVAL,
+            format!("runs/new/{agent}: the prompt is not UTF-8 text"),
+        )
+    })?;
+    if text.trim_start().starts_with('{') {
+        let mut body: Map<String, Value> = serde_json::from_str(text).map_err(|e| {
+            Error::new(
+                libc::EINVAL,
+                format!("runs/new/{agent}: the request is not a JSON object: {e}"),
+            )
+        })?;
+        if !AGENT_KEYS.iter().any(|k| body.contains_key(*k)) {
+            body.insert("agent".into(), Value::String(agent.to_string()));
+        }
+        return Ok(Value::Object(body));
+    }
+    let prompt = text.strip_suffix('\n').unwrap_or(text);
+    let prompt = prompt.strip_suffix('\r').unwrap_or(prompt);
+    if prompt.trim().is_empty() {
+        return Err(Error::new(
+            libc::EINVAL,
+            format!("runs/new/{agent}: write a prompt to start a run"),
+        ));
+    }
+    Ok(serde_json::json!({ "agent": agent, "prompt": prompt }))
+}
+
+/// Checks what was written to `ctl`: only `cancel` is understood.
+pub fn ctl_command(run_id: &str, written: &[u8]) -> Result<()> {
+    let text = String::from_utf8_lossy(written);
+    let command = text
+        .strip_suffix('\n')
+        .unwrap_or(&text)
+        .trim_end_matches('\r');
+    if command == "cancel" {
+        Ok(())
+    } else {
+        Err(Error::new(
+            libc::EINVAL,
+            format!(
+                "runs/{run_id}/ctl: {command:?} is not a command; write `cancel` to cancel the run"
+            ),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_the_prompt_without_one_trailing_newline() {
+        let body = run_request("coder", b"hello\n\n").unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"agent": "coder", "prompt": "hello\n"})
+        );
+        assert_eq!(run_request("coder", b"\n").unwrap_err().errno, libc::EINVAL);
+    }
+
+    #[test]
+    fn a_json_object_is_the_body_and_keeps_its_own_agent() {
+        let body = run_request("coder", br#"{"prompt":"p","variables":{"A":"1"}}"#).unwrap();
+        assert_eq!(body["agent"], "coder");
+        assert_eq!(body["variables"]["A"], "1");
+        let body = run_request("coder", br#"{"prompt":"p","sessionId":"s1"}"#).unwrap();
+        assert!(body.get("agent").is_none());
+        assert_eq!(
+            run_request("coder", b"{not json").unwrap_err().errno,
+            libc::EINVAL
+        );
+    }
+
+    #[test]
+    fn ctl_understands_cancel_only() {
+        assert!(ctl_command("r", b"cancel").is_ok());
+        assert!(ctl_command("r", b"cancel\n").is_ok());
+        assert_eq!(ctl_command("r", b"stop\n").unwrap_err().errno, libc::EINVAL);
+    }
+}
