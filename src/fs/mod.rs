@@ -227,6 +227,14 @@ impl Vm0Fs {
 
     /// Closes a handle; a `runs/new/` write that was never flushed starts its run now (release errors reach
     /// nobody, so they are only logged).
+    /// The cached file behind an open handle, for the kernel to read directly (FUSE passthrough).
+    pub fn backing_file(&self, fh: u64) -> Option<Arc<std::fs::File>> {
+        match self.handles.get(fh) {
+            Ok(Handle::Disk(file)) => Some(file),
+            _ => None,
+        }
+    }
+
     pub fn release(&self, fh: u64) {
         match self.handles.remove(fh) {
             Some(Handle::Log(run_id)) => self.live_logs.closed(&run_id),

@@ -68,6 +68,8 @@ pub fn mount(
     let adapter = FuseAdapter {
         fs,
         pool: WorkerPool::new(MAX_WORKERS),
+        passthrough: false,
+        backing: Arc::default(),
     };
     Session::new(adapter, mountpoint, &fuse_config)
 }
@@ -88,6 +90,11 @@ impl crate::fs::Invalidator for KernelInvalidator {
 pub struct FuseAdapter {
     fs: Arc<Vm0Fs>,
     pool: WorkerPool,
+    /// The kernel accepted FUSE passthrough: cached archive files are read by the kernel from the cache file
+    /// itself, with no request reaching us (kernel 6.9+, and CAP_SYS_ADMIN for the backing ioctl).
+    passthrough: bool,
+    /// The kernel's handles on backing files, kept while the file is open (dropping one closes it in the kernel).
+    backing: Arc<std::sync::Mutex<std::collections::HashMap<u64, fuser::BackingId>>>,
 }
 
 impl FuseAdapter {
@@ -152,6 +159,12 @@ impl Filesystem for FuseAdapter {
         {
             tracing::info!("the kernel does not offer {missing:?}; listings use plain readdir");
         }
+        self.passthrough = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(1).is_ok();
+        tracing::debug!(
+            "FUSE passthrough offered by the kernel: {}",
+            self.passthrough
+        );
         if let Err(max) = config.set_max_background(MAX_BACKGROUND) {
             tracing::debug!("max_background {MAX_BACKGROUND} refused; the kernel allows {max}");
         }
@@ -281,6 +294,8 @@ impl Filesystem for FuseAdapter {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let passthrough = self.passthrough;
+        let backing = self.backing.clone();
         self.spawn(move |fs| match fs.open(ino.0, flags.0) {
             Ok(opened) => {
                 let mut fopen = FopenFlags::empty();
@@ -290,7 +305,22 @@ impl Filesystem for FuseAdapter {
                 if opened.keep_cache {
                     fopen |= FopenFlags::FOPEN_KEEP_CACHE;
                 }
-                reply.opened(FileHandle(opened.fh), fopen);
+                let file = fs.backing_file(opened.fh).filter(|_| passthrough);
+                match file.map(|file| reply.open_backing(&*file)) {
+                    Some(Ok(id)) => {
+                        reply.opened_passthrough(FileHandle(opened.fh), FopenFlags::empty(), &id);
+                        backing
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(opened.fh, id);
+                    }
+                    Some(Err(e)) => {
+                        // Without CAP_SYS_ADMIN the ioctl is refused: serve reads ourselves.
+                        tracing::debug!("passthrough refused ({e}); reading through vm0fs");
+                        reply.opened(FileHandle(opened.fh), fopen);
+                    }
+                    None => reply.opened(FileHandle(opened.fh), fopen),
+                }
             }
             Err(e) => reply.error(errno("open", &e)),
         });
@@ -373,6 +403,10 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         self.fs.release(fh.0);
+        self.backing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&fh.0);
         reply.ok();
     }
 
