@@ -93,8 +93,10 @@ pub struct FuseAdapter {
     /// The kernel accepted FUSE passthrough: cached archive files are read by the kernel from the cache file
     /// itself, with no request reaching us (kernel 6.9+, and CAP_SYS_ADMIN for the backing ioctl).
     passthrough: bool,
-    /// The kernel's handles on backing files, kept while the file is open (dropping one closes it in the kernel).
-    backing: Arc<std::sync::Mutex<std::collections::HashMap<u64, fuser::BackingId>>>,
+    /// The kernel's handle on each inode's backing file and how many opens use it. The kernel wants one backing
+    /// file per inode (a second one for an inode already open fails the open with EIO), and dropping the id closes
+    /// it in the kernel, so it lives until the inode's last release.
+    backing: Arc<std::sync::Mutex<std::collections::HashMap<u64, (fuser::BackingId, usize)>>>,
 }
 
 impl FuseAdapter {
@@ -305,21 +307,28 @@ impl Filesystem for FuseAdapter {
                 if opened.keep_cache {
                     fopen |= FopenFlags::FOPEN_KEEP_CACHE;
                 }
-                let file = fs.backing_file(opened.fh).filter(|_| passthrough);
-                match file.map(|file| reply.open_backing(&*file)) {
-                    Some(Ok(id)) => {
+                let Some(file) = fs.backing_file(opened.fh).filter(|_| passthrough) else {
+                    return reply.opened(FileHandle(opened.fh), fopen);
+                };
+                let mut backing = backing.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some((id, opens)) = backing.get_mut(&ino.0) {
+                    *opens += 1;
+                    return reply.opened_passthrough(
+                        FileHandle(opened.fh),
+                        FopenFlags::empty(),
+                        id,
+                    );
+                }
+                match reply.open_backing(&*file) {
+                    Ok(id) => {
                         reply.opened_passthrough(FileHandle(opened.fh), FopenFlags::empty(), &id);
-                        backing
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .insert(opened.fh, id);
+                        backing.insert(ino.0, (id, 1));
                     }
-                    Some(Err(e)) => {
+                    Err(e) => {
                         // Without CAP_SYS_ADMIN the ioctl is refused: serve reads ourselves.
                         tracing::debug!("passthrough refused ({e}); reading through vm0fs");
                         reply.opened(FileHandle(opened.fh), fopen);
                     }
-                    None => reply.opened(FileHandle(opened.fh), fopen),
                 }
             }
             Err(e) => reply.error(errno("open", &e)),
@@ -395,18 +404,24 @@ impl Filesystem for FuseAdapter {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let passthrough = self.fs.backing_file(fh.0).is_some();
         self.fs.release(fh.0);
-        self.backing
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&fh.0);
+        if passthrough {
+            let mut backing = self.backing.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, opens)) = backing.get_mut(&ino.0) {
+                *opens -= 1;
+                if *opens == 0 {
+                    backing.remove(&ino.0);
+                }
+            }
+        }
         reply.ok();
     }
 
