@@ -45,6 +45,19 @@ const RUN_FILES: [(&str, RunFile); 8] = [
     ("ctl", RunFile::Ctl),
 ];
 
+/// The file called `name` in a fixed directory listing such as `RUN_FILES`.
+fn file_by_name<T: Copy>(table: &[(&str, T)], name: &str) -> Option<T> {
+    table.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
+}
+
+/// The name of `file` in a fixed directory listing.
+fn name_of_file<T: PartialEq>(table: &[(&'static str, T)], file: T) -> &'static str {
+    table
+        .iter()
+        .find(|(_, f)| *f == file)
+        .map_or("?", |(n, _)| n)
+}
+
 /// A storage version whose files are (or will be) in the cache.
 struct Version {
     storage: Storage,
@@ -77,11 +90,7 @@ impl Vm0Fs {
                 }
             }
             Node::Agent { name } => {
-                let file = AGENT_FILES
-                    .iter()
-                    .find(|(n, _)| *n == name_str)
-                    .map(|(_, f)| *f)
-                    .ok_or_else(missing)?;
+                let file = file_by_name(&AGENT_FILES, name_str).ok_or_else(missing)?;
                 Node::AgentFile {
                     name: name.clone(),
                     file,
@@ -107,11 +116,7 @@ impl Vm0Fs {
                 }
             }
             Node::Run { id } => {
-                let file = RUN_FILES
-                    .iter()
-                    .find(|(n, _)| *n == name_str)
-                    .map(|(_, f)| *f)
-                    .ok_or_else(missing)?;
+                let file = file_by_name(&RUN_FILES, name_str).ok_or_else(missing)?;
                 let run = self.meta.run(id)?;
                 if !self.run_file_exists(&run, file)? {
                     return Err(missing());
@@ -864,10 +869,7 @@ pub(super) fn describe(node: &Node) -> String {
         Node::AgentsDir => "agents".into(),
         Node::Agent { name } => format!("agents/{name}"),
         Node::AgentFile { name, file } => {
-            let file_name = AGENT_FILES
-                .iter()
-                .find(|(_, f)| f == file)
-                .map_or("?", |(n, _)| n);
+            let file_name = name_of_file(&AGENT_FILES, *file);
             format!("agents/{name}/{file_name}")
         }
         Node::RunsDir => "runs".into(),
@@ -876,10 +878,7 @@ pub(super) fn describe(node: &Node) -> String {
         Node::NewRun { agent } => format!("runs/new/{agent}"),
         Node::Run { id } => format!("runs/{id}"),
         Node::RunFile { id, file } => {
-            let file_name = RUN_FILES
-                .iter()
-                .find(|(_, f)| f == file)
-                .map_or("?", |(n, _)| n);
+            let file_name = name_of_file(&RUN_FILES, *file);
             format!("runs/{id}/{file_name}")
         }
         Node::StorageDir(kind) => kind.plural().into(),
