@@ -592,3 +592,67 @@ fn the_background_mount_returns_once_live_and_unmount_ends_it() {
     assert!(out.status.success(), "{out:?}");
     assert!(wait_unmounted(&mnt, Duration::from_secs(10)));
 }
+
+#[test]
+fn a_panicking_request_is_answered_with_eio_and_the_mount_goes_on() {
+    let emulator = Emulator::start(&["--seed", "demo"]);
+    let mount = Mount::start_with_env(&emulator, &[], &[("VM0FS_TEST_PANIC_ON_LOOKUP", "boom")]);
+    for _ in 0..3 {
+        let out = sh(&format!("ls {}/agents/boom", q(mount.mountpoint())));
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("Input/output error"),
+            "{out:?}"
+        );
+        assert_eq!(
+            ok(&format!("ls {}", q(mount.mountpoint()))),
+            "agents\nartifacts\nruns\nvolumes\n"
+        );
+    }
+    mount.unmount();
+}
+
+#[test]
+fn a_token_file_readable_by_others_is_refused_and_a_private_one_works() {
+    use std::os::unix::fs::PermissionsExt;
+    let emulator = Emulator::start(&["--seed", "demo"]);
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{}\n", emulator.token())).unwrap();
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let token_arg = token_file.to_str().unwrap();
+    let out = mount_command_at(
+        emulator.base_url(),
+        "",
+        &mnt,
+        &dir.path().join("cache"),
+        &["-f", "--token-file", token_arg],
+    )
+    .env_remove("VM0_API_KEY")
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("chmod 600"),
+        "{out:?}"
+    );
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = mount_command_at(
+        emulator.base_url(),
+        "",
+        &mnt,
+        &dir.path().join("cache"),
+        &["--token-file", token_arg],
+    )
+    .env_remove("VM0_API_KEY")
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let listed = std::fs::read_dir(&mnt).map(|d| d.count());
+    let unmounted = vm0fs().arg("unmount").arg(&mnt).output().unwrap();
+    assert_eq!(listed.unwrap(), 4);
+    assert!(unmounted.status.success(), "{unmounted:?}");
+    assert!(wait_unmounted(&mnt, Duration::from_secs(10)));
+}

@@ -38,6 +38,9 @@ enum Command {
 pub struct MountArgs {
     /// An existing empty directory to mount on
     pub mountpoint: PathBuf,
+    /// Read the API token from FILE (which must not be readable by group or others) instead of VM0_API_KEY
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
     /// Base URL of the VM0 API
     #[arg(long, env = "VM0_API_URL", default_value = "https://api.vm0.ai")]
     pub api_url: String,

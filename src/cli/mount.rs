@@ -26,12 +26,10 @@ const EXIT_FAILURE: i32 = 1;
 const LOG_FILE: &str = "vm0fs.log";
 
 pub fn run(args: MountArgs) -> i32 {
-    let token = match std::env::var("VM0_API_KEY") {
-        Ok(token) if !token.trim().is_empty() => token.trim().to_string(),
-        _ => {
-            eprintln!(
-                "vm0fs: VM0_API_KEY is not set. Export your VM0 API token first: export VM0_API_KEY=vm0_live_..."
-            );
+    let token = match read_token(&args) {
+        Ok(token) => token,
+        Err(message) => {
+            eprintln!("vm0fs: {message}");
             return EXIT_USAGE;
         }
     };
@@ -53,6 +51,40 @@ pub fn run(args: MountArgs) -> i32 {
         };
     }
     daemonize(&args, &prepared, &token)
+}
+
+/// The API token, from `--token-file` or `VM0_API_KEY`. A token file that others can read is refused: the token
+/// is as good as a password.
+fn read_token(args: &MountArgs) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let token = match &args.token_file {
+        Some(path) => {
+            let shown = path.display();
+            let mode = std::fs::metadata(path)
+                .map_err(|e| format!("cannot read the token file {shown}: {e}"))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                return Err(format!(
+                    "the token file {shown} is readable by others (mode {:o}); run `chmod 600 {shown}`",
+                    mode & 0o777
+                ));
+            }
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read the token file {shown}: {e}"))?
+        }
+        None => std::env::var("VM0_API_KEY").unwrap_or_default(),
+    };
+    let token = token.trim().to_string();
+    if token.is_empty() {
+        return Err(match &args.token_file {
+            Some(path) => format!("the token file {} is empty", path.display()),
+            None => "VM0_API_KEY is not set. Export your VM0 API token first: export VM0_API_KEY=vm0_live_... \
+                     (or use --token-file FILE)"
+                .to_string(),
+        });
+    }
+    Ok(token)
 }
 
 /// What is checked and made before any thread or fork: paths.
@@ -159,6 +191,7 @@ fn serve(
         // SAFETY: getuid/getgid cannot fail and touch no memory.
         uid: unsafe { libc::getuid() },
         gid: unsafe { libc::getgid() },
+        panic_on_lookup: std::env::var_os("VM0FS_TEST_PANIC_ON_LOOKUP"),
     };
     let api: Arc<dyn Vm0Api> = Arc::new(api);
     let cache = Arc::new(cache);
@@ -210,7 +243,7 @@ fn check_api(api: &HttpApi, url: &str) -> Result<(), String> {
     match api.latest_run() {
         Ok(_) => Ok(()),
         Err(e) if matches!(e.status, Some(401 | 403)) => Err(format!(
-            "the VM0 API at {url} rejected the API token in VM0_API_KEY ({e}). Check the token, or create a new one"
+            "the VM0 API at {url} rejected the API token ({e}). Check the token, or create a new one"
         )),
         Err(e) if e.kind == ApiErrorKind::Transport => Err(format!(
             "cannot reach the VM0 API at {url}: {e}. Check --api-url (or VM0_API_URL) and the network"

@@ -44,6 +44,9 @@ pub struct FsConfig {
     /// Owner of every file: the user who mounted.
     pub uid: u32,
     pub gid: u32,
+    /// A test hook: looking up this name panics, to prove that a panicking request is answered (EIO) and the
+    /// mount goes on. Set only from the `VM0FS_TEST_PANIC_ON_LOOKUP` environment variable.
+    pub panic_on_lookup: Option<OsString>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +134,9 @@ impl Vm0Fs {
     }
 
     pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr> {
+        if self.config.panic_on_lookup.as_deref() == Some(name) {
+            panic!("test hook: lookup of {name:?} panics (VM0FS_TEST_PANIC_ON_LOOKUP)");
+        }
         let parent = self.node(parent)?;
         let child = self.child(&parent, name)?;
         self.attr(&child)

@@ -279,6 +279,10 @@ struct Harness {
 }
 
 fn harness() -> Harness {
+    harness_with_ttl(Duration::from_secs(60))
+}
+
+fn harness_with_ttl(metadata_ttl: Duration) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let cache = ArchiveCache::open(CacheConfig {
         dir: dir.path().join("cache"),
@@ -288,9 +292,10 @@ fn harness() -> Harness {
     .unwrap();
     let api = Arc::new(fake());
     let config = FsConfig {
-        metadata_ttl: Duration::from_secs(60),
+        metadata_ttl,
         uid: 1,
         gid: 1,
+        panic_on_lookup: None,
     };
     let fs = Vm0Fs::new(api.clone(), Arc::new(cache), config);
     Harness { fs, api, _dir: dir }
@@ -491,6 +496,7 @@ fn names_that_cannot_be_file_names_are_skipped() {
         metadata_ttl: Duration::from_secs(60),
         uid: 1,
         gid: 1,
+        panic_on_lookup: None,
     };
     let h = Harness {
         fs: Vm0Fs::new(Arc::new(api), Arc::new(cache), config),
@@ -515,7 +521,8 @@ fn listing_runs_does_not_fetch_each_run() {
 
 #[test]
 fn an_unreachable_api_leaves_what_was_seen_readable() {
-    let h = harness();
+    // A zero TTL: every listing is asked again, so only the stale fallback can answer offline.
+    let h = harness_with_ttl(Duration::ZERO);
     assert_eq!(h.read("volumes/data/dir/a.txt"), b"hello");
     assert_eq!(h.names("agents"), ["coder"]);
     h.api.offline.store(true, Ordering::SeqCst);

@@ -74,15 +74,20 @@ pub fn mount_command_at(
 impl Mount {
     /// Mounts in the foreground with a cache of its own.
     pub fn start(emulator: &Emulator, args: &[&str]) -> Mount {
+        Mount::start_with_env(emulator, args, &[])
+    }
+
+    /// Mounts in the foreground with a cache of its own and extra environment variables.
+    pub fn start_with_env(emulator: &Emulator, args: &[&str], env: &[(&str, &str)]) -> Mount {
         let dir = tempfile::tempdir().expect("create a temp dir for the mount");
         let cache_dir = dir.path().join("cache");
-        Mount::start_in(emulator, dir, cache_dir, args)
+        Mount::start_in(emulator, dir, cache_dir, args, env)
     }
 
     /// Mounts in the foreground using `cache_dir` (to remount on a cache that an earlier mount filled).
     pub fn start_with_cache(emulator: &Emulator, cache_dir: &Path, args: &[&str]) -> Mount {
         let dir = tempfile::tempdir().expect("create a temp dir for the mount");
-        Mount::start_in(emulator, dir, cache_dir.to_path_buf(), args)
+        Mount::start_in(emulator, dir, cache_dir.to_path_buf(), args, &[])
     }
 
     fn start_in(
@@ -90,11 +95,13 @@ impl Mount {
         dir: tempfile::TempDir,
         cache_dir: PathBuf,
         args: &[&str],
+        env: &[(&str, &str)],
     ) -> Mount {
         let mountpoint = dir.path().join("mnt");
         std::fs::create_dir_all(&mountpoint).expect("create the mount point");
         let mut child = mount_command(emulator, &mountpoint, &cache_dir, args)
             .arg("-f")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
