@@ -507,6 +507,11 @@ impl Filesystem for FuseAdapter {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        // `ls -l` asks every file for SELinux and ACL attributes, which vm0fs never has: answer on the event
+        // loop rather than pay a worker hand-off per file.
+        if !name.as_encoded_bytes().starts_with(b"user.vm0.") {
+            return reply.error(Errno::ENODATA);
+        }
         let name = name.to_os_string();
         self.spawn(move |fs| match fs.getxattr(ino.0, &name) {
             Ok(value) => reply_xattr(reply, &value, size),
