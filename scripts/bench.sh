@@ -204,7 +204,7 @@ say "artifact $name ($artifact_id): archive of $blob_bytes bytes"
   dev=$(df --output=source "$bench" | tail -1)
   blk=$(basename "$dev")
   rot=$(cat "/sys/block/$blk/queue/rotational" 2>/dev/null || echo '?')
-  echo "- disk: $(df -hT --output=source,fstype,size "$bench" | tail -1 | tr -s ' ') ($( [ "$rot" = 0 ] && echo 'non-rotational' || echo "rotational=$rot"))"
+  echo "- disk: $(df -h --output=source,fstype,size,avail "$bench" | tail -1 | tr -s ' ' | sed 's/^ //') (source, type, size, free; /sys/block/$blk/queue/rotational=$rot), under $bench"
   echo "- data: artifact of ${big_mb} MiB big file + ${small_files} small files of ${small_size} bytes ($(awk -v b="$blob_bytes" 'BEGIN{printf "%.0f", b/1048576}') MiB archive, $(awk -v s=$(( (big_mb << 20) + small_files * small_size )) 'BEGIN{printf "%.0f", s/1048576}') MiB extracted); ${n_runs} runs; repetitions ${repeat} (cold rows) / ${repeat_warm} (warm rows)"
 } >"$machine"
 
@@ -359,6 +359,11 @@ hol_once() { # side
   sleep 0.3
   timed stat "$mnt/artifacts/$name/small/000/000000.txt" >/dev/null
   sample head-of-line "$side" "$T"
+  if [ "$side" = vm0fs ]; then # the scenario is real only if the /v1/runs requests were still waiting
+    local waiting=0
+    for p in "${bg[@]}"; do kill -0 "$p" 2>/dev/null && waiting=$((waiting + 1)); done
+    [ "$waiting" -gt 0 ] || { echo "head-of-line: no /v1/runs request was still waiting during the stat" >&2; return 1; }
+  fi
   faults '{}'
   for p in "${bg[@]}"; do stop_pid "$p" 5; done
   unmount_vm0fs "$mnt"

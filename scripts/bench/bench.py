@@ -100,7 +100,7 @@ def cmd_livelog(mnt, run_id, url, token):
 
     written = []
     try:
-        page = api_get("%s/v1/runs/%s/logs?limit=1000&order=asc" % (url, run_id), token)
+        page = api_get("%s/v1/runs/%s/logs?limit=100&order=asc" % (url, run_id), token)
         written = [e["timestamp"] for e in page.get("data", [])]
     except Exception as e:
         tail_err += " (could not list the written entries: %s)" % e
@@ -203,7 +203,11 @@ def cmd_table(samples_path, machine_path, out_path):
                     % (name, side, len(vals), fmt(min(vals), unit), fmt(statistics.median(vals), unit),
                        fmt(max(vals), unit))
                 )
-        has_error = any(s == "error" for s, _ in row_notes)
+        if not v and not row_notes and not (name == "memory" and notes.get("cold copy")):
+            table.append("| %s | not run | | | %s | no |" % (name, target_text))
+            continue
+        has_error = any(s == "error" for s, _ in row_notes) or (
+            name == "memory" and any(s == "error" for s, _ in notes.get("cold copy", [])))
         has_na = any(s == "na" for s, _ in row_notes)
         need_baseline = target_kind != "abs_le"
         if has_error or (not has_na and (not v or (need_baseline and not b))):
