@@ -346,26 +346,29 @@ row_listing() {
 }
 
 # head-of-line: stat of a cached file on a fresh mount while three requests wait on /v1/runs (answering after 3 s),
-# against the same with no latency
+# against the same stat on a fresh mount with no latency and nothing else in flight
 faults() { curl -sSf -X POST -H 'Content-Type: application/json' -d "$1" "$url/_control/faults" >/dev/null; }
+hol_file() { stat "$mnt/artifacts/$name/small/000/000000.txt" >/dev/null; }
 hol_once() { # side
-  local side=$1 bg=() p
+  local side=$1 bg=() p waiting=0
+  faults '{}'
   mount_vm0fs "$mnt" "$url" "$cache"
-  if [ "$side" = vm0fs ]; then faults '{"latency_ms":3000,"path_prefix":"/v1/runs"}'; else faults '{}'; fi
-  ls "$mnt/runs" >/dev/null 2>&1 & bg+=($!)
-  stat "$mnt/runs/latest" >/dev/null 2>&1 & bg+=($!)
-  cat "$mnt/runs/latest/status" >/dev/null 2>&1 & bg+=($!)
-  pids+=("${bg[@]}")
-  sleep 0.3
-  timed stat "$mnt/artifacts/$name/small/000/000000.txt" >/dev/null
+  if [ "$side" = vm0fs ]; then
+    faults '{"latency_ms":3000,"path_prefix":"/v1/runs"}'
+    ls "$mnt/runs" >/dev/null 2>&1 & bg+=($!)
+    stat "$mnt/runs/latest" >/dev/null 2>&1 & bg+=($!)
+    cat "$mnt/runs/latest/status" >/dev/null 2>&1 & bg+=($!)
+    pids+=("${bg[@]}")
+    sleep 0.3
+  fi
+  timed hol_file
   sample head-of-line "$side" "$T"
   if [ "$side" = vm0fs ]; then # the scenario is real only if the /v1/runs requests were still waiting
-    local waiting=0
     for p in "${bg[@]}"; do kill -0 "$p" 2>/dev/null && waiting=$((waiting + 1)); done
+    faults '{}'
+    for p in "${bg[@]}"; do stop_pid "$p" 5; done
     [ "$waiting" -gt 0 ] || { echo "head-of-line: no /v1/runs request was still waiting during the stat" >&2; return 1; }
   fi
-  faults '{}'
-  for p in "${bg[@]}"; do stop_pid "$p" 5; done
   unmount_vm0fs "$mnt"
 }
 row_hol() {
