@@ -230,6 +230,7 @@ row_cold() {
   local i hwm tb
   for ((i = 1; i <= repeat; i++)); do
     rm -rf "$out"
+    sync
     timed baseline_fetch
     tb=$T
     [ "$i" = 1 ] && check_copy "$out/base"
