@@ -4,7 +4,7 @@
 # markdown table and writes it to target/bench/results.md. Exits non-zero if any row's measurement failed.
 #
 # Sizes (env):  BENCH_BIG_MB (512)  BENCH_SMALL_FILES (20000)  BENCH_SMALL_SIZE (26214 bytes)  BENCH_RUNS (10000)
-#               BENCH_REPEAT (3: cold copy, first byte)  BENCH_REPEAT_WARM (5: the other rows)  BENCH_LIVE_RUNS (2)
+#               BENCH_REPEAT (5: cold copy, first byte)  BENCH_REPEAT_WARM (5: the other rows)  BENCH_LIVE_RUNS (2)
 #               BENCH_QUICK=1: a smoke run of about a minute (32 MB + 1000 small files, 1000 runs, one repetition)
 #               BENCH_ROWS="cold first warmread warmtree listing hol livelog" to run only some rows
 set -euo pipefail
@@ -17,7 +17,7 @@ if [ "${BENCH_QUICK:-0}" = 1 ]; then
   live_runs=${BENCH_LIVE_RUNS:-1}
 else
   big_mb=${BENCH_BIG_MB:-512}; small_files=${BENCH_SMALL_FILES:-20000}; small_size=${BENCH_SMALL_SIZE:-26214}
-  n_runs=${BENCH_RUNS:-10000}; repeat=${BENCH_REPEAT:-3}; repeat_warm=${BENCH_REPEAT_WARM:-5}
+  n_runs=${BENCH_RUNS:-10000}; repeat=${BENCH_REPEAT:-5}; repeat_warm=${BENCH_REPEAT_WARM:-5}
   live_runs=${BENCH_LIVE_RUNS:-2}
 fi
 rows=${BENCH_ROWS:-"cold first warmread warmtree listing hol livelog"}
