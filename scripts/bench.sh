@@ -171,6 +171,7 @@ row() { # label fn
 
 key="big${big_mb}-small${small_files}x${small_size}-runs${n_runs}"
 data=$bench/emu-$key
+force_unmount "$run/mnt"   # left by an earlier invocation that was killed with SIGKILL
 rm -rf "$run"
 mkdir -p "$run"
 : >"$samples"

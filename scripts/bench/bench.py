@@ -196,7 +196,8 @@ def cmd_table(samples_path, machine_path, out_path):
         if name == "first byte":  # its baseline is the vm0fs cold copy of the row above
             b = samples.get(("cold copy", "vm0fs"), [])
         row_notes = notes.get(name, [])
-        for side, vals in (("vm0fs", v), ("baseline", b)):
+        b_label = "baseline (the vm0fs cold copy)" if name == "first byte" else "baseline"
+        for side, vals in (("vm0fs", v), (b_label, b)):
             if vals:
                 details.append(
                     "| %s | %s | %d | %s | %s | %s |"
