@@ -1,0 +1,438 @@
+#!/usr/bin/env bash
+# The vm0fs benchmark suite (docs/BENCHMARKS.md): builds in release mode, starts the local emulator on loopback with
+# generated data, measures each row against a baseline run in the same invocation on the same data, prints a
+# markdown table and writes it to target/bench/results.md. Exits non-zero if any row's measurement failed.
+#
+# Sizes (env):  BENCH_BIG_MB (512)  BENCH_SMALL_FILES (20000)  BENCH_SMALL_SIZE (26214 bytes)  BENCH_RUNS (10000)
+#               BENCH_REPEAT (5: cold copy, first byte)  BENCH_REPEAT_WARM (5: the other rows)  BENCH_LIVE_RUNS (2)
+#               BENCH_QUICK=1: a smoke run of about a minute (32 MB + 1000 small files, 1000 runs, one repetition)
+#               BENCH_ROWS="cold first warmread warmtree listing hol livelog" to run only some rows
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+
+if [ "${BENCH_QUICK:-0}" = 1 ]; then
+  big_mb=${BENCH_BIG_MB:-32}; small_files=${BENCH_SMALL_FILES:-1000}; small_size=${BENCH_SMALL_SIZE:-26214}
+  n_runs=${BENCH_RUNS:-1000}; repeat=${BENCH_REPEAT:-1}; repeat_warm=${BENCH_REPEAT_WARM:-2}
+  live_runs=${BENCH_LIVE_RUNS:-1}
+else
+  big_mb=${BENCH_BIG_MB:-512}; small_files=${BENCH_SMALL_FILES:-20000}; small_size=${BENCH_SMALL_SIZE:-26214}
+  n_runs=${BENCH_RUNS:-10000}; repeat=${BENCH_REPEAT:-5}; repeat_warm=${BENCH_REPEAT_WARM:-5}
+  live_runs=${BENCH_LIVE_RUNS:-2}
+fi
+rows=${BENCH_ROWS:-"cold first warmread warmtree listing hol livelog"}
+token=vm0_live_demo
+name=bench
+
+bench=$repo/target/bench
+run=$bench/run            # this invocation's scratch: mounts, caches, copies, logs (emptied at start)
+bin=$repo/target/release
+samples=$run/samples.tsv
+machine=$run/machine.md
+py=(python3 "$repo/scripts/bench/bench.py")
+
+say() { printf '[bench %6.1fs] %s\n' "$(awk -v a="$script_t0" -v b="$EPOCHREALTIME" 'BEGIN{print b-a}')" "$*" >&2; }
+script_t0=$EPOCHREALTIME
+
+# ---------------------------------------------------------------------------------------------------------------
+# tools
+
+missing=()
+command -v fusermount3 >/dev/null 2>&1 || missing+=(fuse3)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+command -v tar >/dev/null 2>&1 || missing+=(tar)
+command -v find >/dev/null 2>&1 || missing+=(findutils)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "bench.sh: please install ${missing[*]} (Debian/Ubuntu: sudo apt-get install ${missing[*]})" >&2
+    exit 1
+  fi
+fi
+[ -e /dev/fuse ] || { echo "bench.sh: /dev/fuse is missing; the benchmark mounts real FUSE filesystems" >&2; exit 1; }
+
+say "building (release)"
+cargo build --release --locked --bins >&2
+
+# ---------------------------------------------------------------------------------------------------------------
+# processes and mounts: everything started is tracked by PID and stopped by PID on exit
+
+pids=()        # processes this shell started (emulators, vm0fs, helpers)
+mounts=()      # mountpoints this shell mounted
+
+mounted() { grep -q " $1 " /proc/self/mountinfo; }
+
+stop_pid() { # pid [seconds]: SIGTERM, then SIGKILL after the grace period
+  local pid=$1 grace=${2:-10} i
+  kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < grace * 20; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+  if kill -0 "$pid" 2>/dev/null; then
+    say "pid $pid did not stop on SIGTERM within ${grace}s; killing it"
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true
+}
+
+force_unmount() { mounted "$1" && { fusermount3 -u -z "$1" 2>/dev/null || umount -l "$1" 2>/dev/null || true; }; return 0; }
+
+cleanup() {
+  local p m
+  for p in "${pids[@]}"; do stop_pid "$p" 5; done
+  for m in "${mounts[@]}"; do force_unmount "$m"; done
+  pids=(); mounts=()
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Mounts $1 on the emulator at $2 with cache dir $3, in the foreground mode in the background; sets vm0fs_pid.
+vm0fs_pid=""
+mount_vm0fs() {
+  local mnt=$1 url=$2 cache=$3 log=$run/vm0fs.log i
+  mkdir -p "$mnt" "$cache"
+  force_unmount "$mnt"
+  VM0_API_KEY=$token "$bin/vm0fs" mount "$mnt" --api-url "$url" --cache-dir "$cache" -f >>"$log" 2>&1 &
+  vm0fs_pid=$!
+  pids+=("$vm0fs_pid"); mounts+=("$mnt")
+  for ((i = 0; i < 400; i++)); do
+    mounted "$mnt" && return 0
+    kill -0 "$vm0fs_pid" 2>/dev/null || { echo "vm0fs exited before mounting; see $log" >&2; tail -5 "$log" >&2; return 1; }
+    sleep 0.025
+  done
+  echo "vm0fs did not mount $mnt within 10 s" >&2
+  return 1
+}
+
+unmount_vm0fs() { # mnt
+  stop_pid "$vm0fs_pid" 20
+  force_unmount "$1"
+  local keep=() p
+  for p in "${pids[@]}"; do [ "$p" = "$vm0fs_pid" ] || keep+=("$p"); done
+  pids=("${keep[@]}")
+  vm0fs_pid=""
+}
+
+# Starts an emulator on data dir $1 with extra flags; sets emu_pid and emu_url.
+emu_pid=""; emu_url=""
+start_emulator() {
+  local data=$1 out; shift
+  out=$run/emulator.$RANDOM
+  "$bin/vm0-emulator" --listen 127.0.0.1:0 --data "$data" "$@" >"$out.out" 2>"$out.log" &
+  emu_pid=$!
+  pids+=("$emu_pid")
+  emu_url=""
+  for ((i = 0; i < 600; i++)); do
+    emu_url=$(head -n1 "$out.out" 2>/dev/null || true)
+    [ -n "$emu_url" ] && return 0
+    kill -0 "$emu_pid" 2>/dev/null || { echo "the emulator failed:" >&2; cat "$out.log" >&2; return 1; }
+    sleep 0.05
+  done
+  echo "the emulator did not start" >&2
+  return 1
+}
+
+api() { curl -sSf -H "Authorization: Bearer $token" "$@"; }
+
+# ---------------------------------------------------------------------------------------------------------------
+# timing and samples
+
+T=""
+timed() { # runs "$@" and sets T to its wall time in seconds
+  local t0=$EPOCHREALTIME
+  "$@"
+  T=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.6f", b-a}')
+}
+sample() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$samples"; }
+
+# Runs one row in a subshell with `set -e` live, so a failed measurement marks the row `error` and the suite goes
+# on. The subshell stops whatever it started (its own EXIT trap) before the next row begins.
+any_error=0
+row() { # label fn
+  local label=$1 fn=$2 rc
+  say "row: $label"
+  set +e
+  ( set -e; pids=(); mounts=(); trap cleanup EXIT; "$fn" )
+  rc=$?
+  set -e
+  if [ "$rc" != 0 ]; then
+    say "row $label failed (exit $rc)"
+    sample "$label" error "the measurement failed with exit status $rc; see the bench log"
+    any_error=1
+  fi
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+# data: the emulator's data dir is generated once per set of sizes and kept under target/bench/ between runs
+
+key="big${big_mb}-small${small_files}x${small_size}-runs${n_runs}"
+data=$bench/emu-$key
+force_unmount "$run/mnt"   # left by an earlier invocation that was killed with SIGKILL
+rm -rf "$run"
+mkdir -p "$run"
+: >"$samples"
+
+for d in "$bench"/emu-*; do [ -e "$d" ] && [ "$d" != "$data" ] && rm -rf "$d"; done
+if [ ! -e "$data/.complete" ]; then
+  rm -rf "$data"
+  mkdir -p "$data"
+  start_emulator "$data"
+  say "generating data ($key) at $emu_url"
+  curl -sSf -X POST "$emu_url/_control/generate/runs?count=$n_runs" >/dev/null
+  timed curl -sSf -X POST "$emu_url/_control/generate/storage?kind=artifacts&name=$name&big_file_mb=$big_mb&small_files=$small_files&small_size=$small_size" -o "$run/generated.json"
+  say "generated the artifact in ${T}s"
+  stop_pid "$emu_pid"; pids=()
+  touch "$data/.complete"
+fi
+start_emulator "$data"
+url=$emu_url
+say "emulator at $url (data $data)"
+
+artifact_id=$(api "$url/v1/artifacts?limit=100" | "${py[@]}" json "[s['id'] for s in d['data'] if s['name']=='$name'][0]")
+download_url=$url/v1/artifacts/$artifact_id/download
+blob_bytes=$(curl -sSfL -o /dev/null -w '%{size_download}' -H "Authorization: Bearer $token" "$download_url")
+say "artifact $name ($artifact_id): archive of $blob_bytes bytes"
+
+# the machine
+{
+  echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ), vm0fs $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src 2>/dev/null || echo ' (src modified)')"
+  echo "- cpu: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'); memory $(awk '/MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo); load average at start $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "- kernel: $(uname -sr)"
+  dev=$(df --output=source "$bench" | tail -1)
+  blk=$(basename "$dev")
+  rot=$(cat "/sys/block/$blk/queue/rotational" 2>/dev/null || echo '?')
+  echo "- disk: $(df -h --output=source,fstype,size,avail "$bench" | tail -1 | tr -s ' ' | sed 's/^ //') (source, type, size, free; /sys/block/$blk/queue/rotational=$rot), under $bench"
+  echo "- data: artifact of ${big_mb} MiB big file + ${small_files} small files of ${small_size} bytes ($(awk -v b="$blob_bytes" 'BEGIN{printf "%.0f", b/1048576}') MiB archive, $(awk -v s=$(( (big_mb << 20) + small_files * small_size )) 'BEGIN{printf "%.0f", s/1048576}') MiB extracted); ${n_runs} runs; repetitions ${repeat} (cold rows) / ${repeat_warm} (warm rows)"
+} >"$machine"
+
+mnt=$run/mnt
+cache=$run/cache          # the warm cache, filled by the cold copy
+out=$run/out
+big_bytes=$((big_mb << 20))
+
+# ---------------------------------------------------------------------------------------------------------------
+# rows
+
+# cold copy + memory: cp -r through a fresh mount with an empty cache, against curl | tar -xz; VmHWM of vm0fs
+baseline_fetch() { mkdir -p "$out/base"; curl -sSfL -H "Authorization: Bearer $token" "$download_url" | tar -xz -C "$out/base"; }
+vm0fs_copy() { mkdir -p "$out"; cp -r "$mnt/artifacts/$name" "$out/vm0fs"; }
+check_copy() { # dir: the copy is whole (file count and the big file's size)
+  local n s
+  n=$(find "$1" -type f | wc -l)
+  s=$(stat -c %s "$1/big.bin" 2>/dev/null || echo 0)
+  [ "$n" = $((small_files + (big_mb > 0 ? 1 : 0))) ] && { [ "$big_mb" = 0 ] || [ "$s" = "$big_bytes" ]; } ||
+    { echo "incomplete copy in $1: $n files, big.bin $s bytes" >&2; return 1; }
+}
+row_cold() {
+  local i hwm tb
+  for ((i = 1; i <= repeat; i++)); do
+    rm -rf "$out"
+    sync
+    timed baseline_fetch
+    tb=$T
+    [ "$i" = 1 ] && check_copy "$out/base"
+    sample "cold copy" baseline "$T"
+    rm -rf "$out" "$cache"
+    sync
+    mount_vm0fs "$mnt" "$url" "$cache"
+    timed vm0fs_copy
+    hwm=$(awk '/VmHWM/{print $2}' "/proc/$vm0fs_pid/status")
+    unmount_vm0fs "$mnt"
+    [ "$i" = 1 ] && check_copy "$out/vm0fs"
+    sample "cold copy" vm0fs "$T"
+    sample memory vm0fs "$(awk -v k="$hwm" 'BEGIN{printf "%.2f", k/1024}')"
+    say "cold copy $i/$repeat: curl|tar ${tb}s, vm0fs cp -r ${T}s, VmHWM $((hwm / 1024)) MiB"
+  done
+  rm -rf "$out"
+  sync
+}
+
+# first byte: head -c1 of the first small file of the archive through a fresh mount and an empty cache
+row_first() {
+  local i c=$run/cache-first
+  for ((i = 1; i <= repeat; i++)); do
+    rm -rf "$c"
+    sync
+    mount_vm0fs "$mnt" "$url" "$c"
+    timed head -c1 "$mnt/artifacts/$name/small/000/000000.txt" >/dev/null
+    sample "first byte" vm0fs "$T"
+    say "first byte $i/$repeat: ${T}s"
+    unmount_vm0fs "$mnt"
+  done
+  rm -rf "$c"
+}
+
+# The warm rows need the archive in $cache: the cold copy leaves it there; if that row failed or was skipped, fill it.
+tree_dir=""
+ensure_warm() {
+  local vids
+  vids=$(ls "$cache/archives" 2>/dev/null || true)
+  if [ "$(printf '%s\n' "$vids" | grep -c .)" != 1 ] || [ ! -d "$cache/archives/$vids/tree" ]; then
+    say "filling the warm cache"
+    rm -rf "$cache"
+    mount_vm0fs "$mnt" "$url" "$cache"
+    stat "$mnt/artifacts/$name/big.bin" >/dev/null
+    unmount_vm0fs "$mnt"
+    vids=$(ls "$cache/archives")
+  fi
+  tree_dir=$cache/archives/$vids/tree
+  [ -d "$tree_dir" ]
+}
+
+mib_per_s() { awk -v b="$1" -v t="$2" 'BEGIN{printf "%.3f", b/1048576/t}'; }
+
+# warm read: dd bs=1M of the cached big file, through a fresh mount (its lookup done first) and in the cache dir
+row_warmread() {
+  local i
+  ensure_warm
+  [ "$big_mb" -gt 0 ] || { echo "BENCH_BIG_MB=0: no big file to read" >&2; return 1; }
+  for ((i = 1; i <= repeat_warm; i++)); do
+    cat "$tree_dir/big.bin" >/dev/null   # both sides read from the page cache
+    timed dd if="$tree_dir/big.bin" of=/dev/null bs=1M status=none
+    sample "warm read" baseline "$(mib_per_s "$big_bytes" "$T")"
+    mount_vm0fs "$mnt" "$url" "$cache"
+    stat "$mnt/artifacts/$name/big.bin" >/dev/null
+    timed dd if="$mnt/artifacts/$name/big.bin" of=/dev/null bs=1M status=none
+    sample "warm read" vm0fs "$(mib_per_s "$big_bytes" "$T")"
+    say "warm read $i/$repeat_warm: vm0fs $(mib_per_s "$big_bytes" "$T") MiB/s"
+    unmount_vm0fs "$mnt"
+  done
+}
+
+# warm tree: find -ls then ls -lR over the cached archive, through a fresh mount and on the cache dir
+walk() { find "$1" -ls >/dev/null && ls -lR "$1" >/dev/null; }
+row_warmtree() {
+  local i
+  ensure_warm
+  for ((i = 1; i <= repeat_warm; i++)); do
+    timed walk "$tree_dir"
+    sample "warm tree" baseline "$T"
+    mount_vm0fs "$mnt" "$url" "$cache"
+    stat "$mnt/artifacts/$name" >/dev/null
+    timed walk "$mnt/artifacts/$name"
+    sample "warm tree" vm0fs "$T"
+    say "warm tree $i/$repeat_warm: vm0fs ${T}s"
+    unmount_vm0fs "$mnt"
+  done
+}
+
+# big listing: ls runs (fresh mount) against fetching every page of /v1/runs with curl
+all_pages() {
+  local cursor="" page n=0
+  while :; do
+    page=$(curl -sSf -H "Authorization: Bearer $token" "$url/v1/runs?limit=100${cursor:+&cursor=$cursor}")
+    n=$((n + 1))
+    cursor=$(printf '%s' "$page" | grep -o '"next_cursor":"[^"]*"' | cut -d'"' -f4 || true)
+    [ -n "$cursor" ] || break
+  done
+  pages=$n
+}
+list_runs() { ls "$mnt/runs" >"$run/ls-runs.txt"; }
+row_listing() {
+  local i n
+  for ((i = 1; i <= repeat_warm; i++)); do
+    timed all_pages
+    sample "big listing" baseline "$T"
+    mount_vm0fs "$mnt" "$url" "$cache"
+    timed list_runs
+    sample "big listing" vm0fs "$T"
+    n=$(grep -vc '^latest$' "$run/ls-runs.txt" || true)
+    [ "$n" -ge "$n_runs" ] || { echo "ls runs listed $n runs, expected $n_runs" >&2; return 1; }
+    say "big listing $i/$repeat_warm: curl $pages pages, vm0fs ${T}s ($n runs)"
+    unmount_vm0fs "$mnt"
+  done
+}
+
+# head-of-line: stat of a cached file on a fresh mount while three requests wait on /v1/runs (answering after 3 s),
+# against the same stat on a fresh mount with no latency and nothing else in flight
+faults() { curl -sSf -X POST -H 'Content-Type: application/json' -d "$1" "$url/_control/faults" >/dev/null; }
+hol_file() { stat "$mnt/artifacts/$name/small/000/000000.txt" >/dev/null; }
+hol_once() { # side
+  local side=$1 bg=() p waiting=0
+  faults '{}'
+  mount_vm0fs "$mnt" "$url" "$cache"
+  if [ "$side" = vm0fs ]; then
+    faults '{"latency_ms":3000,"path_prefix":"/v1/runs"}'
+    ls "$mnt/runs" >/dev/null 2>&1 & bg+=($!)
+    stat "$mnt/runs/latest" >/dev/null 2>&1 & bg+=($!)
+    cat "$mnt/runs/latest/status" >/dev/null 2>&1 & bg+=($!)
+    pids+=("${bg[@]}")
+    sleep 0.3
+  fi
+  timed hol_file
+  sample head-of-line "$side" "$T"
+  if [ "$side" = vm0fs ]; then # the scenario is real only if the /v1/runs requests were still waiting
+    for p in "${bg[@]}"; do kill -0 "$p" 2>/dev/null && waiting=$((waiting + 1)); done
+    faults '{}'
+    for p in "${bg[@]}"; do stop_pid "$p" 5; done
+    [ "$waiting" -gt 0 ] || { echo "head-of-line: no /v1/runs request was still waiting during the stat" >&2; return 1; }
+  fi
+  unmount_vm0fs "$mnt"
+}
+row_hol() {
+  local i
+  ensure_warm
+  for ((i = 1; i <= repeat_warm; i++)); do
+    hol_once baseline
+    hol_once vm0fs
+    say "head-of-line $i/$repeat_warm: vm0fs ${T}s"
+  done
+}
+
+# live log: a fresh emulator whose runs last 8 s and log every 500 ms; tail -f runs/<id>/logs through the mount
+row_livelog() {
+  local d=$run/emu-live i agent id rep n
+  rm -rf "$d"; mkdir -p "$d"
+  start_emulator "$d" --seed demo --run-pending-ms 200 --run-duration-ms 8000 --log-interval-ms 500
+  local live_url=$emu_url
+  mount_vm0fs "$mnt" "$live_url" "$run/cache-live"
+  agent=$(api "$live_url/v1/agents?limit=1" | "${py[@]}" json "d['data'][0]['name']")
+  for ((i = 1; i <= live_runs; i++)); do
+    id=$(api -X POST -H 'Content-Type: application/json' -d "{\"agent\":\"$agent\",\"prompt\":\"bench\"}" \
+      "$live_url/v1/runs" | "${py[@]}" json "d['id']")
+    rep=$("${py[@]}" livelog "$mnt" "$id" "$live_url" "$token")
+    printf '%s\n' "$rep" >>"$run/livelog.jsonl"
+    n=0
+    for delay in $(printf '%s' "$rep" | "${py[@]}" json "' '.join(str(x) for x in d['delays']) or 'none'"); do
+      [ "$delay" = none ] && break
+      sample "live log" vm0fs "$delay"; n=$((n + 1))
+    done
+    say "live log $i/$live_runs: $n live lines timed; $(printf '%s' "$rep" | "${py[@]}" json "'written %d live entries, missed %d, tail: %s' % (d['live_entries_written'], d['live_entries_missed'], d['tail_stderr'] or 'ok')")"
+    if [ "$n" = 0 ]; then
+      sample "live log" na "tail -f saw no entry written after it started ($(printf '%s' "$rep" | "${py[@]}" json "'%d lines seen, %d backlog, %d live entries written' % (d['lines_seen'], d['backlog_lines'], d['live_entries_written'])"))"
+    fi
+  done
+  unmount_vm0fs "$mnt"
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+
+for r in $rows; do
+  case $r in
+    cold) row "cold copy" row_cold ;;
+    first) row "first byte" row_first ;;
+    warmread) row "warm read" row_warmread ;;
+    warmtree) row "warm tree" row_warmtree ;;
+    listing) row "big listing" row_listing ;;
+    hol) row "head-of-line" row_hol ;;
+    livelog) row "live log" row_livelog ;;
+    *) echo "bench.sh: unknown row $r in BENCH_ROWS" >&2; exit 2 ;;
+  esac
+done
+
+total=$(awk -v a="$script_t0" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.0f", b-a}')
+echo "- bench wall time: ${total} s" >>"$machine"
+cat "$machine"
+echo
+set +e
+"${py[@]}" table "$samples" "$machine" "$bench/results.md"
+table_rc=$?
+set -e
+cp "$samples" "$bench/samples.tsv"
+echo
+echo "written to target/bench/results.md (samples: target/bench/samples.tsv, vm0fs log: target/bench/run/vm0fs.log)"
+[ "$any_error" = 0 ] && [ "$table_rc" = 0 ]

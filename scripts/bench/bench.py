@@ -1,0 +1,267 @@
+#!/usr/bin/env python3
+"""Helpers of scripts/bench.sh: JSON picking, the live-log reader, and the results table.
+
+bash does the measuring (it runs the named tools and times them with $EPOCHREALTIME); this file only does what
+bash does badly: parse JSON, timestamp the lines of `tail -f` as they arrive, and turn the raw samples into
+medians, ratios and a markdown table. Samples are lines of `row<TAB>side<TAB>value` in samples.tsv, where side
+is `vm0fs`, `baseline`, `error` or `na` (the last two carry a message instead of a number).
+
+Subcommands:
+  json EXPR                      read JSON on stdin, print eval(EXPR) with `d` bound to it (strings unquoted)
+  livelog MNT RUN_ID URL TOKEN   run `tail -f MNT/runs/RUN_ID/logs`, print a JSON report of per-line delays
+  table SAMPLES MACHINE OUT      print the markdown table and write it (with details) to OUT; exit 1 if a row errored
+"""
+
+import datetime as dt
+import json
+import os
+import selectors
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+
+
+def cmd_json(expr):
+    d = json.load(sys.stdin)
+    v = eval(expr, {"d": d})  # noqa: S307 (the expression comes from bench.sh itself)
+    if isinstance(v, (dict, list)):
+        print(json.dumps(v))
+    elif v is None:
+        sys.exit("bench.py json: %s is null" % expr)
+    else:
+        print(v)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# live log
+
+
+def api_get(url, token):
+    req = urllib.request.Request(url, headers={"Authorization": "Bearer " + token})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.load(r)
+
+
+def parse_ts(s):
+    return dt.datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+
+
+TERMINAL = {"completed", "failed", "timeout", "cancelled"}
+
+
+def cmd_livelog(mnt, run_id, url, token):
+    """Follows the run's logs with `tail -f` through the mount; each line's delay is its arrival time minus the
+    `timestamp` the emulator gave the entry when it appended it (same host, same clock). Lines whose timestamp
+    is before tail started are backlog, not a live delay, and are left out. Stops 3 s after the API says the run
+    is terminal (tail polls a FUSE file about once a second), or after 60 s."""
+    path = os.path.join(mnt, "runs", run_id, "logs")
+    start = time.time()
+    tail = subprocess.Popen(["tail", "-f", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    sel = selectors.DefaultSelector()
+    sel.register(tail.stdout, selectors.EVENT_READ)
+    os.set_blocking(tail.stdout.fileno(), False)
+    buf = b""
+    lines = []  # (arrival, text)
+    terminal_at = None
+    next_poll = 0.0
+    deadline = start + 60
+    status = "?"
+    while True:
+        now = time.time()
+        if now > deadline or (terminal_at is not None and now > terminal_at + 3.0):
+            break
+        if now >= next_poll:
+            next_poll = now + 0.25
+            try:
+                status = api_get("%s/v1/runs/%s" % (url, run_id), token).get("status", "?")
+            except Exception as e:  # a slow or failing API must not stop the reader
+                status = "?(%s)" % e
+            if terminal_at is None and status in TERMINAL:
+                terminal_at = time.time()
+        for _key, _ev in sel.select(timeout=0.05):
+            chunk = tail.stdout.read()
+            arrival = time.time()
+            if chunk:
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    lines.append((arrival, line.decode("utf-8", "replace")))
+            elif chunk == b"":
+                break
+        if tail.poll() is not None:
+            break
+    tail_rc = tail.poll()
+    if tail_rc is None:
+        tail.terminate()
+        tail.wait(timeout=5)
+    tail_err = tail.stderr.read().decode("utf-8", "replace").strip()
+
+    written = []
+    try:
+        page = api_get("%s/v1/runs/%s/logs?limit=100&order=asc" % (url, run_id), token)
+        written = [e["timestamp"] for e in page.get("data", [])]
+    except Exception as e:
+        tail_err += " (could not list the written entries: %s)" % e
+
+    delays, backlog, bad = [], 0, 0
+    seen = set()
+    for arrival, text in lines:
+        tok = text.split(" ", 1)[0]
+        try:
+            ts = parse_ts(tok)
+        except ValueError:
+            bad += 1
+            continue
+        seen.add(tok)
+        if ts < start:
+            backlog += 1
+            continue
+        delays.append(arrival - ts)
+    live_written = [t for t in written if parse_ts(t) >= start]
+    report = {
+        "run_id": run_id,
+        "final_status": status,
+        "lines_seen": len(lines),
+        "backlog_lines": backlog,
+        "unparsed_lines": bad,
+        "entries_written": len(written),
+        "live_entries_written": len(live_written),
+        "live_entries_missed": len([t for t in live_written if t not in seen]),
+        "delays": [round(x, 4) for x in delays],
+        "tail_exit": tail_rc,
+        "tail_stderr": tail_err[-500:],
+    }
+    print(json.dumps(report))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the table
+
+# name, unit, how the ratio is formed, target kind, target value, target text
+ROWS = [
+    ("cold copy", "s", "time", "ratio_le", 1.15, "≤ 1.15× the time"),
+    ("first byte", "s", "time", "ratio_le", 0.25, "≤ 0.25× the time"),
+    ("warm read", "MiB/s", "rate", "ratio_ge", 0.9, "≥ 0.9× the throughput"),
+    ("warm tree", "s", "time", "ratio_le", 2.0, "≤ 2× the time"),
+    ("big listing", "s", "time", "ratio_le", 1.3, "≤ 1.3× the time"),
+    ("live log", "s", None, "abs_le", 1.5, "median ≤ 1.5 s"),
+    ("head-of-line", "s", "time", "ratio_le", 2.0, "≤ 2×"),
+    ("memory", "MiB", None, "abs_le", 64.0, "≤ 64 MiB"),
+]
+
+
+def fmt(v, unit):
+    if unit == "MiB/s":
+        return "%.0f MiB/s" % v
+    if unit == "MiB":
+        return "%.1f MiB" % v
+    if v >= 100:
+        return "%.0f s" % v
+    if v >= 10:
+        return "%.1f s" % v
+    if v >= 1:
+        return "%.2f s" % v
+    return "%.3f s" % v
+
+
+def cmd_table(samples_path, machine_path, out_path):
+    samples = {}
+    notes = {}
+    if os.path.exists(samples_path):
+        with open(samples_path) as f:
+            for raw in f:
+                parts = raw.rstrip("\n").split("\t", 2)
+                if len(parts) != 3:
+                    continue
+                row, side, value = parts
+                if side in ("error", "na"):
+                    notes.setdefault(row, []).append((side, value))
+                else:
+                    samples.setdefault((row, side), []).append(float(value))
+
+    table = [
+        "| row | vm0fs | baseline | ratio | target | meets |",
+        "|---|---|---|---|---|---|",
+    ]
+    details = [
+        "| row | side | n | min | median | max |",
+        "|---|---|---|---|---|---|",
+    ]
+    errored = False
+    for name, unit, ratio_kind, target_kind, target, target_text in ROWS:
+        v = samples.get((name, "vm0fs"), [])
+        b = samples.get((name, "baseline"), [])
+        if name == "first byte":  # its baseline is the vm0fs cold copy of the row above
+            b = samples.get(("cold copy", "vm0fs"), [])
+        row_notes = notes.get(name, [])
+        b_label = "baseline (the vm0fs cold copy)" if name == "first byte" else "baseline"
+        for side, vals in (("vm0fs", v), (b_label, b)):
+            if vals:
+                details.append(
+                    "| %s | %s | %d | %s | %s | %s |"
+                    % (name, side, len(vals), fmt(min(vals), unit), fmt(statistics.median(vals), unit),
+                       fmt(max(vals), unit))
+                )
+        if not v and not row_notes and not (name == "memory" and notes.get("cold copy")):
+            table.append("| %s | not run | | | %s | no |" % (name, target_text))
+            continue
+        has_error = any(s == "error" for s, _ in row_notes) or (
+            name == "memory" and any(s == "error" for s, _ in notes.get("cold copy", [])))
+        has_na = any(s == "na" for s, _ in row_notes)
+        need_baseline = target_kind != "abs_le"
+        if has_error or (not has_na and (not v or (need_baseline and not b))):
+            errored = True
+            table.append("| %s | error | %s | | %s | no |" % (
+                name, fmt(statistics.median(b), unit) if b else "—", target_text))
+            continue
+        if has_na and not v:
+            table.append("| %s | n/a | %s | | %s | no |" % (
+                name, fmt(statistics.median(b), unit) if b else "—", target_text))
+            continue
+        vm = statistics.median(v)
+        if target_kind == "abs_le":
+            table.append("| %s | %s | — | — | %s | %s |" % (
+                name, fmt(vm, unit), target_text, "yes" if vm <= target else "no"))
+            continue
+        bm = statistics.median(b)
+        ratio = vm / bm if bm > 0 else float("inf")
+        ok = ratio <= target if target_kind == "ratio_le" else ratio >= target
+        table.append("| %s | %s | %s | %.2f× | %s | %s |" % (
+            name, fmt(vm, unit), fmt(bm, unit), ratio, target_text, "yes" if ok else "no"))
+
+    machine = open(machine_path).read().strip() if os.path.exists(machine_path) else ""
+    text = "\n".join(table)
+    print(text)
+    with open(out_path, "w") as f:
+        f.write("# vm0fs benchmark results\n\n")
+        f.write(machine + "\n\n")
+        f.write(text + "\n\n")
+        f.write("## Samples (every repetition; each figure above is the median)\n\n")
+        f.write("\n".join(details) + "\n")
+        all_notes = [(r, s, m) for r, lst in notes.items() for s, m in lst]
+        if all_notes:
+            f.write("\n## Notes\n\n")
+            for r, s, m in all_notes:
+                f.write("- %s (%s): %s\n" % (r, s, m))
+    sys.exit(1 if errored else 0)
+
+
+def main():
+    args = sys.argv[1:]
+    if not args:
+        sys.exit(__doc__)
+    cmd, rest = args[0], args[1:]
+    if cmd == "json" and len(rest) == 1:
+        cmd_json(*rest)
+    elif cmd == "livelog" and len(rest) == 4:
+        cmd_livelog(*rest)
+    elif cmd == "table" and len(rest) == 3:
+        cmd_table(*rest)
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main()
