@@ -233,16 +233,6 @@ impl Vm0Fs {
 
     /// Closes a handle; a `runs/new/` write that was never flushed starts its run now (release errors reach
     /// nobody, so they are only logged).
-    /// Whether requests on `ino` can be answered from the disk cache alone, with no API call: a file or directory
-    /// of a version that is extracted. The adapter answers those on the event loop, skipping the worker hand-off
-    /// that dominates `find`/`ls -lR` over a cached tree.
-    pub fn answers_locally(&self, ino: u64) -> bool {
-        match self.inodes.node(ino) {
-            Some(Node::ArchiveEntry { version_id, .. }) => self.cache.lookup(&version_id).is_some(),
-            _ => false,
-        }
-    }
-
     /// The cached file behind an open handle, for the kernel to read directly (FUSE passthrough).
     pub fn backing_file(&self, fh: u64) -> Option<Arc<std::fs::File>> {
         match self.handles.get(fh) {

@@ -105,15 +105,6 @@ impl FuseAdapter {
         let fs = self.fs.clone();
         self.pool.run(move || op(&fs));
     }
-
-    /// Runs `op` at once when `ino` is served from the disk cache alone, else on a worker.
-    fn run_near(&self, ino: INodeNo, op: impl FnOnce(&Vm0Fs) + Send + 'static) {
-        if self.fs.answers_locally(ino.0) {
-            op(&self.fs);
-        } else {
-            self.spawn(op);
-        }
-    }
 }
 
 fn errno(op: &str, error: &Error) -> Errno {
@@ -184,14 +175,14 @@ impl Filesystem for FuseAdapter {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = name.to_os_string();
-        self.run_near(parent, move |fs| match fs.lookup(parent.0, &name) {
+        self.spawn(move |fs| match fs.lookup(parent.0, &name) {
             Ok(attr) => reply.entry(&attr.ttl, &file_attr(&attr), GENERATION),
             Err(e) => reply.error(errno("lookup", &e)),
         });
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        self.run_near(ino, move |fs| match fs.getattr(ino.0) {
+        self.spawn(move |fs| match fs.getattr(ino.0) {
             Ok(attr) => reply.attr(&attr.ttl, &file_attr(&attr)),
             Err(e) => reply.error(errno("getattr", &e)),
         });
@@ -435,7 +426,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        self.run_near(ino, move |fs| match fs.opendir(ino.0) {
+        self.spawn(move |fs| match fs.opendir(ino.0) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(errno("opendir", &e)),
         });
@@ -444,12 +435,12 @@ impl Filesystem for FuseAdapter {
     fn readdir(
         &self,
         _req: &Request,
-        ino: INodeNo,
+        _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        self.run_near(ino, move |fs| match fs.readdir(fh.0, offset) {
+        self.spawn(move |fs| match fs.readdir(fh.0, offset) {
             Ok(entries) => {
                 for (next, entry) in entries {
                     if reply.add(INodeNo(entry.ino), next, file_type(entry.kind), &entry.name) {
@@ -465,12 +456,12 @@ impl Filesystem for FuseAdapter {
     fn readdirplus(
         &self,
         _req: &Request,
-        ino: INodeNo,
+        _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        self.run_near(ino, move |fs| match fs.readdirplus(fh.0, offset) {
+        self.spawn(move |fs| match fs.readdirplus(fh.0, offset) {
             Ok(entries) => {
                 for (next, entry, attr) in entries {
                     if reply.add(
