@@ -330,3 +330,83 @@ fn spawn(data: &Path, args: &[String]) -> (Child, String, Arc<Mutex<String>>) {
         }
     }
 }
+
+// ---- Added for the fault-injection tests (tests/faults.rs): stopping the server and bringing it back. ----
+
+impl Emulator {
+    /// Stops the emulator process (by its own handle) and leaves it stopped: the API becomes unreachable at
+    /// `base_url` until `start_again`. Drop is still safe afterwards.
+    pub fn stop_process(&mut self) {
+        self.stop();
+    }
+
+    /// Starts the emulator again on the same data directory **and the same port** (unlike `restart`), so that a
+    /// mount made against the old `base_url` can reach it again. Panics if the port cannot be bound.
+    pub fn start_again(&mut self) {
+        self.stop();
+        let port = self
+            .base_url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse::<u16>().ok())
+            .expect("the base URL ends with a port");
+        let (child, base_url, stderr) =
+            spawn_listening(self.data.path(), &format!("127.0.0.1:{port}"), &self.args);
+        assert_eq!(base_url, self.base_url, "the emulator came back elsewhere");
+        self.child = child;
+        self.stderr = stderr;
+    }
+}
+
+/// `spawn`, listening on `listen` instead of a free port.
+fn spawn_listening(
+    data: &Path,
+    listen: &str,
+    args: &[String],
+) -> (Child, String, Arc<Mutex<String>>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vm0-emulator"))
+        .args(["--listen", listen, "--data"])
+        .arg(data)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn vm0-emulator");
+    let stderr = Arc::new(Mutex::new(String::new()));
+    if let Some(mut err) = child.stderr.take() {
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+    }
+    let (tx, rx) = mpsc::channel();
+    let out = child.stdout.take().expect("piped stdout");
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(out).lines();
+        if let Some(Ok(first)) = lines.next() {
+            let _ = tx.send(first);
+        }
+        for _ in lines {}
+    });
+    match rx.recv_timeout(START_TIMEOUT) {
+        Ok(url) if url.starts_with("http://") => (child, url.trim().to_string(), stderr),
+        other => {
+            let _ = child.kill();
+            let status = child.wait().ok();
+            std::thread::sleep(Duration::from_millis(100));
+            let err = stderr.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            panic!(
+                "vm0-emulator did not print its URL on {listen} (got {other:?}, exit {status:?}); its stderr:\n{err}"
+            );
+        }
+    }
+}
