@@ -56,7 +56,7 @@ fn open_parent(mount: &Mount) {
 #[test]
 fn the_token_is_never_logged_and_never_sent_to_the_blob_host() {
     let emulator = Emulator::start(&["--seed", "demo"]);
-    let mount = Mount::start_with_env(&emulator, &[("VM0FS_LOG", "trace")], &["-vv"]);
+    let mount = Mount::start_with_env(&emulator, &["-vv"], &[("VM0FS_LOG", "trace")]);
     let mnt = mount.mountpoint();
     // An expired presigned URL on the first download: the blob host is asked again, and must not see the token
     // either time. Then a browse, downloads, a refused request (404), and one that fails past the retry budget.

@@ -274,49 +274,7 @@ pub fn sh(script: &str) -> Output {
         .expect("run sh")
 }
 
-// ---- Added for tests/security.rs: a mount with extra environment variables (e.g. VM0FS_LOG). ----
-
 impl Mount {
-    /// `Mount::start` with `env` added to the vm0fs process's environment.
-    pub fn start_with_env(emulator: &Emulator, env: &[(&str, &str)], args: &[&str]) -> Mount {
-        let dir = tempfile::tempdir().expect("create a temp dir for the mount");
-        let cache_dir = dir.path().join("cache");
-        let mountpoint = dir.path().join("mnt");
-        std::fs::create_dir_all(&mountpoint).expect("create the mount point");
-        let mut child = mount_command(emulator, &mountpoint, &cache_dir, args)
-            .arg("-f")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start vm0fs");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        if let Some(mut pipe) = child.stderr.take() {
-            let sink = stderr.clone();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = pipe.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    sink.lock()
-                        .unwrap()
-                        .push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            });
-        }
-        let mut mount = Mount {
-            child: Some(child),
-            mountpoint,
-            cache_dir,
-            stderr,
-            _dir: dir,
-        };
-        mount.wait_until_mounted();
-        mount
-    }
-
     /// The temp dir holding the mount point (and, for `start`, the cache): for tests that must open it to
     /// another uid (`chmod 0755`).
     pub fn parent_dir(&self) -> &Path {
