@@ -239,7 +239,6 @@ fn background(script: String) -> std::thread::JoinHandle<Output> {
 /// Known gap (see docs/ROBUSTNESS.md): SIGTERM while a request waits on a stalled server detaches the mount, but
 /// the process only exits once that request ends (up to ~150 s), so `signal_and_wait`'s 15 s runs out.
 #[test]
-#[ignore = "src gap: vm0fs does not exit on SIGTERM while a request waits on a stalled server (docs/ROBUSTNESS.md)"]
 fn a_stalled_server_does_not_hang_unmount() {
     let emulator = Emulator::start(&["--seed", "demo"]);
     let mut mount = Mount::start(&emulator, &[]);
@@ -268,7 +267,6 @@ fn a_stalled_server_does_not_hang_unmount() {
 /// Known gap (see docs/ROBUSTNESS.md): a timed-out request is retried like a refused one, so `ls` of a stalled
 /// server takes 5 attempts x 30 s = about 150 s before EIO, past `sh`'s 60 s.
 #[test]
-#[ignore = "src gap: an operation on a stalled server takes 5 x 30 s before EIO (docs/ROBUSTNESS.md)"]
 fn a_stalled_listing_returns_on_its_own_and_cached_files_keep_reading() {
     let emulator = Emulator::start(&["--seed", "demo"]);
     let mount = Mount::start(&emulator, &[]);
@@ -481,7 +479,6 @@ fn an_unreachable_api_keeps_cached_files_readable_and_listings_recover() {
 /// Known gap (see docs/ROBUSTNESS.md): offline, every lookup whose TTL has passed pays the client's whole retry
 /// budget (about 1.5 s) before the stale value is served, so `diff -r` of a small volume takes minutes.
 #[test]
-#[ignore = "src gap: offline, each expired lookup pays the whole retry budget before serving stale (docs/ROBUSTNESS.md)"]
 fn an_unreachable_api_still_lets_a_whole_cached_volume_be_diffed() {
     let mut emulator = Emulator::start(&["--seed", "demo"]);
     let mount = Mount::start(&emulator, &["--metadata-ttl", "1"]);

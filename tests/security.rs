@@ -218,7 +218,6 @@ fn the_mount_is_private_by_default() {
 /// auto-unmount) and other uids are refused in userspace, so whatever the kernel answers from its own caches
 /// (the attributes of entries the owner looked up) reaches them: `stat` of a cached path succeeds.
 #[test]
-#[ignore = "src gap: another uid can stat paths the owner looked up (kernel caches bypass fuser's uid check) (docs/ROBUSTNESS.md)"]
 fn another_uid_cannot_even_stat_what_the_owner_looked_up() {
     let emulator = Emulator::start(&["--seed", "demo"]);
     let mount = Mount::start(&emulator, &[]);

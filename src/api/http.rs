@@ -552,8 +552,10 @@ impl Fetcher {
                     }
                 }
                 Err(e) => {
-                    // A connect failure means nothing was sent, so even a POST may go again.
-                    let retry = call.idempotent || e.is_connect();
+                    // A connect failure means nothing was sent, so even a POST may go again. A request that ran
+                    // into its deadline is not sent again: a stalled server would otherwise hold the caller for
+                    // (retries + 1) deadlines instead of one.
+                    let retry = (call.idempotent && !e.is_timeout()) || e.is_connect();
                     let e = transport_error(&call.label, e);
                     tracing::debug!(method = %call.method, path = call.url.path(), attempt, elapsed_ms,
                         error = %e, "vm0 api request failed");

@@ -238,21 +238,24 @@ impl Staging {
     /// Renames the sealed directory to `archives/<vid>`: the moment the entry becomes complete. The caller holds
     /// the index lock, so nothing else publishes or retires `vid` meanwhile, and calls `Layout::sync_archives`
     /// after releasing it.
-    pub(crate) fn publish(self, layout: &Layout, vid: &str) -> io::Result<()> {
+    pub(crate) fn publish(mut self, layout: &Layout, vid: &str) -> io::Result<()> {
         let target = layout.entry(vid);
         if fs::symlink_metadata(&target).is_ok() {
             // Only a leftover the index does not know can be here (a failed eviction); never merge into it.
             remove_any(&layout.retire(vid)?);
         }
         fs::rename(&self.dir, &target)?;
-        std::mem::forget(self);
+        // Renamed away: there is nothing left for Drop to remove (an empty path removes nothing).
+        self.dir = PathBuf::new();
         Ok(())
     }
 }
 
 impl Drop for Staging {
     fn drop(&mut self) {
-        remove_any(&self.dir);
+        if !self.dir.as_os_str().is_empty() {
+            remove_any(&self.dir);
+        }
     }
 }
 

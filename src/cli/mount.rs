@@ -192,6 +192,7 @@ fn serve(
         uid: unsafe { libc::getuid() },
         gid: unsafe { libc::getgid() },
         panic_on_lookup: std::env::var_os("VM0FS_TEST_PANIC_ON_LOOKUP"),
+        allow_other: args.allow_other,
     };
     let api: Arc<dyn Vm0Api> = Arc::new(api);
     let cache = Arc::new(cache);
@@ -216,6 +217,15 @@ fn serve(
             // is detached instead, so the signal always ends the process.
             let result = super::unmount::unmount(&mountpoint, false)
                 .or_else(|_| super::unmount::unmount(&mountpoint, true));
+            if result.is_ok() {
+                // A request still waiting on a stalled server keeps the session open after a lazy detach;
+                // exiting closes /dev/fuse, which ends those requests too. Normally `run` returns first.
+                std::thread::sleep(Duration::from_secs(2));
+                tracing::warn!(
+                    "requests were still in flight 2 s after unmounting; exiting anyway"
+                );
+                std::process::exit(0);
+            }
             if let Err(e) = result {
                 tracing::error!(
                     "cannot unmount {} after signal {signal}: {e}",

@@ -207,7 +207,7 @@ trait StaleOnOutage<K, V> {
         &self,
         key: &K,
         fetch: impl FnOnce() -> std::result::Result<V, ApiError>,
-        ttl_of: impl FnOnce(&V) -> Ttl,
+        ttl_of: impl Fn(&V) -> Ttl,
     ) -> std::result::Result<Arc<V>, ApiError>;
 }
 
@@ -216,12 +216,13 @@ impl<K: Eq + std::hash::Hash + Clone, V> StaleOnOutage<K, V> for TtlMap<K, V> {
         &self,
         key: &K,
         fetch: impl FnOnce() -> std::result::Result<V, ApiError>,
-        ttl_of: impl FnOnce(&V) -> Ttl,
+        ttl_of: impl Fn(&V) -> Ttl,
     ) -> std::result::Result<Arc<V>, ApiError> {
-        match self.get_or_fetch(key, fetch, ttl_of) {
+        match self.get_or_fetch(key, fetch, &ttl_of) {
             Err(e) if e.is_retryable() => match self.last(key) {
                 Some(stale) => {
-                    tracing::warn!("{e}; serving what was known before");
+                    tracing::warn!("{e}; serving what was known before, for another TTL");
+                    self.refresh(key, ttl_of(&stale));
                     Ok(stale)
                 }
                 None => Err(e),

@@ -47,6 +47,9 @@ pub struct FsConfig {
     /// A test hook: looking up this name panics, to prove that a panicking request is answered (EIO) and the
     /// mount goes on. Set only from the `VM0FS_TEST_PANIC_ON_LOOKUP` environment variable.
     pub panic_on_lookup: Option<OsString>,
+    /// Other users may use the mount (`--allow-other`). Otherwise the root is mode 0500, so that the kernel
+    /// (with `default_permissions`) refuses other uids even what it answers from its own caches.
+    pub allow_other: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

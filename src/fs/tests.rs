@@ -296,6 +296,7 @@ fn harness_with_ttl(metadata_ttl: Duration) -> Harness {
         uid: 1,
         gid: 1,
         panic_on_lookup: None,
+        allow_other: false,
     };
     let fs = Vm0Fs::new(api.clone(), Arc::new(cache), config);
     Harness { fs, api, _dir: dir }
@@ -497,6 +498,7 @@ fn names_that_cannot_be_file_names_are_skipped() {
         uid: 1,
         gid: 1,
         panic_on_lookup: None,
+        allow_other: false,
     };
     let h = Harness {
         fs: Vm0Fs::new(Arc::new(api), Arc::new(cache), config),

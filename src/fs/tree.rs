@@ -278,7 +278,16 @@ impl Vm0Fs {
         let ino = self.inodes.ino(node);
         let fixed = self.mounted_at;
         match node {
-            Node::Root | Node::AgentsDir | Node::RunsDir | Node::StorageDir(_) => {
+            Node::Root => {
+                let perm = if self.config.allow_other {
+                    0o555
+                } else {
+                    0o500
+                };
+                let ttl = self.config.metadata_ttl.min(FIXED_TTL);
+                Ok(self.make_attr(ino, FileKind::Directory, 0, perm, fixed, ttl))
+            }
+            Node::AgentsDir | Node::RunsDir | Node::StorageDir(_) => {
                 Ok(self.dir_attr(ino, fixed, self.config.metadata_ttl.min(FIXED_TTL)))
             }
             Node::RunsNew => {

@@ -73,6 +73,16 @@ impl<K: Eq + Hash + Clone, V> TtlMap<K, V> {
         slots.get(key).map(|s| s.value.clone())
     }
 
+    /// Makes the value of `key` fresh again for `ttl`, as if just fetched (a stale value served while the API is
+    /// unreachable, so that the next lookups do not each wait for the API again).
+    pub fn refresh(&self, key: &K, ttl: Ttl) {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = slots.get_mut(key) {
+            slot.fetched = Instant::now();
+            slot.ttl = ttl;
+        }
+    }
+
     /// Stores a value fetched elsewhere (a create or cancel answer carries the new detail).
     pub fn put(&self, key: K, value: V, ttl: Ttl) -> Arc<V> {
         let value = Arc::new(value);
