@@ -640,3 +640,103 @@ fn kill_9_during_an_extraction_then_a_remount_reads_every_file_right() {
     assert_eq!(cache_entries_are_complete(cache.path()), [vid]);
     assert!(is_mounted(mount.mountpoint()));
 }
+
+#[test]
+fn malformed_answers_are_clear_errors_naming_the_endpoint_and_the_mount_goes_on() {
+    let emulator = Emulator::start(&["--seed", "demo"]);
+    let mount = Mount::start(&emulator, &["--metadata-ttl", "0"]);
+    let agents = mount.path("agents");
+    let bodies = [
+        "<html><body><h1>502 Bad Gateway</h1></body></html>",
+        "{\"data\": [{\"id\": \"a\", \"na",
+        "{\"data\":[{\"id\":5,\"name\":true}],\"pagination\":{\"has_more\":false}}",
+        "{\"unexpected\": 1}",
+    ];
+    for body in bodies {
+        emulator.set_faults(
+            json!({"path_prefix": "/v1/agents", "bad_body": body, "bad_body_count": 1000}),
+        );
+        let out = sh(&format!("ls {}", q(&agents)));
+        assert!(!out.status.success(), "{body}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("Input/output error"),
+            "{body}: {out:?}"
+        );
+        emulator.set_faults(json!({}));
+        assert!(
+            ok(&format!("ls {}", q(&agents))).contains("coder"),
+            "{body}: the next request succeeds"
+        );
+    }
+    assert!(
+        mount.stderr().contains("GET /v1/agents"),
+        "the error names the endpoint:\n{}",
+        mount.stderr()
+    );
+}
+
+/// A small tmpfs, unmounted (lazily, as a last resort) when the test ends.
+struct Tmpfs(PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_while_extracting_is_enospc_and_other_cached_data_still_reads() {
+    let emulator = Emulator::start(&["--seed", "demo"]);
+    let (status, version) = emulator.post_json(
+        "/_control/generate/storage?kind=artifacts&name=too-big&big_file_mb=3&small_files=1&small_size=10",
+        &json!({}),
+    );
+    assert_eq!(status, 200, "{version}");
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs"])
+        .arg(&cache)
+        .status()
+        .unwrap();
+    assert!(
+        mounted.success(),
+        "mounting a 1 MiB tmpfs (the test runs as root)"
+    );
+    let _tmpfs = Tmpfs(cache.clone());
+    let mount = Mount::start_with_cache(&emulator, &cache, &[]);
+    let source = emulator.data_dir().join("seed-src/volumes/input-data");
+    ok(&format!(
+        "diff -r {} {}",
+        q(&mount.path("volumes/input-data")),
+        q(&source)
+    ));
+    let out = sh(&format!(
+        "cat {} > /dev/null",
+        q(&mount.path("artifacts/too-big/big.bin"))
+    ));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("No space left on device"),
+        "{out:?}"
+    );
+    ok(&format!(
+        "diff -r {} {}",
+        q(&mount.path("volumes/input-data")),
+        q(&source)
+    ));
+    ok(&format!("ls {}", q(&mount.path("agents"))));
+    let leftovers = ok(&format!(
+        "find {} -type f -path '*staging*' | wc -l",
+        q(&cache)
+    ));
+    assert_eq!(
+        leftovers.trim(),
+        "0",
+        "the failed extraction was cleaned up"
+    );
+}

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::blobs::{self, Source};
-use super::http::{Request, Response};
+use super::http::{Body, Request, Response};
 use super::routes::{api_error, raw_json};
 use super::store::{AgentRec, AgentVersionRec, VersionRec, new_id, now_ms};
 use super::{Ctx, runs, storage};
@@ -41,6 +41,10 @@ pub(super) struct FaultConfig {
     pub truncate_blobs: bool,
     /// The next N blob requests answer 403 (an expired presigned URL).
     pub blob_forbidden_count: u64,
+    /// The next N matching requests answer 200 with `bad_body` instead of the real answer: HTML from a proxy,
+    /// malformed JSON, JSON of the wrong shape. Sent as `text/html` when it starts with `<`, else as JSON.
+    pub bad_body: Option<String>,
+    pub bad_body_count: u64,
 }
 
 impl Default for FaultConfig {
@@ -54,6 +58,8 @@ impl Default for FaultConfig {
             retry_after_secs: None,
             truncate_blobs: false,
             blob_forbidden_count: 0,
+            bad_body: None,
+            bad_body_count: 0,
         }
     }
 }
@@ -97,6 +103,19 @@ impl Faults {
             };
             if !matches {
                 return None;
+            }
+            if f.bad_body_count > 0
+                && let Some(body) = f.bad_body.clone()
+            {
+                f.bad_body_count -= 1;
+                let kind = if body.starts_with('<') {
+                    "text/html"
+                } else {
+                    "application/json"
+                };
+                return Some(
+                    Response::new(200, Body::Bytes(body.into_bytes())).header("Content-Type", kind),
+                );
             }
             let fail = if f.error_count > 0 {
                 f.error_count -= 1;
@@ -230,7 +249,7 @@ pub(super) fn handle(ctx: &Arc<Ctx>, req: Request) -> Response {
                     return bad(format!(
                         "Invalid fault config ({e}); send a JSON object with keys latency_ms, path_prefix, \
                          error_rate, error_status, error_count, retry_after_secs, truncate_blobs, \
-                         blob_forbidden_count"
+                         blob_forbidden_count, bad_body, bad_body_count"
                     ));
                 }
             };
