@@ -411,18 +411,22 @@ impl Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let passthrough = self.fs.backing_file(fh.0).is_some();
-        self.fs.release(fh.0);
-        if passthrough {
-            let mut backing = self.backing.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((_, opens)) = backing.get_mut(&ino.0) {
-                *opens -= 1;
-                if *opens == 0 {
-                    backing.remove(&ino.0);
+        // On a worker: releasing an unflushed `runs/new/` handle starts its run, an API call.
+        let backing = self.backing.clone();
+        self.spawn(move |fs| {
+            let passthrough = fs.backing_file(fh.0).is_some();
+            fs.release(fh.0);
+            if passthrough {
+                let mut backing = backing.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some((_, opens)) = backing.get_mut(&ino.0) {
+                    *opens -= 1;
+                    if *opens == 0 {
+                        backing.remove(&ino.0);
+                    }
                 }
             }
-        }
-        reply.ok();
+            reply.ok();
+        });
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
