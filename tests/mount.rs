@@ -656,3 +656,85 @@ fn a_token_file_readable_by_others_is_refused_and_a_private_one_works() {
     assert!(unmounted.status.success(), "{unmounted:?}");
     assert!(wait_unmounted(&mnt, Duration::from_secs(10)));
 }
+
+/// A file whose name is longer than ustar's 100 bytes, as the tar crate writes it (a GNU long-name entry).
+fn long_name_entry(builder: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(data.len() as u64);
+    header.set_mode(0o644);
+    header.set_mtime(1_700_000_000);
+    builder.append_data(&mut header, path, data).unwrap();
+}
+
+#[test]
+fn odd_archives_show_safely_through_the_mount() {
+    let emulator = Emulator::start(&["--seed", "demo"]);
+    let mut b = tar::Builder::new(Vec::new());
+    use tar::EntryType::*;
+    let long = "x".repeat(300);
+    long_name_entry(&mut b, &format!("deep/{}.txt", &long[..200]), b"pax");
+    raw_entry(&mut b, b"dup.txt", Regular, b"", b"first");
+    raw_entry(&mut b, b"dup.txt", Regular, b"", b"second");
+    raw_entry(&mut b, b"both", Regular, b"", b"a file");
+    raw_entry(&mut b, b"both/inside.txt", Regular, b"", b"under a file");
+    raw_entry(&mut b, b"caf\xe9.txt", Regular, b"", b"latin-1 name");
+    raw_entry(&mut b, b"ok.txt", Regular, b"", b"fine");
+    emulator.add_raw_archive("artifacts", "odd", &gzip(&b.into_inner().unwrap()));
+
+    // 200,000 empty entries: stopped by the entry limit, with a clear error, while the mount answers.
+    let mut b = tar::Builder::new(Vec::new());
+    for i in 0..200_000 {
+        raw_entry(&mut b, format!("f{i}").as_bytes(), Regular, b"", b"");
+    }
+    emulator.add_raw_archive("artifacts", "many", &gzip(&b.into_inner().unwrap()));
+
+    let mount = Mount::start(&emulator, &["--max-archive-entries", "50000"]);
+    let odd = mount.path("artifacts/odd");
+    assert_eq!(std::fs::read(odd.join("ok.txt")).unwrap(), b"fine");
+    assert_eq!(
+        std::fs::read(odd.join("dup.txt")).unwrap(),
+        b"second",
+        "the last duplicate wins"
+    );
+    assert_eq!(
+        std::fs::read(odd.join("both")).unwrap(),
+        b"a file",
+        "a file keeps its name against a directory"
+    );
+    let pax = odd.join("deep").join(format!("{}.txt", &long[..200]));
+    assert_eq!(
+        std::fs::read(&pax).unwrap(),
+        b"pax",
+        "a 200-character name from a long-name header"
+    );
+    let latin1 = odd.join(std::ffi::OsStr::from_bytes(b"caf\xe9.txt"));
+    assert_eq!(
+        std::fs::read(&latin1).unwrap(),
+        b"latin-1 name",
+        "a non-UTF-8 name is kept as bytes"
+    );
+    ok(&format!("find {} -type f | wc -l", q(&odd)));
+
+    let out = sh(&format!("ls {}", q(&mount.path("artifacts/many"))));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("File too large"),
+        "{out:?}"
+    );
+    assert!(
+        mount.stderr().contains("--max-archive-entries"),
+        "the log says which limit to raise"
+    );
+    let rss = std::fs::read_to_string(format!("/proc/{}/status", mount.pid())).unwrap();
+    let rss_kib: u64 = rss
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(rss_kib < 128 * 1024, "RSS stays bounded: {rss_kib} KiB");
+    ok(&format!("ls {}", q(&mount.path("agents"))));
+}

@@ -71,10 +71,16 @@ impl Vm0Fs {
     pub(super) fn child(&self, parent: &Node, name: &OsStr) -> Result<Node> {
         let missing =
             || Error::not_found(format!("{}/{}", describe(parent), name.to_string_lossy()));
-        let name_str = name.to_str().ok_or_else(missing)?;
-        if !is_safe_name(name_str) {
+        if !is_safe_bytes(name.as_bytes()) {
             return Err(missing());
         }
+        // Names from the API are text; names inside an archive are bytes and may be any (a Latin-1 file name).
+        let in_archive = matches!(parent, Node::StorageRoot { .. } | Node::ArchiveEntry { .. });
+        let name_str = match name.to_str() {
+            Some(text) => text,
+            None if in_archive => "",
+            None => return Err(missing()),
+        };
         let node = match parent {
             Node::Root => match name_str {
                 "agents" => Node::AgentsDir,
@@ -819,11 +825,16 @@ fn time_of(timestamp: &str, fallback: SystemTime) -> SystemTime {
 
 /// Whether an API name can be a file name as it is.
 fn is_safe_name(name: &str) -> bool {
+    is_safe_bytes(name.as_bytes())
+}
+
+fn is_safe_bytes(name: &[u8]) -> bool {
     !name.is_empty()
-        && name != "."
-        && name != ".."
+        && name != b"."
+        && name != b".."
         && name.len() <= 255
-        && !name.contains(['/', '\0'])
+        && !name.contains(&b'/')
+        && !name.contains(&0)
 }
 
 /// The names that can be shown, each once, in the API's order; the others are logged and skipped.
