@@ -163,6 +163,10 @@ fn sixteen_threads_under_injected_errors_read_right_bytes_without_hangs_or_leaks
     let (warm_rss, warm_fds) = warm.expect("a warm-up sample");
     let (end_rss, end_fds) = (rss_kib(pid), open_fds(pid));
     let total = ops.load(Ordering::Relaxed);
+    let api_requests = emulator.stats()["requests"].as_u64().unwrap_or(0);
+    eprintln!(
+        "soak: the emulator answered {api_requests} requests, about 5% of them injected failures"
+    );
     eprintln!(
         "soak: {total} operations in {secs} s ({:.0}/s), {} errors, {created} runs created; RSS {warm_rss} → {end_rss} KiB, fds {warm_fds} → {end_fds}",
         total as f64 / secs as f64,
