@@ -16,24 +16,12 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::emulator::Emulator;
-use common::mount::{Mount, is_mounted, sh, wait_unmounted};
+use common::mount::{Mount, is_mounted, ok, q, sh, wait_unmounted};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 /// `sh`'s exit status when its 60 s `timeout` killed the command.
 const TIMED_OUT: i32 = 124;
-
-fn ok(script: &str) -> String {
-    let out = sh(script);
-    assert!(
-        out.status.success(),
-        "`{script}` failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// Runs `script`, which must fail (but not by the 60 s timeout) with `message` (a strerror text) on stderr.
 fn fails_with(script: &str, message: &str) -> Output {
@@ -53,10 +41,6 @@ fn fails_with(script: &str, message: &str) -> Output {
         "`{script}`: expected {message:?} on stderr, got:\n{err}"
     );
     out
-}
-
-fn q(path: &Path) -> String {
-    format!("'{}'", path.display())
 }
 
 fn seed_volume(emulator: &Emulator) -> PathBuf {

@@ -10,24 +10,8 @@ use std::time::Duration;
 
 use common::emulator::Emulator;
 use common::mount::{
-    Mount, is_mounted, mount_command, mount_command_at, sh, vm0fs, wait_unmounted,
+    Mount, is_mounted, mount_command, mount_command_at, ok, q, sh, vm0fs, wait_unmounted,
 };
-
-fn ok(script: &str) -> String {
-    let out = sh(script);
-    assert!(
-        out.status.success(),
-        "`{script}` failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn q(path: &Path) -> String {
-    format!("'{}'", path.display())
-}
 
 fn downloads(emulator: &Emulator, version: &str) -> u64 {
     emulator.stats()["blob_downloads"][version]

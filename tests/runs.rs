@@ -4,13 +4,12 @@
 mod common;
 
 use std::io::Read;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::emulator::Emulator;
-use common::mount::{Mount, sh};
+use common::mount::{Mount, q, sh};
 use serde_json::Value;
 
 /// Runs that move quickly, so a test sees a whole life in seconds.
@@ -22,10 +21,6 @@ const FAST_RUNS: [&str; 6] = [
     "--log-interval-ms",
     "300",
 ];
-
-fn q(path: &Path) -> String {
-    format!("'{}'", path.display())
-}
 
 fn run_detail(emulator: &Emulator, id: &str) -> Value {
     let (status, body) = emulator.get_json(&format!("/v1/runs/{id}"));

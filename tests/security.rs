@@ -7,28 +7,11 @@
 mod common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
 use std::process::Output;
 
 use common::emulator::Emulator;
-use common::mount::{Mount, sh};
+use common::mount::{Mount, ok, q, sh};
 use serde_json::json;
-
-fn ok(script: &str) -> String {
-    let out = sh(script);
-    assert!(
-        out.status.success(),
-        "`{script}` failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn q(path: &Path) -> String {
-    format!("'{}'", path.display())
-}
 
 /// Runs `script` as uid/gid 65534 with no supplementary groups.
 fn as_nobody(script: &str) -> Output {

@@ -284,51 +284,7 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
 }
 
 fn spawn(data: &Path, args: &[String]) -> (Child, String, Arc<Mutex<String>>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vm0-emulator"))
-        .args(["--listen", "127.0.0.1:0", "--data"])
-        .arg(data)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn vm0-emulator");
-    let stderr = Arc::new(Mutex::new(String::new()));
-    if let Some(mut err) = child.stderr.take() {
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = err.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-    }
-    let (tx, rx) = mpsc::channel();
-    let out = child.stdout.take().expect("piped stdout");
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(out).lines();
-        if let Some(Ok(first)) = lines.next() {
-            let _ = tx.send(first);
-        }
-        for _ in lines {}
-    });
-    match rx.recv_timeout(START_TIMEOUT) {
-        Ok(url) if url.starts_with("http://") => (child, url.trim().to_string(), stderr),
-        other => {
-            let _ = child.kill();
-            let status = child.wait().ok();
-            std::thread::sleep(Duration::from_millis(100));
-            let err = stderr.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            panic!(
-                "vm0-emulator did not print its URL (got {other:?}, exit {status:?}); its stderr:\n{err}"
-            );
-        }
-    }
+    spawn_listening(data, "127.0.0.1:0", args)
 }
 
 // ---- Added for the fault-injection tests (tests/faults.rs): stopping the server and bringing it back. ----

@@ -266,6 +266,24 @@ pub fn wait_unmounted(path: &Path, within: Duration) -> bool {
     true
 }
 
+/// Runs a shell command line that must succeed; returns its stdout.
+pub fn ok(script: &str) -> String {
+    let out = sh(script);
+    assert!(
+        out.status.success(),
+        "`{script}` failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A path quoted for `sh -c`.
+pub fn q(path: &Path) -> String {
+    format!("'{}'", path.display())
+}
+
 /// Runs a shell command line with a timeout, so that a wedged mount fails the test instead of hanging it.
 pub fn sh(script: &str) -> Output {
     Command::new("timeout")
