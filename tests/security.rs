@@ -197,9 +197,9 @@ fn the_mount_is_private_by_default() {
     }
 }
 
-/// Known gap (docs/ROBUSTNESS.md): the private mount is made with the kernel's `allow_other` (fuser needs it for
-/// auto-unmount) and other uids are refused in userspace, so whatever the kernel answers from its own caches
-/// (the attributes of entries the owner looked up) reaches them: `stat` of a cached path succeeds.
+/// The private mount is made with the kernel's `allow_other` (fuser needs it for auto-unmount) and other uids are
+/// refused in userspace, which never sees what the kernel answers from its own caches; the root's mode 0500 makes
+/// the kernel refuse them too, so even `stat` of a path the owner looked up fails (docs/ROBUSTNESS.md, gap 4).
 #[test]
 fn another_uid_cannot_even_stat_what_the_owner_looked_up() {
     let emulator = Emulator::start(&["--seed", "demo"]);

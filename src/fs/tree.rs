@@ -159,12 +159,7 @@ impl Vm0Fs {
             Node::AgentFile { .. }
             | Node::RunFile { .. }
             | Node::RunsLatest
-            | Node::NewRun { .. } => {
-                return Err(Error::new(
-                    libc::ENOTDIR,
-                    format!("{}: not a directory", describe(parent)),
-                ));
-            }
+            | Node::NewRun { .. } => return Err(not_a_directory(parent)),
         };
         Ok(node)
     }
@@ -500,12 +495,7 @@ impl Vm0Fs {
             Node::AgentFile { .. }
             | Node::RunFile { .. }
             | Node::RunsLatest
-            | Node::NewRun { .. } => {
-                return Err(Error::new(
-                    libc::ENOTDIR,
-                    format!("{}: not a directory", describe(node)),
-                ));
-            }
+            | Node::NewRun { .. } => return Err(not_a_directory(node)),
         }
         Ok(out)
     }
@@ -821,6 +811,13 @@ fn time_of(timestamp: &str, fallback: SystemTime) -> SystemTime {
     chrono::DateTime::parse_from_rfc3339(timestamp)
         .map(SystemTime::from)
         .unwrap_or(fallback)
+}
+
+fn not_a_directory(node: &Node) -> Error {
+    Error::new(
+        libc::ENOTDIR,
+        format!("{}: not a directory", describe(node)),
+    )
 }
 
 /// Whether an API name can be a file name as it is.
