@@ -5,6 +5,7 @@
 //! decides; the caller renames evicted entries away on disk while still holding the index lock (cheap), and
 //! deletes them after releasing it (slow).
 
+use std::collections::HashSet;
 use std::time::SystemTime;
 
 use lru::LruCache;
@@ -20,6 +21,8 @@ pub(crate) struct Entry {
 pub(crate) struct Index {
     lru: LruCache<String, Entry>,
     total: u64,
+    /// Versions kept out of eviction (`vm0fs prefetch --pin`), whether cached yet or not.
+    pinned: HashSet<String>,
 }
 
 impl Index {
@@ -27,6 +30,7 @@ impl Index {
         Index {
             lru: LruCache::unbounded(),
             total: 0,
+            pinned: HashSet::new(),
         }
     }
 
@@ -49,21 +53,50 @@ impl Index {
         Some(entry)
     }
 
-    /// Removes least-recently-used entries other than `keep` until the total fits `max_bytes`; returns them.
+    /// Removes least-recently-used entries other than `keep` and the pinned ones until the total fits
+    /// `max_bytes` (or nothing else can go); returns them.
     pub(crate) fn evict_over(&mut self, max_bytes: u64, keep: Option<&str>) -> Vec<String> {
+        let mut excess = self.total.saturating_sub(max_bytes);
         let mut evicted = Vec::new();
-        while self.total > max_bytes {
-            let Some((vid, _)) = self.lru.peek_lru() else {
+        // `iter` runs from the most to the least recently used.
+        for (vid, entry) in self.lru.iter().rev() {
+            if excess == 0 {
                 break;
-            };
-            if Some(vid.as_str()) == keep {
-                break; // only the one just inserted is left
             }
-            let vid = vid.clone();
-            self.remove(&vid);
-            evicted.push(vid);
+            if Some(vid.as_str()) == keep || self.pinned.contains(vid) {
+                continue;
+            }
+            excess = excess.saturating_sub(entry.bytes);
+            evicted.push(vid.clone());
+        }
+        for vid in &evicted {
+            self.remove(vid);
         }
         evicted
+    }
+
+    /// Pins or unpins `vid`; says whether that changed anything.
+    pub(crate) fn set_pinned(&mut self, vid: &str, pinned: bool) -> bool {
+        if pinned {
+            self.pinned.insert(vid.to_string())
+        } else {
+            self.pinned.remove(vid)
+        }
+    }
+
+    /// The pinned versions, sorted.
+    pub(crate) fn pinned(&self) -> Vec<String> {
+        let mut all: Vec<String> = self.pinned.iter().cloned().collect();
+        all.sort();
+        all
+    }
+
+    /// Pinned versions held in the cache, and their bytes.
+    pub(crate) fn pinned_usage(&self) -> (usize, u64) {
+        self.pinned
+            .iter()
+            .filter_map(|vid| self.lru.peek(vid))
+            .fold((0, 0), |(n, bytes), e| (n + 1, bytes + e.bytes))
     }
 
     pub(crate) fn usage(&self) -> (u64, usize) {
@@ -94,5 +127,21 @@ mod tests {
         index.insert("d", entry(100));
         assert_eq!(index.evict_over(20, Some("d")), ["c", "a"]);
         assert_eq!(index.usage(), (100, 1));
+    }
+
+    #[test]
+    fn pinned_entries_are_never_evicted() {
+        let mut index = Index::new();
+        index.insert("a", entry(10));
+        index.insert("b", entry(10));
+        index.insert("c", entry(10));
+        assert!(index.set_pinned("a", true));
+        assert!(!index.set_pinned("a", true));
+        assert_eq!(index.evict_over(10, Some("c")), ["b"]);
+        assert_eq!(index.usage(), (20, 2));
+        assert_eq!(index.pinned_usage(), (1, 10));
+        assert!(index.set_pinned("a", false));
+        assert_eq!(index.evict_over(10, Some("c")), ["a"]);
+        assert_eq!(index.pinned(), Vec::<String>::new());
     }
 }

@@ -23,6 +23,8 @@ use serde::{Deserialize, Serialize};
 const META_FILE: &str = "meta.json";
 const TREE_DIR: &str = "tree";
 const META_FORMAT: u32 = 1;
+/// The list of pinned version ids, in the cache root.
+const PINS_FILE: &str = "pinned";
 
 /// Whether `vid` is acceptable as a version id (and therefore as a path component).
 pub(crate) fn valid_version_id(vid: &str) -> bool {
@@ -198,6 +200,42 @@ impl Layout {
         if let Err(e) = result {
             tracing::debug!(version = vid, error = %e, "could not record the last use of a cache entry");
         }
+    }
+
+    /// The versions pinned against eviction: `pinned`, one version id per line. A missing or unreadable file
+    /// pins nothing (logged), and lines that are not version ids are ignored.
+    pub(crate) fn read_pins(&self) -> Vec<String> {
+        match fs::read_to_string(self.root.join(PINS_FILE)) {
+            Ok(text) => text
+                .lines()
+                .map(str::trim)
+                .filter(|l| valid_version_id(l))
+                .map(str::to_string)
+                .collect(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the cache's list of pinned archives; nothing is pinned");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Replaces the list of pinned versions atomically (a temporary file renamed over it).
+    pub(crate) fn write_pins(&self, pins: &[String]) -> io::Result<()> {
+        let tmp = self
+            .root
+            .join(format!("{PINS_FILE}.{:016x}.tmp", fastrand::u64(..)));
+        let mut text = pins.join("\n");
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        let result = fs::write(&tmp, text)
+            .and_then(|()| File::open(&tmp).and_then(|f| f.sync_all()))
+            .and_then(|()| fs::rename(&tmp, self.root.join(PINS_FILE)));
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
     }
 
     /// Moves an entry out of `archives/` (atomically) into a trash name under `staging/`.

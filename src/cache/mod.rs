@@ -9,6 +9,10 @@
 //! safety: a tree is built in `staging/` and renamed into `archives/` only when complete (`layout`), so a
 //! partial archive is never served, then or after a restart.
 //!
+//! Progress: each download in flight is listed with the bytes it has extracted (`progress`), for `vm0fs status`.
+//! Pins: a pinned version (`vm0fs prefetch --pin`) is never evicted; the list is kept in the cache directory, so
+//! it outlives the mount.
+//!
 //! A path returned by `lookup`/`fetch` stays valid until the entry is evicted; files already open keep working
 //! after that (Linux keeps unlinked inodes alive), and a later `lookup` simply misses.
 
@@ -17,6 +21,7 @@ mod extract;
 mod flight;
 mod index;
 mod layout;
+mod progress;
 
 #[cfg(test)]
 mod tests;
@@ -26,6 +31,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -35,6 +41,8 @@ use error::Failure;
 use flight::{Flights, Joined};
 use index::{Entry, Index};
 use layout::{Layout, Meta, Staging, remove_any, valid_version_id};
+pub use progress::{ArchiveInfo, Bytes, TransferStatus};
+use progress::{Transfer, Transfers};
 
 /// Attempts per fetch, counting the first: transient network failures are common enough to retry, but a
 /// failing download must not hold its readers for long.
@@ -78,6 +86,19 @@ impl Default for ExtractLimits {
     }
 }
 
+/// A picture of the cache at one moment.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CacheStatus {
+    pub dir: PathBuf,
+    pub max_bytes: u64,
+    pub used_bytes: u64,
+    pub archives: usize,
+    /// Pinned archives held in the cache, and their bytes.
+    pub pinned: usize,
+    pub pinned_bytes: u64,
+    pub downloads: Vec<TransferStatus>,
+}
+
 /// The cache. `Send + Sync`: share it as `Arc<ArchiveCache>`.
 pub struct ArchiveCache {
     layout: Layout,
@@ -85,6 +106,7 @@ pub struct ArchiveCache {
     limits: ExtractLimits,
     index: Mutex<Index>,
     flights: Flights,
+    transfers: Transfers,
     /// Held (flock) for the cache's lifetime, so two processes never share one cache directory.
     _lock: File,
 }
@@ -101,6 +123,9 @@ impl ArchiveCache {
         let mut found = layout.scan()?;
         found.sort_by_key(|(_, used)| *used);
         let mut index = Index::new();
+        for vid in layout.read_pins() {
+            index.set_pinned(&vid, true);
+        }
         for (meta, touched) in found {
             let entry = Entry {
                 bytes: meta.bytes,
@@ -114,6 +139,7 @@ impl ArchiveCache {
             limits: config.limits,
             index: Mutex::new(index),
             flights: Flights::default(),
+            transfers: Transfers::default(),
             _lock: lock,
         };
         let trash = cache.evict(&mut cache.lock_index(), None);
@@ -157,9 +183,11 @@ impl ArchiveCache {
     /// Same, but downloads and extracts it first when missing: `source` is called to start a download (it may be
     /// called again to retry). One download per version at a time however many threads ask: the others wait for
     /// the first one's result (success → the same path; failure → the same error, and the next call tries again).
+    /// `info` names the archive in `vm0fs status` and the log while it downloads.
     pub fn fetch(
         &self,
         version_id: &str,
+        info: &ArchiveInfo,
         source: &(dyn Fn() -> Result<Download, ApiError> + Sync),
     ) -> Result<PathBuf, CacheError> {
         if !valid_version_id(version_id) {
@@ -176,7 +204,7 @@ impl ArchiveCache {
                 // A flight that finished between our lookup and our join has already published the entry.
                 let result = match self.lookup(version_id) {
                     Some(path) => Ok(path),
-                    None => self.download(version_id, source),
+                    None => self.download(version_id, info, source),
                 };
                 leader.complete(result)
             }
@@ -188,15 +216,70 @@ impl ArchiveCache {
         self.lock_index().usage()
     }
 
+    /// Keeps `version_id` out of eviction from now on (whether it is cached yet or not), or lets it go again.
+    /// Unpinning evicts at once whatever no longer fits the budget.
+    pub fn set_pinned(&self, version_id: &str, pinned: bool) -> Result<(), CacheError> {
+        if !valid_version_id(version_id) {
+            return Err(CacheError::InvalidVersionId {
+                version: version_id.to_string(),
+            });
+        }
+        let trash = {
+            let mut index = self.lock_index();
+            if !index.set_pinned(version_id, pinned) {
+                return Ok(());
+            }
+            if let Err(e) = self.layout.write_pins(&index.pinned()) {
+                index.set_pinned(version_id, !pinned);
+                return Err(CacheError::Io {
+                    version: version_id.to_string(),
+                    action: format!(
+                        "saving the list of pinned archives in {}",
+                        self.layout.root().display()
+                    ),
+                    source: Arc::new(e),
+                });
+            }
+            if pinned {
+                Vec::new()
+            } else {
+                self.evict(&mut index, None)
+            }
+        };
+        trash.iter().for_each(|t| remove_any(t));
+        Ok(())
+    }
+
+    /// What the cache holds and what it is downloading, for `vm0fs status`.
+    pub fn status(&self) -> CacheStatus {
+        let (used_bytes, archives, (pinned, pinned_bytes)) = {
+            let index = self.lock_index();
+            let (bytes, archives) = index.usage();
+            (bytes, archives, index.pinned_usage())
+        };
+        CacheStatus {
+            dir: self.layout.root().to_path_buf(),
+            max_bytes: self.max_bytes,
+            used_bytes,
+            archives,
+            pinned,
+            pinned_bytes,
+            downloads: self.transfers.snapshot(),
+        }
+    }
+
     /// Downloads and extracts with retries; the caller leads the flight for `vid`.
     fn download(
         &self,
         vid: &str,
+        info: &ArchiveInfo,
         source: &(dyn Fn() -> Result<Download, ApiError> + Sync),
     ) -> Result<PathBuf, CacheError> {
+        let listed = self.transfers.start(vid, info);
         let mut attempt = 1;
         loop {
-            match self.attempt(vid, source) {
+            listed.restart(attempt);
+            match self.attempt(vid, source, listed.transfer()) {
                 Ok(path) => return Ok(path),
                 Err(failure) if failure.is_retryable() && attempt < MAX_ATTEMPTS => {
                     tracing::warn!(version = vid, attempt, error = %failure, "archive download failed; retrying");
@@ -216,13 +299,15 @@ impl ArchiveCache {
         &self,
         vid: &str,
         source: &(dyn Fn() -> Result<Download, ApiError> + Sync),
+        progress: Arc<Transfer>,
     ) -> Result<PathBuf, Failure> {
         let staging = self
             .layout
             .new_staging(vid)
             .map_err(|e| Failure::local("creating a staging directory", e))?;
         let download = source().map_err(|e| Failure::Api(Box::new(e)))?;
-        let extracted = extract::extract(download, &staging.tree(), vid, &self.limits)?;
+        let extracted =
+            extract::extract(download, &staging.tree(), vid, &self.limits, Some(progress))?;
         let meta = Meta::new(vid, extracted.bytes, extracted.files);
         staging
             .seal(&meta)

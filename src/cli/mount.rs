@@ -193,6 +193,8 @@ fn serve(
         gid: unsafe { libc::getgid() },
         panic_on_lookup: std::env::var_os("VM0FS_TEST_PANIC_ON_LOOKUP"),
         allow_other: args.allow_other,
+        mountpoint: prepared.mountpoint.display().to_string(),
+        api_url: args.api_url.clone(),
     };
     let api: Arc<dyn Vm0Api> = Arc::new(api);
     let cache = Arc::new(cache);

@@ -36,10 +36,22 @@ pub enum RunFile {
     Ctl,
 }
 
+/// The files of the hidden `.vm0fs/` directory, where the mount tells about itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ControlFile {
+    /// JSON: the mount, its cache, the downloads in flight (`vm0fs status`).
+    Status,
+    /// Write `fetch|pin|unpin <kind>/<name>[@<version>]` to act on the cache (`vm0fs prefetch`).
+    Prefetch,
+}
+
 /// What an inode is.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Node {
     Root,
+    /// `.vm0fs/`, reachable by name but not listed in the root.
+    ControlDir,
+    ControlFile(ControlFile),
     AgentsDir,
     Agent {
         name: String,

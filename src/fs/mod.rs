@@ -9,6 +9,7 @@
 //! content comes from the API are rendered when their attributes are asked for, so `stat` and `read` agree, and an
 //! open file reads the snapshot taken at `open`.
 
+mod control;
 mod error;
 mod handles;
 mod inodes;
@@ -32,7 +33,7 @@ pub use inodes::ROOT_INO;
 use crate::api::Vm0Api;
 use crate::cache::ArchiveCache;
 use handles::{Handle, Handles, NewRunWrite};
-use inodes::{InodeTable, Node, RunFile};
+use inodes::{ControlFile, InodeTable, Node, RunFile};
 use live_logs::LiveLogs;
 use meta::Meta;
 
@@ -50,6 +51,9 @@ pub struct FsConfig {
     /// Other users may use the mount (`--allow-other`). Otherwise the root is mode 0500, so that the kernel
     /// (with `default_permissions`) refuses other uids even what it answers from its own caches.
     pub allow_other: bool,
+    /// Shown by `.vm0fs/status`: where the mount is and which API it serves.
+    pub mountpoint: String,
+    pub api_url: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -288,6 +292,7 @@ impl Vm0Fs {
                     file: RunFile::Ctl,
                     ..
                 }
+                | Node::ControlFile(ControlFile::Prefetch)
         );
         if !writable || size != 0 {
             return Err(Error::read_only(tree::describe(&node)));
@@ -333,6 +338,10 @@ impl Vm0Fs {
                 self.meta.remember_run(detail);
                 Ok(data.len() as u32)
             }
+            Handle::Prefetch => {
+                self.control_command(data)?;
+                Ok(data.len() as u32)
+            }
             _ => Err(Error::new(libc::EBADF, "the file is not open for writing")),
         }
     }
@@ -373,6 +382,7 @@ impl Vm0Fs {
                 id,
                 file: RunFile::Ctl,
             } => Some(Handle::Ctl(id.clone())),
+            Node::ControlFile(ControlFile::Prefetch) => Some(Handle::Prefetch),
             _ => None,
         })
     }

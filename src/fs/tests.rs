@@ -297,6 +297,8 @@ fn harness_with_ttl(metadata_ttl: Duration) -> Harness {
         gid: 1,
         panic_on_lookup: None,
         allow_other: false,
+        mountpoint: "/mnt/vm0".into(),
+        api_url: "http://fake".into(),
     };
     let fs = Vm0Fs::new(api.clone(), Arc::new(cache), config);
     Harness { fs, api, _dir: dir }
@@ -499,6 +501,8 @@ fn names_that_cannot_be_file_names_are_skipped() {
         gid: 1,
         panic_on_lookup: None,
         allow_other: false,
+        mountpoint: "/mnt/vm0".into(),
+        api_url: "http://fake".into(),
     };
     let h = Harness {
         fs: Vm0Fs::new(Arc::new(api), Arc::new(cache), config),
@@ -538,4 +542,40 @@ fn api_answers_are_not_replaced_by_stale_values() {
     let h = harness();
     assert_eq!(h.path("runs/nope"), Err(libc::ENOENT));
     assert_eq!(h.path("agents/nope"), Err(libc::ENOENT));
+}
+
+#[test]
+fn the_control_directory_is_hidden_and_tells_about_the_mount() {
+    let h = harness();
+    assert!(!h.names("").contains(&".vm0fs".to_string()));
+    assert_eq!(h.names(".vm0fs"), ["status", "prefetch"]);
+    let status: serde_json::Value = serde_json::from_slice(&h.read(".vm0fs/status")).unwrap();
+    assert_eq!(status["mountpoint"], "/mnt/vm0");
+    assert_eq!(status["api_url"], "http://fake");
+    assert_eq!(status["cache"]["archives"], 0);
+    assert_eq!(
+        status["cache"]["downloads"].as_array().map(Vec::len),
+        Some(0)
+    );
+}
+
+#[test]
+fn prefetch_fetches_and_pins_through_the_control_file() {
+    let h = harness();
+    let prefetch = h.path(".vm0fs/prefetch").unwrap();
+    let opened = h.fs.open(prefetch, libc::O_WRONLY).unwrap();
+    let write = |text: &str| h.fs.write(opened.fh, 0, text.as_bytes(), 1);
+    assert_eq!(write("pin volumes/data\n").unwrap(), 17);
+    assert_eq!(h.api.downloads.load(Ordering::SeqCst), 1);
+    write("fetch volumes/data@11111111\n").unwrap();
+    assert_eq!(h.api.downloads.load(Ordering::SeqCst), 2);
+    let status: serde_json::Value = serde_json::from_slice(&h.read(".vm0fs/status")).unwrap();
+    assert_eq!(status["cache"]["archives"], 2);
+    assert_eq!(status["cache"]["pinned"], 1);
+    write("unpin volumes/data\n").unwrap();
+    assert_eq!(write("fetch volumes/nope").unwrap_err().errno, libc::ENOENT);
+    assert_eq!(write("get volumes/data").unwrap_err().errno, libc::EINVAL);
+    h.fs.release(opened.fh);
+    h.read("volumes/data/dir/a.txt");
+    assert_eq!(h.api.downloads.load(Ordering::SeqCst), 2);
 }

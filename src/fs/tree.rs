@@ -15,12 +15,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use super::control::{CONTROL_DIR, CONTROL_FILES};
 use super::error::{Error, Result};
 use super::handles::Handle;
-use super::inodes::{AgentFile, Node, RunFile};
+use super::inodes::{AgentFile, ControlFile, Node, RunFile};
 use super::render;
 use super::{Attr, DirEntry, FileKind, Opened, Vm0Fs};
 use crate::api::models::{RunDetail, Storage, StorageKind};
+use crate::cache::ArchiveInfo;
 
 /// Attribute TTL of the fixed top of the tree and of what can no longer change.
 const FIXED_TTL: Duration = Duration::from_secs(3600);
@@ -59,11 +61,11 @@ fn name_of_file<T: PartialEq>(table: &[(&'static str, T)], file: T) -> &'static 
 }
 
 /// A storage version whose files are (or will be) in the cache.
-struct Version {
-    storage: Storage,
-    id: String,
+pub(super) struct Version {
+    pub(super) storage: Storage,
+    pub(super) id: String,
     created_at: String,
-    has_files: bool,
+    pub(super) has_files: bool,
 }
 
 impl Vm0Fs {
@@ -87,8 +89,12 @@ impl Vm0Fs {
                 "runs" => Node::RunsDir,
                 "volumes" => Node::StorageDir(StorageKind::Volume),
                 "artifacts" => Node::StorageDir(StorageKind::Artifact),
+                CONTROL_DIR => Node::ControlDir,
                 _ => return Err(missing()),
             },
+            Node::ControlDir => {
+                Node::ControlFile(file_by_name(&CONTROL_FILES, name_str).ok_or_else(missing)?)
+            }
             Node::AgentsDir => {
                 self.meta.agent(name_str)?;
                 Node::Agent {
@@ -159,7 +165,8 @@ impl Vm0Fs {
             Node::AgentFile { .. }
             | Node::RunFile { .. }
             | Node::RunsLatest
-            | Node::NewRun { .. } => return Err(not_a_directory(parent)),
+            | Node::NewRun { .. }
+            | Node::ControlFile(_) => return Err(not_a_directory(parent)),
         };
         Ok(node)
     }
@@ -212,7 +219,12 @@ impl Vm0Fs {
     }
 
     /// The version a storage root shows: its head, or the pinned one. `None` when there are no files to show.
-    fn version(&self, kind: StorageKind, name: &str, pin: Option<&str>) -> Result<Option<Version>> {
+    pub(super) fn version(
+        &self,
+        kind: StorageKind,
+        name: &str,
+        pin: Option<&str>,
+    ) -> Result<Option<Version>> {
         let storage = self.meta.storage(kind, name)?;
         let Some(id) = pin
             .map(str::to_string)
@@ -257,13 +269,42 @@ impl Vm0Fs {
     }
 
     /// The root of the extracted tree of a version, downloading it on first use.
-    fn tree(&self, kind: StorageKind, storage_id: &str, version_id: &str) -> Result<PathBuf> {
+    pub(super) fn tree(
+        &self,
+        kind: StorageKind,
+        storage_id: &str,
+        version_id: &str,
+    ) -> Result<PathBuf> {
         if let Some(root) = self.cache.lookup(version_id) {
             return Ok(root);
         }
+        let info = self.archive_info(kind, storage_id, version_id);
         let api = self.meta.api().clone();
         let source = move || api.download(kind, storage_id, Some(version_id));
-        Ok(self.cache.fetch(version_id, &source)?)
+        Ok(self.cache.fetch(version_id, &info, &source)?)
+    }
+
+    /// How a download is shown in `vm0fs status` and the log, from the listings the mount already holds.
+    fn archive_info(&self, kind: StorageKind, storage_id: &str, version_id: &str) -> ArchiveInfo {
+        let storage = self
+            .meta
+            .storages(kind)
+            .ok()
+            .and_then(|all| all.iter().find(|s| s.id == storage_id).cloned());
+        let size = match &storage {
+            Some(s) if s.current_version_id.as_deref() == Some(version_id) => Some(s.size),
+            _ => self
+                .meta
+                .storage_versions(kind, storage_id, false)
+                .ok()
+                .and_then(|all| all.iter().find(|v| v.id == version_id).map(|v| v.size)),
+        };
+        let name = storage.as_ref().map_or(storage_id, |s| s.name.as_str());
+        let short = version_id.get(..MIN_VERSION_PREFIX).unwrap_or(version_id);
+        ArchiveInfo {
+            label: format!("{}/{name}@{short}", kind.plural()),
+            size,
+        }
     }
 
     fn run_file_exists(&self, run: &RunDetail, file: RunFile) -> Result<bool> {
@@ -279,7 +320,7 @@ impl Vm0Fs {
         let ino = self.inodes.ino(node);
         let fixed = self.mounted_at;
         match node {
-            Node::Root => {
+            Node::Root | Node::ControlDir => {
                 let perm = if self.config.allow_other {
                     0o555
                 } else {
@@ -287,6 +328,15 @@ impl Vm0Fs {
                 };
                 let ttl = self.config.metadata_ttl.min(FIXED_TTL);
                 Ok(self.make_attr(ino, FileKind::Directory, 0, perm, fixed, ttl))
+            }
+            // Both change at any time: no attribute caching.
+            Node::ControlFile(ControlFile::Status) => {
+                let size = self.status_json().len() as u64;
+                let now = SystemTime::now();
+                Ok(self.make_attr(ino, FileKind::File, size, 0o444, now, Duration::ZERO))
+            }
+            Node::ControlFile(ControlFile::Prefetch) => {
+                Ok(self.make_attr(ino, FileKind::File, 0, 0o200, fixed, Duration::ZERO))
             }
             Node::AgentsDir | Node::RunsDir | Node::StorageDir(_) => {
                 Ok(self.dir_attr(ino, fixed, self.config.metadata_ttl.min(FIXED_TTL)))
@@ -400,6 +450,7 @@ impl Vm0Fs {
                     out.push(self.entry(&child, FileKind::Directory, name));
                 }
             }
+            Node::ControlDir => out = self.control_children(),
             Node::AgentsDir => {
                 let agents = self.meta.agents()?;
                 for name in unique_safe_names("agent", agents.iter().map(|a| a.name.as_str())) {
@@ -495,7 +546,8 @@ impl Vm0Fs {
             Node::AgentFile { .. }
             | Node::RunFile { .. }
             | Node::RunsLatest
-            | Node::NewRun { .. } => return Err(not_a_directory(node)),
+            | Node::NewRun { .. }
+            | Node::ControlFile(_) => return Err(not_a_directory(node)),
         }
         Ok(out)
     }
@@ -621,6 +673,13 @@ impl Vm0Fs {
                 };
                 Ok((bytes, run_mtime(&run, fixed), run_ttl(&run)))
             }
+            Node::ControlFile(file) => {
+                let bytes = match file {
+                    ControlFile::Status => self.status_json(),
+                    ControlFile::Prefetch => Vec::new(),
+                };
+                Ok((Arc::new(bytes), SystemTime::now(), Duration::ZERO))
+            }
             _ => Err(Error::new(
                 libc::EISDIR,
                 format!("{}: not a file", describe(node)),
@@ -651,7 +710,7 @@ impl Vm0Fs {
                     keep_cache: false,
                 })
             }
-            Node::AgentFile { .. } | Node::RunFile { .. } => {
+            Node::AgentFile { .. } | Node::RunFile { .. } | Node::ControlFile(_) => {
                 let (content, _, _) = self.content(node)?;
                 let fh = self.handles.insert(Handle::Content(content));
                 Ok(Opened {
@@ -855,7 +914,10 @@ fn unique_safe_names<'a>(what: &str, names: impl Iterator<Item = &'a str>) -> Ve
 /// The directory a node is listed in.
 pub(super) fn parent_of(node: &Node) -> Node {
     match node {
-        Node::Root | Node::AgentsDir | Node::RunsDir | Node::StorageDir(_) => Node::Root,
+        Node::Root | Node::AgentsDir | Node::RunsDir | Node::StorageDir(_) | Node::ControlDir => {
+            Node::Root
+        }
+        Node::ControlFile(_) => Node::ControlDir,
         Node::Agent { .. } => Node::AgentsDir,
         Node::AgentFile { name, .. } => Node::Agent { name: name.clone() },
         Node::RunsLatest | Node::Run { .. } | Node::RunsNew => Node::RunsDir,
@@ -883,6 +945,10 @@ pub(super) fn parent_of(node: &Node) -> Node {
 pub(super) fn describe(node: &Node) -> String {
     match node {
         Node::Root => "/".into(),
+        Node::ControlDir => CONTROL_DIR.into(),
+        Node::ControlFile(file) => {
+            format!("{CONTROL_DIR}/{}", name_of_file(&CONTROL_FILES, *file))
+        }
         Node::AgentsDir => "agents".into(),
         Node::Agent { name } => format!("agents/{name}"),
         Node::AgentFile { name, file } => {

@@ -18,6 +18,7 @@ use std::cell::Cell;
 use std::io::{self, Read};
 use std::path::Path;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use flate2::read::MultiGzDecoder;
@@ -26,6 +27,7 @@ use tar::EntryType;
 use crate::api::{Download, DownloadFile};
 use crate::cache::ExtractLimits;
 use crate::cache::error::Failure;
+use crate::cache::progress::Transfer;
 use path::{RelPath, safe_symlink_target};
 use write::{Source, TreeWriter, file_mode, mtime_from_secs};
 
@@ -46,8 +48,10 @@ pub(crate) fn extract(
     tree: &Path,
     archive: &str,
     limits: &ExtractLimits,
+    progress: Option<Arc<Transfer>>,
 ) -> Result<Extracted, Failure> {
-    let mut writer = TreeWriter::new(tree.to_path_buf(), archive, limits.max_total_bytes);
+    let mut writer = TreeWriter::new(tree.to_path_buf(), archive, limits.max_total_bytes)
+        .with_progress(progress);
     match download {
         Download::TarGz(reader) => extract_tar_gz(reader, &mut writer, limits)?,
         Download::Files(files) => extract_files(files, &mut writer, limits)?,

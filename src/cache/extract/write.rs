@@ -15,10 +15,12 @@ use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::path::RelPath;
 use crate::cache::error::Failure;
+use crate::cache::progress::Transfer;
 
 /// Copy buffer size: large writes keep the extraction of big files cheap in syscalls.
 const COPY_BUF: usize = 1 << 20;
@@ -40,6 +42,8 @@ pub(crate) struct TreeWriter {
     files: u64,
     buf: Vec<u8>,
     dir_times: Vec<(PathBuf, SystemTime)>,
+    /// Told of every byte written, for `vm0fs status` and the progress log.
+    progress: Option<Arc<Transfer>>,
 }
 
 impl TreeWriter {
@@ -52,7 +56,14 @@ impl TreeWriter {
             files: 0,
             buf: vec![0; COPY_BUF],
             dir_times: Vec::new(),
+            progress: None,
         }
+    }
+
+    /// Reports every byte written to `transfer`.
+    pub(crate) fn with_progress(mut self, transfer: Option<Arc<Transfer>>) -> TreeWriter {
+        self.progress = transfer;
+        self
     }
 
     /// Bytes of regular file content written, and how many files.
@@ -258,6 +269,9 @@ impl TreeWriter {
                 .map_err(|e| Failure::local(format!("writing {rel}"), e))?;
             self.written += n as u64;
             copied += n as u64;
+            if let Some(progress) = &self.progress {
+                progress.add(n as u64);
+            }
         }
     }
 }

@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use tar::EntryType;
 
-use super::{Fixture, Source, Tar, VICTIM, fetch, gzip, list_tree, vid};
+use super::{Fixture, Source, Tar, VICTIM, fetch, gzip, info, list_tree, vid};
 use crate::cache::{CacheError, ExtractLimits};
 
 #[test]
@@ -241,7 +241,9 @@ fn gzip_bomb_stops_at_the_size_limit_before_inflating() {
         .gz();
     let len = gz.len() as u64;
     let source = Source::new(gz);
-    let err = cache.fetch(&vid(9), &|| source.download()).unwrap_err();
+    let err = cache
+        .fetch(&vid(9), &info(), &|| source.download())
+        .unwrap_err();
     assert!(
         matches!(err, CacheError::TooLarge { limit, .. } if limit == 1 << 20),
         "{err}"
@@ -303,7 +305,9 @@ fn a_huge_pax_header_is_refused_not_read_into_memory() {
     let big = vec![b'x'; 4 << 20];
     let gz = Tar::new().pax(&[("comment", &big)]).file("f", b"data").gz();
     let source = Source::new(gz);
-    let err = cache.fetch(&vid(13), &|| source.download()).unwrap_err();
+    let err = cache
+        .fetch(&vid(13), &info(), &|| source.download())
+        .unwrap_err();
     assert!(matches!(err, CacheError::Corrupt { .. }), "{err}");
     assert_eq!(err.errno(), libc::EIO);
     assert_eq!(source.calls(), 1, "a corrupt archive is not retried");

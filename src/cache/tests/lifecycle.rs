@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tar::EntryType;
 
-use super::{Fixture, Source, Tar, fetch, list_tree, vid};
+use super::{Fixture, Source, Tar, fetch, info, list_tree, vid};
 use crate::api::{ApiError, Download, DownloadFile};
 use crate::cache::error::Failure;
 use crate::cache::{ArchiveCache, CacheConfig, CacheError, ExtractLimits};
@@ -143,7 +143,9 @@ fn invalid_version_ids_are_refused() {
         "abcdefg1",
         "abcdef12/x",
     ] {
-        let err = cache.fetch(bad, &|| source.download()).unwrap_err();
+        let err = cache
+            .fetch(bad, &info(), &|| source.download())
+            .unwrap_err();
         assert!(
             matches!(err, CacheError::InvalidVersionId { .. }),
             "{bad}: {err}"
@@ -152,7 +154,11 @@ fn invalid_version_ids_are_refused() {
         assert_eq!(cache.lookup(bad), None);
     }
     assert_eq!(source.calls(), 0);
-    assert!(cache.fetch("abcdef12", &|| source.download()).is_ok());
+    assert!(
+        cache
+            .fetch("abcdef12", &info(), &|| source.download())
+            .is_ok()
+    );
 }
 
 #[test]
@@ -162,7 +168,9 @@ fn a_truncated_download_is_retried_then_fails_with_eio_and_leaves_nothing() {
     let mut gz = Tar::new().file("a", &[5u8; 100_000]).file("b", b"bbb").gz();
     gz.truncate(gz.len() * 2 / 3);
     let source = Source::new(gz);
-    let err = cache.fetch(&vid(2), &|| source.download()).unwrap_err();
+    let err = cache
+        .fetch(&vid(2), &info(), &|| source.download())
+        .unwrap_err();
     assert!(
         matches!(err, CacheError::DownloadFailed { attempts: 3, .. }),
         "{err}"
@@ -227,7 +235,7 @@ fn a_source_that_fails_once_then_succeeds_is_retried() {
             _ => Ok(Download::TarGz(Box::new(io::Cursor::new(gz.clone())))),
         }
     };
-    let tree = cache.fetch(&vid(4), &source).unwrap();
+    let tree = cache.fetch(&vid(4), &info(), &source).unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 3);
     assert_eq!(fs::read(tree.join("a")).unwrap().len(), 200_000);
     fx.assert_staging_empty();
@@ -247,7 +255,7 @@ fn a_non_retryable_api_error_keeps_its_errno_and_is_not_retried() {
             "not found".into(),
         ))
     };
-    let err = cache.fetch(&vid(5), &source).unwrap_err();
+    let err = cache.fetch(&vid(5), &info(), &source).unwrap_err();
     assert!(matches!(err, CacheError::Api { .. }), "{err}");
     assert_eq!(err.errno(), libc::ENOENT);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
@@ -260,7 +268,7 @@ fn a_non_retryable_api_error_keeps_its_errno_and_is_not_retried() {
             "unavailable".into(),
         ))
     };
-    let err = cache.fetch(&vid(5), &source).unwrap_err();
+    let err = cache.fetch(&vid(5), &info(), &source).unwrap_err();
     assert!(
         matches!(err, CacheError::DownloadFailed { attempts: 3, .. }),
         "{err}"
@@ -279,7 +287,7 @@ fn twenty_threads_fetching_one_version_download_it_once() {
     };
     let paths: Vec<_> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..20)
-            .map(|_| s.spawn(|| cache.fetch(&vid(6), &slow)))
+            .map(|_| s.spawn(|| cache.fetch(&vid(6), &info(), &slow)))
             .collect();
         handles
             .into_iter()
@@ -307,7 +315,7 @@ fn waiters_share_a_failure_and_the_next_call_tries_again() {
     };
     let errors: Vec<_> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..5)
-            .map(|_| s.spawn(|| cache.fetch(&vid(7), &failing)))
+            .map(|_| s.spawn(|| cache.fetch(&vid(7), &info(), &failing)))
             .collect();
         handles
             .into_iter()
@@ -317,7 +325,7 @@ fn waiters_share_a_failure_and_the_next_call_tries_again() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert!(errors.iter().all(|e| e.errno() == libc::EACCES));
     let source = Source::new(Tar::new().file("a", b"x").gz());
-    assert!(cache.fetch(&vid(7), &|| source.download()).is_ok());
+    assert!(cache.fetch(&vid(7), &info(), &|| source.download()).is_ok());
 }
 
 #[test]
@@ -331,7 +339,7 @@ fn lookup_of_a_cached_version_answers_while_another_downloads() {
         source.download()
     };
     std::thread::scope(|s| {
-        let downloading = s.spawn(|| cache.fetch(&vid(9), &slow));
+        let downloading = s.spawn(|| cache.fetch(&vid(9), &info(), &slow));
         std::thread::sleep(Duration::from_millis(100));
         let start = std::time::Instant::now();
         assert!(cache.lookup(&vid(8)).is_some());
@@ -512,7 +520,7 @@ fn files_downloads_are_written_at_sanitised_paths() {
             make("file2", b"", 0),
         ]))
     };
-    let tree = cache.fetch(&vid(1), &source).unwrap();
+    let tree = cache.fetch(&vid(1), &info(), &source).unwrap();
     assert_eq!(list_tree(&tree), ["data/", "data/file1.txt", "file2"]);
     assert_eq!(fs::read(tree.join("data/file1.txt")).unwrap(), b"one");
     fx.assert_outside_untouched();
@@ -522,7 +530,7 @@ fn files_downloads_are_written_at_sanitised_paths() {
         calls.fetch_add(1, Ordering::SeqCst);
         Ok(Download::Files(vec![make("f", b"short", 100)]))
     };
-    let err = cache.fetch(&vid(2), &short).unwrap_err();
+    let err = cache.fetch(&vid(2), &info(), &short).unwrap_err();
     assert!(matches!(err, CacheError::DownloadFailed { .. }), "{err}");
     assert_eq!(calls.load(Ordering::SeqCst), 3);
     fx.assert_staging_empty();
