@@ -87,7 +87,7 @@ impl Default for ExtractLimits {
 }
 
 /// A picture of the cache at one moment.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct CacheStatus {
     pub dir: PathBuf,
     pub max_bytes: u64,
@@ -248,6 +248,11 @@ impl ArchiveCache {
         };
         trash.iter().for_each(|t| remove_any(t));
         Ok(())
+    }
+
+    /// The pinned version ids, sorted (whether cached or not).
+    pub fn pinned(&self) -> Vec<String> {
+        self.lock_index().pinned()
     }
 
     /// What the cache holds and what it is downloading, for `vm0fs status`.

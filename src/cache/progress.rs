@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How often a long download logs its progress.
 const LOG_EVERY: Duration = Duration::from_secs(5);
@@ -104,7 +104,7 @@ impl Transfer {
 }
 
 /// A download in flight as `vm0fs status` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TransferStatus {
     pub label: String,
     pub version: String,

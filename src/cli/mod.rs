@@ -1,4 +1,4 @@
-//! The `vm0fs` command line: `mount` and `unmount`.
+//! The `vm0fs` command line: `mount`, `unmount`, `status` and `prefetch`.
 //!
 //! Flags are declared once here with clap, so `--help` is always complete and a later man page or completion
 //! script can be generated from the same definitions. Each subcommand returns an exit status rather than calling
@@ -6,7 +6,10 @@
 //! of the mount itself exit 1.
 
 mod mount;
+mod mounts;
+mod prefetch;
 mod size;
+mod status;
 mod unmount;
 
 use std::path::PathBuf;
@@ -32,6 +35,45 @@ enum Command {
     Mount(MountArgs),
     /// Unmount a vm0fs mount
     Unmount(UnmountArgs),
+    /// Show your vm0fs mounts: API, uptime, cache use, downloads in flight with their progress
+    Status(StatusArgs),
+    /// Download the archives behind paths of a mount into its cache now, with a progress bar each
+    #[command(
+        long_about = "Download the archives (volumes, artifacts) that PATHs lie in into the mount's cache now, \
+so that later reads are local. A PATH may be a volume or artifact directory (volumes/<name>, \
+artifacts/<name>@<version>), any path inside one, or runs/<id>/artifact. The version fetched is the one the path \
+shows now. Exits with status 1 if any archive could not be fetched; the mount's log says why."
+    )]
+    Prefetch(PrefetchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Report only this mount [default: all vm0fs mounts of yours]
+    pub mountpoint: Option<PathBuf>,
+    /// Redraw the report every --interval seconds until interrupted (Ctrl-C)
+    #[arg(short, long)]
+    pub watch: bool,
+    /// Seconds between reports with --watch
+    #[arg(short, long, value_name = "SECONDS", default_value_t = 1.0)]
+    pub interval: f64,
+    /// Print the mounts' status as JSON (an array, one object per mount) instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PrefetchArgs {
+    /// Paths inside a vm0fs mount: volumes/<name>, artifacts/<name>[@<version>], a path inside one, or
+    /// runs/<id>/artifact
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Also keep these archives out of eviction, across remounts, until `--unpin`
+    #[arg(long, conflicts_with = "unpin")]
+    pub pin: bool,
+    /// Let pinned archives be evicted again (downloads nothing)
+    #[arg(long)]
+    pub unpin: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -85,5 +127,7 @@ pub fn main() -> i32 {
     match cli.command {
         Command::Mount(args) => mount::run(args),
         Command::Unmount(args) => unmount::run(&args),
+        Command::Status(args) => status::run(&args),
+        Command::Prefetch(args) => prefetch::run(&args),
     }
 }

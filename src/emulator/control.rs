@@ -39,6 +39,8 @@ pub(super) struct FaultConfig {
     pub retry_after_secs: Option<u64>,
     /// Blob responses declare the full length, send about half, and close.
     pub truncate_blobs: bool,
+    /// Blob bodies are sent at most this many bytes per second (a slow blob host); 0 is no limit.
+    pub blob_bytes_per_sec: u64,
     /// The next N blob requests answer 403 (an expired presigned URL).
     pub blob_forbidden_count: u64,
     /// The next N matching requests answer 200 with `bad_body` instead of the real answer: HTML from a proxy,
@@ -57,6 +59,7 @@ impl Default for FaultConfig {
             error_count: 0,
             retry_after_secs: None,
             truncate_blobs: false,
+            blob_bytes_per_sec: 0,
             blob_forbidden_count: 0,
             bad_body: None,
             bad_body_count: 0,
@@ -159,6 +162,11 @@ impl Faults {
         self.lock().truncate_blobs
     }
 
+    /// The blob rate limit in bytes per second, if any.
+    pub fn blob_rate(&self) -> Option<u64> {
+        Some(self.lock().blob_bytes_per_sec).filter(|r| *r > 0)
+    }
+
     /// Whether this blob request must be refused (and counts it down).
     pub fn take_blob_forbidden(&self) -> bool {
         let mut f = self.lock();
@@ -249,7 +257,7 @@ pub(super) fn handle(ctx: &Arc<Ctx>, req: Request) -> Response {
                     return bad(format!(
                         "Invalid fault config ({e}); send a JSON object with keys latency_ms, path_prefix, \
                          error_rate, error_status, error_count, retry_after_secs, truncate_blobs, \
-                         blob_forbidden_count, bad_body, bad_body_count"
+                         blob_bytes_per_sec, blob_forbidden_count, bad_body, bad_body_count"
                     ));
                 }
             };

@@ -42,7 +42,8 @@ use crate::api::models::Casing;
         restart.\n\n\
         Unauthenticated test routes:\n  \
         GET|POST /_control/faults     the fault config (POST replaces it: latency_ms, path_prefix, error_rate,\n                                \
-        error_status, error_count, retry_after_secs, truncate_blobs, blob_forbidden_count)\n  \
+        error_status, error_count, retry_after_secs, truncate_blobs, blob_bytes_per_sec,
+                                blob_forbidden_count, bad_body, bad_body_count)\n  \
         GET  /_control/stats          request counters (blob_downloads per version, blob_requests, ...)\n  \
         POST /_control/storages/<volumes|artifacts>/raw?name=NAME   add a raw .tar.gz body as the head version\n  \
         POST /_control/generate/runs?count=N                        add N completed runs\n  \

@@ -9,6 +9,7 @@
 //! change once served.
 
 use std::fs;
+use std::io;
 use std::path::PathBuf;
 
 use flate2::Compression;
@@ -316,7 +317,11 @@ fn serve_blob_file(ctx: &Ctx, version_id: &str) -> Response {
         Err(_) => return s3_error(500, "InternalError", "Cannot read the stored object."),
     };
     ctx.stats.blob_download(version_id);
-    let mut resp = Response::new(200, Body::Fixed(Box::new(file), len))
+    let body: Box<dyn io::Read + Send> = match ctx.faults.blob_rate() {
+        Some(rate) => Box::new(Throttled::new(file, rate)),
+        None => Box::new(file),
+    };
+    let mut resp = Response::new(200, Body::Fixed(body, len))
         .header("Content-Type", "application/gzip")
         .header("ETag", format!("\"{version_id}\""))
         .header(
@@ -327,6 +332,39 @@ fn serve_blob_file(ctx: &Ctx, version_id: &str) -> Response {
         resp.cut_after = Some(len / 2);
     }
     resp
+}
+
+/// A reader that hands out at most `rate` bytes per second, in slices of a tenth of that.
+struct Throttled<R> {
+    inner: R,
+    rate: u64,
+    started: std::time::Instant,
+    sent: u64,
+}
+
+impl<R> Throttled<R> {
+    fn new(inner: R, rate: u64) -> Throttled<R> {
+        Throttled {
+            inner,
+            rate,
+            started: std::time::Instant::now(),
+            sent: 0,
+        }
+    }
+}
+
+impl<R: io::Read> io::Read for Throttled<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let due = std::time::Duration::from_secs_f64(self.sent as f64 / self.rate as f64);
+        if let Some(wait) = due.checked_sub(self.started.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        let slice = (self.rate / 10).max(1) as usize;
+        let len = buf.len().min(slice);
+        let n = self.inner.read(&mut buf[..len])?;
+        self.sent += n as u64;
+        Ok(n)
+    }
 }
 
 /// `GET /_storage/<user>/<kind>/<name>/<version>/archive.tar.gz?X-Amz-...` (and `/files/<path>` for the legacy

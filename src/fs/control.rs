@@ -6,16 +6,17 @@
 //! not listed in the root, so `ls -a`, `find` and `cp -r` of the mount never meet it.
 //!
 //! `.vm0fs/status` is JSON rendered at each open (the mount, its uptime, its cache, the downloads in flight).
-//! `.vm0fs/prefetch` takes one command per line, `fetch|pin|unpin <volumes|artifacts>/<name>[@<version>]`, and
-//! acts inside `write(2)`: the write returns once the archive is in the cache, or fails with the download's errno
-//! (the reason is in the log), so a shell's `echo fetch volumes/x > .vm0fs/prefetch` is a blocking prefetch.
-//! `pin` pins the version the path shows now (the head, or the named version) and fetches it; `unpin` only
-//! releases it to the LRU.
+//! `.vm0fs/pins` lists the pinned version ids, and takes one command per line, `pin|unpin
+//! <volumes|artifacts>/<name>[@<version>]`, acted on inside `write(2)` (an unknown archive fails the write with
+//! `ENOENT`). `pin` pins the version the path shows now (the head, or the named version) without downloading it:
+//! fetching is listing the archive's directory, which `vm0fs prefetch` does next. Fetching through a write would
+//! serialize prefetches, because the kernel holds the file's inode lock across each `write(2)`, while listings of
+//! different directories run in parallel.
 
 use std::ffi::OsStr;
 use std::time::SystemTime;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::error::{Error, Result};
 use super::inodes::{ControlFile, Node};
@@ -26,25 +27,23 @@ use crate::cache::CacheStatus;
 /// The name of the control directory in the root.
 pub(super) const CONTROL_DIR: &str = ".vm0fs";
 
-pub(super) const CONTROL_FILES: [(&str, ControlFile); 2] = [
-    ("status", ControlFile::Status),
-    ("prefetch", ControlFile::Prefetch),
-];
+pub(super) const CONTROL_FILES: [(&str, ControlFile); 2] =
+    [("status", ControlFile::Status), ("pins", ControlFile::Pins)];
 
-/// What `.vm0fs/status` shows.
-#[derive(Serialize)]
-struct MountStatus<'a> {
-    vm0fs_version: &'static str,
-    pid: u32,
-    mountpoint: &'a str,
-    api_url: &'a str,
+/// What `.vm0fs/status` shows, and `vm0fs status` reads.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MountStatus {
+    pub vm0fs_version: String,
+    pub pid: u32,
+    pub mountpoint: String,
+    pub api_url: String,
     /// RFC 3339, UTC.
-    mounted_at: String,
-    uptime_secs: f64,
-    cache: CacheStatus,
+    pub mounted_at: String,
+    pub uptime_secs: f64,
+    pub cache: CacheStatus,
 }
 
-/// One line written to `.vm0fs/prefetch`.
+/// One line written to `.vm0fs/pins`.
 #[derive(Debug, PartialEq, Eq)]
 struct Command<'a> {
     verb: Verb,
@@ -55,7 +54,6 @@ struct Command<'a> {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verb {
-    Fetch,
     Pin,
     Unpin,
 }
@@ -67,10 +65,10 @@ impl Vm0Fs {
             .duration_since(self.mounted_at)
             .unwrap_or_default();
         let status = MountStatus {
-            vm0fs_version: env!("CARGO_PKG_VERSION"),
+            vm0fs_version: env!("CARGO_PKG_VERSION").to_string(),
             pid: std::process::id(),
-            mountpoint: &self.config.mountpoint,
-            api_url: &self.config.api_url,
+            mountpoint: self.config.mountpoint.clone(),
+            api_url: self.config.api_url.clone(),
             mounted_at: chrono::DateTime::<chrono::Utc>::from(self.mounted_at).to_rfc3339(),
             uptime_secs: uptime.as_secs_f64(),
             cache: self.cache.status(),
@@ -92,7 +90,16 @@ impl Vm0Fs {
             .collect()
     }
 
-    /// Carries out what was written to `.vm0fs/prefetch`, line by line; the first failure ends the write.
+    /// What reading `.vm0fs/pins` shows: one pinned version id per line.
+    pub(super) fn pins_text(&self) -> Vec<u8> {
+        self.cache
+            .pinned()
+            .iter()
+            .flat_map(|vid| format!("{vid}\n").into_bytes())
+            .collect()
+    }
+
+    /// Carries out what was written to `.vm0fs/pins`, line by line; the first failure ends the write.
     pub(super) fn control_command(&self, written: &[u8]) -> Result<()> {
         let text =
             std::str::from_utf8(written).map_err(|_| usage("the command is not UTF-8 text"))?;
@@ -110,22 +117,15 @@ impl Vm0Fs {
             return Err(Error::not_found(path));
         };
         let Some(version) = self.version(kind, &name, pin.as_deref())? else {
-            tracing::info!(".vm0fs/prefetch: {path} has no version yet; nothing to do");
+            tracing::info!(".vm0fs/pins: {path} has no version yet; nothing to pin");
             return Ok(());
         };
-        let pin_error = |e: crate::cache::CacheError| Error::new(e.errno(), format!("{path}: {e}"));
-        match command.verb {
-            Verb::Unpin => return self.cache.set_pinned(&version.id, false).map_err(pin_error),
-            Verb::Pin => self
-                .cache
-                .set_pinned(&version.id, true)
-                .map_err(pin_error)?,
-            Verb::Fetch => {}
-        }
-        if version.has_files {
-            self.tree(kind, &version.storage.id, &version.id)?;
-        }
-        tracing::info!(".vm0fs/prefetch: {path} (version {}) is cached", version.id);
+        let pinned = command.verb == Verb::Pin;
+        self.cache
+            .set_pinned(&version.id, pinned)
+            .map_err(|e| Error::new(e.errno(), format!("{path}: {e}")))?;
+        let done = if pinned { "pinned" } else { "unpinned" };
+        tracing::info!("{path}: version {} {done}", version.id);
         Ok(())
     }
 }
@@ -135,7 +135,6 @@ fn parse_command(line: &str) -> Result<Command<'_>> {
         .split_once(char::is_whitespace)
         .ok_or_else(|| usage(line))?;
     let verb = match verb {
-        "fetch" => Verb::Fetch,
         "pin" => Verb::Pin,
         "unpin" => Verb::Unpin,
         _ => return Err(usage(line)),
@@ -157,8 +156,8 @@ fn usage(what: &str) -> Error {
     Error::new(
         libc::EINVAL,
         format!(
-            ".vm0fs/prefetch: cannot understand {what:?}; write `fetch|pin|unpin volumes/<name>` or \
-             `... artifacts/<name>[@<version>]`, one per line"
+            ".vm0fs/pins: cannot understand {what:?}; write `pin volumes/<name>`, \
+             `unpin artifacts/<name>[@<version>]`, one per line"
         ),
     )
 }
@@ -178,15 +177,15 @@ mod tests {
             }
         );
         assert_eq!(
-            parse_command("fetch volumes/data").unwrap().verb,
-            Verb::Fetch
+            parse_command("unpin volumes/data").unwrap().verb,
+            Verb::Unpin
         );
         for bad in [
-            "fetch",
-            "grab volumes/x",
-            "fetch runs/x",
-            "fetch volumes/",
-            "fetch volumes/x/y",
+            "pin",
+            "fetch volumes/x",
+            "pin runs/x",
+            "pin volumes/",
+            "pin volumes/x/y",
         ] {
             assert_eq!(parse_command(bad).unwrap_err().errno, libc::EINVAL, "{bad}");
         }

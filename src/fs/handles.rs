@@ -27,8 +27,8 @@ pub enum Handle {
     NewRun(Arc<Mutex<NewRunWrite>>),
     /// `runs/<id>/ctl` open for writing.
     Ctl(String),
-    /// `.vm0fs/prefetch` open for writing.
-    Prefetch,
+    /// `.vm0fs/pins` open for writing.
+    Pins,
 }
 
 /// What one open of `runs/new/<agent>` has written, and what became of it.
@@ -91,7 +91,7 @@ pub fn read_static(handle: &Handle, offset: u64, size: u32) -> Result<Vec<u8>> {
         Handle::Content(bytes) => Ok(slice_at(bytes, offset, size).to_vec()),
         Handle::Disk(file) => read_full(file, offset, size),
         Handle::Dir(_) => Err(Error::new(libc::EISDIR, "is a directory")),
-        Handle::Log(_) | Handle::NewRun(_) | Handle::Ctl(_) | Handle::Prefetch => {
+        Handle::Log(_) | Handle::NewRun(_) | Handle::Ctl(_) | Handle::Pins => {
             Err(Error::new(libc::EBADF, "this file is open for writing"))
         }
     }

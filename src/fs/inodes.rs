@@ -41,8 +41,8 @@ pub enum RunFile {
 pub enum ControlFile {
     /// JSON: the mount, its cache, the downloads in flight (`vm0fs status`).
     Status,
-    /// Write `fetch|pin|unpin <kind>/<name>[@<version>]` to act on the cache (`vm0fs prefetch`).
-    Prefetch,
+    /// The pinned versions; write `pin|unpin <kind>/<name>[@<version>]` to change them (`vm0fs prefetch`).
+    Pins,
 }
 
 /// What an inode is.

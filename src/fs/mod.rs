@@ -27,6 +27,7 @@ use std::ffi::{OsStr, OsString};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, SystemTime};
 
+pub use control::MountStatus;
 pub use error::{Error, Result};
 pub use inodes::ROOT_INO;
 
@@ -292,7 +293,7 @@ impl Vm0Fs {
                     file: RunFile::Ctl,
                     ..
                 }
-                | Node::ControlFile(ControlFile::Prefetch)
+                | Node::ControlFile(ControlFile::Pins)
         );
         if !writable || size != 0 {
             return Err(Error::read_only(tree::describe(&node)));
@@ -338,7 +339,7 @@ impl Vm0Fs {
                 self.meta.remember_run(detail);
                 Ok(data.len() as u32)
             }
-            Handle::Prefetch => {
+            Handle::Pins => {
                 self.control_command(data)?;
                 Ok(data.len() as u32)
             }
@@ -382,7 +383,7 @@ impl Vm0Fs {
                 id,
                 file: RunFile::Ctl,
             } => Some(Handle::Ctl(id.clone())),
-            Node::ControlFile(ControlFile::Prefetch) => Some(Handle::Prefetch),
+            Node::ControlFile(ControlFile::Pins) => Some(Handle::Pins),
             _ => None,
         })
     }

@@ -548,7 +548,6 @@ fn api_answers_are_not_replaced_by_stale_values() {
 fn the_control_directory_is_hidden_and_tells_about_the_mount() {
     let h = harness();
     assert!(!h.names("").contains(&".vm0fs".to_string()));
-    assert_eq!(h.names(".vm0fs"), ["status", "prefetch"]);
     let status: serde_json::Value = serde_json::from_slice(&h.read(".vm0fs/status")).unwrap();
     assert_eq!(status["mountpoint"], "/mnt/vm0");
     assert_eq!(status["api_url"], "http://fake");
@@ -560,22 +559,25 @@ fn the_control_directory_is_hidden_and_tells_about_the_mount() {
 }
 
 #[test]
-fn prefetch_fetches_and_pins_through_the_control_file() {
+fn pins_are_set_and_shown_through_the_control_file() {
     let h = harness();
-    let prefetch = h.path(".vm0fs/prefetch").unwrap();
-    let opened = h.fs.open(prefetch, libc::O_WRONLY).unwrap();
+    assert_eq!(h.names(".vm0fs"), ["status", "pins"]);
+    let pins = h.path(".vm0fs/pins").unwrap();
+    let opened = h.fs.open(pins, libc::O_WRONLY).unwrap();
     let write = |text: &str| h.fs.write(opened.fh, 0, text.as_bytes(), 1);
     assert_eq!(write("pin volumes/data\n").unwrap(), 17);
-    assert_eq!(h.api.downloads.load(Ordering::SeqCst), 1);
-    write("fetch volumes/data@11111111\n").unwrap();
-    assert_eq!(h.api.downloads.load(Ordering::SeqCst), 2);
-    let status: serde_json::Value = serde_json::from_slice(&h.read(".vm0fs/status")).unwrap();
-    assert_eq!(status["cache"]["archives"], 2);
-    assert_eq!(status["cache"]["pinned"], 1);
+    write("pin volumes/data@11111111\n").unwrap();
+    assert_eq!(
+        h.api.downloads.load(Ordering::SeqCst),
+        0,
+        "pinning downloads nothing"
+    );
+    assert_eq!(h.read(".vm0fs/pins"), format!("{V1}\n{V2}\n").into_bytes());
     write("unpin volumes/data\n").unwrap();
-    assert_eq!(write("fetch volumes/nope").unwrap_err().errno, libc::ENOENT);
+    assert_eq!(h.read(".vm0fs/pins"), format!("{V1}\n").into_bytes());
+    let status: serde_json::Value = serde_json::from_slice(&h.read(".vm0fs/status")).unwrap();
+    assert_eq!(status["cache"]["pinned"], 0, "pinned and cached: none yet");
+    assert_eq!(write("pin volumes/nope").unwrap_err().errno, libc::ENOENT);
     assert_eq!(write("get volumes/data").unwrap_err().errno, libc::EINVAL);
     h.fs.release(opened.fh);
-    h.read("volumes/data/dir/a.txt");
-    assert_eq!(h.api.downloads.load(Ordering::SeqCst), 2);
 }

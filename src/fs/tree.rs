@@ -335,8 +335,9 @@ impl Vm0Fs {
                 let now = SystemTime::now();
                 Ok(self.make_attr(ino, FileKind::File, size, 0o444, now, Duration::ZERO))
             }
-            Node::ControlFile(ControlFile::Prefetch) => {
-                Ok(self.make_attr(ino, FileKind::File, 0, 0o200, fixed, Duration::ZERO))
+            Node::ControlFile(ControlFile::Pins) => {
+                let size = self.pins_text().len() as u64;
+                Ok(self.make_attr(ino, FileKind::File, size, 0o600, fixed, Duration::ZERO))
             }
             Node::AgentsDir | Node::RunsDir | Node::StorageDir(_) => {
                 Ok(self.dir_attr(ino, fixed, self.config.metadata_ttl.min(FIXED_TTL)))
@@ -676,7 +677,7 @@ impl Vm0Fs {
             Node::ControlFile(file) => {
                 let bytes = match file {
                     ControlFile::Status => self.status_json(),
-                    ControlFile::Prefetch => Vec::new(),
+                    ControlFile::Pins => self.pins_text(),
                 };
                 Ok((Arc::new(bytes), SystemTime::now(), Duration::ZERO))
             }
