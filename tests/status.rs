@@ -293,3 +293,54 @@ fn prefetch_failures_say_what_went_wrong_and_exit_non_zero() {
             .success()
     );
 }
+
+/// The troubleshooting steps of the README for a mount whose process died without unmounting (here: no
+/// fusermount3 to auto-unmount, then `kill -9`).
+#[test]
+fn a_dead_mount_is_reported_and_cleared_with_vm0fs_unmount() {
+    let emulator = Emulator::start(&[]);
+    let mut mount = Mount::start_with_env(
+        &emulator,
+        &[],
+        &[("FUSERMOUNT_PATH", "/nonexistent/fusermount3")],
+    );
+    assert!(
+        mount.stderr().contains("mounting without it"),
+        "{}",
+        mount.stderr()
+    );
+    mount.signal_and_wait(libc::SIGKILL);
+    let mountpoint = mount.mountpoint().to_path_buf();
+    assert!(
+        common::mount::is_mounted(&mountpoint),
+        "kill -9 leaves a dead mount without auto-unmount"
+    );
+
+    let out = std::process::Command::new("ls")
+        .arg(&mountpoint)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Transport endpoint is not connected"));
+
+    let out = vm0fs().arg("status").arg(&mountpoint).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("dead: the vm0fs process that served it is gone; run `vm0fs unmount"),
+        "{out:?}"
+    );
+
+    let cache = tempfile::tempdir().unwrap();
+    let out = common::mount::mount_command(&emulator, &mountpoint, cache.path(), &[])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is a dead mount"),
+        "{out:?}"
+    );
+
+    let out = vm0fs().arg("unmount").arg(&mountpoint).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(!common::mount::is_mounted(&mountpoint));
+}

@@ -97,22 +97,16 @@ fn prepare(args: &MountArgs) -> Result<Prepared, String> {
     let mountpoint = args
         .mountpoint
         .canonicalize()
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ENOTCONN) => format!(
-                "{} is a dead mount (its vm0fs process is gone); run `vm0fs unmount {}` first",
-                args.mountpoint.display(),
-                args.mountpoint.display()
-            ),
-            _ => format!(
-                "mount point {}: {e}; create it with mkdir first",
-                args.mountpoint.display()
-            ),
-        })?;
-    if !mountpoint.is_dir() {
-        return Err(format!(
-            "mount point {} is not a directory",
-            mountpoint.display()
-        ));
+        .map_err(|e| mountpoint_error(&args.mountpoint, &e))?;
+    match std::fs::metadata(&mountpoint) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => {
+            return Err(format!(
+                "mount point {} is not a directory",
+                mountpoint.display()
+            ));
+        }
+        Err(e) => return Err(mountpoint_error(&args.mountpoint, &e)),
     }
     if !(args.metadata_ttl.is_finite() && args.metadata_ttl >= 0.0) {
         return Err("--metadata-ttl must be a number of seconds, 0 or more".into());
@@ -131,6 +125,17 @@ fn prepare(args: &MountArgs) -> Result<Prepared, String> {
         mountpoint,
         cache_dir,
     })
+}
+
+/// Why a mount point cannot be used, and what to do about it.
+fn mountpoint_error(path: &Path, e: &std::io::Error) -> String {
+    let shown = path.display();
+    match e.raw_os_error() {
+        Some(libc::ENOTCONN) => format!(
+            "{shown} is a dead mount (its vm0fs process is gone); run `vm0fs unmount {shown}` first"
+        ),
+        _ => format!("mount point {shown}: {e}; create it with mkdir first"),
+    }
 }
 
 fn default_cache_dir() -> Option<PathBuf> {

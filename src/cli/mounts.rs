@@ -1,7 +1,7 @@
 //! Finding the vm0fs mounts of this user, and asking one about itself without ever hanging on it.
 //!
-//! The kernel's `/proc/self/mountinfo` is the list of mounts (file system type `fuse.vm0fs`, owner in the
-//! `user_id=` super option), so nothing has to be registered anywhere and a crashed mount is still found. A mount
+//! The kernel's `/proc/self/mountinfo` is the list of mounts (file system type `fuse.vm0fs`, or `fuse` with source
+//! `vm0fs` for a mount made without fusermount3, which sets no subtype; owner in the `user_id=` super option), so nothing has to be registered anywhere and a crashed mount is still found. A mount
 //! is asked through its hidden `.vm0fs/status` file; the read runs on a helper thread with a deadline, because a
 //! mount whose process is stopped would block a plain `read(2)` for as long as it stays stopped.
 
@@ -42,11 +42,13 @@ fn parse_mountinfo(text: &str, uid: u32) -> Vec<PathBuf> {
         .filter_map(|line| {
             let fields: Vec<&str> = line.split(' ').collect();
             let dash = fields.iter().position(|f| *f == "-")?;
-            let fs_type = fields.get(dash + 1)?;
+            let fs_type = *fields.get(dash + 1)?;
+            let source = *fields.get(dash + 2)?;
             let super_options = fields.get(dash + 3)?;
+            let ours = fs_type == "fuse.vm0fs" || (fs_type == "fuse" && source == "vm0fs");
             let owned = super_options.split(',').any(|o| o == owner);
             let mountpoint = fields.get(4)?;
-            (*fs_type == "fuse.vm0fs" && owned).then(|| unescape(mountpoint))
+            (ours && owned).then(|| unescape(mountpoint))
         })
         .collect()
 }
@@ -182,12 +184,15 @@ mod tests {
 40 35 0:52 / /home/me/vm0 rw,nosuid,nodev - fuse.vm0fs vm0fs rw,user_id=1000,group_id=1000
 41 35 0:53 / /home/me/my\\040files rw - fuse.vm0fs vm0fs rw,user_id=1000,group_id=1000
 42 35 0:54 / /home/other/vm0 rw - fuse.vm0fs vm0fs rw,user_id=1001,group_id=1001
-43 35 0:55 / /home/me/s3 rw - fuse.mountpoint-s3 s3 rw,user_id=1000,group_id=1000";
+43 35 0:55 / /home/me/s3 rw - fuse.mountpoint-s3 s3 rw,user_id=1000,group_id=1000
+44 35 0:56 / /home/me/plain rw - fuse vm0fs rw,user_id=1000,group_id=1000
+45 35 0:57 / /home/me/sshfs rw - fuse sshfs rw,user_id=1000,group_id=1000";
         assert_eq!(
             parse_mountinfo(text, 1000),
             [
                 PathBuf::from("/home/me/vm0"),
-                PathBuf::from("/home/me/my files")
+                PathBuf::from("/home/me/my files"),
+                PathBuf::from("/home/me/plain")
             ]
         );
     }
