@@ -151,8 +151,13 @@ fn load_config(given: Option<&Path>) -> Result<(FileConfig, Option<PathBuf>), St
         }
         Err(e) => {
             return Err(format!(
-                "cannot read the config file {}: {e}",
-                path.display()
+                "cannot read the config file {}: {e}; fix the path or the file's permissions{}",
+                path.display(),
+                if required {
+                    " (given by --config or config=)"
+                } else {
+                    ""
+                }
             ));
         }
     };
