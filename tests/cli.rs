@@ -231,7 +231,7 @@ fn print_config_shows_each_value_and_where_it_comes_from() {
         "the token was printed"
     );
     let printed = text(
-        &run(&mut home
+        &run(home
             .vm0fs(&[
                 "mount",
                 "--print-config",
