@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test of vm0fs: installs what the tests need (Debian's fuse3 for fusermount3 and mount.fuse, man-db
-# for the man page test, as root), builds, and
-# runs unit tests plus the integration tests, which mount real FUSE filesystems against the local emulator.
+# Runs every test of vm0fs: installs what the tests need (as root: Debian's fuse3 for fusermount3 and mount.fuse,
+# man-db for the man page test), builds, and runs unit tests plus the integration tests, which mount real FUSE
+# filesystems against the local emulator.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
