@@ -205,6 +205,7 @@ fn serve(
     let cache = Arc::new(cache);
     let session = mount_with_fallback(&api, &cache, &fs_config, settings, &prepared.mountpoint)?;
     let mountpoint = prepared.mountpoint.clone();
+    let foreground = settings.foreground;
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
@@ -213,7 +214,9 @@ fn serve(
     std::thread::spawn(move || {
         if let Some(signal) = signals.forever().next() {
             tracing::info!("signal {signal}: unmounting");
-            notify("STOPPING=1");
+            if foreground {
+                notify("STOPPING=1");
+            }
             // Unmounting ends the session's reads with ENODEV, so `run` returns. (fuser's own unmounter only
             // hands an auto-unmount mount to fusermount3, which leaves it mounted while we live.) A busy mount
             // is detached instead, so the signal always ends the process.
@@ -284,7 +287,7 @@ fn check_api(api: &HttpApi, url: &str) -> Result<(), String> {
             "the VM0 API at {url} rejected the API token ({e}). Check the token, or create a new one"
         )),
         Err(e) if e.kind == ApiErrorKind::Transport => Err(format!(
-            "cannot reach the VM0 API at {url}: {e}. Check --api-url (or VM0_API_URL) and the network"
+            "cannot reach the VM0 API at {url}: {e}. Check --api-url (or VM0_API_URL, or api_url in the config file) and the network"
         )),
         Err(e) => Err(format!(
             "the VM0 API at {url} did not answer as expected: {e}"
