@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test of vm0fs: installs what the tests need (Debian's fuse3 for fusermount3, as root), builds, and
-# runs unit tests plus the integration tests, which mount real FUSE filesystems against the local emulator.
+# Runs every test of vm0fs: installs what the tests need (as root: Debian's fuse3 for fusermount3 and mount.fuse,
+# man-db for the man page test), builds, and runs unit tests plus the integration tests, which mount real FUSE
+# filesystems against the local emulator.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,7 @@ command -v fusermount3 >/dev/null 2>&1 || missing+=(fuse3)
 command -v diff >/dev/null 2>&1 || missing+=(diffutils)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
+command -v man >/dev/null 2>&1 || missing+=(man-db)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "test.sh: installing ${missing[*]}"

@@ -1,20 +1,30 @@
-//! The `vm0fs` command line: `mount`, `unmount`, `status` and `prefetch`.
+//! The `vm0fs` command line: `mount`, `unmount`, `status`, `prefetch`, `completions`, `man`, and the
+//! `mount(8)` helper form.
 //!
-//! Flags are declared once here with clap, so `--help` is always complete and a later man page or completion
-//! script can be generated from the same definitions. Each subcommand returns an exit status rather than calling
-//! `exit` deep inside, so that a failure is reported in one place: usage errors exit 2 (as clap does), failures
-//! of the mount itself exit 1.
+//! Flags are declared once here with clap, so `--help`, the man page and the completion scripts are all generated
+//! from the same definitions and a new subcommand shows up in each without further work. Each subcommand returns
+//! an exit status rather than calling `exit` deep inside, so that a failure is reported in one place: usage errors
+//! exit 2 (as clap does), failures of the mount itself exit 1. `mount(8)` runs `vm0fs SOURCE DIR -o OPTIONS`
+//! (see `fstab.rs`); that form is rewritten into `vm0fs mount` flags before clap sees it, so both forms share
+//! one parser, one set of defaults and one resolution of settings (`settings.rs`).
 
+mod docs;
+mod fstab;
 mod mount;
 mod mounts;
+mod notify;
 mod prefetch;
+mod settings;
 mod size;
 mod status;
 mod unmount;
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+
+/// Exit status for a usage problem (as clap uses for bad flags).
+const EXIT_USAGE: i32 = 2;
 
 #[derive(Parser)]
 #[command(
@@ -22,7 +32,13 @@ use clap::{Args, Parser, Subcommand};
     version,
     about = "Mount the VM0 platform (agents, runs, volumes, artifacts) as a filesystem",
     long_about = "Mount the VM0 platform as files: agents, runs, volumes and artifacts become directories that \
-ordinary tools (ls, cp, diff, tail -f, grep -r) work on. The API token is read from VM0_API_KEY."
+ordinary tools (ls, cp, diff, tail -f, grep -r) work on. The API token is read from VM0_API_KEY or from a token \
+file; other settings come from flags, the environment, and $XDG_CONFIG_HOME/vm0fs/config.toml.",
+    after_help = "mount(8) form: vm0fs SOURCE MOUNTPOINT [-o OPTIONS] is what `mount -t fuse.vm0fs` runs: \
+SOURCE is an http(s) API URL or any word (vm0); OPTIONS are the mount flags written key=value with underscores \
+(api_url=, token_file=, cache_dir=, cache_size=, max_archive_size=, max_archive_entries=, metadata_ttl=, config=, \
+allow_other, ro, verbose), and generic mount options (defaults, rw, nodev, nosuid, noatime, _netdev, nofail, \
+noauto, user, x-*, ...) are ignored. It mounts in the background, like `vm0fs mount`."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -45,6 +61,10 @@ artifacts/<name>@<version>), any path inside one, or runs/<id>/artifact. The ver
 shows now. Exits with status 1 if any archive could not be fetched; the mount's log says why."
     )]
     Prefetch(PrefetchArgs),
+    /// Print a shell completion script to stdout
+    Completions(docs::CompletionsArgs),
+    /// Print the vm0fs(1) man page (every subcommand and flag) to stdout, or write one page per command
+    Man(docs::ManArgs),
 }
 
 #[derive(Args, Debug)]
@@ -78,35 +98,45 @@ pub struct PrefetchArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct MountArgs {
-    /// An existing empty directory to mount on
-    pub mountpoint: PathBuf,
+    /// An existing empty directory to mount on (may be left out with --print-config)
+    #[arg(required_unless_present = "print_config")]
+    pub mountpoint: Option<PathBuf>,
+    /// Read settings from FILE [default: $XDG_CONFIG_HOME/vm0fs/config.toml, else ~/.config/vm0fs/config.toml]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the settings the mount would use, as TOML saying where each comes from, and exit without mounting
+    #[arg(long)]
+    pub print_config: bool,
     /// Read the API token from FILE (which must not be readable by group or others) instead of VM0_API_KEY
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
     /// Base URL of the VM0 API
-    #[arg(long, env = "VM0_API_URL", default_value = "https://api.vm0.ai")]
+    #[arg(long, value_name = "URL", env = settings::API_URL_ENV, default_value = settings::DEFAULT_API_URL)]
     pub api_url: String,
     /// Where extracted archives and the background log are kept [default: $XDG_CACHE_HOME/vm0fs, else ~/.cache/vm0fs]
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
     /// Most bytes of extracted archives kept on disk; least recently used ones are evicted (K, M, G, T suffixes)
-    #[arg(long, value_name = "SIZE", default_value = "10G", value_parser = size::parse)]
+    #[arg(long, value_name = "SIZE", default_value = settings::DEFAULT_CACHE_SIZE, value_parser = size::parse)]
     pub cache_size: u64,
     /// Largest total size one archive may extract to, to stop gzip bombs [default: the cache size]
     #[arg(long, value_name = "SIZE", value_parser = size::parse)]
     pub max_archive_size: Option<u64>,
     /// Most entries one archive may hold
-    #[arg(long, value_name = "COUNT", default_value_t = 2_000_000)]
+    #[arg(long, value_name = "COUNT", default_value = settings::DEFAULT_MAX_ARCHIVE_ENTRIES)]
     pub max_archive_entries: u64,
-    /// Stay in the foreground and log to stderr
-    #[arg(short, long)]
-    pub foreground: bool,
+    /// How long listings and metadata from the API are believed before being asked again
+    #[arg(long, value_name = "SECONDS", default_value = settings::DEFAULT_METADATA_TTL)]
+    pub metadata_ttl: f64,
     /// Let other users access the mount (needs user_allow_other in /etc/fuse.conf when not root)
     #[arg(long)]
     pub allow_other: bool,
-    /// How long listings and metadata from the API are believed before being asked again
-    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
-    pub metadata_ttl: f64,
+    /// Mount read-only: starting runs (runs/new) and cancelling them (ctl) fail with EROFS
+    #[arg(long)]
+    pub read_only: bool,
+    /// Stay in the foreground and log to stderr (tells systemd when ready if NOTIFY_SOCKET is set)
+    #[arg(short, long)]
+    pub foreground: bool,
     /// More logging (-v: debug, -vv: trace); VM0FS_LOG takes a tracing filter for finer control
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -123,11 +153,28 @@ pub struct UnmountArgs {
 
 /// Runs the command line and returns the process exit status.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let argv = match fstab::rewrite(&argv, &Cli::command()) {
+        Ok(Some(rewritten)) => rewritten,
+        Ok(None) => argv,
+        Err(message) => {
+            eprintln!("vm0fs: {message}");
+            return EXIT_USAGE;
+        }
+    };
+    let matches = Cli::command().get_matches_from(argv);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command {
-        Command::Mount(args) => mount::run(args),
+        Command::Mount(args) => mount::run(&args, subcommand_matches(&matches)),
         Command::Unmount(args) => unmount::run(&args),
         Command::Status(args) => status::run(&args),
         Command::Prefetch(args) => prefetch::run(&args),
+        Command::Completions(args) => docs::completions(&args, Cli::command()),
+        Command::Man(args) => docs::man(&args, Cli::command()),
     }
+}
+
+/// The matches of the subcommand that ran: they tell whether a flag was given or took its default.
+fn subcommand_matches(matches: &ArgMatches) -> &ArgMatches {
+    matches.subcommand().map_or(matches, |(_, sub)| sub)
 }

@@ -1,48 +1,63 @@
 //! `vm0fs mount`: check the API, mount, and serve until unmounted or signalled.
 //!
 //! Without `-f` the command forks before anything starts a thread (the HTTP client runs one), and the parent waits
-//! on a pipe until the child reports that the mount is live or why it is not; so `vm0fs mount` returns with the
-//! mount usable, or fails with the real reason and a non-zero status. The child logs to `vm0fs.log` in the cache
-//! directory. SIGINT and SIGTERM unmount cleanly; the mount asks `fusermount3` to auto-unmount, so even `kill -9`
-//! leaves no dead mount behind (where `fusermount3` is missing it warns and mounts without that safety net).
+//! on a pipe until the child reports that the mount is live (`OK`) or why it is not (`ERR <message>`); so `vm0fs
+//! mount` returns with the mount usable, or fails with the real reason and a non-zero status. While the API check
+//! is slow the child sends `WAIT <message>` lines, which the parent prints, so nobody stares at a silent terminal.
+//! The child logs to `vm0fs.log` in the cache directory. With `-f`, systemd is told `READY=1` and `STOPPING=1`
+//! (see `notify.rs`). SIGINT and SIGTERM unmount cleanly; the mount asks `fusermount3` to auto-unmount, so even
+//! `kill -9` leaves no dead mount behind (where `fusermount3` is missing it warns and mounts without that net).
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
 
-use super::MountArgs;
+use clap::ArgMatches;
+
+use super::notify::notify;
+use super::settings::{self, Settings, TOKEN_ENV};
+use super::{EXIT_USAGE, MountArgs};
 use crate::api::http::{HttpApi, HttpOptions};
 use crate::api::{ApiErrorKind, Vm0Api};
 use crate::cache::{ArchiveCache, CacheConfig, ExtractLimits};
 use crate::fs::{FsConfig, Vm0Fs};
 use crate::fuse::{self, MountConfig};
 
-/// Exit status for a usage problem found before mounting (as clap uses for bad flags).
-const EXIT_USAGE: i32 = 2;
 const EXIT_FAILURE: i32 = 1;
 const LOG_FILE: &str = "vm0fs.log";
+/// How long the API check may take before the person waiting is told what it waits for, and how often after.
+const FIRST_WAIT_NOTICE: Duration = Duration::from_secs(1);
+const WAIT_NOTICE_EVERY: Duration = Duration::from_secs(5);
 
-pub fn run(args: MountArgs) -> i32 {
-    let token = match read_token(&args) {
+pub fn run(args: &MountArgs, matches: &ArgMatches) -> i32 {
+    let settings = match settings::resolve(args, matches) {
+        Ok(settings) => settings,
+        Err(message) => return usage_error(&message),
+    };
+    if args.print_config {
+        print!("{}", settings.to_toml());
+        return 0;
+    }
+    let token = match read_token(&settings) {
         Ok(token) => token,
-        Err(message) => {
-            eprintln!("vm0fs: {message}");
-            return EXIT_USAGE;
-        }
+        Err(message) => return usage_error(&message),
     };
-    let prepared = match prepare(&args) {
+    let prepared = match prepare(&settings) {
         Ok(prepared) => prepared,
-        Err(message) => {
-            eprintln!("vm0fs: {message}");
-            return EXIT_USAGE;
-        }
+        Err(message) => return usage_error(&message),
     };
-    if args.foreground {
-        init_logging(args.verbose, None);
-        return match serve(&args, &prepared, &token, |_| {}) {
+    if settings.foreground {
+        init_logging(settings.verbose, None);
+        let waiting = |message: &str| eprintln!("vm0fs: {message}");
+        let result = serve(&settings, &prepared, &token, &waiting, |_| {
+            notify("READY=1")
+        });
+        notify("STOPPING=1");
+        return match result {
             Ok(()) => 0,
             Err(message) => {
                 eprintln!("vm0fs: {message}");
@@ -50,14 +65,19 @@ pub fn run(args: MountArgs) -> i32 {
             }
         };
     }
-    daemonize(&args, &prepared, &token)
+    daemonize(&settings, &prepared, &token)
 }
 
-/// The API token, from `--token-file` or `VM0_API_KEY`. A token file that others can read is refused: the token
+fn usage_error(message: &str) -> i32 {
+    eprintln!("vm0fs: {message}");
+    EXIT_USAGE
+}
+
+/// The API token, from the token file or `VM0_API_KEY`. A token file that others can read is refused: the token
 /// is as good as a password.
-fn read_token(args: &MountArgs) -> Result<String, String> {
+fn read_token(settings: &Settings) -> Result<String, String> {
     use std::os::unix::fs::PermissionsExt;
-    let token = match &args.token_file {
+    let token = match &settings.token_file {
         Some(path) => {
             let shown = path.display();
             let mode = std::fs::metadata(path)
@@ -73,15 +93,16 @@ fn read_token(args: &MountArgs) -> Result<String, String> {
             std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read the token file {shown}: {e}"))?
         }
-        None => std::env::var("VM0_API_KEY").unwrap_or_default(),
+        None => std::env::var(TOKEN_ENV).unwrap_or_default(),
     };
     let token = token.trim().to_string();
     if token.is_empty() {
-        return Err(match &args.token_file {
+        return Err(match &settings.token_file {
             Some(path) => format!("the token file {} is empty", path.display()),
-            None => "VM0_API_KEY is not set. Export your VM0 API token first: export VM0_API_KEY=vm0_live_... \
-                     (or use --token-file FILE)"
-                .to_string(),
+            None => format!(
+                "{TOKEN_ENV} is not set. Export your VM0 API token first: export {TOKEN_ENV}=vm0_live_... \
+                 (or use --token-file FILE, or token_file in the config file)"
+            ),
         });
     }
     Ok(token)
@@ -93,11 +114,14 @@ struct Prepared {
     cache_dir: PathBuf,
 }
 
-fn prepare(args: &MountArgs) -> Result<Prepared, String> {
-    let mountpoint = args
+fn prepare(settings: &Settings) -> Result<Prepared, String> {
+    let given = settings
         .mountpoint
+        .as_deref()
+        .ok_or("a mount point is needed")?;
+    let mountpoint = given
         .canonicalize()
-        .map_err(|e| mountpoint_error(&args.mountpoint, &e))?;
+        .map_err(|e| mountpoint_error(given, &e))?;
     match std::fs::metadata(&mountpoint) {
         Ok(meta) if meta.is_dir() => {}
         Ok(_) => {
@@ -106,15 +130,9 @@ fn prepare(args: &MountArgs) -> Result<Prepared, String> {
                 mountpoint.display()
             ));
         }
-        Err(e) => return Err(mountpoint_error(&args.mountpoint, &e)),
+        Err(e) => return Err(mountpoint_error(given, &e)),
     }
-    if !(args.metadata_ttl.is_finite() && args.metadata_ttl >= 0.0) {
-        return Err("--metadata-ttl must be a number of seconds, 0 or more".into());
-    }
-    let cache_dir =
-        args.cache_dir.clone().or_else(default_cache_dir).ok_or(
-            "cannot tell where to keep the cache: set --cache-dir, XDG_CACHE_HOME or HOME",
-        )?;
+    let cache_dir = settings.cache_dir.clone();
     std::fs::create_dir_all(&cache_dir).map_err(|e| {
         format!(
             "cannot create the cache directory {}: {e}",
@@ -138,17 +156,6 @@ fn mountpoint_error(path: &Path, e: &std::io::Error) -> String {
     }
 }
 
-fn default_cache_dir() -> Option<PathBuf> {
-    let non_empty = |var: &str| {
-        std::env::var_os(var)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    non_empty("XDG_CACHE_HOME")
-        .map(|dir| dir.join("vm0fs"))
-        .or_else(|| non_empty("HOME").map(|home| home.join(".cache").join("vm0fs")))
-}
-
 fn init_logging(verbose: u8, log_file: Option<File>) {
     let default = match verbose {
         0 => "vm0fs=info,warn",
@@ -168,21 +175,23 @@ fn init_logging(verbose: u8, log_file: Option<File>) {
 }
 
 /// Checks the API, opens the cache, mounts, calls `ready` once the mount is live, and serves until unmounted.
+/// `waiting` is told, now and then, what a slow API check waits for.
 fn serve(
-    args: &MountArgs,
+    settings: &Settings,
     prepared: &Prepared,
     token: &str,
+    waiting: &(dyn Fn(&str) + Sync),
     ready: impl FnOnce(&str),
 ) -> Result<(), String> {
-    let api = HttpApi::new(&args.api_url, token, HttpOptions::default())
-        .map_err(|e| format!("cannot use the API URL {}: {e}", args.api_url))?;
-    check_api(&api, &args.api_url)?;
+    let api = HttpApi::new(&settings.api_url, token, HttpOptions::default())
+        .map_err(|e| format!("cannot use the API URL {}: {e}", settings.api_url))?;
+    check_api_telling(&api, &settings.api_url, waiting)?;
     let cache = ArchiveCache::open(CacheConfig {
         dir: prepared.cache_dir.clone(),
-        max_bytes: args.cache_size,
+        max_bytes: settings.cache_size,
         limits: ExtractLimits {
-            max_total_bytes: args.max_archive_size.unwrap_or(args.cache_size),
-            max_entries: args.max_archive_entries,
+            max_total_bytes: settings.max_archive_size,
+            max_entries: settings.max_archive_entries,
         },
     })
     .map_err(|e| {
@@ -192,25 +201,20 @@ fn serve(
         )
     })?;
     let fs_config = FsConfig {
-        metadata_ttl: Duration::from_secs_f64(args.metadata_ttl),
+        metadata_ttl: Duration::from_secs_f64(settings.metadata_ttl),
         // SAFETY: getuid/getgid cannot fail and touch no memory.
         uid: unsafe { libc::getuid() },
         gid: unsafe { libc::getgid() },
         panic_on_lookup: std::env::var_os("VM0FS_TEST_PANIC_ON_LOOKUP"),
-        allow_other: args.allow_other,
+        allow_other: settings.allow_other,
         mountpoint: prepared.mountpoint.display().to_string(),
-        api_url: args.api_url.clone(),
+        api_url: settings.api_url.clone(),
     };
     let api: Arc<dyn Vm0Api> = Arc::new(api);
     let cache = Arc::new(cache);
-    let session = mount_with_fallback(
-        &api,
-        &cache,
-        &fs_config,
-        args.allow_other,
-        &prepared.mountpoint,
-    )?;
+    let session = mount_with_fallback(&api, &cache, &fs_config, settings, &prepared.mountpoint)?;
     let mountpoint = prepared.mountpoint.clone();
+    let foreground = settings.foreground;
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
@@ -219,6 +223,9 @@ fn serve(
     std::thread::spawn(move || {
         if let Some(signal) = signals.forever().next() {
             tracing::info!("signal {signal}: unmounting");
+            if foreground {
+                notify("STOPPING=1");
+            }
             // Unmounting ends the session's reads with ENODEV, so `run` returns. (fuser's own unmounter only
             // hands an auto-unmount mount to fusermount3, which leaves it mounted while we live.) A busy mount
             // is detached instead, so the signal always ends the process.
@@ -244,7 +251,7 @@ fn serve(
     });
     tracing::info!(
         "mounted {} at {}",
-        args.api_url,
+        settings.api_url,
         prepared.mountpoint.display()
     );
     ready(&prepared.mountpoint.display().to_string());
@@ -255,6 +262,32 @@ fn serve(
     Ok(())
 }
 
+/// `check_api`, telling `waiting` what it waits for once it has waited a second, and every few seconds after.
+/// The timer is a scoped thread started here, after any fork.
+fn check_api_telling(
+    api: &HttpApi,
+    url: &str,
+    waiting: &(dyn Fn(&str) + Sync),
+) -> Result<(), String> {
+    let (done, finished) = mpsc::channel::<()>();
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let start = Instant::now();
+            let mut wait = FIRST_WAIT_NOTICE;
+            while let Err(RecvTimeoutError::Timeout) = finished.recv_timeout(wait) {
+                waiting(&format!(
+                    "waiting for the VM0 API at {url} to answer (GET /v1/runs): {} s so far",
+                    start.elapsed().as_secs()
+                ));
+                wait = WAIT_NOTICE_EVERY;
+            }
+        });
+        let result = check_api(api, url);
+        drop(done);
+        result
+    })
+}
+
 /// One API call before mounting, so that a wrong token or URL fails here and not as EIO inside the mount.
 fn check_api(api: &HttpApi, url: &str) -> Result<(), String> {
     match api.latest_run() {
@@ -263,7 +296,7 @@ fn check_api(api: &HttpApi, url: &str) -> Result<(), String> {
             "the VM0 API at {url} rejected the API token ({e}). Check the token, or create a new one"
         )),
         Err(e) if e.kind == ApiErrorKind::Transport => Err(format!(
-            "cannot reach the VM0 API at {url}: {e}. Check --api-url (or VM0_API_URL) and the network"
+            "cannot reach the VM0 API at {url}: {e}. Check --api-url (or VM0_API_URL, or api_url in the config file) and the network"
         )),
         Err(e) => Err(format!(
             "the VM0 API at {url} did not answer as expected: {e}"
@@ -275,11 +308,12 @@ fn mount_with_fallback(
     api: &Arc<dyn Vm0Api>,
     cache: &Arc<ArchiveCache>,
     fs_config: &FsConfig,
-    allow_other: bool,
+    settings: &Settings,
     mountpoint: &Path,
 ) -> Result<fuser::Session<fuse::FuseAdapter>, String> {
     let safe = MountConfig {
-        allow_other,
+        allow_other: settings.allow_other,
+        read_only: settings.read_only,
         auto_unmount: true,
     };
     let fs = Arc::new(Vm0Fs::new(api.clone(), cache.clone(), fs_config.clone()));
@@ -292,8 +326,8 @@ fn mount_with_fallback(
                 mountpoint.display()
             );
             let plain = MountConfig {
-                allow_other,
                 auto_unmount: false,
+                ..safe
             };
             fuse::mount(fs.clone(), mountpoint, &plain).map_err(|e| {
                 format!(
@@ -309,7 +343,7 @@ fn mount_with_fallback(
 }
 
 /// Forks: the child serves the mount in a new session, logging to the cache dir; the parent waits for its word.
-fn daemonize(args: &MountArgs, prepared: &Prepared, token: &str) -> i32 {
+fn daemonize(settings: &Settings, prepared: &Prepared, token: &str) -> i32 {
     let log_path = prepared.cache_dir.join(LOG_FILE);
     let log = match OpenOptions::new().create(true).append(true).open(&log_path) {
         Ok(log) => log,
@@ -333,8 +367,8 @@ fn daemonize(args: &MountArgs, prepared: &Prepared, token: &str) -> i32 {
     // SAFETY: pipe(2) succeeded, so both descriptors are open and owned by nobody else.
     let (read_end, write_end) =
         unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    // SAFETY: no thread has been started yet (clap parsing and path checks are single-threaded), so the child may
-    // go on running Rust code after fork.
+    // SAFETY: no thread has been started yet (clap parsing, the config file and path checks are single-threaded),
+    // so the child may go on running Rust code after fork.
     match unsafe { libc::fork() } {
         -1 => {
             eprintln!("vm0fs: cannot fork: {}", std::io::Error::last_os_error());
@@ -342,7 +376,7 @@ fn daemonize(args: &MountArgs, prepared: &Prepared, token: &str) -> i32 {
         }
         0 => {
             drop(read_end);
-            run_child(args, prepared, token, File::from(write_end), log)
+            run_child(settings, prepared, token, File::from(write_end), log)
         }
         _ => {
             drop(write_end);
@@ -351,11 +385,12 @@ fn daemonize(args: &MountArgs, prepared: &Prepared, token: &str) -> i32 {
     }
 }
 
+/// Serves in the child, telling the parent over `report`: `WAIT <message>` lines, then `OK` or `ERR <message>`.
 fn run_child(
-    args: &MountArgs,
+    settings: &Settings,
     prepared: &Prepared,
     token: &str,
-    mut report: File,
+    report: File,
     log: File,
 ) -> i32 {
     // SAFETY: setsid and dup2 on descriptors we own; they touch no Rust-managed memory.
@@ -367,50 +402,50 @@ fn run_child(
         libc::dup2(log.as_raw_fd(), 1);
         libc::dup2(log.as_raw_fd(), 2);
     }
-    init_logging(args.verbose, Some(log));
-    let mut report_ready = Some(report.try_clone());
-    let result = serve(args, prepared, token, |_| {
-        if let Some(Ok(mut file)) = report_ready.take() {
-            let _ = file.write_all(b"OK\n");
+    init_logging(settings.verbose, Some(log));
+    let report = std::sync::Mutex::new(Some(report));
+    let say = |line: &str| {
+        let mut report = report.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(file) = report.as_mut() {
+            // One message per line: the parent reads lines.
+            let _ = file.write_all(format!("{}\n", line.replace('\n', " ")).as_bytes());
         }
+    };
+    let waiting = |message: &str| {
+        tracing::info!("{message}");
+        say(&format!("WAIT {message}"));
+    };
+    let result = serve(settings, prepared, token, &waiting, |_| {
+        say("OK");
+        // The parent is gone after OK; nothing more is said.
+        report.lock().unwrap_or_else(|e| e.into_inner()).take();
     });
     match result {
         Ok(()) => 0,
         Err(message) => {
             tracing::error!("{message}");
-            let _ = report.write_all(format!("ERR {message}\n").as_bytes());
+            say(&format!("ERR {message}"));
             EXIT_FAILURE
         }
     }
 }
 
-fn wait_for_child(mut from_child: File, log_path: &Path) -> i32 {
-    let mut word = String::new();
-    let mut buf = [0u8; 4096];
-    // Reads until the child says OK (the mount is live) or ERR, or closes the pipe by dying.
-    loop {
-        match from_child.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                word.push_str(&String::from_utf8_lossy(&buf[..n]));
-                if word.contains('\n') {
-                    break;
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
+/// Prints the child's `WAIT` lines until it says `OK` (the mount is live) or `ERR`, or dies.
+fn wait_for_child(from_child: File, log_path: &Path) -> i32 {
+    for line in BufReader::new(from_child).lines() {
+        let Ok(line) = line else { break };
+        if line == "OK" {
+            return 0;
+        } else if let Some(message) = line.strip_prefix("ERR ") {
+            eprintln!("vm0fs: {message}");
+            return EXIT_FAILURE;
+        } else if let Some(message) = line.strip_prefix("WAIT ") {
+            eprintln!("vm0fs: {message}");
         }
     }
-    if word.starts_with("OK") {
-        0
-    } else if let Some(message) = word.strip_prefix("ERR ") {
-        eprintln!("vm0fs: {}", message.trim_end());
-        EXIT_FAILURE
-    } else {
-        eprintln!(
-            "vm0fs: the mount process ended before the mount was live; see {}",
-            log_path.display()
-        );
-        EXIT_FAILURE
-    }
+    eprintln!(
+        "vm0fs: the mount process ended before the mount was live; see {}",
+        log_path.display()
+    );
+    EXIT_FAILURE
 }

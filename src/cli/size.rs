@@ -1,4 +1,4 @@
-//! Sizes on the command line: `10G`, `512M`, `1024` (bytes), with binary K/M/G/T suffixes as `du -h` prints them.
+//! Sizes on the command line and in the config file: `10G`, `512M`, `1024` (bytes), with binary K/M/G/T suffixes as `du -h` prints them.
 
 pub fn parse(text: &str) -> Result<u64, String> {
     let trimmed = text.trim();
@@ -22,9 +22,25 @@ pub fn parse(text: &str) -> Result<u64, String> {
     Ok((value * (1u64 << shift) as f64) as u64)
 }
 
+/// `bytes` as a whole number of the largest binary unit that divides it (`10G`), or `None` when no unit does.
+pub fn format_exact(bytes: u64) -> Option<String> {
+    [(40, 'T'), (30, 'G'), (20, 'M'), (10, 'K')]
+        .into_iter()
+        .find(|&(shift, _)| bytes != 0 && bytes % (1u64 << shift) == 0)
+        .map(|(shift, unit)| format!("{}{unit}", bytes >> shift))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse;
+    use super::{format_exact, parse};
+
+    #[test]
+    fn exact_sizes_print_with_their_unit() {
+        assert_eq!(format_exact(10 << 30).as_deref(), Some("10G"));
+        assert_eq!(format_exact(1536 << 20).as_deref(), Some("1536M"));
+        assert_eq!(format_exact(1000), None);
+        assert_eq!(format_exact(0), None);
+    }
 
     #[test]
     fn suffixes_are_binary() {

@@ -37,6 +37,8 @@ pub struct MountConfig {
     pub allow_other: bool,
     /// Ask `fusermount3` to unmount when the process dies, even by `kill -9`.
     pub auto_unmount: bool,
+    /// Mount read-only (`--read-only`): the kernel refuses every write, runs/new and ctl included, with EROFS.
+    pub read_only: bool,
 }
 
 /// Mounts `fs` at `mountpoint`; the mount is live when this returns (fuser completes INIT in `Session::new`).
@@ -56,6 +58,9 @@ pub fn mount(
     ];
     if config.auto_unmount {
         fuse_config.mount_options.push(MountOption::AutoUnmount);
+    }
+    if config.read_only {
+        fuse_config.mount_options.push(MountOption::RO);
     }
     // `Owner` is the private default, but fuser refuses AutoUnmount with it; `RootAndOwner` keeps the mount private
     // (fuser itself refuses other uids) while allowing the auto-unmount helper.

@@ -99,9 +99,22 @@ impl Mount {
     ) -> Mount {
         let mountpoint = dir.path().join("mnt");
         std::fs::create_dir_all(&mountpoint).expect("create the mount point");
-        let mut child = mount_command(emulator, &mountpoint, &cache_dir, args)
-            .arg("-f")
-            .envs(env.iter().copied())
+        let mut command = mount_command(emulator, &mountpoint, &cache_dir, args);
+        command.arg("-f").envs(env.iter().copied());
+        let mut mount = Mount::spawn(command, dir, mountpoint, cache_dir);
+        mount.wait_until_mounted();
+        mount
+    }
+
+    /// Starts `command` (a foreground `vm0fs` that mounts at `mountpoint`, inside `dir`) without waiting for the
+    /// mount: for tests that watch it come up. The guard cleans up as for `start`.
+    pub fn spawn(
+        mut command: Command,
+        dir: tempfile::TempDir,
+        mountpoint: PathBuf,
+        cache_dir: PathBuf,
+    ) -> Mount {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -122,18 +135,17 @@ impl Mount {
                 }
             });
         }
-        let mut mount = Mount {
+        Mount {
             child: Some(child),
             mountpoint,
             cache_dir,
             stderr,
             _dir: dir,
-        };
-        mount.wait_until_mounted();
-        mount
+        }
     }
 
-    fn wait_until_mounted(&mut self) {
+    /// Waits (bounded) until the kernel lists the mount; fails with stderr if the process exits first.
+    pub fn wait_until_mounted(&mut self) {
         let deadline = Instant::now() + MOUNT_TIMEOUT;
         while !is_mounted(&self.mountpoint) {
             if let Some(child) = self.child.as_mut()
