@@ -485,3 +485,40 @@ fn a_slow_api_check_says_what_it_waits_for() {
         "the daemon outlived its mount"
     );
 }
+
+/// A proxy set in the environment is used, and named (without its credentials) when the API cannot be reached
+/// through it; NO_PROXY excludes the API's host.
+#[test]
+fn an_unreachable_proxy_is_named_and_no_proxy_bypasses_it() {
+    let emulator = Emulator::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let mountpoint = dir.path().join("mnt");
+    std::fs::create_dir(&mountpoint).unwrap();
+    let out = run(
+        mount_command(&emulator, &mountpoint, &dir.path().join("cache"), &[])
+            .env("HTTP_PROXY", "http://bob:secret@127.0.0.1:1")
+            .env_remove("NO_PROXY")
+            .env_remove("no_proxy"),
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("requests go through the proxy http://127.0.0.1:1 (from HTTP_PROXY)")
+            && err.contains("NO_PROXY"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("secret"),
+        "no proxy credentials in messages: {err}"
+    );
+
+    let mount = Mount::start_with_env(
+        &emulator,
+        &[],
+        &[
+            ("HTTP_PROXY", "http://127.0.0.1:1"),
+            ("NO_PROXY", "127.0.0.1"),
+        ],
+    );
+    assert!(mount.path("agents").is_dir());
+}

@@ -248,3 +248,31 @@ fn allow_other_opens_the_mount_to_other_users() {
     let out = as_nobody(&format!("touch {}", q(&mount.path("agents/x"))));
     assert!(!out.status.success(), "{out:?}");
 }
+
+/// A user other than root asking for `--allow-other` without `user_allow_other` in /etc/fuse.conf is told what
+/// to add, before any mount is tried (Debian's default fuse.conf has the line commented out).
+#[test]
+fn allow_other_without_user_allow_other_says_what_to_add() {
+    let conf = std::fs::read_to_string("/etc/fuse.conf").unwrap_or_default();
+    assert!(
+        !conf.lines().any(|l| l.trim() == "user_allow_other"),
+        "this test expects /etc/fuse.conf without user_allow_other, as Debian's fuse3 installs it"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let binary = dir.path().join("vm0fs");
+    std::fs::copy(env!("CARGO_BIN_EXE_vm0fs"), &binary).unwrap();
+    let script = format!(
+        "cd {d} && mkdir m && HOME={d} VM0_API_KEY=t {b} mount m --api-url http://127.0.0.1:1 --allow-other",
+        d = q(dir.path()),
+        b = q(&binary)
+    );
+    let out = as_nobody(&script);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("needs the line `user_allow_other` in /etc/fuse.conf")
+            && err.contains("echo user_allow_other | sudo tee -a /etc/fuse.conf"),
+        "{err}"
+    );
+}

@@ -10,6 +10,7 @@
 
 mod docs;
 mod fstab;
+mod hints;
 mod mount;
 mod mounts;
 mod notify;

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use clap::ArgMatches;
 
+use super::hints;
 use super::notify::notify;
 use super::settings::{self, Settings, TOKEN_ENV};
 use super::{EXIT_USAGE, MountArgs};
@@ -115,6 +116,7 @@ struct Prepared {
 }
 
 fn prepare(settings: &Settings) -> Result<Prepared, String> {
+    hints::check_allow_other(settings.allow_other)?;
     let given = settings
         .mountpoint
         .as_deref()
@@ -296,7 +298,9 @@ fn check_api(api: &HttpApi, url: &str) -> Result<(), String> {
             "the VM0 API at {url} rejected the API token ({e}). Check the token, or create a new one"
         )),
         Err(e) if e.kind == ApiErrorKind::Transport => Err(format!(
-            "cannot reach the VM0 API at {url}: {e}. Check --api-url (or VM0_API_URL, or api_url in the config file) and the network"
+            "cannot reach the VM0 API at {url}: {e}. Check --api-url (or VM0_API_URL, or api_url in the config file) \
+             and the network{}",
+            hints::proxy_hint(url)
         )),
         Err(e) => Err(format!(
             "the VM0 API at {url} did not answer as expected: {e}"
