@@ -36,9 +36,11 @@ struct Target {
     /// `volumes/<name>@<version id>`.
     archive: String,
     version: String,
+    /// Bytes of file content, from `user.vm0.size`.
+    size: Option<u64>,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Verb {
     Fetch,
     Pin,
@@ -103,13 +105,16 @@ fn target(path: &Path) -> Result<Option<Target>, String> {
         ));
     };
     let root = mountpoint.join(kind).join(name);
-    let version = xattr(&root, "user.vm0.version").map_err(|e| format!("{given}: {e}"))?;
+    let attribute = |attr: &str| xattr(&root, attr).map_err(|e| format!("{given}: {e}"));
+    let version = attribute("user.vm0.version")?;
+    let size = attribute("user.vm0.size")?.and_then(|s| s.parse().ok());
     let base = name.split('@').next().unwrap_or(name);
     Ok(version.map(|version| Target {
         given,
         archive: format!("{kind}/{base}@{version}"),
         mountpoint,
         version,
+        size,
     }))
 }
 
@@ -283,10 +288,9 @@ impl Bars {
                     Verb::Pin => "cached and pinned",
                     Verb::Unpin => "unpinned",
                 };
-                let size = if bar.length().unwrap_or(0) > 0 {
-                    format!(" ({})", Bytes(bar.length().unwrap_or(0)))
-                } else {
-                    String::new()
+                let size = match target.size {
+                    Some(bytes) if verb != Verb::Unpin => format!(" ({})", Bytes(bytes)),
+                    _ => String::new(),
                 };
                 let label = short_label(&target.archive);
                 (

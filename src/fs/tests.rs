@@ -451,8 +451,12 @@ fn xattrs_give_the_ids() {
         V2.as_bytes()
     );
     assert_eq!(
+        h.fs.getxattr(ino, OsStr::new("user.vm0.size")).unwrap(),
+        b"10"
+    );
+    assert_eq!(
         h.fs.listxattr(ino).unwrap(),
-        b"user.vm0.id\0user.vm0.version\0"
+        b"user.vm0.id\0user.vm0.version\0user.vm0.size\0"
     );
     let run = h.path("runs/r1").unwrap();
     assert_eq!(

@@ -66,6 +66,8 @@ pub(super) struct Version {
     pub(super) id: String,
     created_at: String,
     pub(super) has_files: bool,
+    /// Bytes of file content (the API's version `size`).
+    size: u64,
 }
 
 impl Vm0Fs {
@@ -234,10 +236,14 @@ impl Vm0Fs {
         };
         let listed = self.meta.storage_versions(kind, &storage.id, false)?;
         let found = listed.iter().find(|v| v.id == id).cloned();
-        let (created_at, has_files) = match found {
-            Some(v) => (v.created_at, v.file_count > 0),
+        let (created_at, has_files, size) = match found {
+            Some(v) => (v.created_at, v.file_count > 0, v.size),
             // The head moved after the versions were listed: trust the storage object.
-            None if pin.is_none() => (storage.updated_at.clone(), storage.file_count > 0),
+            None if pin.is_none() => (
+                storage.updated_at.clone(),
+                storage.file_count > 0,
+                storage.size,
+            ),
             None => return Err(Error::not_found(format!("{}/{name}@{id}", kind.plural()))),
         };
         Ok(Some(Version {
@@ -245,6 +251,7 @@ impl Vm0Fs {
             id,
             created_at,
             has_files,
+            size,
         }))
     }
 
@@ -758,8 +765,9 @@ impl Vm0Fs {
             Node::StorageRoot { kind, name, pin } => {
                 let storage = self.meta.storage(*kind, name)?;
                 let mut attrs = vec![("user.vm0.id", storage.id.clone())];
-                if let Some(version) = pin.clone().or(storage.current_version_id) {
-                    attrs.push(("user.vm0.version", version));
+                if let Some(version) = self.version(*kind, name, pin.as_deref())? {
+                    attrs.push(("user.vm0.version", version.id));
+                    attrs.push(("user.vm0.size", version.size.to_string()));
                 }
                 attrs
             }
