@@ -247,20 +247,22 @@ fn print_config_shows_each_value_and_where_it_comes_from() {
     );
 }
 
+/// A config file at `path` naming the emulator, the token file and a cache directory in `home`.
+fn write_config(path: &Path, emulator: &Emulator, home: &ConfigHome) {
+    let config = format!(
+        "api_url = \"{}\"\ntoken_file = \"{}\"\ncache_dir = \"{}\"\n",
+        emulator.base_url(),
+        home.path("token").display(),
+        home.path("cache").display()
+    );
+    std::fs::write(path, config).unwrap();
+}
+
 #[test]
 fn a_mount_from_the_config_file_alone_works() {
     let emulator = Emulator::start(&["--seed", "demo"]);
     let home = ConfigHome::new("");
-    std::fs::write(
-        home.file(),
-        format!(
-            "api_url = \"{}\"\ntoken_file = \"{}\"\ncache_dir = \"{}\"\n",
-            emulator.base_url(),
-            home.path("token").display(),
-            home.path("cache").display()
-        ),
-    )
-    .unwrap();
+    write_config(&home.file(), &emulator, &home);
     let mnt = home.path("mnt");
     let mut command = home.vm0fs(&["mount", "-f"]);
     command.arg(&mnt);
@@ -411,16 +413,11 @@ fn the_shipped_systemd_unit_mounts_from_the_config_file_and_notifies() {
         home_dir.join(".cargo/bin/vm0fs"),
     )
     .unwrap();
-    std::fs::write(
-        home_dir.join(".config/vm0fs/config.toml"),
-        format!(
-            "api_url = \"{}\"\ntoken_file = \"{}\"\ncache_dir = \"{}\"\n",
-            emulator.base_url(),
-            home.path("token").display(),
-            home.path("cache").display()
-        ),
-    )
-    .unwrap();
+    write_config(
+        &home_dir.join(".config/vm0fs/config.toml"),
+        &emulator,
+        &home,
+    );
     for line in unit_lines("ExecStartPre=", &home_dir) {
         run_unit_command(&line);
     }

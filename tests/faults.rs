@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::emulator::Emulator;
 use common::mount::{Mount, is_mounted, ok, q, sh, wait_unmounted};
+use common::noise;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -111,18 +112,6 @@ fn tar_of(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
         b.append_data(&mut header, name, data.as_slice()).unwrap();
     }
     b.into_inner().unwrap()
-}
-
-/// Pseudo-random bytes (incompressible, so that a cut gzip stream really lacks data).
-fn noise(len: usize, mut seed: u64) -> Vec<u8> {
-    (0..len)
-        .map(|_| {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (seed >> 33) as u8
-        })
-        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------------------------

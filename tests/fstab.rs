@@ -100,6 +100,17 @@ fn umount(mnt: &Path, daemon: &Daemon) {
     );
 }
 
+/// `mount -t fuse.<this vm0fs> vm0 MNT -o OPTIONS`.
+fn mount_t(setup: &Setup, mnt: &Path, options: &str) -> Output {
+    let binary = vm0fs_binary();
+    let fs_type = format!("fuse.{}", binary.display());
+    let mnt = mnt.to_str().unwrap();
+    setup
+        .command("mount", &["-t", &fs_type, "vm0", mnt, "-o", options])
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn mount_t_fuse_vm0fs_mounts_with_options_and_umount_ends_it() {
     let emulator = Emulator::start(&["--seed", "demo"]);
@@ -107,20 +118,7 @@ fn mount_t_fuse_vm0fs_mounts_with_options_and_umount_ends_it() {
     let mnt = setup.mnt();
     let daemon = Daemon::guard(&mnt);
     let options = format!("{},cache_size=1G,_netdev,nodev", setup.options(&emulator));
-    let out = setup
-        .command(
-            "mount",
-            &[
-                "-t",
-                &format!("fuse.{}", vm0fs_binary().display()),
-                "vm0",
-                mnt.to_str().unwrap(),
-                "-o",
-                &options,
-            ],
-        )
-        .output()
-        .unwrap();
+    let out = mount_t(&setup, &mnt, &options);
     assert_live(&mnt, &out);
     assert!(
         setup.path("cache").join("vm0fs.log").exists(),
@@ -212,20 +210,7 @@ fn an_unknown_mount_option_fails_naming_it() {
     let mnt = setup.mnt();
     let _daemon = Daemon::guard(&mnt);
     let options = format!("{},cache_sise=1G", setup.options(&emulator));
-    let out = setup
-        .command(
-            "mount",
-            &[
-                "-t",
-                &format!("fuse.{}", vm0fs_binary().display()),
-                "vm0",
-                mnt.to_str().unwrap(),
-                "-o",
-                &options,
-            ],
-        )
-        .output()
-        .unwrap();
+    let out = mount_t(&setup, &mnt, &options);
     assert!(!out.status.success(), "an unknown option mounted: {out:?}");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("cache_sise"),

@@ -11,19 +11,8 @@ use std::time::{Duration, Instant};
 
 use common::emulator::Emulator;
 use common::mount::{Mount, ok, q, vm0fs};
+use common::noise;
 use serde_json::{Value, json};
-
-/// Deterministic incompressible bytes, so that the archive is as big as its content.
-fn noise(len: usize, mut seed: u64) -> Vec<u8> {
-    (0..len)
-        .map(|_| {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (seed >> 33) as u8
-        })
-        .collect()
-}
 
 /// Uploads a volume `name` holding one file `blob.bin` of `len` noise bytes.
 fn noise_volume(

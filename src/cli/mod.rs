@@ -49,10 +49,24 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Mount the VM0 tree at MOUNTPOINT (returns once the mount is live, unless -f)
+    #[command(
+        after_help = "Exit status: 0 once the mount is live (with -f: once it is unmounted); 1 when the API \
+rejects the token or cannot be reached, or the mount fails; 2 for a usage error (no token, a bad flag or config \
+file). Without -f the log is vm0fs.log in the cache directory."
+    )]
     Mount(MountArgs),
     /// Unmount a vm0fs mount
+    #[command(
+        after_help = "Also clears a dead mount (`Transport endpoint is not connected`). Exit status 1 when \
+it cannot unmount (busy: use --lazy; not a mount point)."
+    )]
     Unmount(UnmountArgs),
     /// Show your vm0fs mounts: API, uptime, cache use, downloads in flight with their progress
+    #[command(
+        after_help = "Each mount is asked through its hidden .vm0fs/status file; one that cannot answer \
+is reported as dead (its process is gone: run `vm0fs unmount`) or as not answering within 5 s. Exit status 1 when \
+MOUNTPOINT is not a vm0fs mount of yours."
+    )]
     Status(StatusArgs),
     /// Download the archives behind paths of a mount into its cache now, with a progress bar each
     #[command(
