@@ -33,6 +33,16 @@ fn the_tour_of_the_tree_reads_as_the_readme_shows() {
         serde_json::from_str(&in_mount(&mount, "cat agents/coder/agent.json")).unwrap();
     assert_eq!(agent["name"], "coder");
 
+    let versions = in_mount(&mount, "head -5 agents/coder/versions.json");
+    assert!(versions.starts_with("[\n  {\n    \"id\": \""), "{versions}");
+    assert!(versions.contains("\"version_number\": "), "{versions}");
+    let links = in_mount(&mount, "ls -l runs/*/artifact");
+    let link = links.lines().next().unwrap_or_default();
+    assert!(
+        link.starts_with("lrwxrwxrwx 1 ") && link.contains("/artifact -> ../../artifacts/"),
+        "{links}"
+    );
+
     let latest = in_mount(&mount, "readlink runs/latest");
     assert_eq!(latest.trim().len(), 36, "a run id: {latest}");
     let listing = in_mount(&mount, "ls -l runs/latest/");
