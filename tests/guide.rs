@@ -176,4 +176,14 @@ fn status_and_prefetch_read_as_the_readme_shows() {
     );
     in_mount(&mount, "ls volumes/configs >/dev/null");
     assert!(in_mount(&mount, "vm0fs status --json").contains("\"archives\": 3"));
+    // A whole kind: the empty `scratch` volume has nothing to download and says so.
+    let all = in_mount(&mount, "vm0fs prefetch volumes/");
+    assert!(
+        all.contains("volumes/configs@") && all.contains("volumes/input-data@"),
+        "{all}"
+    );
+    assert!(
+        all.contains("scratch: no version yet, nothing to download"),
+        "{all}"
+    );
 }

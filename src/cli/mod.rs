@@ -72,7 +72,7 @@ MOUNTPOINT is not a vm0fs mount of yours."
     #[command(
         long_about = "Download the archives (volumes, artifacts) that PATHs lie in into the mount's cache now, \
 so that later reads are local. A PATH may be a volume or artifact directory (volumes/<name>, \
-artifacts/<name>@<version>), any path inside one, or runs/<id>/artifact. The version fetched is the one the path \
+artifacts/<name>@<version>), any path inside one, runs/<id>/artifact, or volumes/ or artifacts/ for all of them. The version fetched is the one the path \
 shows now. Exits with status 1 if any archive could not be fetched; the mount's log says why."
     )]
     Prefetch(PrefetchArgs),
@@ -99,8 +99,8 @@ pub struct StatusArgs {
 
 #[derive(Args, Debug)]
 pub struct PrefetchArgs {
-    /// Paths inside a vm0fs mount: volumes/<name>, artifacts/<name>[@<version>], a path inside one, or
-    /// runs/<id>/artifact
+    /// Paths inside a vm0fs mount: volumes/<name>, artifacts/<name>[@<version>], a path inside one,
+    /// runs/<id>/artifact, or volumes/ or artifacts/ (every storage in it)
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
     /// Also keep these archives out of eviction, across remounts, until `--unpin`

@@ -6,7 +6,7 @@
 //! is read from the `user.vm0.version` attribute (run artifacts are reached through their `runs/<id>/artifact`
 //! link), and the command names that exact version (`<name>@<version>`), so what is fetched and pinned is what
 //! the path showed. Pins are set and cleared by a line written to the mount's `.vm0fs/pins`, before the fetch.
-//! Up to four archives are fetched at once; while they download, the mount's `.vm0fs/status` is read a
+//! `volumes/` or `artifacts/` itself stands for every storage in it. Up to four archives are fetched at once; while they download, the mount's `.vm0fs/status` is read a
 //! few times a second to draw one progress bar per archive (on a terminal; elsewhere one line per archive when it
 //! is done). The exit status is 1 if any path failed.
 
@@ -64,8 +64,18 @@ pub fn run(args: &PrefetchArgs) -> i32 {
         (false, false) => Verb::Fetch,
     };
     let mut failed = false;
-    let mut targets: Vec<Target> = Vec::new();
+    let mut paths = Vec::new();
     for path in &args.paths {
+        match expand(path) {
+            Ok(found) => paths.extend(found),
+            Err(message) => {
+                eprintln!("vm0fs: {message}");
+                failed = true;
+            }
+        }
+    }
+    let mut targets: Vec<Target> = Vec::new();
+    for path in &paths {
         match target(path) {
             Ok(Some(t)) if !targets.iter().any(|o| o.archive == t.archive) => targets.push(t),
             Ok(Some(_)) => {}
@@ -80,6 +90,24 @@ pub fn run(args: &PrefetchArgs) -> i32 {
         failed = true;
     }
     i32::from(failed)
+}
+
+/// `volumes/` or `artifacts/` of a mount stands for every storage in it; any other path for itself.
+fn expand(path: &Path) -> Result<Vec<PathBuf>, String> {
+    let (mountpoint, rel) = mount_holding(path)?;
+    if rel != Path::new("volumes") && rel != Path::new("artifacts") {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let listing = std::fs::read_dir(mountpoint.join(&rel))
+        .and_then(|entries| {
+            entries
+                .map(|e| e.map(|e| e.path()))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut found = listing;
+    found.sort();
+    Ok(found)
 }
 
 /// The archive `path` lies in; `None` for a storage without any version.
