@@ -125,8 +125,12 @@ fn problem(mountpoint: &Path, probe: &Probe) -> String {
 /// The text block of one live mount.
 fn describe(status: &MountStatus) -> String {
     let cache = &status.cache;
+    let inodes = status
+        .inodes
+        .map(|n| format!(", {n} inode{}", if n == 1 { "" } else { "s" }))
+        .unwrap_or_default();
     let mut text = format!(
-        "{}\n  api        {}\n  process    pid {}, vm0fs {}, up {}\n  cache      {}: {} of {} in {} archive{}",
+        "{}\n  api        {}\n  process    pid {}, vm0fs {}, up {}{inodes}\n  cache      {}: {} of {} in {} archive{}",
         status.mountpoint,
         status.api_url,
         status.pid,

@@ -5,7 +5,8 @@
 //! permissions are the mount's own: whoever may use the mount may ask it, nobody else. It is reachable by name but
 //! not listed in the root, so `ls -a`, `find` and `cp -r` of the mount never meet it.
 //!
-//! `.vm0fs/status` is JSON rendered at each open (the mount, its uptime, its cache, the downloads in flight).
+//! `.vm0fs/status` is JSON rendered at each open (the mount, its uptime, how many inodes it holds, its cache, the
+//! downloads in flight).
 //! `.vm0fs/pins` lists the pinned version ids, and takes one command per line, `pin|unpin
 //! <volumes|artifacts>/<name>[@<version>]`, acted on inside `write(2)` (an unknown archive fails the write with
 //! `ENOENT`). `pin` pins the version the path shows now (the head, or the named version) without downloading it:
@@ -40,6 +41,10 @@ pub struct MountStatus {
     /// RFC 3339, UTC.
     pub mounted_at: String,
     pub uptime_secs: f64,
+    /// Nodes that have an inode number now: what the kernel and open listings still hold. Absent from mounts
+    /// older than this field.
+    #[serde(default)]
+    pub inodes: Option<usize>,
     pub cache: CacheStatus,
 }
 
@@ -71,6 +76,7 @@ impl Vm0Fs {
             api_url: self.config.api_url.clone(),
             mounted_at: chrono::DateTime::<chrono::Utc>::from(self.mounted_at).to_rfc3339(),
             uptime_secs: uptime.as_secs_f64(),
+            inodes: Some(self.inodes.len()),
             cache: self.cache.status(),
         };
         let mut json = serde_json::to_vec_pretty(&status).unwrap_or_default();
@@ -83,7 +89,7 @@ impl Vm0Fs {
         CONTROL_FILES
             .iter()
             .map(|(name, file)| DirEntry {
-                ino: self.inodes.ino(&Node::ControlFile(*file)),
+                ino: self.inodes.acquire(&Node::ControlFile(*file)),
                 kind: FileKind::File,
                 name: (*name).into(),
             })

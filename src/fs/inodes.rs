@@ -1,13 +1,22 @@
-//! Inode numbers for the nodes of the tree.
+//! Inode numbers for the nodes of the tree, and how long each is kept.
 //!
 //! A node is named by what it is (`Node`), not by where it was found, so the same run reached by listing `runs/`
 //! or by a direct lookup gets the same inode, and a file inside a version keeps its inode however its storage is
-//! reached. Numbers are handed out once and kept for the life of the mount (the kernel may ask for any number it
-//! was ever given, and the table is small next to the data it describes: one entry per path that was looked up).
+//! reached.
+//!
+//! A number lives as long as something holds it, as the FUSE protocol intends: each reply that hands the kernel an
+//! entry (lookup, create, a readdirplus entry) takes one reference, which the kernel gives back with FORGET when it
+//! drops the inode from its caches; an open directory listing holds one on each of its entries, so that `readdir`
+//! and `readdirplus` can answer for them until `releasedir`. When the last reference goes, the node leaves the
+//! table (never the root), so a mount that browses for weeks holds only what the kernel and open listings still
+//! use. A node met again later gets a new number: numbers only grow and are never reused, so one the kernel
+//! forgot can never come to mean another node (generation 0 is then enough). Taking and giving back references
+//! happen under the table's write lock, so a lookup racing a FORGET of the same node either keeps the old number
+//! alive or allocates a fresh one, never hands out a number that was just removed.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::RwLock;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::api::models::StorageKind;
 
@@ -93,10 +102,16 @@ pub enum Node {
     },
 }
 
-#[derive(Default)]
+struct Entry {
+    node: Node,
+    /// References held: the kernel's lookup count plus one per open listing that names the node.
+    refs: u64,
+}
+
 struct Table {
-    by_ino: HashMap<u64, Node>,
+    by_ino: HashMap<u64, Entry>,
     by_node: HashMap<Node, u64>,
+    /// The next number to hand out; it only grows, so no number is ever reused.
     next: u64,
 }
 
@@ -106,39 +121,167 @@ pub struct InodeTable {
 
 impl InodeTable {
     pub fn new() -> Self {
-        let mut table = Table {
-            next: ROOT_INO + 1,
-            ..Table::default()
+        let root = Entry {
+            node: Node::Root,
+            refs: 1,
         };
-        table.by_ino.insert(ROOT_INO, Node::Root);
-        table.by_node.insert(Node::Root, ROOT_INO);
+        let table = Table {
+            by_ino: HashMap::from([(ROOT_INO, root)]),
+            by_node: HashMap::from([(Node::Root, ROOT_INO)]),
+            next: ROOT_INO + 1,
+        };
         InodeTable {
             table: RwLock::new(table),
         }
     }
 
-    /// The inode number of `node`, allocating one the first time.
-    pub fn ino(&self, node: &Node) -> u64 {
-        if let Some(ino) = self.read().by_node.get(node) {
-            return *ino;
-        }
-        let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(ino) = table.by_node.get(node) {
-            return *ino;
+    /// The inode number of `node`, taking one reference on it; a node without a number gets a new one.
+    pub fn acquire(&self, node: &Node) -> u64 {
+        let mut table = self.write();
+        if let Some(&ino) = table.by_node.get(node) {
+            if let Some(entry) = table.by_ino.get_mut(&ino) {
+                entry.refs += 1;
+            }
+            return ino;
         }
         let ino = table.next;
         table.next += 1;
-        table.by_ino.insert(ino, node.clone());
+        let entry = Entry {
+            node: node.clone(),
+            refs: 1,
+        };
+        table.by_ino.insert(ino, entry);
         table.by_node.insert(node.clone(), ino);
         ino
     }
 
-    /// The node of an inode number the kernel was given.
-    pub fn node(&self, ino: u64) -> Option<Node> {
-        self.read().by_ino.get(&ino).cloned()
+    /// Takes one more reference on a number already held (by the listing a readdirplus entry comes from).
+    pub fn retain(&self, ino: u64) {
+        if let Some(entry) = self.write().by_ino.get_mut(&ino) {
+            entry.refs += 1;
+        }
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Table> {
+    /// Gives back `count` references on each number (FORGET, BATCH_FORGET, a closed listing); a node left with
+    /// none leaves the table, except the root. Numbers the table does not know are ignored.
+    pub fn release(&self, releases: impl IntoIterator<Item = (u64, u64)>) {
+        let mut table = self.write();
+        for (ino, count) in releases {
+            if ino == ROOT_INO {
+                continue;
+            }
+            let Some(entry) = table.by_ino.get_mut(&ino) else {
+                continue;
+            };
+            entry.refs = entry.refs.saturating_sub(count);
+            if entry.refs == 0
+                && let Some(entry) = table.by_ino.remove(&ino)
+            {
+                table.by_node.remove(&entry.node);
+            }
+        }
+    }
+
+    /// The number `node` has now, if any, without taking a reference or allocating one.
+    pub fn known_ino(&self, node: &Node) -> Option<u64> {
+        self.read().by_node.get(node).copied()
+    }
+
+    /// The node of an inode number the kernel holds.
+    pub fn node(&self, ino: u64) -> Option<Node> {
+        self.read().by_ino.get(&ino).map(|e| e.node.clone())
+    }
+
+    /// How many nodes have a number now (the root included).
+    pub fn len(&self) -> usize {
+        self.read().by_ino.len()
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Table> {
         self.table.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Table> {
+        self.table.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(id: &str) -> Node {
+        Node::Run { id: id.into() }
+    }
+
+    #[test]
+    fn a_node_stays_until_every_reference_is_given_back() {
+        let table = InodeTable::new();
+        let ino = table.acquire(&run("r1"));
+        assert_eq!(table.acquire(&run("r1")), ino);
+        table.retain(ino);
+        table.release([(ino, 2)]);
+        assert_eq!(table.node(ino), Some(run("r1")));
+        assert_eq!(table.known_ino(&run("r1")), Some(ino));
+        table.release([(ino, 1)]);
+        assert_eq!(table.node(ino), None);
+        assert_eq!(table.known_ino(&run("r1")), None);
+        assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn the_root_is_never_removed() {
+        let table = InodeTable::new();
+        table.release([(ROOT_INO, 1), (ROOT_INO, u64::MAX)]);
+        assert_eq!(table.node(ROOT_INO), Some(Node::Root));
+        assert_eq!(table.acquire(&Node::Root), ROOT_INO);
+    }
+
+    #[test]
+    fn numbers_are_never_reused() {
+        let table = InodeTable::new();
+        let first = table.acquire(&run("r1"));
+        table.release([(first, 1)]);
+        let second = table.acquire(&run("r1"));
+        let other = table.acquire(&run("r2"));
+        assert!(first < second && second < other, "{first} {second} {other}");
+        assert_eq!(table.node(first), None, "the old number means nothing now");
+    }
+
+    #[test]
+    fn unknown_numbers_and_extra_releases_are_harmless() {
+        let table = InodeTable::new();
+        let ino = table.acquire(&run("r1"));
+        table.release([(999, 1), (ino, 5)]);
+        table.retain(ino);
+        assert_eq!(table.node(ino), None, "retain does not bring a number back");
+        assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn concurrent_lookups_and_forgets_never_lose_a_held_node() {
+        let table = InodeTable::new();
+        let held = table.acquire(&run("held"));
+        std::thread::scope(|s| {
+            for t in 0..8 {
+                let table = &table;
+                s.spawn(move || {
+                    for i in 0..5_000 {
+                        let node = if (t + i) % 2 == 0 {
+                            run("held")
+                        } else {
+                            run("churn")
+                        };
+                        let ino = table.acquire(&node);
+                        assert_eq!(table.node(ino).as_ref(), Some(&node));
+                        table.release([(ino, 1)]);
+                    }
+                });
+            }
+        });
+        assert_eq!(table.known_ino(&run("held")), Some(held));
+        assert_eq!(table.node(held), Some(run("held")));
+        assert_eq!(table.known_ino(&run("churn")), None);
+        assert_eq!(table.len(), 2, "the root and the held node");
     }
 }

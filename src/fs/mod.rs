@@ -147,12 +147,25 @@ impl Vm0Fs {
         }
         let parent = self.node(parent)?;
         let child = self.child(&parent, name)?;
-        self.attr(&child)
+        self.entry_attr(&child)
+    }
+
+    /// The attributes of a node handed to the kernel as an entry (lookup, create), which takes a reference on
+    /// its number until the kernel forgets it; if there are no attributes to give, the reference is given back.
+    fn entry_attr(&self, node: &Node) -> Result<Attr> {
+        let ino = self.inodes.acquire(node);
+        self.attr(ino, node)
+            .inspect_err(|_| self.inodes.release([(ino, 1)]))
+    }
+
+    /// The kernel dropped an inode from its caches (FORGET): it gives back the `lookups` references it held.
+    pub fn forget(&self, ino: u64, lookups: u64) {
+        self.inodes.release([(ino, lookups)]);
     }
 
     pub fn getattr(&self, ino: u64) -> Result<Attr> {
         let node = self.node(ino)?;
-        self.attr(&node)
+        self.attr(ino, &node)
     }
 
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
@@ -161,22 +174,30 @@ impl Vm0Fs {
     }
 
     /// Takes a snapshot of the directory, so that `readdir` offsets stay valid however the API changes meanwhile.
+    /// The snapshot holds a reference on the number of each of its entries until `releasedir`.
     pub fn opendir(&self, ino: u64) -> Result<u64> {
         let node = self.node(ino)?;
         let mut entries = vec![
             DirEntry {
-                ino,
+                ino: self.inodes.acquire(&node),
                 kind: FileKind::Directory,
                 name: ".".into(),
             },
             DirEntry {
-                ino: self.inodes.ino(&tree::parent_of(&node)),
+                ino: self.inodes.acquire(&tree::parent_of(&node)),
                 kind: FileKind::Directory,
                 name: "..".into(),
             },
         ];
-        entries.extend(self.children(&node)?);
+        if let Err(e) = self.children(&node, &mut entries) {
+            self.release_entries(&entries);
+            return Err(e);
+        }
         Ok(self.handles.insert(Handle::Dir(Arc::new(entries))))
+    }
+
+    fn release_entries(&self, entries: &[DirEntry]) {
+        self.inodes.release(entries.iter().map(|e| (e.ino, 1)));
     }
 
     /// The entries of an open directory from `offset` on; each comes with the offset of the next one.
@@ -192,24 +213,40 @@ impl Vm0Fs {
     }
 
     /// Like `readdir`, with each entry's attributes (for READDIRPLUS); `.` and `..` are left to the kernel.
-    pub fn readdirplus(&self, fh: u64, offset: u64) -> Result<Vec<(u64, DirEntry, Attr)>> {
-        let mut out = Vec::new();
+    /// Each entry, with the offset of the next, goes to `add` until it answers true (the reply is full); every
+    /// entry it takes gives the kernel a reference, counted here, so the reply must be sent after this returns.
+    /// An error after some entries ends the reply early: the kernel asks again from there and meets it then.
+    pub fn readdirplus(
+        &self,
+        fh: u64,
+        offset: u64,
+        mut add: impl FnMut(u64, &DirEntry, &Attr) -> bool,
+    ) -> Result<()> {
+        let mut added = false;
         for (next, entry) in self.readdir(fh, offset)? {
             if entry.name == "." || entry.name == ".." {
                 continue;
             }
-            let node = self.node(entry.ino)?;
-            match self.attr(&node) {
-                Ok(attr) => out.push((next, entry, attr)),
+            let attr = match self.node(entry.ino).and_then(|n| self.attr(entry.ino, &n)) {
+                Ok(attr) => attr,
                 Err(e) if e.errno == libc::ENOENT => continue,
+                Err(_) if added => break,
                 Err(e) => return Err(e),
+            };
+            if add(next, &entry, &attr) {
+                break;
             }
+            self.inodes.retain(entry.ino);
+            added = true;
         }
-        Ok(out)
+        Ok(())
     }
 
+    /// Closes a listing, giving back the references its snapshot held.
     pub fn releasedir(&self, fh: u64) {
-        self.handles.remove(fh);
+        if let Some(Handle::Dir(entries)) = self.handles.remove(fh) {
+            self.release_entries(&entries);
+        }
     }
 
     /// Opens a file for reading. Everything but `runs/new/` is read-only: asking to write is `EACCES`.
@@ -268,10 +305,10 @@ impl Vm0Fs {
             return Err(Error::read_only(tree::describe(&parent_node)));
         }
         let node = self.child(&parent_node, name)?;
-        let attr = self.attr(&node)?;
         let handle = self
             .write_handle(&node)?
             .ok_or_else(|| Error::read_only(tree::describe(&node)))?;
+        let attr = self.entry_attr(&node)?;
         let fh = self.handles.insert(handle);
         Ok((
             attr,
@@ -298,7 +335,7 @@ impl Vm0Fs {
         if !writable || size != 0 {
             return Err(Error::read_only(tree::describe(&node)));
         }
-        self.attr(&node)
+        self.attr(ino, &node)
     }
 
     /// Writes to `runs/new/<agent>` (accumulated) or `ctl` (acted on at once); `pid` is the writing process.
@@ -467,18 +504,24 @@ impl Vm0Fs {
                 .live_logs
                 .poll(self.meta.api().as_ref(), &run_id, terminal)
             {
-                Ok(true) => {
-                    if let Some(invalidator) = self.invalidator.get() {
-                        let logs = Node::RunFile {
-                            id: run_id.clone(),
-                            file: RunFile::Logs,
-                        };
-                        invalidator.attributes_changed(self.inodes.ino(&logs));
-                    }
-                }
+                Ok(true) => self.logs_changed(&run_id),
                 Ok(false) => {}
                 Err(e) => tracing::debug!("log poller: runs/{run_id}/logs: {e}"),
             }
+        }
+    }
+
+    /// Tells the kernel that a watched log grew. Only a number the table still holds is told: one the kernel forgot
+    /// has nothing cached to invalidate, and asking for a number here would allocate one per poll.
+    fn logs_changed(&self, run_id: &str) {
+        let logs = Node::RunFile {
+            id: run_id.to_string(),
+            file: RunFile::Logs,
+        };
+        if let (Some(invalidator), Some(ino)) =
+            (self.invalidator.get(), self.inodes.known_ino(&logs))
+        {
+            invalidator.attributes_changed(ino);
         }
     }
 

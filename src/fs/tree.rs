@@ -322,9 +322,8 @@ impl Vm0Fs {
         })
     }
 
-    /// The attributes of a node; for API files this renders the content, so the size is exact.
-    pub(super) fn attr(&self, node: &Node) -> Result<Attr> {
-        let ino = self.inodes.ino(node);
+    /// The attributes of a node, numbered `ino`; for API files this renders the content, so the size is exact.
+    pub(super) fn attr(&self, ino: u64, node: &Node) -> Result<Attr> {
         let fixed = self.mounted_at;
         match node {
             Node::Root | Node::ControlDir => {
@@ -448,9 +447,9 @@ impl Vm0Fs {
         }
     }
 
-    /// The names in a directory (without `.` and `..`).
-    pub(super) fn children(&self, node: &Node) -> Result<Vec<DirEntry>> {
-        let mut out = Vec::new();
+    /// The names in a directory (without `.` and `..`), added to `out`, each holding a reference on its number
+    /// (given back by the caller, even if an error ends the listing halfway).
+    pub(super) fn children(&self, node: &Node, out: &mut Vec<DirEntry>) -> Result<()> {
         match node {
             Node::Root => {
                 for name in ROOT_NAMES {
@@ -458,7 +457,7 @@ impl Vm0Fs {
                     out.push(self.entry(&child, FileKind::Directory, name));
                 }
             }
-            Node::ControlDir => out = self.control_children(),
+            Node::ControlDir => out.extend(self.control_children()),
             Node::AgentsDir => {
                 let agents = self.meta.agents()?;
                 for name in unique_safe_names("agent", agents.iter().map(|a| a.name.as_str())) {
@@ -529,7 +528,7 @@ impl Vm0Fs {
                         &version.id,
                         &root,
                         Path::new(""),
-                        &mut out,
+                        out,
                     )?;
                 }
             }
@@ -540,7 +539,7 @@ impl Vm0Fs {
                 path,
             } => {
                 let root = self.tree(*kind, storage_id, version_id)?;
-                self.disk_children(*kind, storage_id, version_id, &root, path, &mut out)?;
+                self.disk_children(*kind, storage_id, version_id, &root, path, out)?;
             }
             Node::RunsNew => {
                 let agents = self.meta.agents()?;
@@ -557,7 +556,7 @@ impl Vm0Fs {
             | Node::NewRun { .. }
             | Node::ControlFile(_) => return Err(not_a_directory(node)),
         }
-        Ok(out)
+        Ok(())
     }
 
     fn disk_children(
@@ -584,7 +583,7 @@ impl Vm0Fs {
                 path: dir.join(&name),
             };
             out.push(DirEntry {
-                ino: self.inodes.ino(&child),
+                ino: self.inodes.acquire(&child),
                 kind: file_kind,
                 name,
             });
@@ -594,7 +593,7 @@ impl Vm0Fs {
 
     fn entry(&self, node: &Node, kind: FileKind, name: &str) -> DirEntry {
         DirEntry {
-            ino: self.inodes.ino(node),
+            ino: self.inodes.acquire(node),
             kind,
             name: name.into(),
         }

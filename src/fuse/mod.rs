@@ -1,9 +1,10 @@
 //! The fuser adapter: decode a request, run the core's method on a worker, encode the reply. No logic of its own.
 //!
-//! Every request except `forget` goes to the worker pool (see `pool.rs`), so the event loop never waits for the
-//! network. Errors from the core carry their errno; the adapter logs them (a missing name at debug level, the rest
-//! as warnings, like mountpoint-s3) and replies. Operations that would change the tree are refused with `EROFS`
-//! by the core.
+//! Every request that may wait goes to the worker pool (see `pool.rs`), so the event loop never waits for the
+//! network; `forget` and `releasedir` (table updates, nothing to wait for) and the answers known without the core
+//! run on the event loop. Errors from the core carry their errno; the adapter logs them (a missing name at debug
+//! level, the rest as warnings, like mountpoint-s3) and replies. Operations that would change the tree are refused
+//! with `EROFS` by the core.
 
 mod pool;
 
@@ -184,6 +185,13 @@ impl Filesystem for FuseAdapter {
             Ok(attr) => reply.entry(&attr.ttl, &file_attr(&attr), GENERATION),
             Err(e) => reply.error(errno("lookup", &e)),
         });
+    }
+
+    /// The kernel dropped an inode: give back its lookups, inline (there is no reply, and it is a table update).
+    /// BATCH_FORGET arrives here too, one call per inode: fuser 0.18 does not export `ForgetOne`, so its
+    /// `batch_forget` cannot be overridden, and its default calls this for each.
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.fs.forget(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -470,23 +478,21 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        self.spawn(move |fs| match fs.readdirplus(fh.0, offset) {
-            Ok(entries) => {
-                for (next, entry, attr) in entries {
-                    if reply.add(
-                        INodeNo(entry.ino),
-                        next,
-                        &entry.name,
-                        &attr.ttl,
-                        &file_attr(&attr),
-                        GENERATION,
-                    ) {
-                        break;
-                    }
-                }
-                reply.ok();
+        self.spawn(move |fs| {
+            let listed = fs.readdirplus(fh.0, offset, |next, entry, attr| {
+                reply.add(
+                    INodeNo(entry.ino),
+                    next,
+                    &entry.name,
+                    &attr.ttl,
+                    &file_attr(attr),
+                    GENERATION,
+                )
+            });
+            match listed {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("readdirplus", &e)),
             }
-            Err(e) => reply.error(errno("readdirplus", &e)),
         });
     }
 
