@@ -241,6 +241,7 @@ fn the_cache_size_bounds_the_cache() {
             read,
             std::fs::read(src.path().join(name).join("blob.bin")).unwrap()
         );
+        mount.wait_for_downloads();
     }
     let held = ok(&format!(
         "find {} -type f -name blob.bin | wc -l",
@@ -293,9 +294,15 @@ fn a_truncated_download_fails_with_eio_and_nothing_half_extracted_is_served() {
     let emulator = Emulator::start(&["--seed", "demo"]);
     let mount = Mount::start(&emulator, &[]);
     emulator.set_faults(serde_json::json!({"truncate_blobs": true}));
+    // The blob is cut halfway, inside data/input.csv: README.md, the first entry, is whole before the cut and
+    // is served as soon as it is extracted; the file that is cut is never served.
+    assert_eq!(
+        std::fs::read(mount.path("volumes/input-data/README.md")).unwrap(),
+        b"# input-data\n\nSample inputs for the demo agents.\n"
+    );
     let out = sh(&format!(
         "cat {}",
-        q(&mount.path("volumes/input-data/README.md"))
+        q(&mount.path("volumes/input-data/data/input.csv"))
     ));
     assert!(!out.status.success());
     assert!(

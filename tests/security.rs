@@ -111,6 +111,7 @@ fn the_cache_directory_is_private() {
         q(&mount.path("volumes/input-data/README.md")),
         q(&mount.path("artifacts/report/report.md"))
     ));
+    mount.wait_for_downloads();
     let cache = mount.cache_dir();
     assert_eq!(
         std::fs::metadata(cache).unwrap().mode() & 0o777,

@@ -113,6 +113,7 @@ fn status_shows_a_download_in_flight_with_its_progress() {
     );
 
     assert_eq!(reader.join().unwrap().unwrap(), SIZE);
+    mount.wait_for_downloads();
     let after = status_json(&mount);
     assert_eq!(after["cache"]["downloads"], json!([]));
     assert_eq!(after["cache"]["archives"], 1);
@@ -212,10 +213,10 @@ fn a_pinned_archive_survives_eviction_until_unpinned() {
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("cached and pinned"));
     // Two more archives do not fit beside it: the LRU one that is not pinned goes.
-    for name in ["two", "three", "two"] {
+    for name in ["two", "three", "two", "one"] {
         std::fs::read(mount.path(&format!("volumes/{name}/blob.bin"))).unwrap();
+        mount.wait_for_downloads();
     }
-    std::fs::read(mount.path("volumes/one/blob.bin")).unwrap();
     assert_eq!(
         blob_downloads(&emulator, &versions[0]),
         1,
@@ -233,9 +234,10 @@ fn a_pinned_archive_survives_eviction_until_unpinned() {
     let out = prefetch(&["--unpin"], &[&mount.path("volumes/one")]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(status_json(&mount)["cache"]["pinned"], 0);
-    std::fs::read(mount.path("volumes/three/blob.bin")).unwrap();
-    std::fs::read(mount.path("volumes/two/blob.bin")).unwrap();
-    std::fs::read(mount.path("volumes/one/blob.bin")).unwrap();
+    for name in ["three", "two", "one"] {
+        std::fs::read(mount.path(&format!("volumes/{name}/blob.bin"))).unwrap();
+        mount.wait_for_downloads();
+    }
     assert_eq!(
         blob_downloads(&emulator, &versions[0]),
         2,

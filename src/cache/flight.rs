@@ -1,82 +1,238 @@
-//! Single-flight: one download per version id at a time, however many threads ask for it.
+//! Single-flight: one download per version id at a time, however many threads ask for it; and, while it runs,
+//! which of its entries are already complete.
 //!
-//! A map from version id to a `Flight` (a result slot and a condvar) is locked only to join or leave a flight,
-//! never while downloading, so different versions download in parallel. The first caller leads: it gets a
-//! `Leader` guard, does the work, and `complete`s the flight, which wakes every follower with a clone of the
-//! same result and removes the flight from the map, so the next call after a failure starts afresh. If the
-//! leader unwinds without completing, the guard's `Drop` completes the flight with `Abandoned` so that followers
-//! never wait forever.
+//! A map from version id to a `Flight` (its state and a condvar) is locked only to join or leave a flight, never
+//! while downloading, so different versions download in parallel. The first caller leads: it gets a `Leader`
+//! guard (owned, so that it can be handed to a background thread), does the work, and `complete`s the flight,
+//! which wakes every follower with a clone of the same result and removes the flight from the map, so the next
+//! call after a failure starts afresh. If the leader unwinds without completing, the guard's `Drop` completes the
+//! flight with `Abandoned` so that followers never wait forever.
+//!
+//! The partial record. While it runs, a flight knows the staging tree of its current attempt and the one file
+//! being written into it (the extractor reports both through `Partial`). The extractor writes each file at its
+//! final name and reports it complete only once all its bytes are written and its mode and time set; everything
+//! else appears at its name in one step (`mkdir`, `symlink`, or a `rename` over an earlier entry of the same
+//! name). So an entry that exists in the staging tree, reached through real directories only, and that is not
+//! the file being written, is complete: a follower waiting for one path (`Follower::entry`) is answered with its
+//! staging path as soon as that holds, or when the flight ends (the final tree, or the error). Only the paths
+//! followers wait for are recorded, so a record costs nothing per entry extracted; the extractor wakes the
+//! waiters only when it completes one of those paths, or when a new attempt starts.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::{Arc, Condvar, Mutex};
+use std::fs;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use super::CacheError;
+use super::{CacheError, EntryPath};
 
 type Outcome = Result<PathBuf, CacheError>;
 
 #[derive(Default)]
 struct Flight {
-    result: Mutex<Option<Outcome>>,
-    done: Condvar,
+    state: Mutex<State>,
+    /// Signalled when the flight ends, when an entry someone waits for is complete, and when an attempt starts.
+    changed: Condvar,
 }
 
-impl Flight {
-    fn wait(&self) -> Outcome {
-        let mut slot = self.result.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            if let Some(result) = slot.as_ref() {
-                return result.clone();
+#[derive(Default)]
+struct State {
+    result: Option<Outcome>,
+    /// The staging tree of the attempt in progress.
+    tree: Option<PathBuf>,
+    /// The file being written into it (relative to it): present, but not complete yet.
+    writing: Option<PathBuf>,
+    /// The relative paths followers wait for, with how many wait for each.
+    wanted: HashMap<PathBuf, usize>,
+}
+
+impl State {
+    /// The staging path of `rel` if it is complete in the current attempt.
+    fn ready(&self, rel: &Path) -> Option<PathBuf> {
+        let tree = self.tree.as_ref()?;
+        if self.writing.as_deref() == Some(rel) {
+            return None;
+        }
+        existing_entry(tree, rel)
+    }
+
+    fn want(&mut self, rel: &Path) {
+        *self.wanted.entry(rel.to_path_buf()).or_default() += 1;
+    }
+
+    fn unwant(&mut self, rel: &Path) {
+        if let Some(count) = self.wanted.get_mut(rel) {
+            *count -= 1;
+            if *count == 0 {
+                self.wanted.remove(rel);
             }
-            slot = self.done.wait(slot).unwrap_or_else(|e| e.into_inner());
         }
     }
 }
 
+/// `tree/rel` if something is there, reached through real directories only: the same no-follow walk as the
+/// extractor's, so that no symlink planted by the archive can lead a reader outside the tree.
+fn existing_entry(tree: &Path, rel: &Path) -> Option<PathBuf> {
+    let mut path = tree.to_path_buf();
+    let mut parts = rel.components().peekable();
+    while let Some(part) = parts.next() {
+        let Component::Normal(name) = part else {
+            return None;
+        };
+        path.push(name);
+        let meta = fs::symlink_metadata(&path).ok()?;
+        if parts.peek().is_some() && !meta.is_dir() {
+            return None;
+        }
+    }
+    Some(path)
+}
+
+impl Flight {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wait<'a>(&self, state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        self.changed.wait(state).unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+type Map = Arc<Mutex<HashMap<String, Arc<Flight>>>>;
+
 /// The flights in progress.
 #[derive(Default)]
 pub(crate) struct Flights {
-    map: Mutex<HashMap<String, Arc<Flight>>>,
+    map: Map,
 }
 
-/// What joining a flight gives: the lead, or the leader's result after waiting for it.
-pub(crate) enum Joined<'a> {
-    Lead(Leader<'a>),
-    Followed(Outcome),
+/// What joining a flight gives: the lead, or a place among the followers of the one in progress.
+pub(crate) enum Joined {
+    Lead(Leader),
+    Follow(Follower),
 }
 
 impl Flights {
-    /// Leads the flight for `key` if none is in progress, else waits for the one in progress.
-    pub(crate) fn join(&self, key: &str) -> Joined<'_> {
-        let flight = {
-            let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-            match map.get(key) {
-                Some(flight) => flight.clone(),
-                None => {
-                    let flight = Arc::new(Flight::default());
-                    map.insert(key.to_string(), flight.clone());
-                    return Joined::Lead(Leader {
-                        flights: self,
-                        key: key.to_string(),
-                        flight,
-                        completed: false,
-                    });
-                }
+    /// Leads the flight for `key` if none is in progress, else follows the one in progress.
+    pub(crate) fn join(&self, key: &str) -> Joined {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(flight) = map.get(key) {
+            return Joined::Follow(Follower {
+                flight: flight.clone(),
+            });
+        }
+        let flight = Arc::new(Flight::default());
+        map.insert(key.to_string(), flight.clone());
+        Joined::Lead(Leader {
+            map: self.map.clone(),
+            key: key.to_string(),
+            flight,
+            completed: false,
+        })
+    }
+}
+
+/// A caller waiting on a flight that someone else leads.
+pub(crate) struct Follower {
+    flight: Arc<Flight>,
+}
+
+impl Follower {
+    /// Waits for the end of the flight: its result.
+    pub(crate) fn result(self) -> Outcome {
+        let mut state = self.flight.lock();
+        loop {
+            if let Some(result) = state.result.as_ref() {
+                return result.clone();
             }
+            state = self.flight.wait(state);
+        }
+    }
+
+    /// Waits until the entry `rel` (a relative path of plain names) is complete in the staging tree (its early
+    /// path) or the flight ends (its path in the final tree, or the error). A name that is not in the archive is
+    /// only known to be absent at the end, so it waits for the end.
+    pub(crate) fn entry(self, rel: &Path) -> Result<EntryPath, CacheError> {
+        let mut state = self.flight.lock();
+        let mut waiting = false;
+        let found = loop {
+            if let Some(result) = state.result.as_ref() {
+                break result.clone().map(|root| EntryPath {
+                    path: root.join(rel),
+                    early: false,
+                });
+            }
+            if let Some(path) = state.ready(rel) {
+                break Ok(EntryPath { path, early: true });
+            }
+            if !waiting {
+                state.want(rel);
+                waiting = true;
+            }
+            state = self.flight.wait(state);
         };
-        Joined::Followed(flight.wait())
+        if waiting {
+            state.unwant(rel);
+        }
+        found
+    }
+}
+
+/// How the extractor reports to a flight's partial record (see the module doc). Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Partial {
+    flight: Arc<Flight>,
+}
+
+impl Partial {
+    /// A new attempt extracts into the empty `tree`; nothing of an earlier attempt counts any more.
+    pub(crate) fn begin(&self, tree: PathBuf) {
+        let mut state = self.flight.lock();
+        state.tree = Some(tree);
+        state.writing = None;
+        self.flight.changed.notify_all();
+    }
+
+    /// The file `rel` is about to be written: until `made`, its name shows an incomplete file.
+    pub(crate) fn writing(&self, rel: PathBuf) {
+        self.flight.lock().writing = Some(rel);
+    }
+
+    /// `rel` is complete: the file being written is closed with its mode and time, or a directory or a symlink
+    /// was made.
+    pub(crate) fn made(&self, rel: &Path) {
+        let mut state = self.flight.lock();
+        if state.writing.as_deref() == Some(rel) {
+            state.writing = None;
+        }
+        if state.wanted.contains_key(rel) {
+            self.flight.changed.notify_all();
+        }
     }
 }
 
 /// The right (and duty) to produce the result of one flight.
-pub(crate) struct Leader<'a> {
-    flights: &'a Flights,
+pub(crate) struct Leader {
+    map: Map,
     key: String,
     flight: Arc<Flight>,
     completed: bool,
 }
 
-impl Leader<'_> {
+impl Leader {
+    /// The partial record for the extractor to report to.
+    pub(crate) fn partial(&self) -> Partial {
+        Partial {
+            flight: self.flight.clone(),
+        }
+    }
+
+    /// A follower of this very flight, for a caller that hands the lead to another thread and waits as well.
+    pub(crate) fn follower(&self) -> Follower {
+        Follower {
+            flight: self.flight.clone(),
+        }
+    }
+
     /// Publishes the result to every follower and ends the flight. Returns the result for the leader itself.
     pub(crate) fn complete(mut self, result: Outcome) -> Outcome {
         self.publish(result.clone());
@@ -86,17 +242,19 @@ impl Leader<'_> {
     fn publish(&mut self, result: Outcome) {
         self.completed = true;
         // Leave the map first: a caller arriving from now on starts a new flight (and finds the cache entry).
-        self.flights
-            .map
+        self.map
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.key);
-        *self.flight.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
-        self.flight.done.notify_all();
+        let mut state = self.flight.lock();
+        state.result = Some(result);
+        state.tree = None;
+        state.writing = None;
+        self.flight.changed.notify_all();
     }
 }
 
-impl Drop for Leader<'_> {
+impl Drop for Leader {
     fn drop(&mut self) {
         if !self.completed {
             let version = self.key.clone();
@@ -123,7 +281,7 @@ mod tests {
                         std::thread::sleep(Duration::from_millis(100));
                         let _ = leader.complete(Ok(PathBuf::from("/x")));
                     }
-                    Joined::Followed(result) => assert_eq!(result.unwrap(), PathBuf::from("/x")),
+                    Joined::Follow(f) => assert_eq!(f.result().unwrap(), PathBuf::from("/x")),
                 });
             }
         });
@@ -134,7 +292,7 @@ mod tests {
         };
         std::thread::scope(|s| {
             let follower = s.spawn(|| match flights.join("p") {
-                Joined::Followed(result) => result,
+                Joined::Follow(f) => f.result(),
                 Joined::Lead(_) => Ok(PathBuf::new()),
             });
             std::thread::sleep(Duration::from_millis(50));
@@ -144,5 +302,27 @@ mod tests {
                 Err(CacheError::Abandoned { .. })
             ));
         });
+    }
+
+    /// An entry is served once it exists and is not the file being written; a path through a symlink never is.
+    #[test]
+    fn an_entry_is_ready_when_present_and_not_being_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let tree = tmp.path().join("tree");
+        fs::create_dir_all(tree.join("d")).unwrap();
+        fs::write(tree.join("d/f"), b"x").unwrap();
+        std::os::unix::fs::symlink("d", tree.join("link")).unwrap();
+        let mut state = State {
+            tree: Some(tree.clone()),
+            ..State::default()
+        };
+        assert_eq!(state.ready(Path::new("d/f")), Some(tree.join("d/f")));
+        assert_eq!(state.ready(Path::new("link")), Some(tree.join("link")));
+        assert_eq!(state.ready(Path::new("link/f")), None);
+        assert_eq!(state.ready(Path::new("d/g")), None);
+        assert_eq!(state.ready(Path::new("d/f/..")), None);
+        state.writing = Some(PathBuf::from("d/f"));
+        assert_eq!(state.ready(Path::new("d/f")), None);
+        assert_eq!(state.ready(Path::new("d")), Some(tree.join("d")));
     }
 }

@@ -5,11 +5,14 @@
 //! <dir>/archives/<vid>/meta.json      written (and synced) before the rename; mtime = last used
 //! <dir>/archives/<vid>/tree/...       the extracted archive
 //! <dir>/staging/<vid>.<random>/       an extraction in progress, or an evicted entry being deleted
+//! <dir>/staging/<vid>.<random>/replacement   an entry being made to replace an earlier one of the same name
 //! ```
 //! An entry becomes visible only through the atomic `rename(staging/<vid>.<random>, archives/<vid>)`, after its
-//! tree and its metadata are complete, so a crash at any moment leaves either nothing or a whole entry. At
-//! `open` everything in `staging/` is deleted and any `archives/<name>` without valid metadata is deleted too:
-//! a directory there is never trusted on its name alone. The version id becomes a path component, so it is
+//! tree and its metadata are complete, so a crash at any moment leaves either nothing or a whole entry. (While
+//! it downloads, single complete entries of a staging tree may be read, see `ArchiveCache::entry`; a staging
+//! tree is never taken for a whole one, and never read after a restart.) At `open` everything in `staging/` is
+//! deleted and any `archives/<name>` without valid metadata is deleted too: a directory there is never trusted
+//! on its name alone. The version id becomes a path component, so it is
 //! validated (`^[0-9a-f]{8,64}$`) before anything here sees it.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
@@ -22,6 +25,8 @@ use serde::{Deserialize, Serialize};
 
 const META_FILE: &str = "meta.json";
 const TREE_DIR: &str = "tree";
+/// Beside the tree, not in it, so that no name in the archive can clash with it.
+const SCRATCH: &str = "replacement";
 const META_FORMAT: u32 = 1;
 /// The list of pinned version ids, in the cache root.
 const PINS_FILE: &str = "pinned";
@@ -257,6 +262,12 @@ pub(crate) struct Staging {
 impl Staging {
     pub(crate) fn tree(&self) -> PathBuf {
         self.dir.join(TREE_DIR)
+    }
+
+    /// Where the extractor makes an entry that replaces an earlier one of the same name, before renaming it into
+    /// the tree.
+    pub(crate) fn scratch(&self) -> PathBuf {
+        self.dir.join(SCRATCH)
     }
 
     /// Makes the extracted data durable and writes `meta.json` beside the tree. Slow (it syncs the file

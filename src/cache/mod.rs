@@ -7,7 +7,27 @@
 //! under limits on size and entry count. Concurrency: one download per version at a time (`flight`), no lock
 //! held while downloading, so `lookup` of a cached version answers at once while others download. Crash
 //! safety: a tree is built in `staging/` and renamed into `archives/` only when complete (`layout`), so a
-//! partial archive is never served, then or after a restart.
+//! partial archive is never cached, and staging is never served after a restart (it is deleted at `open`).
+//!
+//! Early entries. `entry` answers for one path inside a version: while the version downloads, as soon as that
+//! entry is complete in the staging tree (`flight` keeps the record), without waiting for the rest; a name the
+//! archive does not hold, and `fetch` (listings), still wait for the whole archive, since only then is absence
+//! known. Why serving a complete entry early is sound:
+//! - a file is reported complete only once all its bytes are written (the tar header gives its size, so a cut
+//!   stream fails the entry, never yields a short file as complete), its mode and time set and the file closed;
+//!   a name that repeats is replaced by a `rename`, so no reader ever sees a partial file (it may read the
+//!   earlier copy, if it came before the later one was written: the last copy wins in the final tree);
+//! - the path is found by the same no-follow walk as the extractor's (real directories only), so it is in
+//!   the tree;
+//! - transport integrity is TLS's. What is given up is the gzip CRC at the end of the stream for the files
+//!   served before it: a blob corrupted at rest (not in transit) could have some files served before the
+//!   archive is found corrupt; it is then not cached (staging is deleted), files already open keep their
+//!   complete bytes, and the next lookup downloads it again and fails cleanly (`EIO`): a version whose last
+//!   download failed is served only whole until a download of it succeeds (remembered in memory, so once per
+//!   mount at most).
+//!
+//! An early path moves (the staging tree is renamed into `archives/` at the end) or disappears (a failed
+//! download): callers resolve it again through `entry` every time, never keep it; an open file survives both.
 //!
 //! Progress: each download in flight is listed with the bytes it has extracted (`progress`), for `vm0fs status`.
 //! Pins: a pinned version (`vm0fs prefetch --pin`) is never evicted; the list is kept in the cache directory, so
@@ -26,11 +46,12 @@ mod progress;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
@@ -38,7 +59,7 @@ use std::time::{Duration, SystemTime};
 use crate::api::{ApiError, Download};
 pub use error::CacheError;
 use error::Failure;
-use flight::{Flights, Joined};
+use flight::{Flights, Joined, Leader, Partial};
 use index::{Entry, Index};
 use layout::{Layout, Meta, Staging, remove_any, valid_version_id};
 pub use progress::{ArchiveInfo, Bytes, TransferStatus};
@@ -99,6 +120,19 @@ pub struct CacheStatus {
     pub downloads: Vec<TransferStatus>,
 }
 
+/// Starts a download of an archive; called again for each retry.
+pub type DownloadSource = dyn Fn() -> Result<Download, ApiError> + Send + Sync;
+
+/// Where an entry of an archive can be read, from `ArchiveCache::entry`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryPath {
+    pub path: PathBuf,
+    /// Served while the archive still downloads: the path is in the staging tree, which is renamed into place
+    /// or deleted when the download ends, so it must not be kept (ask `entry` again); and a directory's time is
+    /// not final yet. The entry itself is complete.
+    pub early: bool,
+}
+
 /// The cache. `Send + Sync`: share it as `Arc<ArchiveCache>`.
 pub struct ArchiveCache {
     layout: Layout,
@@ -107,6 +141,9 @@ pub struct ArchiveCache {
     index: Mutex<Index>,
     flights: Flights,
     transfers: Transfers,
+    /// Versions whose last download failed: `entry` serves them only whole until a download succeeds, so that
+    /// the head of a corrupt archive is served at most once per mount, not again at each read.
+    failed: Mutex<HashSet<String>>,
     /// Held (flock) for the cache's lifetime, so two processes never share one cache directory.
     _lock: File,
 }
@@ -140,6 +177,7 @@ impl ArchiveCache {
             index: Mutex::new(index),
             flights: Flights::default(),
             transfers: Transfers::default(),
+            failed: Mutex::default(),
             _lock: lock,
         };
         let trash = cache.evict(&mut cache.lock_index(), None);
@@ -199,16 +237,60 @@ impl ArchiveCache {
             return Ok(path);
         }
         match self.flights.join(version_id) {
-            Joined::Followed(result) => result,
+            Joined::Follow(follower) => follower.result(),
             Joined::Lead(leader) => {
                 // A flight that finished between our lookup and our join has already published the entry.
                 let result = match self.lookup(version_id) {
                     Some(path) => Ok(path),
-                    None => self.download(version_id, info, source),
+                    None => self.download(version_id, info, source, &leader.partial()),
                 };
                 leader.complete(result)
             }
         }
+    }
+
+    /// The path of the entry `rel` (relative, plain names) of a version, as soon as it can be read: at once if
+    /// the version is cached; else as soon as that entry is complete in the download in flight (started in the
+    /// background if there is none, as `fetch` would), or when the download ends: then the path in the final
+    /// tree (which may not exist: the name is not in the archive), or the download's error. See the module doc
+    /// for what an `early` path means.
+    pub fn entry(
+        self: &Arc<Self>,
+        version_id: &str,
+        info: &ArchiveInfo,
+        rel: &Path,
+        source: Arc<DownloadSource>,
+    ) -> Result<EntryPath, CacheError> {
+        let in_final = |root: PathBuf| EntryPath {
+            path: root.join(rel),
+            early: false,
+        };
+        if !is_plain_relative(rel) {
+            return self.fetch(version_id, info, &*source).map(in_final);
+        }
+        if !valid_version_id(version_id) {
+            return Err(CacheError::InvalidVersionId {
+                version: version_id.to_string(),
+            });
+        }
+        if let Some(root) = self.lookup(version_id) {
+            return Ok(in_final(root));
+        }
+        if self.lock_failed().contains(version_id) {
+            return self.fetch(version_id, info, &*source).map(in_final);
+        }
+        let follower = match self.flights.join(version_id) {
+            Joined::Follow(follower) => follower,
+            Joined::Lead(leader) => {
+                if let Some(root) = self.lookup(version_id) {
+                    return leader.complete(Ok(root)).map(in_final);
+                }
+                let follower = leader.follower();
+                self.download_in_background(version_id, info, source, leader);
+                follower
+            }
+        };
+        follower.entry(rel)
     }
 
     /// Bytes on disk (file content of all extracted archives) and number of archives held.
@@ -273,18 +355,58 @@ impl ArchiveCache {
         }
     }
 
-    /// Downloads and extracts with retries; the caller leads the flight for `vid`.
+    /// Leads the flight of `vid` on a thread of its own, so that the caller can wait for a single entry.
+    fn download_in_background(
+        self: &Arc<Self>,
+        vid: &str,
+        info: &ArchiveInfo,
+        source: Arc<DownloadSource>,
+        leader: Leader,
+    ) {
+        let cache = Arc::clone(self);
+        let (version, info) = (vid.to_string(), info.clone());
+        let spawned = std::thread::Builder::new()
+            .name("vm0fs-download".into())
+            .spawn(move || {
+                let result = cache.download(&version, &info, &*source, &leader.partial());
+                let _ = leader.complete(result);
+            });
+        if let Err(e) = spawned {
+            // The leader went down with the closure, which ends the flight as abandoned for its followers.
+            tracing::warn!(version = vid, error = %e, "could not start a download thread");
+        }
+    }
+
+    /// Downloads and extracts with retries, reporting each complete entry to `partial`, and remembers whether
+    /// it failed; the caller leads the flight for `vid`.
     fn download(
         &self,
         vid: &str,
         info: &ArchiveInfo,
         source: &(dyn Fn() -> Result<Download, ApiError> + Sync),
+        partial: &Partial,
+    ) -> Result<PathBuf, CacheError> {
+        let result = self.download_with_retries(vid, info, source, partial);
+        let mut failed = self.lock_failed();
+        match &result {
+            Ok(_) => failed.remove(vid),
+            Err(_) => failed.insert(vid.to_string()),
+        };
+        result
+    }
+
+    fn download_with_retries(
+        &self,
+        vid: &str,
+        info: &ArchiveInfo,
+        source: &(dyn Fn() -> Result<Download, ApiError> + Sync),
+        partial: &Partial,
     ) -> Result<PathBuf, CacheError> {
         let listed = self.transfers.start(vid, info);
         let mut attempt = 1;
         loop {
             listed.restart(attempt);
-            match self.attempt(vid, source, listed.transfer()) {
+            match self.attempt(vid, source, listed.transfer(), partial) {
                 Ok(path) => return Ok(path),
                 Err(failure) if failure.is_retryable() && attempt < MAX_ATTEMPTS => {
                     tracing::warn!(version = vid, attempt, error = %failure, "archive download failed; retrying");
@@ -305,14 +427,20 @@ impl ArchiveCache {
         vid: &str,
         source: &(dyn Fn() -> Result<Download, ApiError> + Sync),
         progress: Arc<Transfer>,
+        partial: &Partial,
     ) -> Result<PathBuf, Failure> {
         let staging = self
             .layout
             .new_staging(vid)
             .map_err(|e| Failure::local("creating a staging directory", e))?;
+        partial.begin(staging.tree());
         let download = source().map_err(|e| Failure::Api(Box::new(e)))?;
-        let extracted =
-            extract::extract(download, &staging.tree(), vid, &self.limits, Some(progress))?;
+        let reports = extract::Reports {
+            progress: Some(progress),
+            partial: Some(partial.clone()),
+        };
+        let (tree, scratch) = (staging.tree(), staging.scratch());
+        let extracted = extract::extract(download, &tree, &scratch, vid, &self.limits, reports)?;
         let meta = Meta::new(vid, extracted.bytes, extracted.files);
         staging
             .seal(&meta)
@@ -371,6 +499,10 @@ impl ArchiveCache {
     fn lock_index(&self) -> MutexGuard<'_, Index> {
         self.index.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    fn lock_failed(&self) -> MutexGuard<'_, HashSet<String>> {
+        self.failed.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl std::fmt::Debug for ArchiveCache {
@@ -384,6 +516,11 @@ impl std::fmt::Debug for ArchiveCache {
             .field("archives", &archives)
             .finish()
     }
+}
+
+/// Whether `rel` is a non-empty relative path of plain names (no `..`, no root, no `.`).
+fn is_plain_relative(rel: &Path) -> bool {
+    rel.components().next().is_some() && rel.components().all(|c| matches!(c, Component::Normal(_)))
 }
 
 /// Takes an exclusive `flock` on `<dir>/lock`, failing at once if another process holds it.

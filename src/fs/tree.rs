@@ -2,6 +2,10 @@
 //!
 //! Everything here is decided from the node alone (`inodes::Node`) plus the API objects of `meta` and the
 //! extracted archives of the cache, so any inode can be answered without knowing the path that led to it.
+//! Inside an archive that is still downloading, a lookup, `getattr`, `open` or `readlink` of a path is answered
+//! as soon as that entry is extracted (`ArchiveCache::entry`, never keeping the provisional path it gives), while
+//! a listing, and a name the archive turns out not to hold, wait for the whole archive.
+//!
 //! Names that come from the API are checked before they become file names: a name that is empty, `.`/`..`,
 //! longer than 255 bytes or holding `/` or NUL is skipped with a warning, and of two objects with one name the
 //! first listed (the newest) is shown.
@@ -9,6 +13,7 @@
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::{self, File, Metadata};
+use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -22,12 +27,14 @@ use super::inodes::{AgentFile, ControlFile, Node, RunFile};
 use super::render;
 use super::{Attr, DirEntry, FileKind, Opened, Vm0Fs};
 use crate::api::models::{RunDetail, Storage, StorageKind};
-use crate::cache::ArchiveInfo;
+use crate::cache::{ArchiveInfo, DownloadSource};
 
 /// Attribute TTL of the fixed top of the tree and of what can no longer change.
 const FIXED_TTL: Duration = Duration::from_secs(3600);
 /// Attribute TTL of anything that may still move (a run that is not terminal, its files).
 const MOVING_TTL: Duration = Duration::from_secs(1);
+/// How many times an entry served early is asked for when its path vanished (its download ended meanwhile).
+const EARLY_TRIES: u32 = 3;
 /// The shortest accepted version prefix (CONTRACT.md 6.2).
 const MIN_VERSION_PREFIX: usize = 8;
 
@@ -155,13 +162,20 @@ impl Vm0Fs {
                 version_id,
                 path,
             } => {
-                let root = self.tree(*kind, storage_id, version_id)?;
-                fs::symlink_metadata(root.join(path).join(name)).map_err(|_| missing())?;
+                let path = path.join(name);
+                let (found, _) = self.on_archive_entry(
+                    *kind,
+                    storage_id,
+                    version_id,
+                    &path,
+                    fs::symlink_metadata,
+                )?;
+                found.map_err(|_| missing())?;
                 Node::ArchiveEntry {
                     kind: *kind,
                     storage_id: storage_id.clone(),
                     version_id: version_id.clone(),
-                    path: path.join(name),
+                    path,
                 }
             }
             Node::AgentFile { .. }
@@ -264,9 +278,15 @@ impl Vm0Fs {
     ) -> Result<Node> {
         let missing = || Error::not_found(name.to_string_lossy());
         let version = version.filter(|v| v.has_files).ok_or_else(missing)?;
-        let root = self.tree(kind, &version.storage.id, &version.id)?;
         let path = dir.join(name);
-        fs::symlink_metadata(root.join(&path)).map_err(|_| missing())?;
+        let (found, _) = self.on_archive_entry(
+            kind,
+            &version.storage.id,
+            &version.id,
+            &path,
+            fs::symlink_metadata,
+        )?;
+        found.map_err(|_| missing())?;
         Ok(Node::ArchiveEntry {
             kind,
             storage_id: version.storage.id.clone(),
@@ -275,7 +295,7 @@ impl Vm0Fs {
         })
     }
 
-    /// The root of the extracted tree of a version, downloading it on first use.
+    /// The root of the extracted tree of a version, downloading it on first use (and waiting for all of it).
     pub(super) fn tree(
         &self,
         kind: StorageKind,
@@ -286,9 +306,49 @@ impl Vm0Fs {
             return Ok(root);
         }
         let info = self.archive_info(kind, storage_id, version_id);
+        let source = self.archive_source(kind, storage_id, version_id);
+        Ok(self.cache.fetch(version_id, &info, &*source)?)
+    }
+
+    /// Runs `op` on the entry `rel` of a version's tree as soon as that entry can be read
+    /// (`ArchiveCache::entry`): while the version downloads, that is on its path in the staging tree, which
+    /// vanishes when the download ends (renamed into place, or deleted after a failure); a `NotFound` there asks
+    /// the cache again. The path is never kept. Returns `op`'s result, and whether the entry was served early.
+    fn on_archive_entry<T>(
+        &self,
+        kind: StorageKind,
+        storage_id: &str,
+        version_id: &str,
+        rel: &Path,
+        op: impl Fn(PathBuf) -> io::Result<T>,
+    ) -> Result<(io::Result<T>, bool)> {
+        if let Some(root) = self.cache.lookup(version_id) {
+            return Ok((op(root.join(rel)), false));
+        }
+        let info = self.archive_info(kind, storage_id, version_id);
+        let source = self.archive_source(kind, storage_id, version_id);
+        let mut tries = 0;
+        loop {
+            let found = self.cache.entry(version_id, &info, rel, source.clone())?;
+            let result = op(found.path);
+            tries += 1;
+            let vanished = matches!(&result, Err(e) if e.kind() == io::ErrorKind::NotFound);
+            if !(found.early && vanished && tries < EARLY_TRIES) {
+                return Ok((result, found.early));
+            }
+        }
+    }
+
+    /// How the cache downloads a version, when it has to.
+    fn archive_source(
+        &self,
+        kind: StorageKind,
+        storage_id: &str,
+        version_id: &str,
+    ) -> Arc<DownloadSource> {
         let api = self.meta.api().clone();
-        let source = move || api.download(kind, storage_id, Some(version_id));
-        Ok(self.cache.fetch(version_id, &info, &source)?)
+        let (storage_id, version_id) = (storage_id.to_string(), version_id.to_string());
+        Arc::new(move || api.download(kind, &storage_id, Some(&version_id)))
     }
 
     /// How a download is shown in `vm0fs status` and the log, from the listings the mount already holds.
@@ -434,10 +494,19 @@ impl Vm0Fs {
                 version_id,
                 path,
             } => {
-                let root = self.tree(*kind, storage_id, version_id)?;
-                let meta = fs::symlink_metadata(root.join(path))?;
+                let (meta, early) = self.on_archive_entry(
+                    *kind,
+                    storage_id,
+                    version_id,
+                    path,
+                    fs::symlink_metadata,
+                )?;
+                let meta = meta?;
                 // A top-level entry is reached through `<name>/`, whose head may move; deeper ones never change.
-                let ttl = if path.components().count() == 1 {
+                // One served early is asked again soon: a directory's time is final only once all is extracted.
+                let ttl = if early {
+                    MOVING_TTL
+                } else if path.components().count() == 1 {
                     self.config.metadata_ttl.min(FIXED_TTL)
                 } else {
                     FIXED_TTL
@@ -623,10 +692,9 @@ impl Vm0Fs {
                 version_id,
                 path,
             } => {
-                let root = self.tree(*kind, storage_id, version_id)?;
-                Ok(fs::read_link(root.join(path))?
-                    .into_os_string()
-                    .into_encoded_bytes())
+                let (target, _) =
+                    self.on_archive_entry(*kind, storage_id, version_id, path, fs::read_link)?;
+                Ok(target?.into_os_string().into_encoded_bytes())
             }
             _ => Err(Error::new(
                 libc::EINVAL,
@@ -732,11 +800,14 @@ impl Vm0Fs {
                 version_id,
                 path,
             } => {
-                let root = self.tree(*kind, storage_id, version_id)?;
-                let file = File::options()
-                    .read(true)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(root.join(path))?;
+                let open = |p: PathBuf| {
+                    File::options()
+                        .read(true)
+                        .custom_flags(libc::O_NOFOLLOW)
+                        .open(p)
+                };
+                let (file, _) = self.on_archive_entry(*kind, storage_id, version_id, path, open)?;
+                let file = file?;
                 if file.metadata()?.is_dir() {
                     return Err(Error::new(
                         libc::EISDIR,

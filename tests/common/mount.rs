@@ -188,6 +188,27 @@ impl Mount {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// Waits (bounded) until no download is in flight (`.vm0fs/status`): a file is served as soon as it is
+    /// extracted, so a read can return before its archive is complete, cached, and has evicted others.
+    pub fn wait_for_downloads(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let text = std::fs::read(self.path(".vm0fs/status")).expect("read .vm0fs/status");
+            let status: serde_json::Value = serde_json::from_slice(&text).expect("status JSON");
+            if status["cache"]["downloads"]
+                .as_array()
+                .is_none_or(Vec::is_empty)
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "downloads still in flight after 60 s: {status}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends `signal` to the vm0fs process and waits (bounded) for it to exit; returns its exit status.
     pub fn signal_and_wait(&mut self, signal: i32) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("the mount process is running");

@@ -10,6 +10,9 @@
 //! Limits: `max_entries` counts every entry; `max_total_bytes` bounds both the sum of the sizes the headers
 //! announce (checked before an entry's data is read, so a gzip bomb stops before it is inflated, even when the
 //! entry would be skipped) and the bytes actually written (which also counts hardlink copies).
+//!
+//! Each entry is reported to `Reports::partial` as soon as it is complete, so a reader may be served it before
+//! the stream has ended and gzip has checked its CRC (the trade-off is described in the cache module's doc).
 
 mod path;
 mod write;
@@ -27,6 +30,7 @@ use tar::EntryType;
 use crate::api::{Download, DownloadFile};
 use crate::cache::ExtractLimits;
 use crate::cache::error::Failure;
+use crate::cache::flight::Partial;
 use crate::cache::progress::Transfer;
 use path::{RelPath, safe_symlink_target};
 use write::{Source, TreeWriter, file_mode, mtime_from_secs};
@@ -42,16 +46,31 @@ pub(crate) struct Extracted {
     pub files: u64,
 }
 
-/// Extracts `download` into the (empty, private) directory `tree`.
+/// Who is told how extraction goes: `progress` of every byte written (for `vm0fs status`), `partial` of every
+/// entry complete (for readers waiting for one entry).
+#[derive(Default)]
+pub(crate) struct Reports {
+    pub progress: Option<Arc<Transfer>>,
+    pub partial: Option<Partial>,
+}
+
+/// Extracts `download` into the (empty, private) directory `tree`; `scratch` is a free name beside it, on the
+/// same file system.
 pub(crate) fn extract(
     download: Download,
     tree: &Path,
+    scratch: &Path,
     archive: &str,
     limits: &ExtractLimits,
-    progress: Option<Arc<Transfer>>,
+    reports: Reports,
 ) -> Result<Extracted, Failure> {
-    let mut writer = TreeWriter::new(tree.to_path_buf(), archive, limits.max_total_bytes)
-        .with_progress(progress);
+    let writer = TreeWriter::new(
+        tree.to_path_buf(),
+        scratch.to_path_buf(),
+        archive,
+        limits.max_total_bytes,
+    );
+    let mut writer = writer.with_reports(reports);
     match download {
         Download::TarGz(reader) => extract_tar_gz(reader, &mut writer, limits)?,
         Download::Files(files) => extract_files(files, &mut writer, limits)?,

@@ -3,9 +3,14 @@
 //! Three rules make that hold without trusting any name: every path comes from a validated `RelPath` (plain
 //! components only); parent directories are walked one component at a time with `symlink_metadata` and only real
 //! directories are entered (a symlink or a file in the way makes the entry skipped); and files are created with
-//! `O_CREAT|O_EXCL|O_NOFOLLOW` after removing whatever non-directory was at that name, so a symlink planted by an
-//! earlier entry is never written through. Nothing else writes into the staging directory while we do (it is
-//! private, 0700, and named randomly), so the checks cannot be raced.
+//! `O_CREAT|O_EXCL|O_NOFOLLOW`, so a symlink planted by an earlier entry is never written through. Nothing else
+//! writes into the staging directory while we do (it is private, 0700, and named randomly), so the checks cannot
+//! be raced.
+//!
+//! Readers may be served entries of the staging tree before it is complete (`Reports::partial`), so a name never
+//! shows a partial entry other than the one file being written, which is reported before and after: a new file,
+//! directory or symlink is created at its name; one that takes the name of an earlier file or symlink (the last
+//! one wins) is made at a scratch name beside the tree and renamed over it, in one step.
 //!
 //! Modes: files keep their tar permission bits minus every write bit and minus setuid/setgid/sticky, and are
 //! always owner-readable; directories are 0755 so that eviction (`remove_dir_all`) can delete their contents.
@@ -14,13 +19,12 @@ use std::ffi::OsString;
 use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::Reports;
 use super::path::RelPath;
 use crate::cache::error::Failure;
-use crate::cache::progress::Transfer;
 
 /// Copy buffer size: large writes keep the extraction of big files cheap in syscalls.
 const COPY_BUF: usize = 1 << 20;
@@ -36,33 +40,62 @@ pub(crate) struct Source<'a> {
 /// Writes entries under `root`, enforcing the byte limit on what it actually writes.
 pub(crate) struct TreeWriter {
     root: PathBuf,
+    /// Where an entry that replaces an earlier one of the same name is made (outside the tree), before it is
+    /// renamed over it.
+    scratch: PathBuf,
     archive: String,
     max_bytes: u64,
     written: u64,
     files: u64,
     buf: Vec<u8>,
     dir_times: Vec<(PathBuf, SystemTime)>,
-    /// Told of every byte written, for `vm0fs status` and the progress log.
-    progress: Option<Arc<Transfer>>,
+    /// Told of every byte written and every entry complete.
+    reports: Reports,
+}
+
+/// Where a new non-directory is made: at its name, or at `scratch` when an earlier entry holds the name.
+struct Leaf {
+    path: PathBuf,
+    scratch: Option<PathBuf>,
+}
+
+impl Leaf {
+    fn make_at(&self) -> &Path {
+        self.scratch.as_deref().unwrap_or(&self.path)
+    }
+
+    /// Puts an entry made at the scratch name in place (a no-op for one made at its name).
+    fn put_in_place(&self) -> io::Result<()> {
+        match &self.scratch {
+            Some(scratch) => fs::rename(scratch, &self.path),
+            None => Ok(()),
+        }
+    }
 }
 
 impl TreeWriter {
-    pub(crate) fn new(root: PathBuf, archive: &str, max_bytes: u64) -> TreeWriter {
+    pub(crate) fn new(
+        root: PathBuf,
+        scratch: PathBuf,
+        archive: &str,
+        max_bytes: u64,
+    ) -> TreeWriter {
         TreeWriter {
             root,
+            scratch,
             archive: archive.to_string(),
             max_bytes,
             written: 0,
             files: 0,
             buf: vec![0; COPY_BUF],
             dir_times: Vec::new(),
-            progress: None,
+            reports: Reports::default(),
         }
     }
 
-    /// Reports every byte written to `transfer`.
-    pub(crate) fn with_progress(mut self, transfer: Option<Arc<Transfer>>) -> TreeWriter {
-        self.progress = transfer;
+    /// Tells `reports` of every byte written and every entry complete.
+    pub(crate) fn with_reports(mut self, reports: Reports) -> TreeWriter {
+        self.reports = reports;
         self
     }
 
@@ -89,15 +122,18 @@ impl TreeWriter {
         mtime: SystemTime,
         src: Source<'_>,
     ) -> Result<(), Failure> {
-        let Some(path) = self.prepare_leaf(name, rel)? else {
+        let Some(leaf) = self.prepare_leaf(name, rel)? else {
             return Ok(());
         };
+        if let Some(partial) = &self.reports.partial {
+            partial.writing(rel.parts().iter().collect());
+        }
         let mut out = OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
+            .open(leaf.make_at())
             .map_err(|e| Failure::local(format!("creating {rel}"), e))?;
         let copied = self.copy(&mut out, rel, src.reader, src.on_error)?;
         if let Some(expected) = src.expected.filter(|&n| copied < n) {
@@ -109,7 +145,11 @@ impl TreeWriter {
             .set_permissions(Permissions::from_mode(file_mode(mode)))
             .and_then(|()| out.set_modified(mtime));
         finish.map_err(|e| Failure::local(format!("setting the mode and time of {rel}"), e))?;
+        drop(out);
+        leaf.put_in_place()
+            .map_err(|e| Failure::local(format!("replacing {rel}"), e))?;
         self.files += 1;
+        self.made(rel.parts());
         Ok(())
     }
 
@@ -135,11 +175,14 @@ impl TreeWriter {
         target: &[u8],
     ) -> Result<(), Failure> {
         use std::os::unix::ffi::OsStrExt;
-        let Some(path) = self.prepare_leaf(name, rel)? else {
+        let Some(leaf) = self.prepare_leaf(name, rel)? else {
             return Ok(());
         };
-        std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), &path)
-            .map_err(|e| Failure::local(format!("creating the symlink {rel}"), e))
+        std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), leaf.make_at())
+            .and_then(|()| leaf.put_in_place())
+            .map_err(|e| Failure::local(format!("creating the symlink {rel}"), e))?;
+        self.made(rel.parts());
+        Ok(())
     }
 
     /// A hardlink: a copy of the target's bytes, when the target is a regular file already extracted here.
@@ -191,8 +234,9 @@ impl TreeWriter {
         Ok(())
     }
 
-    /// Creates the parents of `rel` and clears its name for a new non-directory. `None`: skipped (and logged).
-    fn prepare_leaf(&mut self, name: &[u8], rel: &RelPath) -> Result<Option<PathBuf>, Failure> {
+    /// Creates the parents of `rel` and says where to make a new non-directory for it: at its name, or at the
+    /// scratch name when an earlier file or symlink holds it. `None`: skipped (and logged).
+    fn prepare_leaf(&mut self, name: &[u8], rel: &RelPath) -> Result<Option<Leaf>, Failure> {
         let Some(parent) = self.make_dirs(rel.parent_parts())? else {
             self.skip(name, "a parent directory is not a directory");
             return Ok(None);
@@ -203,12 +247,14 @@ impl TreeWriter {
                 self.skip(name, "a directory of that name came first");
                 Ok(None)
             }
-            Ok(_) => {
-                fs::remove_file(&path)
-                    .map_err(|e| Failure::local(format!("replacing {rel}"), e))?;
-                Ok(Some(path))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Some(path)),
+            Ok(_) => Ok(Some(Leaf {
+                path,
+                scratch: Some(self.scratch.clone()),
+            })),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Some(Leaf {
+                path,
+                scratch: None,
+            })),
             Err(e) => Err(Failure::local(format!("inspecting {rel}"), e)),
         }
     }
@@ -217,7 +263,7 @@ impl TreeWriter {
     /// `None` when something that is not a directory (a file, a symlink) is in the way.
     fn make_dirs(&self, parts: &[OsString]) -> Result<Option<PathBuf>, Failure> {
         let mut path = self.root.clone();
-        for part in parts {
+        for (depth, part) in parts.iter().enumerate() {
             path.push(part);
             match fs::symlink_metadata(&path) {
                 Ok(m) if m.is_dir() => continue,
@@ -225,12 +271,20 @@ impl TreeWriter {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     DirBuilder::new().mode(0o755).create(&path).map_err(|e| {
                         Failure::local(format!("creating the directory {}", path.display()), e)
-                    })?
+                    })?;
+                    self.made(&parts[..=depth]);
                 }
                 Err(e) => return Err(Failure::local(format!("inspecting {}", path.display()), e)),
             }
         }
         Ok(Some(path))
+    }
+
+    /// Tells the partial record that the entry of these components is complete.
+    fn made(&self, parts: &[OsString]) {
+        if let Some(partial) = &self.reports.partial {
+            partial.made(&parts.iter().collect::<PathBuf>());
+        }
     }
 
     /// The path of `rel` if it is a regular file reached through real directories only.
@@ -269,7 +323,7 @@ impl TreeWriter {
                 .map_err(|e| Failure::local(format!("writing {rel}"), e))?;
             self.written += n as u64;
             copied += n as u64;
-            if let Some(progress) = &self.progress {
+            if let Some(progress) = &self.reports.progress {
                 progress.add(n as u64);
             }
         }
@@ -320,7 +374,7 @@ mod tests {
         std::os::unix::fs::symlink(outside.join("victim"), root.join("file-link")).unwrap();
         std::os::unix::fs::symlink(outside.join("new"), root.join("dangling")).unwrap();
 
-        let mut w = TreeWriter::new(root.clone(), "test", 1 << 20);
+        let mut w = TreeWriter::new(root.clone(), tmp.path().join("scratch"), "test", 1 << 20);
         put(&mut w, "dir-link/evil", b"evil").unwrap();
         put(&mut w, "dir-link/sub/evil", b"evil").unwrap();
         put(&mut w, "file-link", b"evil").unwrap();

@@ -6,6 +6,7 @@
 // Sources return `Result<Download, ApiError>`, the signature `fetch` takes; `ApiError`'s size is the api module's.
 #![allow(clippy::result_large_err)]
 
+mod early;
 mod hostile;
 mod lifecycle;
 
