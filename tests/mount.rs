@@ -537,8 +537,9 @@ fn kill_9_leaves_no_dead_mount() {
     let mut mount = Mount::start(&emulator, &[]);
     std::fs::read_dir(mount.path("agents")).unwrap();
     mount.signal_and_wait(libc::SIGKILL);
+    // fusermount3 notices the death and unmounts; generous, so that a loaded machine is not a failure.
     assert!(
-        wait_unmounted(mount.mountpoint(), Duration::from_secs(10)),
+        wait_unmounted(mount.mountpoint(), Duration::from_secs(60)),
         "kill -9 left the mount behind"
     );
 }
