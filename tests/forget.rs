@@ -7,12 +7,10 @@ mod common;
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::emulator::Emulator;
-use common::mount::{Mount, ok, q};
+use common::emulator::{Emulator, FAST_RUNS};
+use common::mount::{Mount, ok, q, tail_f};
 use common::noise;
 
 /// Files in the walked archive: 40 directories of 75.
@@ -104,52 +102,9 @@ fn dropped_caches_give_the_inodes_back_and_everything_still_resolves() {
     );
 }
 
-/// Runs that move quickly, so that a log grows while the test drops caches.
-const FAST_RUNS: [&str; 8] = [
-    "--seed",
-    "demo",
-    "--run-pending-ms",
-    "500",
-    "--run-duration-ms",
-    "5000",
-    "--log-interval-ms",
-    "300",
-];
-
-fn run_status(emulator: &Emulator, id: &str) -> String {
-    let (status, body) = emulator.get_json(&format!("/v1/runs/{id}"));
-    assert_eq!(status, 200, "{body}");
-    body["status"].as_str().unwrap_or_default().to_string()
-}
-
-/// `tail -f` of `path`, with what it printed so far.
-fn tail_f(path: &Path) -> (std::process::Child, Arc<Mutex<String>>) {
-    let mut tail = Command::new("tail")
-        .args(["-f", "-s", "0.3"])
-        .arg(path)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start tail");
-    let seen = Arc::new(Mutex::new(String::new()));
-    let mut stdout = tail.stdout.take().unwrap();
-    let sink = seen.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stdout.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
-    (tail, seen)
-}
-
 #[test]
 fn an_open_file_and_tail_f_keep_working_across_dropped_caches() {
-    let emulator = Emulator::start(&FAST_RUNS);
+    let emulator = Emulator::start(&[&["--seed", "demo"][..], &FAST_RUNS].concat());
     let src = tempfile::tempdir().unwrap();
     let content = noise(256 << 10, 7);
     std::fs::write(src.path().join("blob.bin"), &content).unwrap();
@@ -163,7 +118,7 @@ fn an_open_file_and_tail_f_keep_working_across_dropped_caches() {
     assert_eq!(status, 202, "{run}");
     let id = run["id"].as_str().unwrap().to_string();
     let logs = mount.path(&format!("runs/{id}/logs"));
-    let (mut tail, seen) = tail_f(&logs);
+    let (mut tail, seen) = tail_f(&logs, "0.3");
 
     let mut file = std::fs::File::open(mount.path("volumes/blob/blob.bin")).unwrap();
     let mut first = vec![0; content.len() / 2];
@@ -189,11 +144,7 @@ fn an_open_file_and_tail_f_keep_working_across_dropped_caches() {
     assert_eq!(again, content);
 
     let shown_at_drop = seen.lock().unwrap().lines().count();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while run_status(&emulator, &id) != "completed" {
-        assert!(Instant::now() < deadline, "run {id} did not complete");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert_eq!(emulator.wait_run_terminal(&id), "completed");
     let expected = std::fs::read_to_string(&logs).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while *seen.lock().unwrap() != expected && Instant::now() < deadline {

@@ -3,45 +3,16 @@
 
 mod common;
 
-use std::io::Read;
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::emulator::Emulator;
-use common::mount::{Mount, q, sh};
+use common::emulator::{Emulator, FAST_RUNS};
+use common::mount::{Mount, q, sh, tail_f};
 use serde_json::Value;
-
-/// Runs that move quickly, so a test sees a whole life in seconds.
-const FAST_RUNS: [&str; 6] = [
-    "--run-pending-ms",
-    "1500",
-    "--run-duration-ms",
-    "5000",
-    "--log-interval-ms",
-    "300",
-];
 
 fn run_detail(emulator: &Emulator, id: &str) -> Value {
     let (status, body) = emulator.get_json(&format!("/v1/runs/{id}"));
     assert_eq!(status, 200, "{body}");
     body
-}
-
-/// Waits (bounded, generously) until the emulator says the run is terminal.
-fn wait_terminal(emulator: &Emulator, id: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let status = run_detail(emulator, id)["status"]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
-        if ["completed", "failed", "timeout", "cancelled"].contains(&status.as_str()) {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "run {id} is still {status}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Every log entry of a run from the API, rendered as vm0fs renders them.
@@ -89,27 +60,8 @@ fn tail_f_follows_a_running_log_to_its_end_without_loss_or_duplicates() {
         serde_json::json!({"agent": "coder", "prompt": "follow me"}),
     );
     let logs = mount.path(&format!("runs/{id}/logs"));
-    let mut tail = Command::new("tail")
-        .args(["-f", "-s", "0.5"])
-        .arg(&logs)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start tail");
-    let seen = Arc::new(Mutex::new(String::new()));
-    let mut stdout = tail.stdout.take().unwrap();
-    let sink = seen.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stdout.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
-    assert_eq!(wait_terminal(&emulator, &id), "completed");
+    let (mut tail, seen) = tail_f(&logs, "0.5");
+    assert_eq!(emulator.wait_run_terminal(&id), "completed");
     let expected = api_log_lines(&emulator, &id);
     assert!(
         expected.len() > 5,
@@ -351,7 +303,7 @@ fn a_run_that_names_an_artifact_links_to_its_version() {
         &emulator,
         serde_json::json!({"agent": "coder", "prompt": "make a report", "artifact_name": "run-output"}),
     );
-    assert_eq!(wait_terminal(&emulator, &id), "completed");
+    assert_eq!(emulator.wait_run_terminal(&id), "completed");
     let version = run_detail(&emulator, &id)["artifact_version"]
         .as_str()
         .unwrap()

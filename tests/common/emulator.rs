@@ -6,7 +6,7 @@
 //! by threads so the child never blocks on a full pipe, and stderr is kept for diagnostics. Drop kills the child
 //! by its own handle (never by name) and waits for it; the data directory is a `TempDir` removed with the guard.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -22,6 +22,16 @@ pub const TOKEN: &str = "vm0_live_demo";
 
 /// How long the emulator may take to print its URL (it may be seeding a data directory first).
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Emulator flags for runs that move quickly, so a test sees a whole life in seconds.
+pub const FAST_RUNS: [&str; 6] = [
+    "--run-pending-ms",
+    "1500",
+    "--run-duration-ms",
+    "5000",
+    "--log-interval-ms",
+    "300",
+];
 
 pub struct Emulator {
     child: Child,
@@ -145,6 +155,24 @@ impl Emulator {
     }
 
     /// `GET /_control/stats`.
+    /// Waits (bounded, generously) until the emulator says run `id` is terminal; returns its status.
+    pub fn wait_run_terminal(&self, id: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let (code, body) = self.get_json(&format!("/v1/runs/{id}"));
+            assert_eq!(code, 200, "{body}");
+            let status = body["status"].as_str().unwrap_or("").to_string();
+            if ["completed", "failed", "timeout", "cancelled"].contains(&status.as_str()) {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "run {id} is still {status}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     pub fn stats(&self) -> Value {
         self.client()
             .get(self.url("/_control/stats"))
@@ -329,21 +357,10 @@ fn spawn_listening(
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn vm0-emulator");
-    let stderr = Arc::new(Mutex::new(String::new()));
-    if let Some(mut err) = child.stderr.take() {
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = err.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-    }
+    let stderr = match child.stderr.take() {
+        Some(pipe) => super::collect(pipe),
+        None => Arc::default(),
+    };
     let (tx, rx) = mpsc::channel();
     let out = child.stdout.take().expect("piped stdout");
     std::thread::spawn(move || {

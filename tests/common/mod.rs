@@ -5,6 +5,9 @@ pub mod daemon;
 pub mod emulator;
 pub mod mount;
 
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+
 /// Deterministic pseudo-random bytes: incompressible, so an archive of them is as big as its content and a cut
 /// gzip stream really lacks data.
 pub fn noise(len: usize, mut seed: u64) -> Vec<u8> {
@@ -16,4 +19,22 @@ pub fn noise(len: usize, mut seed: u64) -> Vec<u8> {
             (seed >> 33) as u8
         })
         .collect()
+}
+
+/// Everything `reader` yields from now on (a child's stdout or stderr), drained by a thread into a shared string.
+pub fn collect(mut reader: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+    let text = Arc::new(Mutex::new(String::new()));
+    let sink = text.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    text
 }

@@ -5,7 +5,6 @@
 //! to unmount and exit, and falls back to a lazy unmount and SIGKILL, so no test leaves a mount behind. `/dev/fuse`
 //! must exist: a machine without it fails the test, it does not skip it.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
@@ -120,21 +119,10 @@ impl Mount {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start vm0fs");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        if let Some(mut pipe) = child.stderr.take() {
-            let sink = stderr.clone();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = pipe.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    sink.lock()
-                        .unwrap()
-                        .push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            });
-        }
+        let stderr = match child.stderr.take() {
+            Some(pipe) => super::collect(pipe),
+            None => Arc::default(),
+        };
         Mount {
             child: Some(child),
             mountpoint,
@@ -331,4 +319,16 @@ impl Mount {
     pub fn parent_dir(&self) -> &Path {
         self._dir.path()
     }
+}
+
+/// `tail -f -s SECONDS path`, with what it has printed so far. Stop it by its PID (`Child::kill`).
+pub fn tail_f(path: &Path, poll_secs: &str) -> (Child, Arc<Mutex<String>>) {
+    let mut tail = Command::new("tail")
+        .args(["-f", "-s", poll_secs])
+        .arg(path)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start tail");
+    let stdout = tail.stdout.take().expect("tail's stdout is piped");
+    (tail, super::collect(stdout))
 }
