@@ -56,7 +56,7 @@ fi
 [ -e /dev/fuse ] || { echo "bench.sh: /dev/fuse is missing; the benchmark mounts real FUSE filesystems" >&2; exit 1; }
 
 say "building (release)"
-cargo build --release --locked --bins >&2
+cargo build --release --locked --workspace --bins >&2
 
 # ---------------------------------------------------------------------------------------------------------------
 # processes and mounts: everything started is tracked by PID and stopped by PID on exit

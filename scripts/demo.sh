@@ -19,7 +19,7 @@ if ! command -v fusermount3 >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v 
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse3 >/dev/null
 fi
 
-cargo build --locked --bins
+cargo build --locked --workspace --bins
 bin=target/debug
 
 # A mount left by an earlier demo that was killed.

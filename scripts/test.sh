@@ -27,10 +27,10 @@ if [ ! -e /dev/fuse ]; then
   exit 1
 fi
 
-cargo build --locked --all-targets
+cargo build --locked --workspace --all-targets
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --locked --no-fail-fast
-  cargo test --locked --doc
+  cargo nextest run --locked --workspace --no-fail-fast
+  cargo test --locked --workspace --doc
 else
-  cargo test --locked --no-fail-fast
+  cargo test --locked --workspace --no-fail-fast
 fi

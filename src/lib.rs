@@ -1,13 +1,13 @@
 //! vm0fs: the VM0 platform (agents, runs, volumes, artifacts) as a FUSE filesystem.
 //!
-//! The crate is one library with two binaries, so that integration tests and both binaries share one copy of
-//! the code. The layers follow `DESIGN.md`: `fuse` (the thin fuser adapter) calls `fs` (the filesystem core),
-//! which talks to `cache` (the on-disk archive cache) and to `api` (the `Vm0Api` trait and its HTTP client).
-//! `emulator` is the local VM0 API server used by tests and the demo; it shares only the wire models with `api`.
+//! The package is a library and the `vm0fs` binary, so that integration tests and the binary share one copy of
+//! the code. The layers: `cli` parses and daemonises, `fuse` (the thin fuser adapter) calls `fs` (the
+//! filesystem core), which talks to `cache` (the on-disk archive cache) and to `api` (the `Vm0Api` trait and its
+//! HTTP client). The wire models live in the `vm0-api` crate, shared with the `vm0-emulator` crate beside this
+//! one; nothing here depends on the emulator (README, Layout).
 
 pub mod api;
 pub mod cache;
 pub mod cli;
-pub mod emulator;
 pub mod fs;
 pub mod fuse;

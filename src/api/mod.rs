@@ -7,7 +7,7 @@
 
 pub mod error;
 pub mod http;
-pub mod models;
+pub use vm0_api as models;
 
 use std::io::Read;
 

@@ -342,13 +342,30 @@ impl Emulator {
     }
 }
 
+/// The `vm0-emulator` binary. It belongs to another package of the workspace (the product does not depend on
+/// it), so Cargo gives these tests no `CARGO_BIN_EXE_` for it: it is the sibling of `vm0fs` in the same target
+/// directory, built by `cargo build --workspace` (scripts/test.sh does), or wherever `VM0_EMULATOR_BIN` says.
+fn binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("VM0_EMULATOR_BIN") {
+        return PathBuf::from(path);
+    }
+    let path = Path::new(env!("CARGO_BIN_EXE_vm0fs")).with_file_name("vm0-emulator");
+    assert!(
+        path.exists(),
+        "{} is missing: build the emulator first (cargo build --workspace, as scripts/test.sh does), \
+         or set VM0_EMULATOR_BIN",
+        path.display()
+    );
+    path
+}
+
 /// `spawn`, listening on `listen` instead of a free port.
 fn spawn_listening(
     data: &Path,
     listen: &str,
     args: &[String],
 ) -> (Child, String, Arc<Mutex<String>>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vm0-emulator"))
+    let mut child = Command::new(binary())
         .args(["--listen", listen, "--data"])
         .arg(data)
         .args(args)

@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 
 use clap::{Parser, ValueEnum};
 
-use crate::api::models::Casing;
+use vm0_api::Casing;
 
 /// Command line of `vm0-emulator`.
 #[derive(Debug, Parser)]

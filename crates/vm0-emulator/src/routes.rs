@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::http::{Body, Request, Response, percent_decode};
 use super::store::{AgentRec, iso};
 use super::{Ctx, control, runs, storage};
-use crate::api::models::{Agent, AgentVersion, Casing, StorageKind, recase_keys};
+use vm0_api::{Agent, AgentVersion, Casing, StorageKind, recase_keys};
 
 /// The one entry point of every request.
 pub(super) fn handle(ctx: &Arc<Ctx>, req: Request) -> Response {

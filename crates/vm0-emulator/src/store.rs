@@ -16,7 +16,7 @@ use std::sync::{Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::api::models::{LogEntry, MetricPoint, RunStatus, StorageKind};
+use vm0_api::{LogEntry, MetricPoint, RunStatus, StorageKind};
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct State {

@@ -19,7 +19,7 @@ use super::runs::{self, RunExtras};
 use super::storage;
 use super::store::{AgentRec, AgentVersionRec, State, Store, iso, new_id, now_ms};
 use super::{Timing, store::RunRec};
-use crate::api::models::{RunStatus, StorageKind};
+use vm0_api::{RunStatus, StorageKind};
 
 const MINUTE: i64 = 60_000;
 const HOUR: i64 = 60 * MINUTE;

@@ -19,7 +19,7 @@ use super::http::{Body, Request, Response};
 use super::routes::{api_error, raw_json};
 use super::store::{AgentRec, AgentVersionRec, VersionRec, new_id, now_ms};
 use super::{Ctx, runs, storage};
-use crate::api::models::{LogEntry, MetricPoint, RunStatus};
+use vm0_api::{LogEntry, MetricPoint, RunStatus};
 
 /// The whole fault configuration, as `POST /_control/faults` takes it and `GET` returns it.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -14,7 +14,7 @@ use super::Ctx;
 use super::http::{Body, Request, Response};
 use super::routes::not_found;
 use super::store::{iso, now_ms};
-use crate::api::models::{RunStatus, SseEvent};
+use vm0_api::{RunStatus, SseEvent};
 
 const POLL: Duration = Duration::from_millis(250);
 const HEARTBEAT: Duration = Duration::from_secs(15);

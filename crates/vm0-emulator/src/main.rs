@@ -11,8 +11,8 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let args = vm0fs::emulator::Args::parse();
-    if let Err(e) = vm0fs::emulator::run(args) {
+    let args = vm0_emulator::Args::parse();
+    if let Err(e) = vm0_emulator::run(args) {
         eprintln!("vm0-emulator: {e}");
         std::process::exit(1);
     }

@@ -20,7 +20,7 @@ use super::http::{Body, Request, Response, percent_encode_path};
 use super::routes::{api_error, body_json, invalid, json, newest_first, not_found, page, to_value};
 use super::store::{State, StorageRec, Store, VersionRec, iso, new_id, now_ms};
 use super::{Ctx, DownloadMode};
-use crate::api::models::{Storage, StorageDetail, StorageKind, StorageVersion};
+use vm0_api::{Storage, StorageDetail, StorageKind, StorageVersion};
 
 /// Who the emulator says created versions.
 pub(super) const USER_ID: &str = "user_emulator";

@@ -19,7 +19,7 @@ use super::routes::{
 };
 use super::store::{RunRec, State, iso, new_id, now_ms, parse_iso};
 use super::{Ctx, Timing, blobs, storage};
-use crate::api::models::{
+use vm0_api::{
     Casing, LogEntry, MetricPoint, MetricsSummary, Run, RunDetail, RunMetrics, RunStatus,
     StorageKind,
 };
