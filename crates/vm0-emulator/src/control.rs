@@ -87,10 +87,7 @@ pub(crate) async fn set_faults(State(ctx): State<Arc<Ctx>>, body: Bytes) -> Resp
 }
 
 pub(crate) async fn stats(State(ctx): State<Arc<Ctx>>) -> Response {
-    raw_json(
-        200,
-        &serde_json::to_value(ctx.stats.snapshot()).unwrap_or_default(),
-    )
+    raw_json(200, &ctx.stats.snapshot().into_json())
 }
 
 /// A storage name from a control route: required, without '/'.

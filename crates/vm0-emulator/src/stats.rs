@@ -19,6 +19,12 @@ pub(crate) struct Counters {
     requests: u64,
 }
 
+impl Counters {
+    pub fn into_json(self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct Stats(Mutex<Counters>);
 

@@ -410,3 +410,59 @@ pub(crate) fn parse_iso(s: &str) -> Option<i64> {
 pub(crate) fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn storage(name: &str) -> StorageRec {
+        StorageRec {
+            id: new_id(),
+            name: name.into(),
+            created_ms: 1,
+            updated_ms: 1,
+            head: None,
+            versions: Vec::new(),
+        }
+    }
+
+    fn version(id: &str) -> VersionRec {
+        VersionRec {
+            id: id.into(),
+            size: 0,
+            file_count: 0,
+            message: None,
+            created_by: "u".into(),
+            created_ms: 2,
+            files: Vec::new(),
+            has_blob: false,
+        }
+    }
+
+    #[test]
+    fn rows_written_one_by_one_come_back_in_insertion_order_after_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, mut b, c) = (storage("a"), storage("b"), storage("c"));
+        {
+            let store = Store::open(dir.path()).unwrap();
+            for s in [&a, &b, &c] {
+                store.write(&[Row::Storage(StorageKind::Volume, s)]);
+            }
+            let (v1, v2) = (version("v1"), version("v2"));
+            store.write(&[Row::Version(&b.id, &v1), Row::Version(&b.id, &v2)]);
+            // A change rewrites the row in place: `b` keeps its position.
+            b.head = Some("v2".into());
+            store.write(&[Row::Storage(StorageKind::Volume, &b)]);
+            store.write(&[Row::DeletedStorage(&a.id)]);
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let st = store.lock();
+        let names: Vec<&str> = st.volumes.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["b", "c"]);
+        assert!(st.artifacts.is_empty());
+        let b = &st.volumes[0];
+        assert_eq!(b.head.as_deref(), Some("v2"));
+        let ids: Vec<&str> = b.versions.iter().map(|v| v.id.as_str()).collect();
+        assert_eq!(ids, ["v1", "v2"]);
+    }
+}
