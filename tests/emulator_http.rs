@@ -860,3 +860,205 @@ fn a_stalled_request_does_not_block_others() {
         "the stalled request should time out on the client"
     );
 }
+
+/// `POST …/upload` for `files` (path → bytes) on a new volume; returns (volume id, session id, path → PUT URL).
+fn start_upload(
+    emu: &Emulator,
+    name: &str,
+    files: &[(&str, &[u8])],
+) -> (String, String, BTreeMap<String, String>) {
+    let (code, created) = emu.post_json("/v1/volumes", &json!({"name": name}));
+    assert_eq!(code, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    let specs: Vec<Value> = files
+        .iter()
+        .map(|(p, b)| json!({"path": p, "size": b.len(), "hash": sha(b)}))
+        .collect();
+    let (code, session) = emu.post_json(
+        &format!("/v1/volumes/{id}/upload"),
+        &json!({"files": specs}),
+    );
+    assert_eq!(code, 200, "{session}");
+    let urls = session["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["path"].as_str().unwrap().to_string(),
+                t["upload_url"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let sid = session["upload_session_id"].as_str().unwrap().to_string();
+    (id, sid, urls)
+}
+
+fn put_bytes(emu: &Emulator, url: &str, bytes: &[u8], token: bool) -> u16 {
+    let mut req = emu
+        .client()
+        .put(url)
+        .header("Content-Type", "application/octet-stream")
+        .body(bytes.to_vec());
+    if token {
+        req = req.bearer_auth(TOKEN);
+    }
+    req.send().expect("PUT").status().as_u16()
+}
+
+#[test]
+fn a_commit_missing_a_declared_file_is_409_until_the_file_is_put() {
+    let emu = Emulator::start(&[]);
+    let files: [(&str, &[u8]); 2] = [("a.txt", b"alpha"), ("dir/b.txt", b"beta")];
+    let (id, sid, urls) = start_upload(&emu, "half-done", &files);
+    assert_eq!(put_bytes(&emu, &urls["a.txt"], b"alpha", false), 200);
+    let commit = format!("/v1/volumes/{id}/commit");
+    let (code, err) = emu.post_json(&commit, &json!({"upload_session_id": sid}));
+    assert_eq!(code, 409, "{err}");
+    assert_eq!(err["error"]["type"], "conflict_error");
+    assert_eq!(err["error"]["code"], "upload_incomplete");
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("dir/b.txt") && !message.contains("a.txt,"),
+        "{message}"
+    );
+    let (_, detail) = emu.get_json(&format!("/v1/volumes/{id}"));
+    assert_eq!(detail["current_version_id"], Value::Null, "no version yet");
+
+    // The session stays open: PUT what is missing, commit again.
+    assert_eq!(put_bytes(&emu, &urls["dir/b.txt"], b"beta", false), 200);
+    let (code, version) = emu.post_json(&commit, &json!({"upload_session_id": sid}));
+    assert_eq!(code, 200, "{version}");
+    let expected: BTreeMap<String, Vec<u8>> = files
+        .iter()
+        .map(|(p, b)| (p.to_string(), b.to_vec()))
+        .collect();
+    assert_eq!(version["id"], content_hash(&id, &expected));
+    let stats = emu.stats();
+    assert_eq!(stats["upload_puts"], 2);
+    assert_eq!(stats["commits"], 1, "the refused commit is not counted");
+    assert_eq!(stats["upload_requests_with_token"], 0);
+    // The session is used up.
+    let (code, _) = emu.post_json(&commit, &json!({"upload_session_id": sid}));
+    assert_eq!(code, 404);
+}
+
+#[test]
+fn an_upload_put_that_carries_the_token_is_served_and_counted() {
+    let emu = Emulator::start(&[]);
+    let (id, sid, urls) = start_upload(&emu, "leaky", &[("x.bin", b"xx")]);
+    assert_eq!(put_bytes(&emu, &urls["x.bin"], b"xx", true), 200);
+    let (code, v) = emu.post_json(
+        &format!("/v1/volumes/{id}/commit"),
+        &json!({"upload_session_id": sid}),
+    );
+    assert_eq!(code, 200, "{v}");
+    let stats = emu.stats();
+    assert_eq!(stats["upload_requests_with_token"], 1);
+    assert_eq!(stats["upload_puts"], 1);
+    assert_eq!(stats["blob_requests_with_authorization"], 0);
+}
+
+#[test]
+fn volume_names_follow_the_contract() {
+    let emu = Emulator::start(&[]);
+    let long_ok = "a".repeat(100);
+    for good in ["a", "7", "a-b", "data-2026", long_ok.as_str()] {
+        let (code, body) = emu.post_json("/v1/volumes", &json!({"name": good}));
+        assert_eq!(code, 201, "{good}: {body}");
+        assert_eq!(body["name"], good);
+        assert_eq!(body["current_version_id"], Value::Null);
+    }
+    let too_long = "a".repeat(101);
+    for bad in [
+        "",
+        "A",
+        "-a",
+        "a-",
+        "a_b",
+        "a.b",
+        "a b",
+        "é",
+        too_long.as_str(),
+    ] {
+        let (code, body) = emu.post_json("/v1/volumes", &json!({"name": bad}));
+        assert_eq!(code, 400, "{bad:?}: {body}");
+        assert_eq!(body["error"]["param"], "name", "{bad:?}");
+    }
+    let (code, body) = emu.post_json("/v1/volumes", &json!({}));
+    assert_eq!((code, body["error"]["param"].clone()), (400, json!("name")));
+}
+
+#[test]
+fn a_commit_of_no_files_makes_an_empty_version_that_cannot_be_downloaded() {
+    let emu = Emulator::start(&[]);
+    let (id, sid, urls) = start_upload(&emu, "empty-one", &[]);
+    assert!(urls.is_empty());
+    let (code, version) = emu.post_json(
+        &format!("/v1/volumes/{id}/commit"),
+        &json!({"upload_session_id": sid}),
+    );
+    assert_eq!(code, 200, "{version}");
+    assert_eq!(version["file_count"], 0);
+    assert_eq!(version["id"], content_hash(&id, &BTreeMap::new()));
+    let (_, detail) = emu.get_json(&format!("/v1/volumes/{id}"));
+    assert_eq!(detail["current_version_id"], version["id"]);
+    let (code, err) = emu.get_json(&format!("/v1/volumes/{id}/download"));
+    assert_eq!(code, 404);
+    assert_eq!(
+        err["error"]["message"],
+        "Volume 'empty-one' version has no files"
+    );
+}
+
+#[test]
+fn the_control_route_moves_a_head_behind_the_clients_back() {
+    let emu = Emulator::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("keep.txt"), "kept").unwrap();
+    std::fs::write(dir.path().join("gone.txt"), "gone").unwrap();
+    let first = emu.upload_dir("volumes", "shared", dir.path());
+    let id = emu.storage_id("volumes", "shared").unwrap();
+
+    let (code, moved) = emu.post_json(
+        "/_control/storages/volumes/shared/head",
+        &json!({"files": {"new.txt": "from elsewhere", "gone.txt": null}, "keep_head": true}),
+    );
+    assert_eq!(code, 200, "{moved}");
+    let expected: BTreeMap<String, Vec<u8>> = [
+        ("keep.txt".to_string(), b"kept".to_vec()),
+        ("new.txt".to_string(), b"from elsewhere".to_vec()),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(moved["id"], content_hash(&id, &expected));
+    assert_ne!(moved["id"], first.as_str());
+    let (_, detail) = emu.get_json(&format!("/v1/volumes/{id}"));
+    assert_eq!(detail["current_version_id"], moved["id"]);
+    let (_, bytes) = download(&emu, "volumes", &id, "");
+    assert_eq!(untar(&bytes), expected);
+    let (_, versions) = emu.get_json(&format!("/v1/volumes/{id}/versions"));
+    assert_eq!(versions["data"].as_array().unwrap().len(), 2);
+
+    // Without keep_head the files are the whole new version; an unknown storage is created.
+    let (code, fresh) = emu.post_json(
+        "/_control/storages/artifacts/elsewhere/head",
+        &json!({"files": {"only.txt": "one"}}),
+    );
+    assert_eq!(code, 200, "{fresh}");
+    assert_eq!(fresh["file_count"], 1);
+    assert!(emu.storage_id("artifacts", "elsewhere").is_some());
+    // Bad requests say what is wrong.
+    let (code, _) = emu.post_json("/_control/storages/disks/x/head", &json!({"files": {}}));
+    assert_eq!(code, 400);
+    let (code, _) = emu.post_json(
+        "/_control/storages/volumes/shared/head",
+        &json!({"files": {"../escape": "x"}}),
+    );
+    assert_eq!(code, 400);
+    let (code, _) = emu.post_json(
+        "/_control/storages/volumes/Bad_Name/head",
+        &json!({"files": {}}),
+    );
+    assert_eq!(code, 400);
+}

@@ -1,222 +1,30 @@
-//! The unauthenticated `/_control/` routes: injected faults, counters, raw archives and bulk data generators.
+//! The unauthenticated `/_control/` routes: the fault config, counters, raw archives, a head moved behind the
+//! client's back, and bulk data generators.
 //!
-//! Tests need to make the server misbehave on purpose and to see what the client did, without restarting it:
-//! the fault config is one JSON document replaced as a whole (so a test states every knob it relies on), and
-//! `error_count` fails exactly the next N matching requests, which makes retry tests deterministic where
-//! `error_rate` cannot be. Counters are plain numbers a test compares before and after an action. The
-//! generators write benchmark-sized data quickly: one state save for N runs, and archives streamed to disk.
+//! These are the test's hands on the server: they change what the API serves without going through it, so a
+//! test can set up states a client must survive (a hostile archive, a version another client published) and see
+//! what the client did (the counters). The generators write benchmark-sized data quickly: one transaction for
+//! N runs, and archives streamed to disk. Slow work runs off the async workers.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::response::Response;
 use flate2::Compression;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::blobs::{self, Source};
-use super::http::{Body, Request, Response};
-use super::routes::{api_error, raw_json};
-use super::store::{AgentRec, AgentVersionRec, VersionRec, new_id, now_ms};
-use super::{Ctx, runs, storage};
-use vm0_api::{LogEntry, MetricPoint, RunStatus};
-
-/// The whole fault configuration, as `POST /_control/faults` takes it and `GET` returns it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub(super) struct FaultConfig {
-    /// Delay every matching request by this many milliseconds (a stall, when large).
-    pub latency_ms: u64,
-    /// Only requests whose path starts with this are delayed or failed; `null` means every `/v1/` route.
-    pub path_prefix: Option<String>,
-    /// Fail this random fraction of matching requests.
-    pub error_rate: f64,
-    /// The status of injected errors.
-    pub error_status: u16,
-    /// Fail exactly the next N matching requests.
-    pub error_count: u64,
-    /// Send `Retry-After` with injected errors.
-    pub retry_after_secs: Option<u64>,
-    /// Blob responses declare the full length, send about half, and close.
-    pub truncate_blobs: bool,
-    /// Blob bodies are sent at most this many bytes per second (a slow blob host); 0 is no limit.
-    pub blob_bytes_per_sec: u64,
-    /// The next N blob requests answer 403 (an expired presigned URL).
-    pub blob_forbidden_count: u64,
-    /// The next N matching requests answer 200 with `bad_body` instead of the real answer: HTML from a proxy,
-    /// malformed JSON, JSON of the wrong shape. Sent as `text/html` when it starts with `<`, else as JSON.
-    pub bad_body: Option<String>,
-    pub bad_body_count: u64,
-}
-
-impl Default for FaultConfig {
-    fn default() -> Self {
-        FaultConfig {
-            latency_ms: 0,
-            path_prefix: None,
-            error_rate: 0.0,
-            error_status: 503,
-            error_count: 0,
-            retry_after_secs: None,
-            truncate_blobs: false,
-            blob_bytes_per_sec: 0,
-            blob_forbidden_count: 0,
-            bad_body: None,
-            bad_body_count: 0,
-        }
-    }
-}
-
-impl FaultConfig {
-    pub fn validate(&self) -> Result<(), String> {
-        if !(400..=599).contains(&self.error_status) {
-            return Err(format!(
-                "error_status {} is not an error status: use 400..599",
-                self.error_status
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.error_rate) {
-            return Err(format!(
-                "error_rate {} is not a fraction: use 0.0..1.0",
-                self.error_rate
-            ));
-        }
-        Ok(())
-    }
-}
-
-pub(super) struct Faults(Mutex<FaultConfig>);
-
-impl Faults {
-    pub fn new(config: FaultConfig) -> Faults {
-        Faults(Mutex::new(config))
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, FaultConfig> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Applies latency and maybe an injected error to a request for `path`. `Some` is the error response.
-    pub fn apply(&self, path: &str) -> Option<Response> {
-        let (latency, fail, retry_after) = {
-            let mut f = self.lock();
-            let matches = match &f.path_prefix {
-                Some(p) => path.starts_with(p.as_str()),
-                None => path.starts_with("/v1/"),
-            };
-            if !matches {
-                return None;
-            }
-            if f.bad_body_count > 0
-                && let Some(body) = f.bad_body.clone()
-            {
-                f.bad_body_count -= 1;
-                let kind = if body.starts_with('<') {
-                    "text/html"
-                } else {
-                    "application/json"
-                };
-                return Some(
-                    Response::new(200, Body::Bytes(body.into_bytes())).header("Content-Type", kind),
-                );
-            }
-            let fail = if f.error_count > 0 {
-                f.error_count -= 1;
-                Some(f.error_status)
-            } else if f.error_rate > 0.0 && fastrand::f64() < f.error_rate {
-                Some(f.error_status)
-            } else {
-                None
-            };
-            (f.latency_ms, fail, f.retry_after_secs)
-        };
-        if latency > 0 {
-            std::thread::sleep(Duration::from_millis(latency));
-        }
-        let status = fail?;
-        let (kind, code, message) = match status {
-            429 => (
-                "invalid_request_error",
-                "rate_limited",
-                "Too many requests (injected by the emulator's fault config); retry later",
-            ),
-            s if s >= 500 => (
-                "api_error",
-                "internal_error",
-                "Internal error (injected by the emulator's fault config); retry later",
-            ),
-            _ => (
-                "invalid_request_error",
-                "injected_fault",
-                "Request rejected (injected by the emulator's fault config)",
-            ),
-        };
-        let mut resp = api_error(status, kind, code, message, None);
-        if let Some(secs) = retry_after {
-            resp.headers.push(("Retry-After".into(), secs.to_string()));
-        }
-        Some(resp)
-    }
-
-    pub fn truncate_blobs(&self) -> bool {
-        self.lock().truncate_blobs
-    }
-
-    /// The blob rate limit in bytes per second, if any.
-    pub fn blob_rate(&self) -> Option<u64> {
-        Some(self.lock().blob_bytes_per_sec).filter(|r| *r > 0)
-    }
-
-    /// Whether this blob request must be refused (and counts it down).
-    pub fn take_blob_forbidden(&self) -> bool {
-        let mut f = self.lock();
-        if f.blob_forbidden_count > 0 {
-            f.blob_forbidden_count -= 1;
-            true
-        } else {
-            false
-        }
-    }
-}
-
-/// The counters of `GET /_control/stats`.
-#[derive(Debug, Default, Serialize)]
-struct StatsData {
-    blob_downloads: BTreeMap<String, u64>,
-    blob_requests: u64,
-    blob_requests_with_authorization: u64,
-    runs_created: u64,
-    requests: u64,
-}
-
-#[derive(Default)]
-pub(super) struct Stats(Mutex<StatsData>);
-
-impl Stats {
-    fn lock(&self) -> std::sync::MutexGuard<'_, StatsData> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-    pub fn request(&self) {
-        self.lock().requests += 1;
-    }
-    pub fn blob_request(&self, with_authorization: bool) {
-        let mut s = self.lock();
-        s.blob_requests += 1;
-        if with_authorization {
-            s.blob_requests_with_authorization += 1;
-        }
-    }
-    pub fn blob_download(&self, version_id: &str) {
-        *self
-            .lock()
-            .blob_downloads
-            .entry(version_id.to_string())
-            .or_default() += 1;
-    }
-    pub fn run_created(&self) {
-        self.lock().runs_created += 1;
-    }
-}
+use crate::blobs::{self, Source};
+use crate::catalog;
+use crate::ctx::Ctx;
+use crate::faults::FaultConfig;
+use crate::presign::USER_ID;
+use crate::reply::{Params, api_error, blocking, internal, raw_json};
+use crate::sim;
+use crate::store::{AgentRec, AgentVersionRec, Row, VersionRec, iso, new_id, now_ms};
+use vm0_api::{LogEntry, MetricPoint, RunStatus, StorageKind};
 
 fn bad(message: impl Into<String>) -> Response {
     api_error(
@@ -228,8 +36,8 @@ fn bad(message: impl Into<String>) -> Response {
     )
 }
 
-fn num<T: std::str::FromStr>(req: &Request, key: &str, default: T) -> Result<T, Response> {
-    match req.query(key) {
+fn num<T: std::str::FromStr>(q: &Params, key: &str, default: T) -> Result<T, Response> {
+    match q.get(key) {
         None => Ok(default),
         Some(s) => s
             .parse()
@@ -237,120 +45,203 @@ fn num<T: std::str::FromStr>(req: &Request, key: &str, default: T) -> Result<T, 
     }
 }
 
-pub(super) fn handle(ctx: &Arc<Ctx>, req: Request) -> Response {
-    let path = req.path.trim_end_matches('/').to_string();
-    match (req.method.as_str(), path.as_str()) {
-        ("GET", "/_control/health") => raw_json(200, &json!({"ok": true})),
-        ("GET", "/_control/faults") => {
-            let f = ctx.faults.lock().clone();
-            raw_json(200, &serde_json::to_value(f).unwrap_or_default())
+fn parse_kind(word: &str) -> Result<StorageKind, Response> {
+    catalog::parse_kind(word).ok_or_else(|| {
+        bad(format!(
+            "Unknown storage kind {word:?}: use volumes or artifacts"
+        ))
+    })
+}
+
+pub(crate) async fn health() -> Response {
+    raw_json(200, &json!({"ok": true}))
+}
+
+pub(crate) async fn faults(State(ctx): State<Arc<Ctx>>) -> Response {
+    let f = ctx.faults.lock().clone();
+    raw_json(200, &serde_json::to_value(f).unwrap_or_default())
+}
+
+/// `POST /_control/faults`: replaces the whole config (an empty body resets it).
+pub(crate) async fn set_faults(State(ctx): State<Arc<Ctx>>, body: Bytes) -> Response {
+    let parsed: Result<FaultConfig, _> = if body.iter().all(u8::is_ascii_whitespace) {
+        Ok(FaultConfig::default())
+    } else {
+        serde_json::from_slice(&body)
+    };
+    let config = match parsed {
+        Ok(c) => c,
+        Err(e) => {
+            return bad(format!(
+                "Invalid fault config ({e}); send a JSON object with keys latency_ms, path_prefix, \
+                 error_rate, error_status, error_count, retry_after_secs, truncate_blobs, \
+                 blob_bytes_per_sec, blob_forbidden_count, bad_body, bad_body_count"
+            ));
         }
-        ("POST", "/_control/faults") => {
-            let parsed: Result<FaultConfig, _> = if req.body.iter().all(u8::is_ascii_whitespace) {
-                Ok(FaultConfig::default())
-            } else {
-                serde_json::from_slice(&req.body)
-            };
-            let config = match parsed {
-                Ok(c) => c,
-                Err(e) => {
-                    return bad(format!(
-                        "Invalid fault config ({e}); send a JSON object with keys latency_ms, path_prefix, \
-                         error_rate, error_status, error_count, retry_after_secs, truncate_blobs, \
-                         blob_bytes_per_sec, blob_forbidden_count, bad_body, bad_body_count"
-                    ));
-                }
-            };
-            if let Err(e) = config.validate() {
-                return bad(e);
-            }
-            *ctx.faults.lock() = config.clone();
-            raw_json(200, &serde_json::to_value(config).unwrap_or_default())
+    };
+    if let Err(e) = config.validate() {
+        return bad(e);
+    }
+    *ctx.faults.lock() = config.clone();
+    raw_json(200, &serde_json::to_value(config).unwrap_or_default())
+}
+
+pub(crate) async fn stats(State(ctx): State<Arc<Ctx>>) -> Response {
+    raw_json(200, &ctx.stats.snapshot().into_json())
+}
+
+/// A storage name from a control route: required, without '/'.
+fn storage_name(name: Option<&str>) -> Result<String, Response> {
+    name.filter(|n| !n.is_empty() && !n.contains('/'))
+        .map(String::from)
+        .ok_or_else(|| bad("`name` is required (a storage name without '/')"))
+}
+
+pub(crate) async fn raw_archive(
+    State(ctx): State<Arc<Ctx>>,
+    Path(kind): Path<String>,
+    q: Params,
+    body: Bytes,
+) -> Response {
+    let kind = match parse_kind(&kind) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    let name = match storage_name(q.get("name")) {
+        Ok(n) => n,
+        Err(r) => return r,
+    };
+    blocking(move || add_raw_archive(&ctx, kind, &name, &body)).await
+}
+
+/// The body of `POST /_control/storages/<kind>/<name>/head`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewHead {
+    /// Path → UTF-8 content; `null` removes the path (with `keep_head`).
+    files: BTreeMap<String, Option<String>>,
+    /// Start from the current head's files instead of from nothing.
+    #[serde(default)]
+    keep_head: bool,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// `POST /_control/storages/<kind>/<name>/head` `{"files": {"path": "content", …}, "keep_head"?, "message"?}`:
+/// a new version made as if another client had published it, which becomes the head. The storage is created
+/// if it does not exist. Answers the version, as a commit would.
+pub(crate) async fn move_head(
+    State(ctx): State<Arc<Ctx>>,
+    Path((kind, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let kind = match parse_kind(&kind) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    if !catalog::valid_name(&name) {
+        return bad(format!("Invalid storage name {name:?} (CONTRACT.md 7.1)"));
+    }
+    let new: NewHead = match serde_json::from_slice(&body) {
+        Ok(n) => n,
+        Err(e) => {
+            return bad(format!(
+                "Invalid head ({e}); send {{\"files\": {{\"path\": \"content\"}}, \"keep_head\": false, \
+                 \"message\": null}}"
+            ));
         }
-        ("GET", "/_control/stats") => {
-            let s = serde_json::to_value(&*ctx.stats.lock()).unwrap_or_default();
-            raw_json(200, &s)
+    };
+    if let Some(p) = new.files.keys().find(|p| !catalog::valid_rel_path(p)) {
+        return bad(format!(
+            "Invalid path {p:?}: use a relative path without '.', '..' or empty parts"
+        ));
+    }
+    blocking(move || publish_head(&ctx, kind, &name, new)).await
+}
+
+fn publish_head(ctx: &Ctx, kind: StorageKind, name: &str, new: NewHead) -> Response {
+    let (sid, head) = {
+        let mut st = ctx.store.lock();
+        let sid = catalog::ensure_storage(&ctx.store, &mut st, kind, name);
+        let head = st
+            .storage(kind, &sid)
+            .and_then(|s| s.head_version())
+            .filter(|v| v.has_blob)
+            .map(|v| v.id.clone());
+        (sid, head)
+    };
+    let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    if let (true, Some(head)) = (new.keep_head, head) {
+        match blobs::read_all(&ctx.store.blob_path(&head)) {
+            Ok(entries) => files.extend(entries),
+            Err(e) => return internal(format!("Cannot read the head {head}: {e}")),
         }
-        ("POST", "/_control/generate/runs") => generate_runs(ctx, &req),
-        ("POST", "/_control/generate/storage") => generate_storage(ctx, &req),
-        ("POST", p) if p.starts_with("/_control/storages/") && p.ends_with("/raw") => {
-            let kind_word = p
-                .trim_start_matches("/_control/storages/")
-                .trim_end_matches("/raw");
-            raw_archive(ctx, &req, kind_word)
-        }
-        _ => api_error(
-            404,
-            "not_found_error",
-            "resource_not_found",
-            format!(
-                "No control route {} {}: see `vm0-emulator --help`",
-                req.method, req.path
-            ),
-            None,
-        ),
+    }
+    for (path, content) in new.files {
+        match content {
+            Some(text) => files.insert(path, text.into_bytes()),
+            None => files.remove(&path),
+        };
+    }
+    let sources: Vec<(String, Source)> = files
+        .into_iter()
+        .map(|(p, b)| (p, Source::Bytes(b)))
+        .collect();
+    let message = new
+        .message
+        .or_else(|| Some("published by another client (control route)".into()));
+    let v =
+        match catalog::build_version(&ctx.store, &sid, &sources, message, Compression::default()) {
+            Ok(v) => v,
+            Err(e) => return internal(format!("Cannot write the archive: {e}")),
+        };
+    let mut st = ctx.store.lock();
+    match catalog::publish(&ctx.store, &mut st, kind, &sid, v) {
+        Some((_, value)) => raw_json(200, &value),
+        None => bad("the storage vanished while its head was moved"),
     }
 }
 
 /// `POST /_control/storages/<kind>/raw?name=NAME` with a raw `.tar.gz` body: a version whose blob is exactly
 /// those bytes (possibly hostile), as head.
-fn raw_archive(ctx: &Ctx, req: &Request, kind_word: &str) -> Response {
-    let Some(kind) = storage::parse_kind(kind_word) else {
-        return bad(format!(
-            "Unknown storage kind {kind_word:?}: use volumes or artifacts"
-        ));
-    };
-    let Some(name) = req
-        .query("name")
-        .filter(|n| !n.is_empty() && !n.contains('/'))
-    else {
-        return bad("`name` is required (a storage name without '/')");
-    };
+fn add_raw_archive(ctx: &Ctx, kind: StorageKind, name: &str, body: &[u8]) -> Response {
     let mut st = ctx.store.lock();
-    let sid = storage::ensure_storage(&mut st, kind, name);
-    let id =
-        blobs::sha256_hex(format!("storage:{sid}\n{}", blobs::sha256_hex(&req.body)).as_bytes());
+    let sid = catalog::ensure_storage(&ctx.store, &mut st, kind, name);
+    let id = blobs::sha256_hex(format!("storage:{sid}\n{}", blobs::sha256_hex(body)).as_bytes());
     let dest = ctx.store.blob_path(&id);
     let tmp = dest.with_extension("raw-tmp");
-    if let Err(e) = std::fs::write(&tmp, &req.body).and_then(|_| std::fs::rename(&tmp, &dest)) {
-        return api_error(
-            500,
-            "api_error",
-            "internal_error",
-            format!("Cannot store the archive: {e}"),
-            None,
-        );
+    if let Err(e) = std::fs::write(&tmp, body).and_then(|_| std::fs::rename(&tmp, &dest)) {
+        return internal(format!("Cannot store the archive: {e}"));
     }
     let v = VersionRec {
         id,
-        size: req.body.len() as u64,
-        file_count: blobs::count_files(&req.body).unwrap_or(1).max(1),
+        size: body.len() as u64,
+        file_count: blobs::count_files(body).unwrap_or(1).max(1),
         message: Some("raw archive (control route)".into()),
-        created_by: storage::USER_ID.into(),
+        created_by: USER_ID.into(),
         created_ms: now_ms(),
         files: Vec::new(),
         has_blob: true,
     };
-    let Some(v) = storage::register_version(&mut st, kind, &sid, v) else {
-        return bad("the storage vanished while adding the version");
-    };
-    let value = st
-        .storage(kind, &sid)
-        .map(|s| storage::version_value(kind, s, &v))
-        .unwrap_or_default();
-    ctx.store.save(&st);
-    raw_json(200, &value)
+    match catalog::publish(&ctx.store, &mut st, kind, &sid, v) {
+        Some((_, value)) => raw_json(200, &value),
+        None => bad("the storage vanished while adding the version"),
+    }
 }
 
 /// `POST /_control/generate/runs?count=N`: N completed runs with a few logs and metrics, one state save.
-fn generate_runs(ctx: &Ctx, req: &Request) -> Response {
-    let count: usize = match num(req, "count", 100) {
+pub(crate) async fn generate_runs(State(ctx): State<Arc<Ctx>>, q: Params) -> Response {
+    let count: usize = match num(&q, "count", 100) {
         Ok(c) => c,
         Err(r) => return r,
     };
     if count > 200_000 {
         return bad("`count` is at most 200000");
     }
+    blocking(move || add_runs(&ctx, count)).await
+}
+
+fn add_runs(ctx: &Ctx, count: usize) -> Response {
     let mut st = ctx.store.lock();
     if st.agents.iter().all(|a| a.versions.is_empty()) {
         let now = now_ms();
@@ -366,6 +257,9 @@ fn generate_runs(ctx: &Ctx, req: &Request) -> Response {
                 created_ms: now,
             }],
         });
+        if let Some(a) = st.agents.last() {
+            ctx.store.write(&[Row::Agent(a)]);
+        }
     }
     let Some(agent) = st.agents.iter().find(|a| !a.versions.is_empty()).cloned() else {
         return bad("no agent with a version");
@@ -373,13 +267,13 @@ fn generate_runs(ctx: &Ctx, req: &Request) -> Response {
     let now = now_ms();
     for i in 0..count {
         let created = now - ((count - i) as i64) * 1000;
-        let mut r = runs::new_run(
+        let mut r = sim::new_run(
             &agent.id,
             &agent.name,
             format!("Benchmark task #{i}"),
             created,
             &ctx.timing,
-            runs::RunExtras::default(),
+            sim::RunExtras::default(),
         );
         let started = created + 200;
         let done = started + 800;
@@ -387,7 +281,7 @@ fn generate_runs(ctx: &Ctx, req: &Request) -> Response {
             (
                 ms,
                 LogEntry {
-                    timestamp: super::store::iso(ms),
+                    timestamp: iso(ms),
                     kind: kind.into(),
                     level: "info".into(),
                     message,
@@ -412,7 +306,7 @@ fn generate_runs(ctx: &Ctx, req: &Request) -> Response {
                 (
                     ms,
                     MetricPoint {
-                        timestamp: super::store::iso(ms),
+                        timestamp: iso(ms),
                         cpu_percent: 20.0,
                         memory_used_mb: 256.0,
                         memory_total_mb: 2048.0,
@@ -429,26 +323,26 @@ fn generate_runs(ctx: &Ctx, req: &Request) -> Response {
         r.output = Some("done".into());
         st.runs.push(r);
     }
-    ctx.store.save(&st);
+    let first = st.runs.len() - count;
+    let rows: Vec<Row<'_>> = st.runs[first..].iter().map(Row::Run).collect();
+    ctx.store.write(&rows);
     raw_json(200, &json!({"created": count, "total_runs": st.runs.len()}))
 }
 
 /// `POST /_control/generate/storage?kind=artifacts&name=NAME&big_file_mb=512&small_files=20000&small_size=1024`:
 /// a version with the small files first and one big pseudo-random file last, streamed to disk.
-fn generate_storage(ctx: &Ctx, req: &Request) -> Response {
-    let Some(kind) = storage::parse_kind(req.query("kind").unwrap_or("artifacts")) else {
+pub(crate) async fn generate_storage(State(ctx): State<Arc<Ctx>>, q: Params) -> Response {
+    let Some(kind) = catalog::parse_kind(q.get("kind").unwrap_or("artifacts")) else {
         return bad("`kind` must be volumes or artifacts");
     };
-    let Some(name) = req
-        .query("name")
-        .filter(|n| !n.is_empty() && !n.contains('/'))
-    else {
-        return bad("`name` is required (a storage name without '/')");
+    let name = match storage_name(q.get("name")) {
+        Ok(n) => n,
+        Err(r) => return r,
     };
     let (big_mb, small_files, small_size) = match (
-        num::<u64>(req, "big_file_mb", 0),
-        num::<u64>(req, "small_files", 0),
-        num::<u64>(req, "small_size", 1024),
+        num::<u64>(&q, "big_file_mb", 0),
+        num::<u64>(&q, "small_files", 0),
+        num::<u64>(&q, "small_size", 1024),
     ) {
         (Ok(a), Ok(b), Ok(c)) => (a, b, c),
         (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return r,
@@ -456,11 +350,20 @@ fn generate_storage(ctx: &Ctx, req: &Request) -> Response {
     if small_files > 1_000_000 || small_size > (16 << 20) || big_mb > 64 * 1024 {
         return bad("at most 1000000 small files of 16 MiB each, and a big file of 65536 MB");
     }
+    blocking(move || add_storage(&ctx, kind, &name, big_mb, small_files, small_size)).await
+}
+
+fn add_storage(
+    ctx: &Ctx,
+    kind: StorageKind,
+    name: &str,
+    big_mb: u64,
+    small_files: u64,
+    small_size: u64,
+) -> Response {
     let sid = {
         let mut st = ctx.store.lock();
-        let sid = storage::ensure_storage(&mut st, kind, name);
-        ctx.store.save(&st);
-        sid
+        catalog::ensure_storage(&ctx.store, &mut st, kind, name)
     };
     let mut files: Vec<(String, Source)> = (0..small_files)
         .map(|i| {
@@ -485,26 +388,13 @@ fn generate_storage(ctx: &Ctx, req: &Request) -> Response {
     let message = Some(format!(
         "generated: {small_files} small files, {big_mb} MB big file"
     ));
-    let v = match storage::build_version(&ctx.store, &sid, &files, message, Compression::fast()) {
+    let v = match catalog::build_version(&ctx.store, &sid, &files, message, Compression::fast()) {
         Ok(v) => v,
-        Err(e) => {
-            return api_error(
-                500,
-                "api_error",
-                "internal_error",
-                format!("Cannot write the archive: {e}"),
-                None,
-            );
-        }
+        Err(e) => return internal(format!("Cannot write the archive: {e}")),
     };
     let mut st = ctx.store.lock();
-    let Some(v) = storage::register_version(&mut st, kind, &sid, v) else {
-        return bad("the storage vanished while generating");
-    };
-    let value = st
-        .storage(kind, &sid)
-        .map(|s| storage::version_value(kind, s, &v))
-        .unwrap_or_default();
-    ctx.store.save(&st);
-    raw_json(200, &value)
+    match catalog::publish(&ctx.store, &mut st, kind, &sid, v) {
+        Some((_, value)) => raw_json(200, &value),
+        None => bad("the storage vanished while generating"),
+    }
 }

@@ -2,32 +2,55 @@
 //!
 //! Tests, the demo and the benchmarks run vm0fs against this server instead of api.vm0.ai, so it has to behave
 //! like the platform where a client can tell the difference (status codes, error bodies, pagination, casing,
-//! 302 downloads to an unauthenticated blob URL, runs that progress on their own) and it has to be controllable
-//! where the platform is not (injected faults, counters, raw archives, bulk data). The pieces:
-//! `http` (a minimal HTTP/1.1 server, one thread per connection), `store` (the state and its atomic
-//! persistence), `blobs` (archives and content hashes), `routes` (dispatch, auth, JSON helpers, agents),
-//! `storage` (volumes, artifacts, downloads, uploads), `runs` (run endpoints and the simulator), `sse` (the
-//! event stream), `control` (the unauthenticated `/_control/` routes: faults, stats, raw archives, generators)
-//! and `seed` (the demo dataset). The emulator shares only the wire models with the client (`crate::api::models`).
+//! 302 downloads to an unauthenticated blob URL, runs that progress on their own, uploads that refuse what the
+//! platform refuses) and it has to be controllable where the platform is not (injected faults, counters, raw
+//! archives, a head moved behind the client's back, bulk data). It serves HTTP with axum on tokio, so requests
+//! are parsed the way real servers parse them, and keeps its state in SQLite.
+//!
+//! The modules, in layers (each depends only on those above it):
+//! - the state: `store` (records, persisted row by row in SQLite), `blobs` (archives and content hashes),
+//!   `faults` (the fault config), `stats` (counters), `uploads` (upload sessions), `ctx` (all of it, shared);
+//! - shared helpers: `reply` (query, JSON and error responses, pagination), `presign` (blob URLs), `catalog`
+//!   (storages and versions as records), `sim` (how runs are born and move);
+//! - handlers, one module per resource: `agents`, `runs`, `sse`, `storage`, `blobhost`, `control`, and the
+//!   middleware in `layers` (token, counters, every fault);
+//! - `router`, the only module that knows every handler, and `seed` (the demo dataset).
+//!
+//! The emulator shares only the wire models with the client (the `vm0-api` crate).
 
+// Handlers' helpers return the error response itself (`Result<_, Response>`): one per failed request, so its
+// size does not matter, and boxing it would only add noise to every handler.
+#![allow(clippy::result_large_err)]
+
+mod agents;
+mod blobhost;
 mod blobs;
+mod catalog;
 mod control;
-mod http;
-mod routes;
+mod ctx;
+mod faults;
+mod layers;
+mod presign;
+mod reply;
+mod router;
 mod runs;
 mod seed;
+mod sim;
 mod sse;
+mod stats;
 mod storage;
 mod store;
+mod uploads;
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use axum::serve::ListenerExt;
 use clap::{Parser, ValueEnum};
 
+use ctx::{Ctx, DownloadMode, Timing};
 use vm0_api::Casing;
 
 /// Command line of `vm0-emulator`.
@@ -42,20 +65,27 @@ use vm0_api::Casing;
         restart.\n\n\
         Unauthenticated test routes:\n  \
         GET|POST /_control/faults     the fault config (POST replaces it: latency_ms, path_prefix, error_rate,\n                                \
-        error_status, error_count, retry_after_secs, truncate_blobs, blob_bytes_per_sec,
-                                blob_forbidden_count, bad_body, bad_body_count)\n  \
-        GET  /_control/stats          request counters (blob_downloads per version, blob_requests, ...)\n  \
+        error_status, error_count, retry_after_secs, truncate_blobs, blob_bytes_per_sec,\n                                \
+        blob_forbidden_count, bad_body, bad_body_count)\n  \
+        GET  /_control/stats          counters: requests, blob_downloads per version, blob_requests,\n                                \
+        blob_requests_with_authorization, upload_puts, upload_requests_with_token,\n                                commits (accepted), runs_created\n  \
         POST /_control/storages/<volumes|artifacts>/raw?name=NAME   add a raw .tar.gz body as the head version\n  \
+        POST /_control/storages/<volumes|artifacts>/<name>/head     a new head, as if another client published it:\n                                \
+        {\"files\": {\"path\": \"content\" | null}, \"keep_head\": false, \"message\": null} (null removes a\n                                \
+        path of the kept head; the storage is created if missing)\n  \
         POST /_control/generate/runs?count=N                        add N completed runs\n  \
         POST /_control/generate/storage?kind=&name=&big_file_mb=&small_files=&small_size=   a big version\n  \
-        GET  /_storage/...  /_upload/...   the presigned blob URLs that downloads redirect to and uploads PUT to"
+        GET  /_storage/...  PUT /_upload/...   the presigned blob URLs that downloads redirect to and uploads PUT to\n\n\
+        Uploads (POST /v1/<volumes|artifacts>/<id>/upload, PUT each file, POST .../commit) are refused as the API \
+        refuses them: a commit missing a declared file is 409 upload_incomplete (the session stays open), a size or \
+        hash mismatch is 400; a commit of no files makes an empty version (its download is 404)."
 )]
 pub struct Args {
     /// Address to listen on; port 0 picks a free port (the URL printed on stdout says which).
     #[arg(long, default_value = "127.0.0.1:0", env = "VM0_EMULATOR_LISTEN")]
     listen: String,
 
-    /// Directory holding the state (state.json), the archives (blobs/) and the seed's sources (seed-src/).
+    /// Directory holding the state (state.sqlite), the archives (blobs/) and the seed's sources (seed-src/).
     #[arg(long, env = "VM0_EMULATOR_DATA")]
     data: PathBuf,
 
@@ -120,38 +150,6 @@ enum CasingArg {
     Camel,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum DownloadMode {
-    /// 302 to a presigned URL serving archive.tar.gz (the final API).
-    Redirect,
-    /// 200 with the gzip body directly.
-    Direct,
-    /// 200 JSON {version_id, files:[{path,size,download_url}], expires_at} (the API of 2026-01-09..10).
-    Files,
-}
-
-/// Run schedule settings for new runs.
-#[derive(Debug, Clone, Copy)]
-struct Timing {
-    pending_ms: u64,
-    duration_ms: u64,
-    log_interval_ms: u64,
-}
-
-/// Everything a request handler needs. One per process, shared by every thread.
-struct Ctx {
-    store: store::Store,
-    casing: Casing,
-    tokens: Vec<String>,
-    download_mode: DownloadMode,
-    max_concurrent_runs: usize,
-    timing: Timing,
-    faults: control::Faults,
-    stats: control::Stats,
-    base_url: String,
-    uploads: Mutex<HashMap<String, storage::UploadSession>>,
-}
-
 /// Runs the emulator: loads or seeds the state, binds, prints the base URL, and serves until the process dies.
 pub fn run(args: Args) -> Result<(), String> {
     let store = store::Store::open(&args.data)?;
@@ -173,12 +171,12 @@ pub fn run(args: Args) -> Result<(), String> {
         .local_addr()
         .map_err(|e| format!("cannot read the listening address: {e}"))?;
     let base_url = format!("http://{addr}");
-    let faults = control::FaultConfig {
+    let faults = faults::FaultConfig {
         latency_ms: args.latency_ms,
         error_rate: args.error_rate,
         error_status: args.error_status,
         truncate_blobs: args.truncate_blobs,
-        ..control::FaultConfig::default()
+        ..faults::FaultConfig::default()
     };
     faults.validate()?;
     let ctx = Arc::new(Ctx {
@@ -195,17 +193,26 @@ pub fn run(args: Args) -> Result<(), String> {
             duration_ms: args.run_duration_ms,
             log_interval_ms: args.log_interval_ms.max(1),
         },
-        faults: control::Faults::new(faults),
-        stats: control::Stats::default(),
+        faults: faults::Faults::new(faults),
+        stats: stats::Stats::default(),
         base_url: base_url.clone(),
-        uploads: Mutex::new(HashMap::new()),
+        uploads: uploads::Uploads::default(),
     });
 
-    let sim = ctx.clone();
+    let sim_ctx = ctx.clone();
     std::thread::Builder::new()
         .name("emu-simulator".into())
-        .spawn(move || runs::simulator(sim))
+        .spawn(move || sim::simulator(sim_ctx))
         .map_err(|e| format!("cannot start the run simulator thread: {e}"))?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("emu-http")
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("cannot make the listener non-blocking: {e}"))?;
 
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{base_url}")
@@ -214,10 +221,15 @@ pub fn run(args: Args) -> Result<(), String> {
     drop(stdout);
     tracing::info!(%base_url, data = %args.data.display(), "vm0-emulator serving");
 
-    let handler_ctx = ctx.clone();
-    http::serve(
-        listener,
-        Arc::new(move |req| routes::handle(&handler_ctx, req)),
-    );
-    Ok(())
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .map_err(|e| format!("cannot serve on {addr}: {e}"))?
+            .tap_io(|tcp| {
+                // Small responses go out at once (no Nagle delay against the client's delayed ACKs).
+                let _ = tcp.set_nodelay(true);
+            });
+        axum::serve(listener, router::router(ctx))
+            .await
+            .map_err(|e| format!("serving on {addr} failed: {e}"))
+    })
 }

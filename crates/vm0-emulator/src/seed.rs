@@ -1,6 +1,6 @@
 //! `--seed demo`: a small, realistic dataset for the demo and the tests.
 //!
-//! Runs are not written by hand: each is created with `runs::new_run` and moved along by the simulator's own
+//! Runs are not written by hand: each is created with `sim::new_run` and moved along by the simulator's own
 //! `advance` with a fake clock, so seeded logs, metrics and timestamps have exactly the shapes and invariants
 //! (unique, increasing log timestamps; sequence numbers) of live ones. A few runs are left pending or running
 //! so that something progresses as soon as the server runs. Storages hold the awkward cases a filesystem
@@ -14,11 +14,11 @@ use std::path::Path;
 use flate2::Compression;
 use serde_json::json;
 
-use super::blobs::{self, Source};
-use super::runs::{self, RunExtras};
-use super::storage;
-use super::store::{AgentRec, AgentVersionRec, State, Store, iso, new_id, now_ms};
-use super::{Timing, store::RunRec};
+use crate::blobs::{self, Source};
+use crate::catalog;
+use crate::ctx::Timing;
+use crate::sim::{self, RunExtras};
+use crate::store::{AgentRec, AgentVersionRec, RunRec, State, Store, iso, new_id, now_ms};
 use vm0_api::{RunStatus, StorageKind};
 
 const MINUTE: i64 = 60_000;
@@ -28,7 +28,7 @@ const DAY: i64 = 24 * HOUR;
 type Files = Vec<(String, Vec<u8>)>;
 
 /// Seeds `store` unless it already holds anything.
-pub(super) fn demo(store: &Store) -> Result<(), String> {
+pub(crate) fn demo(store: &Store) -> Result<(), String> {
     let mut st = store.lock();
     if st.seeded.is_some()
         || !st.agents.is_empty()
@@ -44,7 +44,7 @@ pub(super) fn demo(store: &Store) -> Result<(), String> {
     seed_storages(store, &mut st, now, &mut rng).map_err(|e| e.to_string())?;
     seed_runs(&mut st, now, &mut rng);
     st.seeded = Some(iso(now));
-    store.save(&st);
+    store.write_all(&st);
     Ok(())
 }
 
@@ -288,7 +288,7 @@ fn seed_storage(
     created: i64,
     versions: Vec<(Files, &str, i64)>,
 ) -> std::io::Result<()> {
-    let i = storage::create_record(st, kind, name, created);
+    let i = catalog::create_record(st, kind, name, created);
     let sid = st.storages(kind)[i].id.clone();
     let src = store.dir().join("seed-src").join(kind.plural()).join(name);
     fs::create_dir_all(&src)?;
@@ -302,7 +302,7 @@ fn seed_storage(
             .into_iter()
             .map(|(p, b)| (p, Source::Bytes(b)))
             .collect();
-        let mut v = storage::build_version(
+        let mut v = catalog::build_version(
             store,
             &sid,
             &sources,
@@ -310,7 +310,7 @@ fn seed_storage(
             Compression::default(),
         )?;
         v.created_ms = at;
-        storage::register_version(st, kind, &sid, v);
+        catalog::register(st, kind, &sid, v);
     }
     Ok(())
 }
@@ -377,7 +377,7 @@ fn seed_runs(st: &mut State, now: i64, rng: &mut fastrand::Rng) {
                     .collect()
             });
         }
-        let mut r = runs::new_run(
+        let mut r = sim::new_run(
             agent_id,
             agent_name,
             PROMPTS[i % PROMPTS.len()].to_string(),
@@ -409,7 +409,7 @@ fn seed_runs(st: &mut State, now: i64, rng: &mut fastrand::Rng) {
             duration_ms: 60_000 + 30_000 * k as u64,
             log_interval_ms: 1000,
         };
-        let mut r = runs::new_run(
+        let mut r = sim::new_run(
             agent_id,
             agent_name,
             PROMPTS[(history + k) % PROMPTS.len()].to_string(),
@@ -433,10 +433,10 @@ fn simulate(r: &mut RunRec, interval: u64, until: i64, cancel_at: Option<i64>) {
             break;
         }
         if cancel_at.is_some_and(|c| t >= c) {
-            runs::cancel_now(r, t);
+            sim::cancel_now(r, t);
             break;
         }
-        runs::advance(r, t, interval);
+        sim::advance(r, t, interval);
         t += (interval as i64 / 2).max(1);
     }
 }

@@ -1,46 +1,63 @@
 //! `GET /v1/runs/:id/events`: the run's server-sent event stream (CONTRACT.md 4.8).
 //!
-//! The stream is a `Read` implementation handed to the HTTP layer as a chunked body: every `read` either returns
-//! frames already prepared or polls the run (every 250 ms, four times as often as the platform, so tests are
-//! quick) and prepares the next frames. The HTTP layer flushes each chunk as soon as it is read, so a client sees
-//! each event when it happens. Frames are written by the shared `SseEvent::to_frame`, so the emulator and the
+//! The stream is an async stream of frames handed to axum as a streamed body: each item is the frames prepared
+//! by one poll of the run (every 250 ms, four times as often as the platform, so tests are quick), and hyper
+//! writes each item as one chunk as soon as it is yielded, so a client sees each event when it happens. The
+//! body is built from frames rather than with axum's `Sse` type so that the bytes come from the shared
+//! `SseEvent::to_frame`. Frames are written by the shared `SseEvent::to_frame`, so the emulator and the
 //! client agree on the format by construction. Payload keys never change with the casing (`run_id` included).
 
-use std::io::{self, Read};
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::Ctx;
-use super::http::{Body, Request, Response};
-use super::routes::not_found;
-use super::store::{iso, now_ms};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use futures_util::stream;
+
+use crate::ctx::Ctx;
+use crate::reply::{Params, not_found};
+use crate::store::{iso, now_ms};
 use vm0_api::{RunStatus, SseEvent};
 
 const POLL: Duration = Duration::from_millis(250);
 const HEARTBEAT: Duration = Duration::from_secs(15);
 
-pub(super) fn events(ctx: &Arc<Ctx>, req: &Request, id: &str) -> Response {
+pub(crate) async fn events(
+    State(ctx): State<Arc<Ctx>>,
+    Path(id): Path<String>,
+    q: Params,
+) -> Response {
     if !ctx.store.lock().runs.iter().any(|r| r.id == id) {
         return not_found(format!("No such run: '{id}'"));
     }
-    let last_seq = req
-        .query_any(&["last_event_id", "lastEventId"])
+    let last_seq = q
+        .get_any(&["last_event_id", "lastEventId"])
         .and_then(|s| s.trim().parse::<u64>().ok())
         .unwrap_or(0);
-    let stream = EventStream {
-        ctx: ctx.clone(),
-        run_id: id.to_string(),
+    let events = EventStream {
+        ctx,
+        run_id: id,
         last_status: None,
         last_seq,
         last_beat: Instant::now(),
         buf: Vec::new(),
-        pos: 0,
         done: false,
     };
-    Response::new(200, Body::Chunked(Box::new(stream)))
-        .header("Content-Type", "text/event-stream")
-        .header("Cache-Control", "no-cache")
-        .header("Connection", "keep-alive")
+    let frames = stream::unfold(events, |mut events| async move {
+        let frames = events.next_frames().await?;
+        Some((Ok::<_, Infallible>(Bytes::from(frames)), events))
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(frames),
+    )
+        .into_response()
 }
 
 struct EventStream {
@@ -50,7 +67,6 @@ struct EventStream {
     last_seq: u64,
     last_beat: Instant,
     buf: Vec<u8>,
-    pos: usize,
     done: bool,
 }
 
@@ -139,25 +155,18 @@ impl EventStream {
     }
 }
 
-impl Read for EventStream {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+impl EventStream {
+    /// The next frames to send, waiting for them; `None` once the stream has ended.
+    async fn next_frames(&mut self) -> Option<Vec<u8>> {
         loop {
-            if self.pos < self.buf.len() {
-                let n = out.len().min(self.buf.len() - self.pos);
-                out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-                self.pos += n;
-                if self.pos == self.buf.len() {
-                    self.buf.clear();
-                    self.pos = 0;
-                }
-                return Ok(n);
+            if !self.buf.is_empty() {
+                return Some(std::mem::take(&mut self.buf));
             }
             if self.done {
-                return Ok(0);
+                return None;
             }
-            let first = self.last_status.is_none();
-            if !first {
-                std::thread::sleep(POLL);
+            if self.last_status.is_some() {
+                tokio::time::sleep(POLL).await;
             }
             self.poll();
         }

@@ -1,0 +1,75 @@
+//! The counters of `GET /_control/stats`: what the client did, as plain numbers a test compares before and
+//! after an action (requests, blob downloads per version, uploads, commits, and the requests that carried the API
+//! token to the blob host, which must stay at 0).
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+
+use serde::Serialize;
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub(crate) struct Counters {
+    blob_downloads: BTreeMap<String, u64>,
+    blob_requests: u64,
+    blob_requests_with_authorization: u64,
+    upload_puts: u64,
+    upload_requests_with_token: u64,
+    commits: u64,
+    runs_created: u64,
+    requests: u64,
+}
+
+impl Counters {
+    pub fn into_json(self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Stats(Mutex<Counters>);
+
+impl Stats {
+    fn lock(&self) -> MutexGuard<'_, Counters> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn snapshot(&self) -> Counters {
+        self.lock().clone()
+    }
+
+    pub fn request(&self) {
+        self.lock().requests += 1;
+    }
+
+    pub fn blob_request(&self, with_authorization: bool) {
+        let mut s = self.lock();
+        s.blob_requests += 1;
+        if with_authorization {
+            s.blob_requests_with_authorization += 1;
+        }
+    }
+
+    pub fn upload_put(&self, with_authorization: bool) {
+        let mut s = self.lock();
+        s.upload_puts += 1;
+        if with_authorization {
+            s.upload_requests_with_token += 1;
+        }
+    }
+
+    pub fn commit(&self) {
+        self.lock().commits += 1;
+    }
+
+    pub fn blob_download(&self, version_id: &str) {
+        *self
+            .lock()
+            .blob_downloads
+            .entry(version_id.to_string())
+            .or_default() += 1;
+    }
+
+    pub fn run_created(&self) {
+        self.lock().runs_created += 1;
+    }
+}
