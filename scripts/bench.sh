@@ -177,7 +177,7 @@ mkdir -p "$run"
 : >"$samples"
 
 for d in "$bench"/emu-*; do [ -e "$d" ] && [ "$d" != "$data" ] && rm -rf "$d"; done
-if [ ! -e "$data/.complete" ]; then
+if [ ! -e "$data/.complete" ] || [ ! -e "$data/state.sqlite" ]; then   # (state.json: an older emulator's)
   rm -rf "$data"
   mkdir -p "$data"
   start_emulator "$data"

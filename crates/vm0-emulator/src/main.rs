@@ -1,5 +1,6 @@
-//! `vm0-emulator`: the local VM0 API emulator. All the logic is in `vm0fs::emulator`; this only parses the
-//! command line, sets up logging to stderr (`RUST_LOG`, default `info`), and reports a fatal error.
+//! `vm0-emulator`: the local VM0 API emulator. All the logic is in this package's library (`vm0_emulator::run`);
+//! this only parses the command line, sets up logging to stderr (`RUST_LOG`, default `info`), and reports a fatal
+//! error.
 
 use clap::Parser;
 

@@ -202,6 +202,13 @@ impl Store {
                 dir.display()
             )
         })?;
+        if dir.join("state.json").exists() && !dir.join("state.sqlite").exists() {
+            tracing::warn!(
+                "{} holds state.json, the state of an older emulator, which this one does not read: \
+                 starting empty (remove the directory to silence this)",
+                dir.display()
+            );
+        }
         let path = dir.join("state.sqlite");
         let unusable = |e: rusqlite::Error| {
             format!(
