@@ -137,7 +137,7 @@ impl Namespace for StorageNode {
     fn child(&self, fs: &Vm0Fs, name: &OsStr) -> Result<Node> {
         match self {
             StorageNode::Dir(kind) => {
-                let text = text_name(&Node::Storage(self.clone()), name)?;
+                let text = text_name(self, name)?;
                 fs.storage_root(*kind, text)
             }
             StorageNode::Root {
@@ -161,7 +161,7 @@ impl Namespace for StorageNode {
                 };
                 let path = path.join(name);
                 if !fs.archive_holds(archive, &path)? {
-                    return Err(missing(&Node::Storage(self.clone()), name));
+                    return Err(missing(self, name));
                 }
                 Ok(StorageNode::entry_at(archive, path))
             }
