@@ -2,7 +2,7 @@
 //!
 //! The fuser adapter (`crate::fuse`) runs each request on a worker thread and calls one method here; the core
 //! talks to the `Vm0Api` trait and to the archive cache. Keeping FUSE out of this layer lets the whole tree be
-//! tested against an in-memory API (see `tests.rs`), as mountpoint-s3 does with its `fs.rs`.
+//! tested against the in-memory API of `api::fake` (see `tests/`), as mountpoint-s3 does with its `fs.rs`.
 //!
 //! Consistency, as DESIGN.md section 1 sets it: API listings are kept for `--metadata-ttl`; a run that is still
 //! moving for one second; what can no longer change (a terminal run, a storage version) for good. Files whose
@@ -34,9 +34,10 @@ pub use inodes::ROOT_INO;
 use crate::api::Vm0Api;
 use crate::cache::ArchiveCache;
 use handles::{Handle, Handles, NewRunWrite};
-use inodes::{ControlFile, InodeTable, Node, RunFile};
+use inodes::{InodeTable, Node};
 use live_logs::LiveLogs;
 use meta::Meta;
+use tree::{RunFile, RunNode};
 
 /// What a mount is configured with (the `vm0fs mount` flags that reach the core).
 #[derive(Debug, Clone)]
@@ -104,6 +105,23 @@ pub trait Invalidator: Send + Sync {
     fn attributes_changed(&self, ino: u64);
 }
 
+/// The filesystem core: one per mount, shared by every worker thread.
+///
+/// # Lock order
+///
+/// A thread that holds one of these locks takes only locks further down the list, never one above it:
+///
+/// 1. the write state of one open `runs/new/<agent>` handle (`NewRunWrite`), held across `create_run` so that
+///    two flushes of one handle start one run;
+/// 2. one log's state in `live_logs`, held across that log's page fetches (one fetcher per log);
+/// 3. `meta`: one TTL map at a time (a fetch happens outside it);
+/// 4. `new_run_outcomes`;
+/// 5. leaves, held for a map update and never across a call: the map of logs in `live_logs`, `handles`, and
+///    `inodes` (the inode table).
+///
+/// The archive cache (`cache`) and the API client have their own locks and are called with none of these held
+/// except 1 and 2 (both only around API calls). `invalidator` is set once and takes no lock here; the poller calls
+/// it with no lock held, as the kernel may call back into the mount.
 pub struct Vm0Fs {
     meta: Meta,
     live_logs: LiveLogs,
@@ -253,7 +271,7 @@ impl Vm0Fs {
     pub fn open(&self, ino: u64, flags: i32) -> Result<Opened> {
         let node = self.node(ino)?;
         if flags & libc::O_ACCMODE != libc::O_RDONLY {
-            if let Some(handle) = self.write_handle(&node)? {
+            if let Some(handle) = node.namespace().open_write(self)? {
                 let fh = self.handles.insert(handle);
                 return Ok(Opened {
                     fh,
@@ -291,23 +309,16 @@ impl Vm0Fs {
             Some(Handle::Log(run_id)) => self.live_logs.closed(&run_id),
             Some(Handle::NewRun(write)) => {
                 if let Err(e) = self.start_run(&write) {
-                    tracing::warn!("{e}");
+                    tracing::warn!("{}", e.chain());
                 }
             }
             _ => {}
         }
     }
 
-    /// `runs/new/<agent>` may be created (an existing agent's file); nothing else can.
+    /// Creates `name` in `parent` and opens it for writing, where the parent's namespace allows it (`runs/new/`).
     pub fn create(&self, parent: u64, name: &OsStr) -> Result<(Attr, Opened)> {
-        let parent_node = self.node(parent)?;
-        if parent_node != Node::RunsNew {
-            return Err(Error::read_only(tree::describe(&parent_node)));
-        }
-        let node = self.child(&parent_node, name)?;
-        let handle = self
-            .write_handle(&node)?
-            .ok_or_else(|| Error::read_only(tree::describe(&node)))?;
+        let (node, handle) = self.node(parent)?.namespace().create(self, name)?;
         let attr = self.entry_attr(&node)?;
         let fh = self.handles.insert(handle);
         Ok((
@@ -320,21 +331,11 @@ impl Vm0Fs {
         ))
     }
 
-    /// Truncation to zero, as `open(O_TRUNC)` asks, is accepted on the writable files; any other change is not.
+    /// Changes a file's size, where its namespace allows it (truncation to zero of the writable files, as
+    /// `open(O_TRUNC)` asks).
     pub fn truncate(&self, ino: u64, size: u64) -> Result<Attr> {
         let node = self.node(ino)?;
-        let writable = matches!(
-            node,
-            Node::NewRun { .. }
-                | Node::RunFile {
-                    file: RunFile::Ctl,
-                    ..
-                }
-                | Node::ControlFile(ControlFile::Pins)
-        );
-        if !writable || size != 0 {
-            return Err(Error::read_only(tree::describe(&node)));
-        }
+        node.namespace().truncate(self, size)?;
         self.attr(ino, &node)
     }
 
@@ -372,6 +373,7 @@ impl Vm0Fs {
                         e.errno(),
                         format!("runs/{run_id}/ctl: the run was not cancelled: {e}"),
                     )
+                    .caused_by(e)
                 })?;
                 self.meta.remember_run(detail);
                 Ok(data.len() as u32)
@@ -404,27 +406,6 @@ impl Vm0Fs {
         }
     }
 
-    fn write_handle(&self, node: &Node) -> Result<Option<Handle>> {
-        Ok(match node {
-            Node::NewRun { agent } => {
-                self.meta.agent(agent)?;
-                Some(Handle::NewRun(Arc::new(Mutex::new(NewRunWrite {
-                    agent: agent.clone(),
-                    written: Vec::new(),
-                    dirty: false,
-                    writer_pid: None,
-                    outcome: None,
-                }))))
-            }
-            Node::RunFile {
-                id,
-                file: RunFile::Ctl,
-            } => Some(Handle::Ctl(id.clone())),
-            Node::ControlFile(ControlFile::Pins) => Some(Handle::Pins),
-            _ => None,
-        })
-    }
-
     fn start_run(&self, write: &Mutex<NewRunWrite>) -> Result<()> {
         let mut write = write.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(outcome) = &write.outcome {
@@ -440,6 +421,7 @@ impl Vm0Fs {
                     e.errno(),
                     format!("runs/new/{agent}: the run was not started: {}", e),
                 )
+                .caused_by(e)
             })
         });
         let (shown, result) = match outcome {
@@ -480,6 +462,7 @@ impl Vm0Fs {
         let started = std::thread::Builder::new()
             .name("vm0fs-logs".into())
             .spawn(move || {
+                let _span = tracing::info_span!("log_poller").entered();
                 loop {
                     std::thread::sleep(live_logs::POLL_INTERVAL);
                     let Some(fs) = fs.upgrade() else { return };
@@ -514,10 +497,10 @@ impl Vm0Fs {
     /// Tells the kernel that a watched log grew. Only a number the table still holds is told: one the kernel forgot
     /// has nothing cached to invalidate, and asking for a number here would allocate one per poll.
     fn logs_changed(&self, run_id: &str) {
-        let logs = Node::RunFile {
+        let logs = Node::Runs(RunNode::File {
             id: run_id.to_string(),
             file: RunFile::Logs,
-        };
+        });
         if let (Some(invalidator), Some(ino)) =
             (self.invalidator.get(), self.inodes.known_ino(&logs))
         {
@@ -546,7 +529,31 @@ impl Vm0Fs {
         Ok(out)
     }
 
-    /// Any change to the tree other than through `runs/new/` and `ctl`.
+    /// Removes `name` from `parent`, where the parent's namespace allows it.
+    pub fn unlink(&self, parent: u64, name: &OsStr) -> Result<()> {
+        self.node(parent)?.namespace().unlink(self, name)
+    }
+
+    /// Renames `name` in `parent` to `new_name` in `new_parent`, where the namespace of `parent` allows it.
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        new_parent: u64,
+        new_name: &OsStr,
+    ) -> Result<()> {
+        let from = self.node(parent)?;
+        let to = self.node(new_parent)?;
+        from.namespace().rename(self, name, &to, new_name)
+    }
+
+    /// Makes the directory `name` in `parent`, where the parent's namespace allows it.
+    pub fn mkdir(&self, parent: u64, name: &OsStr) -> Result<Attr> {
+        let node = self.node(parent)?.namespace().mkdir(self, name)?;
+        self.entry_attr(&node)
+    }
+
+    /// Any other change to the tree (mknod, symlink, link, rmdir, xattrs, `access(W_OK)`): refused everywhere.
     pub fn refuse_change(&self, ino: u64) -> Error {
         match self.node(ino) {
             Ok(node) => Error::read_only(tree::describe(&node)),
