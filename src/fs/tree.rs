@@ -307,7 +307,7 @@ impl Vm0Fs {
         }
         let info = self.archive_info(kind, storage_id, version_id);
         let source = self.archive_source(kind, storage_id, version_id);
-        Ok(self.cache.fetch(version_id, &info, &*source)?)
+        Ok(self.cache.tree(version_id, &info, source)?)
     }
 
     /// Runs `op` on the entry `rel` of a version's tree as soon as that entry can be read

@@ -6,6 +6,7 @@
 //! level, the rest as warnings, like mountpoint-s3) and replies. Operations that would change the tree are refused
 //! with `EROFS` by the core.
 
+mod exit_order;
 mod pool;
 
 use std::ffi::OsStr;
@@ -77,7 +78,12 @@ pub fn mount(
         passthrough: false,
         backing: Arc::default(),
     };
-    Session::new(adapter, mountpoint, &fuse_config)
+    let before = exit_order::open_descriptors();
+    let session = Session::new(adapter, mountpoint, &fuse_config)?;
+    if config.auto_unmount {
+        exit_order::close_the_helper_socket_last(&before);
+    }
+    Ok(session)
 }
 
 /// The core's way to tell the kernel that cached attributes are stale: fuser's `Notifier`.
@@ -106,10 +112,12 @@ pub struct FuseAdapter {
 }
 
 impl FuseAdapter {
-    /// Runs `op` on a worker with the core.
-    fn spawn(&self, op: impl FnOnce(&Vm0Fs) + Send + 'static) {
+    /// Runs `op` on a worker with the core, on behalf of the request's caller (so that a wait inside can see
+    /// the caller give up, see `caller`).
+    fn spawn(&self, req: &Request, op: impl FnOnce(&Vm0Fs) + Send + 'static) {
         let fs = self.fs.clone();
-        self.pool.run(move || op(&fs));
+        let pid = req.pid();
+        self.pool.run(move || crate::caller::serve(pid, || op(&fs)));
     }
 }
 
@@ -179,9 +187,9 @@ impl Filesystem for FuseAdapter {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = name.to_os_string();
-        self.spawn(move |fs| match fs.lookup(parent.0, &name) {
+        self.spawn(req, move |fs| match fs.lookup(parent.0, &name) {
             Ok(attr) => reply.entry(&attr.ttl, &file_attr(&attr), GENERATION),
             Err(e) => reply.error(errno("lookup", &e)),
         });
@@ -194,8 +202,8 @@ impl Filesystem for FuseAdapter {
         self.fs.forget(ino.0, nlookup);
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        self.spawn(move |fs| match fs.getattr(ino.0) {
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.spawn(req, move |fs| match fs.getattr(ino.0) {
             Ok(attr) => reply.attr(&attr.ttl, &file_attr(&attr)),
             Err(e) => reply.error(errno("getattr", &e)),
         });
@@ -203,7 +211,7 @@ impl Filesystem for FuseAdapter {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -221,7 +229,7 @@ impl Filesystem for FuseAdapter {
     ) {
         // Only the truncation of `open(O_TRUNC)` on a writable file is accepted; times are ignored there.
         let only_size = mode.is_none() && uid.is_none() && gid.is_none();
-        self.spawn(move |fs| {
+        self.spawn(req, move |fs| {
             let result = match size {
                 Some(size) if only_size => fs.truncate(ino.0, size),
                 _ => Err(fs.refuse_change(ino.0)),
@@ -233,8 +241,8 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        self.spawn(move |fs| match fs.readlink(ino.0) {
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.spawn(req, move |fs| match fs.readlink(ino.0) {
             Ok(target) => reply.data(&target),
             Err(e) => reply.error(errno("readlink", &e)),
         });
@@ -242,7 +250,7 @@ impl Filesystem for FuseAdapter {
 
     fn mknod(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         _name: &OsStr,
         _mode: u32,
@@ -250,43 +258,53 @@ impl Filesystem for FuseAdapter {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        self.spawn(move |fs| reply.error(errno("mknod", &fs.refuse_change(parent.0))));
+        self.spawn(req, move |fs| {
+            reply.error(errno("mknod", &fs.refuse_change(parent.0)))
+        });
     }
 
     fn mkdir(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         _name: &OsStr,
         _mode: u32,
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        self.spawn(move |fs| reply.error(errno("mkdir", &fs.refuse_change(parent.0))));
+        self.spawn(req, move |fs| {
+            reply.error(errno("mkdir", &fs.refuse_change(parent.0)))
+        });
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        self.spawn(move |fs| reply.error(errno("unlink", &fs.refuse_change(parent.0))));
+    fn unlink(&self, req: &Request, parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        self.spawn(req, move |fs| {
+            reply.error(errno("unlink", &fs.refuse_change(parent.0)))
+        });
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        self.spawn(move |fs| reply.error(errno("rmdir", &fs.refuse_change(parent.0))));
+    fn rmdir(&self, req: &Request, parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        self.spawn(req, move |fs| {
+            reply.error(errno("rmdir", &fs.refuse_change(parent.0)))
+        });
     }
 
     fn symlink(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         _link_name: &OsStr,
         _target: &Path,
         reply: ReplyEntry,
     ) {
-        self.spawn(move |fs| reply.error(errno("symlink", &fs.refuse_change(parent.0))));
+        self.spawn(req, move |fs| {
+            reply.error(errno("symlink", &fs.refuse_change(parent.0)))
+        });
     }
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         _name: &OsStr,
         _newparent: INodeNo,
@@ -294,24 +312,28 @@ impl Filesystem for FuseAdapter {
         _flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |fs| reply.error(errno("rename", &fs.refuse_change(parent.0))));
+        self.spawn(req, move |fs| {
+            reply.error(errno("rename", &fs.refuse_change(parent.0)))
+        });
     }
 
     fn link(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _newparent: INodeNo,
         _newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        self.spawn(move |fs| reply.error(errno("link", &fs.refuse_change(ino.0))));
+        self.spawn(req, move |fs| {
+            reply.error(errno("link", &fs.refuse_change(ino.0)))
+        });
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let passthrough = self.passthrough;
         let backing = self.backing.clone();
-        self.spawn(move |fs| match fs.open(ino.0, flags.0) {
+        self.spawn(req, move |fs| match fs.open(ino.0, flags.0) {
             Ok(opened) => {
                 let mut fopen = FopenFlags::empty();
                 if opened.direct_io {
@@ -350,7 +372,7 @@ impl Filesystem for FuseAdapter {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -359,7 +381,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.spawn(move |fs| match fs.read(fh.0, offset, size) {
+        self.spawn(req, move |fs| match fs.read(fh.0, offset, size) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(errno("read", &e)),
         });
@@ -379,7 +401,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let data = data.to_vec();
         let pid = req.pid();
-        self.spawn(move |fs| match fs.write(fh.0, offset, &data, pid) {
+        self.spawn(req, move |fs| match fs.write(fh.0, offset, &data, pid) {
             Ok(written) => reply.written(written),
             Err(e) => reply.error(errno("write", &e)),
         });
@@ -396,7 +418,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let pid = req.pid();
-        self.spawn(move |fs| match fs.flush(fh.0, pid) {
+        self.spawn(req, move |fs| match fs.flush(fh.0, pid) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("flush", &e)),
         });
@@ -416,7 +438,7 @@ impl Filesystem for FuseAdapter {
 
     fn release(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
@@ -426,7 +448,7 @@ impl Filesystem for FuseAdapter {
     ) {
         // On a worker: releasing an unflushed `runs/new/` handle starts its run, an API call.
         let backing = self.backing.clone();
-        self.spawn(move |fs| {
+        self.spawn(req, move |fs| {
             let passthrough = fs.backing_file(fh.0).is_some();
             fs.release(fh.0);
             if passthrough {
@@ -442,8 +464,8 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        self.spawn(move |fs| match fs.opendir(ino.0) {
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.spawn(req, move |fs| match fs.opendir(ino.0) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(errno("opendir", &e)),
         });
@@ -451,13 +473,13 @@ impl Filesystem for FuseAdapter {
 
     fn readdir(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        self.spawn(move |fs| match fs.readdir(fh.0, offset) {
+        self.spawn(req, move |fs| match fs.readdir(fh.0, offset) {
             Ok(entries) => {
                 for (next, entry) in entries {
                     if reply.add(INodeNo(entry.ino), next, file_type(entry.kind), &entry.name) {
@@ -472,13 +494,13 @@ impl Filesystem for FuseAdapter {
 
     fn readdirplus(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        self.spawn(move |fs| {
+        self.spawn(req, move |fs| {
             let listed = fs.readdirplus(fh.0, offset, |next, entry, attr| {
                 reply.add(
                     INodeNo(entry.ino),
@@ -510,7 +532,7 @@ impl Filesystem for FuseAdapter {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _name: &OsStr,
         _value: &[u8],
@@ -518,36 +540,42 @@ impl Filesystem for FuseAdapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |fs| reply.error(errno("setxattr", &fs.refuse_change(ino.0))));
+        self.spawn(req, move |fs| {
+            reply.error(errno("setxattr", &fs.refuse_change(ino.0)))
+        });
     }
 
-    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         // `ls -l` asks every file for SELinux and ACL attributes, which vm0fs never has: answer on the event
         // loop rather than pay a worker hand-off per file.
         if !name.as_encoded_bytes().starts_with(b"user.vm0.") {
             return reply.error(Errno::ENODATA);
         }
         let name = name.to_os_string();
-        self.spawn(move |fs| match fs.getxattr(ino.0, &name) {
+        self.spawn(req, move |fs| match fs.getxattr(ino.0, &name) {
             Ok(value) => reply_xattr(reply, &value, size),
             Err(e) => reply.error(errno("getxattr", &e)),
         });
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        self.spawn(move |fs| match fs.listxattr(ino.0) {
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        self.spawn(req, move |fs| match fs.listxattr(ino.0) {
             Ok(names) => reply_xattr(reply, &names, size),
             Err(e) => reply.error(errno("listxattr", &e)),
         });
     }
 
-    fn removexattr(&self, _req: &Request, ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        self.spawn(move |fs| reply.error(errno("removexattr", &fs.refuse_change(ino.0))));
+    fn removexattr(&self, req: &Request, ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        self.spawn(req, move |fs| {
+            reply.error(errno("removexattr", &fs.refuse_change(ino.0)))
+        });
     }
 
-    fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+    fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         if mask.contains(AccessFlags::W_OK) {
-            self.spawn(move |fs| reply.error(errno("access", &fs.refuse_change(ino.0))));
+            self.spawn(req, move |fs| {
+                reply.error(errno("access", &fs.refuse_change(ino.0)))
+            });
         } else {
             reply.ok();
         }
@@ -555,7 +583,7 @@ impl Filesystem for FuseAdapter {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         _mode: u32,
@@ -564,7 +592,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyCreate,
     ) {
         let name = name.to_os_string();
-        self.spawn(move |fs| match fs.create(parent.0, &name) {
+        self.spawn(req, move |fs| match fs.create(parent.0, &name) {
             Ok((attr, opened)) => reply.created(
                 &attr.ttl,
                 &file_attr(&attr),

@@ -316,6 +316,15 @@ impl TreeWriter {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(on_error(e)),
             };
+            if let Some(partial) = &self.reports.partial {
+                let waiting = partial.waiting();
+                if let Some(progress) = &self.reports.progress {
+                    progress.set_waiting(waiting);
+                }
+                if waiting == 0 {
+                    return Err(Failure::Unwanted);
+                }
+            }
             if self.written.saturating_add(n as u64) > self.max_bytes {
                 return Err(Failure::TooLarge(self.max_bytes));
             }
