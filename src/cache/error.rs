@@ -119,7 +119,7 @@ pub(crate) enum Failure {
     Corrupt(String),
     TooLarge(u64),
     TooManyEntries(u64),
-    /// Every caller stopped waiting (`Partial::waiting` is 0).
+    /// Every caller stopped waiting (`Partial::abandoned`).
     Unwanted,
     /// Writing to the cache directory failed; `action` says what we were doing.
     Local {

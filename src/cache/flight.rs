@@ -20,8 +20,9 @@
 //!
 //! Interest. Every caller waiting for a flight holds a `Follower` (the leader's own caller too), counted in the
 //! flight's state while it lives. A follower whose caller has given up (`caller::gave_up`, polled every
-//! `caller::POLL`) leaves with `Interrupted`; when the last one has left, `Partial::waiting` tells the extractor,
-//! which stops the download (its staging is removed before the flight ends). A caller that joins just as it
+//! `caller::POLL`) leaves with `Interrupted`; when the last one has left and none was served an entry early
+//! (`Partial::abandoned`; an entry served means the archive is in use, so it is completed and cached), the
+//! extractor stops the download (its staging is removed before the flight ends). A caller that joins just as it
 //! stops gets `Unwanted` and starts a new flight (`ArchiveCache::tree`).
 
 use std::collections::HashMap;
@@ -53,6 +54,9 @@ struct State {
     wanted: HashMap<PathBuf, usize>,
     /// The followers alive: the callers still waiting for the flight.
     followers: usize,
+    /// A follower was served an entry early: the archive is in use, so it is downloaded to the end (and cached)
+    /// even when nobody waits any more.
+    served: bool,
 }
 
 impl State {
@@ -192,6 +196,7 @@ impl Follower {
                 });
             }
             if let Some(path) = state.ready(rel) {
+                state.served = true;
                 break Ok(EntryPath { path, early: true });
             }
             if caller::gave_up() {
@@ -231,9 +236,15 @@ impl Partial {
         self.flight.changed.notify_all();
     }
 
-    /// How many callers wait for the flight; none left means the download should stop.
+    /// How many callers wait for the flight.
     pub(crate) fn waiting(&self) -> usize {
         self.flight.lock().followers
+    }
+
+    /// Whether every caller gave up before any was served: the download should stop.
+    pub(crate) fn abandoned(&self) -> bool {
+        let state = self.flight.lock();
+        state.followers == 0 && !state.served
     }
 
     /// The file `rel` is about to be written: until `made`, its name shows an incomplete file.

@@ -6,7 +6,7 @@
 //! level, the rest as warnings, like mountpoint-s3) and replies. Operations that would change the tree are refused
 //! with `EROFS` by the core.
 
-mod exit_order;
+mod fusermount;
 mod pool;
 
 use std::ffi::OsStr;
@@ -43,14 +43,13 @@ pub struct MountConfig {
     pub read_only: bool,
 }
 
-/// Mounts `fs` at `mountpoint`; the mount is live when this returns (fuser completes INIT in `Session::new`).
+/// Mounts `fs` at `mountpoint`; the mount is live when this returns (fuser completes INIT before its session exists).
 pub fn mount(
     fs: Arc<Vm0Fs>,
     mountpoint: &Path,
     config: &MountConfig,
 ) -> std::io::Result<Session<FuseAdapter>> {
-    let mut fuse_config = Config::default();
-    fuse_config.mount_options = vec![
+    let mut options = vec![
         MountOption::FSName("vm0fs".into()),
         MountOption::Subtype("vm0fs".into()),
         MountOption::DefaultPermissions,
@@ -58,18 +57,15 @@ pub fn mount(
         MountOption::NoDev,
         MountOption::NoSuid,
     ];
-    if config.auto_unmount {
-        fuse_config.mount_options.push(MountOption::AutoUnmount);
-    }
     if config.read_only {
-        fuse_config.mount_options.push(MountOption::RO);
+        options.push(MountOption::RO);
     }
-    // `Owner` is the private default, but fuser refuses AutoUnmount with it; `RootAndOwner` keeps the mount private
-    // (fuser itself refuses other uids) while allowing the auto-unmount helper.
-    fuse_config.acl = match (config.allow_other, config.auto_unmount) {
-        (true, _) => SessionACL::All,
-        (false, true) => SessionACL::RootAndOwner,
-        (false, false) => SessionACL::Owner,
+    let mut fuse_config = Config::default();
+    // `Owner`: the kernel lets only the owner (and fuser checks the uid too); `All` with `--allow-other`.
+    fuse_config.acl = if config.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
     };
     fuse_config.n_threads = Some(2);
     let adapter = FuseAdapter {
@@ -78,12 +74,32 @@ pub fn mount(
         passthrough: false,
         backing: Arc::default(),
     };
-    let before = exit_order::open_descriptors();
-    let session = Session::new(adapter, mountpoint, &fuse_config)?;
-    if config.auto_unmount {
-        exit_order::close_the_helper_socket_last(&before);
+    if !config.auto_unmount {
+        fuse_config.mount_options = options;
+        return Session::new(adapter, mountpoint, &fuse_config);
     }
-    Ok(session)
+    // Auto-unmount goes through our own `fusermount3` call (see `fusermount`), which needs no allow_other.
+    let mut helper_options: Vec<String> = options.iter().map(option_text).collect();
+    if config.allow_other {
+        helper_options.push("allow_other".into());
+    }
+    let fd = fusermount::mount(mountpoint, &helper_options, !config.allow_other)?;
+    let acl = fuse_config.acl;
+    Session::from_fd(adapter, fd, acl, fuse_config)
+}
+
+/// A mount option as `fusermount3 -o` takes it.
+fn option_text(option: &MountOption) -> String {
+    match option {
+        MountOption::FSName(name) => format!("fsname={name}"),
+        MountOption::Subtype(subtype) => format!("subtype={subtype}"),
+        MountOption::DefaultPermissions => "default_permissions".into(),
+        MountOption::NoAtime => "noatime".into(),
+        MountOption::NoDev => "nodev".into(),
+        MountOption::NoSuid => "nosuid".into(),
+        MountOption::RO => "ro".into(),
+        other => format!("{other:?}").to_lowercase(),
+    }
 }
 
 /// The core's way to tell the kernel that cached attributes are stale: fuser's `Notifier`.

@@ -317,11 +317,10 @@ impl TreeWriter {
                 Err(e) => return Err(on_error(e)),
             };
             if let Some(partial) = &self.reports.partial {
-                let waiting = partial.waiting();
                 if let Some(progress) = &self.reports.progress {
-                    progress.set_waiting(waiting);
+                    progress.set_waiting(partial.waiting());
                 }
-                if waiting == 0 {
+                if partial.abandoned() {
                     return Err(Failure::Unwanted);
                 }
             }
