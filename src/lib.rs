@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod cache;
+pub mod caller;
 pub mod cli;
 pub mod fs;
 pub mod fuse;

@@ -563,6 +563,9 @@ fn kill_9_during_an_extraction_then_a_remount_reads_every_file_right() {
         .post(emulator.url(
             "/_control/generate/storage?kind=volumes&name=big&big_file_mb=48&small_files=300&small_size=2000",
         ))
+        // Building 48 MB in the debug emulator took over a minute at load 12: bounded by nextest's 5 minutes
+        // (terminate-after), not by a guess at the machine's speed.
+        .timeout(Duration::from_secs(280))
         .send()
         .expect("generate a big volume");
     assert_eq!(resp.status().as_u16(), 200);

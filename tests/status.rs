@@ -160,7 +160,10 @@ fn status_of_something_that_is_not_a_mount_fails_clearly() {
     let out = vm0fs().arg("status").arg(dir.path()).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("is not a vm0fs mount of yours"), "{err}");
+    assert!(
+        err.contains("is not inside a vm0fs mount of yours"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -562,7 +562,8 @@ impl Fetcher {
                     (e, None, retry)
                 }
             };
-            if !may_retry || attempt >= self.opts.max_retries {
+            // A caller that was signalled (Ctrl-C) is not kept for retries it no longer waits for.
+            if !may_retry || attempt >= self.opts.max_retries || crate::caller::gave_up() {
                 return Err(err);
             }
             let wait = retry::delay(
@@ -573,7 +574,9 @@ impl Fetcher {
             );
             tracing::debug!(endpoint = %call.label, attempt, wait_ms = wait.as_millis() as u64,
                 "retrying after a retryable failure");
-            thread::sleep(wait);
+            if !sleep_unless_caller_gives_up(wait) {
+                return Err(err);
+            }
             attempt += 1;
         }
     }
@@ -771,6 +774,21 @@ fn transport_error(label: &str, err: reqwest::Error) -> ApiError {
         source = s.source();
     }
     ApiError::transport(label, format!("{what} ({detail})"))
+}
+
+/// Sleeps `wait`, looking at the caller every `caller::POLL`; false if it gave up meanwhile (the sleep is cut).
+fn sleep_unless_caller_gives_up(wait: Duration) -> bool {
+    let end = Instant::now() + wait;
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        thread::sleep(left.min(crate::caller::POLL));
+        if crate::caller::gave_up() {
+            return false;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -74,6 +74,16 @@ pub enum CacheError {
     /// The thread doing the download stopped without an answer (it panicked); the next call tries again.
     #[error("the download of archive version {version} was abandoned; try again")]
     Abandoned { version: String },
+
+    /// The caller was signalled (Ctrl-C, `kill`) while it waited for the download (see `caller`).
+    #[error(
+        "stopped waiting for archive version {version}: the caller was interrupted by a signal"
+    )]
+    Interrupted { version: String },
+
+    /// The download stopped because every caller waiting for it gave up; nothing of it was kept.
+    #[error("the download of archive version {version} stopped: nobody waits for it any more")]
+    Unwanted { version: String },
 }
 
 impl CacheError {
@@ -88,6 +98,7 @@ impl CacheError {
             CacheError::TooLarge { .. } | CacheError::TooManyEntries { .. } => libc::EFBIG,
             CacheError::DiskFull { .. } => libc::ENOSPC,
             CacheError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
+            CacheError::Interrupted { .. } | CacheError::Unwanted { .. } => libc::EINTR,
             CacheError::DownloadFailed { .. }
             | CacheError::Corrupt { .. }
             | CacheError::Abandoned { .. } => libc::EIO,
@@ -108,6 +119,8 @@ pub(crate) enum Failure {
     Corrupt(String),
     TooLarge(u64),
     TooManyEntries(u64),
+    /// Every caller stopped waiting (`Partial::abandoned`).
+    Unwanted,
     /// Writing to the cache directory failed; `action` says what we were doing.
     Local {
         action: String,
@@ -152,6 +165,7 @@ impl Failure {
             Failure::Corrupt(reason) => CacheError::Corrupt { version, reason },
             Failure::TooLarge(limit) => CacheError::TooLarge { version, limit },
             Failure::TooManyEntries(limit) => CacheError::TooManyEntries { version, limit },
+            Failure::Unwanted => CacheError::Unwanted { version },
             Failure::Local { error, .. } if error.raw_os_error() == Some(libc::ENOSPC) => {
                 CacheError::DiskFull {
                     version,
@@ -182,6 +196,7 @@ impl std::fmt::Display for Failure {
             Failure::Corrupt(what) => write!(f, "invalid archive: {what}"),
             Failure::TooLarge(limit) => write!(f, "more than {limit} bytes"),
             Failure::TooManyEntries(limit) => write!(f, "more than {limit} entries"),
+            Failure::Unwanted => write!(f, "every caller stopped waiting"),
             Failure::Local { action, error } => write!(f, "{action}: {error}"),
         }
     }

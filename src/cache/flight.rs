@@ -17,6 +17,13 @@
 //! staging path as soon as that holds, or when the flight ends (the final tree, or the error). Only the paths
 //! followers wait for are recorded, so a record costs nothing per entry extracted; the extractor wakes the
 //! waiters only when it completes one of those paths, or when a new attempt starts.
+//!
+//! Interest. Every caller waiting for a flight holds a `Follower` (the leader's own caller too), counted in the
+//! flight's state while it lives. A follower whose caller has given up (`caller::gave_up`, polled every
+//! `caller::POLL`) leaves with `Interrupted`; when the last one has left and none was served an entry early
+//! (`Partial::abandoned`; an entry served means the archive is in use, so it is completed and cached), the
+//! extractor stops the download (its staging is removed before the flight ends). A caller that joins just as it
+//! stops gets `Unwanted` and starts a new flight (`ArchiveCache::tree`).
 
 use std::collections::HashMap;
 use std::fs;
@@ -24,11 +31,13 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use super::{CacheError, EntryPath};
+use crate::caller;
 
 type Outcome = Result<PathBuf, CacheError>;
 
-#[derive(Default)]
 struct Flight {
+    /// The version downloading, for messages.
+    version: String,
     state: Mutex<State>,
     /// Signalled when the flight ends, when an entry someone waits for is complete, and when an attempt starts.
     changed: Condvar,
@@ -43,6 +52,11 @@ struct State {
     writing: Option<PathBuf>,
     /// The relative paths followers wait for, with how many wait for each.
     wanted: HashMap<PathBuf, usize>,
+    /// The followers alive: the callers still waiting for the flight.
+    followers: usize,
+    /// A follower was served an entry early: the archive is in use, so it is downloaded to the end (and cached)
+    /// even when nobody waits any more.
+    served: bool,
 }
 
 impl State {
@@ -92,8 +106,18 @@ impl Flight {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Waits for a change, or at most `caller::POLL`, so that the caller can be asked whether it still waits.
     fn wait<'a>(&self, state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
-        self.changed.wait(state).unwrap_or_else(|e| e.into_inner())
+        match self.changed.wait_timeout(state, caller::POLL) {
+            Ok((state, _)) => state,
+            Err(e) => e.into_inner().0,
+        }
+    }
+
+    fn interrupted(&self) -> CacheError {
+        CacheError::Interrupted {
+            version: self.version.clone(),
+        }
     }
 }
 
@@ -116,11 +140,13 @@ impl Flights {
     pub(crate) fn join(&self, key: &str) -> Joined {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(flight) = map.get(key) {
-            return Joined::Follow(Follower {
-                flight: flight.clone(),
-            });
+            return Joined::Follow(Follower::new(flight.clone()));
         }
-        let flight = Arc::new(Flight::default());
+        let flight = Arc::new(Flight {
+            version: key.to_string(),
+            state: Mutex::default(),
+            changed: Condvar::new(),
+        });
         map.insert(key.to_string(), flight.clone());
         Joined::Lead(Leader {
             map: self.map.clone(),
@@ -131,18 +157,26 @@ impl Flights {
     }
 }
 
-/// A caller waiting on a flight that someone else leads.
+/// A caller waiting on a flight; the flight is wanted while one lives.
 pub(crate) struct Follower {
     flight: Arc<Flight>,
 }
 
 impl Follower {
-    /// Waits for the end of the flight: its result.
+    fn new(flight: Arc<Flight>) -> Follower {
+        flight.lock().followers += 1;
+        Follower { flight }
+    }
+
+    /// Waits for the end of the flight: its result; or `Interrupted` as soon as the caller gives up.
     pub(crate) fn result(self) -> Outcome {
         let mut state = self.flight.lock();
         loop {
             if let Some(result) = state.result.as_ref() {
                 return result.clone();
+            }
+            if caller::gave_up() {
+                return Err(self.flight.interrupted());
             }
             state = self.flight.wait(state);
         }
@@ -162,7 +196,11 @@ impl Follower {
                 });
             }
             if let Some(path) = state.ready(rel) {
+                state.served = true;
                 break Ok(EntryPath { path, early: true });
+            }
+            if caller::gave_up() {
+                break Err(self.flight.interrupted());
             }
             if !waiting {
                 state.want(rel);
@@ -174,6 +212,12 @@ impl Follower {
             state.unwant(rel);
         }
         found
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        self.flight.lock().followers -= 1;
     }
 }
 
@@ -190,6 +234,17 @@ impl Partial {
         state.tree = Some(tree);
         state.writing = None;
         self.flight.changed.notify_all();
+    }
+
+    /// How many callers wait for the flight.
+    pub(crate) fn waiting(&self) -> usize {
+        self.flight.lock().followers
+    }
+
+    /// Whether every caller gave up before any was served: the download should stop.
+    pub(crate) fn abandoned(&self) -> bool {
+        let state = self.flight.lock();
+        state.followers == 0 && !state.served
     }
 
     /// The file `rel` is about to be written: until `made`, its name shows an incomplete file.
@@ -228,9 +283,7 @@ impl Leader {
 
     /// A follower of this very flight, for a caller that hands the lead to another thread and waits as well.
     pub(crate) fn follower(&self) -> Follower {
-        Follower {
-            flight: self.flight.clone(),
-        }
+        Follower::new(self.flight.clone())
     }
 
     /// Publishes the result to every follower and ends the flight. Returns the result for the leader itself.

@@ -59,7 +59,7 @@ use std::time::{Duration, SystemTime};
 use crate::api::{ApiError, Download};
 pub use error::CacheError;
 use error::Failure;
-use flight::{Flights, Joined, Leader, Partial};
+use flight::{Flights, Follower, Joined, Leader, Partial};
 use index::{Entry, Index};
 use layout::{Layout, Meta, Staging, remove_any, valid_version_id};
 pub use progress::{ArchiveInfo, Bytes, TransferStatus};
@@ -218,11 +218,13 @@ impl ArchiveCache {
         Some(self.layout.tree(version_id))
     }
 
-    /// Same, but downloads and extracts it first when missing: `source` is called to start a download (it may be
-    /// called again to retry). One download per version at a time however many threads ask: the others wait for
-    /// the first one's result (success → the same path; failure → the same error, and the next call tries again).
-    /// `info` names the archive in `vm0fs status` and the log while it downloads.
-    pub fn fetch(
+    /// Same, but downloads and extracts it first when missing, on this thread: `source` is called to start a
+    /// download (it may be called again to retry). One download per version at a time however many threads ask:
+    /// the others wait for the first one's result (success → the same path; failure → the same error, and the
+    /// next call tries again). `info` names the archive in `vm0fs status` and the log while it downloads. The
+    /// mount uses `tree`, which downloads on a thread of its own so that its callers can give up.
+    #[cfg(test)]
+    pub(crate) fn fetch(
         &self,
         version_id: &str,
         info: &ArchiveInfo,
@@ -242,9 +244,59 @@ impl ArchiveCache {
                 // A flight that finished between our lookup and our join has already published the entry.
                 let result = match self.lookup(version_id) {
                     Some(path) => Ok(path),
-                    None => self.download(version_id, info, source, &leader.partial()),
+                    None => {
+                        let _waiting = leader.follower();
+                        self.download(version_id, info, source, &leader.partial())
+                    }
                 };
                 leader.complete(result)
+            }
+        }
+    }
+
+    /// The root of the extracted tree of `version_id`, downloading it first when missing (as `fetch`, but the
+    /// download runs on a thread of its own): the caller waits, and stops waiting with `Interrupted` as soon as it
+    /// gives up (`caller`); the download goes on while another caller waits for it, and stops otherwise.
+    pub fn tree(
+        self: &Arc<Self>,
+        version_id: &str,
+        info: &ArchiveInfo,
+        source: Arc<DownloadSource>,
+    ) -> Result<PathBuf, CacheError> {
+        if !valid_version_id(version_id) {
+            return Err(CacheError::InvalidVersionId {
+                version: version_id.to_string(),
+            });
+        }
+        again_if_unwanted(|| {
+            if let Some(path) = self.lookup(version_id) {
+                return Ok(path);
+            }
+            match self.follow(version_id, info, &source) {
+                Ok(follower) => follower.result(),
+                Err(cached) => cached,
+            }
+        })
+    }
+
+    /// A place among the waiters of the flight of `version_id`, starting the download in the background if none
+    /// is in progress; `Err` only if the version turned out to be cached meanwhile (its path).
+    fn follow(
+        self: &Arc<Self>,
+        version_id: &str,
+        info: &ArchiveInfo,
+        source: &Arc<DownloadSource>,
+    ) -> Result<Follower, Result<PathBuf, CacheError>> {
+        match self.flights.join(version_id) {
+            Joined::Follow(follower) => Ok(follower),
+            Joined::Lead(leader) => {
+                // A flight that finished between our lookup and our join has already published the entry.
+                if let Some(root) = self.lookup(version_id) {
+                    return Err(leader.complete(Ok(root)));
+                }
+                let follower = leader.follower();
+                self.download_in_background(version_id, info, source.clone(), leader);
+                Ok(follower)
             }
         }
     }
@@ -266,31 +318,25 @@ impl ArchiveCache {
             early: false,
         };
         if !is_plain_relative(rel) {
-            return self.fetch(version_id, info, &*source).map(in_final);
+            return self.tree(version_id, info, source).map(in_final);
         }
         if !valid_version_id(version_id) {
             return Err(CacheError::InvalidVersionId {
                 version: version_id.to_string(),
             });
         }
-        if let Some(root) = self.lookup(version_id) {
-            return Ok(in_final(root));
-        }
-        if self.lock_failed().contains(version_id) {
-            return self.fetch(version_id, info, &*source).map(in_final);
-        }
-        let follower = match self.flights.join(version_id) {
-            Joined::Follow(follower) => follower,
-            Joined::Lead(leader) => {
-                if let Some(root) = self.lookup(version_id) {
-                    return leader.complete(Ok(root)).map(in_final);
-                }
-                let follower = leader.follower();
-                self.download_in_background(version_id, info, source, leader);
-                follower
+        again_if_unwanted(|| {
+            if let Some(root) = self.lookup(version_id) {
+                return Ok(in_final(root));
             }
-        };
-        follower.entry(rel)
+            if self.lock_failed().contains(version_id) {
+                return self.tree(version_id, info, source.clone()).map(in_final);
+            }
+            match self.follow(version_id, info, &source) {
+                Ok(follower) => follower.entry(rel),
+                Err(cached) => cached.map(in_final),
+            }
+        })
     }
 
     /// Bytes on disk (file content of all extracted archives) and number of archives held.
@@ -391,6 +437,7 @@ impl ArchiveCache {
         let mut failed = self.lock_failed();
         match &result {
             Ok(_) => failed.remove(vid),
+            Err(CacheError::Unwanted { .. }) => false,
             Err(_) => failed.insert(vid.to_string()),
         };
         result
@@ -516,6 +563,17 @@ impl std::fmt::Debug for ArchiveCache {
             .field("bytes", &bytes)
             .field("archives", &archives)
             .finish()
+    }
+}
+
+/// Runs `op` again when the flight it waited for stopped because everyone else gave up just as this caller joined
+/// (`CacheError::Unwanted`), unless this caller has given up too.
+fn again_if_unwanted<T>(op: impl Fn() -> Result<T, CacheError>) -> Result<T, CacheError> {
+    loop {
+        match op() {
+            Err(CacheError::Unwanted { .. }) if !crate::caller::gave_up() => continue,
+            result => return result,
+        }
     }
 }
 

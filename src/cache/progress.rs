@@ -32,6 +32,8 @@ pub(crate) struct Transfer {
     started: Instant,
     written: AtomicU64,
     attempt: AtomicU32,
+    /// Callers waiting for it, as the extractor last saw.
+    waiting: AtomicU32,
     /// Milliseconds after `started` of the last progress line.
     logged_at_ms: AtomicU64,
 }
@@ -58,6 +60,14 @@ impl Transfer {
                 self.describe(written)
             );
         }
+    }
+
+    /// How many callers wait for the download now.
+    pub(crate) fn set_waiting(&self, callers: usize) {
+        self.waiting.store(
+            u32::try_from(callers).unwrap_or(u32::MAX),
+            Ordering::Relaxed,
+        );
     }
 
     /// A new attempt starts from nothing.
@@ -99,6 +109,7 @@ impl Transfer {
             total_bytes: self.info.size,
             elapsed_secs: self.started.elapsed().as_secs_f64(),
             attempt: self.attempt.load(Ordering::Relaxed),
+            waiting: self.waiting.load(Ordering::Relaxed),
         }
     }
 }
@@ -115,6 +126,10 @@ pub struct TransferStatus {
     pub elapsed_secs: f64,
     /// 1 for the first attempt; a retried download starts again from 0 bytes.
     pub attempt: u32,
+    /// Callers (processes reading through the mount, `vm0fs prefetch`) waiting for it; when the last one gives
+    /// up (Ctrl-C), the download stops.
+    #[serde(default)]
+    pub waiting: u32,
 }
 
 /// The downloads in flight, by version id.
@@ -131,6 +146,7 @@ impl Transfers {
             started: Instant::now(),
             written: AtomicU64::new(0),
             attempt: AtomicU32::new(1),
+            waiting: AtomicU32::new(0),
             logged_at_ms: AtomicU64::new(0),
         });
         self.lock().insert(version.to_string(), transfer.clone());

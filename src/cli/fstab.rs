@@ -122,12 +122,13 @@ fn flag_for(option: &str) -> Result<Option<String>, String> {
         }
         ("allow_other", None) => Ok(Some(flag)),
         ("ro", None) => Ok(Some("--read-only".into())),
+        ("nonempty", None) => Ok(Some(flag)),
         ("verbose", None) => Ok(Some("-v".into())),
         ("comment", Some(_)) => Ok(None),
         (name, None) if IGNORED.contains(&name) => Ok(None),
         (name, _) if name.starts_with("x-") => Ok(None),
         _ => Err(format!(
-            "unknown mount option {option:?}. vm0fs takes {}=..., allow_other, ro, verbose, and ignores generic \
+            "unknown mount option {option:?}. vm0fs takes {}=..., allow_other, ro, nonempty, verbose, and ignores generic \
              options such as rw, nodev, noatime, _netdev, nofail, noauto, user and x-*",
             VALUE_OPTIONS.join("=..., ")
         )),

@@ -38,7 +38,7 @@ file; other settings come from flags, the environment, and $XDG_CONFIG_HOME/vm0f
     after_help = "mount(8) form: vm0fs SOURCE MOUNTPOINT [-o OPTIONS] is what `mount -t fuse.vm0fs` runs: \
 SOURCE is an http(s) API URL or any word (vm0); OPTIONS are the mount flags written key=value with underscores \
 (api_url=, token_file=, cache_dir=, cache_size=, max_archive_size=, max_archive_entries=, metadata_ttl=, config=, \
-allow_other, ro, verbose), and generic mount options (defaults, rw, nodev, nosuid, noatime, _netdev, nofail, \
+allow_other, ro, nonempty, verbose), and generic mount options (defaults, rw, nodev, nosuid, noatime, _netdev, nofail, \
 noauto, user, x-*, ...) are ignored. It mounts in the background, like `vm0fs mount`."
 )]
 struct Cli {
@@ -149,6 +149,9 @@ pub struct MountArgs {
     /// Mount read-only: starting runs (runs/new) and cancelling them (ctl) fail with EROFS
     #[arg(long)]
     pub read_only: bool,
+    /// Mount even on a directory that is not empty (its files are hidden while mounted)
+    #[arg(long)]
+    pub nonempty: bool,
     /// Stay in the foreground and log to stderr (tells systemd when ready if NOTIFY_SOCKET is set)
     #[arg(short, long)]
     pub foreground: bool,
@@ -159,7 +162,7 @@ pub struct MountArgs {
 
 #[derive(Args, Debug)]
 pub struct UnmountArgs {
-    /// The mount point of a vm0fs mount
+    /// The mount point of a vm0fs mount, or any path inside one
     pub mountpoint: PathBuf,
     /// Detach the mount even while it is busy (processes inside keep their open files)
     #[arg(short, long)]

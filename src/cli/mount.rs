@@ -134,7 +134,12 @@ fn prepare(settings: &Settings) -> Result<Prepared, String> {
         }
         Err(e) => return Err(mountpoint_error(given, &e)),
     }
+    refuse_a_live_mount(&mountpoint)?;
+    if !settings.nonempty {
+        refuse_a_non_empty_dir(&mountpoint)?;
+    }
     let cache_dir = settings.cache_dir.clone();
+    refuse_a_cache_inside(&cache_dir, &mountpoint)?;
     std::fs::create_dir_all(&cache_dir).map_err(|e| {
         format!(
             "cannot create the cache directory {}: {e}",
@@ -145,6 +150,60 @@ fn prepare(settings: &Settings) -> Result<Prepared, String> {
         mountpoint,
         cache_dir,
     })
+}
+
+/// A directory that already is a vm0fs mount would get a second one stacked on it: refused, naming its process.
+fn refuse_a_live_mount(mountpoint: &Path) -> Result<(), String> {
+    let mounts = super::mounts::own_mounts().unwrap_or_default();
+    if !mounts.iter().any(|m| m == mountpoint) {
+        return Ok(());
+    }
+    let shown = mountpoint.display();
+    let by = match super::mounts::probe(mountpoint) {
+        super::mounts::Probe::Live(status) => format!(" by vm0fs process {}", status.pid),
+        _ => String::new(),
+    };
+    Err(format!(
+        "{shown} is already mounted{by}; use it as it is, or unmount it first with `vm0fs unmount {shown}`"
+    ))
+}
+
+/// Like mount(8), a directory with files in it is not mounted over (they would be hidden) unless asked.
+fn refuse_a_non_empty_dir(mountpoint: &Path) -> Result<(), String> {
+    let shown = mountpoint.display();
+    let mut entries = std::fs::read_dir(mountpoint)
+        .map_err(|e| format!("cannot list the mount point {shown}: {e}"))?;
+    match entries.next() {
+        None => Ok(()),
+        Some(first) => {
+            let name = first.map(|e| e.file_name().to_string_lossy().into_owned());
+            Err(format!(
+                "mount point {shown} is not empty (it holds {}); mounting would hide its files. Use an empty                  directory, or pass --nonempty (fstab: nonempty) to mount over them",
+                name.unwrap_or_else(|_| "entries".into())
+            ))
+        }
+    }
+}
+
+/// A cache directory inside the mount point would be hidden by the mount and reached through it.
+fn refuse_a_cache_inside(cache_dir: &Path, mountpoint: &Path) -> Result<(), String> {
+    let absolute = super::mounts::absolute(cache_dir).unwrap_or_else(|_| cache_dir.to_path_buf());
+    // The cache directory may not exist yet: resolve the part of it that does.
+    let resolved = absolute
+        .ancestors()
+        .find_map(|a| {
+            let real = a.canonicalize().ok()?;
+            Some(real.join(absolute.strip_prefix(a).ok()?))
+        })
+        .unwrap_or_else(|| absolute.clone());
+    if absolute.starts_with(mountpoint) || resolved.starts_with(mountpoint) {
+        return Err(format!(
+            "the cache directory {} is inside the mount point {}; choose one outside it (--cache-dir)",
+            cache_dir.display(),
+            mountpoint.display()
+        ));
+    }
+    Ok(())
 }
 
 /// Why a mount point cannot be used, and what to do about it.
@@ -360,8 +419,10 @@ fn daemonize(settings: &Settings, prepared: &Prepared, token: &str) -> i32 {
         }
     };
     let mut fds = [0; 2];
-    // SAFETY: `fds` is a valid array of two ints for pipe(2) to fill.
-    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+    // Close-on-exec: `fusermount3`, started by the child to mount, must not inherit the write end, or the parent
+    // would wait for it (it lives as long as the mount) when the child dies before saying OK.
+    // SAFETY: `fds` is a valid array of two ints for pipe2(2) to fill.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
         eprintln!(
             "vm0fs: cannot create a pipe: {}",
             std::io::Error::last_os_error()

@@ -73,6 +73,8 @@ pub struct Settings {
     pub metadata_ttl: f64,
     pub allow_other: bool,
     pub read_only: bool,
+    /// Mount on a directory that is not empty (`--nonempty`).
+    pub nonempty: bool,
     pub foreground: bool,
     pub verbose: u8,
     origins: HashMap<&'static str, Origin>,
@@ -129,6 +131,7 @@ pub fn resolve(args: &MountArgs, matches: &ArgMatches) -> Result<Settings, Strin
         metadata_ttl,
         allow_other: r.pick("allow_other", file.allow_other, &args.allow_other),
         read_only: r.pick("read_only", file.read_only, &args.read_only),
+        nonempty: args.nonempty,
         foreground: args.foreground,
         verbose: args.verbose,
         origins: r.origins,

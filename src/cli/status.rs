@@ -48,24 +48,12 @@ pub fn run(args: &StatusArgs) -> i32 {
     }
 }
 
-/// The mounts to report: the one named (which must be a vm0fs mount of this user), or all of them.
+/// The mounts to report: the one holding the path named (a vm0fs mount of this user), or all of them.
 fn chosen_mounts(named: Option<&Path>) -> Result<Vec<PathBuf>, String> {
-    let mounts = own_mounts().map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
-    let Some(named) = named else {
-        return Ok(mounts);
-    };
-    let wanted = super::mounts::absolute(named).map_err(|e| format!("{}: {e}", named.display()))?;
-    let real = wanted.canonicalize().unwrap_or_else(|_| wanted.clone());
-    mounts
-        .into_iter()
-        .find(|m| *m == wanted || *m == real)
-        .map(|m| vec![m])
-        .ok_or_else(|| {
-            format!(
-                "{} is not a vm0fs mount of yours; `vm0fs status` lists them",
-                named.display()
-            )
-        })
+    match named {
+        None => own_mounts().map_err(|e| format!("cannot read /proc/self/mountinfo: {e}")),
+        Some(named) => super::mounts::mount_holding(named).map(|(mount, _)| vec![mount]),
+    }
 }
 
 fn report(mounts: &[PathBuf], json: bool) -> String {
@@ -225,6 +213,7 @@ mod tests {
             total_bytes: Some(100 << 20),
             elapsed_secs: 5.0,
             attempt: 1,
+            waiting: 1,
         };
         assert_eq!(
             progress_line(&download),

@@ -1,4 +1,4 @@
-//! `vm0fs unmount`: `umount(2)`, or `fusermount3 -u` when the caller is not root.
+//! `vm0fs unmount`: `umount(2)`, or `fusermount3 -u` when the caller is not root, of the mount holding the path given.
 
 use std::ffi::CString;
 use std::io;
@@ -8,7 +8,12 @@ use std::process::Command;
 use super::UnmountArgs;
 
 pub fn run(args: &UnmountArgs) -> i32 {
-    let path = &args.mountpoint;
+    // A path inside a mount names that mount; any other path (another user's mount, as root) is taken as given.
+    let path = match super::mounts::mount_holding(&args.mountpoint) {
+        Ok((mount, _)) => mount,
+        Err(_) => args.mountpoint.clone(),
+    };
+    let path = &path;
     match unmount(path, args.lazy) {
         Ok(()) => 0,
         Err(e) => {

@@ -9,6 +9,7 @@
 //! replies. Operations that would change the tree go to the core, whose namespaces refuse them (`EROFS`) unless
 //! they allow them.
 
+mod fusermount;
 mod pool;
 
 use std::ffi::OsStr;
@@ -47,14 +48,13 @@ pub struct MountConfig {
     pub read_only: bool,
 }
 
-/// Mounts `fs` at `mountpoint`; the mount is live when this returns (fuser completes INIT in `Session::new`).
+/// Mounts `fs` at `mountpoint`; the mount is live when this returns (fuser completes INIT before its session exists).
 pub fn mount(
     fs: Arc<Vm0Fs>,
     mountpoint: &Path,
     config: &MountConfig,
 ) -> std::io::Result<Session<FuseAdapter>> {
-    let mut fuse_config = Config::default();
-    fuse_config.mount_options = vec![
+    let mut options = vec![
         MountOption::FSName("vm0fs".into()),
         MountOption::Subtype("vm0fs".into()),
         MountOption::DefaultPermissions,
@@ -62,18 +62,15 @@ pub fn mount(
         MountOption::NoDev,
         MountOption::NoSuid,
     ];
-    if config.auto_unmount {
-        fuse_config.mount_options.push(MountOption::AutoUnmount);
-    }
     if config.read_only {
-        fuse_config.mount_options.push(MountOption::RO);
+        options.push(MountOption::RO);
     }
-    // `Owner` is the private default, but fuser refuses AutoUnmount with it; `RootAndOwner` keeps the mount private
-    // (fuser itself refuses other uids) while allowing the auto-unmount helper.
-    fuse_config.acl = match (config.allow_other, config.auto_unmount) {
-        (true, _) => SessionACL::All,
-        (false, true) => SessionACL::RootAndOwner,
-        (false, false) => SessionACL::Owner,
+    let mut fuse_config = Config::default();
+    // `Owner`: the kernel lets only the owner (and fuser checks the uid too); `All` with `--allow-other`.
+    fuse_config.acl = if config.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
     };
     fuse_config.n_threads = Some(2);
     let adapter = FuseAdapter {
@@ -82,7 +79,32 @@ pub fn mount(
         passthrough: false,
         backing: Arc::default(),
     };
-    Session::new(adapter, mountpoint, &fuse_config)
+    if !config.auto_unmount {
+        fuse_config.mount_options = options;
+        return Session::new(adapter, mountpoint, &fuse_config);
+    }
+    // Auto-unmount goes through our own `fusermount3` call (see `fusermount`), which needs no allow_other.
+    let mut helper_options: Vec<String> = options.iter().map(option_text).collect();
+    if config.allow_other {
+        helper_options.push("allow_other".into());
+    }
+    let fd = fusermount::mount(mountpoint, &helper_options, !config.allow_other)?;
+    let acl = fuse_config.acl;
+    Session::from_fd(adapter, fd, acl, fuse_config)
+}
+
+/// A mount option as `fusermount3 -o` takes it.
+fn option_text(option: &MountOption) -> String {
+    match option {
+        MountOption::FSName(name) => format!("fsname={name}"),
+        MountOption::Subtype(subtype) => format!("subtype={subtype}"),
+        MountOption::DefaultPermissions => "default_permissions".into(),
+        MountOption::NoAtime => "noatime".into(),
+        MountOption::NoDev => "nodev".into(),
+        MountOption::NoSuid => "nosuid".into(),
+        MountOption::RO => "ro".into(),
+        other => format!("{other:?}").to_lowercase(),
+    }
 }
 
 /// The core's way to tell the kernel that cached attributes are stale: fuser's `Notifier`.
@@ -113,12 +135,14 @@ pub struct FuseAdapter {
 }
 
 impl FuseAdapter {
-    /// Runs `op` on a worker with the core, inside the request's span.
-    fn spawn(&self, span: Span, op: impl FnOnce(&Vm0Fs) + Send + 'static) {
+    /// Runs `op` on a worker with the core, inside the request's span and on behalf of the request's caller
+    /// (so that a wait inside can see the caller give up, see `caller`).
+    fn spawn(&self, req: &Request, span: Span, op: impl FnOnce(&Vm0Fs) + Send + 'static) {
         let fs = self.fs.clone();
+        let pid = req.pid();
         self.pool.run(move || {
             let _entered = span.enter();
-            op(&fs)
+            crate::caller::serve(pid, || op(&fs))
         });
     }
 }
@@ -215,7 +239,7 @@ impl Filesystem for FuseAdapter {
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let span = named_span("lookup", req, parent, name);
         let name = name.to_os_string();
-        self.spawn(span, move |fs| match fs.lookup(parent.0, &name) {
+        self.spawn(req, span, move |fs| match fs.lookup(parent.0, &name) {
             Ok(attr) => reply.entry(&attr.ttl, &file_attr(&attr), GENERATION),
             Err(e) => reply.error(errno("lookup", &e)),
         });
@@ -230,7 +254,7 @@ impl Filesystem for FuseAdapter {
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let span = request_span("getattr", req, ino);
-        self.spawn(span, move |fs| match fs.getattr(ino.0) {
+        self.spawn(req, span, move |fs| match fs.getattr(ino.0) {
             Ok(attr) => reply.attr(&attr.ttl, &file_attr(&attr)),
             Err(e) => reply.error(errno("getattr", &e)),
         });
@@ -257,7 +281,7 @@ impl Filesystem for FuseAdapter {
         let span = request_span("setattr", req, ino);
         // Only the truncation of `open(O_TRUNC)` on a writable file is accepted; times are ignored there.
         let only_size = mode.is_none() && uid.is_none() && gid.is_none();
-        self.spawn(span, move |fs| {
+        self.spawn(req, span, move |fs| {
             let result = match size {
                 Some(size) if only_size => fs.truncate(ino.0, size),
                 _ => Err(fs.refuse_change(ino.0)),
@@ -271,7 +295,7 @@ impl Filesystem for FuseAdapter {
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
         let span = request_span("readlink", req, ino);
-        self.spawn(span, move |fs| match fs.readlink(ino.0) {
+        self.spawn(req, span, move |fs| match fs.readlink(ino.0) {
             Ok(target) => reply.data(&target),
             Err(e) => reply.error(errno("readlink", &e)),
         });
@@ -288,7 +312,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEntry,
     ) {
         let span = request_span("mknod", req, parent);
-        self.spawn(span, move |fs| {
+        self.spawn(req, span, move |fs| {
             reply.error(errno("mknod", &fs.refuse_change(parent.0)))
         });
     }
@@ -304,7 +328,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let span = named_span("mkdir", req, parent, name);
         let name = name.to_os_string();
-        self.spawn(span, move |fs| match fs.mkdir(parent.0, &name) {
+        self.spawn(req, span, move |fs| match fs.mkdir(parent.0, &name) {
             Ok(attr) => reply.entry(&attr.ttl, &file_attr(&attr), GENERATION),
             Err(e) => reply.error(errno("mkdir", &e)),
         });
@@ -313,7 +337,7 @@ impl Filesystem for FuseAdapter {
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let span = named_span("unlink", req, parent, name);
         let name = name.to_os_string();
-        self.spawn(span, move |fs| match fs.unlink(parent.0, &name) {
+        self.spawn(req, span, move |fs| match fs.unlink(parent.0, &name) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("unlink", &e)),
         });
@@ -321,7 +345,7 @@ impl Filesystem for FuseAdapter {
 
     fn rmdir(&self, req: &Request, parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
         let span = request_span("rmdir", req, parent);
-        self.spawn(span, move |fs| {
+        self.spawn(req, span, move |fs| {
             reply.error(errno("rmdir", &fs.refuse_change(parent.0)))
         });
     }
@@ -335,7 +359,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEntry,
     ) {
         let span = request_span("symlink", req, parent);
-        self.spawn(span, move |fs| {
+        self.spawn(req, span, move |fs| {
             reply.error(errno("symlink", &fs.refuse_change(parent.0)))
         });
     }
@@ -352,7 +376,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let span = named_span("rename", req, parent, name);
         let (name, newname) = (name.to_os_string(), newname.to_os_string());
-        self.spawn(span, move |fs| {
+        self.spawn(req, span, move |fs| {
             match fs.rename(parent.0, &name, newparent.0, &newname) {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno("rename", &e)),
@@ -369,7 +393,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEntry,
     ) {
         let span = request_span("link", req, ino);
-        self.spawn(span, move |fs| {
+        self.spawn(req, span, move |fs| {
             reply.error(errno("link", &fs.refuse_change(ino.0)))
         });
     }
@@ -378,7 +402,7 @@ impl Filesystem for FuseAdapter {
         let span = request_span("open", req, ino);
         let passthrough = self.passthrough;
         let backing = self.backing.clone();
-        self.spawn(span, move |fs| match fs.open(ino.0, flags.0) {
+        self.spawn(req, span, move |fs| match fs.open(ino.0, flags.0) {
             Ok(opened) => {
                 let mut fopen = FopenFlags::empty();
                 if opened.direct_io {
@@ -427,7 +451,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyData,
     ) {
         let span = request_span("read", req, ino);
-        self.spawn(span, move |fs| match fs.read(fh.0, offset, size) {
+        self.spawn(req, span, move |fs| match fs.read(fh.0, offset, size) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(errno("read", &e)),
         });
@@ -448,7 +472,7 @@ impl Filesystem for FuseAdapter {
         let span = request_span("write", req, ino);
         let data = data.to_vec();
         let pid = req.pid();
-        self.spawn(span, move |fs| match fs.write(fh.0, offset, &data, pid) {
+        self.spawn(req, span, move |fs| match fs.write(fh.0, offset, &data, pid) {
             Ok(written) => reply.written(written),
             Err(e) => reply.error(errno("write", &e)),
         });
@@ -466,7 +490,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let span = request_span("flush", req, ino);
         let pid = req.pid();
-        self.spawn(span, move |fs| match fs.flush(fh.0, pid) {
+        self.spawn(req, span, move |fs| match fs.flush(fh.0, pid) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("flush", &e)),
         });
@@ -497,7 +521,7 @@ impl Filesystem for FuseAdapter {
         let span = request_span("release", req, ino);
         // On a worker: releasing an unflushed `runs/new/` handle starts its run, an API call.
         let backing = self.backing.clone();
-        self.spawn(span, move |fs| {
+        self.spawn(req, span, move |fs| {
             let passthrough = fs.backing_file(fh.0).is_some();
             fs.release(fh.0);
             if passthrough {
@@ -515,7 +539,7 @@ impl Filesystem for FuseAdapter {
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let span = request_span("opendir", req, ino);
-        self.spawn(span, move |fs| match fs.opendir(ino.0) {
+        self.spawn(req, span, move |fs| match fs.opendir(ino.0) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(errno("opendir", &e)),
         });
@@ -530,7 +554,7 @@ impl Filesystem for FuseAdapter {
         mut reply: ReplyDirectory,
     ) {
         let span = request_span("readdir", req, ino);
-        self.spawn(span, move |fs| match fs.readdir(fh.0, offset) {
+        self.spawn(req, span, move |fs| match fs.readdir(fh.0, offset) {
             Ok(entries) => {
                 for (next, entry) in entries {
                     if reply.add(INodeNo(entry.ino), next, file_type(entry.kind), &entry.name) {
@@ -552,7 +576,7 @@ impl Filesystem for FuseAdapter {
         mut reply: ReplyDirectoryPlus,
     ) {
         let span = request_span("readdirplus", req, ino);
-        self.spawn(span, move |fs| {
+        self.spawn(req, span, move |fs| {
             let listed = fs.readdirplus(fh.0, offset, |next, entry, attr| {
                 reply.add(
                     INodeNo(entry.ino),
@@ -593,7 +617,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let span = request_span("setxattr", req, ino);
-        self.spawn(span, move |fs| {
+        self.spawn(req, span, move |fs| {
             reply.error(errno("setxattr", &fs.refuse_change(ino.0)))
         });
     }
@@ -606,7 +630,7 @@ impl Filesystem for FuseAdapter {
         }
         let span = named_span("getxattr", req, ino, name);
         let name = name.to_os_string();
-        self.spawn(span, move |fs| match fs.getxattr(ino.0, &name) {
+        self.spawn(req, span, move |fs| match fs.getxattr(ino.0, &name) {
             Ok(value) => reply_xattr(reply, &value, size),
             Err(e) => reply.error(errno("getxattr", &e)),
         });
@@ -614,7 +638,7 @@ impl Filesystem for FuseAdapter {
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let span = request_span("listxattr", req, ino);
-        self.spawn(span, move |fs| match fs.listxattr(ino.0) {
+        self.spawn(req, span, move |fs| match fs.listxattr(ino.0) {
             Ok(names) => reply_xattr(reply, &names, size),
             Err(e) => reply.error(errno("listxattr", &e)),
         });
@@ -622,7 +646,7 @@ impl Filesystem for FuseAdapter {
 
     fn removexattr(&self, req: &Request, ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
         let span = request_span("removexattr", req, ino);
-        self.spawn(span, move |fs| {
+        self.spawn(req, span, move |fs| {
             reply.error(errno("removexattr", &fs.refuse_change(ino.0)))
         });
     }
@@ -630,7 +654,7 @@ impl Filesystem for FuseAdapter {
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         if mask.contains(AccessFlags::W_OK) {
             let span = request_span("access", req, ino);
-            self.spawn(span, move |fs| {
+            self.spawn(req, span, move |fs| {
                 reply.error(errno("access", &fs.refuse_change(ino.0)))
             });
         } else {
@@ -650,7 +674,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let span = named_span("create", req, parent, name);
         let name = name.to_os_string();
-        self.spawn(span, move |fs| match fs.create(parent.0, &name) {
+        self.spawn(req, span, move |fs| match fs.create(parent.0, &name) {
             Ok((attr, opened)) => reply.created(
                 &attr.ttl,
                 &file_attr(&attr),

@@ -316,6 +316,14 @@ impl TreeWriter {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(on_error(e)),
             };
+            if let Some(partial) = &self.reports.partial {
+                if let Some(progress) = &self.reports.progress {
+                    progress.set_waiting(partial.waiting());
+                }
+                if partial.abandoned() {
+                    return Err(Failure::Unwanted);
+                }
+            }
             if self.written.saturating_add(n as u64) > self.max_bytes {
                 return Err(Failure::TooLarge(self.max_bytes));
             }

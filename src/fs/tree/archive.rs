@@ -216,7 +216,7 @@ impl Vm0Fs {
         }
         let info = self.archive_info(archive);
         let source = self.archive_source(archive);
-        Ok(self.cache.fetch(archive.version_id, &info, &*source)?)
+        Ok(self.cache.tree(archive.version_id, &info, source)?)
     }
 
     /// Runs `op` on the entry `rel` of a version's tree as soon as that entry can be read
