@@ -472,9 +472,11 @@ impl Filesystem for FuseAdapter {
         let span = request_span("write", req, ino);
         let data = data.to_vec();
         let pid = req.pid();
-        self.spawn(req, span, move |fs| match fs.write(fh.0, offset, &data, pid) {
-            Ok(written) => reply.written(written),
-            Err(e) => reply.error(errno("write", &e)),
+        self.spawn(req, span, move |fs| {
+            match fs.write(fh.0, offset, &data, pid) {
+                Ok(written) => reply.written(written),
+                Err(e) => reply.error(errno("write", &e)),
+            }
         });
     }
 
