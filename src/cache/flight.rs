@@ -257,8 +257,8 @@ impl Leader {
 impl Drop for Leader {
     fn drop(&mut self) {
         if !self.completed {
-            let version = self.key.clone();
-            self.publish(Err(CacheError::Abandoned { version }));
+            let archive = format!("archive version {}", self.key);
+            self.publish(Err(CacheError::Abandoned { archive }));
         }
     }
 }

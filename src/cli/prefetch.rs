@@ -5,13 +5,13 @@
 //! single-flight and limits. Each path is first reduced to its archive, `volumes|artifacts/<name>`, whose version
 //! is read from the `user.vm0.version` attribute (run artifacts are reached through their `runs/<id>/artifact`
 //! link), and the command names that exact version (`<name>@<version>`), so what is fetched and pinned is what
-//! the path showed. Pins are set and cleared by a line written to the mount's `.vm0fs/pins`, before the fetch.
+//! the path showed. Pins are set and cleared before the fetch by reading the `user.vm0.pin` (`user.vm0.unpin`)
+//! attribute of that directory: a read, so that pinning works on a `--read-only` mount too.
 //! `volumes/` or `artifacts/` itself stands for every storage in it. Up to four archives are fetched at once; while they download, the mount's `.vm0fs/status` is read a
 //! few times a second to draw one progress bar per archive (on a terminal; elsewhere one line per archive when it
 //! is done). The exit status is 1 if any path failed.
 
 use std::collections::VecDeque;
-use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -202,7 +202,7 @@ fn run_all(targets: Vec<Target>, verb: Verb) -> bool {
     all_ok && left == 0
 }
 
-/// Pins (or unpins) `target` through its mount's `.vm0fs/pins`, then fetches it by listing its directory.
+/// Pins (or unpins) `target` through its directory's pin attribute, then fetches it by listing the directory.
 fn send(target: &Target, verb: Verb) -> Result<(), String> {
     let fail = |e: std::io::Error| {
         let log = match probe(&target.mountpoint) {
@@ -216,13 +216,13 @@ fn send(target: &Target, verb: Verb) -> Result<(), String> {
             target.archive
         )
     };
-    if let Verb::Pin | Verb::Unpin = verb {
-        let line = format!("{} {}\n", verb.word(), target.archive);
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(target.mountpoint.join(".vm0fs/pins"))
-            .and_then(|mut file| file.write_all(line.as_bytes()))
-            .map_err(fail)?;
+    let command = match verb {
+        Verb::Pin => Some(crate::fs::PIN_XATTR),
+        Verb::Unpin => Some(crate::fs::UNPIN_XATTR),
+        Verb::Fetch => None,
+    };
+    if let Some(command) = command {
+        xattr(&target.mountpoint.join(&target.archive), command).map_err(fail)?;
     }
     if let Verb::Fetch | Verb::Pin = verb {
         std::fs::read_dir(target.mountpoint.join(&target.archive)).map_err(fail)?;

@@ -63,6 +63,15 @@ impl From<CacheError> for Error {
 
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
-        Error::new(e.raw_os_error().unwrap_or(libc::EIO), e.to_string())
+        Error::new(e.raw_os_error().unwrap_or(libc::EIO), io_message(&e))
+    }
+}
+
+/// An io error as a sentence for people: the system's words without Rust's ` (os error N)` suffix.
+pub fn io_message(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match (e.raw_os_error(), text.rfind(" (os error ")) {
+        (Some(_), Some(at)) if text.ends_with(')') => text[..at].to_string(),
+        _ => text,
     }
 }

@@ -73,6 +73,12 @@ impl Vm0Api for FakeApi {
     fn list_runs(&self) -> Result<Vec<Run>, ApiError> {
         Ok(self.runs.iter().map(summary).collect())
     }
+    fn runs_page(&self, _cursor: Option<&str>) -> Result<Page<Run>, ApiError> {
+        Ok(Page {
+            data: self.runs.iter().map(summary).collect(),
+            pagination: Pagination::default(),
+        })
+    }
     fn latest_run(&self) -> Result<Option<Run>, ApiError> {
         Ok(self.runs.first().map(summary))
     }
@@ -273,7 +279,7 @@ fn fake() -> FakeApi {
 }
 
 struct Harness {
-    fs: Vm0Fs,
+    fs: Arc<Vm0Fs>,
     api: Arc<FakeApi>,
     _dir: tempfile::TempDir,
 }
@@ -300,7 +306,7 @@ fn harness_with_ttl(metadata_ttl: Duration) -> Harness {
         mountpoint: "/mnt/vm0".into(),
         api_url: "http://fake".into(),
     };
-    let fs = Vm0Fs::new(api.clone(), Arc::new(cache), config);
+    let fs = Arc::new(Vm0Fs::new(api.clone(), Arc::new(cache), config));
     Harness { fs, api, _dir: dir }
 }
 
@@ -320,9 +326,7 @@ impl Harness {
     fn names(&self, path: &str) -> Vec<String> {
         let fh = self.fs.opendir(self.path(path).unwrap()).unwrap();
         let names = self
-            .fs
-            .readdir(fh, 0)
-            .unwrap()
+            .all_entries(fh)
             .into_iter()
             .map(|(_, e)| e.name.to_string_lossy().into_owned());
         let names = names.filter(|n| n != "." && n != "..").collect();
@@ -331,25 +335,45 @@ impl Harness {
     }
 
     /// The names a READDIRPLUS reply with room for `room` entries takes from the start of listing `fh`.
+    /// Asks again from where the last answer ended until one adds nothing, as the kernel does.
     fn plus_names(&self, fh: u64, room: usize) -> Vec<String> {
         let mut names = Vec::new();
-        self.fs
-            .readdirplus(fh, 0, |_, entry, attr| {
-                assert_eq!(attr.ino, entry.ino);
-                if names.len() == room {
-                    return true;
-                }
-                names.push(entry.name.to_string_lossy().into_owned());
-                false
-            })
-            .unwrap();
-        names
+        let mut offset = 0;
+        loop {
+            let before = names.len();
+            self.fs
+                .readdirplus(fh, offset, |next, entry, attr| {
+                    assert_eq!(attr.ino, entry.ino);
+                    if names.len() == room {
+                        return true;
+                    }
+                    names.push(entry.name.to_string_lossy().into_owned());
+                    offset = next;
+                    false
+                })
+                .unwrap();
+            if names.len() == before || names.len() == room {
+                return names;
+            }
+        }
+    }
+
+    /// Every entry of an open listing, reading on until its end (a first listing of `runs/` grows).
+    fn all_entries(&self, fh: u64) -> Vec<(u64, super::DirEntry)> {
+        let mut entries = Vec::new();
+        loop {
+            let more = self.fs.readdir(fh, entries.len() as u64).unwrap();
+            if more.is_empty() {
+                return entries;
+            }
+            entries.extend(more);
+        }
     }
 
     /// The inode number `name` in `parent` has in a listing of `parent` (without looking it up).
     fn listed_ino(&self, parent: u64, name: &str) -> u64 {
         let fh = self.fs.opendir(parent).unwrap();
-        let entries = self.fs.readdir(fh, 0).unwrap();
+        let entries = self.all_entries(fh);
         self.fs.releasedir(fh);
         entries
             .into_iter()
@@ -361,7 +385,7 @@ impl Harness {
     fn read(&self, path: &str) -> Vec<u8> {
         let opened = self
             .fs
-            .open(self.path(path).unwrap(), libc::O_RDONLY)
+            .open(self.path(path).unwrap(), libc::O_RDONLY, std::process::id())
             .unwrap();
         let data = self.fs.read(opened.fh, 0, 1 << 20).unwrap();
         self.fs.release(opened.fh);
@@ -504,7 +528,9 @@ fn writing_is_refused() {
     let h = harness();
     let ino = h.path("runs/r1/status").unwrap();
     assert_eq!(
-        h.fs.open(ino, libc::O_WRONLY).unwrap_err().errno,
+        h.fs.open(ino, libc::O_WRONLY, std::process::id())
+            .unwrap_err()
+            .errno,
         libc::EACCES
     );
     assert_eq!(h.fs.refuse_change(ino).errno, libc::EROFS);
@@ -537,7 +563,7 @@ fn names_that_cannot_be_file_names_are_skipped() {
         api_url: "http://fake".into(),
     };
     let h = Harness {
-        fs: Vm0Fs::new(Arc::new(api), Arc::new(cache), config),
+        fs: Arc::new(Vm0Fs::new(Arc::new(api), Arc::new(cache), config)),
         api: Arc::new(fake()),
         _dir: dir,
     };
@@ -548,11 +574,15 @@ fn names_that_cannot_be_file_names_are_skipped() {
 fn listing_runs_does_not_fetch_each_run() {
     let h = harness();
     let fh = h.fs.opendir(h.path("runs").unwrap()).unwrap();
-    assert_eq!(h.plus_names(fh, usize::MAX), ["new", "latest", "r2", "r1"]);
+    assert_eq!(
+        h.plus_names(fh, usize::MAX),
+        [".", "..", "new", "latest", "r2", "r1"]
+    );
     let gets = h.api.run_gets.lock().unwrap().clone();
-    assert!(
-        gets.is_empty(),
-        "the listing answers for every run: {gets:?}"
+    assert_eq!(
+        gets,
+        ["r2"],
+        "the listing answers for every run that had ended; one still running asks its detail"
     );
 }
 
@@ -594,7 +624,7 @@ fn pins_are_set_and_shown_through_the_control_file() {
     let h = harness();
     assert_eq!(h.names(".vm0fs"), ["status", "pins"]);
     let pins = h.path(".vm0fs/pins").unwrap();
-    let opened = h.fs.open(pins, libc::O_WRONLY).unwrap();
+    let opened = h.fs.open(pins, libc::O_WRONLY, std::process::id()).unwrap();
     let write = |text: &str| h.fs.write(opened.fh, 0, text.as_bytes(), 1);
     assert_eq!(write("pin volumes/data\n").unwrap(), 17);
     write("pin volumes/data@11111111\n").unwrap();
@@ -669,9 +699,9 @@ fn a_listing_holds_its_entries_until_it_is_closed() {
     let fh = h.fs.opendir(runs).unwrap();
     assert_eq!(h.fs.inodes.len(), baseline + 4, "new, latest, r2, r1");
     assert_eq!(
-        h.plus_names(fh, 2),
-        ["new", "latest"],
-        "a reply with room for two"
+        h.plus_names(fh, 4),
+        [".", "..", "new", "latest"],
+        "a reply with room for four, two of them the dots, which hold nothing"
     );
     h.fs.releasedir(fh);
     assert_eq!(

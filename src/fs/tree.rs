@@ -26,7 +26,7 @@ use super::handles::Handle;
 use super::inodes::{AgentFile, ControlFile, Node, RunFile};
 use super::render;
 use super::{Attr, DirEntry, FileKind, Opened, Vm0Fs};
-use crate::api::models::{RunDetail, Storage, StorageKind};
+use crate::api::models::{Run, RunDetail, Storage, StorageKind};
 use crate::cache::{ArchiveInfo, DownloadSource};
 
 /// Attribute TTL of the fixed top of the tree and of what can no longer change.
@@ -129,12 +129,14 @@ impl Vm0Fs {
                 Node::RunsLatest
             }
             Node::RunsDir => {
-                if self.meta.listed_run(name_str).is_none() {
-                    self.meta.run(name_str)?;
-                }
-                Node::Run {
-                    id: name_str.to_string(),
-                }
+                let id = if self.meta.listed_run(name_str).is_some() {
+                    name_str.to_string()
+                } else if is_run_prefix(name_str) {
+                    self.meta.run_by_prefix(&name_str.to_ascii_lowercase())?
+                } else {
+                    self.meta.run(name_str)?.id.clone()
+                };
+                Node::Run { id }
             }
             Node::Run { id } => {
                 let file = file_by_name(&RUN_FILES, name_str).ok_or_else(missing)?;
@@ -413,20 +415,21 @@ impl Vm0Fs {
             }
             Node::NewRun { agent } => {
                 self.meta.agent(agent)?;
-                let size = self.new_run_outcome(agent).len() as u64;
-                // No attribute caching: a close on another handle changes the content at any time.
-                Ok(self.make_attr(ino, FileKind::File, size, 0o644, fixed, Duration::ZERO))
+                // What a read shows depends on who reads (`outcomes`), which `getattr` is not told: size 0, and
+                // reads (direct I/O) go by what they get. No attribute caching.
+                Ok(self.make_attr(ino, FileKind::File, 0, 0o644, fixed, Duration::ZERO))
             }
             Node::RunFile {
                 id,
                 file: RunFile::Ctl,
             } => {
+                // Readable (it shows its usage), so that `cp -r runs/<id>` works for anyone who may read the run.
                 let run = self.meta.run(id)?;
                 Ok(self.make_attr(
                     ino,
                     FileKind::File,
-                    0,
-                    0o200,
+                    ctl_text().len() as u64,
+                    0o644,
                     run_mtime(&run, fixed),
                     MOVING_TTL,
                 ))
@@ -440,15 +443,12 @@ impl Vm0Fs {
                 ))
             }
             Node::Run { id } => {
-                // `ls -l runs/` must not cost one request per run: a fresh listing is as good as the detail.
+                // `ls -l runs/` must not cost one request per run: the listing dates a run that had ended when
+                // listed (it cannot change any more); one still moving then asks its detail.
                 let (mtime, ttl) = match self.meta.listed_run(id) {
-                    Some(run) => (
+                    Some(run) if run.status.is_terminal() => (
                         run_times(&run.created_at, &run.started_at, &run.completed_at, fixed),
-                        if run.status.is_terminal() {
-                            FIXED_TTL
-                        } else {
-                            MOVING_TTL
-                        },
+                        FIXED_TTL,
                     ),
                     _ => {
                         let run = self.meta.run(id)?;
@@ -546,15 +546,9 @@ impl Vm0Fs {
                 }
             }
             Node::RunsDir => {
-                out.push(self.entry(&Node::RunsNew, FileKind::Directory, "new"));
+                out.push(self.runs_new_entry());
                 let runs = self.meta.runs()?;
-                if !runs.is_empty() {
-                    out.push(self.entry(&Node::RunsLatest, FileKind::Symlink, "latest"));
-                }
-                for id in unique_safe_names("run", runs.iter().map(|r| r.id.as_str())) {
-                    let child = Node::Run { id: id.to_string() };
-                    out.push(self.entry(&child, FileKind::Directory, id));
-                }
+                out.extend(self.run_entries(runs.all(), true));
             }
             Node::Run { id } => {
                 let run = self.meta.run(id)?;
@@ -626,6 +620,24 @@ impl Vm0Fs {
             | Node::ControlFile(_) => return Err(not_a_directory(node)),
         }
         Ok(())
+    }
+
+    /// The `new` entry of `runs/`.
+    pub(super) fn runs_new_entry(&self) -> DirEntry {
+        self.entry(&Node::RunsNew, FileKind::Directory, "new")
+    }
+
+    /// Entries of `runs/` for `runs`, newest first, headed by `latest` when `first` (the newest are among them).
+    pub(super) fn run_entries(&self, runs: &[Run], first: bool) -> Vec<DirEntry> {
+        let mut out = Vec::with_capacity(runs.len() + 1);
+        if first && !runs.is_empty() {
+            out.push(self.entry(&Node::RunsLatest, FileKind::Symlink, "latest"));
+        }
+        for id in unique_safe_names("run", runs.iter().map(|r| r.id.as_str())) {
+            let child = Node::Run { id: id.to_string() };
+            out.push(self.entry(&child, FileKind::Directory, id));
+        }
+        out
     }
 
     fn disk_children(
@@ -730,7 +742,7 @@ impl Vm0Fs {
                         id,
                         run.status.is_terminal(),
                     )?),
-                    RunFile::Ctl => Arc::new(Vec::new()),
+                    RunFile::Ctl => Arc::new(ctl_text()),
                     RunFile::MetricsJson => Arc::new(render::json(&*self.meta.run_metrics(&run)?)),
                     RunFile::Output => {
                         let output = self
@@ -770,15 +782,6 @@ impl Vm0Fs {
             } => {
                 self.live_logs.opened(id);
                 let fh = self.handles.insert(Handle::Log(id.clone()));
-                Ok(Opened {
-                    fh,
-                    direct_io: true,
-                    keep_cache: false,
-                })
-            }
-            Node::NewRun { agent } => {
-                let content = Arc::new(self.new_run_outcome(agent));
-                let fh = self.handles.insert(Handle::Content(content));
                 Ok(Opened {
                     fh,
                     direct_io: true,
@@ -913,6 +916,11 @@ fn artifact_link(run: &RunDetail) -> Option<String> {
     valid.then(|| format!("../../artifacts/{name}@{version}"))
 }
 
+/// What reading `runs/<id>/ctl` shows: how to use it.
+fn ctl_text() -> Vec<u8> {
+    render::text(super::writes::CTL_USAGE)
+}
+
 fn run_ttl(run: &RunDetail) -> Duration {
     if run.status.is_terminal() {
         FIXED_TTL
@@ -956,6 +964,13 @@ fn not_a_directory(node: &Node) -> Error {
         libc::ENOTDIR,
         format!("{}: not a directory", describe(node)),
     )
+}
+
+/// Whether a name in `runs/` is an id prefix (8 or more characters of a run id, short of a whole one), which
+/// names the one run whose id starts with it, as `<name>@<prefix>` names a storage version.
+fn is_run_prefix(name: &str) -> bool {
+    (MIN_VERSION_PREFIX..36).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
 }
 
 /// Whether an API name can be a file name as it is.

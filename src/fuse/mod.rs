@@ -16,8 +16,9 @@ use std::time::SystemTime;
 use fuser::{
     AccessFlags, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
     INodeNo, InitFlags, KernelConfig, LockOwner, MountOption, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
-    ReplyWrite, ReplyXattr, Request, Session, SessionACL, TimeOrNow, WriteFlags,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl,
+    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, Session, SessionACL,
+    TimeOrNow, WriteFlags,
 };
 
 use crate::fs::{Attr, Error, FileKind, Vm0Fs};
@@ -31,6 +32,8 @@ const MAX_BACKGROUND: u16 = 64;
 const GENERATION: Generation = Generation(0);
 /// The preferred I/O size reported to tools such as `cp` and `dd`.
 const BLOCK_SIZE: u32 = 128 * 1024;
+/// The block size `df` counts the cache in.
+const STATFS_BLOCK: u32 = 4096;
 
 /// How the mount is made (the flags of `vm0fs mount`).
 pub struct MountConfig {
@@ -308,10 +311,11 @@ impl Filesystem for FuseAdapter {
         self.spawn(move |fs| reply.error(errno("link", &fs.refuse_change(ino.0))));
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let passthrough = self.passthrough;
         let backing = self.backing.clone();
-        self.spawn(move |fs| match fs.open(ino.0, flags.0) {
+        let pid = req.pid();
+        self.spawn(move |fs| match fs.open(ino.0, flags.0, pid) {
             Ok(opened) => {
                 let mut fopen = FopenFlags::empty();
                 if opened.direct_io {
@@ -443,7 +447,8 @@ impl Filesystem for FuseAdapter {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        self.spawn(move |fs| match fs.opendir(ino.0) {
+        let fs = self.fs.clone();
+        self.pool.run(move || match fs.opendir(ino.0) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(errno("opendir", &e)),
         });
@@ -574,5 +579,47 @@ impl Filesystem for FuseAdapter {
             ),
             Err(e) => reply.error(errno("create", &e)),
         });
+    }
+
+    /// No file here is a device: every ioctl (Python's `open()` asks `TCGETS` to learn whether it is a tty) is
+    /// `ENOTTY`, answered at once and not logged, where fuser's default would warn on every open.
+    #[allow(clippy::too_many_arguments)]
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        reply.error(Errno::ENOTTY);
+    }
+
+    /// `SEEK_DATA` and `SEEK_HOLE` (the kernel answers the other whences itself).
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        self.spawn(move |fs| match fs.seek_data(fh.0, offset, whence) {
+            Ok(found) => reply.offset(found),
+            Err(e) if e.errno == libc::ENXIO => reply.error(Errno::from_i32(e.errno)),
+            Err(e) => reply.error(errno("lseek", &e)),
+        });
+    }
+
+    /// `df` on the mount shows the archive cache: its limit as the size, the bytes it holds as used.
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let (limit, used) = self.fs.space();
+        let blocks = limit.div_ceil(u64::from(STATFS_BLOCK));
+        let free = limit.saturating_sub(used) / u64::from(STATFS_BLOCK);
+        reply.statfs(blocks, free, free, 0, 0, STATFS_BLOCK, 255, STATFS_BLOCK);
     }
 }
