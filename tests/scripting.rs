@@ -347,12 +347,12 @@ fn a_refresh_of_a_large_runs_listing_is_one_request_when_nothing_changed() {
     let (status, body) = emulator.post_json("/_control/generate/runs?count=10000", &Value::Null);
     assert_eq!(status, 200, "{body}");
     let total = body["total_runs"].as_u64().unwrap() as usize;
-    emulator.set_faults(serde_json::json!({"latency_ms": 300}));
     let mount = Mount::start(&emulator, &[]);
     let runs = q(&mount.path("runs"));
     let listed = ok(&format!("ls -f {runs} | wc -l"));
     // Every run, `new`, `latest`, `.` and `..`.
     assert_eq!(listed.trim(), (total + 4).to_string());
+    emulator.set_faults(serde_json::json!({"latency_ms": 300}));
     // Past the listing's two-second TTL, nothing new: one request (the newest page).
     std::thread::sleep(std::time::Duration::from_millis(2100));
     let before = requests(&emulator);

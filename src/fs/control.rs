@@ -19,17 +19,12 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use super::Vm0Fs;
 use super::error::{Error, Result};
-use super::inodes::{ControlFile, Node};
-use super::{DirEntry, FileKind, Vm0Fs};
+use super::inodes::Node;
+use super::tree::StorageNode;
 use crate::api::models::StorageKind;
 use crate::cache::CacheStatus;
-
-/// The name of the control directory in the root.
-pub(super) const CONTROL_DIR: &str = ".vm0fs";
-
-pub(super) const CONTROL_FILES: [(&str, ControlFile); 2] =
-    [("status", ControlFile::Status), ("pins", ControlFile::Pins)];
 
 /// What `.vm0fs/status` shows, and `vm0fs status` reads.
 #[derive(Debug, Serialize, Deserialize)]
@@ -84,18 +79,6 @@ impl Vm0Fs {
         json
     }
 
-    /// The listing of `.vm0fs/`.
-    pub(super) fn control_children(&self) -> Vec<DirEntry> {
-        CONTROL_FILES
-            .iter()
-            .map(|(name, file)| DirEntry {
-                ino: self.inodes.acquire(&Node::ControlFile(*file)),
-                kind: FileKind::File,
-                name: (*name).into(),
-            })
-            .collect()
-    }
-
     /// What reading `.vm0fs/pins` shows: one pinned version id per line.
     pub(super) fn pins_text(&self) -> Vec<u8> {
         self.cache
@@ -116,8 +99,11 @@ impl Vm0Fs {
     }
 
     fn run_command(&self, command: Command<'_>) -> Result<()> {
-        let node = self.child(&Node::StorageDir(command.kind), OsStr::new(command.name))?;
-        self.set_pin(&node, command.verb == Verb::Pin).map(|_| ())
+        let root = self.child(
+            &Node::Storage(StorageNode::Dir(command.kind)),
+            OsStr::new(command.name),
+        )?;
+        self.set_pin(&root, command.verb == Verb::Pin).map(|_| ())
     }
 
     /// Reading `user.vm0.pin` or `user.vm0.unpin` of a storage directory pins or unpins the version it shows
@@ -134,22 +120,14 @@ impl Vm0Fs {
     }
 
     /// Pins or unpins the version a storage directory shows; answers its id.
-    fn set_pin(&self, node: &Node, pinned: bool) -> Result<String> {
-        let Node::StorageRoot { kind, name, pin } = node else {
-            return Err(Error::new(
-                libc::ENODATA,
-                format!(
-                    "{}: only a volume or an artifact can be pinned",
-                    super::tree::describe(node)
-                ),
-            ));
-        };
-        let path = super::tree::describe(node);
-        let Some(version) = self.version(*kind, name, pin.as_deref())? else {
+    fn set_pin(&self, root: &Node, pinned: bool) -> Result<String> {
+        let path = root.namespace().describe();
+        let Some(version) = self.version_of_root(root)? else {
             tracing::info!("{path} has no version yet; nothing to pin");
             return Ok(String::new());
         };
-        let archive = format!("{}/{name}@{}", kind.plural(), short(&version.id));
+        let base = path.split('@').next().unwrap_or(&path);
+        let archive = format!("{base}@{}", short(&version.id));
         self.cache
             .set_pinned(&version.id, pinned)
             .map_err(|e| Error::new(e.errno(), format!("{archive}: {e}")))?;

@@ -400,7 +400,7 @@ fn the_root_holds_the_four_trees() {
     assert_eq!(h.names("agents"), ["coder"]);
     assert_eq!(h.names("agents/coder"), ["agent.json", "versions.json"]);
     assert_eq!(h.names("runs"), ["new", "latest", "r2", "r1"]);
-    assert_eq!(h.names("runs/new"), ["coder"]);
+    assert_eq!(h.names("runs/new"), ["coder", "coder.json"]);
 }
 
 #[test]
