@@ -391,44 +391,44 @@ fn versions_are_listed_newest_first_and_latest_is_the_head() {
     let volumes = mount.path("volumes");
     let head = ok(&format!(
         "getfattr --only-values -n user.vm0.version {}",
-        q(&volumes.join("input-data"))
+        q(&volumes.join("configs"))
     ));
-    let listed = ok(&format!("ls -U {}", q(&volumes.join("input-data@"))));
+    let listed = ok(&format!("ls -U {}", q(&volumes.join("configs@"))));
     let names: Vec<&str> = listed.lines().collect();
     assert!(names.len() >= 2, "the demo volume has versions: {listed}");
     assert_eq!(names[0], &head[..8], "newest first, by 8 hex characters");
     // Sorted by mtime (creation), `ls -t` gives the same order.
-    let by_time = ok(&format!("ls -t {}", q(&volumes.join("input-data@"))));
+    let by_time = ok(&format!("ls -t {}", q(&volumes.join("configs@"))));
     assert_eq!(by_time, listed);
     let size = ok(&format!(
         "getfattr --only-values -n user.vm0.size {}",
-        q(&volumes.join(format!("input-data@/{}", names[1])))
+        q(&volumes.join(format!("configs@/{}", names[1])))
     ));
     assert!(size.parse::<u64>().is_ok(), "{size}");
     ok(&format!(
         "getfattr -n user.vm0.message {}",
-        q(&volumes.join(format!("input-data@/{}", names[1])))
+        q(&volumes.join(format!("configs@/{}", names[1])))
     ));
     ok(&format!(
         "diff -r {} {}",
-        q(&volumes.join("input-data@latest")),
-        q(&volumes.join("input-data"))
+        q(&volumes.join("configs@latest")),
+        q(&volumes.join("configs"))
     ));
     ok(&format!(
         "diff -r {} {}",
-        q(&volumes.join(format!("input-data@/{}", names[1]))),
-        q(&volumes.join(format!("input-data@{}", names[1])))
+        q(&volumes.join(format!("configs@/{}", names[1]))),
+        q(&volumes.join(format!("configs@{}", names[1])))
     ));
     // `ls -l volumes` shows the head's size without downloading anything.
     let blobs = emulator.stats()["blob_requests"].as_u64().unwrap();
     let long = ok(&format!("ls -l {}", q(&volumes)));
     let expected = ok(&format!(
         "getfattr --only-values -n user.vm0.size {}",
-        q(&volumes.join("input-data"))
+        q(&volumes.join("configs"))
     ));
     assert!(
         long.lines()
-            .any(|l| l.ends_with(" input-data") && l.contains(&format!(" {expected} "))),
+            .any(|l| l.ends_with(" configs") && l.contains(&format!(" {expected} "))),
         "{long}"
     );
     assert_eq!(emulator.stats()["blob_requests"].as_u64().unwrap(), blobs);
