@@ -104,7 +104,7 @@ fn expand(path: &Path) -> Result<Vec<PathBuf>, String> {
                 .map(|e| e.map(|e| e.path()))
                 .collect::<Result<Vec<_>, _>>()
         })
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(|e| format!("{}: {}", path.display(), crate::fs::io_message(&e)))?;
     let mut found = listing;
     found.sort();
     Ok(found)
@@ -133,7 +133,9 @@ fn target(path: &Path) -> Result<Option<Target>, String> {
         ));
     };
     let root = mountpoint.join(kind).join(name);
-    let attribute = |attr: &str| xattr(&root, attr).map_err(|e| format!("{given}: {e}"));
+    let attribute = |attr: &str| {
+        xattr(&root, attr).map_err(|e| format!("{given}: {}", crate::fs::io_message(&e)))
+    };
     let version = attribute("user.vm0.version")?;
     let size = attribute("user.vm0.size")?.and_then(|s| s.parse().ok());
     let base = name.split('@').next().unwrap_or(name);
@@ -210,10 +212,11 @@ fn send(target: &Target, verb: Verb) -> Result<(), String> {
             _ => "vm0fs.log in its cache directory".into(),
         };
         format!(
-            "{}: cannot {} {}: {e}; the mount's log says why ({log}, or its stderr if it runs with -f)",
+            "{}: cannot {} {}: {}; the mount's log says why ({log}, or its stderr if it runs with -f)",
             target.given,
             verb.word(),
-            target.archive
+            target.archive,
+            crate::fs::io_message(&e)
         )
     };
     let command = match verb {

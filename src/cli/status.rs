@@ -50,11 +50,17 @@ pub fn run(args: &StatusArgs) -> i32 {
 
 /// The mounts to report: the one named (which must be a vm0fs mount of this user), or all of them.
 fn chosen_mounts(named: Option<&Path>) -> Result<Vec<PathBuf>, String> {
-    let mounts = own_mounts().map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
+    let mounts = own_mounts().map_err(|e| {
+        format!(
+            "cannot read /proc/self/mountinfo: {}",
+            crate::fs::io_message(&e)
+        )
+    })?;
     let Some(named) = named else {
         return Ok(mounts);
     };
-    let wanted = super::mounts::absolute(named).map_err(|e| format!("{}: {e}", named.display()))?;
+    let wanted = super::mounts::absolute(named)
+        .map_err(|e| format!("{}: {}", named.display(), crate::fs::io_message(&e)))?;
     let real = wanted.canonicalize().unwrap_or_else(|_| wanted.clone());
     mounts
         .into_iter()

@@ -195,7 +195,12 @@ fn default_mount() -> Result<PathBuf, String> {
     {
         return Ok(mountpoint);
     }
-    let mounts = own_mounts().map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
+    let mounts = own_mounts().map_err(|e| {
+        format!(
+            "cannot read /proc/self/mountinfo: {}",
+            crate::fs::io_message(&e)
+        )
+    })?;
     match mounts.as_slice() {
         [one] => Ok(one.clone()),
         [] => Err("no vm0fs mount of yours is mounted (see `vm0fs mount`)".into()),

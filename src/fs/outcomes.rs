@@ -8,8 +8,9 @@
 //!
 //! 1. the same thread (Python threads, each writing and reading);
 //! 2. the same process (a shell's builtin `printf > f` then `read < f`);
-//! 3. the reader's parent (`printf > f` by the shell, then `cat f`, a child of that shell);
-//! 4. a sibling, the writer and the reader having one parent (`tee f`, then `cat f`, in one shell).
+//! 3. a child of the reader (a program that runs `sh -c "echo … > f"`, then reads `f` itself);
+//! 4. the reader's parent (`printf > f` by the shell, then `cat f`, a child of that shell);
+//! 5. a sibling, the writer and the reader having one parent (`tee f`, then `cat f`, in one shell).
 //!
 //! Processes are told apart by pid and start time, so a pid reused later is not a relative. What this cannot
 //! know: an editor started from a shell that just started a run through the same file reads that run's id (it
@@ -108,9 +109,10 @@ impl Outcomes {
             return Vec::new();
         };
         let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-        let relations: [&dyn Fn(&Caller) -> bool; 4] = [
+        let relations: [&dyn Fn(&Caller) -> bool; 5] = [
             &|w| w.thread == reader.thread && w.process == reader.process,
             &|w| w.process == reader.process,
+            &|w| w.parent == reader.process,
             &|w| w.process == reader.parent,
             &|w| w.parent == reader.parent,
         ];
@@ -168,6 +170,11 @@ mod tests {
         );
         assert_eq!(
             outcomes.for_reader("coder", Some(caller(32, 30, 1))),
+            b"thread-32\n"
+        );
+        // Process 1, the jobs' parent, reads its children's newest.
+        assert_eq!(
+            outcomes.for_reader("coder", Some(caller(1, 1, 0))),
             b"thread-32\n"
         );
         // A sibling of the writers reads the newest; another agent's file and strangers read nothing.
