@@ -372,8 +372,9 @@ impl Namespace for StorageNode {
                 path,
                 ..
             } => format!(
-                "{} version {version_id}: {}",
+                "{}/…@{}/{}",
                 kind.plural(),
+                short_id(version_id),
                 path.to_string_lossy()
             ),
         }
