@@ -130,7 +130,7 @@ impl Vm0Fs {
         let archive = format!("{base}@{}", short(&version.id));
         self.cache
             .set_pinned(&version.id, pinned)
-            .map_err(|e| Error::new(e.errno(), format!("{archive}: {e}")))?;
+            .map_err(|e| Error::new(e.errno(), format!("{archive}: {e}")).caused_by(e))?;
         let done = if pinned { "pinned" } else { "unpinned" };
         tracing::info!("{archive}: {done}");
         Ok(version.id)
