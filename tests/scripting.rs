@@ -564,3 +564,35 @@ fn help_and_man_describe_the_tree() {
         }
     }
 }
+
+#[test]
+fn the_first_listing_of_runs_streams_its_entries_as_pages_arrive() {
+    let emulator = Emulator::start(&[]);
+    let (status, body) = emulator.post_json("/_control/generate/runs?count=10000", &Value::Null);
+    assert_eq!(status, 200, "{body}");
+    let mount = Mount::start(&emulator, &[]);
+    // A second a page: the whole listing takes 100 s; its first entries must not wait for that.
+    emulator.set_faults(serde_json::json!({"latency_ms": 1000}));
+    let before = requests(&emulator);
+    let mut ls = Command::new("ls")
+        .arg("-f")
+        .arg(mount.path("runs"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start ls");
+    let stdout = ls.stdout.take().unwrap();
+    let first: Vec<String> = std::io::BufRead::lines(std::io::BufReader::new(stdout))
+        .take(150)
+        .map(Result::unwrap)
+        .collect();
+    let asked = requests(&emulator) - before;
+    // SAFETY: kill(2) on the PID of our own child, not yet reaped.
+    unsafe { libc::kill(ls.id() as i32, libc::SIGTERM) };
+    let _ = ls.wait();
+    assert_eq!(first.len(), 150, "{first:?}");
+    assert!(first.contains(&"new".to_string()) && first.contains(&"latest".to_string()));
+    assert!(
+        asked < 50,
+        "the first entries came after {asked} of the 100 pages; they must not wait for the last"
+    );
+}
