@@ -72,7 +72,11 @@ impl Error {
         let mut out = self.message.clone();
         let mut cause: Option<&(dyn StdError + 'static)> = self.source.as_deref().map(|e| e as _);
         while let Some(e) = cause {
-            let text = e.to_string();
+            // An io error in people's words: without Rust's ` (os error N)`.
+            let text = match e.downcast_ref::<std::io::Error>() {
+                Some(io) => io_message(io),
+                None => e.to_string(),
+            };
             if !out.contains(&text) {
                 out.push_str(": caused by: ");
                 out.push_str(&text);
@@ -136,6 +140,13 @@ mod tests {
         assert_eq!(Error::read_only("runs").level, Level::WARN);
         let loud = Error::new(libc::EIO, "upload failed").at_level(Level::ERROR);
         assert_eq!(loud.level, Level::ERROR);
+    }
+
+    #[test]
+    fn an_io_error_says_what_happened_without_its_number() {
+        let e = Error::from(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        assert_eq!(e.errno, libc::ENOSPC);
+        assert_eq!(e.chain(), "No space left on device");
     }
 
     #[test]
