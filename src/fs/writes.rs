@@ -1,19 +1,23 @@
 //! The two writable corners of the tree: `runs/new/<agent>` starts a run, `runs/<id>/ctl` cancels one.
 //!
 //! `runs/new/<agent>`: what a handle accumulates between `open` and `close` is the request, sent once when the
-//! writer closes the file: the first `flush` by the process that wrote last (as mountpoint-s3 does, closes by other
+//! writer closes the file: the first `flush` by the thread that wrote last (as mountpoint-s3 does, closes by other
 //! processes holding a copy of the descriptor, such as a `sleep` forked by the writing shell, are not the end of
 //! the writing). Later flushes of the same handle return the same outcome, so one open-write-close never starts
-//! two runs; a handle closed without such a flush starts its run at release, where an error can only be logged. The text is the
-//! prompt with one trailing newline removed, or, when it is a JSON object, the request body itself (`prompt`,
-//! `variables`, `volumes`, `artifact_name`, ... in either casing; the client sends them in the server's), with
-//! `agent` filled in from the file name unless the body names an agent, session or checkpoint. Because the run is
-//! created at `close(2)`, tools that check close (`cat`, `tee`, `/bin/echo`, Python) see an API refusal as an
-//! error; bash's builtin `echo` ignores errors from close. Reading the file afterwards gives the new run's id, or
-//! the error.
+//! two runs; a handle closed without such a flush starts its run at release, where an error can only be logged.
+//! The text is the prompt with one trailing newline removed, whatever it looks like (code that starts with `{` is
+//! a prompt). `runs/new/<agent>.json` takes the request body instead (`prompt`, `variables`, `volumes`,
+//! `artifact_name`, ... in either casing; the client sends them in the server's), with `agent` filled in from the
+//! file name unless the body names an agent, session or checkpoint; a body that is not a JSON object is
+//! `EINVAL`, never a prompt. A file kept separate for bodies, rather than guessing from the first character, so
+//! that neither kind is ever taken for the other. Blank text starts nothing. Because the run is created at
+//! `close(2)`, tools that check close (`cat`, `tee`, `/bin/echo`, Python) see an API refusal as an error; bash's
+//! builtin `echo` ignores errors from close. Reading the file afterwards gives the writer its own run id, or the
+//! error (see `outcomes`).
 //!
-//! `runs/<id>/ctl`: writing `cancel` (a trailing newline allowed) cancels the run at once, inside `write(2)`, so
-//! even bash's builtin `echo` sees a refusal; anything else written is `EINVAL`.
+//! `runs/<id>/ctl`: writing `cancel` (any case, surrounding whitespace ignored) cancels the run at once, inside
+//! `write(2)`, so even bash's builtin `echo` sees a refusal; anything else written is `EINVAL`, and a run that has
+//! already ended is `ESRCH`. Reading it shows this usage.
 
 use serde_json::{Map, Value};
 
