@@ -586,7 +586,7 @@ impl Vm0Fs {
             Ok(None) => (Vec::new(), Ok(())),
             Err(e) => (format!("error: {}\n", e.message).into_bytes(), Err(e)),
         };
-        if let Some(writer) = write.writer {
+        if let Some(writer) = write.writer.clone() {
             self.new_run_outcomes.record(&agent, writer, shown.clone());
         }
         write.shown = Some(shown);

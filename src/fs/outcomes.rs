@@ -8,13 +8,14 @@
 //!
 //! 1. the same thread (Python threads, each writing and reading);
 //! 2. the same process (a shell's builtin `printf > f` then `read < f`);
-//! 3. a child of the reader (a program that runs `sh -c "echo … > f"`, then reads `f` itself);
-//! 4. the reader's parent (`printf > f` by the shell, then `cat f`, a child of that shell);
+//! 3. a descendant of the reader (a program that runs `sh -c "printf … | tee f"`, then reads `f` itself);
+//! 4. an ancestor of the reader (`printf > f` by the shell, then `cat f`, a child of that shell);
 //! 5. a sibling, the writer and the reader having one parent (`tee f`, then `cat f`, in one shell).
 //!
-//! Processes are told apart by pid and start time, so a pid reused later is not a relative. What this cannot
+//! Processes are told apart by pid and start time, so a pid reused later is not a relative; init (pid 1)
+//! is nobody's relative. What this cannot
 //! know: an editor started from a shell that just started a run through the same file reads that run's id (it
-//! is a child of the writer, like `cat`); writers unrelated to the reader (another terminal, another user) never
+//! descends from the writer, like `cat`); writers unrelated to the reader (another terminal, another user) never
 //! show in it. The open file itself also gives its own outcome: reading back through the descriptor that wrote
 //! (opened read-write) starts the run at that read and answers its id. An outcome is kept until the mount ends
 //! or `KEPT` newer ones push it out.
@@ -33,34 +34,47 @@ pub struct ProcId {
     start: u64,
 }
 
-/// The thread that made a request, its process and that process's parent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The thread that made a request, its process and that process's ancestors, parent first, up to (not
+/// including) init.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     thread: u32,
     process: ProcId,
-    parent: ProcId,
+    ancestors: Vec<ProcId>,
 }
+
+/// Ancestors looked at, at most: a deeper tree is cut there, so that a write never walks far.
+const MOST_ANCESTORS: usize = 32;
 
 impl Caller {
     /// The caller whose thread id the kernel gave, read from `/proc`; `None` when it is gone already.
     pub fn of_thread(tid: u32) -> Option<Caller> {
-        let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
-        let field = |key: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(key))
-                .and_then(|v| v.trim().parse::<u32>().ok())
-        };
-        let (tgid, ppid) = (field("Tgid:")?, field("PPid:")?);
+        let (tgid, mut ppid) = (status_field(tid, "Tgid:")?, status_field(tid, "PPid:")?);
+        let mut ancestors = Vec::new();
+        while ppid > 1 && ancestors.len() < MOST_ANCESTORS {
+            let Some(ancestor) = proc_id(ppid) else { break };
+            ancestors.push(ancestor);
+            ppid = status_field(ppid, "PPid:").unwrap_or(0);
+        }
         Some(Caller {
             thread: tid,
             process: proc_id(tgid)?,
-            parent: proc_id(ppid).unwrap_or(ProcId {
-                pid: ppid,
-                start: 0,
-            }),
+            ancestors,
         })
     }
+
+    fn parent(&self) -> Option<ProcId> {
+        self.ancestors.first().copied()
+    }
+}
+
+/// A number field of `/proc/<pid>/status` (`Tgid:`, `PPid:`).
+fn status_field(pid: u32, key: &str) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// A process's pid and start time, from `/proc/<pid>/stat` (field 22, counted after the parenthesised name,
@@ -105,16 +119,16 @@ impl Outcomes {
 
     /// What `reader` reads in `runs/new/<agent>`: the newest outcome of its nearest relative, else nothing.
     pub fn for_reader(&self, agent: &str, reader: Option<Caller>) -> Vec<u8> {
-        let Some(reader) = reader else {
+        let Some(reader) = &reader else {
             return Vec::new();
         };
         let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
         let relations: [&dyn Fn(&Caller) -> bool; 5] = [
             &|w| w.thread == reader.thread && w.process == reader.process,
             &|w| w.process == reader.process,
-            &|w| w.parent == reader.process,
-            &|w| w.process == reader.parent,
-            &|w| w.parent == reader.parent,
+            &|w| w.ancestors.contains(&reader.process),
+            &|w| reader.ancestors.contains(&w.process),
+            &|w| w.parent().is_some() && w.parent() == reader.parent(),
         ];
         relations
             .iter()
@@ -132,28 +146,30 @@ impl Outcomes {
 mod tests {
     use super::*;
 
+    /// A caller whose process has `parent`; every process here descends from 5 (a script), but for the
+    /// children of 2 (a stranger's terminal) and 5 itself.
     fn caller(thread: u32, process: u32, parent: u32) -> Caller {
+        let id = |pid| ProcId { pid, start: 1 };
+        let ancestors = match parent {
+            0 => Vec::new(),
+            2 | 5 => vec![id(parent)],
+            _ => vec![id(parent), id(5)],
+        };
         Caller {
             thread,
-            process: ProcId {
-                pid: process,
-                start: 1,
-            },
-            parent: ProcId {
-                pid: parent,
-                start: 1,
-            },
+            process: id(process),
+            ancestors,
         }
     }
 
     #[test]
     fn each_reader_gets_its_nearest_relatives_newest_outcome() {
         let outcomes = Outcomes::new();
-        // Two shell jobs (processes 10 and 20, children of 1) write; thread 31 of process 30 writes.
-        outcomes.record("coder", caller(10, 10, 1), b"job-a\n".to_vec());
-        outcomes.record("coder", caller(20, 20, 1), b"job-b\n".to_vec());
-        outcomes.record("coder", caller(31, 30, 1), b"thread-31\n".to_vec());
-        outcomes.record("coder", caller(32, 30, 1), b"thread-32\n".to_vec());
+        // Two shell jobs (processes 10 and 20, children of the script, 5) write; thread 31 of process 30 writes.
+        outcomes.record("coder", caller(10, 10, 5), b"job-a\n".to_vec());
+        outcomes.record("coder", caller(20, 20, 5), b"job-b\n".to_vec());
+        outcomes.record("coder", caller(31, 30, 5), b"thread-31\n".to_vec());
+        outcomes.record("coder", caller(32, 30, 5), b"thread-32\n".to_vec());
         // `cat`, a child of job 10, reads job a's run, not the newer ones.
         assert_eq!(
             outcomes.for_reader("coder", Some(caller(11, 11, 10))),
@@ -165,21 +181,25 @@ mod tests {
         );
         // Each thread its own.
         assert_eq!(
-            outcomes.for_reader("coder", Some(caller(31, 30, 1))),
+            outcomes.for_reader("coder", Some(caller(31, 30, 5))),
             b"thread-31\n"
         );
         assert_eq!(
-            outcomes.for_reader("coder", Some(caller(32, 30, 1))),
+            outcomes.for_reader("coder", Some(caller(32, 30, 5))),
             b"thread-32\n"
         );
-        // Process 1, the jobs' parent, reads its children's newest.
+        // A grandchild of job a reads job a's run.
+        let mut grandchild = caller(12, 12, 11);
+        grandchild.ancestors.push(ProcId { pid: 10, start: 1 });
+        assert_eq!(outcomes.for_reader("coder", Some(grandchild)), b"job-a\n");
+        // The script reads its descendants' newest.
         assert_eq!(
-            outcomes.for_reader("coder", Some(caller(1, 1, 0))),
+            outcomes.for_reader("coder", Some(caller(5, 5, 0))),
             b"thread-32\n"
         );
         // A sibling of the writers reads the newest; another agent's file and strangers read nothing.
         assert_eq!(
-            outcomes.for_reader("coder", Some(caller(40, 40, 1))),
+            outcomes.for_reader("coder", Some(caller(40, 40, 5))),
             b"thread-32\n"
         );
         assert!(
