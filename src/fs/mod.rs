@@ -2,7 +2,7 @@
 //!
 //! The fuser adapter (`crate::fuse`) runs each request on a worker thread and calls one method here; the core
 //! talks to the `Vm0Api` trait and to the archive cache. Keeping FUSE out of this layer lets the whole tree be
-//! tested against an in-memory API (see `tests.rs`), as mountpoint-s3 does with its `fs.rs`.
+//! tested against the in-memory API of `api::fake` (see `tests/`), as mountpoint-s3 does with its `fs.rs`.
 //!
 //! Consistency, as DESIGN.md section 1 sets it: API listings are kept for `--metadata-ttl`; a run that is still
 //! moving for one second; what can no longer change (a terminal run, a storage version) for good. Files whose
@@ -691,10 +691,9 @@ impl Vm0Fs {
         new_parent: u64,
         new_name: &OsStr,
     ) -> Result<()> {
+        let from = self.node(parent)?;
         let to = self.node(new_parent)?;
-        self.node(parent)?
-            .namespace()
-            .rename(self, name, &to, new_name)
+        from.namespace().rename(self, name, &to, new_name)
     }
 
     /// Makes the directory `name` in `parent`, where the parent's namespace allows it.

@@ -107,23 +107,12 @@ pub struct FuseAdapter {
     /// The kernel accepted FUSE passthrough: cached archive files are read by the kernel from the cache file
     /// itself, with no request reaching us (kernel 6.9+, and CAP_SYS_ADMIN for the backing ioctl).
     passthrough: bool,
-    /// The kernel's handle on each inode's backing file, how many opens use it, and which file it is. The kernel
-    /// wants one backing file per inode (a second one for an inode already open fails the open with EIO), and
-    /// dropping the id closes it in the kernel, so it lives until the inode's last release. A volume's head keeps
-    /// its inode when a new version is published: an open that finds another file backing its inode is served
-    /// by vm0fs rather than passed the older file.
-    backing: Arc<std::sync::Mutex<BackingFiles>>,
-}
-
-/// Which file on the host a descriptor is (device and inode number).
-type FileId = (u64, u64);
-
-/// By inode number: the kernel's id of its backing file, how many opens use it, and which file it is.
-type BackingFiles = std::collections::HashMap<u64, (fuser::BackingId, usize, FileId)>;
-
-fn file_id(file: &std::fs::File) -> Option<FileId> {
-    use std::os::unix::fs::MetadataExt;
-    file.metadata().ok().map(|m| (m.dev(), m.ino()))
+    /// The kernel's handle on each inode's backing file and how many opens use it. The kernel wants one backing
+    /// file per inode (a second one for an inode already open fails the open with EIO, and so does an open
+    /// without passthrough), and dropping the id closes it in the kernel, so it lives until the inode's last
+    /// release. A file of a volume's head keeps its inode when a new version is published, so while one open of
+    /// it lasts, later opens read the version that open found (passthrough mounts only).
+    backing: Arc<std::sync::Mutex<std::collections::HashMap<u64, (fuser::BackingId, usize)>>>,
 }
 
 impl FuseAdapter {
@@ -405,14 +394,8 @@ impl Filesystem for FuseAdapter {
                 let Some(file) = fs.backing_file(opened.fh).filter(|_| passthrough) else {
                     return reply.opened(FileHandle(opened.fh), fopen);
                 };
-                let Some(this_file) = file_id(&file) else {
-                    return reply.opened(FileHandle(opened.fh), fopen);
-                };
                 let mut backing = backing.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some((id, opens, backing_file)) = backing.get_mut(&ino.0) {
-                    if *backing_file != this_file {
-                        return reply.opened(FileHandle(opened.fh), fopen);
-                    }
+                if let Some((id, opens)) = backing.get_mut(&ino.0) {
                     *opens += 1;
                     return reply.opened_passthrough(
                         FileHandle(opened.fh),
@@ -423,7 +406,7 @@ impl Filesystem for FuseAdapter {
                 match reply.open_backing(&*file) {
                     Ok(id) => {
                         reply.opened_passthrough(FileHandle(opened.fh), FopenFlags::empty(), &id);
-                        backing.insert(ino.0, (id, 1, this_file));
+                        backing.insert(ino.0, (id, 1));
                     }
                     Err(e) => {
                         // Without CAP_SYS_ADMIN the ioctl is refused: serve reads ourselves.
@@ -519,13 +502,11 @@ impl Filesystem for FuseAdapter {
         // On a worker: releasing an unflushed `runs/new/` handle starts its run, an API call.
         let backing = self.backing.clone();
         self.spawn(span, move |fs| {
-            let this_file = fs.backing_file(fh.0).and_then(|file| file_id(&file));
+            let passthrough = fs.backing_file(fh.0).is_some();
             fs.release(fh.0);
-            if let Some(this_file) = this_file {
+            if passthrough {
                 let mut backing = backing.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some((_, opens, backing_file)) = backing.get_mut(&ino.0)
-                    && *backing_file == this_file
-                {
+                if let Some((_, opens)) = backing.get_mut(&ino.0) {
                     *opens -= 1;
                     if *opens == 0 {
                         backing.remove(&ino.0);

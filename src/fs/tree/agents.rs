@@ -54,8 +54,7 @@ impl AgentNode {
 
 impl Namespace for AgentNode {
     fn child(&self, fs: &Vm0Fs, name: &OsStr) -> Result<Node> {
-        let parent = Node::Agents(self.clone());
-        let text = text_name(&parent, name)?;
+        let text = text_name(self, name)?;
         Ok(Node::Agents(match self {
             AgentNode::Dir => {
                 fs.meta.agent(text)?;
@@ -65,7 +64,7 @@ impl Namespace for AgentNode {
             }
             AgentNode::Agent { name: agent } => AgentNode::File {
                 name: agent.clone(),
-                file: file_by_name(&AGENT_FILES, text).ok_or_else(|| missing(&parent, name))?,
+                file: file_by_name(&AGENT_FILES, text).ok_or_else(|| missing(self, name))?,
             },
             AgentNode::File { .. } => return Err(not_a_directory(self)),
         }))

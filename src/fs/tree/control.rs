@@ -43,12 +43,11 @@ pub(super) fn top_dir_attr(fs: &Vm0Fs, ino: u64) -> Attr {
 
 impl Namespace for ControlNode {
     fn child(&self, _fs: &Vm0Fs, name: &OsStr) -> Result<Node> {
-        let parent = Node::Control(self.clone());
-        let text = text_name(&parent, name)?;
+        let text = text_name(self, name)?;
         match self {
             ControlNode::Dir => file_by_name(&CONTROL_FILES, text)
                 .map(|file| Node::Control(ControlNode::File(file)))
-                .ok_or_else(|| missing(&parent, name)),
+                .ok_or_else(|| missing(self, name)),
             ControlNode::File(_) => Err(not_a_directory(self)),
         }
     }

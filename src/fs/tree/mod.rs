@@ -122,7 +122,7 @@ impl Vm0Fs {
     /// The node called `name` in `parent`, or `ENOENT`.
     pub(super) fn child(&self, parent: &Node, name: &OsStr) -> Result<Node> {
         if !is_safe_bytes(name.as_bytes()) {
-            return Err(missing(parent, name));
+            return Err(missing(parent.namespace(), name));
         }
         parent.namespace().child(self, name)
     }
@@ -217,14 +217,14 @@ impl Vm0Fs {
 
 impl Namespace for RootDir {
     fn child(&self, _fs: &Vm0Fs, name: &OsStr) -> Result<Node> {
-        let name = text_name(&Node::Root, name)?;
+        let name = text_name(self, name)?;
         Ok(match name {
             "agents" => Node::Agents(AgentNode::Dir),
             "runs" => Node::Runs(RunNode::Dir),
             "volumes" => Node::Storage(StorageNode::Dir(StorageKind::Volume)),
             "artifacts" => Node::Storage(StorageNode::Dir(StorageKind::Artifact)),
             control::CONTROL_DIR => Node::Control(ControlNode::Dir),
-            _ => return Err(missing(&Node::Root, OsStr::new(name))),
+            _ => return Err(missing(self, OsStr::new(name))),
         })
     }
 
@@ -254,16 +254,12 @@ impl Namespace for RootDir {
 }
 
 /// The `ENOENT` of a name a directory does not hold.
-fn missing(parent: &Node, name: &OsStr) -> Error {
-    Error::not_found(format!(
-        "{}/{}",
-        parent.namespace().describe(),
-        name.to_string_lossy()
-    ))
+fn missing(parent: &dyn Namespace, name: &OsStr) -> Error {
+    Error::not_found(format!("{}/{}", parent.describe(), name.to_string_lossy()))
 }
 
 /// A name from a lookup in a directory whose names come from the API, which are text.
-fn text_name<'a>(parent: &Node, name: &'a OsStr) -> Result<&'a str> {
+fn text_name<'a>(parent: &dyn Namespace, name: &'a OsStr) -> Result<&'a str> {
     name.to_str().ok_or_else(|| missing(parent, name))
 }
 

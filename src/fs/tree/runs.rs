@@ -123,14 +123,11 @@ fn run_file_exists(fs: &Vm0Fs, run: &RunDetail, file: RunFile) -> Result<bool> {
 
 impl Namespace for RunNode {
     fn child(&self, fs: &Vm0Fs, name: &OsStr) -> Result<Node> {
-        let parent = Node::Runs(self.clone());
-        let text = text_name(&parent, name)?;
+        let text = text_name(self, name)?;
         Ok(Node::Runs(match self {
             RunNode::Dir if text == "new" => RunNode::New,
             RunNode::Dir if text == "latest" => {
-                fs.meta
-                    .latest_run()?
-                    .ok_or_else(|| missing(&parent, name))?;
+                fs.meta.latest_run()?.ok_or_else(|| missing(self, name))?;
                 RunNode::Latest
             }
             RunNode::Dir => {
@@ -155,10 +152,10 @@ impl Namespace for RunNode {
                 }
             }
             RunNode::Run { id } => {
-                let file = file_by_name(&RUN_FILES, text).ok_or_else(|| missing(&parent, name))?;
+                let file = file_by_name(&RUN_FILES, text).ok_or_else(|| missing(self, name))?;
                 let run = fs.meta.run(id)?;
                 if !run_file_exists(fs, &run, file)? {
-                    return Err(missing(&parent, name));
+                    return Err(missing(self, name));
                 }
                 RunNode::File {
                     id: id.clone(),

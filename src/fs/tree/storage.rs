@@ -185,14 +185,14 @@ impl Namespace for StorageNode {
     fn child(&self, fs: &Vm0Fs, name: &OsStr) -> Result<Node> {
         match self {
             StorageNode::Dir(kind) => {
-                let text = text_name(&Node::Storage(self.clone()), name)?;
+                let text = text_name(self, name)?;
                 fs.storage_root(*kind, text)
             }
             StorageNode::Versions {
                 kind,
                 name: storage_name,
             } => {
-                let text = text_name(&Node::Storage(self.clone()), name)?;
+                let text = text_name(self, name)?;
                 let storage = fs.meta.storage(*kind, storage_name)?;
                 Ok(Node::Storage(StorageNode::Root {
                     kind: *kind,
@@ -221,7 +221,7 @@ impl Namespace for StorageNode {
                 };
                 let path = path.join(name);
                 if !fs.archive_holds(archive, &path)? {
-                    return Err(missing(&Node::Storage(self.clone()), name));
+                    return Err(missing(self, name));
                 }
                 Ok(StorageNode::entry_at(archive, path))
             }

@@ -62,7 +62,7 @@ impl Namespace for VolumeNode {
                 let archive = Archive::of(KIND, &version);
                 let path = path.join(name);
                 if !fs.archive_holds(archive, &path)? {
-                    return Err(missing(&Node::Volume(self.clone()), name));
+                    return Err(missing(self, name));
                 }
                 Ok(VolumeNode::entry_at(archive, path))
             }
