@@ -349,7 +349,13 @@ fn a_refresh_of_a_large_runs_listing_is_one_request_when_nothing_changed() {
     let total = body["total_runs"].as_u64().unwrap() as usize;
     let mount = Mount::start(&emulator, &[]);
     let runs = q(&mount.path("runs"));
-    let listed = ok(&format!("ls -f {runs} | wc -l"));
+    // The first listing pages through all 10,000 runs: on a loaded machine, longer than `ok` waits.
+    let out = Command::new("timeout")
+        .args(["600", "sh", "-c", &format!("ls -f {runs} | wc -l")])
+        .output()
+        .expect("run ls");
+    assert!(out.status.success(), "{out:?}");
+    let listed = String::from_utf8_lossy(&out.stdout);
     // Every run, `new`, `latest`, `.` and `..`.
     assert_eq!(listed.trim(), (total + 4).to_string());
     emulator.set_faults(serde_json::json!({"latency_ms": 300}));
