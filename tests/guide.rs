@@ -57,7 +57,7 @@ fn the_tour_of_the_tree_reads_as_the_readme_shows() {
         assert!(listing.contains(file), "{listing}");
     }
     assert!(
-        listing.contains("--w------- 1") && listing.contains("-r--r--r-- 1"),
+        listing.contains("-rw-r--r-- 1") && listing.contains("-r--r--r-- 1"),
         "{listing}"
     );
     let status_and_prompt = in_mount(&mount, "cat runs/latest/status runs/latest/prompt");
@@ -185,5 +185,79 @@ fn status_and_prefetch_read_as_the_readme_shows() {
     assert!(
         all.contains("scratch: no version yet, nothing to download"),
         "{all}"
+    );
+}
+
+#[test]
+fn scripting_runs_and_versions_read_as_the_readme_shows() {
+    let emulator = Emulator::start(
+        &[
+            &["--seed", "demo", "--max-concurrent-runs", "20"][..],
+            &common::emulator::FAST_RUNS,
+        ]
+        .concat(),
+    );
+    let mount = Mount::start(&emulator, &[]);
+
+    let jobs = in_mount(
+        &mount,
+        "for n in 1 2 3; do ( printf 'job-%s\\n' $n > runs/new/coder; echo \"job-$n $(cat runs/new/coder)\" ) & done; wait",
+    );
+    let mut lines: Vec<&str> = jobs.lines().collect();
+    lines.sort();
+    assert_eq!(lines.len(), 3, "{jobs}");
+    for (n, line) in lines.iter().enumerate() {
+        let (job, id) = line.split_once(' ').unwrap();
+        assert_eq!(job, format!("job-{}", n + 1));
+        let prompt = in_mount(&mount, &format!("cat runs/{id}/prompt"));
+        assert_eq!(prompt, format!("{job}\n"));
+    }
+    in_mount(
+        &mount,
+        "printf '{ \"this\": \"is a prompt\" }\\n' > runs/new/coder && cat runs/new/coder >/dev/null",
+    );
+    assert_eq!(
+        in_mount(&mount, "cat runs/latest/prompt"),
+        "{ \"this\": \"is a prompt\" }\n"
+    );
+    in_mount(
+        &mount,
+        "printf '{\"prompt\": \"Weather\", \"variables\": {\"CITY\": \"Oslo\"}}' > runs/new/coder.json",
+    );
+    assert_eq!(in_mount(&mount, "cat runs/latest/prompt"), "Weather\n");
+
+    let waited = in_mount(
+        &mount,
+        "id=$(printf 'Summarise data/input.csv\\n' > runs/new/coder; cat runs/new/coder); vm0fs wait \"$id\"; echo \"exit $?\"",
+    );
+    assert!(waited.ends_with(" completed\nexit 0\n"), "{waited}");
+    let failed = in_mount(
+        &mount,
+        "id=$(printf 'this will [fail]\\n' > runs/new/coder; cat runs/new/coder); vm0fs wait $(echo $id | cut -c1-8) runs/latest; echo \"exit $?\"",
+    );
+    assert!(
+        failed.contains(" failed\n") && failed.ends_with("exit 3\n"),
+        "{failed}"
+    );
+    assert!(in_mount(&mount, "cat runs/latest/error").contains("simulated failure"));
+
+    let versions = in_mount(&mount, "ls -lU volumes/configs@");
+    let rows: Vec<&str> = versions.lines().collect();
+    assert_eq!(rows.len(), 3, "total and two versions: {versions}");
+    assert!(rows[1].starts_with("dr-xr-xr-x 2 "), "{versions}");
+    let oldest = rows[2].rsplit(' ').next().unwrap();
+    assert_eq!(
+        in_mount(
+            &mount,
+            &format!("getfattr --only-values -n user.vm0.message volumes/configs@/{oldest}; echo")
+        ),
+        "First configuration\n"
+    );
+    assert_eq!(
+        in_mount(
+            &mount,
+            "diff -r volumes/configs@latest volumes/configs && echo same"
+        ),
+        "same\n"
     );
 }

@@ -211,6 +211,12 @@ impl Vm0Api for FakeApi {
     fn list_runs(&self) -> Result<Vec<Run>, ApiError> {
         Ok(self.runs.iter().map(summary).collect())
     }
+    fn runs_page(&self, _cursor: Option<&str>) -> Result<Page<Run>, ApiError> {
+        Ok(Page {
+            data: self.runs.iter().map(summary).collect(),
+            pagination: Pagination::default(),
+        })
+    }
     fn latest_run(&self) -> Result<Option<Run>, ApiError> {
         Ok(self.runs.first().map(summary))
     }
@@ -404,6 +410,10 @@ impl Vm0Api for FailingApi {
     fn list_runs(&self) -> Result<Vec<Run>, ApiError> {
         self.call(Method::ListRuns)?;
         self.inner.list_runs()
+    }
+    fn runs_page(&self, cursor: Option<&str>) -> Result<Page<Run>, ApiError> {
+        self.call(Method::ListRuns)?;
+        self.inner.runs_page(cursor)
     }
     fn latest_run(&self) -> Result<Option<Run>, ApiError> {
         self.call(Method::LatestRun)?;

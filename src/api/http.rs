@@ -369,6 +369,14 @@ impl Vm0Api for HttpApi {
         self.list_all(&["runs"], &[])
     }
 
+    fn runs_page(&self, cursor: Option<&str>) -> Result<Page<Run>, ApiError> {
+        let mut query = vec![("limit", PAGE_LIMIT.into())];
+        if let Some(cursor) = cursor {
+            query.push(("cursor", cursor.to_string()));
+        }
+        self.page(&["runs"], &query).map(|(page, _)| page)
+    }
+
     fn latest_run(&self) -> Result<Option<Run>, ApiError> {
         let (page, _) = self.page::<Run>(&["runs"], &[("limit", "1".into())])?;
         Ok(page.data.into_iter().next())

@@ -47,6 +47,8 @@ pub trait Vm0Api: Send + Sync {
 
     /// `GET /v1/runs`, all pages, newest first.
     fn list_runs(&self) -> Result<Vec<Run>, ApiError>;
+    /// `GET /v1/runs` from `cursor` (the first page when `None`), the largest page size: one page, newest first.
+    fn runs_page(&self, cursor: Option<&str>) -> Result<Page<Run>, ApiError>;
     /// `GET /v1/runs?limit=1`: the newest run, if any.
     fn latest_run(&self) -> Result<Option<Run>, ApiError>;
     /// `POST /v1/runs` with a request body (keys in either casing; sent in the server's). Never retried once the

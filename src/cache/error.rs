@@ -20,70 +20,79 @@ pub enum CacheError {
     InvalidVersionId { version: String },
 
     /// The API refused the download with an answer that retrying will not change (404, 401, ...).
-    #[error("cannot download archive version {version}: {source}")]
+    #[error("cannot download {archive}: {source}")]
     Api {
-        version: String,
+        archive: String,
         source: Box<ApiError>,
     },
 
     /// Every attempt failed with a transient error (network, 5xx, truncated stream).
     #[error(
-        "downloading archive version {version} failed {attempts} times, last: {reason}; \
+        "downloading {archive} failed {attempts} times, last: {reason}; \
          check the network connection and try again"
     )]
     DownloadFailed {
-        version: String,
+        archive: String,
         attempts: u32,
         reason: String,
     },
 
     /// The bytes are not a valid gzip-compressed tar archive.
-    #[error("archive version {version} is not a valid tar.gz archive: {reason}")]
-    Corrupt { version: String, reason: String },
+    #[error("{archive} is not a valid tar.gz archive: {reason}")]
+    Corrupt { archive: String, reason: String },
+
+    /// The API says the version holds more than the size limit: refused before anything is downloaded.
+    #[error(
+        "{archive} holds {size} bytes, more than --max-archive-size ({limit} bytes); \
+         raise --max-archive-size to read it"
+    )]
+    LargerThanLimit {
+        archive: String,
+        size: u64,
+        limit: u64,
+    },
 
     /// Extraction stopped at the size limit (protects the disk from gzip bombs).
     #[error(
-        "archive version {version} holds more than {limit} bytes when extracted; \
+        "{archive} holds more than {limit} bytes when extracted; \
          if it is genuine, raise the limit with --max-archive-size"
     )]
-    TooLarge { version: String, limit: u64 },
+    TooLarge { archive: String, limit: u64 },
 
     /// Extraction stopped at the entry-count limit.
     #[error(
-        "archive version {version} has more than {limit} entries; \
+        "{archive} has more than {limit} entries; \
          if it is genuine, raise the limit with --max-archive-entries"
     )]
-    TooManyEntries { version: String, limit: u64 },
+    TooManyEntries { archive: String, limit: u64 },
 
     /// The disk holding the cache directory is full.
     #[error(
-        "no space left on the device of the cache directory {} while extracting archive version {version}; \
+        "no space left on the device of the cache directory {} while extracting {archive}; \
          free some space or use a smaller cache size",
         dir.display()
     )]
-    DiskFull { version: String, dir: PathBuf },
+    DiskFull { archive: String, dir: PathBuf },
 
     /// A local file-system operation in the cache directory failed.
-    #[error("archive version {version}: {action}: {source}")]
+    #[error("{archive}: {action}: {}", crate::fs::io_message(source))]
     Io {
-        version: String,
+        archive: String,
         action: String,
         source: Arc<io::Error>,
     },
 
     /// The thread doing the download stopped without an answer (it panicked); the next call tries again.
-    #[error("the download of archive version {version} was abandoned; try again")]
-    Abandoned { version: String },
+    #[error("the download of {archive} was abandoned; try again")]
+    Abandoned { archive: String },
 
     /// The caller was signalled (Ctrl-C, `kill`) while it waited for the download (see `caller`).
-    #[error(
-        "stopped waiting for archive version {version}: the caller was interrupted by a signal"
-    )]
-    Interrupted { version: String },
+    #[error("stopped waiting for {archive}: the caller was interrupted by a signal")]
+    Interrupted { archive: String },
 
     /// The download stopped because every caller waiting for it gave up; nothing of it was kept.
-    #[error("the download of archive version {version} stopped: nobody waits for it any more")]
-    Unwanted { version: String },
+    #[error("the download of {archive} stopped: nobody waits for it any more")]
+    Unwanted { archive: String },
 }
 
 impl CacheError {
@@ -95,7 +104,9 @@ impl CacheError {
         match self {
             CacheError::InvalidVersionId { .. } => libc::EINVAL,
             CacheError::Api { source, .. } => source.errno(),
-            CacheError::TooLarge { .. } | CacheError::TooManyEntries { .. } => libc::EFBIG,
+            CacheError::TooLarge { .. }
+            | CacheError::LargerThanLimit { .. }
+            | CacheError::TooManyEntries { .. } => libc::EFBIG,
             CacheError::DiskFull { .. } => libc::ENOSPC,
             CacheError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
             CacheError::Interrupted { .. } | CacheError::Unwanted { .. } => libc::EINTR,
@@ -148,38 +159,38 @@ impl Failure {
     /// The public error, once no more attempts will be made.
     pub(crate) fn into_cache_error(
         self,
-        version: &str,
+        archive: &str,
         dir: &std::path::Path,
         attempts: u32,
     ) -> CacheError {
-        let version = version.to_string();
+        let archive = archive.to_string();
         if self.is_retryable() {
             return CacheError::DownloadFailed {
-                version,
+                archive,
                 attempts,
                 reason: self.to_string(),
             };
         }
         match self {
-            Failure::Api(source) => CacheError::Api { version, source },
-            Failure::Corrupt(reason) => CacheError::Corrupt { version, reason },
-            Failure::TooLarge(limit) => CacheError::TooLarge { version, limit },
-            Failure::TooManyEntries(limit) => CacheError::TooManyEntries { version, limit },
-            Failure::Unwanted => CacheError::Unwanted { version },
+            Failure::Api(source) => CacheError::Api { archive, source },
+            Failure::Corrupt(reason) => CacheError::Corrupt { archive, reason },
+            Failure::TooLarge(limit) => CacheError::TooLarge { archive, limit },
+            Failure::TooManyEntries(limit) => CacheError::TooManyEntries { archive, limit },
+            Failure::Unwanted => CacheError::Unwanted { archive },
             Failure::Local { error, .. } if error.raw_os_error() == Some(libc::ENOSPC) => {
                 CacheError::DiskFull {
-                    version,
+                    archive,
                     dir: dir.to_path_buf(),
                 }
             }
             Failure::Local { action, error } => CacheError::Io {
-                version,
+                archive,
                 action,
                 source: Arc::new(error),
             },
             // Retryable kinds were handled above; keep the compiler honest without a panic.
             Failure::Transport(_) | Failure::Truncated(_) => CacheError::DownloadFailed {
-                version,
+                archive,
                 attempts,
                 reason: "transient failure".to_string(),
             },
@@ -191,13 +202,19 @@ impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Failure::Api(e) => write!(f, "{e}"),
-            Failure::Transport(e) => write!(f, "reading the download failed: {e}"),
+            Failure::Transport(e) => write!(
+                f,
+                "reading the download failed: {}",
+                crate::fs::io_message(e)
+            ),
             Failure::Truncated(what) => write!(f, "the download ended early: {what}"),
             Failure::Corrupt(what) => write!(f, "invalid archive: {what}"),
             Failure::TooLarge(limit) => write!(f, "more than {limit} bytes"),
             Failure::TooManyEntries(limit) => write!(f, "more than {limit} entries"),
             Failure::Unwanted => write!(f, "every caller stopped waiting"),
-            Failure::Local { action, error } => write!(f, "{action}: {error}"),
+            Failure::Local { action, error } => {
+                write!(f, "{action}: {}", crate::fs::io_message(error))
+            }
         }
     }
 }

@@ -116,7 +116,7 @@ impl Flight {
 
     fn interrupted(&self) -> CacheError {
         CacheError::Interrupted {
-            version: self.version.clone(),
+            archive: format!("archive version {}", self.version),
         }
     }
 }
@@ -310,8 +310,8 @@ impl Leader {
 impl Drop for Leader {
     fn drop(&mut self) {
         if !self.completed {
-            let version = self.key.clone();
-            self.publish(Err(CacheError::Abandoned { version }));
+            let archive = format!("archive version {}", self.key);
+            self.publish(Err(CacheError::Abandoned { archive }));
         }
     }
 }

@@ -360,7 +360,7 @@ impl ArchiveCache {
             if let Err(e) = self.layout.write_pins(&index.pinned()) {
                 index.set_pinned(version_id, !pinned);
                 return Err(CacheError::Io {
-                    version: version_id.to_string(),
+                    archive: format!("archive version {version_id}"),
                     action: format!(
                         "saving the list of pinned archives in {}",
                         self.layout.root().display()
@@ -410,6 +410,7 @@ impl ArchiveCache {
         leader: Leader,
     ) {
         let cache = Arc::clone(self);
+        let label = info.label.clone();
         let (version, info) = (vid.to_string(), info.clone());
         let spawned = std::thread::Builder::new()
             .name("vm0fs-download".into())
@@ -419,7 +420,7 @@ impl ArchiveCache {
             });
         if let Err(e) = spawned {
             // The leader went down with the closure, which ends the flight as abandoned for its followers.
-            tracing::warn!(version = vid, error = %e, "could not start a download thread");
+            tracing::warn!("{label}: could not start a download thread: {e}");
         }
     }
 
@@ -450,6 +451,18 @@ impl ArchiveCache {
         source: &(dyn Fn() -> Result<Download, ApiError> + Sync),
         partial: &Partial,
     ) -> Result<PathBuf, CacheError> {
+        if let Some(size) = info.size.filter(|s| *s > self.limits.max_total_bytes) {
+            tracing::warn!(
+                "{}: not downloaded: it holds {size} bytes, more than --max-archive-size ({} bytes)",
+                info.label,
+                self.limits.max_total_bytes
+            );
+            return Err(CacheError::LargerThanLimit {
+                archive: info.label.clone(),
+                size,
+                limit: self.limits.max_total_bytes,
+            });
+        }
         let listed = self.transfers.start(vid, info);
         let mut attempt = 1;
         loop {
@@ -457,13 +470,19 @@ impl ArchiveCache {
             match self.attempt(vid, source, listed.transfer(), partial) {
                 Ok(path) => return Ok(path),
                 Err(failure) if failure.is_retryable() && attempt < MAX_ATTEMPTS => {
-                    tracing::warn!(version = vid, attempt, error = %failure, "archive download failed; retrying");
+                    tracing::warn!(
+                        "{}: download failed (attempt {attempt}), retrying: {failure}",
+                        info.label
+                    );
                     std::thread::sleep(RETRY_BACKOFF * attempt);
                     attempt += 1;
                 }
                 Err(failure) => {
-                    tracing::warn!(version = vid, attempt, error = %failure, "archive download failed");
-                    return Err(failure.into_cache_error(vid, self.layout.root(), attempt));
+                    tracing::warn!(
+                        "{}: download failed (attempt {attempt}): {failure}",
+                        info.label
+                    );
+                    return Err(failure.into_cache_error(&info.label, self.layout.root(), attempt));
                 }
             }
         }

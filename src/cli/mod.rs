@@ -1,4 +1,4 @@
-//! The `vm0fs` command line: `mount`, `unmount`, `status`, `prefetch`, `completions`, `man`, and the
+//! The `vm0fs` command line: `mount`, `unmount`, `status`, `prefetch`, `wait`, `completions`, `man`, and the
 //! `mount(8)` helper form.
 //!
 //! Flags are declared once here with clap, so `--help`, the man page and the completion scripts are all generated
@@ -19,6 +19,7 @@ mod settings;
 mod size;
 mod status;
 mod unmount;
+mod wait;
 
 use std::path::PathBuf;
 
@@ -35,7 +36,18 @@ const EXIT_USAGE: i32 = 2;
     long_about = "Mount the VM0 platform as files: agents, runs, volumes and artifacts become directories that \
 ordinary tools (ls, cp, diff, tail -f, grep -r) work on. The API token is read from VM0_API_KEY or from a token \
 file; other settings come from flags, the environment, and $XDG_CONFIG_HOME/vm0fs/config.toml.",
-    after_help = "mount(8) form: vm0fs SOURCE MOUNTPOINT [-o OPTIONS] is what `mount -t fuse.vm0fs` runs: \
+    after_help = "The tree: agents/<name>/{agent.json,versions.json}. runs/ holds one directory per run id, newest \
+first (runs/latest links to the newest; 8 or more characters of an id reach a run too); runs/<id>/ has status, \
+run.json, prompt, logs (grows while the run runs), metrics.json, output, error (a failed or timed-out run's \
+error), artifact (a link to the artifact version it produced) and ctl (write `cancel`; reading it shows how). \
+Write a prompt to runs/new/<agent> and close it to start a run, then read the same file for its id (each writer \
+reads its own); runs/new/<agent>.json takes a JSON request body instead. volumes/<name>/ and artifacts/<name>/ \
+hold the files of the head version; <name>@<8+ hex> is a pinned version, <name>@latest the head, and \
+<name>@/ lists every version as a directory named by 8 hex characters of its id, newest first (mtime: when \
+it was made; size and message in user.vm0.size and user.vm0.message). Extended attributes: user.vm0.id, \
+user.vm0.version and user.vm0.size (getfattr -d). The hidden .vm0fs/ holds status (JSON for `vm0fs status`) and pins. \
+`vm0fs wait RUN` waits for runs to end.\n\n\
+mount(8) form: vm0fs SOURCE MOUNTPOINT [-o OPTIONS] is what `mount -t fuse.vm0fs` runs: \
 SOURCE is an http(s) API URL or any word (vm0); OPTIONS are the mount flags written key=value with underscores \
 (api_url=, token_file=, cache_dir=, cache_size=, max_archive_size=, max_archive_entries=, metadata_ttl=, config=, \
 allow_other, ro, nonempty, verbose), and generic mount options (defaults, rw, nodev, nosuid, noatime, _netdev, nofail, \
@@ -76,6 +88,8 @@ artifacts/<name>@<version>), any path inside one, runs/<id>/artifact, or volumes
 shows now. Exits with status 1 if any archive could not be fetched; the mount's log says why."
     )]
     Prefetch(PrefetchArgs),
+    /// Wait until runs end; print `<id> <status>` for each; exit 0 only if all completed
+    Wait(wait::WaitArgs),
     /// Print a shell completion script to stdout
     Completions(docs::CompletionsArgs),
     /// Print the vm0fs(1) man page (every subcommand and flag) to stdout, or write one page per command
@@ -187,6 +201,7 @@ pub fn main() -> i32 {
         Command::Unmount(args) => unmount::run(&args),
         Command::Status(args) => status::run(&args),
         Command::Prefetch(args) => prefetch::run(&args),
+        Command::Wait(args) => wait::run(&args),
         Command::Completions(args) => docs::completions(&args, Cli::command()),
         Command::Man(args) => docs::man(&args, Cli::command()),
     }

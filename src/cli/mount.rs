@@ -82,7 +82,12 @@ fn read_token(settings: &Settings) -> Result<String, String> {
         Some(path) => {
             let shown = path.display();
             let mode = std::fs::metadata(path)
-                .map_err(|e| format!("cannot read the token file {shown}: {e}"))?
+                .map_err(|e| {
+                    format!(
+                        "cannot read the token file {shown}: {}",
+                        crate::fs::io_message(&e)
+                    )
+                })?
                 .permissions()
                 .mode();
             if mode & 0o077 != 0 {
@@ -91,8 +96,12 @@ fn read_token(settings: &Settings) -> Result<String, String> {
                     mode & 0o777
                 ));
             }
-            std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read the token file {shown}: {e}"))?
+            std::fs::read_to_string(path).map_err(|e| {
+                format!(
+                    "cannot read the token file {shown}: {}",
+                    crate::fs::io_message(&e)
+                )
+            })?
         }
         None => std::env::var(TOKEN_ENV).unwrap_or_default(),
     };
@@ -142,8 +151,9 @@ fn prepare(settings: &Settings) -> Result<Prepared, String> {
     refuse_a_cache_inside(&cache_dir, &mountpoint)?;
     std::fs::create_dir_all(&cache_dir).map_err(|e| {
         format!(
-            "cannot create the cache directory {}: {e}",
-            cache_dir.display()
+            "cannot create the cache directory {}: {}",
+            cache_dir.display(),
+            crate::fs::io_message(&e)
         )
     })?;
     Ok(Prepared {
@@ -213,7 +223,10 @@ fn mountpoint_error(path: &Path, e: &std::io::Error) -> String {
         Some(libc::ENOTCONN) => format!(
             "{shown} is a dead mount (its vm0fs process is gone); run `vm0fs unmount {shown}` first"
         ),
-        _ => format!("mount point {shown}: {e}; create it with mkdir first"),
+        _ => format!(
+            "mount point {shown}: {}; create it with mkdir first",
+            crate::fs::io_message(e)
+        ),
     }
 }
 
@@ -280,7 +293,12 @@ fn serve(
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
     ])
-    .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    .map_err(|e| {
+        format!(
+            "cannot install signal handlers: {}",
+            crate::fs::io_message(&e)
+        )
+    })?;
     std::thread::spawn(move || {
         if let Some(signal) = signals.forever().next() {
             tracing::info!("signal {signal}: unmounting");
@@ -303,8 +321,9 @@ fn serve(
             }
             if let Err(e) = result {
                 tracing::error!(
-                    "cannot unmount {} after signal {signal}: {e}",
-                    mountpoint.display()
+                    "cannot unmount {} after signal {signal}: {}",
+                    mountpoint.display(),
+                    crate::fs::io_message(&e)
                 );
                 std::process::exit(EXIT_FAILURE);
             }
@@ -316,9 +335,12 @@ fn serve(
         prepared.mountpoint.display()
     );
     ready(&prepared.mountpoint.display().to_string());
-    session
-        .run()
-        .map_err(|e| format!("the mount ended with an error: {e}"))?;
+    session.run().map_err(|e| {
+        format!(
+            "the mount ended with an error: {}",
+            crate::fs::io_message(&e)
+        )
+    })?;
     tracing::info!("unmounted {}", prepared.mountpoint.display());
     Ok(())
 }
@@ -394,8 +416,9 @@ fn mount_with_fallback(
             };
             fuse::mount(fs.clone(), mountpoint, &plain).map_err(|e| {
                 format!(
-                    "cannot mount on {}: {e} (auto-unmount attempt: {first})",
-                    mountpoint.display()
+                    "cannot mount on {}: {} (auto-unmount attempt: {first})",
+                    mountpoint.display(),
+                    crate::fs::io_message(&e)
                 )
             })?
         }
@@ -412,8 +435,9 @@ fn daemonize(settings: &Settings, prepared: &Prepared, token: &str) -> i32 {
         Ok(log) => log,
         Err(e) => {
             eprintln!(
-                "vm0fs: cannot open the log file {}: {e}",
-                log_path.display()
+                "vm0fs: cannot open the log file {}: {}",
+                log_path.display(),
+                crate::fs::io_message(&e)
             );
             return EXIT_FAILURE;
         }

@@ -5,13 +5,13 @@
 //! single-flight and limits. Each path is first reduced to its archive, `volumes|artifacts/<name>`, whose version
 //! is read from the `user.vm0.version` attribute (run artifacts are reached through their `runs/<id>/artifact`
 //! link), and the command names that exact version (`<name>@<version>`), so what is fetched and pinned is what
-//! the path showed. Pins are set and cleared by a line written to the mount's `.vm0fs/pins`, before the fetch.
+//! the path showed. Pins are set and cleared before the fetch by reading the `user.vm0.pin` (`user.vm0.unpin`)
+//! attribute of that directory: a read, so that pinning works on a `--read-only` mount too.
 //! `volumes/` or `artifacts/` itself stands for every storage in it. Up to four archives are fetched at once; while they download, the mount's `.vm0fs/status` is read a
 //! few times a second to draw one progress bar per archive (on a terminal; elsewhere one line per archive when it
 //! is done). The exit status is 1 if any path failed.
 
 use std::collections::VecDeque;
-use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -104,7 +104,7 @@ fn expand(path: &Path) -> Result<Vec<PathBuf>, String> {
                 .map(|e| e.map(|e| e.path()))
                 .collect::<Result<Vec<_>, _>>()
         })
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(|e| format!("{}: {}", path.display(), crate::fs::io_message(&e)))?;
     let mut found = listing;
     found.sort();
     Ok(found)
@@ -133,7 +133,9 @@ fn target(path: &Path) -> Result<Option<Target>, String> {
         ));
     };
     let root = mountpoint.join(kind).join(name);
-    let attribute = |attr: &str| xattr(&root, attr).map_err(|e| format!("{given}: {e}"));
+    let attribute = |attr: &str| {
+        xattr(&root, attr).map_err(|e| format!("{given}: {}", crate::fs::io_message(&e)))
+    };
     let version = attribute("user.vm0.version")?;
     let size = attribute("user.vm0.size")?.and_then(|s| s.parse().ok());
     let base = name.split('@').next().unwrap_or(name);
@@ -202,7 +204,7 @@ fn run_all(targets: Vec<Target>, verb: Verb) -> bool {
     all_ok && left == 0
 }
 
-/// Pins (or unpins) `target` through its mount's `.vm0fs/pins`, then fetches it by listing its directory.
+/// Pins (or unpins) `target` through its directory's pin attribute, then fetches it by listing the directory.
 fn send(target: &Target, verb: Verb) -> Result<(), String> {
     let fail = |e: std::io::Error| {
         let log = match probe(&target.mountpoint) {
@@ -210,19 +212,20 @@ fn send(target: &Target, verb: Verb) -> Result<(), String> {
             _ => "vm0fs.log in its cache directory".into(),
         };
         format!(
-            "{}: cannot {} {}: {e}; the mount's log says why ({log}, or its stderr if it runs with -f)",
+            "{}: cannot {} {}: {}; the mount's log says why ({log}, or its stderr if it runs with -f)",
             target.given,
             verb.word(),
-            target.archive
+            target.archive,
+            crate::fs::io_message(&e)
         )
     };
-    if let Verb::Pin | Verb::Unpin = verb {
-        let line = format!("{} {}\n", verb.word(), target.archive);
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(target.mountpoint.join(".vm0fs/pins"))
-            .and_then(|mut file| file.write_all(line.as_bytes()))
-            .map_err(fail)?;
+    let command = match verb {
+        Verb::Pin => Some(crate::fs::PIN_XATTR),
+        Verb::Unpin => Some(crate::fs::UNPIN_XATTR),
+        Verb::Fetch => None,
+    };
+    if let Some(command) = command {
+        xattr(&target.mountpoint.join(&target.archive), command).map_err(fail)?;
     }
     if let Verb::Fetch | Verb::Pin = verb {
         std::fs::read_dir(target.mountpoint.join(&target.archive)).map_err(fail)?;

@@ -154,8 +154,9 @@ fn load_config(given: Option<&Path>) -> Result<(FileConfig, Option<PathBuf>), St
         }
         Err(e) => {
             return Err(format!(
-                "cannot read the config file {}: {e}; fix the path or the file's permissions{}",
+                "cannot read the config file {}: {}; fix the path or the file's permissions{}",
                 path.display(),
+                crate::fs::io_message(&e),
                 if required {
                     " (given by --config or config=)"
                 } else {

@@ -51,7 +51,12 @@ pub fn run(args: &StatusArgs) -> i32 {
 /// The mounts to report: the one holding the path named (a vm0fs mount of this user), or all of them.
 fn chosen_mounts(named: Option<&Path>) -> Result<Vec<PathBuf>, String> {
     match named {
-        None => own_mounts().map_err(|e| format!("cannot read /proc/self/mountinfo: {e}")),
+        None => own_mounts().map_err(|e| {
+            format!(
+                "cannot read /proc/self/mountinfo: {}",
+                crate::fs::io_message(&e)
+            )
+        }),
         Some(named) => super::mounts::mount_holding(named).map(|(mount, _)| vec![mount]),
     }
 }

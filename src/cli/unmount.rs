@@ -24,7 +24,11 @@ pub fn run(args: &UnmountArgs) -> i32 {
                 Some(libc::EINVAL) => "; it is not a mount point",
                 _ => "",
             };
-            eprintln!("vm0fs: cannot unmount {}: {e}{hint}", path.display());
+            eprintln!(
+                "vm0fs: cannot unmount {}: {}{hint}",
+                path.display(),
+                crate::fs::io_message(&e)
+            );
             1
         }
     }

@@ -99,23 +99,51 @@ impl Vm0Fs {
     }
 
     fn run_command(&self, command: Command<'_>) -> Result<()> {
-        let path = format!("{}/{}", command.kind.plural(), command.name);
         let root = self.child(
             &Node::Storage(StorageNode::Dir(command.kind)),
             OsStr::new(command.name),
         )?;
-        let Some(version) = self.version_of_root(&root)? else {
-            tracing::info!(".vm0fs/pins: {path} has no version yet; nothing to pin");
-            return Ok(());
+        self.set_pin(&root, command.verb == Verb::Pin).map(|_| ())
+    }
+
+    /// Reading `user.vm0.pin` or `user.vm0.unpin` of a storage directory pins or unpins the version it shows
+    /// and answers its id (empty when the storage has no version yet). A read, so that pins, which are local,
+    /// work on a `--read-only` mount too, where the kernel refuses every write (`vm0fs prefetch --pin` uses it).
+    /// `None` for any other attribute name.
+    pub(super) fn pin_xattr(&self, node: &Node, name: &OsStr) -> Option<Result<Vec<u8>>> {
+        let pinned = match name.to_str()? {
+            PIN_XATTR => true,
+            UNPIN_XATTR => false,
+            _ => return None,
         };
-        let pinned = command.verb == Verb::Pin;
+        Some(self.set_pin(node, pinned).map(String::into_bytes))
+    }
+
+    /// Pins or unpins the version a storage directory shows; answers its id.
+    fn set_pin(&self, root: &Node, pinned: bool) -> Result<String> {
+        let path = root.namespace().describe();
+        let Some(version) = self.version_of_root(root)? else {
+            tracing::info!("{path} has no version yet; nothing to pin");
+            return Ok(String::new());
+        };
+        let base = path.split('@').next().unwrap_or(&path);
+        let archive = format!("{base}@{}", short(&version.id));
         self.cache
             .set_pinned(&version.id, pinned)
-            .map_err(|e| Error::new(e.errno(), format!("{path}: {e}")).caused_by(e))?;
+            .map_err(|e| Error::new(e.errno(), format!("{archive}: {e}")).caused_by(e))?;
         let done = if pinned { "pinned" } else { "unpinned" };
-        tracing::info!("{path}: version {} {done}", version.id);
-        Ok(())
+        tracing::info!("{archive}: {done}");
+        Ok(version.id)
     }
+}
+
+/// The attribute names whose reading pins and unpins a storage directory's version.
+pub const PIN_XATTR: &str = "user.vm0.pin";
+pub const UNPIN_XATTR: &str = "user.vm0.unpin";
+
+/// The first 8 characters of a version id: how messages name a version (`volumes/<name>@<8 hex>`).
+pub(super) fn short(version_id: &str) -> &str {
+    version_id.get(..8).unwrap_or(version_id)
 }
 
 fn parse_command(line: &str) -> Result<Command<'_>> {

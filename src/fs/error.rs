@@ -72,7 +72,11 @@ impl Error {
         let mut out = self.message.clone();
         let mut cause: Option<&(dyn StdError + 'static)> = self.source.as_deref().map(|e| e as _);
         while let Some(e) = cause {
-            let text = e.to_string();
+            // An io error in people's words: without Rust's ` (os error N)`.
+            let text = match e.downcast_ref::<std::io::Error>() {
+                Some(io) => io_message(io),
+                None => e.to_string(),
+            };
             if !out.contains(&text) {
                 out.push_str(": caused by: ");
                 out.push_str(&text);
@@ -109,7 +113,16 @@ impl From<CacheError> for Error {
 
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
-        Error::new(e.raw_os_error().unwrap_or(libc::EIO), e.to_string()).caused_by(e)
+        Error::new(e.raw_os_error().unwrap_or(libc::EIO), io_message(&e)).caused_by(e)
+    }
+}
+
+/// An io error as a sentence for people: the system's words without Rust's ` (os error N)` suffix.
+pub fn io_message(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match (e.raw_os_error(), text.rfind(" (os error ")) {
+        (Some(_), Some(at)) if text.ends_with(')') => text[..at].to_string(),
+        _ => text,
     }
 }
 
@@ -130,16 +143,23 @@ mod tests {
     }
 
     #[test]
+    fn an_io_error_says_what_happened_without_its_number() {
+        let e = Error::from(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        assert_eq!(e.errno, libc::ENOSPC);
+        assert_eq!(e.chain(), "No space left on device");
+    }
+
+    #[test]
     fn the_chain_names_every_cause_once() {
         let api = ApiError::http("PUT /v1/volumes/v1", 507, None, "full".into());
         let cache = CacheError::Api {
-            version: "1234abcd".into(),
+            archive: "volumes/data@1234abcd".into(),
             source: Box::new(api.clone()),
         };
         let error = Error::new(libc::ENOSPC, "volumes/data: the upload failed").caused_by(cache);
         let chain = error.chain();
         assert!(chain.starts_with("volumes/data: the upload failed: caused by: "));
-        assert!(chain.contains("archive version 1234abcd"), "{chain}");
+        assert!(chain.contains("volumes/data@1234abcd"), "{chain}");
         assert_eq!(chain.matches(&api.to_string()).count(), 1, "{chain}");
         let direct = Error::from(api.clone());
         assert_eq!(

@@ -10,8 +10,8 @@ use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::DirEntry;
 use super::error::{Error, Result};
+use super::listing::Listing;
 
 #[derive(Clone)]
 pub enum Handle {
@@ -19,8 +19,8 @@ pub enum Handle {
     Content(Arc<Vec<u8>>),
     /// A file of an extracted archive.
     Disk(Arc<File>),
-    /// A directory listing taken at opendir.
-    Dir(Arc<Vec<DirEntry>>),
+    /// A directory listing taken at opendir (or growing from it).
+    Dir(Arc<Listing>),
     /// A run's log, read as it grows.
     Log(String),
     /// `runs/new/<agent>` open for writing.
@@ -37,10 +37,16 @@ pub struct NewRunWrite {
     pub written: Vec<u8>,
     /// Something was written since open (an open with O_TRUNC and no write starts nothing).
     pub dirty: bool,
-    /// The process that wrote last: only its close starts the run (see `writes`).
+    /// The thread that wrote last: only a close by it starts the run (see `writes`).
     pub writer_pid: Option<u32>,
+    /// That thread's process and parent, whose relatives read the outcome back (`outcomes`).
+    pub writer: Option<super::outcomes::Caller>,
+    /// Written to `runs/new/<agent>.json`: the text is a request body, not a prompt.
+    pub json: bool,
     /// Set by the first flush after a write: the run was started, or why not.
     pub outcome: Option<Result<()>>,
+    /// What reading the file back shows once the outcome is known: the run id, the error, or nothing.
+    pub shown: Option<Vec<u8>>,
 }
 
 pub struct Handles {
@@ -73,7 +79,7 @@ impl Handles {
             .ok_or_else(|| Error::new(libc::EBADF, format!("file handle {fh} is not open")))
     }
 
-    pub fn dir(&self, fh: u64) -> Result<Arc<Vec<DirEntry>>> {
+    pub fn dir(&self, fh: u64) -> Result<Arc<Listing>> {
         match self.get(fh)? {
             Handle::Dir(entries) => Ok(entries),
             _ => Err(Error::new(libc::ENOTDIR, "not a directory handle")),
@@ -97,7 +103,7 @@ pub fn read_static(handle: &Handle, offset: u64, size: u32) -> Result<Vec<u8>> {
     }
 }
 
-fn slice_at(bytes: &[u8], offset: u64, size: u32) -> &[u8] {
+pub fn slice_at(bytes: &[u8], offset: u64, size: u32) -> &[u8] {
     let start = usize::try_from(offset)
         .unwrap_or(usize::MAX)
         .min(bytes.len());

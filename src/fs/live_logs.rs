@@ -126,6 +126,13 @@ impl LiveLogs {
         log.text[start..end].to_vec()
     }
 
+    /// Bytes of the log held now.
+    pub fn len(&self, run_id: &str) -> u64 {
+        let state = self.state(run_id);
+        let log = state.lock().unwrap_or_else(|e| e.into_inner());
+        log.text.len() as u64
+    }
+
     pub fn opened(&self, run_id: &str) {
         let state = self.state(run_id);
         state.lock().unwrap_or_else(|e| e.into_inner()).open_handles += 1;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::error::{Error, Result};
+use super::runs_listing::{Runs, RunsListing};
 use super::ttl::{Ttl, TtlMap};
 use crate::api::models::{
     Agent, AgentVersion, Run, RunDetail, RunMetrics, SseEvent, Storage, StorageKind, StorageVersion,
@@ -26,7 +27,7 @@ pub struct Meta {
     listing_ttl: Duration,
     agents: TtlMap<(), Vec<Agent>>,
     agent_versions: TtlMap<String, Vec<AgentVersion>>,
-    runs: TtlMap<(), Vec<Run>>,
+    runs: RunsListing,
     latest_run: TtlMap<(), Option<Run>>,
     run_details: TtlMap<String, RunDetail>,
     run_metrics: TtlMap<String, RunMetrics>,
@@ -42,7 +43,7 @@ impl Meta {
             listing_ttl,
             agents: TtlMap::new(),
             agent_versions: TtlMap::new(),
-            runs: TtlMap::new(),
+            runs: RunsListing::new(),
             latest_run: TtlMap::new(),
             run_details: TtlMap::new(),
             run_metrics: TtlMap::new(),
@@ -88,21 +89,63 @@ impl Meta {
         )?)
     }
 
-    pub fn runs(&self) -> Result<Arc<Vec<Run>>> {
-        let ttl = Ttl::For(self.listing_ttl.min(RUNS_LISTING_TTL));
+    fn runs_ttl(&self) -> Duration {
+        self.listing_ttl.min(RUNS_LISTING_TTL)
+    }
+
+    /// Every run, newest first (see `runs_listing`).
+    pub fn runs(&self) -> Result<Arc<Runs>> {
+        self.runs_streamed(&mut |_| {})
+    }
+
+    /// Whether a first listing of every run went through (later ones only refresh from the top).
+    pub fn runs_listed(&self) -> bool {
+        self.runs.is_complete()
+    }
+
+    /// `runs`, handing each page of a first listing to `on_page` as it arrives.
+    pub fn runs_streamed(&self, on_page: &mut dyn FnMut(&[Run])) -> Result<Arc<Runs>> {
         Ok(self
             .runs
-            .get_or_fetch_or_stale(&(), || self.api.list_runs(), |_| ttl)?)
+            .current(self.api.as_ref(), self.runs_ttl(), on_page)?)
     }
 
     /// The run as the last listing of `runs/` saw it, however old, without asking the API. Enough to know that
-    /// a run exists (runs are not deleted) and to date its directory for `ls -l runs/`, which must not cost one
-    /// request per run even when the API is slower than the listing's TTL; its files always ask for the detail.
+    /// a run exists (runs are not deleted) and to date a terminal run's directory for `ls -l runs/`, which must
+    /// not cost one request per run; its files always ask for the detail.
     pub fn listed_run(&self, id: &str) -> Option<Run> {
-        self.runs.last(&())?.iter().find(|r| r.id == id).cloned()
+        self.runs.last().get(id).cloned()
     }
 
+    /// The one run whose id starts with `prefix`, from the listing (refreshed once when it names none); `ENOENT`
+    /// when none or several do.
+    pub fn run_by_prefix(&self, prefix: &str) -> Result<String> {
+        let what = format!("runs/{prefix}");
+        for refresh in [false, true] {
+            let runs = if refresh {
+                self.runs()?
+            } else {
+                self.runs.last()
+            };
+            let mut found = runs.with_prefix(prefix);
+            match (found.next(), found.next()) {
+                (Some(one), None) => return Ok(one.id.clone()),
+                (Some(_), Some(_)) => {
+                    return Err(Error::not_found(format!(
+                        "{what}: the prefix names several runs; use more characters"
+                    )));
+                }
+                (None, _) => {}
+            }
+        }
+        Err(Error::not_found(what))
+    }
+
+    /// The newest run: from the listing while it is fresh, else `GET /v1/runs?limit=1`.
     pub fn latest_run(&self) -> Result<Option<Run>> {
+        if let Some(runs) = self.runs.fresh(self.runs_ttl()) {
+            return Ok(runs.all().first().cloned());
+        }
         let ttl = self.run_ttl();
         let latest =
             self.latest_run
@@ -124,8 +167,13 @@ impl Meta {
     pub fn remember_run(&self, run: RunDetail) {
         let ttl = terminal_or(&run, self.run_ttl());
         self.run_details.put(run.id.clone(), run, ttl);
-        self.runs.invalidate(&());
+        self.runs.invalidate();
         self.latest_run.invalidate(&());
+    }
+
+    /// Drops what is known of a run's detail, so that the next look asks the API (a cancel the API refused).
+    pub fn forget_run(&self, id: &str) {
+        self.run_details.invalidate(&id.to_string());
     }
 
     pub fn run_metrics(&self, run: &RunDetail) -> Result<Arc<RunMetrics>> {

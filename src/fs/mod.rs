@@ -13,30 +13,35 @@ mod control;
 mod error;
 mod handles;
 mod inodes;
+mod listing;
 mod live_logs;
 mod meta;
+mod outcomes;
 mod render;
+mod runs_listing;
 #[cfg(test)]
 mod tests;
 mod tree;
 mod ttl;
 mod writes;
 
-use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, SystemTime};
 
-pub use control::MountStatus;
-pub use error::{Error, Result};
+pub use control::{MountStatus, PIN_XATTR, UNPIN_XATTR};
+pub use error::{Error, Result, io_message};
 pub use inodes::ROOT_INO;
 
 use crate::api::Vm0Api;
+use crate::api::models::Run;
 use crate::cache::ArchiveCache;
 use handles::{Handle, Handles, NewRunWrite};
 use inodes::{InodeTable, Node};
+use listing::Listing;
 use live_logs::LiveLogs;
 use meta::Meta;
+use outcomes::{Caller, Outcomes};
 use tree::{RunFile, RunNode};
 
 /// What a mount is configured with (the `vm0fs mount` flags that reach the core).
@@ -125,8 +130,8 @@ pub trait Invalidator: Send + Sync {
 pub struct Vm0Fs {
     meta: Meta,
     live_logs: LiveLogs,
-    /// What reading `runs/new/<agent>` shows: the id of the run the last close started, or why it failed.
-    new_run_outcomes: Mutex<HashMap<String, Vec<u8>>>,
+    /// What reading `runs/new/<agent>` shows each reader: the run its writer started, or why not (`outcomes`).
+    new_run_outcomes: Outcomes,
     invalidator: OnceLock<Box<dyn Invalidator>>,
     cache: Arc<ArchiveCache>,
     inodes: InodeTable,
@@ -140,7 +145,7 @@ impl Vm0Fs {
         Vm0Fs {
             meta: Meta::new(api, config.metadata_ttl),
             live_logs: LiveLogs::new(),
-            new_run_outcomes: Mutex::new(HashMap::new()),
+            new_run_outcomes: Outcomes::new(),
             invalidator: OnceLock::new(),
             cache,
             inodes: InodeTable::new(),
@@ -192,8 +197,9 @@ impl Vm0Fs {
     }
 
     /// Takes a snapshot of the directory, so that `readdir` offsets stay valid however the API changes meanwhile.
-    /// The snapshot holds a reference on the number of each of its entries until `releasedir`.
-    pub fn opendir(&self, ino: u64) -> Result<u64> {
+    /// The snapshot holds a reference on the number of each of its entries until `releasedir`. The first listing
+    /// of `runs/` grows instead, page by page, as the API's pages arrive (see `listing`).
+    pub fn opendir(self: &Arc<Self>, ino: u64) -> Result<u64> {
         let node = self.node(ino)?;
         let mut entries = vec![
             DirEntry {
@@ -207,32 +213,65 @@ impl Vm0Fs {
                 name: "..".into(),
             },
         ];
+        if node == Node::Runs(RunNode::Dir) && !self.meta.runs_listed() {
+            return Ok(self.open_growing_runs(entries));
+        }
         if let Err(e) = self.children(&node, &mut entries) {
             self.release_entries(&entries);
             return Err(e);
         }
-        Ok(self.handles.insert(Handle::Dir(Arc::new(entries))))
+        Ok(self
+            .handles
+            .insert(Handle::Dir(Arc::new(Listing::complete(entries)))))
+    }
+
+    /// `runs/` before its first listing: `new` at once, then the runs of each page as it arrives.
+    fn open_growing_runs(self: &Arc<Self>, mut entries: Vec<DirEntry>) -> u64 {
+        entries.push(self.runs_new_entry());
+        let listing = Arc::new(Listing::growing(entries));
+        let fh = self.handles.insert(Handle::Dir(listing.clone()));
+        let fs = self.clone();
+        let filled = listing.clone();
+        let fill = move || {
+            let mut taken = 0;
+            let add = |runs: &[Run], taken: &mut usize| {
+                let entries = fs.run_entries(runs, *taken == 0);
+                *taken += runs.len();
+                fs.release_entries(&listing.extend(entries));
+            };
+            let listed = fs.meta.runs_streamed(&mut |page| add(page, &mut taken));
+            let result = listed.map(|runs| {
+                let rest = runs.all().get(taken..).unwrap_or_default();
+                add(rest, &mut taken);
+            });
+            listing.finish(result);
+        };
+        if let Err(e) = std::thread::Builder::new()
+            .name("vm0fs-runs".into())
+            .spawn(fill)
+        {
+            filled.finish(Err(Error::new(
+                libc::EAGAIN,
+                format!("runs: cannot start a thread to list the runs ({e}); try again"),
+            )));
+        }
+        fh
     }
 
     fn release_entries(&self, entries: &[DirEntry]) {
         self.inodes.release(entries.iter().map(|e| (e.ino, 1)));
     }
 
-    /// The entries of an open directory from `offset` on; each comes with the offset of the next one.
+    /// The entries of an open directory from `offset` on; each comes with the offset of the next one. Waits
+    /// while a growing listing has nothing past `offset` yet.
     pub fn readdir(&self, fh: u64, offset: u64) -> Result<Vec<(u64, DirEntry)>> {
-        let entries = self.handles.dir(fh)?;
-        let start = usize::try_from(offset).unwrap_or(usize::MAX);
-        Ok(entries
-            .iter()
-            .enumerate()
-            .skip(start)
-            .map(|(i, e)| (i as u64 + 1, e.clone()))
-            .collect())
+        self.handles.dir(fh)?.from(offset)
     }
 
-    /// Like `readdir`, with each entry's attributes (for READDIRPLUS); `.` and `..` are left to the kernel.
+    /// Like `readdir`, with each entry's attributes (for READDIRPLUS). `.` and `..` are listed too (so that
+    /// `ls -a` shows them) but take no reference: the kernel does not count them as lookups.
     /// Each entry, with the offset of the next, goes to `add` until it answers true (the reply is full); every
-    /// entry it takes gives the kernel a reference, counted here, so the reply must be sent after this returns.
+    /// other entry it takes gives the kernel a reference, counted here, so the reply must be sent after this returns.
     /// An error after some entries ends the reply early: the kernel asks again from there and meets it then.
     pub fn readdirplus(
         &self,
@@ -243,6 +282,10 @@ impl Vm0Fs {
         let mut added = false;
         for (next, entry) in self.readdir(fh, offset)? {
             if entry.name == "." || entry.name == ".." {
+                let attr = self.dot_attr(entry.ino);
+                if add(next, &entry, &attr) {
+                    break;
+                }
                 continue;
             }
             let attr = match self.node(entry.ino).and_then(|n| self.attr(entry.ino, &n)) {
@@ -260,16 +303,46 @@ impl Vm0Fs {
         Ok(())
     }
 
-    /// Closes a listing, giving back the references its snapshot held.
-    pub fn releasedir(&self, fh: u64) {
-        if let Some(Handle::Dir(entries)) = self.handles.remove(fh) {
-            self.release_entries(&entries);
+    /// The attributes of `.` or `..` in a listing: a directory, with no time to live, so that the kernel (which
+    /// takes no reference on them) keeps nothing of them.
+    fn dot_attr(&self, ino: u64) -> Attr {
+        Attr {
+            ino,
+            kind: FileKind::Directory,
+            size: 0,
+            perm: 0o555,
+            nlink: 2,
+            mtime: self.mounted_at,
+            uid: self.config.uid,
+            gid: self.config.gid,
+            ttl: Duration::ZERO,
         }
     }
 
-    /// Opens a file for reading. Everything but `runs/new/` is read-only: asking to write is `EACCES`.
-    pub fn open(&self, ino: u64, flags: i32) -> Result<Opened> {
+    /// Closes a listing, giving back the references its snapshot held.
+    pub fn releasedir(&self, fh: u64) {
+        if let Some(Handle::Dir(listing)) = self.handles.remove(fh) {
+            self.release_entries(&listing.close());
+        }
+    }
+
+    /// Opens a file for thread `pid`. Everything but `runs/new/`, `ctl` and `.vm0fs/pins` is read-only: asking to
+    /// write is `EACCES`. Reading `runs/new/<agent>` shows what the reader's own write came to (`outcomes`).
+    pub fn open(&self, ino: u64, flags: i32, pid: u32) -> Result<Opened> {
         let node = self.node(ino)?;
+        if let (Node::Runs(RunNode::NewRun { agent, .. }), libc::O_RDONLY) =
+            (&node, flags & libc::O_ACCMODE)
+        {
+            let shown = self
+                .new_run_outcomes
+                .for_reader(agent, Caller::of_thread(pid));
+            let fh = self.handles.insert(Handle::Content(Arc::new(shown)));
+            return Ok(Opened {
+                fh,
+                direct_io: true,
+                keep_cache: false,
+            });
+        }
         if flags & libc::O_ACCMODE != libc::O_RDONLY {
             if let Some(handle) = node.namespace().open_write(self)? {
                 let fh = self.handles.insert(handle);
@@ -287,9 +360,54 @@ impl Vm0Fs {
         self.open_for_read(&node)
     }
 
+    /// `lseek(2)` with `SEEK_DATA` or `SEEK_HOLE` (the only whences the kernel asks a filesystem): files here have
+    /// no holes but the one at their end, so data is wherever `offset` is inside the file and the hole is at its
+    /// end; at or past the end both are `ENXIO`, as for any file.
+    pub fn seek_data(&self, fh: u64, offset: i64, whence: i32) -> Result<i64> {
+        let len = match self.handles.get(fh)? {
+            Handle::Content(bytes) => bytes.len() as u64,
+            Handle::Disk(file) => file.metadata()?.len(),
+            Handle::Log(run_id) => self.live_logs.len(&run_id),
+            _ => {
+                return Err(Error::new(
+                    libc::EINVAL,
+                    "this file cannot be searched for data",
+                ));
+            }
+        };
+        let len = i64::try_from(len).unwrap_or(i64::MAX);
+        if offset < 0 || offset >= len {
+            return Err(Error::new(
+                libc::ENXIO,
+                "the offset is at or past the end of the file",
+            ));
+        }
+        match whence {
+            libc::SEEK_DATA => Ok(offset),
+            libc::SEEK_HOLE => Ok(len),
+            _ => Err(Error::new(
+                libc::EINVAL,
+                format!("lseek whence {whence} is not SEEK_DATA or SEEK_HOLE"),
+            )),
+        }
+    }
+
+    /// What `df` shows for the mount: the archive cache's limit and the bytes it holds now.
+    pub fn space(&self) -> (u64, u64) {
+        let status = self.cache.status();
+        (status.max_bytes, status.used_bytes)
+    }
+
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
         match self.handles.get(fh)? {
             Handle::Log(run_id) => Ok(self.live_logs.read(&run_id, offset, size)),
+            Handle::NewRun(write) => {
+                // Read back through the descriptor that wrote: the run starts now, and this is its outcome.
+                let _ = self.start_run(&write);
+                let write = write.lock().unwrap_or_else(|e| e.into_inner());
+                let shown = write.shown.as_deref().unwrap_or_default();
+                Ok(handles::slice_at(shown, offset, size).to_vec())
+            }
             handle => handles::read_static(&handle, offset, size),
         }
     }
@@ -363,19 +481,15 @@ impl Vm0Fs {
                 }
                 write.written[start..end].copy_from_slice(data);
                 write.dirty = true;
-                write.writer_pid = Some(pid);
+                if write.writer_pid != Some(pid) {
+                    write.writer_pid = Some(pid);
+                    write.writer = Caller::of_thread(pid);
+                }
                 Ok(data.len() as u32)
             }
             Handle::Ctl(run_id) => {
                 writes::ctl_command(&run_id, data)?;
-                let detail = self.meta.api().cancel_run(&run_id).map_err(|e| {
-                    Error::new(
-                        e.errno(),
-                        format!("runs/{run_id}/ctl: the run was not cancelled: {e}"),
-                    )
-                    .caused_by(e)
-                })?;
-                self.meta.remember_run(detail);
+                self.cancel(&run_id)?;
                 Ok(data.len() as u32)
             }
             Handle::Pins => {
@@ -383,6 +497,39 @@ impl Vm0Fs {
                 Ok(data.len() as u32)
             }
             _ => Err(Error::new(libc::EBADF, "the file is not open for writing")),
+        }
+    }
+
+    /// Cancels a run. One that already ended is `ESRCH` ("No such process": there is nothing running to stop),
+    /// told apart from a command that was not understood (`EINVAL`).
+    fn cancel(&self, run_id: &str) -> Result<()> {
+        let ended = |status: &str| {
+            Error::new(
+                libc::ESRCH,
+                format!(
+                    "runs/{run_id}: the run already ended ({status}); there is nothing to cancel"
+                ),
+            )
+        };
+        let run = self.meta.run(run_id)?;
+        if run.status.is_terminal() {
+            return Err(ended(run.status.as_str()));
+        }
+        match self.meta.api().cancel_run(run_id) {
+            Ok(detail) => {
+                self.meta.remember_run(detail);
+                Ok(())
+            }
+            Err(e) if e.detail.as_ref().is_some_and(|d| d.code == "invalid_state") => {
+                self.meta.forget_run(run_id);
+                let status = self.meta.run(run_id).map(|r| r.status.as_str().to_string());
+                Err(ended(status.as_deref().unwrap_or("terminal")))
+            }
+            Err(e) => Err(Error::new(
+                e.errno(),
+                format!("runs/{run_id}/ctl: the run was not cancelled: {e}"),
+            )
+            .caused_by(e)),
         }
     }
 
@@ -406,6 +553,8 @@ impl Vm0Fs {
         }
     }
 
+    /// Starts the run a handle's write asks for, once: later calls return the first outcome. Blank text starts
+    /// nothing and is no error (an editor that saves an empty buffer); it clears what the writer read back.
     fn start_run(&self, write: &Mutex<NewRunWrite>) -> Result<()> {
         let mut write = write.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(outcome) = &write.outcome {
@@ -415,38 +564,34 @@ impl Vm0Fs {
             return Ok(());
         }
         let agent = write.agent.clone();
-        let outcome = writes::run_request(&agent, &write.written).and_then(|body| {
-            self.meta.api().create_run(&body).map_err(|e| {
+        let started = writes::run_request(&agent, &write.written, write.json).and_then(|body| {
+            let Some(body) = body else {
+                return Ok(None);
+            };
+            self.meta.api().create_run(&body).map(Some).map_err(|e| {
                 Error::new(
                     e.errno(),
-                    format!("runs/new/{agent}: the run was not started: {}", e),
+                    format!("runs/new/{agent}: the run was not started: {e}"),
                 )
                 .caused_by(e)
             })
         });
-        let (shown, result) = match outcome {
-            Ok(run) => {
+        let (shown, result) = match started {
+            Ok(Some(run)) => {
                 tracing::info!("runs/new/{agent}: started run {}", run.id);
                 let shown = format!("{}\n", run.id).into_bytes();
                 self.meta.remember_run(run);
                 (shown, Ok(()))
             }
+            Ok(None) => (Vec::new(), Ok(())),
             Err(e) => (format!("error: {}\n", e.message).into_bytes(), Err(e)),
         };
-        self.new_run_outcomes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(agent, shown);
+        if let Some(writer) = write.writer.clone() {
+            self.new_run_outcomes.record(&agent, writer, shown.clone());
+        }
+        write.shown = Some(shown);
         write.outcome = Some(result.clone());
         result
-    }
-
-    fn new_run_outcome(&self, agent: &str) -> Vec<u8> {
-        let outcomes = self
-            .new_run_outcomes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        outcomes.get(agent).cloned().unwrap_or_default()
     }
 
     /// Hands the core the way to tell the kernel about changes, once the mount exists.
@@ -508,9 +653,13 @@ impl Vm0Fs {
         }
     }
 
-    /// The value of an extended attribute (`user.vm0.id`, `user.vm0.version`).
+    /// The value of an extended attribute (`user.vm0.id`, `user.vm0.version`, ...), or the answer of a pin
+    /// command read as one (`user.vm0.pin`, `user.vm0.unpin`; see `control`).
     pub fn getxattr(&self, ino: u64, name: &OsStr) -> Result<Vec<u8>> {
         let node = self.node(ino)?;
+        if let Some(answer) = self.pin_xattr(&node, name) {
+            return answer;
+        }
         self.xattrs(&node)?
             .into_iter()
             .find(|(n, _)| OsStr::new(n) == name)

@@ -20,8 +20,9 @@ use std::time::SystemTime;
 use fuser::{
     AccessFlags, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
     INodeNo, InitFlags, KernelConfig, LockOwner, MountOption, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
-    ReplyWrite, ReplyXattr, Request, Session, SessionACL, TimeOrNow, WriteFlags,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl,
+    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, Session, SessionACL,
+    TimeOrNow, WriteFlags,
 };
 
 use tracing::{Level, Span};
@@ -37,6 +38,8 @@ const MAX_BACKGROUND: u16 = 64;
 const GENERATION: Generation = Generation(0);
 /// The preferred I/O size reported to tools such as `cp` and `dd`.
 const BLOCK_SIZE: u32 = 128 * 1024;
+/// The block size `df` counts the cache in.
+const STATFS_BLOCK: u32 = 4096;
 
 /// How the mount is made (the flags of `vm0fs mount`).
 pub struct MountConfig {
@@ -137,7 +140,7 @@ pub struct FuseAdapter {
 impl FuseAdapter {
     /// Runs `op` on a worker with the core, inside the request's span and on behalf of the request's caller
     /// (so that a wait inside can see the caller give up, see `caller`).
-    fn spawn(&self, req: &Request, span: Span, op: impl FnOnce(&Vm0Fs) + Send + 'static) {
+    fn spawn(&self, req: &Request, span: Span, op: impl FnOnce(&Arc<Vm0Fs>) + Send + 'static) {
         let fs = self.fs.clone();
         let pid = req.pid();
         self.pool.run(move || {
@@ -402,7 +405,8 @@ impl Filesystem for FuseAdapter {
         let span = request_span("open", req, ino);
         let passthrough = self.passthrough;
         let backing = self.backing.clone();
-        self.spawn(req, span, move |fs| match fs.open(ino.0, flags.0) {
+        let pid = req.pid();
+        self.spawn(req, span, move |fs| match fs.open(ino.0, flags.0, pid) {
             Ok(opened) => {
                 let mut fopen = FopenFlags::empty();
                 if opened.direct_io {
@@ -686,5 +690,50 @@ impl Filesystem for FuseAdapter {
             ),
             Err(e) => reply.error(errno("create", &e)),
         });
+    }
+
+    /// No file here is a device: every ioctl (Python's `open()` asks `TCGETS` to learn whether it is a tty) is
+    /// `ENOTTY`, answered at once and not logged, where fuser's default would warn on every open.
+    #[allow(clippy::too_many_arguments)]
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        reply.error(Errno::ENOTTY);
+    }
+
+    /// `SEEK_DATA` and `SEEK_HOLE` (the kernel answers the other whences itself).
+    fn lseek(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        let span = request_span("lseek", req, ino);
+        self.spawn(req, span, move |fs| {
+            match fs.seek_data(fh.0, offset, whence) {
+                Ok(found) => reply.offset(found),
+                Err(e) if e.errno == libc::ENXIO => reply.error(Errno::from_i32(e.errno)),
+                Err(e) => reply.error(errno("lseek", &e)),
+            }
+        });
+    }
+
+    /// `df` on the mount shows the archive cache: its limit as the size, the bytes it holds as used.
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let (limit, used) = self.fs.space();
+        let blocks = limit.div_ceil(u64::from(STATFS_BLOCK));
+        let free = limit.saturating_sub(used) / u64::from(STATFS_BLOCK);
+        reply.statfs(blocks, free, free, 0, 0, STATFS_BLOCK, 255, STATFS_BLOCK);
     }
 }

@@ -59,12 +59,16 @@ fn a_new_head_keeps_the_numbers_of_the_volume_view_and_shows_the_new_content() {
     let file = h.path("volumes/data/dir/a.txt").unwrap();
     let pinned = h.path(&format!("volumes/data@{V2}/dir/a.txt")).unwrap();
     assert_eq!(h.read("volumes/data/dir/a.txt"), b"hello");
-    let head = h.fs.open(file, libc::O_RDONLY).unwrap();
+    let head = h.fs.open(file, libc::O_RDONLY, std::process::id()).unwrap();
     assert!(
         !head.keep_cache,
         "the head's pages may belong to an older version"
     );
-    assert!(h.fs.open(pinned, libc::O_RDONLY).unwrap().keep_cache);
+    assert!(
+        h.fs.open(pinned, libc::O_RDONLY, std::process::id())
+            .unwrap()
+            .keep_cache
+    );
 
     fake.volumes.lock().unwrap()[0].current_version_id = Some(V3.into());
     assert_eq!(h.path("volumes/data/dir"), Ok(dir));

@@ -16,7 +16,7 @@ use crate::api::fake::FakeApi;
 use crate::cache::{ArchiveCache, CacheConfig, ExtractLimits};
 
 struct Harness {
-    fs: Vm0Fs,
+    fs: Arc<Vm0Fs>,
     api: Arc<FakeApi>,
     _dir: tempfile::TempDir,
 }
@@ -48,7 +48,7 @@ fn harness_on(api: Arc<dyn Vm0Api>, fake: Arc<FakeApi>, metadata_ttl: Duration) 
         mountpoint: "/mnt/vm0".into(),
         api_url: "http://fake".into(),
     };
-    let fs = Vm0Fs::new(api, Arc::new(cache), config);
+    let fs = Arc::new(Vm0Fs::new(api, Arc::new(cache), config));
     Harness {
         fs,
         api: fake,
@@ -72,9 +72,7 @@ impl Harness {
     fn names(&self, path: &str) -> Vec<String> {
         let fh = self.fs.opendir(self.path(path).unwrap()).unwrap();
         let names = self
-            .fs
-            .readdir(fh, 0)
-            .unwrap()
+            .all_entries(fh)
             .into_iter()
             .map(|(_, e)| e.name.to_string_lossy().into_owned());
         let names = names.filter(|n| n != "." && n != "..").collect();
@@ -83,25 +81,46 @@ impl Harness {
     }
 
     /// The names a READDIRPLUS reply with room for `room` entries takes from the start of listing `fh`.
+    /// Asks again from where the last answer ended until one adds nothing, as the kernel does (a first listing
+    /// of `runs/` grows while it is read).
     fn plus_names(&self, fh: u64, room: usize) -> Vec<String> {
         let mut names = Vec::new();
-        self.fs
-            .readdirplus(fh, 0, |_, entry, attr| {
-                assert_eq!(attr.ino, entry.ino);
-                if names.len() == room {
-                    return true;
-                }
-                names.push(entry.name.to_string_lossy().into_owned());
-                false
-            })
-            .unwrap();
-        names
+        let mut offset = 0;
+        loop {
+            let before = names.len();
+            self.fs
+                .readdirplus(fh, offset, |next, entry, attr| {
+                    assert_eq!(attr.ino, entry.ino);
+                    if names.len() == room {
+                        return true;
+                    }
+                    names.push(entry.name.to_string_lossy().into_owned());
+                    offset = next;
+                    false
+                })
+                .unwrap();
+            if names.len() == before || names.len() == room {
+                return names;
+            }
+        }
+    }
+
+    /// Every entry of an open listing, reading on until its end.
+    fn all_entries(&self, fh: u64) -> Vec<(u64, super::DirEntry)> {
+        let mut entries = Vec::new();
+        loop {
+            let more = self.fs.readdir(fh, entries.len() as u64).unwrap();
+            if more.is_empty() {
+                return entries;
+            }
+            entries.extend(more);
+        }
     }
 
     /// The inode number `name` in `parent` has in a listing of `parent` (without looking it up).
     fn listed_ino(&self, parent: u64, name: &str) -> u64 {
         let fh = self.fs.opendir(parent).unwrap();
-        let entries = self.fs.readdir(fh, 0).unwrap();
+        let entries = self.all_entries(fh);
         self.fs.releasedir(fh);
         entries
             .into_iter()
@@ -113,7 +132,7 @@ impl Harness {
     fn read(&self, path: &str) -> Vec<u8> {
         let opened = self
             .fs
-            .open(self.path(path).unwrap(), libc::O_RDONLY)
+            .open(self.path(path).unwrap(), libc::O_RDONLY, std::process::id())
             .unwrap();
         let data = self.fs.read(opened.fh, 0, 1 << 20).unwrap();
         self.fs.release(opened.fh);

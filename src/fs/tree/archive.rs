@@ -32,6 +32,8 @@ pub(in crate::fs) struct Version {
     pub(super) has_files: bool,
     /// Bytes of file content (the API's version `size`).
     pub(super) size: u64,
+    /// What its author said of it, when the versions listing has it.
+    pub(super) message: Option<String>,
 }
 
 /// One version's extracted tree, as the nodes inside it name it.
@@ -69,13 +71,14 @@ impl Vm0Fs {
         };
         let listed = self.meta.storage_versions(kind, &storage.id, false)?;
         let found = listed.iter().find(|v| v.id == id).cloned();
-        let (created_at, has_files, size) = match found {
-            Some(v) => (v.created_at, v.file_count > 0, v.size),
+        let (created_at, has_files, size, message) = match found {
+            Some(v) => (v.created_at, v.file_count > 0, v.size, v.message),
             // The head moved after the versions were listed: trust the storage object.
             None if pin.is_none() => (
                 storage.updated_at.clone(),
                 storage.file_count > 0,
                 storage.size,
+                None,
             ),
             None => return Err(Error::not_found(format!("{}/{name}@{id}", kind.plural()))),
         };
@@ -85,6 +88,7 @@ impl Vm0Fs {
             created_at,
             has_files,
             size,
+            message,
         }))
     }
 

@@ -1,6 +1,8 @@
 //! The namespace of `runs/`: one directory per run with its files rendered from the API, `runs/latest`, and the
-//! two writable corners, `runs/new/<agent>` (write a prompt, close, a run starts) and `runs/<id>/ctl` (see
-//! `fs::writes`). A run that is still moving is believed for a second; a terminal one for good.
+//! two writable corners, `runs/new/<agent>` (write a prompt, close, a run starts; `<agent>.json` takes a request
+//! body) and `runs/<id>/ctl` (see `fs::writes`). A run that is still moving is believed for a second; a terminal
+//! one for good. A run is reached by its id, or by 8 or more of its first characters, as storage versions are;
+//! its directory name in a listing is always the whole id.
 
 use std::ffi::OsStr;
 use std::sync::{Arc, Mutex};
@@ -9,20 +11,24 @@ use std::time::{Duration, SystemTime};
 use super::{FIXED_TTL, MIN_VERSION_PREFIX, MOVING_TTL, Namespace, is_a_directory};
 use super::{file_by_name, is_safe_name, missing, name_of_file, not_a_directory};
 use super::{text_name, time_of, unique_safe_names};
-use crate::api::models::RunDetail;
+use crate::api::models::{Run, RunDetail, RunStatus};
 use crate::fs::error::{Error, Result};
 use crate::fs::handles::{Handle, NewRunWrite};
 use crate::fs::inodes::Node;
 use crate::fs::render;
 use crate::fs::{Attr, DirEntry, FileKind, Opened, Vm0Fs};
 
-const RUN_FILES: [(&str, RunFile); 8] = [
+/// The suffix of the `runs/new/` file that takes a JSON request body rather than a prompt.
+const JSON_SUFFIX: &str = ".json";
+
+const RUN_FILES: [(&str, RunFile); 9] = [
     ("status", RunFile::Status),
     ("run.json", RunFile::RunJson),
     ("prompt", RunFile::Prompt),
     ("logs", RunFile::Logs),
     ("metrics.json", RunFile::MetricsJson),
     ("output", RunFile::Output),
+    ("error", RunFile::Error),
     ("artifact", RunFile::Artifact),
     ("ctl", RunFile::Ctl),
 ];
@@ -36,6 +42,8 @@ pub enum RunFile {
     Logs,
     MetricsJson,
     Output,
+    /// Why a failed or timed-out run ended: the API's error text.
+    Error,
     /// Symlink to the run's artifact version.
     Artifact,
     /// Write `cancel` here to cancel the run.
@@ -50,9 +58,11 @@ pub enum RunNode {
     Latest,
     /// `runs/new/`: one writable file per agent.
     New,
-    /// `runs/new/<agent>`: write a prompt and close to start a run.
+    /// `runs/new/<agent>`: write a prompt and close to start a run; `runs/new/<agent>.json` (`json`) takes the
+    /// request body.
     NewRun {
         agent: String,
+        json: bool,
     },
     Run {
         id: String,
@@ -78,7 +88,11 @@ impl RunNode {
                 let api = fs.meta.api().as_ref();
                 fs.live_logs.current(api, id, run.status.is_terminal())?
             }
-            RunFile::Ctl => Vec::new(),
+            RunFile::Ctl => ctl_text(),
+            RunFile::Error => {
+                let error = run_error(&run).ok_or_else(|| Error::not_found(self.describe()))?;
+                render::text(error)
+            }
             RunFile::MetricsJson => render::json(&*fs.meta.run_metrics(&run)?),
             RunFile::Output => {
                 let output = fs
@@ -102,6 +116,7 @@ fn run_file_exists(fs: &Vm0Fs, run: &RunDetail, file: RunFile) -> Result<bool> {
     Ok(match file {
         RunFile::Output => fs.meta.run_output(run)?.is_some(),
         RunFile::Artifact => artifact_link(run).is_some(),
+        RunFile::Error => run_error(run).is_some(),
         _ => true,
     })
 }
@@ -116,17 +131,24 @@ impl Namespace for RunNode {
                 RunNode::Latest
             }
             RunNode::Dir => {
-                if fs.meta.listed_run(text).is_none() {
-                    fs.meta.run(text)?;
-                }
-                RunNode::Run {
-                    id: text.to_string(),
-                }
+                let id = if fs.meta.listed_run(text).is_some() {
+                    text.to_string()
+                } else if is_run_prefix(text) {
+                    fs.meta.run_by_prefix(&text.to_ascii_lowercase())?
+                } else {
+                    fs.meta.run(text)?.id.clone()
+                };
+                RunNode::Run { id }
             }
             RunNode::New => {
-                fs.meta.agent(text)?;
+                let (agent, json) = match text.strip_suffix(JSON_SUFFIX) {
+                    Some(agent) if fs.meta.agent(text).is_err() => (agent, true),
+                    _ => (text, false),
+                };
+                fs.meta.agent(agent)?;
                 RunNode::NewRun {
-                    agent: text.to_string(),
+                    agent: agent.to_string(),
+                    json,
                 }
             }
             RunNode::Run { id } => {
@@ -151,30 +173,29 @@ impl Namespace for RunNode {
         match self {
             RunNode::Dir => Ok(fs.dir_attr(ino, fixed, fs.config.metadata_ttl.min(FIXED_TTL))),
             RunNode::New => Ok(fs.make_attr(ino, FileKind::Directory, 0, 0o755, fixed, MOVING_TTL)),
-            RunNode::NewRun { agent } => {
+            RunNode::NewRun { agent, .. } => {
                 fs.meta.agent(agent)?;
-                let size = fs.new_run_outcome(agent).len() as u64;
-                // No attribute caching: a close on another handle changes the content at any time.
-                Ok(fs.make_attr(ino, FileKind::File, size, 0o644, fixed, Duration::ZERO))
+                // What a read shows depends on who reads (`fs::outcomes`), which `getattr` is not told: size 0,
+                // and reads (direct I/O) go by what they get. No attribute caching.
+                Ok(fs.make_attr(ino, FileKind::File, 0, 0o644, fixed, Duration::ZERO))
             }
             RunNode::File {
                 id,
                 file: RunFile::Ctl,
             } => {
+                // Readable (it shows its usage), so that `cp -r runs/<id>` works for anyone who may read the run.
                 let run = fs.meta.run(id)?;
                 let mtime = run_mtime(&run, fixed);
-                Ok(fs.make_attr(ino, FileKind::File, 0, 0o200, mtime, MOVING_TTL))
+                let size = ctl_text().len() as u64;
+                Ok(fs.make_attr(ino, FileKind::File, size, 0o644, mtime, MOVING_TTL))
             }
             RunNode::Run { id } => {
-                // `ls -l runs/` must not cost one request per run: a fresh listing is as good as the detail.
+                // `ls -l runs/` must not cost one request per run: the listing dates a run that had ended when
+                // listed (it cannot change any more); one still moving then asks its detail.
                 let (mtime, ttl) = match fs.meta.listed_run(id) {
-                    Some(run) => (
+                    Some(run) if run.status.is_terminal() => (
                         run_times(&run.created_at, &run.started_at, &run.completed_at, fixed),
-                        if run.status.is_terminal() {
-                            FIXED_TTL
-                        } else {
-                            MOVING_TTL
-                        },
+                        FIXED_TTL,
                     ),
                     _ => {
                         let run = fs.meta.run(id)?;
@@ -206,15 +227,9 @@ impl Namespace for RunNode {
     fn children(&self, fs: &Vm0Fs, out: &mut Vec<DirEntry>) -> Result<()> {
         match self {
             RunNode::Dir => {
-                out.push(fs.entry(&Node::Runs(RunNode::New), FileKind::Directory, "new"));
+                out.push(fs.runs_new_entry());
                 let runs = fs.meta.runs()?;
-                if !runs.is_empty() {
-                    out.push(fs.entry(&Node::Runs(RunNode::Latest), FileKind::Symlink, "latest"));
-                }
-                for id in unique_safe_names("run", runs.iter().map(|r| r.id.as_str())) {
-                    let child = Node::Runs(RunNode::Run { id: id.to_string() });
-                    out.push(fs.entry(&child, FileKind::Directory, id));
-                }
+                out.extend(fs.run_entries(runs.all(), true));
             }
             RunNode::Run { id } => {
                 let run = fs.meta.run(id)?;
@@ -236,10 +251,13 @@ impl Namespace for RunNode {
             RunNode::New => {
                 let agents = fs.meta.agents()?;
                 for name in unique_safe_names("agent", agents.iter().map(|a| a.name.as_str())) {
-                    let child = Node::Runs(RunNode::NewRun {
-                        agent: name.to_string(),
-                    });
-                    out.push(fs.entry(&child, FileKind::File, name));
+                    for json in [false, true] {
+                        let child = Node::Runs(RunNode::NewRun {
+                            agent: name.to_string(),
+                            json,
+                        });
+                        out.push(fs.entry(&child, FileKind::File, new_run_name(name, json)));
+                    }
                 }
             }
             RunNode::Latest | RunNode::NewRun { .. } | RunNode::File { .. } => {
@@ -258,10 +276,8 @@ impl Namespace for RunNode {
                 fs.live_logs.opened(id);
                 Ok(fs.open_handle(Handle::Log(id.clone())))
             }
-            RunNode::NewRun { agent } => {
-                let content = Arc::new(fs.new_run_outcome(agent));
-                Ok(fs.open_handle(Handle::Content(content)))
-            }
+            // `Vm0Fs::open` answers a read of `runs/new/` itself: what it shows depends on who reads.
+            RunNode::NewRun { .. } => Ok(fs.open_handle(Handle::Content(Arc::default()))),
             RunNode::File { .. } => {
                 let (content, _, _) = self.content(fs)?;
                 Ok(fs.open_handle(Handle::Content(Arc::new(content))))
@@ -286,7 +302,7 @@ impl Namespace for RunNode {
             RunNode::Dir => "runs".into(),
             RunNode::Latest => "runs/latest".into(),
             RunNode::New => "runs/new".into(),
-            RunNode::NewRun { agent } => format!("runs/new/{agent}"),
+            RunNode::NewRun { agent, json } => format!("runs/new/{}", new_run_name(agent, *json)),
             RunNode::Run { id } => format!("runs/{id}"),
             RunNode::File { id, file } => {
                 format!("runs/{id}/{}", name_of_file(&RUN_FILES, *file))
@@ -328,14 +344,17 @@ impl Namespace for RunNode {
 
     fn open_write(&self, fs: &Vm0Fs) -> Result<Option<Handle>> {
         Ok(match self {
-            RunNode::NewRun { agent } => {
+            RunNode::NewRun { agent, json } => {
                 fs.meta.agent(agent)?;
                 Some(Handle::NewRun(Arc::new(Mutex::new(NewRunWrite {
                     agent: agent.clone(),
                     written: Vec::new(),
                     dirty: false,
                     writer_pid: None,
+                    writer: None,
+                    json: *json,
                     outcome: None,
+                    shown: None,
                 }))))
             }
             RunNode::File {
@@ -375,6 +394,55 @@ impl Namespace for RunNode {
             Err(Error::read_only(self.describe()))
         }
     }
+}
+
+impl Vm0Fs {
+    /// The `new` entry of `runs/`.
+    pub(in crate::fs) fn runs_new_entry(&self) -> DirEntry {
+        self.entry(&Node::Runs(RunNode::New), FileKind::Directory, "new")
+    }
+
+    /// Entries of `runs/` for `runs`, newest first, headed by `latest` when `first` (the newest are among them).
+    pub(in crate::fs) fn run_entries(&self, runs: &[Run], first: bool) -> Vec<DirEntry> {
+        let mut out = Vec::with_capacity(runs.len() + 1);
+        if first && !runs.is_empty() {
+            out.push(self.entry(&Node::Runs(RunNode::Latest), FileKind::Symlink, "latest"));
+        }
+        for id in unique_safe_names("run", runs.iter().map(|r| r.id.as_str())) {
+            let child = Node::Runs(RunNode::Run { id: id.to_string() });
+            out.push(self.entry(&child, FileKind::Directory, id));
+        }
+        out
+    }
+}
+
+/// The name of a `runs/new/` file.
+fn new_run_name(agent: &str, json: bool) -> String {
+    if json {
+        format!("{agent}{JSON_SUFFIX}")
+    } else {
+        agent.to_string()
+    }
+}
+
+/// Whether a name in `runs/` is an id prefix (8 or more characters of a run id, short of a whole one), which
+/// names the one run whose id starts with it, as `<name>@<prefix>` names a storage version.
+fn is_run_prefix(name: &str) -> bool {
+    (MIN_VERSION_PREFIX..36).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+}
+
+/// What reading `runs/<id>/ctl` shows: how to use it.
+fn ctl_text() -> Vec<u8> {
+    render::text(crate::fs::writes::CTL_USAGE)
+}
+
+/// The API's error text of a run that failed or timed out.
+fn run_error(run: &RunDetail) -> Option<&str> {
+    let ended_badly = matches!(run.status, RunStatus::Failed | RunStatus::Timeout);
+    run.error
+        .as_deref()
+        .filter(|e| ended_badly && !e.is_empty())
 }
 
 /// `runs/<id>/artifact` → `../../artifacts/<name>@<version>`, when the run produced one.

@@ -2,6 +2,12 @@
 //! (`artifacts/<name>`), any pinned version (`<kind>/<name>@<version prefix>`), and the entries of those versions.
 //! An entry is named by its version id, so a version's inodes never change meaning, and all but the top level are
 //! believed for good. A volume's head is the writable view of `volume.rs`.
+//!
+//! `<kind>/<name>@/` lists a storage's versions, newest first (as the API lists them), each a directory named by
+//! the first 8 hex characters of its id (the whole id for two that share them) that is the pinned tree itself,
+//! dated by when the version was made and sized by its bytes of content, with its message in `user.vm0.message`.
+//! `<name>@latest` is the head. A storage root's size is its version's bytes of content, known from the API, so
+//! `ls -l volumes` shows it without downloading anything (`du` still downloads).
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -18,6 +24,8 @@ use crate::fs::{Attr, DirEntry, FileKind, Opened, Vm0Fs};
 pub enum StorageNode {
     /// `volumes/` or `artifacts/`.
     Dir(StorageKind),
+    /// `<kind>/<name>@/`: one directory per version, newest first.
+    Versions { kind: StorageKind, name: String },
     /// `artifacts/<name>` (head, `pin: None`) or `<kind>/<name>@<prefix>` (pinned to a full version id).
     Root {
         kind: StorageKind,
@@ -54,12 +62,18 @@ impl Vm0Fs {
         };
         let storage = self.meta.storage(kind, base)?;
         let pin = match prefix {
-            None if kind == StorageKind::Volume => {
+            Some("") => {
+                return Ok(Node::Storage(StorageNode::Versions {
+                    kind,
+                    name: base.to_string(),
+                }));
+            }
+            None | Some(LATEST) if kind == StorageKind::Volume => {
                 return Ok(Node::Volume(VolumeNode::Root {
                     name: base.to_string(),
                 }));
             }
-            None => None,
+            None | Some(LATEST) => None,
             Some(prefix) => Some(self.resolve_prefix(kind, &storage, prefix)?),
         };
         Ok(Node::Storage(StorageNode::Root {
@@ -116,6 +130,29 @@ impl Vm0Fs {
         Ok(())
     }
 
+    /// The entries of `<kind>/<name>@/`: each version by the first 8 hex characters of its id, newest first.
+    fn version_entries(
+        &self,
+        kind: StorageKind,
+        name: &str,
+        out: &mut Vec<DirEntry>,
+    ) -> Result<()> {
+        let storage = self.meta.storage(kind, name)?;
+        let versions = self.meta.storage_versions(kind, &storage.id, false)?;
+        for version in versions.iter() {
+            let short = short_id(&version.id);
+            let shared = versions.iter().filter(|v| short_id(&v.id) == short).count() > 1;
+            let entry_name = if shared { version.id.as_str() } else { short };
+            let child = Node::Storage(StorageNode::Root {
+                kind,
+                name: name.to_string(),
+                pin: Some(version.id.clone()),
+            });
+            out.push(self.entry(&child, FileKind::Directory, entry_name));
+        }
+        Ok(())
+    }
+
     /// The extended attributes of a storage root: the storage's id, and the id and size of the version shown.
     pub(super) fn root_xattrs(
         &self,
@@ -128,9 +165,20 @@ impl Vm0Fs {
         if let Some(version) = self.version(kind, name, pin)? {
             attrs.push(("user.vm0.version", version.id));
             attrs.push(("user.vm0.size", version.size.to_string()));
+            if pin.is_some() {
+                attrs.push(("user.vm0.message", version.message.unwrap_or_default()));
+            }
         }
         Ok(attrs)
     }
+}
+
+/// The name `<name>@latest` gives the head.
+const LATEST: &str = "latest";
+
+/// How a version is named in a listing and in messages: the first 8 hex characters of its id.
+fn short_id(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
 }
 
 impl Namespace for StorageNode {
@@ -139,6 +187,18 @@ impl Namespace for StorageNode {
             StorageNode::Dir(kind) => {
                 let text = text_name(self, name)?;
                 fs.storage_root(*kind, text)
+            }
+            StorageNode::Versions {
+                kind,
+                name: storage_name,
+            } => {
+                let text = text_name(self, name)?;
+                let storage = fs.meta.storage(*kind, storage_name)?;
+                Ok(Node::Storage(StorageNode::Root {
+                    kind: *kind,
+                    name: storage_name.clone(),
+                    pin: Some(fs.resolve_prefix(*kind, &storage, text)?),
+                }))
             }
             StorageNode::Root {
                 kind,
@@ -174,18 +234,24 @@ impl Namespace for StorageNode {
             StorageNode::Dir(_) => {
                 Ok(fs.dir_attr(ino, fixed, fs.config.metadata_ttl.min(FIXED_TTL)))
             }
+            StorageNode::Versions { kind, name } => {
+                let storage = fs.meta.storage(*kind, name)?;
+                let mtime = time_of(&storage.updated_at, fixed);
+                Ok(fs.dir_attr(ino, mtime, fs.config.metadata_ttl))
+            }
             StorageNode::Root { kind, name, pin } => {
-                let (mtime, ttl) = match pin {
+                let (mtime, ttl, size) = match pin {
                     Some(_) => match fs.version(*kind, name, pin.as_deref())? {
-                        Some(v) => (time_of(&v.created_at, fixed), FIXED_TTL),
-                        None => (fixed, FIXED_TTL),
+                        Some(v) => (time_of(&v.created_at, fixed), FIXED_TTL, v.size),
+                        None => (fixed, FIXED_TTL, 0),
                     },
                     None => {
                         let storage = fs.meta.storage(*kind, name)?;
-                        (time_of(&storage.updated_at, fixed), fs.config.metadata_ttl)
+                        let mtime = time_of(&storage.updated_at, fixed);
+                        (mtime, fs.config.metadata_ttl, storage.size)
                     }
                 };
-                Ok(fs.dir_attr(ino, mtime, ttl))
+                Ok(fs.make_attr(ino, FileKind::Directory, size, 0o555, mtime, ttl))
             }
             StorageNode::Entry {
                 kind,
@@ -223,6 +289,7 @@ impl Namespace for StorageNode {
                 }
                 Ok(())
             }
+            StorageNode::Versions { kind, name } => fs.version_entries(*kind, name, out),
             StorageNode::Root { kind, name, pin } => {
                 let version = fs.version(*kind, name, pin.as_deref())?;
                 fs.archive_top_children(*kind, version, StorageNode::entry_at, out)
@@ -265,7 +332,9 @@ impl Namespace for StorageNode {
     fn parent(&self) -> Node {
         Node::Storage(match self {
             StorageNode::Dir(_) => return Node::Root,
-            StorageNode::Root { kind, .. } => StorageNode::Dir(*kind),
+            StorageNode::Root { kind, .. } | StorageNode::Versions { kind, .. } => {
+                StorageNode::Dir(*kind)
+            }
             StorageNode::Entry {
                 kind,
                 storage_id,
@@ -286,6 +355,7 @@ impl Namespace for StorageNode {
     fn describe(&self) -> String {
         match self {
             StorageNode::Dir(kind) => kind.plural().into(),
+            StorageNode::Versions { kind, name } => format!("{}/{name}@", kind.plural()),
             StorageNode::Root {
                 kind,
                 name,
@@ -302,8 +372,9 @@ impl Namespace for StorageNode {
                 path,
                 ..
             } => format!(
-                "{} version {version_id}: {}",
+                "{}/…@{}/{}",
                 kind.plural(),
+                short_id(version_id),
                 path.to_string_lossy()
             ),
         }

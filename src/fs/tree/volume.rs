@@ -15,7 +15,7 @@ use super::{FIXED_TTL, Namespace, StorageNode, is_a_directory, missing, time_of}
 use crate::api::models::StorageKind;
 use crate::fs::error::{Error, Result};
 use crate::fs::inodes::Node;
-use crate::fs::{Attr, DirEntry, Opened, Vm0Fs};
+use crate::fs::{Attr, DirEntry, FileKind, Opened, Vm0Fs};
 
 const KIND: StorageKind = StorageKind::Volume;
 
@@ -73,8 +73,10 @@ impl Namespace for VolumeNode {
         let ttl = fs.config.metadata_ttl;
         match self {
             VolumeNode::Root { name } => {
+                // Sized by the head's bytes of content, as the API gives them: `ls -l volumes` downloads nothing.
                 let storage = fs.meta.storage(KIND, name)?;
-                Ok(fs.dir_attr(ino, time_of(&storage.updated_at, fs.mounted_at), ttl))
+                let mtime = time_of(&storage.updated_at, fs.mounted_at);
+                Ok(fs.make_attr(ino, FileKind::Directory, storage.size, 0o555, mtime, ttl))
             }
             VolumeNode::Entry { storage_id, path } => {
                 let version = self.head(fs, storage_id)?;

@@ -1,0 +1,151 @@
+//! An open directory's entries: a snapshot taken at `opendir`, or one that grows while its source is still read.
+//!
+//! Offsets must stay valid however the API changes, so a listing never changes once an entry is in it; it may
+//! only grow at its end. A listing of `runs/` that needs every page of the API (the first one) grows page by page
+//! from a thread of its own, and `readdir` waits only for the entries it is asked for, so `ls -f` and `find` show
+//! the first runs while the last pages are still on their way. The entries hold references on their inode
+//! numbers (see `inodes`), given back at `close`; entries that arrive after the close are handed back to the
+//! caller to release at once.
+
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+use super::DirEntry;
+use super::error::Result;
+
+/// The most entries one `readdir` answer is given: more than a reply buffer holds, few enough that a listing of
+/// many thousands is not copied whole at each call.
+const MOST_PER_READ: usize = 1024;
+
+pub struct Listing {
+    state: Mutex<State>,
+    grown: Condvar,
+}
+
+struct State {
+    entries: Vec<DirEntry>,
+    /// How the listing ended; `None` while it still grows.
+    end: Option<Result<()>>,
+    closed: bool,
+}
+
+impl Listing {
+    /// A listing that is whole already.
+    pub fn complete(entries: Vec<DirEntry>) -> Listing {
+        Listing::with(entries, Some(Ok(())))
+    }
+
+    /// A listing whose further entries come with `extend`, until `finish`.
+    pub fn growing(entries: Vec<DirEntry>) -> Listing {
+        Listing::with(entries, None)
+    }
+
+    fn with(entries: Vec<DirEntry>, end: Option<Result<()>>) -> Listing {
+        Listing {
+            state: Mutex::new(State {
+                entries,
+                end,
+                closed: false,
+            }),
+            grown: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends entries; once the listing is closed they are handed back, for the caller to release.
+    pub fn extend(&self, more: Vec<DirEntry>) -> Vec<DirEntry> {
+        let mut state = self.lock();
+        if state.closed {
+            return more;
+        }
+        state.entries.extend(more);
+        self.grown.notify_all();
+        Vec::new()
+    }
+
+    /// The listing will not grow any more; an error is what a `readdir` past its last entry gets.
+    pub fn finish(&self, result: Result<()>) {
+        let mut state = self.lock();
+        state.end = Some(result);
+        self.grown.notify_all();
+    }
+
+    /// The entries from `offset` on (each with the offset of the next), waiting until there is one or the listing
+    /// has ended; empty at the end.
+    pub fn from(&self, offset: u64) -> Result<Vec<(u64, DirEntry)>> {
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        let mut state = self.lock();
+        while state.entries.len() <= start && state.end.is_none() {
+            state = self.grown.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        if state.entries.len() <= start
+            && let Some(Err(e)) = &state.end
+        {
+            return Err(e.clone());
+        }
+        Ok(state
+            .entries
+            .iter()
+            .enumerate()
+            .skip(start)
+            .take(MOST_PER_READ)
+            .map(|(i, e)| (i as u64 + 1, e.clone()))
+            .collect())
+    }
+
+    /// Closes the listing: its entries, to be released, and no more will be taken.
+    pub fn close(&self) -> Vec<DirEntry> {
+        let mut state = self.lock();
+        state.closed = true;
+        std::mem::take(&mut state.entries)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::FileKind;
+    use std::sync::Arc;
+
+    fn entry(n: u64) -> DirEntry {
+        DirEntry {
+            ino: n,
+            kind: FileKind::Directory,
+            name: n.to_string().into(),
+        }
+    }
+
+    #[test]
+    fn a_reader_gets_entries_as_they_come_and_the_end() {
+        let listing = Arc::new(Listing::growing(vec![entry(1)]));
+        assert_eq!(listing.from(0).unwrap().len(), 1);
+        let filler = {
+            let listing = listing.clone();
+            std::thread::spawn(move || {
+                assert!(listing.extend(vec![entry(2), entry(3)]).is_empty());
+                listing.finish(Ok(()));
+            })
+        };
+        // Waits for the filler: offset 1 is not there until it extends.
+        let next = listing.from(1).unwrap();
+        assert_eq!(next.first().map(|(_, e)| e.ino), Some(2));
+        filler.join().unwrap();
+        assert_eq!(listing.from(3).unwrap().len(), 0);
+        assert_eq!(listing.close().len(), 3);
+        assert_eq!(
+            listing.extend(vec![entry(4)]).len(),
+            1,
+            "handed back after close"
+        );
+    }
+
+    #[test]
+    fn an_error_reaches_the_reader_past_the_last_entry() {
+        let listing = Listing::growing(vec![entry(1)]);
+        listing.finish(Err(crate::fs::Error::new(libc::EIO, "page 2 failed")));
+        assert_eq!(listing.from(0).unwrap().len(), 1);
+        assert_eq!(listing.from(1).unwrap_err().errno, libc::EIO);
+    }
+}

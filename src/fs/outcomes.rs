@@ -1,0 +1,233 @@
+//! Who reads which outcome of `runs/new/<agent>`: each writer gets the run it started, however many write at once.
+//!
+//! A script writes the prompt and reads the file back (`printf 'job\n' > runs/new/coder; cat runs/new/coder`),
+//! so the outcome has to reach a different open, often a different process, with no extra step; and eight jobs or
+//! threads doing that at once on one agent must each read their own run. The kernel tells every request which
+//! thread made it, so an outcome is kept with the identity of the process that wrote the prompt, and a read is
+//! answered with the newest outcome of the nearest relative of the reader, nearest first:
+//!
+//! 1. the same thread (Python threads, each writing and reading);
+//! 2. the same process (a shell's builtin `printf > f` then `read < f`);
+//! 3. a descendant of the reader (a program that runs `sh -c "printf … | tee f"`, then reads `f` itself);
+//! 4. an ancestor of the reader (`printf > f` by the shell, then `cat f`, a child of that shell);
+//! 5. a sibling, the writer and the reader having one parent (`tee f`, then `cat f`, in one shell).
+//!
+//! Processes are told apart by pid and start time, so a pid reused later is not a relative; init (pid 1)
+//! is nobody's relative. What this cannot
+//! know: an editor started from a shell that just started a run through the same file reads that run's id (it
+//! descends from the writer, like `cat`); writers unrelated to the reader (another terminal, another user) never
+//! show in it. The open file itself also gives its own outcome: reading back through the descriptor that wrote
+//! (opened read-write) starts the run at that read and answers its id. An outcome is kept until the mount ends
+//! or `KEPT` newer ones push it out.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+/// How many outcomes are kept, newest last.
+const KEPT: usize = 4096;
+
+/// A process as it was when seen: its pid and its start time (in clock ticks since boot), so that a reused pid is
+/// another process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcId {
+    pid: u32,
+    start: u64,
+}
+
+/// The thread that made a request, its process and that process's ancestors, parent first, up to (not
+/// including) init.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    thread: u32,
+    process: ProcId,
+    ancestors: Vec<ProcId>,
+}
+
+/// Ancestors looked at, at most: a deeper tree is cut there, so that a write never walks far.
+const MOST_ANCESTORS: usize = 32;
+
+impl Caller {
+    /// The caller whose thread id the kernel gave, read from `/proc`; `None` when it is gone already.
+    pub fn of_thread(tid: u32) -> Option<Caller> {
+        let (tgid, mut ppid) = (status_field(tid, "Tgid:")?, status_field(tid, "PPid:")?);
+        let mut ancestors = Vec::new();
+        while ppid > 1 && ancestors.len() < MOST_ANCESTORS {
+            let Some(ancestor) = proc_id(ppid) else { break };
+            ancestors.push(ancestor);
+            ppid = status_field(ppid, "PPid:").unwrap_or(0);
+        }
+        Some(Caller {
+            thread: tid,
+            process: proc_id(tgid)?,
+            ancestors,
+        })
+    }
+
+    fn parent(&self) -> Option<ProcId> {
+        self.ancestors.first().copied()
+    }
+}
+
+/// A number field of `/proc/<pid>/status` (`Tgid:`, `PPid:`).
+fn status_field(pid: u32, key: &str) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// A process's pid and start time, from `/proc/<pid>/stat` (field 22, counted after the parenthesised name,
+/// which may hold spaces).
+fn proc_id(pid: u32) -> Option<ProcId> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let start = after_name.split_whitespace().nth(19)?.parse().ok()?;
+    Some(ProcId { pid, start })
+}
+
+struct Outcome {
+    agent: String,
+    writer: Caller,
+    shown: Vec<u8>,
+}
+
+/// The outcomes of `runs/new/<agent>` writes, newest last.
+pub struct Outcomes {
+    kept: Mutex<VecDeque<Outcome>>,
+}
+
+impl Outcomes {
+    pub fn new() -> Self {
+        Outcomes {
+            kept: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Keeps what `writer`'s write to `runs/new/<agent>` came to (a run id, an error, or nothing).
+    pub fn record(&self, agent: &str, writer: Caller, shown: Vec<u8>) {
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() >= KEPT {
+            kept.pop_front();
+        }
+        kept.push_back(Outcome {
+            agent: agent.to_string(),
+            writer,
+            shown,
+        });
+    }
+
+    /// What `reader` reads in `runs/new/<agent>`: the newest outcome of its nearest relative, else nothing.
+    pub fn for_reader(&self, agent: &str, reader: Option<Caller>) -> Vec<u8> {
+        let Some(reader) = &reader else {
+            return Vec::new();
+        };
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let relations: [&dyn Fn(&Caller) -> bool; 5] = [
+            &|w| w.thread == reader.thread && w.process == reader.process,
+            &|w| w.process == reader.process,
+            &|w| w.ancestors.contains(&reader.process),
+            &|w| reader.ancestors.contains(&w.process),
+            &|w| w.parent().is_some() && w.parent() == reader.parent(),
+        ];
+        relations
+            .iter()
+            .find_map(|related| {
+                kept.iter()
+                    .rev()
+                    .find(|o| o.agent == agent && related(&o.writer))
+            })
+            .map(|o| o.shown.clone())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A caller whose process has `parent`; every process here descends from 5 (a script), but for the
+    /// children of 2 (a stranger's terminal) and 5 itself.
+    fn caller(thread: u32, process: u32, parent: u32) -> Caller {
+        let id = |pid| ProcId { pid, start: 1 };
+        let ancestors = match parent {
+            0 => Vec::new(),
+            2 | 5 => vec![id(parent)],
+            _ => vec![id(parent), id(5)],
+        };
+        Caller {
+            thread,
+            process: id(process),
+            ancestors,
+        }
+    }
+
+    #[test]
+    fn each_reader_gets_its_nearest_relatives_newest_outcome() {
+        let outcomes = Outcomes::new();
+        // Two shell jobs (processes 10 and 20, children of the script, 5) write; thread 31 of process 30 writes.
+        outcomes.record("coder", caller(10, 10, 5), b"job-a\n".to_vec());
+        outcomes.record("coder", caller(20, 20, 5), b"job-b\n".to_vec());
+        outcomes.record("coder", caller(31, 30, 5), b"thread-31\n".to_vec());
+        outcomes.record("coder", caller(32, 30, 5), b"thread-32\n".to_vec());
+        // `cat`, a child of job 10, reads job a's run, not the newer ones.
+        assert_eq!(
+            outcomes.for_reader("coder", Some(caller(11, 11, 10))),
+            b"job-a\n"
+        );
+        assert_eq!(
+            outcomes.for_reader("coder", Some(caller(21, 21, 20))),
+            b"job-b\n"
+        );
+        // Each thread its own.
+        assert_eq!(
+            outcomes.for_reader("coder", Some(caller(31, 30, 5))),
+            b"thread-31\n"
+        );
+        assert_eq!(
+            outcomes.for_reader("coder", Some(caller(32, 30, 5))),
+            b"thread-32\n"
+        );
+        // A grandchild of job a reads job a's run.
+        let mut grandchild = caller(12, 12, 11);
+        grandchild.ancestors.push(ProcId { pid: 10, start: 1 });
+        assert_eq!(outcomes.for_reader("coder", Some(grandchild)), b"job-a\n");
+        // The script reads its descendants' newest.
+        assert_eq!(
+            outcomes.for_reader("coder", Some(caller(5, 5, 0))),
+            b"thread-32\n"
+        );
+        // A sibling of the writers reads the newest; another agent's file and strangers read nothing.
+        assert_eq!(
+            outcomes.for_reader("coder", Some(caller(40, 40, 5))),
+            b"thread-32\n"
+        );
+        assert!(
+            outcomes
+                .for_reader("reviewer", Some(caller(11, 11, 10)))
+                .is_empty()
+        );
+        assert!(
+            outcomes
+                .for_reader("coder", Some(caller(50, 50, 2)))
+                .is_empty()
+        );
+        assert!(outcomes.for_reader("coder", None).is_empty());
+    }
+
+    #[test]
+    fn a_reused_pid_is_not_the_writer() {
+        let outcomes = Outcomes::new();
+        outcomes.record("coder", caller(10, 10, 1), b"old\n".to_vec());
+        let mut reused = caller(10, 10, 2);
+        reused.process.start = 99;
+        assert!(outcomes.for_reader("coder", Some(reused)).is_empty());
+    }
+
+    #[test]
+    fn this_process_is_found_in_proc() {
+        let me = Caller::of_thread(std::process::id()).unwrap();
+        assert_eq!(me.process.pid, std::process::id());
+        assert!(me.process.start > 0);
+    }
+}

@@ -1,0 +1,219 @@
+//! The listing of `runs/`: every run, newest first, fetched once and then refreshed from the top.
+//!
+//! A user may have thousands of runs, and the listing is believed for only two seconds, so paging through all of
+//! them at each refresh made `ls runs` cost one request per hundred runs (10 s for 3,000 runs at 300 ms a
+//! request). Run ids never change and runs are not deleted, so a refresh reads from the newest page down only until
+//! it meets an id it already holds: one request when nothing is new. The runs it met again are updated from those
+//! pages (a run that ended since); older ones keep what the first listing said, which is why a run listed as still
+//! moving is not dated from the listing (`tree` asks its detail instead).
+//!
+//! The first listing pages through everything, handing each page to the caller as it arrives, so that a listing
+//! of `runs/` can stream its entries to `readdir` (`ls -f`, `find`) before the last page is in. One refresh at
+//! a time: callers that find the listing stale while another refreshes it wait for that refresh and share it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::api::models::Run;
+use crate::api::{ApiError, Vm0Api};
+
+/// The runs, newest first, with an index by id.
+#[derive(Default)]
+pub struct Runs {
+    list: Vec<Run>,
+    by_id: HashMap<String, usize>,
+}
+
+impl Runs {
+    fn new(list: Vec<Run>) -> Runs {
+        let by_id = list
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.id.clone(), i))
+            .collect();
+        Runs { list, by_id }
+    }
+
+    pub fn all(&self) -> &[Run] {
+        &self.list
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Run> {
+        self.by_id.get(id).map(|&i| &self.list[i])
+    }
+
+    /// The runs whose id starts with `prefix`.
+    pub fn with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a Run> + 'a {
+        self.list.iter().filter(move |r| r.id.starts_with(prefix))
+    }
+}
+
+struct Held {
+    runs: Arc<Runs>,
+    /// `runs` holds every run (a first listing went through): later ones only refresh from the top.
+    complete: bool,
+    /// When the listing was last current; `None` before the first and after `invalidate`.
+    fetched: Option<Instant>,
+}
+
+pub struct RunsListing {
+    held: Mutex<Held>,
+    /// Held while a refresh runs, so that there is one at a time.
+    refreshing: Mutex<()>,
+}
+
+impl RunsListing {
+    pub fn new() -> Self {
+        RunsListing {
+            held: Mutex::new(Held {
+                runs: Arc::default(),
+                complete: false,
+                fetched: None,
+            }),
+            refreshing: Mutex::new(()),
+        }
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The listing if it is younger than `ttl`.
+    pub fn fresh(&self, ttl: Duration) -> Option<Arc<Runs>> {
+        let held = self.held();
+        held.fetched
+            .filter(|t| t.elapsed() < ttl)
+            .map(|_| held.runs.clone())
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.held().complete
+    }
+
+    /// The last listing, however old (empty before the first).
+    pub fn last(&self) -> Arc<Runs> {
+        self.held().runs.clone()
+    }
+
+    /// Makes the next `current` ask the API (a run was just created here).
+    pub fn invalidate(&self) {
+        self.held().fetched = None;
+    }
+
+    /// The listing, refreshed when older than `ttl`. A first listing hands each page to `on_page` as it arrives;
+    /// a refresh hands nothing (the caller takes the result). When the API cannot be reached and a listing is
+    /// held, that listing is served and believed for another `ttl`.
+    pub fn current(
+        &self,
+        api: &dyn Vm0Api,
+        ttl: Duration,
+        on_page: &mut dyn FnMut(&[Run]),
+    ) -> Result<Arc<Runs>, ApiError> {
+        if let Some(runs) = self.fresh(ttl) {
+            return Ok(runs);
+        }
+        let _one_at_a_time = self.refreshing.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(runs) = self.fresh(ttl) {
+            return Ok(runs);
+        }
+        let (known, complete) = {
+            let held = self.held();
+            (held.runs.clone(), held.complete)
+        };
+        let listed = if complete {
+            refresh(api, &known)
+        } else {
+            everything(api, on_page)
+        };
+        let runs = match listed {
+            Ok(list) => Arc::new(Runs::new(list)),
+            Err(e) if e.is_retryable() && complete => {
+                tracing::warn!("{e}; serving the runs known before, for another TTL");
+                known
+            }
+            Err(e) => return Err(e),
+        };
+        let mut held = self.held();
+        held.runs = runs.clone();
+        held.complete = true;
+        held.fetched = Some(Instant::now());
+        Ok(runs)
+    }
+}
+
+/// Every run, page by page.
+fn everything(api: &dyn Vm0Api, on_page: &mut dyn FnMut(&[Run])) -> Result<Vec<Run>, ApiError> {
+    let mut all = Vec::new();
+    let mut pages = Pages::new();
+    while let Some(page) = pages.next(api)? {
+        on_page(&page);
+        all.extend(page);
+    }
+    Ok(all)
+}
+
+/// The runs newer than the newest of `known`, read from the first page down until a known id appears, followed by
+/// `known` with the runs met again updated.
+fn refresh(api: &dyn Vm0Api, known: &Runs) -> Result<Vec<Run>, ApiError> {
+    let mut new = Vec::new();
+    let mut updated: HashMap<String, Run> = HashMap::new();
+    let mut pages = Pages::new();
+    while let Some(page) = pages.next(api)? {
+        let mut met_known = false;
+        for run in page {
+            if known.get(&run.id).is_some() {
+                met_known = true;
+                updated.insert(run.id.clone(), run);
+            } else if !met_known {
+                new.push(run);
+            }
+        }
+        if met_known {
+            break;
+        }
+    }
+    let mut seen: HashSet<String> = new.iter().map(|r| r.id.clone()).collect();
+    let mut list = new;
+    for run in known.all() {
+        if seen.insert(run.id.clone()) {
+            list.push(updated.remove(&run.id).unwrap_or_else(|| run.clone()));
+        }
+    }
+    Ok(list)
+}
+
+/// Walks `GET /v1/runs` page by page, refusing a server that repeats its cursor.
+struct Pages {
+    cursor: Option<String>,
+    done: bool,
+}
+
+impl Pages {
+    fn new() -> Pages {
+        Pages {
+            cursor: None,
+            done: false,
+        }
+    }
+
+    fn next(&mut self, api: &dyn Vm0Api) -> Result<Option<Vec<Run>>, ApiError> {
+        if self.done {
+            return Ok(None);
+        }
+        let page = api.runs_page(self.cursor.as_deref())?;
+        match page.pagination.next_cursor {
+            Some(next) if page.pagination.has_more => {
+                if self.cursor.as_deref() == Some(next.as_str()) {
+                    return Err(ApiError::invalid_response(
+                        "GET /v1/runs",
+                        "GET /v1/runs: the list repeats its cursor".into(),
+                    ));
+                }
+                self.cursor = Some(next);
+            }
+            _ => self.done = true,
+        }
+        Ok(Some(page.data))
+    }
+}
