@@ -165,6 +165,32 @@ impl Vm0Api for FakeApi {
             .ok_or_else(|| not_found("version"))?;
         Ok(Download::TarGz(Box::new(Cursor::new(bytes))))
     }
+    fn create_storage(&self, _kind: StorageKind, _name: &str) -> Result<StorageDetail, ApiError> {
+        Err(not_in_this_fake("POST /v1/volumes"))
+    }
+    fn upload(
+        &self,
+        _kind: StorageKind,
+        _id: &str,
+        _request: &UploadRequest,
+    ) -> Result<UploadResponse, ApiError> {
+        Err(not_in_this_fake("POST /v1/volumes/:id/upload"))
+    }
+    fn put_upload(&self, _target: &UploadTarget, _file: &std::path::Path) -> Result<(), ApiError> {
+        Err(not_in_this_fake("PUT upload"))
+    }
+    fn commit(
+        &self,
+        _kind: StorageKind,
+        _id: &str,
+        _request: &CommitRequest,
+    ) -> Result<StorageVersion, ApiError> {
+        Err(not_in_this_fake("POST /v1/volumes/:id/commit"))
+    }
+}
+
+fn not_in_this_fake(endpoint: &str) -> ApiError {
+    ApiError::http(endpoint, 400, None, "not in this fake".into())
 }
 
 impl FakeApi {
