@@ -11,3 +11,4 @@ pub mod cache;
 pub mod cli;
 pub mod fs;
 pub mod fuse;
+pub mod stage;
