@@ -19,17 +19,12 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use super::Vm0Fs;
 use super::error::{Error, Result};
-use super::inodes::{ControlFile, Node};
-use super::{DirEntry, FileKind, Vm0Fs};
+use super::inodes::Node;
+use super::tree::StorageNode;
 use crate::api::models::StorageKind;
 use crate::cache::CacheStatus;
-
-/// The name of the control directory in the root.
-pub(super) const CONTROL_DIR: &str = ".vm0fs";
-
-pub(super) const CONTROL_FILES: [(&str, ControlFile); 2] =
-    [("status", ControlFile::Status), ("pins", ControlFile::Pins)];
 
 /// What `.vm0fs/status` shows, and `vm0fs status` reads.
 #[derive(Debug, Serialize, Deserialize)]
@@ -84,18 +79,6 @@ impl Vm0Fs {
         json
     }
 
-    /// The listing of `.vm0fs/`.
-    pub(super) fn control_children(&self) -> Vec<DirEntry> {
-        CONTROL_FILES
-            .iter()
-            .map(|(name, file)| DirEntry {
-                ino: self.inodes.acquire(&Node::ControlFile(*file)),
-                kind: FileKind::File,
-                name: (*name).into(),
-            })
-            .collect()
-    }
-
     /// What reading `.vm0fs/pins` shows: one pinned version id per line.
     pub(super) fn pins_text(&self) -> Vec<u8> {
         self.cache
@@ -117,12 +100,11 @@ impl Vm0Fs {
 
     fn run_command(&self, command: Command<'_>) -> Result<()> {
         let path = format!("{}/{}", command.kind.plural(), command.name);
-        let Node::StorageRoot { kind, name, pin } =
-            self.child(&Node::StorageDir(command.kind), OsStr::new(command.name))?
-        else {
-            return Err(Error::not_found(path));
-        };
-        let Some(version) = self.version(kind, &name, pin.as_deref())? else {
+        let root = self.child(
+            &Node::Storage(StorageNode::Dir(command.kind)),
+            OsStr::new(command.name),
+        )?;
+        let Some(version) = self.version_of_root(&root)? else {
             tracing::info!(".vm0fs/pins: {path} has no version yet; nothing to pin");
             return Ok(());
         };

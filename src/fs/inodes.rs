@@ -15,91 +15,25 @@
 //! alive or allocates a fresh one, never hands out a number that was just removed.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::api::models::StorageKind;
+use super::tree::{AgentNode, ControlNode, RunNode, StorageNode, VolumeNode};
 
 /// The root's inode number, fixed by FUSE.
 pub const ROOT_INO: u64 = 1;
 
-/// The files of an agent's directory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AgentFile {
-    AgentJson,
-    VersionsJson,
-}
-
-/// The files of a run's directory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RunFile {
-    Status,
-    RunJson,
-    Prompt,
-    Logs,
-    MetricsJson,
-    Output,
-    /// Symlink to the run's artifact version.
-    Artifact,
-    /// Write `cancel` here to cancel the run.
-    Ctl,
-}
-
-/// The files of the hidden `.vm0fs/` directory, where the mount tells about itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ControlFile {
-    /// JSON: the mount, its cache, the downloads in flight (`vm0fs status`).
-    Status,
-    /// The pinned versions; write `pin|unpin <kind>/<name>[@<version>]` to change them (`vm0fs prefetch`).
-    Pins,
-}
-
-/// What an inode is.
+/// What an inode is: a namespace and the node inside it (see `tree`, where each namespace answers for its own).
+/// The nested enum is the identity the table hashes: two nodes are one inode exactly when they are equal.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Node {
     Root,
-    /// `.vm0fs/`, reachable by name but not listed in the root.
-    ControlDir,
-    ControlFile(ControlFile),
-    AgentsDir,
-    Agent {
-        name: String,
-    },
-    AgentFile {
-        name: String,
-        file: AgentFile,
-    },
-    RunsDir,
-    /// `runs/latest`, a symlink to the newest run.
-    RunsLatest,
-    /// `runs/new/`: one writable file per agent.
-    RunsNew,
-    /// `runs/new/<agent>`: write a prompt and close to start a run.
-    NewRun {
-        agent: String,
-    },
-    Run {
-        id: String,
-    },
-    RunFile {
-        id: String,
-        file: RunFile,
-    },
-    /// `volumes/` or `artifacts/`.
-    StorageDir(StorageKind),
-    /// `volumes/<name>` (head, `pin: None`) or `volumes/<name>@<prefix>` (pinned to a full version id).
-    StorageRoot {
-        kind: StorageKind,
-        name: String,
-        pin: Option<String>,
-    },
-    /// A file or directory inside an extracted version; `path` is relative to the version's root and not empty.
-    ArchiveEntry {
-        kind: StorageKind,
-        storage_id: String,
-        version_id: String,
-        path: PathBuf,
-    },
+    Control(ControlNode),
+    Agents(AgentNode),
+    Runs(RunNode),
+    /// `volumes/`, `artifacts/`, an artifact's head, pinned versions and what they hold.
+    Storage(StorageNode),
+    /// A volume's head: `volumes/<name>` and what it holds.
+    Volume(VolumeNode),
 }
 
 struct Entry {
@@ -211,7 +145,7 @@ mod tests {
     use super::*;
 
     fn run(id: &str) -> Node {
-        Node::Run { id: id.into() }
+        Node::Runs(RunNode::Run { id: id.into() })
     }
 
     #[test]

@@ -34,9 +34,10 @@ pub use inodes::ROOT_INO;
 use crate::api::Vm0Api;
 use crate::cache::ArchiveCache;
 use handles::{Handle, Handles, NewRunWrite};
-use inodes::{ControlFile, InodeTable, Node, RunFile};
+use inodes::{InodeTable, Node};
 use live_logs::LiveLogs;
 use meta::Meta;
+use tree::{RunFile, RunNode};
 
 /// What a mount is configured with (the `vm0fs mount` flags that reach the core).
 #[derive(Debug, Clone)]
@@ -253,7 +254,7 @@ impl Vm0Fs {
     pub fn open(&self, ino: u64, flags: i32) -> Result<Opened> {
         let node = self.node(ino)?;
         if flags & libc::O_ACCMODE != libc::O_RDONLY {
-            if let Some(handle) = self.write_handle(&node)? {
+            if let Some(handle) = node.namespace().open_write(self)? {
                 let fh = self.handles.insert(handle);
                 return Ok(Opened {
                     fh,
@@ -298,16 +299,9 @@ impl Vm0Fs {
         }
     }
 
-    /// `runs/new/<agent>` may be created (an existing agent's file); nothing else can.
+    /// Creates `name` in `parent` and opens it for writing, where the parent's namespace allows it (`runs/new/`).
     pub fn create(&self, parent: u64, name: &OsStr) -> Result<(Attr, Opened)> {
-        let parent_node = self.node(parent)?;
-        if parent_node != Node::RunsNew {
-            return Err(Error::read_only(tree::describe(&parent_node)));
-        }
-        let node = self.child(&parent_node, name)?;
-        let handle = self
-            .write_handle(&node)?
-            .ok_or_else(|| Error::read_only(tree::describe(&node)))?;
+        let (node, handle) = self.node(parent)?.namespace().create(self, name)?;
         let attr = self.entry_attr(&node)?;
         let fh = self.handles.insert(handle);
         Ok((
@@ -320,21 +314,11 @@ impl Vm0Fs {
         ))
     }
 
-    /// Truncation to zero, as `open(O_TRUNC)` asks, is accepted on the writable files; any other change is not.
+    /// Changes a file's size, where its namespace allows it (truncation to zero of the writable files, as
+    /// `open(O_TRUNC)` asks).
     pub fn truncate(&self, ino: u64, size: u64) -> Result<Attr> {
         let node = self.node(ino)?;
-        let writable = matches!(
-            node,
-            Node::NewRun { .. }
-                | Node::RunFile {
-                    file: RunFile::Ctl,
-                    ..
-                }
-                | Node::ControlFile(ControlFile::Pins)
-        );
-        if !writable || size != 0 {
-            return Err(Error::read_only(tree::describe(&node)));
-        }
+        node.namespace().truncate(self, size)?;
         self.attr(ino, &node)
     }
 
@@ -402,27 +386,6 @@ impl Vm0Fs {
             }
             _ => Ok(()),
         }
-    }
-
-    fn write_handle(&self, node: &Node) -> Result<Option<Handle>> {
-        Ok(match node {
-            Node::NewRun { agent } => {
-                self.meta.agent(agent)?;
-                Some(Handle::NewRun(Arc::new(Mutex::new(NewRunWrite {
-                    agent: agent.clone(),
-                    written: Vec::new(),
-                    dirty: false,
-                    writer_pid: None,
-                    outcome: None,
-                }))))
-            }
-            Node::RunFile {
-                id,
-                file: RunFile::Ctl,
-            } => Some(Handle::Ctl(id.clone())),
-            Node::ControlFile(ControlFile::Pins) => Some(Handle::Pins),
-            _ => None,
-        })
     }
 
     fn start_run(&self, write: &Mutex<NewRunWrite>) -> Result<()> {
@@ -514,10 +477,10 @@ impl Vm0Fs {
     /// Tells the kernel that a watched log grew. Only a number the table still holds is told: one the kernel forgot
     /// has nothing cached to invalidate, and asking for a number here would allocate one per poll.
     fn logs_changed(&self, run_id: &str) {
-        let logs = Node::RunFile {
+        let logs = Node::Runs(RunNode::File {
             id: run_id.to_string(),
             file: RunFile::Logs,
-        };
+        });
         if let (Some(invalidator), Some(ino)) =
             (self.invalidator.get(), self.inodes.known_ino(&logs))
         {
@@ -546,7 +509,32 @@ impl Vm0Fs {
         Ok(out)
     }
 
-    /// Any change to the tree other than through `runs/new/` and `ctl`.
+    /// Removes `name` from `parent`, where the parent's namespace allows it.
+    pub fn unlink(&self, parent: u64, name: &OsStr) -> Result<()> {
+        self.node(parent)?.namespace().unlink(self, name)
+    }
+
+    /// Renames `name` in `parent` to `new_name` in `new_parent`, where the namespace of `parent` allows it.
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        new_parent: u64,
+        new_name: &OsStr,
+    ) -> Result<()> {
+        let to = self.node(new_parent)?;
+        self.node(parent)?
+            .namespace()
+            .rename(self, name, &to, new_name)
+    }
+
+    /// Makes the directory `name` in `parent`, where the parent's namespace allows it.
+    pub fn mkdir(&self, parent: u64, name: &OsStr) -> Result<Attr> {
+        let node = self.node(parent)?.namespace().mkdir(self, name)?;
+        self.entry_attr(&node)
+    }
+
+    /// Any other change to the tree (mknod, symlink, link, rmdir, xattrs, `access(W_OK)`): refused everywhere.
     pub fn refuse_change(&self, ino: u64) -> Error {
         match self.node(ino) {
             Ok(node) => Error::read_only(tree::describe(&node)),

@@ -257,16 +257,24 @@ impl Filesystem for FuseAdapter {
         &self,
         _req: &Request,
         parent: INodeNo,
-        _name: &OsStr,
+        name: &OsStr,
         _mode: u32,
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        self.spawn(move |fs| reply.error(errno("mkdir", &fs.refuse_change(parent.0))));
+        let name = name.to_os_string();
+        self.spawn(move |fs| match fs.mkdir(parent.0, &name) {
+            Ok(attr) => reply.entry(&attr.ttl, &file_attr(&attr), GENERATION),
+            Err(e) => reply.error(errno("mkdir", &e)),
+        });
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        self.spawn(move |fs| reply.error(errno("unlink", &fs.refuse_change(parent.0))));
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = name.to_os_string();
+        self.spawn(move |fs| match fs.unlink(parent.0, &name) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("unlink", &e)),
+        });
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
@@ -288,13 +296,19 @@ impl Filesystem for FuseAdapter {
         &self,
         _req: &Request,
         parent: INodeNo,
-        _name: &OsStr,
-        _newparent: INodeNo,
-        _newname: &OsStr,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
         _flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |fs| reply.error(errno("rename", &fs.refuse_change(parent.0))));
+        let (name, newname) = (name.to_os_string(), newname.to_os_string());
+        self.spawn(
+            move |fs| match fs.rename(parent.0, &name, newparent.0, &newname) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("rename", &e)),
+            },
+        );
     }
 
     fn link(

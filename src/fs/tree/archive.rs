@@ -1,0 +1,291 @@
+//! The storage versions behind `volumes/` and `artifacts/`, and the entries of their extracted trees, shared by
+//! the read-only storage namespace and the head view of a volume.
+//!
+//! Inside an archive that is still downloading, a lookup, `getattr`, `open` or `readlink` of a path is answered
+//! as soon as that entry is extracted (`ArchiveCache::entry`, never keeping the provisional path it gives), while
+//! a listing, and a name the archive turns out not to hold, wait for the whole archive.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{FIXED_TTL, MIN_VERSION_PREFIX, MOVING_TTL, kind_of};
+use crate::api::models::{Storage, StorageKind};
+use crate::cache::{ArchiveInfo, DownloadSource};
+use crate::fs::error::{Error, Result};
+use crate::fs::handles::Handle;
+use crate::fs::inodes::Node;
+use crate::fs::{Attr, DirEntry, FileKind, Opened, Vm0Fs};
+
+/// How many times an entry served early is asked for when its path vanished (its download ended meanwhile).
+const EARLY_TRIES: u32 = 3;
+
+/// A storage version whose files are (or will be) in the cache.
+pub(in crate::fs) struct Version {
+    pub(in crate::fs) storage: Storage,
+    pub(in crate::fs) id: String,
+    pub(super) created_at: String,
+    pub(super) has_files: bool,
+    /// Bytes of file content (the API's version `size`).
+    pub(super) size: u64,
+}
+
+/// One version's extracted tree, as the nodes inside it name it.
+#[derive(Clone, Copy)]
+pub(super) struct Archive<'a> {
+    pub(super) kind: StorageKind,
+    pub(super) storage_id: &'a str,
+    pub(super) version_id: &'a str,
+}
+
+impl<'a> Archive<'a> {
+    pub(super) fn of(kind: StorageKind, version: &'a Version) -> Self {
+        Archive {
+            kind,
+            storage_id: &version.storage.id,
+            version_id: &version.id,
+        }
+    }
+}
+
+impl Vm0Fs {
+    /// The version a storage root shows: its head, or the pinned one. `None` when there are no files to show.
+    pub(in crate::fs) fn version(
+        &self,
+        kind: StorageKind,
+        name: &str,
+        pin: Option<&str>,
+    ) -> Result<Option<Version>> {
+        let storage = self.meta.storage(kind, name)?;
+        let Some(id) = pin
+            .map(str::to_string)
+            .or_else(|| storage.current_version_id.clone())
+        else {
+            return Ok(None);
+        };
+        let listed = self.meta.storage_versions(kind, &storage.id, false)?;
+        let found = listed.iter().find(|v| v.id == id).cloned();
+        let (created_at, has_files, size) = match found {
+            Some(v) => (v.created_at, v.file_count > 0, v.size),
+            // The head moved after the versions were listed: trust the storage object.
+            None if pin.is_none() => (
+                storage.updated_at.clone(),
+                storage.file_count > 0,
+                storage.size,
+            ),
+            None => return Err(Error::not_found(format!("{}/{name}@{id}", kind.plural()))),
+        };
+        Ok(Some(Version {
+            storage,
+            id,
+            created_at,
+            has_files,
+            size,
+        }))
+    }
+
+    /// The full version id that a prefix of at least 8 hex characters names, or `ENOENT`.
+    pub(super) fn resolve_prefix(
+        &self,
+        kind: StorageKind,
+        storage: &Storage,
+        prefix: &str,
+    ) -> Result<String> {
+        let prefix = prefix.to_ascii_lowercase();
+        let what = format!("{}/{}@{prefix}", kind.plural(), storage.name);
+        if prefix.len() < MIN_VERSION_PREFIX || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::not_found(format!(
+                "{what} (a version is named by at least {MIN_VERSION_PREFIX} hex characters)"
+            )));
+        }
+        for refresh in [false, true] {
+            let versions = self.meta.storage_versions(kind, &storage.id, refresh)?;
+            let matches: Vec<_> = versions
+                .iter()
+                .filter(|v| v.id.starts_with(&prefix))
+                .collect();
+            match matches.as_slice() {
+                [one] => return Ok(one.id.clone()),
+                [] => continue,
+                _ => {
+                    return Err(Error::not_found(format!(
+                        "{what}: the prefix names {} versions; use more characters",
+                        matches.len()
+                    )));
+                }
+            }
+        }
+        Err(Error::not_found(what))
+    }
+
+    /// Whether `path` is in the archive (`ENOENT` after the whole archive is known not to hold it).
+    pub(super) fn archive_holds(&self, archive: Archive<'_>, path: &Path) -> Result<bool> {
+        let (found, _) = self.on_archive_entry(archive, path, fs::symlink_metadata)?;
+        Ok(found.is_ok())
+    }
+
+    /// The attributes of an entry. A top-level entry is reached through `<name>/`, whose head may move, and so
+    /// is every entry of a head view (`deep_ttl`); deeper ones of a version never change. One served early is
+    /// asked again soon: a directory's time is final only once all is extracted.
+    pub(super) fn archive_attr(
+        &self,
+        ino: u64,
+        archive: Archive<'_>,
+        path: &Path,
+        deep_ttl: Duration,
+    ) -> Result<Attr> {
+        let (meta, early) = self.on_archive_entry(archive, path, fs::symlink_metadata)?;
+        let meta = meta?;
+        let ttl = if early {
+            MOVING_TTL
+        } else if path.components().count() == 1 {
+            self.config.metadata_ttl.min(FIXED_TTL)
+        } else {
+            deep_ttl
+        };
+        Ok(self.disk_attr(ino, &meta, ttl))
+    }
+
+    /// Opens an entry's cached file; `keep_cache` lets the kernel keep its pages across opens.
+    pub(super) fn archive_open(
+        &self,
+        archive: Archive<'_>,
+        path: &Path,
+        what: impl FnOnce() -> String,
+        keep_cache: bool,
+    ) -> Result<Opened> {
+        let open = |p: PathBuf| {
+            File::options()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(p)
+        };
+        let (file, _) = self.on_archive_entry(archive, path, open)?;
+        let file = file?;
+        if file.metadata()?.is_dir() {
+            return Err(Error::new(
+                libc::EISDIR,
+                format!("{}: is a directory", what()),
+            ));
+        }
+        let fh = self.handles.insert(Handle::Disk(Arc::new(file)));
+        Ok(Opened {
+            fh,
+            direct_io: false,
+            keep_cache,
+        })
+    }
+
+    pub(super) fn archive_link(&self, archive: Archive<'_>, path: &Path) -> Result<Vec<u8>> {
+        let (target, _) = self.on_archive_entry(archive, path, fs::read_link)?;
+        Ok(target?.into_os_string().into_encoded_bytes())
+    }
+
+    /// The names in the directory `dir` of the archive (the root when empty), sorted, as the nodes `node_at`
+    /// makes of their paths; waits for the whole archive.
+    pub(super) fn archive_children(
+        &self,
+        archive: Archive<'_>,
+        dir: &Path,
+        node_at: impl Fn(PathBuf) -> Node,
+        out: &mut Vec<DirEntry>,
+    ) -> Result<()> {
+        let root = self.tree(archive)?;
+        let mut names: Vec<(OsString, FileKind)> = Vec::new();
+        for entry in fs::read_dir(root.join(dir))? {
+            let entry = entry?;
+            let file_type = entry.file_type()?;
+            names.push((entry.file_name(), kind_of(&file_type)));
+        }
+        names.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, file_kind) in names {
+            let child = node_at(dir.join(&name));
+            out.push(self.entry(&child, file_kind, name));
+        }
+        Ok(())
+    }
+
+    /// The root of the extracted tree of a version, downloading it on first use (and waiting for all of it).
+    fn tree(&self, archive: Archive<'_>) -> Result<PathBuf> {
+        if let Some(root) = self.cache.lookup(archive.version_id) {
+            return Ok(root);
+        }
+        let info = self.archive_info(archive);
+        let source = self.archive_source(archive);
+        Ok(self.cache.fetch(archive.version_id, &info, &*source)?)
+    }
+
+    /// Runs `op` on the entry `rel` of a version's tree as soon as that entry can be read
+    /// (`ArchiveCache::entry`): while the version downloads, that is on its path in the staging tree, which
+    /// vanishes when the download ends (renamed into place, or deleted after a failure); a `NotFound` there asks
+    /// the cache again. The path is never kept. Returns `op`'s result, and whether the entry was served early.
+    fn on_archive_entry<T>(
+        &self,
+        archive: Archive<'_>,
+        rel: &Path,
+        op: impl Fn(PathBuf) -> io::Result<T>,
+    ) -> Result<(io::Result<T>, bool)> {
+        let version_id = archive.version_id;
+        if let Some(root) = self.cache.lookup(version_id) {
+            return Ok((op(root.join(rel)), false));
+        }
+        let info = self.archive_info(archive);
+        let source = self.archive_source(archive);
+        let mut tries = 0;
+        loop {
+            let found = self.cache.entry(version_id, &info, rel, source.clone())?;
+            let result = op(found.path);
+            tries += 1;
+            let vanished = matches!(&result, Err(e) if e.kind() == io::ErrorKind::NotFound);
+            if !(found.early && vanished && tries < EARLY_TRIES) {
+                return Ok((result, found.early));
+            }
+        }
+    }
+
+    /// How the cache downloads a version, when it has to.
+    fn archive_source(&self, archive: Archive<'_>) -> Arc<DownloadSource> {
+        let api = self.meta.api().clone();
+        let kind = archive.kind;
+        let storage_id = archive.storage_id.to_string();
+        let version_id = archive.version_id.to_string();
+        Arc::new(move || api.download(kind, &storage_id, Some(&version_id)))
+    }
+
+    /// How a download is shown in `vm0fs status` and the log, from the listings the mount already holds.
+    fn archive_info(&self, archive: Archive<'_>) -> ArchiveInfo {
+        let Archive {
+            kind,
+            storage_id,
+            version_id,
+        } = archive;
+        let storage = self
+            .meta
+            .storages(kind)
+            .ok()
+            .and_then(|all| all.iter().find(|s| s.id == storage_id).cloned());
+        let size = match &storage {
+            Some(s) if s.current_version_id.as_deref() == Some(version_id) => Some(s.size),
+            _ => self
+                .meta
+                .storage_versions(kind, storage_id, false)
+                .ok()
+                .and_then(|all| all.iter().find(|v| v.id == version_id).map(|v| v.size)),
+        };
+        let name = storage.as_ref().map_or(storage_id, |s| s.name.as_str());
+        let short = version_id.get(..MIN_VERSION_PREFIX).unwrap_or(version_id);
+        ArchiveInfo {
+            label: format!("{}/{name}@{short}", kind.plural()),
+            size,
+        }
+    }
+}
+
+/// The `ENOENT` of a name an archive does not hold.
+pub(super) fn not_in_archive(name: &OsStr) -> Error {
+    Error::not_found(name.to_string_lossy())
+}

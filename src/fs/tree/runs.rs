@@ -1,0 +1,422 @@
+//! The namespace of `runs/`: one directory per run with its files rendered from the API, `runs/latest`, and the
+//! two writable corners, `runs/new/<agent>` (write a prompt, close, a run starts) and `runs/<id>/ctl` (see
+//! `fs::writes`). A run that is still moving is believed for a second; a terminal one for good.
+
+use std::ffi::OsStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use super::{FIXED_TTL, MIN_VERSION_PREFIX, MOVING_TTL, Namespace, is_a_directory};
+use super::{file_by_name, is_safe_name, missing, name_of_file, not_a_directory};
+use super::{text_name, time_of, unique_safe_names};
+use crate::api::models::RunDetail;
+use crate::fs::error::{Error, Result};
+use crate::fs::handles::{Handle, NewRunWrite};
+use crate::fs::inodes::Node;
+use crate::fs::render;
+use crate::fs::{Attr, DirEntry, FileKind, Opened, Vm0Fs};
+
+const RUN_FILES: [(&str, RunFile); 8] = [
+    ("status", RunFile::Status),
+    ("run.json", RunFile::RunJson),
+    ("prompt", RunFile::Prompt),
+    ("logs", RunFile::Logs),
+    ("metrics.json", RunFile::MetricsJson),
+    ("output", RunFile::Output),
+    ("artifact", RunFile::Artifact),
+    ("ctl", RunFile::Ctl),
+];
+
+/// The files of a run's directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RunFile {
+    Status,
+    RunJson,
+    Prompt,
+    Logs,
+    MetricsJson,
+    Output,
+    /// Symlink to the run's artifact version.
+    Artifact,
+    /// Write `cancel` here to cancel the run.
+    Ctl,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RunNode {
+    /// `runs/`.
+    Dir,
+    /// `runs/latest`, a symlink to the newest run.
+    Latest,
+    /// `runs/new/`: one writable file per agent.
+    New,
+    /// `runs/new/<agent>`: write a prompt and close to start a run.
+    NewRun {
+        agent: String,
+    },
+    Run {
+        id: String,
+    },
+    File {
+        id: String,
+        file: RunFile,
+    },
+}
+
+impl RunNode {
+    /// The bytes of a run's file rendered from the API, its mtime and its attribute TTL.
+    fn content(&self, fs: &Vm0Fs) -> Result<(Vec<u8>, SystemTime, Duration)> {
+        let RunNode::File { id, file } = self else {
+            return Err(is_a_directory(self));
+        };
+        let run = fs.meta.run(id)?;
+        let bytes = match file {
+            RunFile::Status => render::text(run.status.as_str()),
+            RunFile::RunJson => render::json(&*run),
+            RunFile::Prompt => render::text(&run.prompt),
+            RunFile::Logs => {
+                let api = fs.meta.api().as_ref();
+                fs.live_logs.current(api, id, run.status.is_terminal())?
+            }
+            RunFile::Ctl => Vec::new(),
+            RunFile::MetricsJson => render::json(&*fs.meta.run_metrics(&run)?),
+            RunFile::Output => {
+                let output = fs
+                    .meta
+                    .run_output(&run)?
+                    .ok_or_else(|| Error::not_found(self.describe()))?;
+                render::text(&output)
+            }
+            RunFile::Artifact => {
+                return Err(Error::new(
+                    libc::EINVAL,
+                    format!("{}: a symbolic link", self.describe()),
+                ));
+            }
+        };
+        Ok((bytes, run_mtime(&run, fs.mounted_at), run_ttl(&run)))
+    }
+}
+
+fn run_file_exists(fs: &Vm0Fs, run: &RunDetail, file: RunFile) -> Result<bool> {
+    Ok(match file {
+        RunFile::Output => fs.meta.run_output(run)?.is_some(),
+        RunFile::Artifact => artifact_link(run).is_some(),
+        _ => true,
+    })
+}
+
+impl Namespace for RunNode {
+    fn child(&self, fs: &Vm0Fs, name: &OsStr) -> Result<Node> {
+        let parent = Node::Runs(self.clone());
+        let text = text_name(&parent, name)?;
+        Ok(Node::Runs(match self {
+            RunNode::Dir if text == "new" => RunNode::New,
+            RunNode::Dir if text == "latest" => {
+                fs.meta
+                    .latest_run()?
+                    .ok_or_else(|| missing(&parent, name))?;
+                RunNode::Latest
+            }
+            RunNode::Dir => {
+                if fs.meta.listed_run(text).is_none() {
+                    fs.meta.run(text)?;
+                }
+                RunNode::Run {
+                    id: text.to_string(),
+                }
+            }
+            RunNode::New => {
+                fs.meta.agent(text)?;
+                RunNode::NewRun {
+                    agent: text.to_string(),
+                }
+            }
+            RunNode::Run { id } => {
+                let file = file_by_name(&RUN_FILES, text).ok_or_else(|| missing(&parent, name))?;
+                let run = fs.meta.run(id)?;
+                if !run_file_exists(fs, &run, file)? {
+                    return Err(missing(&parent, name));
+                }
+                RunNode::File {
+                    id: id.clone(),
+                    file,
+                }
+            }
+            RunNode::Latest | RunNode::NewRun { .. } | RunNode::File { .. } => {
+                return Err(not_a_directory(self));
+            }
+        }))
+    }
+
+    fn attr(&self, fs: &Vm0Fs, ino: u64) -> Result<Attr> {
+        let fixed = fs.mounted_at;
+        match self {
+            RunNode::Dir => Ok(fs.dir_attr(ino, fixed, fs.config.metadata_ttl.min(FIXED_TTL))),
+            RunNode::New => Ok(fs.make_attr(ino, FileKind::Directory, 0, 0o755, fixed, MOVING_TTL)),
+            RunNode::NewRun { agent } => {
+                fs.meta.agent(agent)?;
+                let size = fs.new_run_outcome(agent).len() as u64;
+                // No attribute caching: a close on another handle changes the content at any time.
+                Ok(fs.make_attr(ino, FileKind::File, size, 0o644, fixed, Duration::ZERO))
+            }
+            RunNode::File {
+                id,
+                file: RunFile::Ctl,
+            } => {
+                let run = fs.meta.run(id)?;
+                let mtime = run_mtime(&run, fixed);
+                Ok(fs.make_attr(ino, FileKind::File, 0, 0o200, mtime, MOVING_TTL))
+            }
+            RunNode::Run { id } => {
+                // `ls -l runs/` must not cost one request per run: a fresh listing is as good as the detail.
+                let (mtime, ttl) = match fs.meta.listed_run(id) {
+                    Some(run) => (
+                        run_times(&run.created_at, &run.started_at, &run.completed_at, fixed),
+                        if run.status.is_terminal() {
+                            FIXED_TTL
+                        } else {
+                            MOVING_TTL
+                        },
+                    ),
+                    _ => {
+                        let run = fs.meta.run(id)?;
+                        (run_mtime(&run, fixed), run_ttl(&run))
+                    }
+                };
+                Ok(fs.dir_attr(ino, mtime, ttl))
+            }
+            RunNode::Latest => {
+                let target = self.link_target(fs)?;
+                Ok(fs.symlink_attr(ino, target.len(), fixed, MOVING_TTL))
+            }
+            RunNode::File {
+                id,
+                file: RunFile::Artifact,
+            } => {
+                let run = fs.meta.run(id)?;
+                let target =
+                    artifact_link(&run).ok_or_else(|| Error::not_found(self.describe()))?;
+                Ok(fs.symlink_attr(ino, target.len(), run_mtime(&run, fixed), run_ttl(&run)))
+            }
+            RunNode::File { .. } => {
+                let (content, mtime, ttl) = self.content(fs)?;
+                Ok(fs.file_attr(ino, content.len() as u64, mtime, ttl))
+            }
+        }
+    }
+
+    fn children(&self, fs: &Vm0Fs, out: &mut Vec<DirEntry>) -> Result<()> {
+        match self {
+            RunNode::Dir => {
+                out.push(fs.entry(&Node::Runs(RunNode::New), FileKind::Directory, "new"));
+                let runs = fs.meta.runs()?;
+                if !runs.is_empty() {
+                    out.push(fs.entry(&Node::Runs(RunNode::Latest), FileKind::Symlink, "latest"));
+                }
+                for id in unique_safe_names("run", runs.iter().map(|r| r.id.as_str())) {
+                    let child = Node::Runs(RunNode::Run { id: id.to_string() });
+                    out.push(fs.entry(&child, FileKind::Directory, id));
+                }
+            }
+            RunNode::Run { id } => {
+                let run = fs.meta.run(id)?;
+                for (file_name, file) in RUN_FILES {
+                    if run_file_exists(fs, &run, file)? {
+                        let kind = if file == RunFile::Artifact {
+                            FileKind::Symlink
+                        } else {
+                            FileKind::File
+                        };
+                        let child = Node::Runs(RunNode::File {
+                            id: id.clone(),
+                            file,
+                        });
+                        out.push(fs.entry(&child, kind, file_name));
+                    }
+                }
+            }
+            RunNode::New => {
+                let agents = fs.meta.agents()?;
+                for name in unique_safe_names("agent", agents.iter().map(|a| a.name.as_str())) {
+                    let child = Node::Runs(RunNode::NewRun {
+                        agent: name.to_string(),
+                    });
+                    out.push(fs.entry(&child, FileKind::File, name));
+                }
+            }
+            RunNode::Latest | RunNode::NewRun { .. } | RunNode::File { .. } => {
+                return Err(not_a_directory(self));
+            }
+        }
+        Ok(())
+    }
+
+    fn open(&self, fs: &Vm0Fs) -> Result<Opened> {
+        match self {
+            RunNode::File {
+                id,
+                file: RunFile::Logs,
+            } => {
+                fs.live_logs.opened(id);
+                Ok(fs.open_handle(Handle::Log(id.clone())))
+            }
+            RunNode::NewRun { agent } => {
+                let content = Arc::new(fs.new_run_outcome(agent));
+                Ok(fs.open_handle(Handle::Content(content)))
+            }
+            RunNode::File { .. } => {
+                let (content, _, _) = self.content(fs)?;
+                Ok(fs.open_handle(Handle::Content(Arc::new(content))))
+            }
+            RunNode::Dir | RunNode::Latest | RunNode::New | RunNode::Run { .. } => {
+                Err(is_a_directory(self))
+            }
+        }
+    }
+
+    fn parent(&self) -> Node {
+        Node::Runs(match self {
+            RunNode::Dir => return Node::Root,
+            RunNode::Latest | RunNode::Run { .. } | RunNode::New => RunNode::Dir,
+            RunNode::NewRun { .. } => RunNode::New,
+            RunNode::File { id, .. } => RunNode::Run { id: id.clone() },
+        })
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            RunNode::Dir => "runs".into(),
+            RunNode::Latest => "runs/latest".into(),
+            RunNode::New => "runs/new".into(),
+            RunNode::NewRun { agent } => format!("runs/new/{agent}"),
+            RunNode::Run { id } => format!("runs/{id}"),
+            RunNode::File { id, file } => {
+                format!("runs/{id}/{}", name_of_file(&RUN_FILES, *file))
+            }
+        }
+    }
+
+    fn link_target(&self, fs: &Vm0Fs) -> Result<Vec<u8>> {
+        match self {
+            RunNode::Latest => {
+                let run = fs
+                    .meta
+                    .latest_run()?
+                    .ok_or_else(|| Error::not_found("runs/latest"))?;
+                Ok(run.id.into_bytes())
+            }
+            RunNode::File {
+                id,
+                file: RunFile::Artifact,
+            } => {
+                let run = fs.meta.run(id)?;
+                artifact_link(&run)
+                    .map(String::into_bytes)
+                    .ok_or_else(|| Error::not_found(self.describe()))
+            }
+            _ => Err(Error::new(
+                libc::EINVAL,
+                format!("{}: not a symbolic link", self.describe()),
+            )),
+        }
+    }
+
+    fn xattrs(&self, fs: &Vm0Fs) -> Result<Vec<(&'static str, String)>> {
+        Ok(match self {
+            RunNode::Run { id } => vec![("user.vm0.id", fs.meta.run(id)?.id.clone())],
+            _ => Vec::new(),
+        })
+    }
+
+    fn open_write(&self, fs: &Vm0Fs) -> Result<Option<Handle>> {
+        Ok(match self {
+            RunNode::NewRun { agent } => {
+                fs.meta.agent(agent)?;
+                Some(Handle::NewRun(Arc::new(Mutex::new(NewRunWrite {
+                    agent: agent.clone(),
+                    written: Vec::new(),
+                    dirty: false,
+                    writer_pid: None,
+                    outcome: None,
+                }))))
+            }
+            RunNode::File {
+                id,
+                file: RunFile::Ctl,
+            } => Some(Handle::Ctl(id.clone())),
+            _ => None,
+        })
+    }
+
+    /// `runs/new/<agent>` may be created (an existing agent's file); nothing else can.
+    fn create(&self, fs: &Vm0Fs, name: &OsStr) -> Result<(Node, Handle)> {
+        if *self != RunNode::New {
+            return Err(Error::read_only(self.describe()));
+        }
+        let node = fs.child(&Node::Runs(RunNode::New), name)?;
+        let handle = node
+            .namespace()
+            .open_write(fs)?
+            .ok_or_else(|| Error::read_only(node.namespace().describe()))?;
+        Ok((node, handle))
+    }
+
+    /// Truncation to zero, as `open(O_TRUNC)` asks, is accepted on the writable files.
+    fn truncate(&self, _fs: &Vm0Fs, size: u64) -> Result<()> {
+        let writable = matches!(
+            self,
+            RunNode::NewRun { .. }
+                | RunNode::File {
+                    file: RunFile::Ctl,
+                    ..
+                }
+        );
+        if writable && size == 0 {
+            Ok(())
+        } else {
+            Err(Error::read_only(self.describe()))
+        }
+    }
+}
+
+/// `runs/<id>/artifact` → `../../artifacts/<name>@<version>`, when the run produced one.
+fn artifact_link(run: &RunDetail) -> Option<String> {
+    let name = run.artifact_name.as_deref()?;
+    let version = run.artifact_version.as_deref()?;
+    let valid = is_safe_name(name)
+        && version.len() >= MIN_VERSION_PREFIX
+        && version.bytes().all(|b| b.is_ascii_hexdigit());
+    valid.then(|| format!("../../artifacts/{name}@{version}"))
+}
+
+fn run_ttl(run: &RunDetail) -> Duration {
+    if run.status.is_terminal() {
+        FIXED_TTL
+    } else {
+        MOVING_TTL
+    }
+}
+
+fn run_mtime(run: &RunDetail, fallback: SystemTime) -> SystemTime {
+    run_times(
+        &run.created_at,
+        &run.started_at,
+        &run.completed_at,
+        fallback,
+    )
+}
+
+/// A run changes when it is created, starts and ends: its mtime is the latest of these.
+fn run_times(
+    created: &str,
+    started: &Option<String>,
+    completed: &Option<String>,
+    fallback: SystemTime,
+) -> SystemTime {
+    let latest = completed
+        .as_deref()
+        .or(started.as_deref())
+        .unwrap_or(created);
+    time_of(latest, fallback)
+}

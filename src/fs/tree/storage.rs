@@ -1,0 +1,340 @@
+//! The read-only storage namespace: `volumes/` and `artifacts/` themselves, an artifact's head
+//! (`artifacts/<name>`), any pinned version (`<kind>/<name>@<version prefix>`), and the entries of those versions.
+//! An entry is named by its version id, so a version's inodes never change meaning, and all but the top level are
+//! believed for good. A volume's head is the writable view of `volume.rs`.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+
+use super::archive::{Archive, Version, not_in_archive};
+use super::{FIXED_TTL, Namespace, is_a_directory, missing, text_name};
+use super::{VolumeNode, time_of, unique_safe_names};
+use crate::api::models::StorageKind;
+use crate::fs::error::{Error, Result};
+use crate::fs::inodes::Node;
+use crate::fs::{Attr, DirEntry, FileKind, Opened, Vm0Fs};
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum StorageNode {
+    /// `volumes/` or `artifacts/`.
+    Dir(StorageKind),
+    /// `artifacts/<name>` (head, `pin: None`) or `<kind>/<name>@<prefix>` (pinned to a full version id).
+    Root {
+        kind: StorageKind,
+        name: String,
+        pin: Option<String>,
+    },
+    /// A file or directory inside an extracted version; `path` is relative to the version's root and not empty.
+    Entry {
+        kind: StorageKind,
+        storage_id: String,
+        version_id: String,
+        path: PathBuf,
+    },
+}
+
+impl StorageNode {
+    /// The node of `path` inside the version of `archive`.
+    fn entry_at(archive: Archive<'_>, path: PathBuf) -> Node {
+        Node::Storage(StorageNode::Entry {
+            kind: archive.kind,
+            storage_id: archive.storage_id.to_string(),
+            version_id: archive.version_id.to_string(),
+            path,
+        })
+    }
+}
+
+impl Vm0Fs {
+    /// `<kind>/<name>` or `<kind>/<name>@<version prefix>`; a volume's head is its writable view.
+    fn storage_root(&self, kind: StorageKind, name: &str) -> Result<Node> {
+        let (base, prefix) = match name.rsplit_once('@') {
+            Some((base, prefix)) => (base, Some(prefix)),
+            None => (name, None),
+        };
+        let storage = self.meta.storage(kind, base)?;
+        let pin = match prefix {
+            None if kind == StorageKind::Volume => {
+                return Ok(Node::Volume(VolumeNode::Root {
+                    name: base.to_string(),
+                }));
+            }
+            None => None,
+            Some(prefix) => Some(self.resolve_prefix(kind, &storage, prefix)?),
+        };
+        Ok(Node::Storage(StorageNode::Root {
+            kind,
+            name: base.to_string(),
+            pin,
+        }))
+    }
+
+    /// The version a storage root shows (a volume's head, an artifact's, or a pinned one), for `.vm0fs/pins`.
+    pub(in crate::fs) fn version_of_root(&self, node: &Node) -> Result<Option<Version>> {
+        match node {
+            Node::Storage(StorageNode::Root { kind, name, pin }) => {
+                self.version(*kind, name, pin.as_deref())
+            }
+            Node::Volume(VolumeNode::Root { name }) => {
+                self.version(StorageKind::Volume, name, None)
+            }
+            _ => Err(Error::not_found(node.namespace().describe())),
+        }
+    }
+
+    /// The child `name` at the top of a version's tree.
+    pub(super) fn archive_top_child(
+        &self,
+        kind: StorageKind,
+        version: Option<&Version>,
+        name: &OsStr,
+        node_at: impl FnOnce(Archive<'_>, PathBuf) -> Node,
+    ) -> Result<Node> {
+        let version = version
+            .filter(|v| v.has_files)
+            .ok_or_else(|| not_in_archive(name))?;
+        let archive = Archive::of(kind, version);
+        let path = PathBuf::from(name);
+        if !self.archive_holds(archive, &path)? {
+            return Err(not_in_archive(name));
+        }
+        Ok(node_at(archive, path))
+    }
+
+    /// Lists the top of a version's tree, if it has files.
+    pub(super) fn archive_top_children(
+        &self,
+        kind: StorageKind,
+        version: Option<Version>,
+        node_at: impl Fn(Archive<'_>, PathBuf) -> Node,
+        out: &mut Vec<DirEntry>,
+    ) -> Result<()> {
+        if let Some(version) = version.filter(|v| v.has_files) {
+            let archive = Archive::of(kind, &version);
+            self.archive_children(archive, Path::new(""), |p| node_at(archive, p), out)?;
+        }
+        Ok(())
+    }
+
+    /// The extended attributes of a storage root: the storage's id, and the id and size of the version shown.
+    pub(super) fn root_xattrs(
+        &self,
+        kind: StorageKind,
+        name: &str,
+        pin: Option<&str>,
+    ) -> Result<Vec<(&'static str, String)>> {
+        let storage = self.meta.storage(kind, name)?;
+        let mut attrs = vec![("user.vm0.id", storage.id.clone())];
+        if let Some(version) = self.version(kind, name, pin)? {
+            attrs.push(("user.vm0.version", version.id));
+            attrs.push(("user.vm0.size", version.size.to_string()));
+        }
+        Ok(attrs)
+    }
+}
+
+impl Namespace for StorageNode {
+    fn child(&self, fs: &Vm0Fs, name: &OsStr) -> Result<Node> {
+        match self {
+            StorageNode::Dir(kind) => {
+                let text = text_name(&Node::Storage(self.clone()), name)?;
+                fs.storage_root(*kind, text)
+            }
+            StorageNode::Root {
+                kind,
+                name: storage_name,
+                pin,
+            } => {
+                let version = fs.version(*kind, storage_name, pin.as_deref())?;
+                fs.archive_top_child(*kind, version.as_ref(), name, StorageNode::entry_at)
+            }
+            StorageNode::Entry {
+                kind,
+                storage_id,
+                version_id,
+                path,
+            } => {
+                let archive = Archive {
+                    kind: *kind,
+                    storage_id,
+                    version_id,
+                };
+                let path = path.join(name);
+                if !fs.archive_holds(archive, &path)? {
+                    return Err(missing(&Node::Storage(self.clone()), name));
+                }
+                Ok(StorageNode::entry_at(archive, path))
+            }
+        }
+    }
+
+    fn attr(&self, fs: &Vm0Fs, ino: u64) -> Result<Attr> {
+        let fixed = fs.mounted_at;
+        match self {
+            StorageNode::Dir(_) => {
+                Ok(fs.dir_attr(ino, fixed, fs.config.metadata_ttl.min(FIXED_TTL)))
+            }
+            StorageNode::Root { kind, name, pin } => {
+                let (mtime, ttl) = match pin {
+                    Some(_) => match fs.version(*kind, name, pin.as_deref())? {
+                        Some(v) => (time_of(&v.created_at, fixed), FIXED_TTL),
+                        None => (fixed, FIXED_TTL),
+                    },
+                    None => {
+                        let storage = fs.meta.storage(*kind, name)?;
+                        (time_of(&storage.updated_at, fixed), fs.config.metadata_ttl)
+                    }
+                };
+                Ok(fs.dir_attr(ino, mtime, ttl))
+            }
+            StorageNode::Entry {
+                kind,
+                storage_id,
+                version_id,
+                path,
+            } => {
+                let archive = Archive {
+                    kind: *kind,
+                    storage_id,
+                    version_id,
+                };
+                fs.archive_attr(ino, archive, path, FIXED_TTL)
+            }
+        }
+    }
+
+    fn children(&self, fs: &Vm0Fs, out: &mut Vec<DirEntry>) -> Result<()> {
+        match self {
+            StorageNode::Dir(kind) => {
+                let storages = fs.meta.storages(*kind)?;
+                let what = kind.title();
+                for name in unique_safe_names(what, storages.iter().map(|s| s.name.as_str())) {
+                    let child = match kind {
+                        StorageKind::Volume => Node::Volume(VolumeNode::Root {
+                            name: name.to_string(),
+                        }),
+                        StorageKind::Artifact => Node::Storage(StorageNode::Root {
+                            kind: *kind,
+                            name: name.to_string(),
+                            pin: None,
+                        }),
+                    };
+                    out.push(fs.entry(&child, FileKind::Directory, name));
+                }
+                Ok(())
+            }
+            StorageNode::Root { kind, name, pin } => {
+                let version = fs.version(*kind, name, pin.as_deref())?;
+                fs.archive_top_children(*kind, version, StorageNode::entry_at, out)
+            }
+            StorageNode::Entry {
+                kind,
+                storage_id,
+                version_id,
+                path,
+            } => {
+                let archive = Archive {
+                    kind: *kind,
+                    storage_id,
+                    version_id,
+                };
+                fs.archive_children(archive, path, |p| StorageNode::entry_at(archive, p), out)
+            }
+        }
+    }
+
+    fn open(&self, fs: &Vm0Fs) -> Result<Opened> {
+        let StorageNode::Entry {
+            kind,
+            storage_id,
+            version_id,
+            path,
+        } = self
+        else {
+            return Err(is_a_directory(self));
+        };
+        let archive = Archive {
+            kind: *kind,
+            storage_id,
+            version_id,
+        };
+        // A version never changes: its pages stay cached across opens.
+        fs.archive_open(archive, path, || self.describe(), true)
+    }
+
+    fn parent(&self) -> Node {
+        Node::Storage(match self {
+            StorageNode::Dir(_) => return Node::Root,
+            StorageNode::Root { kind, .. } => StorageNode::Dir(*kind),
+            StorageNode::Entry {
+                kind,
+                storage_id,
+                version_id,
+                path,
+            } => match path.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => StorageNode::Entry {
+                    kind: *kind,
+                    storage_id: storage_id.clone(),
+                    version_id: version_id.clone(),
+                    path: parent.to_path_buf(),
+                },
+                _ => StorageNode::Dir(*kind),
+            },
+        })
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            StorageNode::Dir(kind) => kind.plural().into(),
+            StorageNode::Root {
+                kind,
+                name,
+                pin: None,
+            } => format!("{}/{name}", kind.plural()),
+            StorageNode::Root {
+                kind,
+                name,
+                pin: Some(v),
+            } => format!("{}/{name}@{v}", kind.plural()),
+            StorageNode::Entry {
+                kind,
+                version_id,
+                path,
+                ..
+            } => format!(
+                "{} version {version_id}: {}",
+                kind.plural(),
+                path.to_string_lossy()
+            ),
+        }
+    }
+
+    fn link_target(&self, fs: &Vm0Fs) -> Result<Vec<u8>> {
+        match self {
+            StorageNode::Entry {
+                kind,
+                storage_id,
+                version_id,
+                path,
+            } => {
+                let archive = Archive {
+                    kind: *kind,
+                    storage_id,
+                    version_id,
+                };
+                fs.archive_link(archive, path)
+            }
+            _ => Err(Error::new(
+                libc::EINVAL,
+                format!("{}: not a symbolic link", self.describe()),
+            )),
+        }
+    }
+
+    fn xattrs(&self, fs: &Vm0Fs) -> Result<Vec<(&'static str, String)>> {
+        match self {
+            StorageNode::Root { kind, name, pin } => fs.root_xattrs(*kind, name, pin.as_deref()),
+            _ => Ok(Vec::new()),
+        }
+    }
+}
