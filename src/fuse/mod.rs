@@ -210,7 +210,7 @@ impl Filesystem for FuseAdapter {
         gid: Option<u32>,
         size: Option<u64>,
         _atime: Option<TimeOrNow>,
-        _mtime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         _fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
@@ -219,18 +219,17 @@ impl Filesystem for FuseAdapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        // Only the truncation of `open(O_TRUNC)` on a writable file is accepted; times are ignored there.
-        let only_size = mode.is_none() && uid.is_none() && gid.is_none();
-        self.spawn(move |fs| {
-            let result = match size {
-                Some(size) if only_size => fs.truncate(ino.0, size),
-                _ => Err(fs.refuse_change(ino.0)),
-            };
-            match result {
+        let owner_changed = uid.is_some() || gid.is_some();
+        let mtime = mtime.map(|t| match t {
+            TimeOrNow::SpecificTime(t) => t,
+            TimeOrNow::Now => SystemTime::now(),
+        });
+        self.spawn(
+            move |fs| match fs.setattr(ino.0, mode, owner_changed, size, mtime) {
                 Ok(attr) => reply.attr(&attr.ttl, &file_attr(&attr)),
                 Err(e) => reply.error(errno("setattr", &e)),
-            }
-        });
+            },
+        );
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -250,7 +249,10 @@ impl Filesystem for FuseAdapter {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        self.spawn(move |fs| reply.error(errno("mknod", &fs.refuse_change(parent.0))));
+        self.spawn(move |fs| {
+            let e = fs.refuse_special(parent.0, "a device, FIFO or socket");
+            reply.error(errno("mknod", &e))
+        });
     }
 
     fn mkdir(
@@ -258,12 +260,12 @@ impl Filesystem for FuseAdapter {
         _req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        _mode: u32,
-        _umask: u32,
+        mode: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
         let name = name.to_os_string();
-        self.spawn(move |fs| match fs.mkdir(parent.0, &name) {
+        self.spawn(move |fs| match fs.mkdir(parent.0, &name, mode & !umask) {
             Ok(attr) => reply.entry(&attr.ttl, &file_attr(&attr), GENERATION),
             Err(e) => reply.error(errno("mkdir", &e)),
         });
@@ -277,19 +279,27 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        self.spawn(move |fs| reply.error(errno("rmdir", &fs.refuse_change(parent.0))));
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = name.to_os_string();
+        self.spawn(move |fs| match fs.rmdir(parent.0, &name) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("rmdir", &e)),
+        });
     }
 
     fn symlink(
         &self,
         _req: &Request,
         parent: INodeNo,
-        _link_name: &OsStr,
-        _target: &Path,
+        link_name: &OsStr,
+        target: &Path,
         reply: ReplyEntry,
     ) {
-        self.spawn(move |fs| reply.error(errno("symlink", &fs.refuse_change(parent.0))));
+        let (name, target) = (link_name.to_os_string(), target.to_path_buf());
+        self.spawn(move |fs| match fs.symlink(parent.0, &name, &target) {
+            Ok(attr) => reply.entry(&attr.ttl, &file_attr(&attr), GENERATION),
+            Err(e) => reply.error(errno("symlink", &e)),
+        });
     }
 
     fn rename(
@@ -319,7 +329,7 @@ impl Filesystem for FuseAdapter {
         _newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        self.spawn(move |fs| reply.error(errno("link", &fs.refuse_change(ino.0))));
+        self.spawn(move |fs| reply.error(errno("link", &fs.refuse_special(ino.0, "a hard link"))));
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -416,16 +426,20 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    /// Nothing is kept in memory that a disk could hold: an editor's fsync succeeds (the run starts at close).
+    /// A volume file's bytes reach the local disk (nothing is published); elsewhere nothing is kept in memory
+    /// that a disk could hold, so an editor's fsync succeeds (a run starts at close).
     fn fsync(
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        self.spawn(move |fs| match fs.fsync(fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("fsync", &e)),
+        });
     }
 
     fn release(
@@ -526,13 +540,14 @@ impl Filesystem for FuseAdapter {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _name: &OsStr,
+        name: &OsStr,
         _value: &[u8],
         _flags: i32,
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |fs| reply.error(errno("setxattr", &fs.refuse_change(ino.0))));
+        let name = name.to_os_string();
+        self.spawn(move |fs| reply.error(errno("setxattr", &fs.refuse_xattr_change(ino.0, &name))));
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -555,13 +570,19 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    fn removexattr(&self, _req: &Request, ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        self.spawn(move |fs| reply.error(errno("removexattr", &fs.refuse_change(ino.0))));
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = name.to_os_string();
+        self.spawn(move |fs| {
+            reply.error(errno("removexattr", &fs.refuse_xattr_change(ino.0, &name)))
+        });
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         if mask.contains(AccessFlags::W_OK) {
-            self.spawn(move |fs| reply.error(errno("access", &fs.refuse_change(ino.0))));
+            self.spawn(move |fs| match fs.access_write(ino.0) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("access", &e)),
+            });
         } else {
             reply.ok();
         }
@@ -572,19 +593,23 @@ impl Filesystem for FuseAdapter {
         _req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        _mode: u32,
-        _umask: u32,
+        mode: u32,
+        umask: u32,
         _flags: i32,
         reply: ReplyCreate,
     ) {
         let name = name.to_os_string();
-        self.spawn(move |fs| match fs.create(parent.0, &name) {
+        self.spawn(move |fs| match fs.create(parent.0, &name, mode & !umask) {
             Ok((attr, opened)) => reply.created(
                 &attr.ttl,
                 &file_attr(&attr),
                 GENERATION,
                 FileHandle(opened.fh),
-                FopenFlags::FOPEN_DIRECT_IO,
+                if opened.direct_io {
+                    FopenFlags::FOPEN_DIRECT_IO
+                } else {
+                    FopenFlags::empty()
+                },
             ),
             Err(e) => reply.error(errno("create", &e)),
         });

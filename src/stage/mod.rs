@@ -163,7 +163,7 @@ impl Stage {
                 format!("stage/{storage_id}/journal has no Base record"),
             ));
         };
-        let volume = self.fresh(storage_id, &name, version, layout)?;
+        let volume = self.fresh(storage_id, &name, version, true, layout)?;
         {
             let mut st = volume.lock();
             for r in &records[1..] {
@@ -190,18 +190,18 @@ impl Stage {
         storage_id: &str,
         name: &str,
         version: Option<String>,
+        has_files: bool,
         layout: VolumeLayout,
     ) -> Result<Arc<VolumeStage>> {
         let label = format!("volumes/{name}");
         let (tree, base_root) = match &version {
-            Some(v) => {
-                let root = self.base_root(storage_id, &label, v)?;
-                (
-                    walk_base(&root).map_err(|e| io_error(&label, e))?,
-                    Some(root),
-                )
-            }
-            None => (Tree::default(), None),
+            Some(v) if has_files => match self.base_root(storage_id, &label, v) {
+                Ok(root) => (walk_base(&root).map_err(|e| io_error(&label, e))?, Some(root)),
+                // A version with no files has no archive (CONTRACT.md 6.4): an empty tree.
+                Err(e) if e.errno == libc::ENOENT => (Tree::default(), None),
+                Err(e) => return Err(e),
+            },
+            _ => (Tree::default(), None),
         };
         Ok(Arc::new(VolumeStage {
             storage_id: storage_id.to_string(),
@@ -239,11 +239,13 @@ impl Stage {
 
     /// The writable head view of a volume whose head is `head` (from the API). A volume without staged changes
     /// follows the head; one with changes stays on the version its changes are based on.
+    /// `has_files` is false for a head version with no files (the API serves no archive for it).
     pub fn volume(
         &self,
         storage_id: &str,
         name: &str,
         head: Option<&str>,
+        has_files: bool,
     ) -> Result<Arc<VolumeStage>> {
         if !layout::valid_storage_id(storage_id) {
             return Err(StageError::new(
@@ -262,10 +264,15 @@ impl Stage {
         if layout.journal().is_file() {
             return self.replay(storage_id);
         }
-        let fresh = self.fresh(storage_id, name, head.map(String::from), layout)?;
+        let fresh = self.fresh(storage_id, name, head.map(String::from), has_files, layout)?;
         self.lock_volumes()
             .insert(storage_id.to_string(), fresh.clone());
         Ok(fresh)
+    }
+
+    /// The stage of a volume already opened by name.
+    pub fn loaded(&self, storage_id: &str) -> Option<Arc<VolumeStage>> {
+        self.lock_volumes().get(storage_id).cloned()
     }
 
     /// Publishes a volume now and waits: the new version's id, or why not.
