@@ -24,7 +24,11 @@ fn mount(emu: &Emulator) -> Mount {
 
 /// `vm0fs sync PATH`: its stdout, or a failure with what it said.
 fn sync(path: &Path) -> String {
-    let out = vm0fs().arg("sync").arg(path).output().expect("run vm0fs sync");
+    let out = vm0fs()
+        .arg("sync")
+        .arg(path)
+        .output()
+        .expect("run vm0fs sync");
     assert!(
         out.status.success(),
         "vm0fs sync {} failed: {}",
@@ -110,11 +114,17 @@ fn edits_by_common_tools_are_published_byte_exact() {
     ok(&format!(
         "cd {v} && python3 -c \"import os,tempfile; fd,p=tempfile.mkstemp(dir='.'); os.write(fd,b'replaced'); os.close(fd); os.replace(p,'py')\""
     ));
-    assert_eq!(std::fs::read_to_string(vol.join("text")).unwrap(), "one\nTWO\nthree\ntail\n");
+    assert_eq!(
+        std::fs::read_to_string(vol.join("text")).unwrap(),
+        "one\nTWO\nthree\ntail\n"
+    );
     let numbers = std::fs::read(vol.join("dir/sub/numbers")).unwrap();
     assert_eq!(numbers.len(), 100);
     assert_eq!(&numbers[10..13], b"XYZ");
-    let mode = std::fs::metadata(vol.join("run.sh")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(vol.join("run.sh"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o111, 0o111, "chmod +x is seen locally");
     assert!(!vol.join("gone").exists());
     assert!(!vol.join("many").exists());
@@ -181,7 +191,9 @@ fn what_a_volume_cannot_hold_is_refused_with_its_errno() {
     assert!(
         errno_of(&format!("setfattr -n user.other -v 1 {v}/f")).contains("Operation not supported")
     );
-    assert!(errno_of(&format!("mkdir {}", q(&m.path("volumes/Bad_Name")))).contains("Invalid argument"));
+    assert!(
+        errno_of(&format!("mkdir {}", q(&m.path("volumes/Bad_Name")))).contains("Invalid argument")
+    );
     assert!(errno_of(&format!("rmdir {v}")).contains("Operation not permitted"));
     // A rename into another volume is EXDEV, so mv copies instead (and the copy works).
     std::fs::create_dir(m.path("volumes/other")).unwrap();
@@ -199,8 +211,13 @@ fn what_a_volume_cannot_hold_is_refused_with_its_errno() {
         assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
     }
     // A symlink that stays inside works.
-    ok(&format!("cd {v} && mkdir d && echo hi > d/t && ln -s d/t link && cat link"));
-    assert!(m.stderr().contains("a volume holds files, directories and symlinks only"));
+    ok(&format!(
+        "cd {v} && mkdir d && echo hi > d/t && ln -s d/t link && cat link"
+    ));
+    assert!(
+        m.stderr()
+            .contains("a volume holds files, directories and symlinks only")
+    );
 }
 
 #[test]
@@ -213,11 +230,24 @@ fn kill_9_after_close_keeps_the_changes_and_the_next_mount_publishes_them_once()
     let mut m = Mount::start_with_cache(&emu, &cache, &["--commit-delay", "0"]);
     let vol = m.path("volumes/durable");
     std::fs::create_dir(&vol).unwrap();
-    ok(&format!("cp -r {}/. {} && mv {}/d1 {}/renamed", q(src.path()), q(&vol), q(&vol), q(&vol)));
-    ok(&format!("mv {}/d1 {}/renamed", q(src.path()), q(src.path())));
+    ok(&format!(
+        "cp -r {}/. {} && mv {}/d1 {}/renamed",
+        q(src.path()),
+        q(&vol),
+        q(&vol),
+        q(&vol)
+    ));
+    ok(&format!(
+        "mv {}/d1 {}/renamed",
+        q(src.path()),
+        q(src.path())
+    ));
     m.signal_and_wait(libc::SIGKILL);
     drop(m);
-    assert!(head(&emu, "durable").is_none(), "nothing was published before the kill");
+    assert!(
+        head(&emu, "durable").is_none(),
+        "nothing was published before the kill"
+    );
 
     // Automatic publishing on: the replayed changes are published without a sync, once.
     let m = Mount::start_with_cache(&emu, &cache, &["--commit-delay", "0.2"]);
@@ -227,7 +257,11 @@ fn kill_9_after_close_keeps_the_changes_and_the_next_mount_publishes_them_once()
     assert_eq!(versions(&emu, "durable").len(), 1, "{line}");
     drop(m);
     let fresh = mount(&emu);
-    ok(&format!("diff -r {} {}", q(src.path()), q(&fresh.path("volumes/durable"))));
+    ok(&format!(
+        "diff -r {} {}",
+        q(src.path()),
+        q(&fresh.path("volumes/durable"))
+    ));
 }
 
 #[test]
@@ -246,10 +280,16 @@ fn a_head_moved_behind_the_mount_is_not_overwritten() {
     assert!(!out.status.success(), "the sync overwrote a moved head");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("head moved"), "{err}");
-    assert_eq!(head(&emu, "contested").as_deref(), Some(their_version.as_str()));
+    assert_eq!(
+        head(&emu, "contested").as_deref(),
+        Some(their_version.as_str())
+    );
     let status = vm0fs().arg("status").arg(m.mountpoint()).output().unwrap();
     let status = String::from_utf8_lossy(&status.stdout);
-    assert!(status.contains("volumes/contested") && status.contains("head moved"), "{status}");
+    assert!(
+        status.contains("volumes/contested") && status.contains("head moved"),
+        "{status}"
+    );
     assert_eq!(std::fs::read(vol.join("mine")).unwrap(), b"mine, edited");
 }
 

@@ -52,6 +52,8 @@ const MAX_PAGES: usize = 10_000;
 const MAX_JSON_BODY: u64 = 64 << 20;
 /// How much of an error body is read: enough for the API's error object, or a hint of what else came back.
 const MAX_ERROR_BODY: u64 = 64 << 10;
+/// How long a commit may take: the server builds the archive of the whole version before answering.
+const COMMIT_DEADLINE: Duration = Duration::from_secs(600);
 /// How many times a download asks the API for a fresh redirect after the blob host refused (an expired link).
 const MAX_FRESH_REDIRECTS: u32 = 2;
 /// How many redirects the blob host itself may add before the archive (a CDN hop); each is followed without auth.
@@ -294,6 +296,10 @@ impl HttpApi {
     ) -> Result<T, ApiError> {
         let mut call = self.call(Method::POST, segments, &[]);
         call.idempotent = idempotent;
+        if segments.last() == Some(&"commit") {
+            // The server builds the version's archive before it answers: minutes for a large one.
+            call.total_deadline = Some(COMMIT_DEADLINE);
+        }
         let value = serde_json::to_value(body).map_err(|e| {
             ApiError::invalid_response(&call.label, format!("the request body: {e}"))
         })?;

@@ -44,14 +44,21 @@ fn sync_one(path: &Path) -> Result<String, String> {
     let shown = path.display();
     let (mountpoint, rel) = mount_holding(path)?;
     let volume = volume_of(&rel).ok_or_else(|| {
-        format!("{shown}: not inside a volume's head (volumes/<name>/...); only those are published")
+        format!(
+            "{shown}: not inside a volume's head (volumes/<name>/...); only those are published"
+        )
     })?;
     let control = mountpoint.join(".vm0fs/sync");
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
         .open(&control)
-        .map_err(|e| format!("{}: {e} (is the mount older than `vm0fs sync`?)", control.display()))?;
+        .map_err(|e| {
+            format!(
+                "{}: {e} (is the mount older than `vm0fs sync`?)",
+                control.display()
+            )
+        })?;
     let written = file.write_all(format!("{volume}\n").as_bytes());
     let mut outcome = String::new();
     let read = file
@@ -60,10 +67,13 @@ fn sync_one(path: &Path) -> Result<String, String> {
     let outcome = outcome.trim().to_string();
     match (written, read) {
         (Ok(()), Ok(_)) if !outcome.is_empty() && !outcome.starts_with("error: ") => Ok(outcome),
-        (_, Ok(_)) if outcome.starts_with("error: ") => {
-            Err(format!("{volume} was not published: {}", &outcome["error: ".len()..]))
-        }
+        (_, Ok(_)) if outcome.starts_with("error: ") => Err(format!(
+            "{volume} was not published: {}",
+            &outcome["error: ".len()..]
+        )),
         (Err(e), _) => Err(format!("{volume} was not published: {e}")),
-        (Ok(()), _) => Err(format!("{volume}: the mount did not say what became of the publish")),
+        (Ok(()), _) => Err(format!(
+            "{volume}: the mount did not say what became of the publish"
+        )),
     }
 }

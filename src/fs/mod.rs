@@ -133,7 +133,10 @@ impl Vm0Fs {
             max_staged_bytes: config.max_staged_bytes,
         };
         let stage = Stage::open(stage_config, api.clone(), cache.clone()).map_err(|e| {
-            let why = format!("the staging area in {} cannot be opened: {e}", cache.dir().display());
+            let why = format!(
+                "the staging area in {} cannot be opened: {e}",
+                cache.dir().display()
+            );
             tracing::error!("{why}");
             why
         });
@@ -431,7 +434,10 @@ impl Vm0Fs {
             Handle::Staged(h) => h.writer.sync().map_err(|e| {
                 Error::new(
                     e.raw_os_error().unwrap_or(libc::EIO),
-                    format!("{}: the written bytes could not be made durable: {e}", h.volume.label()),
+                    format!(
+                        "{}: the written bytes could not be made durable: {e}",
+                        h.volume.label()
+                    ),
                 )
             }),
             _ => Ok(()),
@@ -601,15 +607,22 @@ impl Vm0Fs {
         &self,
         ino: u64,
         mode: Option<u32>,
-        owner_changed: bool,
+        owner: (Option<u32>, Option<u32>),
         size: Option<u64>,
         mtime: Option<SystemTime>,
     ) -> Result<Attr> {
         let node = self.node(ino)?;
+        // `chown` to the owner a file already has (as `sed -i` and `rsync -a` do) changes nothing.
+        let (uid, gid) = owner;
+        let owner_changed =
+            uid.is_some_and(|u| u != self.config.uid) || gid.is_some_and(|g| g != self.config.gid);
         if owner_changed {
             return Err(Error::new(
                 libc::EPERM,
-                format!("{}: every file belongs to the user who mounted", tree::describe(&node)),
+                format!(
+                    "{}: every file belongs to the user who mounted",
+                    tree::describe(&node)
+                ),
             ));
         }
         let ns = node.namespace();

@@ -325,6 +325,8 @@ fn harness_with_ttl(metadata_ttl: Duration) -> Harness {
         allow_other: false,
         mountpoint: "/mnt/vm0".into(),
         api_url: "http://fake".into(),
+        commit_delay: Duration::ZERO,
+        max_staged_bytes: 1 << 30,
     };
     let fs = Vm0Fs::new(api.clone(), Arc::new(cache), config);
     Harness { fs, api, _dir: dir }
@@ -561,6 +563,8 @@ fn names_that_cannot_be_file_names_are_skipped() {
         allow_other: false,
         mountpoint: "/mnt/vm0".into(),
         api_url: "http://fake".into(),
+        commit_delay: Duration::ZERO,
+        max_staged_bytes: 1 << 30,
     };
     let h = Harness {
         fs: Vm0Fs::new(Arc::new(api), Arc::new(cache), config),
@@ -618,7 +622,7 @@ fn the_control_directory_is_hidden_and_tells_about_the_mount() {
 #[test]
 fn pins_are_set_and_shown_through_the_control_file() {
     let h = harness();
-    assert_eq!(h.names(".vm0fs"), ["status", "pins"]);
+    assert_eq!(h.names(".vm0fs"), ["status", "pins", "sync"]);
     let pins = h.path(".vm0fs/pins").unwrap();
     let opened = h.fs.open(pins, libc::O_WRONLY).unwrap();
     let write = |text: &str| h.fs.write(opened.fh, 0, text.as_bytes(), 1);
@@ -717,10 +721,12 @@ fn a_failed_lookup_or_create_holds_nothing() {
     let baseline = h.fs.inodes.len();
     assert_eq!(h.path("runs/r2/output"), Err(libc::ENOENT));
     let runs_new = h.path("runs/new").unwrap();
-    let refused = h.fs.create(h.path("runs").unwrap(), OsStr::new("x"));
+    let refused = h.fs.create(h.path("runs").unwrap(), OsStr::new("x"), 0o644);
     assert_eq!(refused.unwrap_err().errno, libc::EROFS);
     assert_eq!(
-        h.fs.create(runs_new, OsStr::new("nope")).unwrap_err().errno,
+        h.fs.create(runs_new, OsStr::new("nope"), 0o644)
+            .unwrap_err()
+            .errno,
         libc::ENOENT
     );
     assert_eq!(

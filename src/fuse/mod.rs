@@ -219,13 +219,12 @@ impl Filesystem for FuseAdapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let owner_changed = uid.is_some() || gid.is_some();
         let mtime = mtime.map(|t| match t {
             TimeOrNow::SpecificTime(t) => t,
             TimeOrNow::Now => SystemTime::now(),
         });
         self.spawn(
-            move |fs| match fs.setattr(ino.0, mode, owner_changed, size, mtime) {
+            move |fs| match fs.setattr(ino.0, mode, (uid, gid), size, mtime) {
                 Ok(attr) => reply.attr(&attr.ttl, &file_attr(&attr)),
                 Err(e) => reply.error(errno("setattr", &e)),
             },

@@ -196,7 +196,10 @@ impl Stage {
         let label = format!("volumes/{name}");
         let (tree, base_root) = match &version {
             Some(v) if has_files => match self.base_root(storage_id, &label, v) {
-                Ok(root) => (walk_base(&root).map_err(|e| io_error(&label, e))?, Some(root)),
+                Ok(root) => (
+                    walk_base(&root).map_err(|e| io_error(&label, e))?,
+                    Some(root),
+                ),
                 // A version with no files has no archive (CONTRACT.md 6.4): an empty tree.
                 Err(e) if e.errno == libc::ENOENT => (Tree::default(), None),
                 Err(e) => return Err(e),

@@ -126,7 +126,10 @@ impl Namespace for ControlNode {
 
     /// Truncation to zero, as `open(O_TRUNC)` asks, is accepted on `pins` and `sync`.
     fn truncate(&self, _fs: &Vm0Fs, size: u64) -> Result<()> {
-        let writable = matches!(self, ControlNode::File(ControlFile::Pins | ControlFile::Sync));
+        let writable = matches!(
+            self,
+            ControlNode::File(ControlFile::Pins | ControlFile::Sync)
+        );
         if writable && size == 0 {
             Ok(())
         } else {

@@ -357,7 +357,12 @@ impl Namespace for StorageNode {
             .meta
             .api()
             .create_storage(StorageKind::Volume, text)
-            .map_err(|e| Error::new(e.errno(), format!("volumes/{text}: the volume was not created: {e}")))?;
+            .map_err(|e| {
+                Error::new(
+                    e.errno(),
+                    format!("volumes/{text}: the volume was not created: {e}"),
+                )
+            })?;
         tracing::info!("volumes/{text}: created volume {}", created.id);
         fs.meta.storages_changed(StorageKind::Volume);
         Ok(Node::Volume(VolumeNode::Root {
@@ -384,7 +389,12 @@ impl Namespace for StorageNode {
         Err(read_only_storage(self))
     }
 
-    fn create(&self, _fs: &Vm0Fs, _name: &OsStr, _mode: u32) -> Result<(Node, crate::fs::handles::Handle)> {
+    fn create(
+        &self,
+        _fs: &Vm0Fs,
+        _name: &OsStr,
+        _mode: u32,
+    ) -> Result<(Node, crate::fs::handles::Handle)> {
         Err(read_only_storage(self))
     }
 
@@ -395,7 +405,6 @@ impl Namespace for StorageNode {
     fn truncate(&self, _fs: &Vm0Fs, _size: u64) -> Result<()> {
         Err(read_only_storage(self))
     }
-
 }
 
 /// A volume name the API accepts (CONTRACT.md 7.1).
@@ -414,7 +423,16 @@ fn read_only_storage(node: &StorageNode) -> Error {
     let why = match node {
         StorageNode::Dir(_) => "only `mkdir volumes/<name>` changes this directory",
         StorageNode::Root { pin: Some(_), .. } | StorageNode::Entry { .. }
-            if matches!(node, StorageNode::Root { kind: StorageKind::Volume, .. } | StorageNode::Entry { kind: StorageKind::Volume, .. }) =>
+            if matches!(
+                node,
+                StorageNode::Root {
+                    kind: StorageKind::Volume,
+                    ..
+                } | StorageNode::Entry {
+                    kind: StorageKind::Volume,
+                    ..
+                }
+            ) =>
         {
             "a pinned version (<name>@<version>) is immutable; write in volumes/<name>/ instead"
         }

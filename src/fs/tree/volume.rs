@@ -90,7 +90,14 @@ impl Vm0Fs {
             EntryKind::Dir => FileKind::Directory,
             EntryKind::Symlink(_) => FileKind::Symlink,
         };
-        self.make_attr(ino, kind, attr.size, (attr.mode & 0o7777) as u16, mtime, ttl)
+        self.make_attr(
+            ino,
+            kind,
+            attr.size,
+            (attr.mode & 0o7777) as u16,
+            mtime,
+            ttl,
+        )
     }
 }
 
@@ -175,8 +182,12 @@ impl Namespace for VolumeNode {
             return Err(is_a_directory(self));
         };
         let (volume, path) = self.target(fs)?;
-        let file = std::fs::File::open(volume.read_path(text(&path)?)?)
-            .map_err(|e| Error::new(e.raw_os_error().unwrap_or(libc::EIO), format!("{}: {e}", self.describe())))?;
+        let file = std::fs::File::open(volume.read_path(text(&path)?)?).map_err(|e| {
+            Error::new(
+                e.raw_os_error().unwrap_or(libc::EIO),
+                format!("{}: {e}", self.describe()),
+            )
+        })?;
         Ok(Opened {
             fh: fs.handles.insert(Handle::Disk(Arc::new(file))),
             direct_io: false,
@@ -221,11 +232,15 @@ impl Namespace for VolumeNode {
         match self {
             VolumeNode::Root { name } => {
                 let mut attrs = fs.root_xattrs(KIND, name, None)?;
+                // After a publish from here, the head is the version published, before the API listing says so.
                 if let Ok(volume) = fs.volume_by_name(name)
                     && let Some(head) = volume.head()
                 {
-                    attrs.retain(|(n, _)| *n != "user.vm0.version");
-                    attrs.push(("user.vm0.version", head));
+                    for (n, value) in attrs.iter_mut() {
+                        if *n == "user.vm0.version" {
+                            *value = head.clone();
+                        }
+                    }
                 }
                 Ok(attrs)
             }
@@ -257,6 +272,8 @@ impl Namespace for VolumeNode {
     fn unlink(&self, fs: &Vm0Fs, name: &OsStr) -> Result<()> {
         let (volume, path) = self.child_path(fs, name)?;
         volume.unlink(text(&path)?)?;
+        fs.inodes
+            .move_volume_paths(volume.storage_id(), &path, None);
         fs.stage()?.changed(&volume);
         Ok(())
     }
@@ -264,6 +281,8 @@ impl Namespace for VolumeNode {
     fn rmdir(&self, fs: &Vm0Fs, name: &OsStr) -> Result<()> {
         let (volume, path) = self.child_path(fs, name)?;
         volume.rmdir(text(&path)?)?;
+        fs.inodes
+            .move_volume_paths(volume.storage_id(), &path, None);
         fs.stage()?.changed(&volume);
         Ok(())
     }
@@ -278,6 +297,12 @@ impl Namespace for VolumeNode {
             return Err(cross_volume(self, to));
         }
         volume.rename(text(&from)?, text(&to_path)?)?;
+        if from != to_path {
+            fs.inodes
+                .move_volume_paths(volume.storage_id(), &to_path, None);
+            fs.inodes
+                .move_volume_paths(volume.storage_id(), &from, Some(&to_path));
+        }
         fs.stage()?.changed(&volume);
         Ok(())
     }
