@@ -72,6 +72,8 @@ impl ApiError {
             (ApiErrorKind::Http, Some(400 | 422)) => libc::EINVAL,
             (ApiErrorKind::Http, Some(409)) => libc::EEXIST,
             (ApiErrorKind::Http, Some(429)) => libc::EAGAIN,
+            (ApiErrorKind::Http, Some(413)) => libc::EFBIG,
+            (ApiErrorKind::Http, Some(507)) => libc::ENOSPC,
             _ => libc::EIO,
         }
     }
@@ -104,11 +106,41 @@ impl fmt::Display for ApiError {
             (Some(status), None) => write!(f, "HTTP {status}: {}", self.message),
             _ => write!(f, "{}", self.message),
         }?;
-        if self.status == Some(401) {
-            write!(f, " (check the API token in VM0_API_KEY)")?;
+        match self.status {
+            Some(401) => write!(f, " (check the API token in VM0_API_KEY)")?,
+            Some(413) => write!(f, " (the server refuses data this large)")?,
+            Some(507) => write!(f, " (the server has no room left to store it)")?,
+            _ => {}
         }
         Ok(())
     }
 }
 
 impl std::error::Error for ApiError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn too_large_and_no_room_are_efbig_and_enospc_with_a_reason() {
+        let too_large = ApiError::http("PUT /upload", 413, None, "Payload Too Large".into());
+        assert_eq!(too_large.errno(), libc::EFBIG);
+        assert!(
+            too_large
+                .to_string()
+                .ends_with("(the server refuses data this large)")
+        );
+        let full = ApiError::http("POST /v1/volumes/v/commit", 507, None, "full".into());
+        assert_eq!(full.errno(), libc::ENOSPC);
+        assert!(full.to_string().contains("no room left"), "{full}");
+    }
+
+    #[test]
+    fn other_server_failures_stay_eio() {
+        for status in [500, 502, 503] {
+            let e = ApiError::http("GET /v1/runs", status, None, "down".into());
+            assert_eq!(e.errno(), libc::EIO, "{status}");
+        }
+    }
+}

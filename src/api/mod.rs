@@ -6,6 +6,8 @@
 //! logs are followed incrementally with a timestamp cursor.
 
 pub mod error;
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
 pub mod http;
 pub use vm0_api as models;
 

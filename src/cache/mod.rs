@@ -391,6 +391,7 @@ impl ArchiveCache {
         source: &(dyn Fn() -> Result<Download, ApiError> + Sync),
         partial: &Partial,
     ) -> Result<PathBuf, CacheError> {
+        let _span = tracing::info_span!("download", archive = %info.label).entered();
         let result = self.download_with_retries(vid, info, source, partial);
         let mut failed = self.lock_failed();
         match &result {

@@ -156,7 +156,7 @@ impl Vm0Fs {
         let pinned = command.verb == Verb::Pin;
         self.cache
             .set_pinned(&version.id, pinned)
-            .map_err(|e| Error::new(e.errno(), format!("{path}: {e}")))?;
+            .map_err(|e| Error::new(e.errno(), format!("{path}: {e}")).caused_by(e))?;
         let done = if pinned { "pinned" } else { "unpinned" };
         tracing::info!("{path}: version {} {done}", version.id);
         Ok(())

@@ -139,14 +139,21 @@ impl LiveLogs {
     }
 
     /// The runs whose logs someone watches and that may still grow.
+    /// The map is let go before any log's state is looked at: a state is held across its page fetches, and
+    /// waiting for one under the map would stall every other log (see the lock order on `Vm0Fs`).
     pub fn watched(&self) -> Vec<String> {
-        let logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
-        logs.iter()
+        let logs: Vec<_> = {
+            let logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+            logs.iter()
+                .map(|(id, state)| (id.clone(), state.clone()))
+                .collect()
+        };
+        logs.into_iter()
             .filter(|(_, state)| {
                 let log = state.lock().unwrap_or_else(|e| e.into_inner());
                 !log.complete && log.watched()
             })
-            .map(|(id, _)| id.clone())
+            .map(|(id, _)| id)
             .collect()
     }
 

@@ -110,6 +110,23 @@ pub trait Invalidator: Send + Sync {
     fn attributes_changed(&self, ino: u64);
 }
 
+/// The filesystem core: one per mount, shared by every worker thread.
+///
+/// # Lock order
+///
+/// A thread that holds one of these locks takes only locks further down the list, never one above it:
+///
+/// 1. the write state of one open `runs/new/<agent>` handle (`NewRunWrite`), held across `create_run` so that
+///    two flushes of one handle start one run;
+/// 2. one log's state in `live_logs`, held across that log's page fetches (one fetcher per log);
+/// 3. `meta`: one TTL map at a time (a fetch happens outside it);
+/// 4. `new_run_outcomes`;
+/// 5. leaves, held for a map update and never across a call: the map of logs in `live_logs`, `handles`, and
+///    `inodes` (the inode table).
+///
+/// The archive cache (`cache`) and the API client have their own locks and are called with none of these held
+/// except 1 and 2 (both only around API calls). `invalidator` is set once and takes no lock here; the poller calls
+/// it with no lock held, as the kernel may call back into the mount.
 pub struct Vm0Fs {
     meta: Meta,
     live_logs: LiveLogs,
@@ -316,12 +333,12 @@ impl Vm0Fs {
             Some(Handle::Staged(h)) => {
                 h.volume.close_write();
                 if let Ok(stage) = self.stage() {
-                    stage.changed(&h.volume);
+                    stage.note_change(&h.volume);
                 }
             }
             Some(Handle::NewRun(write)) => {
                 if let Err(e) = self.start_run(&write) {
-                    tracing::warn!("{e}");
+                    tracing::warn!("{}", e.chain());
                 }
             }
             _ => {}
@@ -386,6 +403,7 @@ impl Vm0Fs {
                         e.errno(),
                         format!("runs/{run_id}/ctl: the run was not cancelled: {e}"),
                     )
+                    .caused_by(e)
                 })?;
                 self.meta.remember_run(detail);
                 Ok(data.len() as u32)
@@ -410,7 +428,7 @@ impl Vm0Fs {
         match self.handles.get(fh) {
             Ok(Handle::Staged(h)) => self.fsync(fh).inspect(|_| {
                 if let Ok(stage) = self.stage() {
-                    stage.changed(&h.volume);
+                    stage.note_change(&h.volume);
                 }
             }),
             Ok(Handle::NewRun(write)) => {
@@ -459,6 +477,7 @@ impl Vm0Fs {
                     e.errno(),
                     format!("runs/new/{agent}: the run was not started: {}", e),
                 )
+                .caused_by(e)
             })
         });
         let (shown, result) = match outcome {
@@ -499,6 +518,7 @@ impl Vm0Fs {
         let started = std::thread::Builder::new()
             .name("vm0fs-logs".into())
             .spawn(move || {
+                let _span = tracing::info_span!("log_poller").entered();
                 loop {
                     std::thread::sleep(live_logs::POLL_INTERVAL);
                     let Some(fs) = fs.upgrade() else { return };

@@ -2,9 +2,12 @@
 //!
 //! Every request that may wait goes to the worker pool (see `pool.rs`), so the event loop never waits for the
 //! network; `forget` and `releasedir` (table updates, nothing to wait for) and the answers known without the core
-//! run on the event loop. Errors from the core carry their errno; the adapter logs them (a missing name at debug
-//! level, the rest as warnings, like mountpoint-s3) and replies. Operations that would change the tree are refused
-//! with `EROFS` by the core.
+//! run on the event loop. Each request that goes to the pool gets a span (`req`: request id, operation, inode, pid,
+//! the name when there is one), entered by the worker, so every log line it causes in any layer can be traced back
+//! to it. Errors from the core carry their errno and their log level; the adapter logs them at that level with
+//! their chain of causes (a missing name at debug level, most failures as warnings, like mountpoint-s3) and
+//! replies. Operations that would change the tree go to the core, whose namespaces refuse them (`EROFS`) unless
+//! they allow them.
 
 mod pool;
 
@@ -19,6 +22,8 @@ use fuser::{
     ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
     ReplyWrite, ReplyXattr, Request, Session, SessionACL, TimeOrNow, WriteFlags,
 };
+
+use tracing::{Level, Span};
 
 use crate::fs::{Attr, Error, FileKind, Vm0Fs};
 use pool::WorkerPool;
@@ -99,25 +104,64 @@ pub struct FuseAdapter {
     /// The kernel accepted FUSE passthrough: cached archive files are read by the kernel from the cache file
     /// itself, with no request reaching us (kernel 6.9+, and CAP_SYS_ADMIN for the backing ioctl).
     passthrough: bool,
-    /// The kernel's handle on each inode's backing file and how many opens use it. The kernel wants one backing
-    /// file per inode (a second one for an inode already open fails the open with EIO), and dropping the id closes
-    /// it in the kernel, so it lives until the inode's last release.
-    backing: Arc<std::sync::Mutex<std::collections::HashMap<u64, (fuser::BackingId, usize)>>>,
+    /// The kernel's handle on each inode's backing file, how many opens use it, and which file it is. The kernel
+    /// wants one backing file per inode (a second one for an inode already open fails the open with EIO), and
+    /// dropping the id closes it in the kernel, so it lives until the inode's last release. A volume's head keeps
+    /// its inode when a new version is published: an open that finds another file backing its inode is served
+    /// by vm0fs rather than passed the older file.
+    backing: Arc<std::sync::Mutex<BackingFiles>>,
+}
+
+/// Which file on the host a descriptor is (device and inode number).
+type FileId = (u64, u64);
+
+/// By inode number: the kernel's id of its backing file, how many opens use it, and which file it is.
+type BackingFiles = std::collections::HashMap<u64, (fuser::BackingId, usize, FileId)>;
+
+fn file_id(file: &std::fs::File) -> Option<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    file.metadata().ok().map(|m| (m.dev(), m.ino()))
 }
 
 impl FuseAdapter {
-    /// Runs `op` on a worker with the core.
-    fn spawn(&self, op: impl FnOnce(&Vm0Fs) + Send + 'static) {
+    /// Runs `op` on a worker with the core, inside the request's span.
+    fn spawn(&self, span: Span, op: impl FnOnce(&Vm0Fs) + Send + 'static) {
         let fs = self.fs.clone();
-        self.pool.run(move || op(&fs));
+        self.pool.run(move || {
+            let _entered = span.enter();
+            op(&fs)
+        });
     }
 }
 
+/// The span of one request, created when it arrives and entered by the worker that runs it, so that every log line
+/// of the request, in any layer, says which request, inode and process it belongs to.
+fn request_span(op: &'static str, req: &Request, ino: INodeNo) -> Span {
+    tracing::info_span!(
+        "req",
+        id = req.unique().0,
+        op,
+        ino = ino.0,
+        pid = req.pid(),
+        name = tracing::field::Empty
+    )
+}
+
+/// `request_span` of a request about a name in the directory `parent`.
+fn named_span(op: &'static str, req: &Request, parent: INodeNo, name: &OsStr) -> Span {
+    let span = request_span(op, req, parent);
+    span.record("name", tracing::field::debug(name));
+    span
+}
+
+/// Logs a failed request at the level the core chose, with its chain of causes, and gives its errno.
 fn errno(op: &str, error: &Error) -> Errno {
-    if error.is_quiet() {
-        tracing::debug!("{op}: {error}");
-    } else {
-        tracing::warn!("{op}: {error}");
+    let chain = error.chain();
+    match error.level {
+        Level::ERROR => tracing::error!("{op}: {chain}"),
+        Level::WARN => tracing::warn!("{op}: {chain}"),
+        Level::INFO => tracing::info!("{op}: {chain}"),
+        _ => tracing::debug!("{op}: {chain}"),
     }
     Errno::from_i32(error.errno)
 }
@@ -179,9 +223,10 @@ impl Filesystem for FuseAdapter {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let span = named_span("lookup", req, parent, name);
         let name = name.to_os_string();
-        self.spawn(move |fs| match fs.lookup(parent.0, &name) {
+        self.spawn(span, move |fs| match fs.lookup(parent.0, &name) {
             Ok(attr) => reply.entry(&attr.ttl, &file_attr(&attr), GENERATION),
             Err(e) => reply.error(errno("lookup", &e)),
         });
@@ -194,8 +239,9 @@ impl Filesystem for FuseAdapter {
         self.fs.forget(ino.0, nlookup);
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        self.spawn(move |fs| match fs.getattr(ino.0) {
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let span = request_span("getattr", req, ino);
+        self.spawn(span, move |fs| match fs.getattr(ino.0) {
             Ok(attr) => reply.attr(&attr.ttl, &file_attr(&attr)),
             Err(e) => reply.error(errno("getattr", &e)),
         });
@@ -203,7 +249,7 @@ impl Filesystem for FuseAdapter {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -219,20 +265,22 @@ impl Filesystem for FuseAdapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let span = request_span("setattr", req, ino);
         let mtime = mtime.map(|t| match t {
             TimeOrNow::SpecificTime(t) => t,
             TimeOrNow::Now => SystemTime::now(),
         });
-        self.spawn(
-            move |fs| match fs.setattr(ino.0, mode, (uid, gid), size, mtime) {
+        self.spawn(span, move |fs| {
+            match fs.setattr(ino.0, mode, (uid, gid), size, mtime) {
                 Ok(attr) => reply.attr(&attr.ttl, &file_attr(&attr)),
                 Err(e) => reply.error(errno("setattr", &e)),
-            },
-        );
+            }
+        });
     }
 
-    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        self.spawn(move |fs| match fs.readlink(ino.0) {
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        let span = request_span("readlink", req, ino);
+        self.spawn(span, move |fs| match fs.readlink(ino.0) {
             Ok(target) => reply.data(&target),
             Err(e) => reply.error(errno("readlink", &e)),
         });
@@ -240,7 +288,7 @@ impl Filesystem for FuseAdapter {
 
     fn mknod(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         _name: &OsStr,
         _mode: u32,
@@ -248,7 +296,8 @@ impl Filesystem for FuseAdapter {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        self.spawn(move |fs| {
+        let span = request_span("mknod", req, parent);
+        self.spawn(span, move |fs| {
             let e = fs.refuse_special(parent.0, "a device, FIFO or socket");
             reply.error(errno("mknod", &e))
         });
@@ -256,31 +305,36 @@ impl Filesystem for FuseAdapter {
 
     fn mkdir(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
         umask: u32,
         reply: ReplyEntry,
     ) {
+        let span = named_span("mkdir", req, parent, name);
         let name = name.to_os_string();
-        self.spawn(move |fs| match fs.mkdir(parent.0, &name, mode & !umask) {
-            Ok(attr) => reply.entry(&attr.ttl, &file_attr(&attr), GENERATION),
-            Err(e) => reply.error(errno("mkdir", &e)),
+        self.spawn(span, move |fs| {
+            match fs.mkdir(parent.0, &name, mode & !umask) {
+                Ok(attr) => reply.entry(&attr.ttl, &file_attr(&attr), GENERATION),
+                Err(e) => reply.error(errno("mkdir", &e)),
+            }
         });
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let span = named_span("unlink", req, parent, name);
         let name = name.to_os_string();
-        self.spawn(move |fs| match fs.unlink(parent.0, &name) {
+        self.spawn(span, move |fs| match fs.unlink(parent.0, &name) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("unlink", &e)),
         });
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let span = named_span("rmdir", req, parent, name);
         let name = name.to_os_string();
-        self.spawn(move |fs| match fs.rmdir(parent.0, &name) {
+        self.spawn(span, move |fs| match fs.rmdir(parent.0, &name) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("rmdir", &e)),
         });
@@ -288,14 +342,15 @@ impl Filesystem for FuseAdapter {
 
     fn symlink(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         link_name: &OsStr,
         target: &Path,
         reply: ReplyEntry,
     ) {
+        let span = named_span("symlink", req, parent, link_name);
         let (name, target) = (link_name.to_os_string(), target.to_path_buf());
-        self.spawn(move |fs| match fs.symlink(parent.0, &name, &target) {
+        self.spawn(span, move |fs| match fs.symlink(parent.0, &name, &target) {
             Ok(attr) => reply.entry(&attr.ttl, &file_attr(&attr), GENERATION),
             Err(e) => reply.error(errno("symlink", &e)),
         });
@@ -303,7 +358,7 @@ impl Filesystem for FuseAdapter {
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -311,30 +366,35 @@ impl Filesystem for FuseAdapter {
         _flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        let span = named_span("rename", req, parent, name);
         let (name, newname) = (name.to_os_string(), newname.to_os_string());
-        self.spawn(
-            move |fs| match fs.rename(parent.0, &name, newparent.0, &newname) {
+        self.spawn(span, move |fs| {
+            match fs.rename(parent.0, &name, newparent.0, &newname) {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno("rename", &e)),
-            },
-        );
+            }
+        });
     }
 
     fn link(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _newparent: INodeNo,
         _newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        self.spawn(move |fs| reply.error(errno("link", &fs.refuse_special(ino.0, "a hard link"))));
+        let span = request_span("link", req, ino);
+        self.spawn(span, move |fs| {
+            reply.error(errno("link", &fs.refuse_special(ino.0, "a hard link")))
+        });
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let span = request_span("open", req, ino);
         let passthrough = self.passthrough;
         let backing = self.backing.clone();
-        self.spawn(move |fs| match fs.open(ino.0, flags.0) {
+        self.spawn(span, move |fs| match fs.open(ino.0, flags.0) {
             Ok(opened) => {
                 let mut fopen = FopenFlags::empty();
                 if opened.direct_io {
@@ -346,8 +406,14 @@ impl Filesystem for FuseAdapter {
                 let Some(file) = fs.backing_file(opened.fh).filter(|_| passthrough) else {
                     return reply.opened(FileHandle(opened.fh), fopen);
                 };
+                let Some(this_file) = file_id(&file) else {
+                    return reply.opened(FileHandle(opened.fh), fopen);
+                };
                 let mut backing = backing.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some((id, opens)) = backing.get_mut(&ino.0) {
+                if let Some((id, opens, backing_file)) = backing.get_mut(&ino.0) {
+                    if *backing_file != this_file {
+                        return reply.opened(FileHandle(opened.fh), fopen);
+                    }
                     *opens += 1;
                     return reply.opened_passthrough(
                         FileHandle(opened.fh),
@@ -358,7 +424,7 @@ impl Filesystem for FuseAdapter {
                 match reply.open_backing(&*file) {
                     Ok(id) => {
                         reply.opened_passthrough(FileHandle(opened.fh), FopenFlags::empty(), &id);
-                        backing.insert(ino.0, (id, 1));
+                        backing.insert(ino.0, (id, 1, this_file));
                     }
                     Err(e) => {
                         // Without CAP_SYS_ADMIN the ioctl is refused: serve reads ourselves.
@@ -373,8 +439,8 @@ impl Filesystem for FuseAdapter {
 
     fn read(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -382,7 +448,8 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.spawn(move |fs| match fs.read(fh.0, offset, size) {
+        let span = request_span("read", req, ino);
+        self.spawn(span, move |fs| match fs.read(fh.0, offset, size) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(errno("read", &e)),
         });
@@ -391,7 +458,7 @@ impl Filesystem for FuseAdapter {
     fn write(
         &self,
         req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
@@ -400,9 +467,10 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let span = request_span("write", req, ino);
         let data = data.to_vec();
         let pid = req.pid();
-        self.spawn(move |fs| match fs.write(fh.0, offset, &data, pid) {
+        self.spawn(span, move |fs| match fs.write(fh.0, offset, &data, pid) {
             Ok(written) => reply.written(written),
             Err(e) => reply.error(errno("write", &e)),
         });
@@ -413,13 +481,14 @@ impl Filesystem for FuseAdapter {
     fn flush(
         &self,
         req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        let span = request_span("flush", req, ino);
         let pid = req.pid();
-        self.spawn(move |fs| match fs.flush(fh.0, pid) {
+        self.spawn(span, move |fs| match fs.flush(fh.0, pid) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("flush", &e)),
         });
@@ -429,13 +498,14 @@ impl Filesystem for FuseAdapter {
     /// that a disk could hold, so an editor's fsync succeeds (a run starts at close).
     fn fsync(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |fs| match fs.fsync(fh.0) {
+        let span = request_span("fsync", req, ino);
+        self.spawn(span, move |fs| match fs.fsync(fh.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("fsync", &e)),
         });
@@ -443,7 +513,7 @@ impl Filesystem for FuseAdapter {
 
     fn release(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
@@ -451,14 +521,17 @@ impl Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let span = request_span("release", req, ino);
         // On a worker: releasing an unflushed `runs/new/` handle starts its run, an API call.
         let backing = self.backing.clone();
-        self.spawn(move |fs| {
-            let passthrough = fs.backing_file(fh.0).is_some();
+        self.spawn(span, move |fs| {
+            let this_file = fs.backing_file(fh.0).and_then(|file| file_id(&file));
             fs.release(fh.0);
-            if passthrough {
+            if let Some(this_file) = this_file {
                 let mut backing = backing.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some((_, opens)) = backing.get_mut(&ino.0) {
+                if let Some((_, opens, backing_file)) = backing.get_mut(&ino.0)
+                    && *backing_file == this_file
+                {
                     *opens -= 1;
                     if *opens == 0 {
                         backing.remove(&ino.0);
@@ -469,8 +542,9 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        self.spawn(move |fs| match fs.opendir(ino.0) {
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let span = request_span("opendir", req, ino);
+        self.spawn(span, move |fs| match fs.opendir(ino.0) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(errno("opendir", &e)),
         });
@@ -478,13 +552,14 @@ impl Filesystem for FuseAdapter {
 
     fn readdir(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        self.spawn(move |fs| match fs.readdir(fh.0, offset) {
+        let span = request_span("readdir", req, ino);
+        self.spawn(span, move |fs| match fs.readdir(fh.0, offset) {
             Ok(entries) => {
                 for (next, entry) in entries {
                     if reply.add(INodeNo(entry.ino), next, file_type(entry.kind), &entry.name) {
@@ -499,13 +574,14 @@ impl Filesystem for FuseAdapter {
 
     fn readdirplus(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        self.spawn(move |fs| {
+        let span = request_span("readdirplus", req, ino);
+        self.spawn(span, move |fs| {
             let listed = fs.readdirplus(fh.0, offset, |next, entry, attr| {
                 reply.add(
                     INodeNo(entry.ino),
@@ -537,7 +613,7 @@ impl Filesystem for FuseAdapter {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         _value: &[u8],
@@ -545,40 +621,47 @@ impl Filesystem for FuseAdapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        let span = named_span("setxattr", req, ino, name);
         let name = name.to_os_string();
-        self.spawn(move |fs| reply.error(errno("setxattr", &fs.refuse_xattr_change(ino.0, &name))));
+        self.spawn(span, move |fs| {
+            reply.error(errno("setxattr", &fs.refuse_xattr_change(ino.0, &name)))
+        });
     }
 
-    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         // `ls -l` asks every file for SELinux and ACL attributes, which vm0fs never has: answer on the event
         // loop rather than pay a worker hand-off per file.
         if !name.as_encoded_bytes().starts_with(b"user.vm0.") {
             return reply.error(Errno::ENODATA);
         }
+        let span = named_span("getxattr", req, ino, name);
         let name = name.to_os_string();
-        self.spawn(move |fs| match fs.getxattr(ino.0, &name) {
+        self.spawn(span, move |fs| match fs.getxattr(ino.0, &name) {
             Ok(value) => reply_xattr(reply, &value, size),
             Err(e) => reply.error(errno("getxattr", &e)),
         });
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        self.spawn(move |fs| match fs.listxattr(ino.0) {
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let span = request_span("listxattr", req, ino);
+        self.spawn(span, move |fs| match fs.listxattr(ino.0) {
             Ok(names) => reply_xattr(reply, &names, size),
             Err(e) => reply.error(errno("listxattr", &e)),
         });
     }
 
-    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let span = named_span("removexattr", req, ino, name);
         let name = name.to_os_string();
-        self.spawn(move |fs| {
+        self.spawn(span, move |fs| {
             reply.error(errno("removexattr", &fs.refuse_xattr_change(ino.0, &name)))
         });
     }
 
-    fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+    fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         if mask.contains(AccessFlags::W_OK) {
-            self.spawn(move |fs| match fs.access_write(ino.0) {
+            let span = request_span("access", req, ino);
+            self.spawn(span, move |fs| match fs.access_write(ino.0) {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno("access", &e)),
             });
@@ -589,7 +672,7 @@ impl Filesystem for FuseAdapter {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -597,20 +680,23 @@ impl Filesystem for FuseAdapter {
         _flags: i32,
         reply: ReplyCreate,
     ) {
+        let span = named_span("create", req, parent, name);
         let name = name.to_os_string();
-        self.spawn(move |fs| match fs.create(parent.0, &name, mode & !umask) {
-            Ok((attr, opened)) => reply.created(
-                &attr.ttl,
-                &file_attr(&attr),
-                GENERATION,
-                FileHandle(opened.fh),
-                if opened.direct_io {
-                    FopenFlags::FOPEN_DIRECT_IO
-                } else {
-                    FopenFlags::empty()
-                },
-            ),
-            Err(e) => reply.error(errno("create", &e)),
+        self.spawn(span, move |fs| {
+            match fs.create(parent.0, &name, mode & !umask) {
+                Ok((attr, opened)) => reply.created(
+                    &attr.ttl,
+                    &file_attr(&attr),
+                    GENERATION,
+                    FileHandle(opened.fh),
+                    if opened.direct_io {
+                        FopenFlags::FOPEN_DIRECT_IO
+                    } else {
+                        FopenFlags::empty()
+                    },
+                ),
+                Err(e) => reply.error(errno("create", &e)),
+            }
         });
     }
 }

@@ -20,6 +20,8 @@ mod layout;
 mod manifest;
 mod overlay;
 mod publish;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -126,7 +128,13 @@ impl Stage {
         cache: Arc<ArchiveCache>,
     ) -> io::Result<Arc<Stage>> {
         let root = config.cache_dir.join("stage");
-        std::fs::create_dir_all(&root)?;
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&root)?;
+        }
         let left = layout::staged_volumes(&root)?;
         let publisher = publish::Publisher::start(api.clone(), config.commit_delay);
         let stage = Arc::new(Stage {
@@ -179,9 +187,7 @@ impl Stage {
             self.staged_bytes.fetch_add(bytes, Ordering::Relaxed);
         }
         tracing::info!(volume = %volume.label(), records = records.len(), "replayed the staged changes");
-        self.lock_volumes()
-            .insert(storage_id.to_string(), volume.clone());
-        Ok(volume)
+        Ok(self.keep(storage_id, volume))
     }
 
     /// A volume with no staged changes, over `version`.
@@ -268,9 +274,28 @@ impl Stage {
             return self.replay(storage_id);
         }
         let fresh = self.fresh(storage_id, name, head.map(String::from), has_files, layout)?;
-        self.lock_volumes()
-            .insert(storage_id.to_string(), fresh.clone());
-        Ok(fresh)
+        Ok(self.keep(storage_id, fresh))
+    }
+
+    /// Registers `volume` as the stage of `storage_id`, unless another thread registered one with changes
+    /// meanwhile (two first accesses racing): then that one is kept and returned, so no change is ever made to a
+    /// stage that is not the registered one.
+    fn keep(&self, storage_id: &str, volume: Arc<VolumeStage>) -> Arc<VolumeStage> {
+        let mut volumes = self.lock_volumes();
+        if let Some(existing) = volumes.get(storage_id)
+            && existing.lock().journal.is_some()
+        {
+            return existing.clone();
+        }
+        volumes.insert(storage_id.to_string(), volume.clone());
+        volume
+    }
+
+    /// The stage of a volume that has changes (a journal), if it is one.
+    pub fn changed(&self, storage_id: &str) -> Option<Arc<VolumeStage>> {
+        let volume = self.lock_volumes().get(storage_id).cloned()?;
+        let has_journal = volume.lock().journal.is_some();
+        has_journal.then_some(volume)
     }
 
     /// The stage of a volume already opened by name.
@@ -284,7 +309,7 @@ impl Stage {
     }
 
     /// Tells the publisher that `volume` changed (its quiet period starts again).
-    pub fn changed(&self, volume: &Arc<VolumeStage>) {
+    pub fn note_change(&self, volume: &Arc<VolumeStage>) {
         self.publisher.changed(volume);
     }
 

@@ -6,6 +6,10 @@
 //! from the staged file, or, for a file never written, from the cached archive, opened as it is (passthrough where
 //! the kernel offers it). Attributes are believed for a second at most, since the tree changes under them.
 //!
+//! Until a volume has changes, it is read exactly as a read-only version is (the cached archive, entries served
+//! while the archive still downloads, the API asked again after `--metadata-ttl`), with write bits in the modes;
+//! its stage is made at the first change, and from then on the stage's tree answers.
+//!
 //! What a volume cannot hold is refused here, at once, with the errno the caller can act on: a symlink that
 //! points outside the volume (`EPERM`), a rename to another volume (`EXDEV`, so `mv` copies instead). Hard links,
 //! devices, FIFOs, sockets and foreign xattrs are refused by `Vm0Fs` for every volume node. Pinned versions
@@ -16,7 +20,8 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::{MOVING_TTL, Namespace, StorageNode, is_a_directory, missing};
+use super::archive::{Archive, Version};
+use super::{FIXED_TTL, MOVING_TTL, Namespace, StorageNode, is_a_directory, missing, time_of};
 use crate::api::models::StorageKind;
 use crate::fs::error::{Error, Result};
 use crate::fs::handles::{Handle, StagedHandle};
@@ -102,6 +107,94 @@ impl Vm0Fs {
 }
 
 impl VolumeNode {
+    /// The stage of this volume if it has changes (read through it), else `None` (read the archive).
+    fn staged(&self, fs: &Vm0Fs) -> Result<Option<(Arc<VolumeStage>, PathBuf)>> {
+        let stage = fs.stage()?;
+        let found = match self {
+            VolumeNode::Root { name } => {
+                let storage = fs.meta.storage(KIND, name)?;
+                stage.changed(&storage.id).map(|v| (v, PathBuf::new()))
+            }
+            VolumeNode::Entry { storage_id, path } => {
+                stage.changed(storage_id).map(|v| (v, path.clone()))
+            }
+        };
+        Ok(found)
+    }
+
+    fn entry_at(archive: Archive<'_>, path: PathBuf) -> Node {
+        Node::Volume(VolumeNode::Entry {
+            storage_id: archive.storage_id.to_string(),
+            path,
+        })
+    }
+
+    /// The version the head of the volume `storage_id` shows now, or `ENOENT` when it has no files (or the
+    /// volume is gone).
+    fn archive_head(&self, fs: &Vm0Fs, storage_id: &str) -> Result<Version> {
+        let gone = || Error::not_found(self.describe());
+        let storages = fs.meta.storages(KIND)?;
+        let storage = storages
+            .iter()
+            .find(|s| s.id == storage_id)
+            .ok_or_else(gone)?;
+        fs.version(KIND, &storage.name, None)?
+            .filter(|v| v.has_files)
+            .ok_or_else(gone)
+    }
+
+    fn archive_child(&self, fs: &Vm0Fs, name: &OsStr) -> Result<Node> {
+        match self {
+            VolumeNode::Root { name: volume } => {
+                let version = fs.version(KIND, volume, None)?;
+                fs.archive_top_child(KIND, version.as_ref(), name, VolumeNode::entry_at)
+            }
+            VolumeNode::Entry { storage_id, path } => {
+                let version = self.archive_head(fs, storage_id)?;
+                let archive = Archive::of(KIND, &version);
+                let path = path.join(name);
+                if !fs.archive_holds(archive, &path)? {
+                    return Err(missing(&Node::Volume(self.clone()), name));
+                }
+                Ok(VolumeNode::entry_at(archive, path))
+            }
+        }
+    }
+
+    /// The attributes of the archive's entry, with the owner's write bit: the head can be written.
+    fn archive_attr(&self, fs: &Vm0Fs, ino: u64) -> Result<Attr> {
+        let ttl = fs.config.metadata_ttl;
+        let mut attr = match self {
+            VolumeNode::Root { name } => {
+                let storage = fs.meta.storage(KIND, name)?;
+                fs.dir_attr(ino, time_of(&storage.updated_at, fs.mounted_at), ttl)
+            }
+            VolumeNode::Entry { storage_id, path } => {
+                let version = self.archive_head(fs, storage_id)?;
+                let archive = Archive::of(KIND, &version);
+                fs.archive_attr(ino, archive, path, ttl.min(FIXED_TTL))?
+            }
+        };
+        if attr.kind != FileKind::Symlink {
+            attr.perm |= 0o200;
+        }
+        Ok(attr)
+    }
+
+    fn archive_children(&self, fs: &Vm0Fs, out: &mut Vec<DirEntry>) -> Result<()> {
+        match self {
+            VolumeNode::Root { name } => {
+                let version = fs.version(KIND, name, None)?;
+                fs.archive_top_children(KIND, version, VolumeNode::entry_at, out)
+            }
+            VolumeNode::Entry { storage_id, path } => {
+                let version = self.archive_head(fs, storage_id)?;
+                let archive = Archive::of(KIND, &version);
+                fs.archive_children(archive, path, |p| VolumeNode::entry_at(archive, p), out)
+            }
+        }
+    }
+
     /// The volume's stage and this node's path in it (`""` for the root).
     fn target(&self, fs: &Vm0Fs) -> Result<(Arc<VolumeStage>, PathBuf)> {
         match self {
@@ -152,7 +245,10 @@ fn stays_inside(link: &Path, target: &str) -> bool {
 
 impl Namespace for VolumeNode {
     fn child(&self, fs: &Vm0Fs, name: &OsStr) -> Result<Node> {
-        let (volume, path) = self.child_path(fs, name)?;
+        let Some((volume, dir)) = self.staged(fs)? else {
+            return self.archive_child(fs, name);
+        };
+        let path = dir.join(name);
         match volume.lookup(text(&path)?) {
             Some(_) => Ok(VolumeNode::entry(&volume, path)),
             None => Err(missing(&Node::Volume(self.clone()), name)),
@@ -160,7 +256,9 @@ impl Namespace for VolumeNode {
     }
 
     fn attr(&self, fs: &Vm0Fs, ino: u64) -> Result<Attr> {
-        let (volume, path) = self.target(fs)?;
+        let Some((volume, path)) = self.staged(fs)? else {
+            return self.archive_attr(fs, ino);
+        };
         let attr = volume
             .lookup(text(&path)?)
             .ok_or_else(|| Error::not_found(self.describe()))?;
@@ -168,7 +266,9 @@ impl Namespace for VolumeNode {
     }
 
     fn children(&self, fs: &Vm0Fs, out: &mut Vec<DirEntry>) -> Result<()> {
-        let (volume, dir) = self.target(fs)?;
+        let Some((volume, dir)) = self.staged(fs)? else {
+            return self.archive_children(fs, out);
+        };
         for (name, attr) in volume.list(text(&dir)?)? {
             let node = VolumeNode::entry(&volume, dir.join(&name));
             let kind = fs.volume_attr(0, &attr).kind;
@@ -178,10 +278,14 @@ impl Namespace for VolumeNode {
     }
 
     fn open(&self, fs: &Vm0Fs) -> Result<Opened> {
-        let VolumeNode::Entry { .. } = self else {
+        let VolumeNode::Entry { storage_id, path } = self else {
             return Err(is_a_directory(self));
         };
-        let (volume, path) = self.target(fs)?;
+        let Some((volume, path)) = self.staged(fs)? else {
+            let version = self.archive_head(fs, storage_id)?;
+            let archive = Archive::of(KIND, &version);
+            return fs.archive_open(archive, path, || self.describe(), false);
+        };
         let file = std::fs::File::open(volume.read_path(text(&path)?)?).map_err(|e| {
             Error::new(
                 e.raw_os_error().unwrap_or(libc::EIO),
@@ -218,7 +322,18 @@ impl Namespace for VolumeNode {
     }
 
     fn link_target(&self, fs: &Vm0Fs) -> Result<Vec<u8>> {
-        let (volume, path) = self.target(fs)?;
+        let Some((volume, path)) = self.staged(fs)? else {
+            return match self {
+                VolumeNode::Entry { storage_id, path } => {
+                    let version = self.archive_head(fs, storage_id)?;
+                    fs.archive_link(Archive::of(KIND, &version), path)
+                }
+                VolumeNode::Root { .. } => Err(Error::new(
+                    libc::EINVAL,
+                    format!("{}: not a symbolic link", self.describe()),
+                )),
+            };
+        };
         match volume.lookup(text(&path)?).map(|a| a.kind) {
             Some(EntryKind::Symlink(target)) => Ok(target.into_bytes()),
             _ => Err(Error::new(
@@ -233,7 +348,7 @@ impl Namespace for VolumeNode {
             VolumeNode::Root { name } => {
                 let mut attrs = fs.root_xattrs(KIND, name, None)?;
                 // After a publish from here, the head is the version published, before the API listing says so.
-                if let Ok(volume) = fs.volume_by_name(name)
+                if let Some((volume, _)) = self.staged(fs)?
                     && let Some(head) = volume.head()
                 {
                     for (n, value) in attrs.iter_mut() {
@@ -257,7 +372,7 @@ impl Namespace for VolumeNode {
     fn create(&self, fs: &Vm0Fs, name: &OsStr, mode: u32) -> Result<(Node, Handle)> {
         let (volume, path) = self.child_path(fs, name)?;
         let writer = volume.create(text(&path)?, mode)?;
-        fs.stage()?.changed(&volume);
+        fs.stage()?.note_change(&volume);
         let node = VolumeNode::entry(&volume, path);
         Ok((node, VolumeNode::opened(volume, writer)))
     }
@@ -265,7 +380,7 @@ impl Namespace for VolumeNode {
     fn truncate(&self, fs: &Vm0Fs, size: u64) -> Result<()> {
         let (volume, path) = self.target(fs)?;
         volume.truncate(text(&path)?, size)?;
-        fs.stage()?.changed(&volume);
+        fs.stage()?.note_change(&volume);
         Ok(())
     }
 
@@ -274,7 +389,7 @@ impl Namespace for VolumeNode {
         volume.unlink(text(&path)?)?;
         fs.inodes
             .move_volume_paths(volume.storage_id(), &path, None);
-        fs.stage()?.changed(&volume);
+        fs.stage()?.note_change(&volume);
         Ok(())
     }
 
@@ -283,7 +398,7 @@ impl Namespace for VolumeNode {
         volume.rmdir(text(&path)?)?;
         fs.inodes
             .move_volume_paths(volume.storage_id(), &path, None);
-        fs.stage()?.changed(&volume);
+        fs.stage()?.note_change(&volume);
         Ok(())
     }
 
@@ -303,14 +418,14 @@ impl Namespace for VolumeNode {
             fs.inodes
                 .move_volume_paths(volume.storage_id(), &from, Some(&to_path));
         }
-        fs.stage()?.changed(&volume);
+        fs.stage()?.note_change(&volume);
         Ok(())
     }
 
     fn mkdir(&self, fs: &Vm0Fs, name: &OsStr, mode: u32) -> Result<Node> {
         let (volume, path) = self.child_path(fs, name)?;
         volume.mkdir(text(&path)?, mode)?;
-        fs.stage()?.changed(&volume);
+        fs.stage()?.note_change(&volume);
         Ok(VolumeNode::entry(&volume, path))
     }
 
@@ -329,7 +444,7 @@ impl Namespace for VolumeNode {
             ));
         }
         volume.symlink(text(&path)?, target)?;
-        fs.stage()?.changed(&volume);
+        fs.stage()?.note_change(&volume);
         Ok(VolumeNode::entry(&volume, path))
     }
 
@@ -342,7 +457,7 @@ impl Namespace for VolumeNode {
             ));
         }
         volume.chmod(text(&path)?, mode)?;
-        fs.stage()?.changed(&volume);
+        fs.stage()?.note_change(&volume);
         Ok(())
     }
 
@@ -352,7 +467,7 @@ impl Namespace for VolumeNode {
             return Ok(());
         }
         volume.set_mtime(text(&path)?, mtime)?;
-        fs.stage()?.changed(&volume);
+        fs.stage()?.note_change(&volume);
         Ok(())
     }
 
