@@ -650,7 +650,7 @@ impl VolumeStage {
         let (content, mode) = match st.tree.get(path) {
             Some(Node::File { content, mode }) => (content.clone(), *mode),
             Some(_) => return Err(self.refuse(libc::EISDIR, path, "not a file")),
-            None => return Err(self.refuse(libc::ENOENT, path, "no such file")),
+            None => return Err(self.refuse(st.tree.absent(path), path, "no such file")),
         };
         let writer = match content {
             Content::Staged(id) => {

@@ -112,14 +112,27 @@ impl Tree {
         self.nodes.iter().map(|(k, n)| (k.as_str(), n))
     }
 
+    /// Why `path` cannot be reached, as the kernel says it: `ENOTDIR` when a component on the way is not a
+    /// directory, else `ENOENT`.
+    pub fn absent(&self, path: &str) -> Refusal {
+        let mut at = 0;
+        while let Some(slash) = path[at..].find('/') {
+            let dir = &path[..at + slash];
+            match self.nodes.get(dir) {
+                None => return libc::ENOENT,
+                Some(n) if !n.is_dir() => return libc::ENOTDIR,
+                Some(_) => at += slash + 1,
+            }
+        }
+        libc::ENOENT
+    }
+
     fn parent_is_dir(&self, path: &str) -> Result<(), Refusal> {
         let parent = parent_of(path);
         if self.is_dir(parent) {
             Ok(())
-        } else if parent.is_empty() || self.nodes.contains_key(parent) {
-            Err(libc::ENOTDIR)
         } else {
-            Err(libc::ENOENT)
+            Err(self.absent(path))
         }
     }
 
@@ -158,7 +171,7 @@ impl Tree {
     /// `unlink` of a file or symlink.
     pub fn unlink(&mut self, path: &str) -> Result<Node, Refusal> {
         match self.nodes.get(path) {
-            None => Err(libc::ENOENT),
+            None => Err(self.absent(path)),
             Some(Node::Dir { .. }) => Err(libc::EISDIR),
             Some(_) => Ok(self.nodes.remove(path).unwrap_or(Node::Dir { mode: 0 })),
         }
@@ -167,7 +180,7 @@ impl Tree {
     pub fn rmdir(&mut self, path: &str) -> Result<(), Refusal> {
         match self.nodes.get(path) {
             None if path.is_empty() => Err(libc::EBUSY),
-            None => Err(libc::ENOENT),
+            None => Err(self.absent(path)),
             Some(Node::Dir { .. }) if self.below(path).next().is_some() => Err(libc::ENOTEMPTY),
             Some(Node::Dir { .. }) => {
                 self.nodes.remove(path);
@@ -180,21 +193,24 @@ impl Tree {
     /// `rename(2)` within the tree: a directory moves with everything below it. Returns the node that was
     /// replaced at `to`, if any (its staged file can then be deleted).
     pub fn rename(&mut self, from: &str, to: &str) -> Result<Option<Node>, Refusal> {
+        if from.is_empty() || to.is_empty() {
+            return Err(libc::EBUSY);
+        }
+        // As the kernel does: both parents are resolved before the source is looked up.
+        self.parent_is_dir(from)?;
+        self.parent_is_dir(to)?;
         let Some(moving) = self.nodes.get(from).cloned() else {
-            return Err(if from.is_empty() {
-                libc::EBUSY
-            } else {
-                libc::ENOENT
-            });
+            return Err(libc::ENOENT);
         };
         if from == to {
             return Ok(None);
         }
-        if to.is_empty() {
-            return Err(libc::EBUSY);
-        }
         if moving.is_dir() && is_inside(to, from) {
             return Err(libc::EINVAL);
+        }
+        if is_inside(from, to) {
+            // The target is an ancestor of the source: a directory that is not empty.
+            return Err(libc::ENOTEMPTY);
         }
         self.parent_is_dir(to)?;
         let replaced = match (self.nodes.get(to), moving.is_dir()) {
@@ -228,7 +244,7 @@ impl Tree {
                 Ok(())
             }
             Some(Node::Symlink { .. }) => Ok(()),
-            None => Err(libc::ENOENT),
+            None => Err(self.absent(path)),
         }
     }
 
