@@ -305,3 +305,29 @@ fn sync_outside_a_volume_says_why() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not inside a volume"));
 }
+
+#[test]
+fn past_the_staging_bound_writes_fail_with_enospc_and_nothing_staged_is_lost() {
+    let emu = emulator();
+    let m = Mount::start(&emu, &["--commit-delay", "0", "--max-staged-size", "1M"]);
+    let vol = m.path("volumes/bounded");
+    std::fs::create_dir(&vol).unwrap();
+    std::fs::write(vol.join("kept"), common::noise(600 << 10, 1)).unwrap();
+    let err = std::fs::write(vol.join("too-much"), common::noise(600 << 10, 2)).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+    assert_eq!(
+        std::fs::read(vol.join("kept")).unwrap(),
+        common::noise(600 << 10, 1)
+    );
+    std::fs::remove_file(vol.join("too-much")).unwrap();
+    std::fs::write(vol.join("small"), b"fits").unwrap();
+    sync(&vol);
+    drop(m);
+    let fresh = mount(&emu);
+    let mut names: Vec<String> = std::fs::read_dir(fresh.path("volumes/bounded"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["kept", "small"]);
+}
