@@ -12,3 +12,4 @@ pub mod caller;
 pub mod cli;
 pub mod fs;
 pub mod fuse;
+pub mod stage;

@@ -873,3 +873,252 @@ fn broken_bodies_are_invalid_responses_naming_the_endpoint() {
     assert!(!err.to_string().contains("secret"));
     assert!(!format!("{err:?}").contains("secret"));
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// The three-step upload (CONTRACT.md 7.1) and the version id it makes (6.1).
+
+/// The version id of CONTRACT.md 6.1 for `files` (path, bytes) of storage `storage_id`.
+fn content_hash(storage_id: &str, files: &[(&str, &[u8])]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut lines: Vec<String> = files
+        .iter()
+        .map(|(p, b)| format!("{p}:{}", hex::encode(Sha256::digest(b))))
+        .collect();
+    lines.sort();
+    let text = format!("storage:{storage_id}\n{}", lines.join("\n"));
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// Uploads `files` to a storage through the three steps and returns the committed version.
+fn upload_files(
+    api: &HttpApi,
+    id: &str,
+    files: &[(&str, &[u8])],
+) -> Result<vm0fs::api::models::StorageVersion, ApiError> {
+    use sha2::{Digest, Sha256};
+    use vm0fs::api::models::{CommitRequest, UploadFileSpec, UploadRequest};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let request = UploadRequest {
+        files: files
+            .iter()
+            .map(|(p, b)| UploadFileSpec {
+                path: p.to_string(),
+                size: b.len() as u64,
+                hash: Some(hex::encode(Sha256::digest(b))),
+            })
+            .collect(),
+        message: Some("from the test".into()),
+    };
+    let session = api.upload(StorageKind::Volume, id, &request)?;
+    assert_eq!(session.files.len(), files.len());
+    for target in &session.files {
+        let (_, bytes) = files
+            .iter()
+            .find(|(p, _)| *p == target.path)
+            .expect("a target for a declared path");
+        let local = dir.path().join(&target.upload_id);
+        std::fs::write(&local, bytes).expect("write");
+        api.put_upload(target, &local)?;
+    }
+    api.commit(
+        StorageKind::Volume,
+        id,
+        &CommitRequest {
+            upload_session_id: session.upload_session_id,
+            message: None,
+        },
+    )
+}
+
+#[test]
+fn the_three_step_upload_makes_the_content_hash_version() {
+    let emu = start(&[]);
+    let api = client(&emu);
+    let created = api
+        .create_storage(StorageKind::Volume, "fresh-input")
+        .expect("create");
+    assert_eq!(created.name, "fresh-input");
+    assert_eq!(created.current_version_id, None);
+    let files: [(&str, &[u8]); 3] = [
+        ("a.txt", b"alpha\n"),
+        ("deep/dir/b.bin", &[0u8, 1, 2, 255]),
+        ("empty", b""),
+    ];
+    let version = upload_files(&api, &created.id, &files).expect("upload");
+    assert_eq!(version.id, content_hash(&created.id, &files));
+    assert_eq!(version.file_count, 3);
+    let head = api
+        .get_storage(StorageKind::Volume, &created.id)
+        .expect("get");
+    assert_eq!(
+        head.current_version_id.as_deref(),
+        Some(version.id.as_str())
+    );
+    let mut entries = expect_targz(
+        api.download(StorageKind::Volume, &created.id, None)
+            .expect("download"),
+    );
+    entries.sort();
+    assert_eq!(
+        entries,
+        vec![
+            ("a.txt".to_string(), 6),
+            ("deep/dir/b.bin".to_string(), 4),
+            ("empty".to_string(), 0)
+        ]
+    );
+    // The same content again is the same version (deduplication), not a second one.
+    let again = upload_files(&api, &created.id, &files).expect("upload again");
+    assert_eq!(again.id, version.id);
+    let versions = api
+        .list_storage_versions(StorageKind::Volume, &created.id)
+        .expect("versions");
+    assert_eq!(versions.len(), 1);
+    // The token never reached the blob host, downloads included.
+    assert!(stat(&emu, "blob_requests") > 0);
+    assert_eq!(stat(&emu, "blob_requests_with_authorization"), 0);
+}
+
+#[test]
+fn an_empty_upload_is_an_empty_version() {
+    let emu = start(&[]);
+    let api = client(&emu);
+    let created = api
+        .create_storage(StorageKind::Volume, "will-be-empty")
+        .expect("create");
+    let version = upload_files(&api, &created.id, &[]).expect("empty upload");
+    assert_eq!(version.id, content_hash(&created.id, &[]));
+    assert_eq!(version.file_count, 0);
+}
+
+#[test]
+fn creating_a_storage_refuses_duplicates_and_bad_names() {
+    let emu = start(&[]);
+    let api = client(&emu);
+    api.create_storage(StorageKind::Volume, "twice")
+        .expect("first");
+    let err = api
+        .create_storage(StorageKind::Volume, "twice")
+        .expect_err("duplicate");
+    assert_errno(&err, libc::EEXIST);
+    let err = api
+        .create_storage(StorageKind::Volume, "Not_Valid")
+        .expect_err("bad name");
+    assert_errno(&err, libc::EINVAL);
+    assert!(err.user_message().contains("lowercase"), "{err}");
+}
+
+#[test]
+fn a_commit_with_a_file_not_put_is_refused() {
+    use vm0fs::api::models::{CommitRequest, UploadFileSpec, UploadRequest};
+    let emu = start(&[]);
+    let api = client(&emu);
+    let created = api
+        .create_storage(StorageKind::Volume, "half-done")
+        .expect("create");
+    let request = UploadRequest {
+        files: vec![UploadFileSpec {
+            path: "never-put".into(),
+            size: 3,
+            hash: None,
+        }],
+        message: None,
+    };
+    let session = api
+        .upload(StorageKind::Volume, &created.id, &request)
+        .expect("upload");
+    let err = api
+        .commit(
+            StorageKind::Volume,
+            &created.id,
+            &CommitRequest {
+                upload_session_id: session.upload_session_id,
+                message: None,
+            },
+        )
+        .expect_err("commit without the bytes");
+    assert_eq!(err.status, Some(409), "{err}");
+    let head = api
+        .get_storage(StorageKind::Volume, &created.id)
+        .expect("get");
+    assert_eq!(head.current_version_id, None);
+}
+
+/// A server for the upload flow: the upload answers with a PUT URL on the same origin; the commit always fails
+/// with 503 (so a blind retry would show as a second commit request).
+fn upload_script(req: &Seen, base: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let path = req.target.split('?').next().unwrap_or("");
+    match (req.method.as_str(), path) {
+        ("GET", "/v1/agents") => json_reply(json!({"data": [], "pagination": {"has_more": false}})),
+        ("POST", "/v1/volumes/v1d/upload") => json_reply(json!({"upload_session_id": "s1",
+            "files": [{"path": "x", "upload_url": format!("{base}/put/x?X-Amz-Signature=sig"),
+                       "upload_id": "u1"}], "expires_at": "t"})),
+        ("PUT", "/put/x") => (200, vec![], Vec::new()),
+        ("POST", "/v1/volumes/v1d/commit") => (503, vec![], b"busy".to_vec()),
+        _ => (404, vec![], Vec::new()),
+    }
+}
+
+#[test]
+fn upload_puts_carry_no_token_and_commits_are_never_resent() {
+    use vm0fs::api::models::{CommitRequest, UploadFileSpec, UploadRequest};
+    let server = Scripted::start(Box::new(upload_script));
+    let api = HttpApi::new(&server.base, "vm0_live_secret", fast()).expect("client");
+    let request = UploadRequest {
+        files: vec![UploadFileSpec {
+            path: "x".into(),
+            size: 5,
+            hash: None,
+        }],
+        message: None,
+    };
+    let session = api
+        .upload(StorageKind::Volume, "v1d", &request)
+        .expect("upload");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let local = dir.path().join("x");
+    std::fs::write(&local, b"bytes").expect("write");
+    api.put_upload(&session.files[0], &local).expect("put");
+    let err = api
+        .commit(
+            StorageKind::Volume,
+            "v1d",
+            &CommitRequest {
+                upload_session_id: "s1".into(),
+                message: None,
+            },
+        )
+        .expect_err("503");
+    assert_eq!(err.status, Some(503));
+
+    let seen = server.seen();
+    let put = seen.iter().find(|s| s.method == "PUT").expect("the PUT");
+    assert_eq!(
+        put.header("authorization"),
+        None,
+        "the token went to the upload URL"
+    );
+    assert_eq!(put.body, "bytes");
+    assert_eq!(put.header("content-length"), Some("5"));
+    let upload = seen
+        .iter()
+        .find(|s| s.target == "/v1/volumes/v1d/upload")
+        .expect("the upload");
+    assert_eq!(
+        upload.header("authorization"),
+        Some("Bearer vm0_live_secret")
+    );
+    let commits = seen
+        .iter()
+        .filter(|s| s.target == "/v1/volumes/v1d/commit")
+        .count();
+    assert_eq!(
+        commits, 1,
+        "a commit was sent again after it reached the server"
+    );
+    // A missing local file fails the PUT with an error naming the upload, not a panic.
+    let err = api
+        .put_upload(&session.files[0], &dir.path().join("gone"))
+        .expect_err("no such file");
+    assert_eq!(err.kind, ApiErrorKind::Transport, "{err}");
+}

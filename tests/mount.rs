@@ -470,18 +470,19 @@ fn a_gzip_bomb_is_stopped_by_the_size_limit_and_the_mount_goes_on() {
     ));
 }
 
+/// Everything outside a volume's head is read-only (volumes are written in tests/writes.rs).
 #[test]
 fn writes_are_refused() {
     let emulator = Emulator::start(&["--seed", "demo"]);
     let mount = Mount::start(&emulator, &[]);
     for script in [
         format!("touch {}/agents/new-file", q(mount.mountpoint())),
-        format!("mkdir {}/volumes/new-dir", q(mount.mountpoint())),
+        format!("mkdir {}/artifacts/new-dir", q(mount.mountpoint())),
         format!(
-            "/bin/echo x > {}/volumes/input-data/README.md",
+            "/bin/echo x > {}/artifacts/report/report.md",
             q(mount.mountpoint())
         ),
-        format!("rm {}/volumes/input-data/README.md", q(mount.mountpoint())),
+        format!("rm {}/artifacts/report/report.md", q(mount.mountpoint())),
     ] {
         let out = sh(&script);
         assert!(!out.status.success(), "`{script}` succeeded");

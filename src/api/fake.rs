@@ -312,6 +312,33 @@ impl Vm0Api for FakeApi {
             .ok_or_else(|| not_found("version"))?;
         Ok(Download::TarGz(Box::new(Cursor::new(bytes))))
     }
+    fn create_storage(&self, _kind: StorageKind, _name: &str) -> Result<StorageDetail, ApiError> {
+        Err(not_in_this_fake("POST /v1/volumes"))
+    }
+    fn upload(
+        &self,
+        _kind: StorageKind,
+        _id: &str,
+        _request: &UploadRequest,
+    ) -> Result<UploadResponse, ApiError> {
+        Err(not_in_this_fake("POST /v1/volumes/:id/upload"))
+    }
+    fn put_upload(&self, _target: &UploadTarget, _file: &std::path::Path) -> Result<(), ApiError> {
+        Err(not_in_this_fake("PUT upload"))
+    }
+    fn commit(
+        &self,
+        _kind: StorageKind,
+        _id: &str,
+        _request: &CommitRequest,
+    ) -> Result<StorageVersion, ApiError> {
+        Err(not_in_this_fake("POST /v1/volumes/:id/commit"))
+    }
+}
+
+/// Uploads are tested against the emulator (tests/api_client.rs, tests/writes.rs), not here.
+fn not_in_this_fake(endpoint: &str) -> ApiError {
+    ApiError::http(endpoint, 400, None, "not in this fake".into())
 }
 
 /// A method of `Vm0Api`, to choose which calls `FailingApi` fails.
@@ -334,6 +361,10 @@ pub enum Method {
     GetStorage,
     ListStorageVersions,
     Download,
+    CreateStorage,
+    Upload,
+    PutUpload,
+    Commit,
 }
 
 /// One planned failure: the `nth` call (from 1) of `method` returns `error`.
@@ -475,6 +506,32 @@ impl Vm0Api for FailingApi {
     ) -> Result<Download, ApiError> {
         self.call(Method::Download)?;
         self.inner.download(kind, id, version)
+    }
+    fn create_storage(&self, kind: StorageKind, name: &str) -> Result<StorageDetail, ApiError> {
+        self.call(Method::CreateStorage)?;
+        self.inner.create_storage(kind, name)
+    }
+    fn upload(
+        &self,
+        kind: StorageKind,
+        id: &str,
+        request: &UploadRequest,
+    ) -> Result<UploadResponse, ApiError> {
+        self.call(Method::Upload)?;
+        self.inner.upload(kind, id, request)
+    }
+    fn put_upload(&self, target: &UploadTarget, file: &std::path::Path) -> Result<(), ApiError> {
+        self.call(Method::PutUpload)?;
+        self.inner.put_upload(target, file)
+    }
+    fn commit(
+        &self,
+        kind: StorageKind,
+        id: &str,
+        request: &CommitRequest,
+    ) -> Result<StorageVersion, ApiError> {
+        self.call(Method::Commit)?;
+        self.inner.commit(kind, id, request)
     }
 }
 

@@ -24,21 +24,23 @@ mod retry;
 mod sse;
 
 use std::fmt;
-use std::io::{BufReader, Read};
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use reqwest::blocking::{Client, Response};
+use reqwest::blocking::{Body, Client, Response};
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, LOCATION};
 use reqwest::{Method, Url, redirect};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::models::{
-    Agent, AgentVersion, Casing, ErrorBody, LegacyDownload, LogEntry, LogQuery, Page, Run,
-    RunDetail, RunMetrics, SseEvent, Storage, StorageDetail, StorageKind, StorageVersion,
-    recase_keys,
+    Agent, AgentVersion, Casing, CommitRequest, CreateStorageRequest, ErrorBody, LegacyDownload,
+    LogEntry, LogQuery, Page, Run, RunDetail, RunMetrics, SseEvent, Storage, StorageDetail,
+    StorageKind, StorageVersion, UploadRequest, UploadResponse, UploadTarget, recase_keys,
 };
 use super::{ApiError, ApiErrorKind, Download, DownloadFile, Vm0Api};
 
@@ -50,6 +52,8 @@ const MAX_PAGES: usize = 10_000;
 const MAX_JSON_BODY: u64 = 64 << 20;
 /// How much of an error body is read: enough for the API's error object, or a hint of what else came back.
 const MAX_ERROR_BODY: u64 = 64 << 10;
+/// How long a commit may take: the server builds the archive of the whole version before answering.
+const COMMIT_DEADLINE: Duration = Duration::from_secs(600);
 /// How many times a download asks the API for a fresh redirect after the blob host refused (an expired link).
 const MAX_FRESH_REDIRECTS: u32 = 2;
 /// How many redirects the blob host itself may add before the archive (a CDN hop); each is followed without auth.
@@ -207,6 +211,7 @@ impl HttpApi {
             url,
             auth: Some(self.auth.clone()),
             body: None,
+            file: None,
             accept: "application/json",
             idempotent,
             total_deadline: Some(self.fetcher.opts.request_timeout),
@@ -278,6 +283,29 @@ impl HttpApi {
             call.body = Some(bytes);
         }
         decode(&call.label, self.json(&call)?, "run detail")
+    }
+
+    /// A `POST` of a JSON body to `/v1/<segments>`, decoded as `T`; `idempotent` says whether it may be sent again
+    /// after it may have reached the server.
+    fn post_json<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        body: &impl serde::Serialize,
+        idempotent: bool,
+        what: &str,
+    ) -> Result<T, ApiError> {
+        let mut call = self.call(Method::POST, segments, &[]);
+        call.idempotent = idempotent;
+        if segments.last() == Some(&"commit") {
+            // The server builds the version's archive before it answers: minutes for a large one.
+            call.total_deadline = Some(COMMIT_DEADLINE);
+        }
+        let value = serde_json::to_value(body).map_err(|e| {
+            ApiError::invalid_response(&call.label, format!("the request body: {e}"))
+        })?;
+        let value = recase_keys(value, self.send_casing());
+        call.body = Some(value.to_string().into_bytes());
+        decode(&call.label, self.json(&call)?, what)
     }
 
     /// The download route's call, with the version key in the server's casing.
@@ -485,6 +513,57 @@ impl Vm0Api for HttpApi {
             }
         }
     }
+
+    fn create_storage(&self, kind: StorageKind, name: &str) -> Result<StorageDetail, ApiError> {
+        let body = CreateStorageRequest {
+            name: name.to_string(),
+        };
+        self.post_json(&[kind.plural()], &body, false, kind.title())
+    }
+
+    fn upload(
+        &self,
+        kind: StorageKind,
+        id: &str,
+        request: &UploadRequest,
+    ) -> Result<UploadResponse, ApiError> {
+        self.post_json(
+            &[kind.plural(), id, "upload"],
+            request,
+            true,
+            "upload session",
+        )
+    }
+
+    fn put_upload(&self, target: &UploadTarget, file: &Path) -> Result<(), ApiError> {
+        let url = self.base.join(&target.upload_url).map_err(|e| {
+            invalid(
+                "POST upload",
+                &format!("bad upload_url for {:?}: {e}", target.path),
+            )
+        })?;
+        let call = Call {
+            method: Method::PUT,
+            label: blob_label(&url).replacen("GET", "PUT", 1),
+            url,
+            auth: None,
+            body: None,
+            file: Some(file.to_path_buf()),
+            accept: "*/*",
+            idempotent: true,
+            total_deadline: None,
+        };
+        self.fetcher.run(&call, |_| Ok(()))
+    }
+
+    fn commit(
+        &self,
+        kind: StorageKind,
+        id: &str,
+        request: &CommitRequest,
+    ) -> Result<StorageVersion, ApiError> {
+        self.post_json(&[kind.plural(), id, "commit"], request, false, "version")
+    }
 }
 
 /// One request as the retry loop sees it.
@@ -495,6 +574,8 @@ struct Call {
     label: String,
     auth: Option<HeaderValue>,
     body: Option<Vec<u8>>,
+    /// A file sent as the raw body (an upload PUT), opened again for each attempt.
+    file: Option<PathBuf>,
     accept: &'static str,
     /// Whether the request may be sent again after it may have reached the server.
     idempotent: bool,
@@ -597,14 +678,19 @@ impl Fetcher {
         if let Some(auth) = &call.auth {
             req = req.header(AUTHORIZATION, auth.clone());
         }
-        match &call.body {
-            Some(body) => {
+        match (&call.body, &call.file) {
+            (Some(body), _) => {
                 req = req
                     .header(CONTENT_TYPE, "application/json")
                     .body(body.clone())
             }
-            None if call.method == Method::POST => req = req.body(Vec::new()),
-            None => {}
+            (None, Some(path)) => {
+                req = req
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .body(file_body(path))
+            }
+            (None, None) if call.method == Method::POST => req = req.body(Vec::new()),
+            (None, None) => {}
         }
         if let Some(deadline) = call.total_deadline {
             req = req.timeout(deadline);
@@ -622,6 +708,7 @@ impl Fetcher {
                 url,
                 auth: None,
                 body: None,
+                file: None,
                 accept: "*/*",
                 idempotent: true,
                 total_deadline: None,
@@ -636,6 +723,27 @@ impl Fetcher {
             "GET archive",
             format!("the blob host redirected more than {MAX_BLOB_HOPS} times"),
         ))
+    }
+}
+
+/// The body of an upload PUT: the file, with its length (presigned PUTs want a Content-Length). A file that cannot
+/// be opened becomes a body that fails with that error, so the attempt fails as a transport error naming it.
+fn file_body(path: &Path) -> Body {
+    match File::open(path).and_then(|f| Ok((f.metadata()?.len(), f))) {
+        Ok((len, file)) => Body::sized(file, len),
+        Err(e) => Body::new(FailingReader(Some(e))),
+    }
+}
+
+/// A reader that fails once with the error it holds.
+struct FailingReader(Option<io::Error>);
+
+impl Read for FailingReader {
+    fn read(&mut self, _buf: &mut [u8]) -> io::Result<usize> {
+        Err(self
+            .0
+            .take()
+            .unwrap_or_else(|| io::Error::other("the file to upload is gone")))
     }
 }
 

@@ -12,11 +12,13 @@ pub mod http;
 pub use vm0_api as models;
 
 use std::io::Read;
+use std::path::Path;
 
 pub use error::{ApiError, ApiErrorKind};
 use models::{
-    Agent, AgentVersion, LogEntry, LogQuery, Page, Run, RunDetail, RunMetrics, SseEvent, Storage,
-    StorageDetail, StorageKind, StorageVersion,
+    Agent, AgentVersion, CommitRequest, LogEntry, LogQuery, Page, Run, RunDetail, RunMetrics,
+    SseEvent, Storage, StorageDetail, StorageKind, StorageVersion, UploadRequest, UploadResponse,
+    UploadTarget,
 };
 
 /// A streaming archive download. Never holds the whole archive in memory.
@@ -88,4 +90,29 @@ pub trait Vm0Api: Send + Sync {
         id: &str,
         version: Option<&str>,
     ) -> Result<Download, ApiError>;
+
+    /// `POST /v1/{volumes|artifacts}` `{name}` (CONTRACT.md 7.1 step 1). Not sent again once it may have reached
+    /// the server: after a lost reply, `find_storage` tells whether the storage exists.
+    fn create_storage(&self, kind: StorageKind, name: &str) -> Result<StorageDetail, ApiError>;
+    /// `POST /v1/{volumes|artifacts}/:id/upload` (step 2): an upload session with one presigned PUT URL per
+    /// declared file. Retried like a read: a session that is never committed is simply forgotten by the server.
+    fn upload(
+        &self,
+        kind: StorageKind,
+        id: &str,
+        request: &UploadRequest,
+    ) -> Result<UploadResponse, ApiError>;
+    /// `PUT <upload_url>` with the bytes of `file` (step 3), never with the API token (the URL is presigned, on
+    /// another origin). Retried: putting the same bytes twice is harmless. A 403 means the URL expired: the
+    /// caller starts a new upload for fresh URLs.
+    fn put_upload(&self, target: &UploadTarget, file: &Path) -> Result<(), ApiError>;
+    /// `POST /v1/{volumes|artifacts}/:id/commit` (step 4): the new version. Never sent again once it may have
+    /// reached the server; after a lost reply the caller reads the head, which is the content hash of what it
+    /// uploaded when the commit went through (CONTRACT.md 6.1).
+    fn commit(
+        &self,
+        kind: StorageKind,
+        id: &str,
+        request: &CommitRequest,
+    ) -> Result<StorageVersion, ApiError>;
 }

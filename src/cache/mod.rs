@@ -339,6 +339,11 @@ impl ArchiveCache {
         })
     }
 
+    /// The cache directory.
+    pub fn dir(&self) -> &Path {
+        self.layout.root()
+    }
+
     /// Bytes on disk (file content of all extracted archives) and number of archives held.
     pub fn usage(&self) -> (u64, usize) {
         self.lock_index().usage()

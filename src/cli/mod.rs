@@ -18,6 +18,7 @@ mod prefetch;
 mod settings;
 mod size;
 mod status;
+mod sync;
 mod unmount;
 mod wait;
 
@@ -90,6 +91,15 @@ shows now. Exits with status 1 if any archive could not be fetched; the mount's 
     Prefetch(PrefetchArgs),
     /// Wait until runs end; print `<id> <status>` for each; exit 0 only if all completed
     Wait(wait::WaitArgs),
+    /// Publish the staged changes of volumes now, and print each new version
+    #[command(
+        long_about = "Publish the staged changes of the volumes that PATHs lie in (volumes/<name> or any path inside \
+one) as one new version each, now, and wait until it is committed. Prints volumes/<name>@<8 hex> of each new \
+version. Exits with status 1 and the reason when a volume cannot be published (the head moved on the server, the \
+API refused, nothing to publish); its changes stay staged. Without this, a changed volume is published after \
+--commit-delay of quiet and at unmount."
+    )]
+    Sync(SyncArgs),
     /// Print a shell completion script to stdout
     Completions(docs::CompletionsArgs),
     /// Print the vm0fs(1) man page (every subcommand and flag) to stdout, or write one page per command
@@ -125,6 +135,13 @@ pub struct PrefetchArgs {
     pub unpin: bool,
 }
 
+#[derive(Args, Debug)]
+pub struct SyncArgs {
+    /// Volumes to publish: volumes/<name> of a mount, or any path inside one
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct MountArgs {
     /// An existing empty directory to mount on (may be left out with --print-config)
@@ -157,6 +174,13 @@ pub struct MountArgs {
     /// How long listings and metadata from the API are believed before being asked again
     #[arg(long, value_name = "SECONDS", default_value = settings::DEFAULT_METADATA_TTL)]
     pub metadata_ttl: f64,
+    /// Seconds without a change (and without a file open for writing) before a volume's changes are published
+    /// as a new version; 0 publishes only on `vm0fs sync` and at unmount
+    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = non_negative_seconds)]
+    pub commit_delay: f64,
+    /// Most bytes of volume changes staged on local disk before writes fail with ENOSPC [default: the cache size]
+    #[arg(long, value_name = "SIZE", value_parser = size::parse)]
+    pub max_staged_size: Option<u64>,
     /// Let other users access the mount (needs user_allow_other in /etc/fuse.conf when not root)
     #[arg(long)]
     pub allow_other: bool,
@@ -202,6 +226,7 @@ pub fn main() -> i32 {
         Command::Status(args) => status::run(&args),
         Command::Prefetch(args) => prefetch::run(&args),
         Command::Wait(args) => wait::run(&args),
+        Command::Sync(args) => sync::run(&args),
         Command::Completions(args) => docs::completions(&args, Cli::command()),
         Command::Man(args) => docs::man(&args, Cli::command()),
     }
@@ -210,4 +235,12 @@ pub fn main() -> i32 {
 /// The matches of the subcommand that ran: they tell whether a flag was given or took its default.
 fn subcommand_matches(matches: &ArgMatches) -> &ArgMatches {
     matches.subcommand().map_or(matches, |(_, sub)| sub)
+}
+
+/// A number of seconds, 0 or more.
+fn non_negative_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && s >= 0.0 => Ok(s),
+        _ => Err(format!("{text:?} is not a number of seconds (0 or more)")),
+    }
 }

@@ -33,6 +33,9 @@ const LOG_FILE: &str = "vm0fs.log";
 /// How long the API check may take before the person waiting is told what it waits for, and how often after.
 const FIRST_WAIT_NOTICE: Duration = Duration::from_secs(1);
 const WAIT_NOTICE_EVERY: Duration = Duration::from_secs(5);
+/// How long a clean unmount waits for the staged volumes to be published; what is left is published after the
+/// next mount.
+const UNMOUNT_PUBLISH_WAIT: Duration = Duration::from_secs(30);
 
 pub fn run(args: &MountArgs, matches: &ArgMatches) -> i32 {
     let settings = match settings::resolve(args, matches) {
@@ -283,10 +286,15 @@ fn serve(
         allow_other: settings.allow_other,
         mountpoint: prepared.mountpoint.display().to_string(),
         api_url: settings.api_url.clone(),
+        commit_delay: Duration::from_secs_f64(settings.commit_delay),
+        max_staged_bytes: settings.max_staged_size,
     };
     let api: Arc<dyn Vm0Api> = Arc::new(api);
     let cache = Arc::new(cache);
-    let session = mount_with_fallback(&api, &cache, &fs_config, settings, &prepared.mountpoint)?;
+    let (session, fs) =
+        mount_with_fallback(&api, &cache, &fs_config, settings, &prepared.mountpoint)?;
+    let served = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let served_seen = served.clone();
     let mountpoint = prepared.mountpoint.clone();
     let foreground = settings.foreground;
     let mut signals = signal_hook::iterator::Signals::new([
@@ -314,6 +322,10 @@ fn serve(
                 // A request still waiting on a stalled server keeps the session open after a lazy detach;
                 // exiting closes /dev/fuse, which ends those requests too. Normally `run` returns first.
                 std::thread::sleep(Duration::from_secs(2));
+                if served_seen.load(std::sync::atomic::Ordering::SeqCst) {
+                    // The session ended and the staged volumes are being published: let that finish.
+                    return;
+                }
                 tracing::warn!(
                     "requests were still in flight 2 s after unmounting; exiting anyway"
                 );
@@ -335,14 +347,16 @@ fn serve(
         prepared.mountpoint.display()
     );
     ready(&prepared.mountpoint.display().to_string());
-    session.run().map_err(|e| {
+    let ran = session.run();
+    served.store(true, std::sync::atomic::Ordering::SeqCst);
+    tracing::info!("unmounted {}", prepared.mountpoint.display());
+    fs.publish_staged(UNMOUNT_PUBLISH_WAIT);
+    ran.map_err(|e| {
         format!(
             "the mount ended with an error: {}",
             crate::fs::io_message(&e)
         )
-    })?;
-    tracing::info!("unmounted {}", prepared.mountpoint.display());
-    Ok(())
+    })
 }
 
 /// `check_api`, telling `waiting` what it waits for once it has waited a second, and every few seconds after.
@@ -395,7 +409,7 @@ fn mount_with_fallback(
     fs_config: &FsConfig,
     settings: &Settings,
     mountpoint: &Path,
-) -> Result<fuser::Session<fuse::FuseAdapter>, String> {
+) -> Result<(fuser::Session<fuse::FuseAdapter>, Arc<Vm0Fs>), String> {
     let safe = MountConfig {
         allow_other: settings.allow_other,
         read_only: settings.read_only,
@@ -425,7 +439,7 @@ fn mount_with_fallback(
     };
     fs.set_invalidator(Box::new(fuse::KernelInvalidator(session.notifier())));
     fs.start_log_poller();
-    Ok(session)
+    Ok((session, fs))
 }
 
 /// Forks: the child serves the mount in a new session, logging to the cache dir; the parent waits for its word.

@@ -71,6 +71,10 @@ pub struct Settings {
     pub max_archive_size: u64,
     pub max_archive_entries: u64,
     pub metadata_ttl: f64,
+    /// Seconds of quiet before a changed volume is published; 0: only `vm0fs sync` and unmount publish.
+    pub commit_delay: f64,
+    /// Bytes of staged volume changes past which writes fail with ENOSPC.
+    pub max_staged_size: u64,
     pub allow_other: bool,
     pub read_only: bool,
     /// Mount on a directory that is not empty (`--nonempty`).
@@ -129,6 +133,8 @@ pub fn resolve(args: &MountArgs, matches: &ArgMatches) -> Result<Settings, Strin
             &args.max_archive_entries,
         ),
         metadata_ttl,
+        commit_delay: args.commit_delay,
+        max_staged_size: args.max_staged_size.unwrap_or(cache_size),
         allow_other: r.pick("allow_other", file.allow_other, &args.allow_other),
         read_only: r.pick("read_only", file.read_only, &args.read_only),
         nonempty: args.nonempty,

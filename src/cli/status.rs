@@ -149,6 +149,9 @@ fn describe(status: &MountStatus) -> String {
     for download in &cache.downloads {
         text.push_str(&format!("  download   {}\n", progress_line(download)));
     }
+    for volume in &status.volumes {
+        text.push_str(&format!("  volume     {volume}\n"));
+    }
     text
 }
 

@@ -15,6 +15,7 @@
 //! different directories run in parallel.
 
 use std::ffi::OsStr;
+use std::sync::Mutex;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -41,6 +42,9 @@ pub struct MountStatus {
     #[serde(default)]
     pub inodes: Option<usize>,
     pub cache: CacheStatus,
+    /// Each volume with staged changes or a recent publish: one line saying where it stands.
+    #[serde(default)]
+    pub volumes: Vec<String>,
 }
 
 /// One line written to `.vm0fs/pins`.
@@ -73,6 +77,7 @@ impl Vm0Fs {
             uptime_secs: uptime.as_secs_f64(),
             inodes: Some(self.inodes.len()),
             cache: self.cache.status(),
+            volumes: self.stage().map(|s| s.status()).unwrap_or_default(),
         };
         let mut json = serde_json::to_vec_pretty(&status).unwrap_or_default();
         json.push(b'\n');
@@ -86,6 +91,46 @@ impl Vm0Fs {
             .iter()
             .flat_map(|vid| format!("{vid}\n").into_bytes())
             .collect()
+    }
+
+    /// Publishes each volume named in what was written to `.vm0fs/sync` (`volumes/<name>` per line) and waits;
+    /// each outcome is appended to `outcome`, and the first failure fails the write with its errno.
+    pub(super) fn sync_command(&self, written: &[u8], outcome: &Mutex<Vec<u8>>) -> Result<()> {
+        let text = std::str::from_utf8(written)
+            .map_err(|_| Error::new(libc::EINVAL, ".vm0fs/sync: write `volumes/<name>` lines"))?;
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let result = self.sync_one(line);
+            let shown = match &result {
+                Ok(v) => format!("{line}@{}\n", crate::stage::short(v)),
+                Err(e) => format!("error: {}\n", e.message),
+            };
+            outcome
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend_from_slice(shown.as_bytes());
+            result?;
+        }
+        Ok(())
+    }
+
+    fn sync_one(&self, line: &str) -> Result<String> {
+        let name = line
+            .strip_prefix("volumes/")
+            .map(|n| n.trim_end_matches('/'))
+            .filter(|n| !n.is_empty() && !n.contains('/') && !n.contains('@'))
+            .ok_or_else(|| {
+                Error::new(
+                    libc::EINVAL,
+                    format!(".vm0fs/sync: {line:?} is not `volumes/<name>` (only volume heads are published)"),
+                )
+            })?;
+        let volume = self.volume_by_name(name)?;
+        let version = self
+            .stage()?
+            .sync(&volume)
+            .map_err(|e| Error::new(e.errno, e.message))?;
+        self.meta.storages_changed(StorageKind::Volume);
+        Ok(version)
     }
 
     /// Carries out what was written to `.vm0fs/pins`, line by line; the first failure ends the write.

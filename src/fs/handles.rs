@@ -29,6 +29,16 @@ pub enum Handle {
     Ctl(String),
     /// `.vm0fs/pins` open for writing.
     Pins,
+    /// A file of a writable volume open for writing.
+    Staged(Arc<StagedHandle>),
+    /// `.vm0fs/sync` open: what the writes to it (publishes) came to, one line each.
+    Sync(Arc<Mutex<Vec<u8>>>),
+}
+
+/// A file of a volume open for writing: the volume's stage and the staged file.
+pub struct StagedHandle {
+    pub volume: Arc<crate::stage::VolumeStage>,
+    pub writer: crate::stage::StagedWriter,
 }
 
 /// What one open of `runs/new/<agent>` has written, and what became of it.
@@ -97,6 +107,16 @@ pub fn read_static(handle: &Handle, offset: u64, size: u32) -> Result<Vec<u8>> {
         Handle::Content(bytes) => Ok(slice_at(bytes, offset, size).to_vec()),
         Handle::Disk(file) => read_full(file, offset, size),
         Handle::Dir(_) => Err(Error::new(libc::EISDIR, "is a directory")),
+        Handle::Staged(h) => {
+            let mut buf = vec![0u8; size as usize];
+            let n = h.writer.read_at(&mut buf, offset)?;
+            buf.truncate(n);
+            Ok(buf)
+        }
+        Handle::Sync(outcome) => {
+            let outcome = outcome.lock().unwrap_or_else(|e| e.into_inner());
+            Ok(slice_at(&outcome, offset, size).to_vec())
+        }
         Handle::Log(_) | Handle::NewRun(_) | Handle::Ctl(_) | Handle::Pins => {
             Err(Error::new(libc::EBADF, "this file is open for writing"))
         }

@@ -15,6 +15,7 @@
 //! alive or allocates a fresh one, never hands out a number that was just removed.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::tree::{AgentNode, ControlNode, RunNode, StorageNode, VolumeNode};
@@ -113,6 +114,45 @@ impl InodeTable {
             {
                 table.by_node.remove(&entry.node);
             }
+        }
+    }
+
+    /// A change of names in volume `storage_id`: the nodes at or below `from` now live at `to` (a rename), or
+    /// nowhere (`None`: unlinked, removed, or replaced by a rename). Their numbers stay and follow the change, as
+    /// the kernel's dentries do; a node that lives nowhere gets a path no file can have, so it answers ENOENT.
+    pub fn move_volume_paths(&self, storage_id: &str, from: &Path, to: Option<&Path>) {
+        let mut table = self.write();
+        let Table {
+            by_ino, by_node, ..
+        } = &mut *table;
+        for (ino, entry) in by_ino.iter_mut() {
+            let Node::Volume(VolumeNode::Entry {
+                storage_id: sid,
+                path,
+            }) = &entry.node
+            else {
+                continue;
+            };
+            let Ok(rest) = path.strip_prefix(from) else {
+                continue;
+            };
+            if sid != storage_id {
+                continue;
+            }
+            let new_path = match to {
+                Some(to) if rest.as_os_str().is_empty() => to.to_path_buf(),
+                Some(to) => to.join(rest),
+                None => PathBuf::from(format!("\0gone-{ino}")),
+            };
+            let node = Node::Volume(VolumeNode::Entry {
+                storage_id: sid.clone(),
+                path: new_path,
+            });
+            let old = std::mem::replace(&mut entry.node, node.clone());
+            if by_node.get(&old) == Some(ino) {
+                by_node.remove(&old);
+            }
+            by_node.insert(node, *ino);
         }
     }
 

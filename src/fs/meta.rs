@@ -218,6 +218,11 @@ impl Meta {
             .get_or_fetch_or_stale(&kind, || self.api.list_storages(kind), |_| ttl)?)
     }
 
+    /// Forgets the listing of `kind`, after a change made here (a volume created, a version published).
+    pub fn storages_changed(&self, kind: StorageKind) {
+        self.storages.invalidate(&kind);
+    }
+
     pub fn storage(&self, kind: StorageKind, name: &str) -> Result<Storage> {
         self.storages(kind)?
             .iter()

@@ -36,6 +36,7 @@ pub use inodes::ROOT_INO;
 use crate::api::Vm0Api;
 use crate::api::models::Run;
 use crate::cache::ArchiveCache;
+use crate::stage::{Stage, StageConfig};
 use handles::{Handle, Handles, NewRunWrite};
 use inodes::{InodeTable, Node};
 use listing::Listing;
@@ -61,6 +62,10 @@ pub struct FsConfig {
     /// Shown by `.vm0fs/status`: where the mount is and which API it serves.
     pub mountpoint: String,
     pub api_url: String,
+    /// Quiet time after the last change of a volume before it is published; zero: only `vm0fs sync` and unmount.
+    pub commit_delay: Duration,
+    /// Bytes of staged files past which writes to volumes fail with ENOSPC.
+    pub max_staged_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,11 +143,27 @@ pub struct Vm0Fs {
     handles: Handles,
     config: FsConfig,
     mounted_at: SystemTime,
+    /// The staging area of writable volumes, or why it could not be opened.
+    stage: std::result::Result<Arc<Stage>, String>,
 }
 
 impl Vm0Fs {
     pub fn new(api: Arc<dyn Vm0Api>, cache: Arc<ArchiveCache>, config: FsConfig) -> Self {
+        let stage_config = StageConfig {
+            cache_dir: cache.dir().to_path_buf(),
+            commit_delay: config.commit_delay,
+            max_staged_bytes: config.max_staged_bytes,
+        };
+        let stage = Stage::open(stage_config, api.clone(), cache.clone()).map_err(|e| {
+            let why = format!(
+                "the staging area in {} cannot be opened: {e}",
+                cache.dir().display()
+            );
+            tracing::error!("{why}");
+            why
+        });
         Vm0Fs {
+            stage,
             meta: Meta::new(api, config.metadata_ttl),
             live_logs: LiveLogs::new(),
             new_run_outcomes: Outcomes::new(),
@@ -345,10 +366,12 @@ impl Vm0Fs {
         }
         if flags & libc::O_ACCMODE != libc::O_RDONLY {
             if let Some(handle) = node.namespace().open_write(self)? {
+                // A volume file is an ordinary file: through the page cache, so that mmap works.
+                let direct_io = !matches!(handle, Handle::Staged(_));
                 let fh = self.handles.insert(handle);
                 return Ok(Opened {
                     fh,
-                    direct_io: true,
+                    direct_io,
                     keep_cache: false,
                 });
             }
@@ -425,6 +448,12 @@ impl Vm0Fs {
     pub fn release(&self, fh: u64) {
         match self.handles.remove(fh) {
             Some(Handle::Log(run_id)) => self.live_logs.closed(&run_id),
+            Some(Handle::Staged(h)) => {
+                h.volume.close_write();
+                if let Ok(stage) = self.stage() {
+                    stage.note_change(&h.volume);
+                }
+            }
             Some(Handle::NewRun(write)) => {
                 if let Err(e) = self.start_run(&write) {
                     tracing::warn!("{}", e.chain());
@@ -435,15 +464,16 @@ impl Vm0Fs {
     }
 
     /// Creates `name` in `parent` and opens it for writing, where the parent's namespace allows it (`runs/new/`).
-    pub fn create(&self, parent: u64, name: &OsStr) -> Result<(Attr, Opened)> {
-        let (node, handle) = self.node(parent)?.namespace().create(self, name)?;
+    pub fn create(&self, parent: u64, name: &OsStr, mode: u32) -> Result<(Attr, Opened)> {
+        let (node, handle) = self.node(parent)?.namespace().create(self, name, mode)?;
         let attr = self.entry_attr(&node)?;
+        let direct_io = !matches!(handle, Handle::Staged(_));
         let fh = self.handles.insert(handle);
         Ok((
             attr,
             Opened {
                 fh,
-                direct_io: true,
+                direct_io,
                 keep_cache: false,
             },
         ))
@@ -496,6 +526,11 @@ impl Vm0Fs {
                 self.control_command(data)?;
                 Ok(data.len() as u32)
             }
+            Handle::Staged(h) => Ok(h.volume.write(&h.writer, offset, data)? as u32),
+            Handle::Sync(outcome) => {
+                self.sync_command(data, &outcome)?;
+                Ok(data.len() as u32)
+            }
             _ => Err(Error::new(libc::EBADF, "the file is not open for writing")),
         }
     }
@@ -538,6 +573,11 @@ impl Vm0Fs {
     /// other processes (a `sleep` forked by the writing shell closes its copy of the descriptor) start nothing.
     pub fn flush(&self, fh: u64, pid: u32) -> Result<()> {
         match self.handles.get(fh) {
+            Ok(Handle::Staged(h)) => self.fsync(fh).inspect(|_| {
+                if let Ok(stage) = self.stage() {
+                    stage.note_change(&h.volume);
+                }
+            }),
             Ok(Handle::NewRun(write)) => {
                 let by_writer = {
                     let write = write.lock().unwrap_or_else(|e| e.into_inner());
@@ -549,6 +589,22 @@ impl Vm0Fs {
                     Ok(())
                 }
             }
+            _ => Ok(()),
+        }
+    }
+
+    /// `fsync`: a volume file's bytes are on the local disk when this returns (nothing is published).
+    pub fn fsync(&self, fh: u64) -> Result<()> {
+        match self.handles.get(fh)? {
+            Handle::Staged(h) => h.writer.sync().map_err(|e| {
+                Error::new(
+                    e.raw_os_error().unwrap_or(libc::EIO),
+                    format!(
+                        "{}: the written bytes could not be made durable: {e}",
+                        h.volume.label()
+                    ),
+                )
+            }),
             _ => Ok(()),
         }
     }
@@ -697,9 +753,122 @@ impl Vm0Fs {
     }
 
     /// Makes the directory `name` in `parent`, where the parent's namespace allows it.
-    pub fn mkdir(&self, parent: u64, name: &OsStr) -> Result<Attr> {
-        let node = self.node(parent)?.namespace().mkdir(self, name)?;
+    pub fn mkdir(&self, parent: u64, name: &OsStr, mode: u32) -> Result<Attr> {
+        let node = self.node(parent)?.namespace().mkdir(self, name, mode)?;
         self.entry_attr(&node)
+    }
+
+    /// Removes the empty directory `name` from `parent`, where the parent's namespace allows it.
+    pub fn rmdir(&self, parent: u64, name: &OsStr) -> Result<()> {
+        self.node(parent)?.namespace().rmdir(self, name)
+    }
+
+    /// Makes the symlink `name` → `target` in `parent`, where the parent's namespace allows it.
+    pub fn symlink(&self, parent: u64, name: &OsStr, target: &std::path::Path) -> Result<Attr> {
+        let node = self.node(parent)?.namespace().symlink(self, name, target)?;
+        self.entry_attr(&node)
+    }
+
+    /// `setattr`: a new mode, size or modification time, where the node's namespace allows each. An owner
+    /// change is refused (every file belongs to the user who mounted).
+    pub fn setattr(
+        &self,
+        ino: u64,
+        mode: Option<u32>,
+        owner: (Option<u32>, Option<u32>),
+        size: Option<u64>,
+        mtime: Option<SystemTime>,
+    ) -> Result<Attr> {
+        let node = self.node(ino)?;
+        // `chown` to the owner a file already has (as `sed -i` and `rsync -a` do) changes nothing.
+        let (uid, gid) = owner;
+        let owner_changed =
+            uid.is_some_and(|u| u != self.config.uid) || gid.is_some_and(|g| g != self.config.gid);
+        if owner_changed {
+            return Err(Error::new(
+                libc::EPERM,
+                format!(
+                    "{}: every file belongs to the user who mounted",
+                    tree::describe(&node)
+                ),
+            ));
+        }
+        let ns = node.namespace();
+        if let Some(size) = size {
+            ns.truncate(self, size)?;
+        }
+        if let Some(mode) = mode {
+            ns.chmod(self, mode)?;
+        }
+        if let Some(mtime) = mtime {
+            // Only volumes keep times; elsewhere `touch` of an existing file is accepted and changes nothing.
+            if ns.holds_volume_content() {
+                ns.set_mtime(self, mtime)?;
+            }
+        }
+        self.attr(ino, &node)
+    }
+
+    /// What a volume cannot hold (a hard link, a device, FIFO or socket): `EPERM` in a volume, saying why;
+    /// elsewhere the tree is read-only.
+    pub fn refuse_special(&self, ino: u64, what: &str) -> Error {
+        match self.node(ino) {
+            Ok(node) if node.namespace().holds_volume_content() => Error::new(
+                libc::EPERM,
+                format!(
+                    "{}: a volume holds files, directories and symlinks only; {what} cannot be published",
+                    tree::describe(&node)
+                ),
+            ),
+            Ok(node) => Error::read_only(tree::describe(&node)),
+            Err(e) => e,
+        }
+    }
+
+    /// `setxattr`/`removexattr`: in a volume only `user.vm0.*` names exist, and those are read-only.
+    pub fn refuse_xattr_change(&self, ino: u64, name: &OsStr) -> Error {
+        match self.node(ino) {
+            Ok(node)
+                if node.namespace().holds_volume_content()
+                    && !name.as_encoded_bytes().starts_with(b"user.vm0.") =>
+            {
+                Error::new(
+                    libc::ENOTSUP,
+                    format!(
+                        "{}: extended attribute {:?}: a version cannot hold extended attributes",
+                        tree::describe(&node),
+                        name
+                    ),
+                )
+            }
+            Ok(node) => Error::read_only(tree::describe(&node)),
+            Err(e) => e,
+        }
+    }
+
+    /// `access(W_OK)`: granted where changes are possible (a writable volume), refused elsewhere.
+    pub fn access_write(&self, ino: u64) -> Result<()> {
+        let node = self.node(ino)?;
+        if node.namespace().holds_volume_content() {
+            Ok(())
+        } else {
+            Err(Error::read_only(tree::describe(&node)))
+        }
+    }
+
+    /// At unmount: publishes what is staged, waiting at most `within`; logs the volumes that stay staged.
+    pub fn publish_staged(&self, within: Duration) {
+        let Ok(stage) = self.stage() else {
+            return;
+        };
+        let left = stage.shutdown(within);
+        if !left.is_empty() {
+            tracing::warn!(
+                "not published before unmount (they stay staged in the cache directory and are published after \
+                 the next mount): {}",
+                left.join(", ")
+            );
+        }
     }
 
     /// Any other change to the tree (mknod, symlink, link, rmdir, xattrs, `access(W_OK)`): refused everywhere.

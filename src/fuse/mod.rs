@@ -272,7 +272,7 @@ impl Filesystem for FuseAdapter {
         gid: Option<u32>,
         size: Option<u64>,
         _atime: Option<TimeOrNow>,
-        _mtime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         _fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
@@ -282,14 +282,12 @@ impl Filesystem for FuseAdapter {
         reply: ReplyAttr,
     ) {
         let span = request_span("setattr", req, ino);
-        // Only the truncation of `open(O_TRUNC)` on a writable file is accepted; times are ignored there.
-        let only_size = mode.is_none() && uid.is_none() && gid.is_none();
+        let mtime = mtime.map(|t| match t {
+            TimeOrNow::SpecificTime(t) => t,
+            TimeOrNow::Now => SystemTime::now(),
+        });
         self.spawn(req, span, move |fs| {
-            let result = match size {
-                Some(size) if only_size => fs.truncate(ino.0, size),
-                _ => Err(fs.refuse_change(ino.0)),
-            };
-            match result {
+            match fs.setattr(ino.0, mode, (uid, gid), size, mtime) {
                 Ok(attr) => reply.attr(&attr.ttl, &file_attr(&attr)),
                 Err(e) => reply.error(errno("setattr", &e)),
             }
@@ -316,7 +314,8 @@ impl Filesystem for FuseAdapter {
     ) {
         let span = request_span("mknod", req, parent);
         self.spawn(req, span, move |fs| {
-            reply.error(errno("mknod", &fs.refuse_change(parent.0)))
+            let e = fs.refuse_special(parent.0, "a device, FIFO or socket");
+            reply.error(errno("mknod", &e))
         });
     }
 
@@ -325,15 +324,17 @@ impl Filesystem for FuseAdapter {
         req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        _mode: u32,
-        _umask: u32,
+        mode: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
         let span = named_span("mkdir", req, parent, name);
         let name = name.to_os_string();
-        self.spawn(req, span, move |fs| match fs.mkdir(parent.0, &name) {
-            Ok(attr) => reply.entry(&attr.ttl, &file_attr(&attr), GENERATION),
-            Err(e) => reply.error(errno("mkdir", &e)),
+        self.spawn(req, span, move |fs| {
+            match fs.mkdir(parent.0, &name, mode & !umask) {
+                Ok(attr) => reply.entry(&attr.ttl, &file_attr(&attr), GENERATION),
+                Err(e) => reply.error(errno("mkdir", &e)),
+            }
         });
     }
 
@@ -346,10 +347,12 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    fn rmdir(&self, req: &Request, parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        let span = request_span("rmdir", req, parent);
-        self.spawn(req, span, move |fs| {
-            reply.error(errno("rmdir", &fs.refuse_change(parent.0)))
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let span = named_span("rmdir", req, parent, name);
+        let name = name.to_os_string();
+        self.spawn(req, span, move |fs| match fs.rmdir(parent.0, &name) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("rmdir", &e)),
         });
     }
 
@@ -357,13 +360,17 @@ impl Filesystem for FuseAdapter {
         &self,
         req: &Request,
         parent: INodeNo,
-        _link_name: &OsStr,
-        _target: &Path,
+        link_name: &OsStr,
+        target: &Path,
         reply: ReplyEntry,
     ) {
-        let span = request_span("symlink", req, parent);
+        let span = named_span("symlink", req, parent, link_name);
+        let (name, target) = (link_name.to_os_string(), target.to_path_buf());
         self.spawn(req, span, move |fs| {
-            reply.error(errno("symlink", &fs.refuse_change(parent.0)))
+            match fs.symlink(parent.0, &name, &target) {
+                Ok(attr) => reply.entry(&attr.ttl, &file_attr(&attr), GENERATION),
+                Err(e) => reply.error(errno("symlink", &e)),
+            }
         });
     }
 
@@ -397,7 +404,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let span = request_span("link", req, ino);
         self.spawn(req, span, move |fs| {
-            reply.error(errno("link", &fs.refuse_change(ino.0)))
+            reply.error(errno("link", &fs.refuse_special(ino.0, "a hard link")))
         });
     }
 
@@ -502,16 +509,21 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    /// Nothing is kept in memory that a disk could hold: an editor's fsync succeeds (the run starts at close).
+    /// A volume file's bytes reach the local disk (nothing is published); elsewhere nothing is kept in memory
+    /// that a disk could hold, so an editor's fsync succeeds (a run starts at close).
     fn fsync(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        let span = request_span("fsync", req, ino);
+        self.spawn(req, span, move |fs| match fs.fsync(fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("fsync", &e)),
+        });
     }
 
     fn release(
@@ -616,15 +628,16 @@ impl Filesystem for FuseAdapter {
         &self,
         req: &Request,
         ino: INodeNo,
-        _name: &OsStr,
+        name: &OsStr,
         _value: &[u8],
         _flags: i32,
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        let span = request_span("setxattr", req, ino);
+        let span = named_span("setxattr", req, ino, name);
+        let name = name.to_os_string();
         self.spawn(req, span, move |fs| {
-            reply.error(errno("setxattr", &fs.refuse_change(ino.0)))
+            reply.error(errno("setxattr", &fs.refuse_xattr_change(ino.0, &name)))
         });
     }
 
@@ -650,18 +663,20 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    fn removexattr(&self, req: &Request, ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        let span = request_span("removexattr", req, ino);
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let span = named_span("removexattr", req, ino, name);
+        let name = name.to_os_string();
         self.spawn(req, span, move |fs| {
-            reply.error(errno("removexattr", &fs.refuse_change(ino.0)))
+            reply.error(errno("removexattr", &fs.refuse_xattr_change(ino.0, &name)))
         });
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         if mask.contains(AccessFlags::W_OK) {
             let span = request_span("access", req, ino);
-            self.spawn(req, span, move |fs| {
-                reply.error(errno("access", &fs.refuse_change(ino.0)))
+            self.spawn(req, span, move |fs| match fs.access_write(ino.0) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("access", &e)),
             });
         } else {
             reply.ok();
@@ -673,22 +688,28 @@ impl Filesystem for FuseAdapter {
         req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        _mode: u32,
-        _umask: u32,
+        mode: u32,
+        umask: u32,
         _flags: i32,
         reply: ReplyCreate,
     ) {
         let span = named_span("create", req, parent, name);
         let name = name.to_os_string();
-        self.spawn(req, span, move |fs| match fs.create(parent.0, &name) {
-            Ok((attr, opened)) => reply.created(
-                &attr.ttl,
-                &file_attr(&attr),
-                GENERATION,
-                FileHandle(opened.fh),
-                FopenFlags::FOPEN_DIRECT_IO,
-            ),
-            Err(e) => reply.error(errno("create", &e)),
+        self.spawn(req, span, move |fs| {
+            match fs.create(parent.0, &name, mode & !umask) {
+                Ok((attr, opened)) => reply.created(
+                    &attr.ttl,
+                    &file_attr(&attr),
+                    GENERATION,
+                    FileHandle(opened.fh),
+                    if opened.direct_io {
+                        FopenFlags::FOPEN_DIRECT_IO
+                    } else {
+                        FopenFlags::empty()
+                    },
+                ),
+                Err(e) => reply.error(errno("create", &e)),
+            }
         });
     }
 

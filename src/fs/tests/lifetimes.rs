@@ -85,10 +85,12 @@ fn a_failed_lookup_or_create_holds_nothing() {
     let baseline = h.fs.inodes.len();
     assert_eq!(h.path("runs/r2/output"), Err(libc::ENOENT));
     let runs_new = h.path("runs/new").unwrap();
-    let refused = h.fs.create(h.path("runs").unwrap(), OsStr::new("x"));
+    let refused = h.fs.create(h.path("runs").unwrap(), OsStr::new("x"), 0o644);
     assert_eq!(refused.unwrap_err().errno, libc::EROFS);
     assert_eq!(
-        h.fs.create(runs_new, OsStr::new("nope")).unwrap_err().errno,
+        h.fs.create(runs_new, OsStr::new("nope"), 0o644)
+            .unwrap_err()
+            .errno,
         libc::ENOENT
     );
     assert_eq!(

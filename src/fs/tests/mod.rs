@@ -47,6 +47,8 @@ fn harness_on(api: Arc<dyn Vm0Api>, fake: Arc<FakeApi>, metadata_ttl: Duration) 
         allow_other: false,
         mountpoint: "/mnt/vm0".into(),
         api_url: "http://fake".into(),
+        commit_delay: Duration::ZERO,
+        max_staged_bytes: 1 << 30,
     };
     let fs = Arc::new(Vm0Fs::new(api, Arc::new(cache), config));
     Harness {

@@ -179,6 +179,8 @@ fn names_that_cannot_be_file_names_are_skipped() {
         allow_other: false,
         mountpoint: "/mnt/vm0".into(),
         api_url: "http://fake".into(),
+        commit_delay: Duration::ZERO,
+        max_staged_bytes: 1 << 30,
     };
     let h = Harness {
         fs: Arc::new(Vm0Fs::new(Arc::new(api), Arc::new(cache), config)),
@@ -240,7 +242,7 @@ fn the_control_directory_is_hidden_and_tells_about_the_mount() {
 #[test]
 fn pins_are_set_and_shown_through_the_control_file() {
     let h = harness();
-    assert_eq!(h.names(".vm0fs"), ["status", "pins"]);
+    assert_eq!(h.names(".vm0fs"), ["status", "pins", "sync"]);
     let pins = h.path(".vm0fs/pins").unwrap();
     let opened = h.fs.open(pins, libc::O_WRONLY, std::process::id()).unwrap();
     let write = |text: &str| h.fs.write(opened.fh, 0, text.as_bytes(), 1);

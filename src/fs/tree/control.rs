@@ -15,8 +15,11 @@ use crate::fs::{Attr, DirEntry, FileKind, Opened, Vm0Fs};
 /// The name of the control directory in the root.
 pub(in crate::fs) const CONTROL_DIR: &str = ".vm0fs";
 
-const CONTROL_FILES: [(&str, ControlFile); 2] =
-    [("status", ControlFile::Status), ("pins", ControlFile::Pins)];
+const CONTROL_FILES: [(&str, ControlFile); 3] = [
+    ("status", ControlFile::Status),
+    ("pins", ControlFile::Pins),
+    ("sync", ControlFile::Sync),
+];
 
 /// The files of the hidden `.vm0fs/` directory, where the mount tells about itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -25,6 +28,9 @@ pub enum ControlFile {
     Status,
     /// The pinned versions; write `pin|unpin <kind>/<name>[@<version>]` to change them (`vm0fs prefetch`).
     Pins,
+    /// Write `volumes/<name>` to publish that volume now (`vm0fs sync`): the write returns when it is published
+    /// (or fails with why), and reading the same open file gives `volumes/<name>@<8 hex>` or `error: ...`.
+    Sync,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -66,6 +72,9 @@ impl Namespace for ControlNode {
                 let mtime = fs.mounted_at;
                 fs.make_attr(ino, FileKind::File, size, 0o600, mtime, Duration::ZERO)
             }
+            ControlNode::File(ControlFile::Sync) => {
+                fs.make_attr(ino, FileKind::File, 0, 0o600, fs.mounted_at, Duration::ZERO)
+            }
         })
     }
 
@@ -85,6 +94,7 @@ impl Namespace for ControlNode {
             ControlNode::Dir => return Err(is_a_directory(self)),
             ControlNode::File(ControlFile::Status) => fs.status_json(),
             ControlNode::File(ControlFile::Pins) => fs.pins_text(),
+            ControlNode::File(ControlFile::Sync) => Vec::new(),
         };
         Ok(fs.open_handle(Handle::Content(std::sync::Arc::new(bytes))))
     }
@@ -106,12 +116,20 @@ impl Namespace for ControlNode {
     }
 
     fn open_write(&self, _fs: &Vm0Fs) -> Result<Option<Handle>> {
-        Ok((*self == ControlNode::File(ControlFile::Pins)).then_some(Handle::Pins))
+        Ok(match self {
+            ControlNode::File(ControlFile::Pins) => Some(Handle::Pins),
+            ControlNode::File(ControlFile::Sync) => Some(Handle::Sync(Default::default())),
+            _ => None,
+        })
     }
 
-    /// Truncation to zero, as `open(O_TRUNC)` asks, is accepted on `pins`.
+    /// Truncation to zero, as `open(O_TRUNC)` asks, is accepted on `pins` and `sync`.
     fn truncate(&self, _fs: &Vm0Fs, size: u64) -> Result<()> {
-        if *self == ControlNode::File(ControlFile::Pins) && size == 0 {
+        let writable = matches!(
+            self,
+            ControlNode::File(ControlFile::Pins | ControlFile::Sync)
+        );
+        if writable && size == 0 {
             Ok(())
         } else {
             Err(crate::fs::Error::read_only(self.describe()))

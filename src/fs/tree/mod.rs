@@ -78,8 +78,8 @@ pub(super) trait Namespace {
         Ok(None)
     }
 
-    /// Creates `name` in this directory and opens it for writing.
-    fn create(&self, _fs: &Vm0Fs, _name: &OsStr) -> Result<(Node, Handle)> {
+    /// Creates `name` (permission bits `mode`) in this directory and opens it for writing.
+    fn create(&self, _fs: &Vm0Fs, _name: &OsStr, _mode: u32) -> Result<(Node, Handle)> {
         Err(Error::read_only(self.describe()))
     }
 
@@ -92,12 +92,34 @@ pub(super) trait Namespace {
         Err(Error::read_only(self.describe()))
     }
 
+    fn rmdir(&self, _fs: &Vm0Fs, _name: &OsStr) -> Result<()> {
+        Err(Error::read_only(self.describe()))
+    }
+
     fn rename(&self, _fs: &Vm0Fs, _name: &OsStr, _to: &Node, _to_name: &OsStr) -> Result<()> {
         Err(Error::read_only(self.describe()))
     }
 
-    fn mkdir(&self, _fs: &Vm0Fs, _name: &OsStr) -> Result<Node> {
+    fn mkdir(&self, _fs: &Vm0Fs, _name: &OsStr, _mode: u32) -> Result<Node> {
         Err(Error::read_only(self.describe()))
+    }
+
+    fn symlink(&self, _fs: &Vm0Fs, _name: &OsStr, _target: &std::path::Path) -> Result<Node> {
+        Err(Error::read_only(self.describe()))
+    }
+
+    fn chmod(&self, _fs: &Vm0Fs, _mode: u32) -> Result<()> {
+        Err(Error::read_only(self.describe()))
+    }
+
+    fn set_mtime(&self, _fs: &Vm0Fs, _mtime: SystemTime) -> Result<()> {
+        Err(Error::read_only(self.describe()))
+    }
+
+    /// Whether this node is inside a writable volume, where what a volume cannot hold (hard links, devices,
+    /// FIFOs, sockets, foreign xattrs) is refused as such rather than as a read-only tree.
+    fn holds_volume_content(&self) -> bool {
+        false
     }
 }
 

@@ -366,7 +366,7 @@ impl Namespace for RunNode {
     }
 
     /// `runs/new/<agent>` may be created (an existing agent's file); nothing else can.
-    fn create(&self, fs: &Vm0Fs, name: &OsStr) -> Result<(Node, Handle)> {
+    fn create(&self, fs: &Vm0Fs, name: &OsStr, _mode: u32) -> Result<(Node, Handle)> {
         if *self != RunNode::New {
             return Err(Error::read_only(self.describe()));
         }

@@ -408,4 +408,106 @@ impl Namespace for StorageNode {
             _ => Ok(Vec::new()),
         }
     }
+
+    /// `mkdir volumes/<name>` creates a volume (`POST /v1/volumes`), empty until something is published in it.
+    fn mkdir(&self, fs: &Vm0Fs, name: &OsStr, _mode: u32) -> Result<Node> {
+        if *self != StorageNode::Dir(StorageKind::Volume) {
+            return Err(read_only_storage(self));
+        }
+        let text = text_name(self, name)?;
+        if !valid_volume_name(text) {
+            return Err(Error::new(
+                libc::EINVAL,
+                format!(
+                    "volumes/{text}: not a volume name: use 1 to 100 lowercase letters, digits and hyphens, \
+                     starting and ending with a letter or digit"
+                ),
+            ));
+        }
+        let created = fs
+            .meta
+            .api()
+            .create_storage(StorageKind::Volume, text)
+            .map_err(|e| {
+                Error::new(
+                    e.errno(),
+                    format!("volumes/{text}: the volume was not created: {e}"),
+                )
+            })?;
+        tracing::info!("volumes/{text}: created volume {}", created.id);
+        fs.meta.storages_changed(StorageKind::Volume);
+        Ok(Node::Volume(VolumeNode::Root {
+            name: text.to_string(),
+        }))
+    }
+
+    /// Removing a volume is not done through the filesystem: one `rmdir` too many would delete every version.
+    fn rmdir(&self, _fs: &Vm0Fs, name: &OsStr) -> Result<()> {
+        if *self != StorageNode::Dir(StorageKind::Volume) {
+            return Err(read_only_storage(self));
+        }
+        Err(Error::new(
+            libc::EPERM,
+            format!(
+                "volumes/{}: a volume is not removed through the filesystem; delete it with the API \
+                 (DELETE /v1/volumes/<id>)",
+                name.to_string_lossy()
+            ),
+        ))
+    }
+
+    fn unlink(&self, _fs: &Vm0Fs, _name: &OsStr) -> Result<()> {
+        Err(read_only_storage(self))
+    }
+
+    fn create(
+        &self,
+        _fs: &Vm0Fs,
+        _name: &OsStr,
+        _mode: u32,
+    ) -> Result<(Node, crate::fs::handles::Handle)> {
+        Err(read_only_storage(self))
+    }
+
+    fn rename(&self, _fs: &Vm0Fs, _name: &OsStr, _to: &Node, _to_name: &OsStr) -> Result<()> {
+        Err(read_only_storage(self))
+    }
+
+    fn truncate(&self, _fs: &Vm0Fs, _size: u64) -> Result<()> {
+        Err(read_only_storage(self))
+    }
+}
+
+/// A volume name the API accepts (CONTRACT.md 7.1).
+fn valid_volume_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    let ok = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    !b.is_empty()
+        && b.len() <= 100
+        && ok(&b[0])
+        && ok(&b[b.len() - 1])
+        && b.iter().all(|c| ok(c) || *c == b'-')
+}
+
+/// The refusal of a change to a read-only storage, saying why it is read-only.
+fn read_only_storage(node: &StorageNode) -> Error {
+    let why = match node {
+        StorageNode::Dir(_) => "only `mkdir volumes/<name>` changes this directory",
+        StorageNode::Root { pin: Some(_), .. } | StorageNode::Entry { .. }
+            if matches!(
+                node,
+                StorageNode::Root {
+                    kind: StorageKind::Volume,
+                    ..
+                } | StorageNode::Entry {
+                    kind: StorageKind::Volume,
+                    ..
+                }
+            ) =>
+        {
+            "a pinned version (<name>@<version>) is immutable; write in volumes/<name>/ instead"
+        }
+        _ => "artifacts are the outputs of runs and are read-only",
+    };
+    Error::new(libc::EROFS, format!("{}: {why}", node.describe()))
 }

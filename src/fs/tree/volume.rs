@@ -1,21 +1,33 @@
-//! The head view of a volume, `volumes/<name>/...`: the namespace the write path will make writable.
+//! The head view of a volume, `volumes/<name>/...`: writable, through the volume's stage (`crate::stage`).
 //!
-//! Its entries are named by the storage id and the path, not by a version, so a new version (a publish, here or
-//! elsewhere) does not renumber them: an inode open for writing keeps its number. The price is that the content
-//! behind a number can change, so nothing in this view is believed longer than `--metadata-ttl` (attributes and
-//! names), and its files are opened without `FOPEN_KEEP_CACHE`, so each open drops pages the kernel kept from an
-//! older version; an open file keeps reading the version it opened. Pinned versions (`<name>@<version>`) stay
-//! in the read-only `storage.rs`, named by version. Every change is refused (`EROFS`) until the write path.
+//! Its entries are named by the storage id and the path, not by a version, so a publish (here or elsewhere) does
+//! not renumber them: an inode open for writing keeps its number. Every name and attribute comes from the stage's
+//! tree (the base version with the staged changes applied), so reads see one's own writes at once; the bytes come
+//! from the staged file, or, for a file never written, from the cached archive, opened as it is (passthrough where
+//! the kernel offers it). Attributes are believed for a second at most, since the tree changes under them.
+//!
+//! Until a volume has changes, it is read exactly as a read-only version is (the cached archive, entries served
+//! while the archive still downloads, the API asked again after `--metadata-ttl`), with write bits in the modes;
+//! its stage is made at the first change, and from then on the stage's tree answers.
+//!
+//! What a volume cannot hold is refused here, at once, with the errno the caller can act on: a symlink that
+//! points outside the volume (`EPERM`), a rename to another volume (`EXDEV`, so `mv` copies instead). Hard links,
+//! devices, FIFOs, sockets and foreign xattrs are refused by `Vm0Fs` for every volume node. Pinned versions
+//! (`<name>@<version>`) stay read-only in `storage.rs`.
 
 use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use super::archive::{Archive, Version};
-use super::{FIXED_TTL, Namespace, StorageNode, is_a_directory, missing, time_of};
+use super::{FIXED_TTL, MOVING_TTL, Namespace, StorageNode, is_a_directory, missing, time_of};
 use crate::api::models::StorageKind;
 use crate::fs::error::{Error, Result};
+use crate::fs::handles::{Handle, StagedHandle};
 use crate::fs::inodes::Node;
 use crate::fs::{Attr, DirEntry, FileKind, Opened, Vm0Fs};
+use crate::stage::{EntryAttr, EntryKind, Stage, StageError, VolumeStage};
 
 const KIND: StorageKind = StorageKind::Volume;
 
@@ -27,7 +39,89 @@ pub enum VolumeNode {
     Entry { storage_id: String, path: PathBuf },
 }
 
+impl From<StageError> for Error {
+    fn from(e: StageError) -> Self {
+        Error::new(e.errno, e.message)
+    }
+}
+
+/// A path of the tree as the stage's key: the stage names files by UTF-8 paths (a version's paths are text).
+fn text(path: &Path) -> Result<&str> {
+    path.to_str().ok_or_else(|| {
+        Error::new(
+            libc::EINVAL,
+            format!("{}: a volume's file names must be UTF-8", path.display()),
+        )
+    })
+}
+
+impl Vm0Fs {
+    pub(in crate::fs) fn stage(&self) -> Result<&Arc<Stage>> {
+        self.stage
+            .as_ref()
+            .map_err(|why| Error::new(libc::EIO, format!("volumes are unavailable: {why}")))
+    }
+
+    /// The stage of volume `name`, following its head while nothing is staged.
+    pub(in crate::fs) fn volume_by_name(&self, name: &str) -> Result<Arc<VolumeStage>> {
+        let storage = self.meta.storage(KIND, name)?;
+        let version = self.version(KIND, name, None)?;
+        let head = version.as_ref().map(|v| v.id.as_str());
+        let has_files = version.as_ref().is_some_and(|v| v.has_files);
+        Ok(self.stage()?.volume(&storage.id, name, head, has_files)?)
+    }
+
+    fn volume_by_id(&self, storage_id: &str) -> Result<Arc<VolumeStage>> {
+        if let Some(v) = self.stage()?.loaded(storage_id) {
+            return Ok(v);
+        }
+        let storages = self.meta.storages(KIND)?;
+        let storage = storages
+            .iter()
+            .find(|s| s.id == storage_id)
+            .ok_or_else(|| Error::not_found(format!("volume {storage_id}")))?;
+        self.volume_by_name(&storage.name)
+    }
+
+    fn volume_attr(&self, ino: u64, attr: &EntryAttr) -> Attr {
+        let ttl = self.config.metadata_ttl.min(MOVING_TTL);
+        let mtime = if attr.mtime == SystemTime::UNIX_EPOCH {
+            self.mounted_at
+        } else {
+            attr.mtime
+        };
+        let kind = match attr.kind {
+            EntryKind::File => FileKind::File,
+            EntryKind::Dir => FileKind::Directory,
+            EntryKind::Symlink(_) => FileKind::Symlink,
+        };
+        self.make_attr(
+            ino,
+            kind,
+            attr.size,
+            (attr.mode & 0o7777) as u16,
+            mtime,
+            ttl,
+        )
+    }
+}
+
 impl VolumeNode {
+    /// The stage of this volume if it has changes (read through it), else `None` (read the archive).
+    fn staged(&self, fs: &Vm0Fs) -> Result<Option<(Arc<VolumeStage>, PathBuf)>> {
+        let stage = fs.stage()?;
+        let found = match self {
+            VolumeNode::Root { name } => {
+                let storage = fs.meta.storage(KIND, name)?;
+                stage.changed(&storage.id).map(|v| (v, PathBuf::new()))
+            }
+            VolumeNode::Entry { storage_id, path } => {
+                stage.changed(storage_id).map(|v| (v, path.clone()))
+            }
+        };
+        Ok(found)
+    }
+
     fn entry_at(archive: Archive<'_>, path: PathBuf) -> Node {
         Node::Volume(VolumeNode::Entry {
             storage_id: archive.storage_id.to_string(),
@@ -37,7 +131,7 @@ impl VolumeNode {
 
     /// The version the head of the volume `storage_id` shows now, or `ENOENT` when it has no files (or the
     /// volume is gone).
-    fn head(&self, fs: &Vm0Fs, storage_id: &str) -> Result<Version> {
+    fn archive_head(&self, fs: &Vm0Fs, storage_id: &str) -> Result<Version> {
         let gone = || Error::not_found(self.describe());
         let storages = fs.meta.storages(KIND)?;
         let storage = storages
@@ -48,17 +142,15 @@ impl VolumeNode {
             .filter(|v| v.has_files)
             .ok_or_else(gone)
     }
-}
 
-impl Namespace for VolumeNode {
-    fn child(&self, fs: &Vm0Fs, name: &OsStr) -> Result<Node> {
+    fn archive_child(&self, fs: &Vm0Fs, name: &OsStr) -> Result<Node> {
         match self {
             VolumeNode::Root { name: volume } => {
                 let version = fs.version(KIND, volume, None)?;
                 fs.archive_top_child(KIND, version.as_ref(), name, VolumeNode::entry_at)
             }
             VolumeNode::Entry { storage_id, path } => {
-                let version = self.head(fs, storage_id)?;
+                let version = self.archive_head(fs, storage_id)?;
                 let archive = Archive::of(KIND, &version);
                 let path = path.join(name);
                 if !fs.archive_holds(archive, &path)? {
@@ -69,44 +161,144 @@ impl Namespace for VolumeNode {
         }
     }
 
-    fn attr(&self, fs: &Vm0Fs, ino: u64) -> Result<Attr> {
+    /// The attributes of the archive's entry, with the owner's write bit: the head can be written.
+    fn archive_attr(&self, fs: &Vm0Fs, ino: u64) -> Result<Attr> {
         let ttl = fs.config.metadata_ttl;
-        match self {
+        let mut attr = match self {
             VolumeNode::Root { name } => {
                 // Sized by the head's bytes of content, as the API gives them: `ls -l volumes` downloads nothing.
                 let storage = fs.meta.storage(KIND, name)?;
                 let mtime = time_of(&storage.updated_at, fs.mounted_at);
-                Ok(fs.make_attr(ino, FileKind::Directory, storage.size, 0o555, mtime, ttl))
+                fs.make_attr(ino, FileKind::Directory, storage.size, 0o555, mtime, ttl)
             }
             VolumeNode::Entry { storage_id, path } => {
-                let version = self.head(fs, storage_id)?;
+                let version = self.archive_head(fs, storage_id)?;
                 let archive = Archive::of(KIND, &version);
-                fs.archive_attr(ino, archive, path, ttl.min(FIXED_TTL))
+                fs.archive_attr(ino, archive, path, ttl.min(FIXED_TTL))?
             }
+        };
+        if attr.kind != FileKind::Symlink {
+            attr.perm |= 0o200;
         }
+        Ok(attr)
     }
 
-    fn children(&self, fs: &Vm0Fs, out: &mut Vec<DirEntry>) -> Result<()> {
+    fn archive_children(&self, fs: &Vm0Fs, out: &mut Vec<DirEntry>) -> Result<()> {
         match self {
             VolumeNode::Root { name } => {
                 let version = fs.version(KIND, name, None)?;
                 fs.archive_top_children(KIND, version, VolumeNode::entry_at, out)
             }
             VolumeNode::Entry { storage_id, path } => {
-                let version = self.head(fs, storage_id)?;
+                let version = self.archive_head(fs, storage_id)?;
                 let archive = Archive::of(KIND, &version);
                 fs.archive_children(archive, path, |p| VolumeNode::entry_at(archive, p), out)
             }
         }
     }
 
+    /// The volume's stage and this node's path in it (`""` for the root).
+    fn target(&self, fs: &Vm0Fs) -> Result<(Arc<VolumeStage>, PathBuf)> {
+        match self {
+            VolumeNode::Root { name } => Ok((fs.volume_by_name(name)?, PathBuf::new())),
+            VolumeNode::Entry { storage_id, path } => {
+                Ok((fs.volume_by_id(storage_id)?, path.clone()))
+            }
+        }
+    }
+
+    fn entry(volume: &VolumeStage, path: PathBuf) -> Node {
+        Node::Volume(VolumeNode::Entry {
+            storage_id: volume.storage_id().to_string(),
+            path,
+        })
+    }
+
+    /// The volume and the path of `name` in this directory.
+    fn child_path(&self, fs: &Vm0Fs, name: &OsStr) -> Result<(Arc<VolumeStage>, PathBuf)> {
+        let (volume, dir) = self.target(fs)?;
+        Ok((volume, dir.join(name)))
+    }
+
+    fn opened(volume: Arc<VolumeStage>, writer: crate::stage::StagedWriter) -> Handle {
+        Handle::Staged(Arc::new(StagedHandle { volume, writer }))
+    }
+}
+
+/// Whether a symlink at `link` (relative to the volume root) pointing to `target` stays inside the volume.
+fn stays_inside(link: &Path, target: &str) -> bool {
+    let target = Path::new(target);
+    if target.is_absolute() {
+        return false;
+    }
+    let mut depth = link.components().count().saturating_sub(1) as i64;
+    for c in target.components() {
+        match c {
+            Component::ParentDir => depth -= 1,
+            Component::Normal(_) => depth += 1,
+            _ => {}
+        }
+        if depth < 0 {
+            return false;
+        }
+    }
+    true
+}
+
+impl Namespace for VolumeNode {
+    fn child(&self, fs: &Vm0Fs, name: &OsStr) -> Result<Node> {
+        let Some((volume, dir)) = self.staged(fs)? else {
+            return self.archive_child(fs, name);
+        };
+        let path = dir.join(name);
+        match volume.lookup(text(&path)?) {
+            Some(_) => Ok(VolumeNode::entry(&volume, path)),
+            None => Err(missing(self, name)),
+        }
+    }
+
+    fn attr(&self, fs: &Vm0Fs, ino: u64) -> Result<Attr> {
+        let Some((volume, path)) = self.staged(fs)? else {
+            return self.archive_attr(fs, ino);
+        };
+        let attr = volume
+            .lookup(text(&path)?)
+            .ok_or_else(|| Error::not_found(self.describe()))?;
+        Ok(fs.volume_attr(ino, &attr))
+    }
+
+    fn children(&self, fs: &Vm0Fs, out: &mut Vec<DirEntry>) -> Result<()> {
+        let Some((volume, dir)) = self.staged(fs)? else {
+            return self.archive_children(fs, out);
+        };
+        for (name, attr) in volume.list(text(&dir)?)? {
+            let node = VolumeNode::entry(&volume, dir.join(&name));
+            let kind = fs.volume_attr(0, &attr).kind;
+            out.push(fs.entry(&node, kind, name));
+        }
+        Ok(())
+    }
+
     fn open(&self, fs: &Vm0Fs) -> Result<Opened> {
         let VolumeNode::Entry { storage_id, path } = self else {
             return Err(is_a_directory(self));
         };
-        let version = self.head(fs, storage_id)?;
-        let archive = Archive::of(KIND, &version);
-        fs.archive_open(archive, path, || self.describe(), false)
+        let Some((volume, path)) = self.staged(fs)? else {
+            let version = self.archive_head(fs, storage_id)?;
+            let archive = Archive::of(KIND, &version);
+            return fs.archive_open(archive, path, || self.describe(), false);
+        };
+        let file = std::fs::File::open(volume.read_path(text(&path)?)?).map_err(|e| {
+            Error::new(
+                e.raw_os_error().unwrap_or(libc::EIO),
+                format!("{}: {e}", self.describe()),
+            )
+        })?;
+        Ok(Opened {
+            fh: fs.handles.insert(Handle::Disk(Arc::new(file))),
+            direct_io: false,
+            keep_cache: false,
+        })
     }
 
     fn parent(&self) -> Node {
@@ -132,12 +324,21 @@ impl Namespace for VolumeNode {
     }
 
     fn link_target(&self, fs: &Vm0Fs) -> Result<Vec<u8>> {
-        match self {
-            VolumeNode::Entry { storage_id, path } => {
-                let version = self.head(fs, storage_id)?;
-                fs.archive_link(Archive::of(KIND, &version), path)
-            }
-            VolumeNode::Root { .. } => Err(Error::new(
+        let Some((volume, path)) = self.staged(fs)? else {
+            return match self {
+                VolumeNode::Entry { storage_id, path } => {
+                    let version = self.archive_head(fs, storage_id)?;
+                    fs.archive_link(Archive::of(KIND, &version), path)
+                }
+                VolumeNode::Root { .. } => Err(Error::new(
+                    libc::EINVAL,
+                    format!("{}: not a symbolic link", self.describe()),
+                )),
+            };
+        };
+        match volume.lookup(text(&path)?).map(|a| a.kind) {
+            Some(EntryKind::Symlink(target)) => Ok(target.into_bytes()),
+            _ => Err(Error::new(
                 libc::EINVAL,
                 format!("{}: not a symbolic link", self.describe()),
             )),
@@ -146,8 +347,159 @@ impl Namespace for VolumeNode {
 
     fn xattrs(&self, fs: &Vm0Fs) -> Result<Vec<(&'static str, String)>> {
         match self {
-            VolumeNode::Root { name } => fs.root_xattrs(KIND, name, None),
+            VolumeNode::Root { name } => {
+                let mut attrs = fs.root_xattrs(KIND, name, None)?;
+                // After a publish from here, the head is the version published, before the API listing says so.
+                if let Some((volume, _)) = self.staged(fs)?
+                    && let Some(head) = volume.head()
+                {
+                    for (n, value) in attrs.iter_mut() {
+                        if *n == "user.vm0.version" {
+                            *value = head.clone();
+                        }
+                    }
+                }
+                Ok(attrs)
+            }
             VolumeNode::Entry { .. } => Ok(Vec::new()),
         }
+    }
+
+    fn open_write(&self, fs: &Vm0Fs) -> Result<Option<Handle>> {
+        let (volume, path) = self.target(fs)?;
+        let writer = volume.open_write(text(&path)?, false)?;
+        Ok(Some(VolumeNode::opened(volume, writer)))
+    }
+
+    fn create(&self, fs: &Vm0Fs, name: &OsStr, mode: u32) -> Result<(Node, Handle)> {
+        let (volume, path) = self.child_path(fs, name)?;
+        let writer = volume.create(text(&path)?, mode)?;
+        fs.stage()?.note_change(&volume);
+        let node = VolumeNode::entry(&volume, path);
+        Ok((node, VolumeNode::opened(volume, writer)))
+    }
+
+    fn truncate(&self, fs: &Vm0Fs, size: u64) -> Result<()> {
+        let (volume, path) = self.target(fs)?;
+        volume.truncate(text(&path)?, size)?;
+        fs.stage()?.note_change(&volume);
+        Ok(())
+    }
+
+    fn unlink(&self, fs: &Vm0Fs, name: &OsStr) -> Result<()> {
+        let (volume, path) = self.child_path(fs, name)?;
+        volume.unlink(text(&path)?)?;
+        fs.inodes
+            .move_volume_paths(volume.storage_id(), &path, None);
+        fs.stage()?.note_change(&volume);
+        Ok(())
+    }
+
+    fn rmdir(&self, fs: &Vm0Fs, name: &OsStr) -> Result<()> {
+        let (volume, path) = self.child_path(fs, name)?;
+        volume.rmdir(text(&path)?)?;
+        fs.inodes
+            .move_volume_paths(volume.storage_id(), &path, None);
+        fs.stage()?.note_change(&volume);
+        Ok(())
+    }
+
+    fn rename(&self, fs: &Vm0Fs, name: &OsStr, to: &Node, to_name: &OsStr) -> Result<()> {
+        let (volume, from) = self.child_path(fs, name)?;
+        let Node::Volume(to_dir) = to else {
+            return Err(cross_volume(self, to));
+        };
+        let (to_volume, to_path) = to_dir.child_path(fs, to_name)?;
+        if to_volume.storage_id() != volume.storage_id() {
+            return Err(cross_volume(self, to));
+        }
+        volume.rename(text(&from)?, text(&to_path)?)?;
+        if from != to_path {
+            fs.inodes
+                .move_volume_paths(volume.storage_id(), &to_path, None);
+            fs.inodes
+                .move_volume_paths(volume.storage_id(), &from, Some(&to_path));
+        }
+        fs.stage()?.note_change(&volume);
+        Ok(())
+    }
+
+    fn mkdir(&self, fs: &Vm0Fs, name: &OsStr, mode: u32) -> Result<Node> {
+        let (volume, path) = self.child_path(fs, name)?;
+        volume.mkdir(text(&path)?, mode)?;
+        fs.stage()?.note_change(&volume);
+        Ok(VolumeNode::entry(&volume, path))
+    }
+
+    fn symlink(&self, fs: &Vm0Fs, name: &OsStr, target: &Path) -> Result<Node> {
+        let (volume, path) = self.child_path(fs, name)?;
+        let target = text(target)?;
+        if !stays_inside(&path, target) {
+            return Err(Error::new(
+                libc::EPERM,
+                format!(
+                    "{}/{}: a symlink in a volume must point inside the volume (relative, not above its root); \
+                     {target:?} does not",
+                    volume.label(),
+                    path.display()
+                ),
+            ));
+        }
+        volume.symlink(text(&path)?, target)?;
+        fs.stage()?.note_change(&volume);
+        Ok(VolumeNode::entry(&volume, path))
+    }
+
+    fn chmod(&self, fs: &Vm0Fs, mode: u32) -> Result<()> {
+        let (volume, path) = self.target(fs)?;
+        if path.as_os_str().is_empty() {
+            return Err(Error::new(
+                libc::EPERM,
+                format!("{}: the mode of a volume's root is fixed", volume.label()),
+            ));
+        }
+        volume.chmod(text(&path)?, mode)?;
+        fs.stage()?.note_change(&volume);
+        Ok(())
+    }
+
+    fn set_mtime(&self, fs: &Vm0Fs, mtime: SystemTime) -> Result<()> {
+        let (volume, path) = self.target(fs)?;
+        if path.as_os_str().is_empty() {
+            return Ok(());
+        }
+        volume.set_mtime(text(&path)?, mtime)?;
+        fs.stage()?.note_change(&volume);
+        Ok(())
+    }
+
+    fn holds_volume_content(&self) -> bool {
+        true
+    }
+}
+
+fn cross_volume(from: &VolumeNode, to: &Node) -> Error {
+    Error::new(
+        libc::EXDEV,
+        format!(
+            "{} -> {}: a rename cannot leave a volume (each volume publishes its own versions); mv copies instead",
+            from.describe(),
+            to.namespace().describe()
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symlinks_must_stay_inside_the_volume() {
+        assert!(stays_inside(Path::new("a/link"), "../b"));
+        assert!(stays_inside(Path::new("link"), "b/c"));
+        assert!(!stays_inside(Path::new("link"), "../outside"));
+        assert!(!stays_inside(Path::new("a/link"), "../../x"));
+        assert!(!stays_inside(Path::new("link"), "/etc/passwd"));
+        assert!(stays_inside(Path::new("a/b/link"), "../../c/../d"));
     }
 }

@@ -1,0 +1,79 @@
+//! `vm0fs sync PATH...`: publish the staged changes of volumes now, and wait for the new versions.
+//!
+//! The command publishes nothing itself: it writes `volumes/<name>` to the mount's `.vm0fs/sync`, and the mount
+//! publishes through its own staging area and publisher (the one that also publishes after `--commit-delay`), so
+//! there is one path to a new version whatever asked for it. The write returns when the version is committed, or
+//! fails with the errno of why not; the same open file is then read for the line to show
+//! (`volumes/<name>@<8 hex>`, or `error: <reason>`). Each PATH may be the volume's directory or any path inside it.
+
+use std::fs::OpenOptions;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Component, Path};
+
+use super::SyncArgs;
+use super::mounts::mount_holding;
+
+pub fn run(args: &SyncArgs) -> i32 {
+    let mut failed = false;
+    for path in &args.paths {
+        match sync_one(path) {
+            Ok(line) => println!("{line}"),
+            Err(message) => {
+                eprintln!("vm0fs: {message}");
+                failed = true;
+            }
+        }
+    }
+    i32::from(failed)
+}
+
+/// `volumes/<name>` of a path inside a mount, or why it is not in a volume's head.
+fn volume_of(rel: &Path) -> Option<String> {
+    let mut parts = rel.components();
+    match (parts.next(), parts.next()) {
+        (Some(Component::Normal(top)), Some(Component::Normal(name)))
+            if top == "volumes" && !name.to_string_lossy().contains('@') =>
+        {
+            Some(format!("volumes/{}", name.to_string_lossy()))
+        }
+        _ => None,
+    }
+}
+
+fn sync_one(path: &Path) -> Result<String, String> {
+    let shown = path.display();
+    let (mountpoint, rel) = mount_holding(path)?;
+    let volume = volume_of(&rel).ok_or_else(|| {
+        format!(
+            "{shown}: not inside a volume's head (volumes/<name>/...); only those are published"
+        )
+    })?;
+    let control = mountpoint.join(".vm0fs/sync");
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&control)
+        .map_err(|e| {
+            format!(
+                "{}: {e} (is the mount older than `vm0fs sync`?)",
+                control.display()
+            )
+        })?;
+    let written = file.write_all(format!("{volume}\n").as_bytes());
+    let mut outcome = String::new();
+    let read = file
+        .seek(SeekFrom::Start(0))
+        .and_then(|_| file.read_to_string(&mut outcome));
+    let outcome = outcome.trim().to_string();
+    match (written, read) {
+        (Ok(()), Ok(_)) if !outcome.is_empty() && !outcome.starts_with("error: ") => Ok(outcome),
+        (_, Ok(_)) if outcome.starts_with("error: ") => Err(format!(
+            "{volume} was not published: {}",
+            &outcome["error: ".len()..]
+        )),
+        (Err(e), _) => Err(format!("{volume} was not published: {e}")),
+        (Ok(()), _) => Err(format!(
+            "{volume}: the mount did not say what became of the publish"
+        )),
+    }
+}

@@ -1,0 +1,90 @@
+//! Where the staging area keeps its files: the only code that names paths under `<cache dir>/stage/`.
+//!
+//! `<cache dir>/stage/<storage id>/journal` and `.../files/<file id>`. The staging area sits in the cache
+//! directory so that a copy-up (base file → staged file) stays on one filesystem, and a storage id (a UUID, never a
+//! name) keys it, so that a volume renamed or recreated on the server never mixes its changes with another's.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// The staging directory of one volume.
+#[derive(Debug, Clone)]
+pub struct VolumeLayout {
+    dir: PathBuf,
+}
+
+/// Whether `id` can name a directory: a storage id is a UUID, but it comes from the network.
+pub fn valid_storage_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 100
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl VolumeLayout {
+    pub fn new(stage_root: &Path, storage_id: &str) -> VolumeLayout {
+        VolumeLayout {
+            dir: stage_root.join(storage_id),
+        }
+    }
+
+    pub fn journal(&self) -> PathBuf {
+        self.dir.join("journal")
+    }
+
+    pub fn files(&self) -> PathBuf {
+        self.dir.join("files")
+    }
+
+    pub fn file(&self, id: u64) -> PathBuf {
+        self.files().join(id.to_string())
+    }
+
+    /// Creates the directories (mode 0700: the volume's content is the user's).
+    pub fn create(&self) -> io::Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(self.files())
+    }
+
+    /// The staged file ids present on disk.
+    pub fn file_ids(&self) -> io::Result<Vec<u64>> {
+        let mut ids = Vec::new();
+        match std::fs::read_dir(self.files()) {
+            Ok(entries) => {
+                for e in entries {
+                    if let Some(id) = e?.file_name().to_str().and_then(|n| n.parse().ok()) {
+                        ids.push(id);
+                    }
+                }
+                Ok(ids)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(ids),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The storage ids that have a journal under `stage_root`.
+pub fn staged_volumes(stage_root: &Path) -> io::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(stage_root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for e in entries {
+        let e = e?;
+        if let Some(name) = e.file_name().to_str()
+            && valid_storage_id(name)
+            && e.path().join("journal").is_file()
+        {
+            out.push(name.to_string());
+        }
+    }
+    out.sort();
+    Ok(out)
+}

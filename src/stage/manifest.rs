@@ -1,0 +1,153 @@
+//! What a publish uploads: every regular file of the tree with its size and SHA-256, and the version id that
+//! content will have (CONTRACT.md 6.1), computed before anything is sent.
+//!
+//! Knowing the id in advance is what makes a publish exactly-once without any help from the server: a head
+//! equal to it means the commit already went through (its reply was lost, or vm0fs was killed before it wrote
+//! `Published`), and a base equal to it means there is nothing to publish. Files are hashed from disk at publish
+//! time, streaming, so a file changed in place after an earlier publish is never sent with a stale hash.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::PathBuf;
+
+use sha2::{Digest, Sha256};
+
+use super::overlay::{Node, Tree};
+
+/// One file to upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestFile {
+    pub path: String,
+    pub source: PathBuf,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// Hashes `files` (path, where its bytes are), in path order.
+pub fn hash_files(files: Vec<(String, PathBuf)>) -> io::Result<Vec<ManifestFile>> {
+    let mut out = Vec::with_capacity(files.len());
+    let mut buf = vec![0u8; 256 << 10];
+    for (path, source) in files {
+        let mut file = File::open(&source)
+            .map_err(|e| io::Error::new(e.kind(), format!("{path}: cannot read its bytes: {e}")))?;
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            size += n as u64;
+        }
+        out.push(ManifestFile {
+            path,
+            source,
+            size,
+            sha256: hex::encode(hasher.finalize()),
+        });
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+/// The version id of `files` in storage `storage_id` (CONTRACT.md 6.1).
+pub fn version_id(storage_id: &str, files: &[ManifestFile]) -> String {
+    let mut lines: Vec<String> = files
+        .iter()
+        .map(|f| format!("{}:{}", f.path, f.sha256))
+        .collect();
+    lines.sort();
+    let text = format!("storage:{storage_id}\n{}", lines.join("\n"));
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// What the tree holds that no version can (CONTRACT.md 6.4: a version is regular files, mode 0644): kept on
+/// this machine only, and said so in `vm0fs status` and the log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LocalOnly {
+    pub symlinks: usize,
+    pub empty_dirs: usize,
+    /// Files whose mode is not 0644 (a version gives every file 0644).
+    pub modes: usize,
+}
+
+impl LocalOnly {
+    pub fn of(tree: &Tree) -> LocalOnly {
+        let mut local = LocalOnly::default();
+        for (path, node) in tree.entries() {
+            match node {
+                Node::Symlink { .. } => local.symlinks += 1,
+                Node::Dir { .. } if tree.children(path).next().is_none() => local.empty_dirs += 1,
+                Node::File { mode, .. } if mode & 0o777 != 0o644 => local.modes += 1,
+                _ => {}
+            }
+        }
+        local
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == LocalOnly::default()
+    }
+}
+
+impl std::fmt::Display for LocalOnly {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "kept on this machine only (a version holds regular files with mode 0644): {} symlink(s), \
+             {} empty director(ies), {} file mode(s) other than 0644",
+            self.symlinks, self.empty_dirs, self.modes
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stage::overlay::Content;
+
+    #[test]
+    fn the_version_id_is_the_contract_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("b"), b"beta").unwrap();
+        std::fs::write(dir.path().join("a"), b"").unwrap();
+        let files = hash_files(vec![
+            ("z/b".into(), dir.path().join("b")),
+            ("a".into(), dir.path().join("a")),
+        ])
+        .unwrap();
+        assert_eq!(files[0].path, "a");
+        assert_eq!(files[1].size, 4);
+        let empty = hex::encode(Sha256::digest(b""));
+        let beta = hex::encode(Sha256::digest(b"beta"));
+        assert_eq!(files[0].sha256, empty);
+        let text = format!("storage:s-1\na:{empty}\nz/b:{beta}");
+        assert_eq!(
+            version_id("s-1", &files),
+            hex::encode(Sha256::digest(text.as_bytes()))
+        );
+        assert_eq!(
+            version_id("s-1", &[]),
+            hex::encode(Sha256::digest(b"storage:s-1\n"))
+        );
+    }
+
+    #[test]
+    fn what_a_version_cannot_hold_is_counted() {
+        let mut t = Tree::from_files([("f".to_string(), 0o644)]);
+        t.mkdir("empty", 0o755).unwrap();
+        t.symlink("l", "f").unwrap();
+        t.put_file("x", Content::Staged(1), 0o755).unwrap();
+        let local = LocalOnly::of(&t);
+        assert_eq!(
+            local,
+            LocalOnly {
+                symlinks: 1,
+                empty_dirs: 1,
+                modes: 1
+            }
+        );
+        assert!(LocalOnly::of(&Tree::from_files([("f".to_string(), 0o644)])).is_empty());
+    }
+}

@@ -1,0 +1,1016 @@
+//! The staging area: writable volumes, kept on local disk until they are published as new versions.
+//!
+//! One `VolumeStage` per volume that has been opened for its head view (`volumes/<name>/`): the tree as it is now
+//! (`overlay`), over the base version's extracted tree in the archive cache, which is never written; a file is
+//! copied into the staging area (`layout`) when it is first written, so untouched files keep being read from the
+//! cache. Every change of names goes to the volume's `journal` and is fsynced before the operation returns; the
+//! publisher (`publish`) turns the tree into one new version through the three-step upload.
+//!
+//! What each call guarantees:
+//! - a change of names (create, unlink, rename, mkdir, rmdir, chmod, symlink) returns once it is in the journal on
+//!   disk: a crash after that keeps it;
+//! - `fsync` and `close` of a written file return once its bytes are on disk: a crash after that keeps them. Bytes
+//!   written but neither fsynced nor closed may be lost, as on any local filesystem;
+//! - neither publishes: a publish happens after `--commit-delay` of quiet, on `vm0fs sync`, or at unmount;
+//! - at the next mount the journal is replayed (the changes are visible at once) and the volume published. A
+//!   publish is exactly-once because a version id is the hash of its content (`manifest`).
+
+mod journal;
+mod layout;
+mod manifest;
+mod overlay;
+mod publish;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use crate::api::Vm0Api;
+use crate::api::models::StorageKind;
+use crate::cache::{ArchiveCache, ArchiveInfo, DownloadSource};
+use journal::{Journal, Record};
+use layout::VolumeLayout;
+pub use manifest::LocalOnly;
+use overlay::{Content, Node, Tree};
+pub use publish::{Phase, PublishError};
+
+/// A refused or failed staging operation: the errno, and a sentence naming the volume and the path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageError {
+    pub errno: i32,
+    pub message: String,
+}
+
+impl StageError {
+    fn new(errno: i32, message: String) -> StageError {
+        StageError { errno, message }
+    }
+}
+
+impl std::fmt::Display for StageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StageError>;
+
+/// How the staging area is set up (`vm0fs mount` flags).
+#[derive(Debug, Clone)]
+pub struct StageConfig {
+    /// The cache directory; the staging area is its `stage/` subdirectory.
+    pub cache_dir: PathBuf,
+    /// Quiet time after the last change before a volume is published; zero turns automatic publishing off.
+    pub commit_delay: Duration,
+    /// Bytes of staged files past which writes fail with ENOSPC.
+    pub max_staged_bytes: u64,
+}
+
+/// What kind of entry, and its target for a symlink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    File,
+    Dir,
+    Symlink(String),
+}
+
+/// The attributes of one entry of a writable volume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryAttr {
+    pub kind: EntryKind,
+    pub size: u64,
+    /// Permission bits.
+    pub mode: u32,
+    pub mtime: SystemTime,
+}
+
+/// A file open for writing: its staged file. Writes go through `VolumeStage::write`.
+#[derive(Debug)]
+pub struct StagedWriter {
+    file: File,
+}
+
+impl StagedWriter {
+    /// Reads of a file open for writing see what was written.
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.file.read_at(buf, offset)
+    }
+
+    /// `fsync`/`close`: the bytes are on the local disk when this returns (not published).
+    pub fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+/// The staging area of a mount.
+pub struct Stage {
+    root: PathBuf,
+    api: Arc<dyn Vm0Api>,
+    cache: Arc<ArchiveCache>,
+    volumes: Mutex<HashMap<String, Arc<VolumeStage>>>,
+    staged_bytes: Arc<AtomicU64>,
+    max_staged_bytes: u64,
+    publisher: publish::Publisher,
+}
+
+impl Stage {
+    /// Opens `<cache dir>/stage/` and starts the publisher, which replays and publishes what an earlier mount left.
+    pub fn open(
+        config: StageConfig,
+        api: Arc<dyn Vm0Api>,
+        cache: Arc<ArchiveCache>,
+    ) -> io::Result<Arc<Stage>> {
+        let root = config.cache_dir.join("stage");
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&root)?;
+        }
+        let left = layout::staged_volumes(&root)?;
+        let publisher = publish::Publisher::start(api.clone(), config.commit_delay);
+        let stage = Arc::new(Stage {
+            root,
+            api,
+            cache,
+            volumes: Mutex::default(),
+            staged_bytes: Arc::default(),
+            max_staged_bytes: config.max_staged_bytes,
+            publisher,
+        });
+        for storage_id in left {
+            match stage.replay(&storage_id) {
+                Ok(v) => stage.publisher.changed(&v),
+                Err(e) => tracing::error!(storage = %storage_id, error = %e,
+                    "cannot replay the staged changes of a volume; they stay on disk"),
+            }
+        }
+        Ok(stage)
+    }
+
+    fn lock_volumes(&self) -> MutexGuard<'_, HashMap<String, Arc<VolumeStage>>> {
+        self.volumes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Loads a volume from its journal (after a crash or an unmount with changes left).
+    fn replay(&self, storage_id: &str) -> Result<Arc<VolumeStage>> {
+        let layout = VolumeLayout::new(&self.root, storage_id);
+        let (journal, records) = Journal::open(&layout.journal())
+            .map_err(|e| io_error(&format!("stage/{storage_id}/journal"), e))?;
+        let Some(Record::Base { name, version }) = records.first().cloned() else {
+            return Err(StageError::new(
+                libc::EIO,
+                format!("stage/{storage_id}/journal has no Base record"),
+            ));
+        };
+        let volume = self.fresh(storage_id, &name, version, true, layout)?;
+        {
+            let mut st = volume.lock();
+            for r in &records[1..] {
+                if let Err(errno) = st.apply(r) {
+                    tracing::warn!(volume = %volume.label(), record = ?r, errno,
+                        "a journal record does not apply to the tree; skipped");
+                }
+            }
+            st.journal = Some(journal);
+            st.published_generation = None;
+            st.delete_orphans(&volume.layout);
+            let bytes = st.staged_bytes(&volume.layout);
+            self.staged_bytes.fetch_add(bytes, Ordering::Relaxed);
+        }
+        tracing::info!(volume = %volume.label(), records = records.len(), "replayed the staged changes");
+        Ok(self.keep(storage_id, volume))
+    }
+
+    /// A volume with no staged changes, over `version`.
+    fn fresh(
+        &self,
+        storage_id: &str,
+        name: &str,
+        version: Option<String>,
+        has_files: bool,
+        layout: VolumeLayout,
+    ) -> Result<Arc<VolumeStage>> {
+        let label = format!("volumes/{name}");
+        let (tree, base_root) = match &version {
+            Some(v) if has_files => match self.base_root(storage_id, &label, v) {
+                Ok(root) => (
+                    walk_base(&root).map_err(|e| io_error(&label, e))?,
+                    Some(root),
+                ),
+                // A version with no files has no archive (CONTRACT.md 6.4): an empty tree.
+                Err(e) if e.errno == libc::ENOENT => (Tree::default(), None),
+                Err(e) => return Err(e),
+            },
+            _ => (Tree::default(), None),
+        };
+        Ok(Arc::new(VolumeStage {
+            storage_id: storage_id.to_string(),
+            name: name.to_string(),
+            layout,
+            staged_bytes: self.staged_bytes.clone(),
+            max_staged_bytes: self.max_staged_bytes,
+            state: Mutex::new(State {
+                tree,
+                base_root,
+                base_version: version.clone(),
+                head: version,
+                journal: None,
+                next_file: 0,
+                generation: 0,
+                published_generation: Some(0),
+                writers: 0,
+                broken: None,
+            }),
+            phase: Mutex::new(Phase::Clean),
+        }))
+    }
+
+    fn base_root(&self, storage_id: &str, label: &str, version: &str) -> Result<PathBuf> {
+        let info = ArchiveInfo {
+            label: format!("{label}@{}", short(version)),
+            size: None,
+        };
+        let api = self.api.clone();
+        let (id, wanted) = (storage_id.to_string(), version.to_string());
+        let source: Arc<DownloadSource> =
+            Arc::new(move || api.download(StorageKind::Volume, &id, Some(&wanted)));
+        self.cache
+            .tree(version, &info, source)
+            .map_err(|e| StageError::new(e.errno(), format!("{label}: {e}")))
+    }
+
+    /// The writable head view of a volume whose head is `head` (from the API). A volume without staged changes
+    /// follows the head; one with changes stays on the version its changes are based on.
+    /// `has_files` is false for a head version with no files (the API serves no archive for it).
+    pub fn volume(
+        &self,
+        storage_id: &str,
+        name: &str,
+        head: Option<&str>,
+        has_files: bool,
+    ) -> Result<Arc<VolumeStage>> {
+        if !layout::valid_storage_id(storage_id) {
+            return Err(StageError::new(
+                libc::EIO,
+                format!("volumes/{name}: the API gave a storage id that cannot name a directory"),
+            ));
+        }
+        if let Some(v) = self.lock_volumes().get(storage_id) {
+            let st = v.lock();
+            if st.journal.is_some() || st.head.as_deref() == head {
+                drop(st);
+                return Ok(v.clone());
+            }
+        }
+        let layout = VolumeLayout::new(&self.root, storage_id);
+        if layout.journal().is_file() {
+            return self.replay(storage_id);
+        }
+        let fresh = self.fresh(storage_id, name, head.map(String::from), has_files, layout)?;
+        Ok(self.keep(storage_id, fresh))
+    }
+
+    /// Registers `volume` as the stage of `storage_id`, unless another thread registered one with changes
+    /// meanwhile (two first accesses racing): then that one is kept and returned, so no change is ever made to a
+    /// stage that is not the registered one.
+    fn keep(&self, storage_id: &str, volume: Arc<VolumeStage>) -> Arc<VolumeStage> {
+        let mut volumes = self.lock_volumes();
+        if let Some(existing) = volumes.get(storage_id)
+            && existing.lock().journal.is_some()
+        {
+            return existing.clone();
+        }
+        volumes.insert(storage_id.to_string(), volume.clone());
+        volume
+    }
+
+    /// The stage of a volume that has changes (a journal), if it is one.
+    pub fn changed(&self, storage_id: &str) -> Option<Arc<VolumeStage>> {
+        let volume = self.lock_volumes().get(storage_id).cloned()?;
+        let has_journal = volume.lock().journal.is_some();
+        has_journal.then_some(volume)
+    }
+
+    /// The stage of a volume already opened by name.
+    pub fn loaded(&self, storage_id: &str) -> Option<Arc<VolumeStage>> {
+        self.lock_volumes().get(storage_id).cloned()
+    }
+
+    /// Publishes a volume now and waits: the new version's id, or why not.
+    pub fn sync(&self, volume: &Arc<VolumeStage>) -> std::result::Result<String, PublishError> {
+        self.publisher.sync(volume)
+    }
+
+    /// Tells the publisher that `volume` changed (its quiet period starts again).
+    pub fn note_change(&self, volume: &Arc<VolumeStage>) {
+        self.publisher.changed(volume);
+    }
+
+    /// Each volume with changes, or with a publish outcome to show: one line each, for `vm0fs status`.
+    pub fn status(&self) -> Vec<String> {
+        let mut vols: Vec<Arc<VolumeStage>> = self.lock_volumes().values().cloned().collect();
+        vols.sort_by(|a, b| a.name.cmp(&b.name));
+        vols.iter().filter_map(|v| v.status_line()).collect()
+    }
+
+    /// At unmount: publishes what is staged, waiting at most `within`; returns the volumes that stay staged.
+    pub fn shutdown(&self, within: Duration) -> Vec<String> {
+        let vols: Vec<Arc<VolumeStage>> = self.lock_volumes().values().cloned().collect();
+        self.publisher.drain(vols, within)
+    }
+}
+
+/// The first 8 hex of a version id, the form people see.
+pub fn short(version: &str) -> &str {
+    version.get(..8).unwrap_or(version)
+}
+
+fn io_error(what: &str, e: io::Error) -> StageError {
+    let errno = e.raw_os_error().unwrap_or(libc::EIO);
+    StageError::new(errno, format!("{what}: {e}"))
+}
+
+/// The regular files of an extracted base tree, with their modes.
+fn walk_base(root: &Path) -> io::Result<Tree> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut files = Vec::new();
+    let mut dirs = vec![PathBuf::new()];
+    while let Some(rel) = dirs.pop() {
+        for entry in std::fs::read_dir(root.join(&rel))? {
+            let entry = entry?;
+            let Some(name) = entry.file_name().to_str().map(String::from) else {
+                continue;
+            };
+            let path = rel.join(&name);
+            let meta = entry.metadata()?;
+            if meta.is_dir() {
+                dirs.push(path);
+            } else if meta.is_file() {
+                let mode = meta.permissions().mode() & 0o7777;
+                files.push((path.to_string_lossy().into_owned(), mode));
+            }
+        }
+    }
+    Ok(Tree::from_files(files))
+}
+
+/// The changing state of one volume, under its lock.
+struct State {
+    tree: Tree,
+    /// The extracted tree of `base_version`, where `Content::Base` paths are.
+    base_root: Option<PathBuf>,
+    /// The version whose files `Content::Base` names (the first record of the journal).
+    base_version: Option<String>,
+    /// The version the changes are based on: the base, or the last version published from here.
+    head: Option<String>,
+    /// Opened at the first change.
+    journal: Option<Journal>,
+    next_file: u64,
+    /// Counts every change, writes included.
+    generation: u64,
+    /// The generation that is known to be the head's content; `None` after a replay (the publisher checks).
+    published_generation: Option<u64>,
+    /// Files open for writing.
+    writers: usize,
+    /// Set when a journal write failed: the tree is ahead of the disk, so further changes are refused.
+    broken: Option<String>,
+}
+
+impl State {
+    fn apply(&mut self, r: &Record) -> std::result::Result<(), i32> {
+        match r {
+            Record::Base { .. } => Ok(()),
+            Record::Put { path, file, mode } => {
+                self.next_file = self.next_file.max(file + 1);
+                self.tree.put_file(path, Content::Staged(*file), *mode)
+            }
+            Record::Remove { path } if self.tree.is_dir(path) => self.tree.rmdir(path),
+            Record::Remove { path } => self.tree.unlink(path).map(drop),
+            Record::Mkdir { path, mode } => self.tree.mkdir(path, *mode),
+            Record::Rename { from, to } => self.tree.rename(from, to).map(drop),
+            Record::Chmod { path, mode } => self.tree.chmod(path, *mode),
+            Record::Symlink { path, target } => self.tree.symlink(path, target),
+            Record::Published { version } => {
+                self.head = Some(version.clone());
+                Ok(())
+            }
+        }
+    }
+
+    /// Deletes staged files no entry names (left by a crash between creating one and journaling it, or replaced).
+    fn delete_orphans(&mut self, layout: &VolumeLayout) {
+        let used: std::collections::HashSet<u64> = self
+            .tree
+            .files()
+            .filter_map(|(_, c)| match c {
+                Content::Staged(id) => Some(*id),
+                Content::Base(_) => None,
+            })
+            .collect();
+        for id in layout.file_ids().unwrap_or_default() {
+            self.next_file = self.next_file.max(id + 1);
+            if !used.contains(&id) {
+                let _ = std::fs::remove_file(layout.file(id));
+            }
+        }
+    }
+
+    fn staged_bytes(&self, layout: &VolumeLayout) -> u64 {
+        self.tree
+            .files()
+            .filter_map(|(_, c)| match c {
+                Content::Staged(id) => std::fs::metadata(layout.file(*id)).ok(),
+                Content::Base(_) => None,
+            })
+            .map(|m| m.len())
+            .sum()
+    }
+
+    fn backing(&self, layout: &VolumeLayout, content: &Content) -> PathBuf {
+        match (content, &self.base_root) {
+            (Content::Staged(id), _) => layout.file(*id),
+            (Content::Base(rel), Some(root)) => root.join(rel),
+            (Content::Base(rel), None) => PathBuf::from(rel),
+        }
+    }
+}
+
+/// One writable volume. See the module doc.
+pub struct VolumeStage {
+    storage_id: String,
+    name: String,
+    layout: VolumeLayout,
+    staged_bytes: Arc<AtomicU64>,
+    max_staged_bytes: u64,
+    state: Mutex<State>,
+    phase: Mutex<Phase>,
+}
+
+/// Makes a path relative to the volume usable as a tree key, refusing what cannot be one.
+fn key(path: &str) -> &str {
+    path.trim_matches('/')
+}
+
+impl VolumeStage {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn storage_id(&self) -> &str {
+        &self.storage_id
+    }
+
+    /// `volumes/<name>`.
+    pub fn label(&self) -> String {
+        format!("volumes/{}", self.name)
+    }
+
+    fn refuse(&self, errno: i32, path: &str, why: &str) -> StageError {
+        StageError::new(errno, format!("{}/{path}: {why}", self.label()))
+    }
+
+    /// The version the view is based on (the head when nothing is staged).
+    pub fn head(&self) -> Option<String> {
+        self.lock().head.clone()
+    }
+
+    pub fn lookup(&self, path: &str) -> Option<EntryAttr> {
+        let st = self.lock();
+        let path = key(path);
+        if path.is_empty() {
+            return Some(EntryAttr {
+                kind: EntryKind::Dir,
+                size: 0,
+                mode: 0o755,
+                mtime: SystemTime::UNIX_EPOCH,
+            });
+        }
+        st.tree.get(path).map(|n| self.attr(&st, n))
+    }
+
+    fn attr(&self, st: &State, node: &Node) -> EntryAttr {
+        match node {
+            Node::Dir { mode } => EntryAttr {
+                kind: EntryKind::Dir,
+                size: 0,
+                mode: *mode,
+                mtime: SystemTime::UNIX_EPOCH,
+            },
+            Node::Symlink { target } => EntryAttr {
+                kind: EntryKind::Symlink(target.clone()),
+                size: target.len() as u64,
+                mode: 0o777,
+                mtime: SystemTime::UNIX_EPOCH,
+            },
+            Node::File { content, mode } => {
+                let meta = std::fs::metadata(st.backing(&self.layout, content)).ok();
+                EntryAttr {
+                    kind: EntryKind::File,
+                    size: meta.as_ref().map_or(0, |m| m.len()),
+                    mode: *mode,
+                    mtime: meta
+                        .and_then(|m| m.modified().ok())
+                        .unwrap_or(SystemTime::UNIX_EPOCH),
+                }
+            }
+        }
+    }
+
+    /// The entries of directory `path`.
+    pub fn list(&self, path: &str) -> Result<Vec<(String, EntryAttr)>> {
+        let st = self.lock();
+        let path = key(path);
+        if !st.tree.is_dir(path) {
+            return Err(self.refuse(libc::ENOTDIR, path, "not a directory"));
+        }
+        Ok(st
+            .tree
+            .children(path)
+            .map(|(name, n)| (name.to_string(), self.attr(&st, n)))
+            .collect())
+    }
+
+    /// Where the bytes of file `path` can be read now. Not to be kept: a copy-up moves them.
+    pub fn read_path(&self, path: &str) -> Result<PathBuf> {
+        let st = self.lock();
+        match st.tree.get(key(path)) {
+            Some(Node::File { content, .. }) => Ok(st.backing(&self.layout, content)),
+            Some(_) => Err(self.refuse(libc::EISDIR, path, "not a file")),
+            None => Err(self.refuse(libc::ENOENT, path, "no such file")),
+        }
+    }
+
+    fn check_writable(&self, st: &State) -> Result<()> {
+        match &st.broken {
+            Some(why) => Err(StageError::new(
+                libc::EIO,
+                format!(
+                    "{}: changes are refused until the next mount because {why}",
+                    self.label()
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Appends `record` to the journal (opening it, with its Base record, at the first change).
+    fn journal(&self, st: &mut State, record: Record) -> Result<()> {
+        let result = (|| -> io::Result<()> {
+            if st.journal.is_none() {
+                self.layout.create()?;
+                let (mut j, old) = Journal::open(&self.layout.journal())?;
+                if old.is_empty() {
+                    j.append(&Record::Base {
+                        name: self.name.clone(),
+                        version: st.base_version.clone(),
+                    })?;
+                }
+                st.journal = Some(j);
+            }
+            match st.journal.as_mut() {
+                Some(j) => j.append(&record),
+                None => Err(io::Error::other("the journal is not open")),
+            }
+        })();
+        result.map_err(|e| {
+            let why = format!("the journal could not be written ({e})");
+            tracing::error!(volume = %self.label(), error = %e, "{why}");
+            st.broken = Some(why);
+            io_error(&format!("{}/.journal", self.label()), e)
+        })
+    }
+
+    /// Journals a change already applied to the tree, and counts it.
+    fn journal_change(&self, st: &mut State, record: Record) -> Result<()> {
+        st.generation += 1;
+        self.journal(st, record)
+    }
+
+    /// Applies a change to the tree (which decides whether it is allowed), then journals it.
+    fn change(&self, path: &str, record: Record, what: &str) -> Result<()> {
+        let mut st = self.lock();
+        self.check_writable(&st)?;
+        if let Err(errno) = st.apply(&record) {
+            return Err(self.refuse(errno, path, what));
+        }
+        self.journal_change(&mut st, record)
+    }
+
+    fn new_staged_file(&self, st: &mut State) -> Result<(u64, File)> {
+        self.layout
+            .create()
+            .map_err(|e| io_error(&self.label(), e))?;
+        let id = st.next_file;
+        st.next_file += 1;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(self.layout.file(id))
+            .map_err(|e| io_error(&format!("{}: a staged file", self.label()), e))?;
+        Ok((id, file))
+    }
+
+    /// Creates an empty file at `path` (the caller checked that nothing is there).
+    pub fn create(&self, path: &str, mode: u32) -> Result<StagedWriter> {
+        let path = key(path);
+        let mut st = self.lock();
+        self.check_writable(&st)?;
+        if st.tree.get(path).is_some() {
+            return Err(self.refuse(libc::EEXIST, path, "already exists"));
+        }
+        let (id, file) = self.new_staged_file(&mut st)?;
+        let record = Record::Put {
+            path: path.to_string(),
+            file: id,
+            mode: mode & 0o7777,
+        };
+        if let Err(errno) = st.apply(&record) {
+            let _ = std::fs::remove_file(self.layout.file(id));
+            return Err(self.refuse(errno, path, "cannot create it"));
+        }
+        self.journal_change(&mut st, record)?;
+        st.writers += 1;
+        Ok(StagedWriter { file })
+    }
+
+    /// Opens file `path` for writing, copying it from the base version first if it is still shared with it.
+    pub fn open_write(&self, path: &str, truncate: bool) -> Result<StagedWriter> {
+        let path = key(path);
+        let mut st = self.lock();
+        self.check_writable(&st)?;
+        let (content, mode) = match st.tree.get(path) {
+            Some(Node::File { content, mode }) => (content.clone(), *mode),
+            Some(_) => return Err(self.refuse(libc::EISDIR, path, "not a file")),
+            None => return Err(self.refuse(st.tree.absent(path), path, "no such file")),
+        };
+        let writer = match content {
+            Content::Staged(id) => {
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(self.layout.file(id))
+                    .map_err(|e| io_error(&format!("{}/{path}", self.label()), e))?;
+                if truncate {
+                    let old = file.metadata().map_or(0, |m| m.len());
+                    file.set_len(0)
+                        .map_err(|e| io_error(&format!("{}/{path}", self.label()), e))?;
+                    self.staged_bytes.fetch_sub(
+                        old.min(self.staged_bytes.load(Ordering::Relaxed)),
+                        Ordering::Relaxed,
+                    );
+                    st.generation += 1;
+                }
+                StagedWriter { file }
+            }
+            Content::Base(_) => {
+                let source = st.backing(&self.layout, &content);
+                let (id, mut file) = self.new_staged_file(&mut st)?;
+                if !truncate {
+                    let copied = self.copy_up(&source, &mut file);
+                    if let Err(e) = copied {
+                        let _ = std::fs::remove_file(self.layout.file(id));
+                        return Err(e);
+                    }
+                }
+                let record = Record::Put {
+                    path: path.to_string(),
+                    file: id,
+                    mode,
+                };
+                let _ = st.apply(&record);
+                self.journal_change(&mut st, record)?;
+                StagedWriter { file }
+            }
+        };
+        st.writers += 1;
+        Ok(writer)
+    }
+
+    fn copy_up(&self, source: &Path, dest: &mut File) -> Result<()> {
+        let len = std::fs::metadata(source).map_or(0, |m| m.len());
+        self.reserve(0, len)?;
+        let mut from = File::open(source).map_err(|e| io_error(&self.label(), e))?;
+        io::copy(&mut from, dest)
+            .and_then(|_| dest.sync_data())
+            .map_err(|e| io_error(&format!("{}: copying a file to change it", self.label()), e))
+    }
+
+    /// Counts `grow` more staged bytes, or refuses with ENOSPC past `--max-staged-size`.
+    fn reserve(&self, already: u64, grow: u64) -> Result<()> {
+        let now = self.staged_bytes.load(Ordering::Relaxed);
+        if grow > 0 && now.saturating_sub(already) + grow > self.max_staged_bytes {
+            return Err(StageError::new(
+                libc::ENOSPC,
+                format!(
+                    "{}: the staging area is full ({} bytes staged, --max-staged-size {}); publish with \
+                     `vm0fs sync` or remove staged files",
+                    self.label(),
+                    now,
+                    self.max_staged_bytes
+                ),
+            ));
+        }
+        self.staged_bytes.fetch_add(grow, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// `pwrite` into a file open for writing.
+    pub fn write(&self, writer: &StagedWriter, offset: u64, data: &[u8]) -> Result<usize> {
+        let old = writer.file.metadata().map_or(0, |m| m.len());
+        let end = offset + data.len() as u64;
+        self.reserve(0, end.saturating_sub(old))?;
+        let n = writer
+            .file
+            .write_at(data, offset)
+            .map_err(|e| io_error(&self.label(), e))?;
+        self.lock().generation += 1;
+        Ok(n)
+    }
+
+    /// `ftruncate` of a file open for writing.
+    pub fn set_len(&self, writer: &StagedWriter, size: u64) -> Result<()> {
+        let old = writer.file.metadata().map_or(0, |m| m.len());
+        self.reserve(0, size.saturating_sub(old))?;
+        writer
+            .file
+            .set_len(size)
+            .map_err(|e| io_error(&self.label(), e))?;
+        if size < old {
+            let freed = (old - size).min(self.staged_bytes.load(Ordering::Relaxed));
+            self.staged_bytes.fetch_sub(freed, Ordering::Relaxed);
+        }
+        self.lock().generation += 1;
+        Ok(())
+    }
+
+    /// The last handle of a written file closed.
+    pub fn close_write(&self) {
+        let mut st = self.lock();
+        st.writers = st.writers.saturating_sub(1);
+    }
+
+    /// `truncate(path, size)` without an open handle.
+    pub fn truncate(&self, path: &str, size: u64) -> Result<()> {
+        let writer = self.open_write(path, size == 0)?;
+        let result = self
+            .set_len(&writer, size)
+            .and_then(|_| writer.sync().map_err(|e| io_error(&self.label(), e)));
+        self.close_write();
+        result
+    }
+
+    /// Sets the modification time of file `path` (directories and symlinks keep theirs in memory only).
+    pub fn set_mtime(&self, path: &str, mtime: SystemTime) -> Result<()> {
+        let is_file = matches!(self.lock().tree.get(key(path)), Some(Node::File { .. }));
+        if !is_file {
+            return Ok(());
+        }
+        let writer = self.open_write(path, false)?;
+        let result = writer
+            .file
+            .set_modified(mtime)
+            .and_then(|_| writer.sync())
+            .map_err(|e| io_error(&self.label(), e));
+        self.close_write();
+        result
+    }
+
+    pub fn mkdir(&self, path: &str, mode: u32) -> Result<()> {
+        let path = key(path);
+        let record = Record::Mkdir {
+            path: path.to_string(),
+            mode: mode & 0o7777,
+        };
+        self.change(path, record, "cannot make this directory")
+    }
+
+    pub fn symlink(&self, path: &str, target: &str) -> Result<()> {
+        let path = key(path);
+        let record = Record::Symlink {
+            path: path.to_string(),
+            target: target.to_string(),
+        };
+        self.change(path, record, "cannot make this symlink")
+    }
+
+    pub fn chmod(&self, path: &str, mode: u32) -> Result<()> {
+        let path = key(path);
+        let record = Record::Chmod {
+            path: path.to_string(),
+            mode: mode & 0o7777,
+        };
+        self.change(path, record, "cannot change its mode")
+    }
+
+    /// `unlink` of a file or symlink; a staged file's bytes are deleted (open handles keep them until closed).
+    pub fn unlink(&self, path: &str) -> Result<()> {
+        let path = key(path);
+        let mut st = self.lock();
+        self.check_writable(&st)?;
+        let node = st
+            .tree
+            .unlink(path)
+            .map_err(|errno| self.refuse(errno, path, "cannot remove it"))?;
+        self.journal_change(
+            &mut st,
+            Record::Remove {
+                path: path.to_string(),
+            },
+        )?;
+        self.forget(&node);
+        Ok(())
+    }
+
+    pub fn rmdir(&self, path: &str) -> Result<()> {
+        let path = key(path);
+        let mut st = self.lock();
+        self.check_writable(&st)?;
+        st.tree
+            .rmdir(path)
+            .map_err(|errno| self.refuse(errno, path, "cannot remove this directory"))?;
+        self.journal_change(
+            &mut st,
+            Record::Remove {
+                path: path.to_string(),
+            },
+        )
+    }
+
+    /// `rename(2)` inside the volume: a change of names, never a copy.
+    pub fn rename(&self, from: &str, to: &str) -> Result<()> {
+        let (from, to) = (key(from), key(to));
+        let mut st = self.lock();
+        self.check_writable(&st)?;
+        let replaced = st
+            .tree
+            .rename(from, to)
+            .map_err(|errno| self.refuse(errno, from, &format!("cannot rename it to {to:?}")))?;
+        self.journal_change(
+            &mut st,
+            Record::Rename {
+                from: from.to_string(),
+                to: to.to_string(),
+            },
+        )?;
+        if let Some(node) = replaced {
+            self.forget(&node);
+        }
+        Ok(())
+    }
+
+    /// Deletes the staged file of a node that left the tree.
+    fn forget(&self, node: &Node) {
+        if let Node::File {
+            content: Content::Staged(id),
+            ..
+        } = node
+        {
+            let path = self.layout.file(*id);
+            let len = std::fs::metadata(&path).map_or(0, |m| m.len());
+            if std::fs::remove_file(&path).is_ok() {
+                let freed = len.min(self.staged_bytes.load(Ordering::Relaxed));
+                self.staged_bytes.fetch_sub(freed, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Whether the tree may differ from the head (a publish is due).
+    fn dirty(&self) -> bool {
+        let st = self.lock();
+        st.published_generation != Some(st.generation)
+    }
+
+    /// Whether a file is open for writing.
+    fn writing(&self) -> bool {
+        self.lock().writers > 0
+    }
+
+    fn set_phase(&self, phase: Phase) {
+        *self.phase.lock().unwrap_or_else(|e| e.into_inner()) = phase;
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// What the publisher uploads: every file and where its bytes are, with the generation and head they are of.
+    fn freeze(&self) -> (u64, Option<String>, Vec<(String, PathBuf)>, LocalOnly) {
+        let st = self.lock();
+        let files = st
+            .tree
+            .files()
+            .map(|(p, c)| (p.to_string(), st.backing(&self.layout, c)))
+            .collect();
+        (
+            st.generation,
+            st.head.clone(),
+            files,
+            LocalOnly::of(&st.tree),
+        )
+    }
+
+    /// Records that the tree as of `generation` is `version`, now the head.
+    fn published(&self, generation: u64, version: &str) -> Result<()> {
+        let mut st = self.lock();
+        if st.head.as_deref() != Some(version) {
+            let record = Record::Published {
+                version: version.to_string(),
+            };
+            self.journal(&mut st, record)?;
+            st.head = Some(version.to_string());
+        }
+        if st.generation == generation {
+            st.published_generation = Some(generation);
+            if !st.tree.uses_base() {
+                self.compact(&mut st);
+            }
+        }
+        Ok(())
+    }
+
+    /// Rewrites the journal as a snapshot of the tree once no file reads from the base version any more (after
+    /// the first publish of a volume written from scratch, typically), so that it stops growing. A failure only
+    /// leaves the longer journal, which replays to the same tree.
+    fn compact(&self, st: &mut State) {
+        let mut records = vec![Record::Base {
+            name: self.name.clone(),
+            version: None,
+        }];
+        for (path, node) in st.tree.entries() {
+            records.push(match node {
+                Node::Dir { mode } => Record::Mkdir {
+                    path: path.to_string(),
+                    mode: *mode,
+                },
+                Node::Symlink { target } => Record::Symlink {
+                    path: path.to_string(),
+                    target: target.clone(),
+                },
+                Node::File {
+                    content: Content::Staged(id),
+                    mode,
+                } => Record::Put {
+                    path: path.to_string(),
+                    file: *id,
+                    mode: *mode,
+                },
+                Node::File {
+                    content: Content::Base(_),
+                    ..
+                } => return,
+            });
+        }
+        if let Some(v) = &st.head {
+            records.push(Record::Published { version: v.clone() });
+        }
+        let Some(journal) = st.journal.as_mut() else {
+            return;
+        };
+        match journal.rewrite(&self.layout.journal(), &records) {
+            Ok(()) => {
+                st.base_version = None;
+                st.base_root = None;
+            }
+            Err(e) => {
+                tracing::warn!(volume = %self.label(), error = %e, "could not compact the journal")
+            }
+        }
+    }
+
+    fn status_line(&self) -> Option<String> {
+        let phase = self.phase();
+        if phase == Phase::Clean && !self.dirty() {
+            return None;
+        }
+        let st = self.lock();
+        let staged = st
+            .tree
+            .files()
+            .filter(|(_, c)| matches!(c, Content::Staged(_)))
+            .count();
+        let bytes = st.staged_bytes(&self.layout);
+        let local = LocalOnly::of(&st.tree);
+        let dirty = st.published_generation != Some(st.generation);
+        drop(st);
+        let mut line = format!("{}: {staged} staged file(s), {bytes} bytes", self.label());
+        match (&phase, dirty) {
+            (Phase::Clean, _) => line.push_str(", staged (not published yet)"),
+            (p, _) => line.push_str(&format!(", {p}")),
+        }
+        if !local.is_empty() {
+            line.push_str(&format!("; {local}"));
+        }
+        Some(line)
+    }
+}

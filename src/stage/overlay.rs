@@ -1,0 +1,373 @@
+//! The tree of one writable volume as it is now: the base version's entries with the staged changes applied.
+//!
+//! Pure in-memory state, no I/O, so that every rule of POSIX naming (what `rename` may replace, what `rmdir`
+//! refuses) is decided in one place and tested without a disk or FUSE. The whole tree is kept rather than only the
+//! changes over the base: a volume's listing is small next to its bytes (one entry per file), and a rename of a
+//! directory is then a move of keys, never a copy of data. A file's bytes live elsewhere: in the base version's
+//! extracted tree (`Content::Base`, shared with the read-only cache and never written) or in a staged file of its
+//! own (`Content::Staged`), made at create time or by the copy-up on first write. Sizes and times are read from
+//! those files, so the tree never disagrees with them.
+
+use std::collections::BTreeMap;
+
+/// Where the bytes of a file are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    /// The file at this relative path in the base version's extracted tree.
+    Base(String),
+    /// The staged file with this id.
+    Staged(u64),
+}
+
+/// One entry of the tree. The root directory is implicit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Node {
+    File { content: Content, mode: u32 },
+    Dir { mode: u32 },
+    Symlink { target: String },
+}
+
+impl Node {
+    pub fn is_dir(&self) -> bool {
+        matches!(self, Node::Dir { .. })
+    }
+}
+
+/// A failed change, as an errno (the caller says which path and why in its message).
+pub type Refusal = i32;
+
+/// Paths are relative, `/`-separated, without empty, `.` or `..` parts; `""` is the root.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tree {
+    nodes: BTreeMap<String, Node>,
+}
+
+fn parent_of(path: &str) -> &str {
+    path.rsplit_once('/').map_or("", |(p, _)| p)
+}
+
+/// Whether `path` lies strictly inside directory `dir`.
+fn is_inside(path: &str, dir: &str) -> bool {
+    dir.is_empty()
+        || (path.len() > dir.len() && path.starts_with(dir) && path.as_bytes()[dir.len()] == b'/')
+}
+
+impl Tree {
+    /// A tree of `files` (relative path, mode), with the directories they need (mode 0755).
+    pub fn from_files(files: impl IntoIterator<Item = (String, u32)>) -> Tree {
+        let mut tree = Tree::default();
+        for (path, mode) in files {
+            let mut dir = parent_of(&path);
+            while !dir.is_empty() && !tree.nodes.contains_key(dir) {
+                tree.nodes
+                    .insert(dir.to_string(), Node::Dir { mode: 0o755 });
+                dir = parent_of(dir);
+            }
+            let content = Content::Base(path.clone());
+            tree.nodes.insert(path, Node::File { content, mode });
+        }
+        tree
+    }
+
+    pub fn get(&self, path: &str) -> Option<&Node> {
+        self.nodes.get(path)
+    }
+
+    /// Whether `path` is a directory (the root is).
+    pub fn is_dir(&self, path: &str) -> bool {
+        path.is_empty() || self.nodes.get(path).is_some_and(Node::is_dir)
+    }
+
+    /// Every entry below `dir` (at any depth), in path order.
+    fn below<'a>(&'a self, dir: &'a str) -> impl Iterator<Item = (&'a String, &'a Node)> + 'a {
+        let start = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
+        self.nodes
+            .range(start.clone()..)
+            .take_while(move |(k, _)| k.starts_with(&start))
+    }
+
+    /// The direct children of directory `dir`: (name, node).
+    pub fn children<'a>(&'a self, dir: &'a str) -> impl Iterator<Item = (&'a str, &'a Node)> + 'a {
+        let skip = if dir.is_empty() { 0 } else { dir.len() + 1 };
+        self.below(dir).filter_map(move |(k, n)| {
+            let name = &k[skip..];
+            (!name.contains('/')).then_some((name, n))
+        })
+    }
+
+    /// Every file: (path, content).
+    pub fn files(&self) -> impl Iterator<Item = (&str, &Content)> {
+        self.nodes.iter().filter_map(|(k, n)| match n {
+            Node::File { content, .. } => Some((k.as_str(), content)),
+            _ => None,
+        })
+    }
+
+    /// Every entry: (path, node).
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &Node)> {
+        self.nodes.iter().map(|(k, n)| (k.as_str(), n))
+    }
+
+    /// Why `path` cannot be reached, as the kernel says it: `ENOTDIR` when a component on the way is not a
+    /// directory, else `ENOENT`.
+    pub fn absent(&self, path: &str) -> Refusal {
+        let mut at = 0;
+        while let Some(slash) = path[at..].find('/') {
+            let dir = &path[..at + slash];
+            match self.nodes.get(dir) {
+                None => return libc::ENOENT,
+                Some(n) if !n.is_dir() => return libc::ENOTDIR,
+                Some(_) => at += slash + 1,
+            }
+        }
+        libc::ENOENT
+    }
+
+    fn parent_is_dir(&self, path: &str) -> Result<(), Refusal> {
+        let parent = parent_of(path);
+        if self.is_dir(parent) {
+            Ok(())
+        } else {
+            Err(self.absent(path))
+        }
+    }
+
+    /// Makes `path` a file with this content (create, copy-up, replace by a new staged file). An existing file
+    /// is replaced; a directory is not.
+    pub fn put_file(&mut self, path: &str, content: Content, mode: u32) -> Result<(), Refusal> {
+        self.parent_is_dir(path)?;
+        if self.nodes.get(path).is_some_and(Node::is_dir) {
+            return Err(libc::EISDIR);
+        }
+        self.nodes
+            .insert(path.to_string(), Node::File { content, mode });
+        Ok(())
+    }
+
+    pub fn symlink(&mut self, path: &str, target: &str) -> Result<(), Refusal> {
+        self.parent_is_dir(path)?;
+        if self.nodes.contains_key(path) {
+            return Err(libc::EEXIST);
+        }
+        let target = target.to_string();
+        self.nodes
+            .insert(path.to_string(), Node::Symlink { target });
+        Ok(())
+    }
+
+    pub fn mkdir(&mut self, path: &str, mode: u32) -> Result<(), Refusal> {
+        if path.is_empty() || self.nodes.contains_key(path) {
+            return Err(libc::EEXIST);
+        }
+        self.parent_is_dir(path)?;
+        self.nodes.insert(path.to_string(), Node::Dir { mode });
+        Ok(())
+    }
+
+    /// `unlink` of a file or symlink.
+    pub fn unlink(&mut self, path: &str) -> Result<Node, Refusal> {
+        match self.nodes.get(path) {
+            None => Err(self.absent(path)),
+            Some(Node::Dir { .. }) => Err(libc::EISDIR),
+            Some(_) => Ok(self.nodes.remove(path).unwrap_or(Node::Dir { mode: 0 })),
+        }
+    }
+
+    pub fn rmdir(&mut self, path: &str) -> Result<(), Refusal> {
+        match self.nodes.get(path) {
+            None if path.is_empty() => Err(libc::EBUSY),
+            None => Err(self.absent(path)),
+            Some(Node::Dir { .. }) if self.below(path).next().is_some() => Err(libc::ENOTEMPTY),
+            Some(Node::Dir { .. }) => {
+                self.nodes.remove(path);
+                Ok(())
+            }
+            Some(_) => Err(libc::ENOTDIR),
+        }
+    }
+
+    /// `rename(2)` within the tree: a directory moves with everything below it. Returns the node that was
+    /// replaced at `to`, if any (its staged file can then be deleted).
+    pub fn rename(&mut self, from: &str, to: &str) -> Result<Option<Node>, Refusal> {
+        if from.is_empty() || to.is_empty() {
+            return Err(libc::EBUSY);
+        }
+        // As the kernel does: both parents are resolved before the source is looked up.
+        self.parent_is_dir(from)?;
+        self.parent_is_dir(to)?;
+        let Some(moving) = self.nodes.get(from).cloned() else {
+            return Err(libc::ENOENT);
+        };
+        if from == to {
+            return Ok(None);
+        }
+        if moving.is_dir() && is_inside(to, from) {
+            return Err(libc::EINVAL);
+        }
+        if is_inside(from, to) {
+            // The target is an ancestor of the source: a directory that is not empty.
+            return Err(libc::ENOTEMPTY);
+        }
+        self.parent_is_dir(to)?;
+        let replaced = match (self.nodes.get(to), moving.is_dir()) {
+            (None, _) => None,
+            (Some(Node::Dir { .. }), true) if self.below(to).next().is_some() => {
+                return Err(libc::ENOTEMPTY);
+            }
+            (Some(Node::Dir { .. }), false) => return Err(libc::EISDIR),
+            (Some(other), true) if !other.is_dir() => return Err(libc::ENOTDIR),
+            (Some(other), _) => Some(other.clone()),
+        };
+        let moved: Vec<(String, Node)> = self
+            .below(from)
+            .map(|(k, n)| (format!("{to}{}", &k[from.len()..]), n.clone()))
+            .collect();
+        let old: Vec<String> = self.below(from).map(|(k, _)| k.clone()).collect();
+        for k in old {
+            self.nodes.remove(&k);
+        }
+        self.nodes.remove(from);
+        self.nodes.insert(to.to_string(), moving);
+        self.nodes.extend(moved);
+        Ok(replaced)
+    }
+
+    /// `chmod` of a file or directory (symlinks have no mode of their own).
+    pub fn chmod(&mut self, path: &str, new_mode: u32) -> Result<(), Refusal> {
+        match self.nodes.get_mut(path) {
+            Some(Node::File { mode, .. } | Node::Dir { mode }) => {
+                *mode = new_mode & 0o7777;
+                Ok(())
+            }
+            Some(Node::Symlink { .. }) => Ok(()),
+            None => Err(self.absent(path)),
+        }
+    }
+
+    /// Whether any file still reads its bytes from the base version.
+    pub fn uses_base(&self) -> bool {
+        self.files().any(|(_, c)| matches!(c, Content::Base(_)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Tree {
+        Tree::from_files([
+            ("a.txt".to_string(), 0o644),
+            ("d/x".to_string(), 0o644),
+            ("d/e/y".to_string(), 0o644),
+        ])
+    }
+
+    fn paths(t: &Tree) -> Vec<&str> {
+        t.entries().map(|(k, _)| k).collect()
+    }
+
+    #[test]
+    fn base_files_bring_their_directories() {
+        let t = base();
+        assert_eq!(paths(&t), ["a.txt", "d", "d/e", "d/e/y", "d/x"]);
+        let root: Vec<_> = t.children("").map(|(n, _)| n).collect();
+        assert_eq!(root, ["a.txt", "d"]);
+        let d: Vec<_> = t.children("d").map(|(n, _)| n).collect();
+        assert_eq!(d, ["e", "x"]);
+    }
+
+    #[test]
+    fn children_do_not_leak_siblings_with_a_common_prefix() {
+        let t = Tree::from_files([("d/x".to_string(), 0o644), ("d-2/y".to_string(), 0o644)]);
+        let d: Vec<_> = t.children("d").map(|(n, _)| n).collect();
+        assert_eq!(d, ["x"]);
+    }
+
+    #[test]
+    fn renaming_a_directory_moves_its_subtree_without_touching_content() {
+        let mut t = base();
+        t.rename("d", "moved").unwrap();
+        assert_eq!(
+            paths(&t),
+            ["a.txt", "moved", "moved/e", "moved/e/y", "moved/x"]
+        );
+        assert_eq!(
+            t.get("moved/e/y"),
+            Some(&Node::File {
+                content: Content::Base("d/e/y".into()),
+                mode: 0o644
+            })
+        );
+    }
+
+    #[test]
+    fn rename_follows_posix_rules() {
+        let mut t = base();
+        assert_eq!(t.rename("d", "d/e/inside"), Err(libc::EINVAL));
+        assert_eq!(t.rename("a.txt", "d"), Err(libc::EISDIR));
+        assert_eq!(t.rename("d", "a.txt"), Err(libc::ENOTDIR));
+        t.mkdir("full", 0o755).unwrap();
+        t.put_file("full/f", Content::Staged(1), 0o644).unwrap();
+        assert_eq!(t.rename("d", "full"), Err(libc::ENOTEMPTY));
+        assert_eq!(t.rename("nope", "x"), Err(libc::ENOENT));
+        assert_eq!(t.rename("a.txt", "missing/x"), Err(libc::ENOENT));
+        assert_eq!(t.rename("a.txt", "a.txt/x"), Err(libc::ENOTDIR));
+        let replaced = t.rename("full/f", "a.txt").unwrap();
+        assert!(matches!(
+            replaced,
+            Some(Node::File {
+                content: Content::Base(_),
+                ..
+            })
+        ));
+        t.mkdir("empty", 0o755).unwrap();
+        t.rename("d", "empty").unwrap();
+        assert!(t.is_dir("empty/e"));
+    }
+
+    #[test]
+    fn rmdir_and_unlink_refuse_the_wrong_kind() {
+        let mut t = base();
+        assert_eq!(t.rmdir("d"), Err(libc::ENOTEMPTY));
+        assert_eq!(t.rmdir("a.txt"), Err(libc::ENOTDIR));
+        assert_eq!(t.unlink("d"), Err(libc::EISDIR));
+        assert_eq!(t.unlink("zzz").unwrap_err(), libc::ENOENT);
+        t.unlink("d/e/y").unwrap();
+        t.rmdir("d/e").unwrap();
+        assert_eq!(paths(&t), ["a.txt", "d", "d/x"]);
+    }
+
+    #[test]
+    fn creating_needs_a_directory_parent() {
+        let mut t = base();
+        assert_eq!(
+            t.put_file("a.txt/f", Content::Staged(1), 0o644),
+            Err(libc::ENOTDIR)
+        );
+        assert_eq!(
+            t.put_file("no/f", Content::Staged(1), 0o644),
+            Err(libc::ENOENT)
+        );
+        assert_eq!(
+            t.put_file("d", Content::Staged(1), 0o644),
+            Err(libc::EISDIR)
+        );
+        assert_eq!(t.mkdir("d", 0o755), Err(libc::EEXIST));
+        assert_eq!(t.symlink("a.txt", "x"), Err(libc::EEXIST));
+        t.symlink("link", "a.txt").unwrap();
+        assert!(t.uses_base());
+        t.put_file("a.txt", Content::Staged(2), 0o600).unwrap();
+        t.chmod("a.txt", 0o100755).unwrap();
+        assert_eq!(
+            t.get("a.txt"),
+            Some(&Node::File {
+                content: Content::Staged(2),
+                mode: 0o755
+            })
+        );
+    }
+}

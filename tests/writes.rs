@@ -1,0 +1,333 @@
+//! Writable volumes through real mounts: real tools write into `volumes/<name>/`, `vm0fs sync` publishes, and a
+//! fresh mount on an empty cache reads back what the emulator now holds.
+//!
+//! Automatic publishing is off in these mounts (`--commit-delay 0`) unless a test is about it, so that the number
+//! of versions the emulator saw depends only on the test's own `vm0fs sync` calls, never on timing.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use common::emulator::Emulator;
+use common::mount::{Mount, ok, q, sh, vm0fs};
+use serde_json::Value;
+
+fn emulator() -> Emulator {
+    Emulator::start(&["--seed", "demo"])
+}
+
+fn mount(emu: &Emulator) -> Mount {
+    Mount::start(emu, &["--commit-delay", "0"])
+}
+
+/// `vm0fs sync PATH`: its stdout, or a failure with what it said.
+fn sync(path: &Path) -> String {
+    let out = vm0fs()
+        .arg("sync")
+        .arg(path)
+        .output()
+        .expect("run vm0fs sync");
+    assert!(
+        out.status.success(),
+        "vm0fs sync {} failed: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The versions of volume `name` on the emulator.
+fn versions(emu: &Emulator, name: &str) -> Vec<Value> {
+    let id = emu.storage_id("volumes", name).expect("the volume exists");
+    let (status, page) = emu.get_json(&format!("/v1/volumes/{id}/versions?limit=100"));
+    assert_eq!(status, 200, "{page}");
+    page["data"].as_array().cloned().unwrap_or_default()
+}
+
+fn head(emu: &Emulator, name: &str) -> Option<String> {
+    let id = emu.storage_id("volumes", name)?;
+    let (_, detail) = emu.get_json(&format!("/v1/volumes/{id}"));
+    detail["current_version_id"].as_str().map(String::from)
+}
+
+/// A tree of `count` files of mixed sizes (empty to 200 KiB) in nested directories.
+fn make_tree(root: &Path, count: usize) {
+    for i in 0..count {
+        let dir = root.join(format!("d{}/e{}", i % 7, i % 3));
+        std::fs::create_dir_all(&dir).unwrap();
+        let len = match i % 10 {
+            0 => 0,
+            1 => 200 << 10,
+            n => n * 517,
+        };
+        std::fs::write(dir.join(format!("f{i}.bin")), common::noise(len, i as u64)).unwrap();
+    }
+}
+
+#[test]
+fn a_copied_tree_is_published_as_one_version_and_reads_back_equal() {
+    let emu = emulator();
+    let src = tempfile::tempdir().unwrap();
+    make_tree(src.path(), 1000);
+    let m = mount(&emu);
+    let vol = m.path("volumes/copied");
+    std::fs::create_dir(&vol).expect("mkdir volumes/copied creates a volume");
+    ok(&format!("cp -r {}/. {}", q(src.path()), q(&vol)));
+    ok(&format!("diff -r {} {}", q(src.path()), q(&vol)));
+    let line = sync(&vol);
+    let version = head(&emu, "copied").expect("a head after the sync");
+    assert_eq!(line, format!("volumes/copied@{}", &version[..8]));
+    assert_eq!(versions(&emu, "copied").len(), 1);
+    // A second sync with nothing changed publishes nothing new.
+    assert_eq!(sync(&vol), line);
+    assert_eq!(versions(&emu, "copied").len(), 1);
+    drop(m);
+
+    let fresh = mount(&emu);
+    ok(&format!(
+        "diff -r {} {}",
+        q(src.path()),
+        q(&fresh.path("volumes/copied"))
+    ));
+    assert_eq!(
+        emu.stats()["blob_requests_with_authorization"].as_u64(),
+        Some(0)
+    );
+}
+
+#[test]
+fn edits_by_common_tools_are_published_byte_exact() {
+    let emu = emulator();
+    let m = mount(&emu);
+    let vol = m.path("volumes/edits");
+    std::fs::create_dir(&vol).unwrap();
+    let v = q(&vol);
+    ok(&format!(
+        "cd {v} && printf 'one\\ntwo\\nthree\\n' > text && sed -i 's/two/TWO/' text && \
+         printf 'tail\\n' >> text && mkdir -p dir/sub && seq 1 1000 > dir/sub/numbers && \
+         truncate -s 100 dir/sub/numbers && printf 'XYZ' | dd of=dir/sub/numbers bs=1 seek=10 conv=notrunc 2>/dev/null && \
+         mkdir many && for i in $(seq 1 100); do echo $i > many/$i; done && mv many moved && \
+         mkdir gone && echo x > gone/a && rm -r gone && echo '#!/bin/sh' > run.sh && chmod +x run.sh"
+    ));
+    ok(&format!(
+        "cd {v} && python3 -c \"import os,tempfile; fd,p=tempfile.mkstemp(dir='.'); os.write(fd,b'replaced'); os.close(fd); os.replace(p,'py')\""
+    ));
+    assert_eq!(
+        std::fs::read_to_string(vol.join("text")).unwrap(),
+        "one\nTWO\nthree\ntail\n"
+    );
+    let numbers = std::fs::read(vol.join("dir/sub/numbers")).unwrap();
+    assert_eq!(numbers.len(), 100);
+    assert_eq!(&numbers[10..13], b"XYZ");
+    let mode = std::fs::metadata(vol.join("run.sh"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o111, 0o111, "chmod +x is seen locally");
+    assert!(!vol.join("gone").exists());
+    assert!(!vol.join("many").exists());
+    let local = tempfile::tempdir().unwrap();
+    ok(&format!("cp -r {v}/. {}", q(local.path())));
+    sync(&vol);
+    drop(m);
+
+    let fresh = mount(&emu);
+    ok(&format!(
+        "diff -r {} {}",
+        q(local.path()),
+        q(&fresh.path("volumes/edits"))
+    ));
+    assert_eq!(versions(&emu, "edits").len(), 1);
+}
+
+#[test]
+fn changes_to_a_seeded_volume_keep_untouched_files_and_publish_once() {
+    let emu = emulator();
+    let m = mount(&emu);
+    let vols = std::fs::read_dir(m.path("volumes")).unwrap();
+    let name = vols
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| head(&emu, n).is_some())
+        .expect("a seeded volume with a version");
+    let vol = m.path(&format!("volumes/{name}"));
+    let before = versions(&emu, &name).len();
+    let snapshot = tempfile::tempdir().unwrap();
+    ok(&format!("cp -r {}/. {}", q(&vol), q(snapshot.path())));
+    ok(&format!(
+        "cd {} && echo added > added.txt && cd {} && echo added > added.txt",
+        q(&vol),
+        q(snapshot.path())
+    ));
+    sync(&vol);
+    assert_eq!(versions(&emu, &name).len(), before + 1);
+    drop(m);
+    let fresh = mount(&emu);
+    ok(&format!(
+        "diff -r {} {}",
+        q(snapshot.path()),
+        q(&fresh.path(&format!("volumes/{name}")))
+    ));
+}
+
+#[test]
+fn what_a_volume_cannot_hold_is_refused_with_its_errno() {
+    let emu = emulator();
+    let m = mount(&emu);
+    let vol = m.path("volumes/refusals");
+    std::fs::create_dir(&vol).unwrap();
+    std::fs::write(vol.join("f"), b"x").unwrap();
+    let errno_of = |script: &str| -> String {
+        let out = sh(script);
+        assert!(!out.status.success(), "`{script}` succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let v = q(&vol);
+    assert!(errno_of(&format!("ln {v}/f {v}/hard")).contains("Operation not permitted"));
+    assert!(errno_of(&format!("mkfifo {v}/fifo")).contains("Operation not permitted"));
+    assert!(errno_of(&format!("ln -s /etc/passwd {v}/out")).contains("Operation not permitted"));
+    assert!(
+        errno_of(&format!("setfattr -n user.other -v 1 {v}/f")).contains("Operation not supported")
+    );
+    assert!(
+        errno_of(&format!("mkdir {}", q(&m.path("volumes/Bad_Name")))).contains("Invalid argument")
+    );
+    assert!(errno_of(&format!("rmdir {v}")).contains("Operation not permitted"));
+    // A rename into another volume is EXDEV, so mv copies instead (and the copy works).
+    std::fs::create_dir(m.path("volumes/other")).unwrap();
+    let err = std::fs::rename(vol.join("f"), m.path("volumes/other/f")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EXDEV));
+    ok(&format!("mv {v}/f {}", q(&m.path("volumes/other/f"))));
+    assert_eq!(std::fs::read(m.path("volumes/other/f")).unwrap(), b"x");
+    // Pinned versions and artifacts stay read-only.
+    let artifacts: Vec<_> = std::fs::read_dir(m.path("artifacts"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .collect();
+    if let Some(a) = artifacts.first() {
+        let err = std::fs::write(a.path().join("new-file"), b"x").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+    }
+    // A symlink that stays inside works.
+    ok(&format!(
+        "cd {v} && mkdir d && echo hi > d/t && ln -s d/t link && cat link"
+    ));
+    assert!(
+        m.stderr()
+            .contains("a volume holds files, directories and symlinks only")
+    );
+}
+
+#[test]
+fn kill_9_after_close_keeps_the_changes_and_the_next_mount_publishes_them_once() {
+    let emu = emulator();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let src = tempfile::tempdir().unwrap();
+    make_tree(src.path(), 50);
+    let mut m = Mount::start_with_cache(&emu, &cache, &["--commit-delay", "0"]);
+    let vol = m.path("volumes/durable");
+    std::fs::create_dir(&vol).unwrap();
+    ok(&format!(
+        "cp -r {}/. {} && mv {}/d1 {}/renamed",
+        q(src.path()),
+        q(&vol),
+        q(&vol),
+        q(&vol)
+    ));
+    ok(&format!(
+        "mv {}/d1 {}/renamed",
+        q(src.path()),
+        q(src.path())
+    ));
+    m.signal_and_wait(libc::SIGKILL);
+    drop(m);
+    assert!(
+        head(&emu, "durable").is_none(),
+        "nothing was published before the kill"
+    );
+
+    // Automatic publishing on: the replayed changes are published without a sync, once.
+    let m = Mount::start_with_cache(&emu, &cache, &["--commit-delay", "0.2"]);
+    let vol = m.path("volumes/durable");
+    ok(&format!("diff -r {} {}", q(src.path()), q(&vol)));
+    let line = sync(&vol);
+    assert_eq!(versions(&emu, "durable").len(), 1, "{line}");
+    drop(m);
+    let fresh = mount(&emu);
+    ok(&format!(
+        "diff -r {} {}",
+        q(src.path()),
+        q(&fresh.path("volumes/durable"))
+    ));
+}
+
+#[test]
+fn a_head_moved_behind_the_mount_is_not_overwritten() {
+    let emu = emulator();
+    let m = mount(&emu);
+    let vol = m.path("volumes/contested");
+    std::fs::create_dir(&vol).unwrap();
+    std::fs::write(vol.join("mine"), b"mine").unwrap();
+    sync(&vol);
+    std::fs::write(vol.join("mine"), b"mine, edited").unwrap();
+    let theirs = tempfile::tempdir().unwrap();
+    std::fs::write(theirs.path().join("theirs"), b"theirs").unwrap();
+    let their_version = emu.upload_dir("volumes", "contested", theirs.path());
+    let out = vm0fs().arg("sync").arg(&vol).output().unwrap();
+    assert!(!out.status.success(), "the sync overwrote a moved head");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("head moved"), "{err}");
+    assert_eq!(
+        head(&emu, "contested").as_deref(),
+        Some(their_version.as_str())
+    );
+    let status = vm0fs().arg("status").arg(m.mountpoint()).output().unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.contains("volumes/contested") && status.contains("head moved"),
+        "{status}"
+    );
+    assert_eq!(std::fs::read(vol.join("mine")).unwrap(), b"mine, edited");
+}
+
+#[test]
+fn sync_outside_a_volume_says_why() {
+    let emu = emulator();
+    let m = mount(&emu);
+    let out = Command::new(env!("CARGO_BIN_EXE_vm0fs"))
+        .arg("sync")
+        .arg(m.path("runs"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not inside a volume"));
+}
+
+#[test]
+fn past_the_staging_bound_writes_fail_with_enospc_and_nothing_staged_is_lost() {
+    let emu = emulator();
+    let m = Mount::start(&emu, &["--commit-delay", "0", "--max-staged-size", "1M"]);
+    let vol = m.path("volumes/bounded");
+    std::fs::create_dir(&vol).unwrap();
+    std::fs::write(vol.join("kept"), common::noise(600 << 10, 1)).unwrap();
+    let err = std::fs::write(vol.join("too-much"), common::noise(600 << 10, 2)).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+    assert_eq!(
+        std::fs::read(vol.join("kept")).unwrap(),
+        common::noise(600 << 10, 1)
+    );
+    std::fs::remove_file(vol.join("too-much")).unwrap();
+    std::fs::write(vol.join("small"), b"fits").unwrap();
+    sync(&vol);
+    drop(m);
+    let fresh = mount(&emu);
+    let mut names: Vec<String> = std::fs::read_dir(fresh.path("volumes/bounded"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["kept", "small"]);
+}
