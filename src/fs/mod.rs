@@ -27,7 +27,7 @@ use std::ffi::{OsStr, OsString};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, SystemTime};
 
-pub use control::MountStatus;
+pub use control::{MountStatus, RequestCounts, RequestStats};
 pub use error::{Error, Result};
 pub use inodes::ROOT_INO;
 
@@ -110,6 +110,8 @@ pub struct Vm0Fs {
     /// What reading `runs/new/<agent>` shows: the id of the run the last close started, or why it failed.
     new_run_outcomes: Mutex<HashMap<String, Vec<u8>>>,
     invalidator: OnceLock<Box<dyn Invalidator>>,
+    /// The adapter's per-opcode request counters, shown by `.vm0fs/status`.
+    request_counts: OnceLock<Arc<dyn RequestCounts>>,
     cache: Arc<ArchiveCache>,
     inodes: InodeTable,
     handles: Handles,
@@ -124,6 +126,7 @@ impl Vm0Fs {
             live_logs: LiveLogs::new(),
             new_run_outcomes: Mutex::new(HashMap::new()),
             invalidator: OnceLock::new(),
+            request_counts: OnceLock::new(),
             cache,
             inodes: InodeTable::new(),
             handles: Handles::new(),
@@ -471,6 +474,13 @@ impl Vm0Fs {
     pub fn set_invalidator(&self, invalidator: Box<dyn Invalidator>) {
         if self.invalidator.set(invalidator).is_err() {
             tracing::warn!("an invalidator was already set; keeping the first");
+        }
+    }
+
+    /// Hands the core the adapter's request counters, so that `.vm0fs/status` can show them.
+    pub fn set_request_counts(&self, counts: Arc<dyn RequestCounts>) {
+        if self.request_counts.set(counts).is_err() {
+            tracing::warn!("request counters were already set; keeping the first");
         }
     }
 

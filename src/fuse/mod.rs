@@ -6,6 +6,7 @@
 //! level, the rest as warnings, like mountpoint-s3) and replies. Operations that would change the tree are refused
 //! with `EROFS` by the core.
 
+mod counters;
 mod pool;
 
 use std::ffi::OsStr;
@@ -21,6 +22,7 @@ use fuser::{
 };
 
 use crate::fs::{Attr, Error, FileKind, Vm0Fs};
+use counters::{Counters, Op};
 use pool::WorkerPool;
 
 /// The most requests served at once: well above the kernel's `max_background` so that slow API calls never
@@ -71,9 +73,12 @@ pub fn mount(
         (false, false) => SessionACL::Owner,
     };
     fuse_config.n_threads = Some(2);
+    let counters = Arc::new(Counters::default());
+    fs.set_request_counts(counters.clone());
     let adapter = FuseAdapter {
         fs,
         pool: WorkerPool::new(MAX_WORKERS),
+        counters,
         passthrough: false,
         backing: Arc::default(),
     };
@@ -96,6 +101,8 @@ impl crate::fs::Invalidator for KernelInvalidator {
 pub struct FuseAdapter {
     fs: Arc<Vm0Fs>,
     pool: WorkerPool,
+    /// Requests served, by opcode and by where they were answered (`.vm0fs/status`).
+    counters: Arc<Counters>,
     /// The kernel accepted FUSE passthrough: cached archive files are read by the kernel from the cache file
     /// itself, with no request reaching us (kernel 6.9+, and CAP_SYS_ADMIN for the backing ioctl).
     passthrough: bool,
@@ -106,10 +113,14 @@ pub struct FuseAdapter {
 }
 
 impl FuseAdapter {
-    /// Runs `op` on a worker with the core.
-    fn spawn(&self, op: impl FnOnce(&Vm0Fs) + Send + 'static) {
+    /// Runs `job` (a request of opcode `op`) on a worker with the core, timing it until it has replied.
+    fn spawn(&self, op: Op, job: impl FnOnce(&Vm0Fs) + Send + 'static) {
+        let timing = self.counters.start(op).pooled();
         let fs = self.fs.clone();
-        self.pool.run(move || op(&fs));
+        self.pool.run(move || {
+            job(&fs);
+            drop(timing);
+        });
     }
 }
 
@@ -181,7 +192,7 @@ impl Filesystem for FuseAdapter {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = name.to_os_string();
-        self.spawn(move |fs| match fs.lookup(parent.0, &name) {
+        self.spawn(Op::Lookup, move |fs| match fs.lookup(parent.0, &name) {
             Ok(attr) => reply.entry(&attr.ttl, &file_attr(&attr), GENERATION),
             Err(e) => reply.error(errno("lookup", &e)),
         });
@@ -191,11 +202,12 @@ impl Filesystem for FuseAdapter {
     /// BATCH_FORGET arrives here too, one call per inode: fuser 0.18 does not export `ForgetOne`, so its
     /// `batch_forget` cannot be overridden, and its default calls this for each.
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        let _timing = self.counters.start(Op::Forget);
         self.fs.forget(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        self.spawn(move |fs| match fs.getattr(ino.0) {
+        self.spawn(Op::Getattr, move |fs| match fs.getattr(ino.0) {
             Ok(attr) => reply.attr(&attr.ttl, &file_attr(&attr)),
             Err(e) => reply.error(errno("getattr", &e)),
         });
@@ -221,7 +233,7 @@ impl Filesystem for FuseAdapter {
     ) {
         // Only the truncation of `open(O_TRUNC)` on a writable file is accepted; times are ignored there.
         let only_size = mode.is_none() && uid.is_none() && gid.is_none();
-        self.spawn(move |fs| {
+        self.spawn(Op::Setattr, move |fs| {
             let result = match size {
                 Some(size) if only_size => fs.truncate(ino.0, size),
                 _ => Err(fs.refuse_change(ino.0)),
@@ -234,7 +246,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        self.spawn(move |fs| match fs.readlink(ino.0) {
+        self.spawn(Op::Readlink, move |fs| match fs.readlink(ino.0) {
             Ok(target) => reply.data(&target),
             Err(e) => reply.error(errno("readlink", &e)),
         });
@@ -250,7 +262,9 @@ impl Filesystem for FuseAdapter {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        self.spawn(move |fs| reply.error(errno("mknod", &fs.refuse_change(parent.0))));
+        self.spawn(Op::Mknod, move |fs| {
+            reply.error(errno("mknod", &fs.refuse_change(parent.0)))
+        });
     }
 
     fn mkdir(
@@ -262,15 +276,21 @@ impl Filesystem for FuseAdapter {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        self.spawn(move |fs| reply.error(errno("mkdir", &fs.refuse_change(parent.0))));
+        self.spawn(Op::Mkdir, move |fs| {
+            reply.error(errno("mkdir", &fs.refuse_change(parent.0)))
+        });
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        self.spawn(move |fs| reply.error(errno("unlink", &fs.refuse_change(parent.0))));
+        self.spawn(Op::Unlink, move |fs| {
+            reply.error(errno("unlink", &fs.refuse_change(parent.0)))
+        });
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        self.spawn(move |fs| reply.error(errno("rmdir", &fs.refuse_change(parent.0))));
+        self.spawn(Op::Rmdir, move |fs| {
+            reply.error(errno("rmdir", &fs.refuse_change(parent.0)))
+        });
     }
 
     fn symlink(
@@ -281,7 +301,9 @@ impl Filesystem for FuseAdapter {
         _target: &Path,
         reply: ReplyEntry,
     ) {
-        self.spawn(move |fs| reply.error(errno("symlink", &fs.refuse_change(parent.0))));
+        self.spawn(Op::Symlink, move |fs| {
+            reply.error(errno("symlink", &fs.refuse_change(parent.0)))
+        });
     }
 
     fn rename(
@@ -294,7 +316,9 @@ impl Filesystem for FuseAdapter {
         _flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |fs| reply.error(errno("rename", &fs.refuse_change(parent.0))));
+        self.spawn(Op::Rename, move |fs| {
+            reply.error(errno("rename", &fs.refuse_change(parent.0)))
+        });
     }
 
     fn link(
@@ -305,13 +329,15 @@ impl Filesystem for FuseAdapter {
         _newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        self.spawn(move |fs| reply.error(errno("link", &fs.refuse_change(ino.0))));
+        self.spawn(Op::Link, move |fs| {
+            reply.error(errno("link", &fs.refuse_change(ino.0)))
+        });
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let passthrough = self.passthrough;
         let backing = self.backing.clone();
-        self.spawn(move |fs| match fs.open(ino.0, flags.0) {
+        self.spawn(Op::Open, move |fs| match fs.open(ino.0, flags.0) {
             Ok(opened) => {
                 let mut fopen = FopenFlags::empty();
                 if opened.direct_io {
@@ -359,7 +385,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.spawn(move |fs| match fs.read(fh.0, offset, size) {
+        self.spawn(Op::Read, move |fs| match fs.read(fh.0, offset, size) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(errno("read", &e)),
         });
@@ -379,9 +405,11 @@ impl Filesystem for FuseAdapter {
     ) {
         let data = data.to_vec();
         let pid = req.pid();
-        self.spawn(move |fs| match fs.write(fh.0, offset, &data, pid) {
-            Ok(written) => reply.written(written),
-            Err(e) => reply.error(errno("write", &e)),
+        self.spawn(Op::Write, move |fs| {
+            match fs.write(fh.0, offset, &data, pid) {
+                Ok(written) => reply.written(written),
+                Err(e) => reply.error(errno("write", &e)),
+            }
         });
     }
 
@@ -396,7 +424,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let pid = req.pid();
-        self.spawn(move |fs| match fs.flush(fh.0, pid) {
+        self.spawn(Op::Flush, move |fs| match fs.flush(fh.0, pid) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("flush", &e)),
         });
@@ -411,6 +439,7 @@ impl Filesystem for FuseAdapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _timing = self.counters.start(Op::Fsync);
         reply.ok();
     }
 
@@ -426,7 +455,7 @@ impl Filesystem for FuseAdapter {
     ) {
         // On a worker: releasing an unflushed `runs/new/` handle starts its run, an API call.
         let backing = self.backing.clone();
-        self.spawn(move |fs| {
+        self.spawn(Op::Release, move |fs| {
             let passthrough = fs.backing_file(fh.0).is_some();
             fs.release(fh.0);
             if passthrough {
@@ -443,7 +472,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        self.spawn(move |fs| match fs.opendir(ino.0) {
+        self.spawn(Op::Opendir, move |fs| match fs.opendir(ino.0) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(errno("opendir", &e)),
         });
@@ -457,7 +486,7 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        self.spawn(move |fs| match fs.readdir(fh.0, offset) {
+        self.spawn(Op::Readdir, move |fs| match fs.readdir(fh.0, offset) {
             Ok(entries) => {
                 for (next, entry) in entries {
                     if reply.add(INodeNo(entry.ino), next, file_type(entry.kind), &entry.name) {
@@ -478,7 +507,7 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        self.spawn(move |fs| {
+        self.spawn(Op::Readdirplus, move |fs| {
             let listed = fs.readdirplus(fh.0, offset, |next, entry, attr| {
                 reply.add(
                     INodeNo(entry.ino),
@@ -504,6 +533,7 @@ impl Filesystem for FuseAdapter {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        let _timing = self.counters.start(Op::Releasedir);
         self.fs.releasedir(fh.0);
         reply.ok();
     }
@@ -518,37 +548,45 @@ impl Filesystem for FuseAdapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |fs| reply.error(errno("setxattr", &fs.refuse_change(ino.0))));
+        self.spawn(Op::Setxattr, move |fs| {
+            reply.error(errno("setxattr", &fs.refuse_change(ino.0)))
+        });
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         // `ls -l` asks every file for SELinux and ACL attributes, which vm0fs never has: answer on the event
         // loop rather than pay a worker hand-off per file.
         if !name.as_encoded_bytes().starts_with(b"user.vm0.") {
+            let _timing = self.counters.start(Op::Getxattr);
             return reply.error(Errno::ENODATA);
         }
         let name = name.to_os_string();
-        self.spawn(move |fs| match fs.getxattr(ino.0, &name) {
+        self.spawn(Op::Getxattr, move |fs| match fs.getxattr(ino.0, &name) {
             Ok(value) => reply_xattr(reply, &value, size),
             Err(e) => reply.error(errno("getxattr", &e)),
         });
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        self.spawn(move |fs| match fs.listxattr(ino.0) {
+        self.spawn(Op::Listxattr, move |fs| match fs.listxattr(ino.0) {
             Ok(names) => reply_xattr(reply, &names, size),
             Err(e) => reply.error(errno("listxattr", &e)),
         });
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        self.spawn(move |fs| reply.error(errno("removexattr", &fs.refuse_change(ino.0))));
+        self.spawn(Op::Removexattr, move |fs| {
+            reply.error(errno("removexattr", &fs.refuse_change(ino.0)))
+        });
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         if mask.contains(AccessFlags::W_OK) {
-            self.spawn(move |fs| reply.error(errno("access", &fs.refuse_change(ino.0))));
+            self.spawn(Op::Access, move |fs| {
+                reply.error(errno("access", &fs.refuse_change(ino.0)))
+            });
         } else {
+            let _timing = self.counters.start(Op::Access);
             reply.ok();
         }
     }
@@ -564,7 +602,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyCreate,
     ) {
         let name = name.to_os_string();
-        self.spawn(move |fs| match fs.create(parent.0, &name) {
+        self.spawn(Op::Create, move |fs| match fs.create(parent.0, &name) {
             Ok((attr, opened)) => reply.created(
                 &attr.ttl,
                 &file_attr(&attr),
