@@ -29,6 +29,7 @@ run=$bench/run            # this invocation's scratch: mounts, caches, copies, l
 bin=$repo/target/release
 samples=$run/samples.tsv
 machine=$run/machine.md
+requests_md=$run/requests.md   # request mixes (from .vm0fs/status) of the rows that record them
 py=(python3 "$repo/scripts/bench/bench.py")
 
 say() { printf '[bench %6.1fs] %s\n' "$(awk -v a="$script_t0" -v b="$EPOCHREALTIME" 'BEGIN{print b-a}')" "$*" >&2; }
@@ -175,6 +176,7 @@ force_unmount "$run/mnt"   # left by an earlier invocation that was killed with 
 rm -rf "$run"
 mkdir -p "$run"
 : >"$samples"
+: >"$requests_md"
 
 for d in "$bench"/emu-*; do [ -e "$d" ] && [ "$d" != "$data" ] && rm -rf "$d"; done
 if [ ! -e "$data/.complete" ]; then
@@ -275,7 +277,7 @@ ensure_warm() {
     say "filling the warm cache"
     rm -rf "$cache"
     mount_vm0fs "$mnt" "$url" "$cache"
-    stat "$mnt/artifacts/$name/big.bin" >/dev/null
+    ls "$mnt/artifacts/$name" >/dev/null   # a listing waits for the whole archive (a stat may be served early)
     unmount_vm0fs "$mnt"
     vids=$(ls "$cache/archives")
   fi
@@ -313,9 +315,13 @@ row_warmtree() {
     sample "warm tree" baseline "$T"
     mount_vm0fs "$mnt" "$url" "$cache"
     stat "$mnt/artifacts/$name" >/dev/null
+    cat "$mnt/.vm0fs/status" >"$run/status-before.json"
     timed walk "$mnt/artifacts/$name"
     sample "warm tree" vm0fs "$T"
-    say "warm tree $i/$repeat_warm: vm0fs ${T}s"
+    cat "$mnt/.vm0fs/status" >"$run/status-after.json"
+    mix=$("${py[@]}" mix "$run/status-before.json" "$run/status-after.json")
+    [ "$i" = 1 ] && echo "- requests of one warm tree walk (find -ls && ls -lR, new mount): $mix" >>"$requests_md"
+    say "warm tree $i/$repeat_warm: vm0fs ${T}s; requests $mix"
     unmount_vm0fs "$mnt"
   done
 }
@@ -426,6 +432,7 @@ done
 
 total=$(awk -v a="$script_t0" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.0f", b-a}')
 echo "- bench wall time: ${total} s" >>"$machine"
+[ -s "$requests_md" ] && cat "$requests_md" >>"$machine"
 cat "$machine"
 echo
 set +e

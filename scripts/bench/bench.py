@@ -10,6 +10,7 @@ Subcommands:
   json EXPR                      read JSON on stdin, print eval(EXPR) with `d` bound to it (strings unquoted)
   livelog MNT RUN_ID URL TOKEN   run `tail -f MNT/runs/RUN_ID/logs`, print a JSON report of per-line delays
   table SAMPLES MACHINE OUT      print the markdown table and write it (with details) to OUT; exit 1 if a row errored
+  mix BEFORE AFTER               the FUSE requests served between two `.vm0fs/status` snapshots, by opcode
 """
 
 import datetime as dt
@@ -248,6 +249,24 @@ def cmd_table(samples_path, machine_path, out_path):
     sys.exit(1 if errored else 0)
 
 
+def cmd_mix(before_path, after_path):
+    """The request mix of what ran between two `.vm0fs/status` snapshots: `total N: op count (mean µs), ...`."""
+    def requests(path):
+        with open(path) as f:
+            return json.load(f).get("requests") or {}
+    before, after = requests(before_path), requests(after_path)
+    mix = []
+    for op, stats in after.items():
+        old = before.get(op, {})
+        count = stats["count"] - old.get("count", 0)
+        us = (stats["inline_us"] + stats["pooled_us"]) - (old.get("inline_us", 0) + old.get("pooled_us", 0))
+        if count > 0:
+            mix.append((count, op, us / count))
+    mix.sort(key=lambda m: (-m[0], m[1]))
+    total = sum(m[0] for m in mix)
+    print("total %d: %s" % (total, ", ".join("%s %d (%.0f µs)" % (op, n, us) for n, op, us in mix)))
+
+
 def main():
     args = sys.argv[1:]
     if not args:
@@ -259,6 +278,8 @@ def main():
         cmd_livelog(*rest)
     elif cmd == "table" and len(rest) == 3:
         cmd_table(*rest)
+    elif cmd == "mix" and len(rest) == 2:
+        cmd_mix(*rest)
     else:
         sys.exit(__doc__)
 
