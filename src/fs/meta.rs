@@ -5,7 +5,8 @@
 //! metrics and output forever (they cannot change any more); storage versions forever once seen, since a version
 //! id is a content hash.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::error::{Error, Result};
@@ -21,12 +22,21 @@ const MOVING_RUN_TTL: Duration = Duration::from_secs(1);
 /// `runs/` lists new runs within two seconds even with a long `--metadata-ttl`.
 const RUNS_LISTING_TTL: Duration = Duration::from_secs(2);
 
+struct RunIndex {
+    listing: Arc<Vec<Run>>,
+    /// Run id → its position in `listing` (the first, if an id were listed twice).
+    positions: HashMap<String, usize>,
+}
+
 pub struct Meta {
     api: Arc<dyn Vm0Api>,
     listing_ttl: Duration,
     agents: TtlMap<(), Vec<Agent>>,
     agent_versions: TtlMap<String, Vec<AgentVersion>>,
     runs: TtlMap<(), Vec<Run>>,
+    /// The position of each run in the last listing of `runs/`, built once per listing, so that the attributes of
+    /// 10,000 listed runs (one READDIRPLUS entry each) do not cost a scan of the listing each.
+    run_index: Mutex<Option<RunIndex>>,
     latest_run: TtlMap<(), Option<Run>>,
     run_details: TtlMap<String, RunDetail>,
     run_metrics: TtlMap<String, RunMetrics>,
@@ -43,6 +53,7 @@ impl Meta {
             agents: TtlMap::new(),
             agent_versions: TtlMap::new(),
             runs: TtlMap::new(),
+            run_index: Mutex::new(None),
             latest_run: TtlMap::new(),
             run_details: TtlMap::new(),
             run_metrics: TtlMap::new(),
@@ -99,7 +110,23 @@ impl Meta {
     /// a run exists (runs are not deleted) and to date its directory for `ls -l runs/`, which must not cost one
     /// request per run even when the API is slower than the listing's TTL; its files always ask for the detail.
     pub fn listed_run(&self, id: &str) -> Option<Run> {
-        self.runs.last(&())?.iter().find(|r| r.id == id).cloned()
+        let runs = self.runs.last(&())?;
+        let mut index = self.run_index.lock().unwrap_or_else(|e| e.into_inner());
+        if !index
+            .as_ref()
+            .is_some_and(|i| Arc::ptr_eq(&i.listing, &runs))
+        {
+            let mut positions = HashMap::with_capacity(runs.len());
+            for (i, run) in runs.iter().enumerate() {
+                positions.entry(run.id.clone()).or_insert(i);
+            }
+            *index = Some(RunIndex {
+                listing: runs.clone(),
+                positions,
+            });
+        }
+        let position = *index.as_ref()?.positions.get(id)?;
+        runs.get(position).cloned()
     }
 
     pub fn latest_run(&self) -> Result<Option<Run>> {

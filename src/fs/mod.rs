@@ -199,6 +199,16 @@ impl Vm0Fs {
         Ok(self.handles.insert(Handle::Dir(Arc::new(entries))))
     }
 
+    /// Whether the listing of directory `ino` can never change, so the kernel may keep it for good: a directory
+    /// inside a storage version, or a storage pinned to a version (`volumes/<name>@<version>`). A storage's head,
+    /// `runs/` and the rest of the API tree can change at any time.
+    pub fn listing_is_immutable(&self, ino: u64) -> bool {
+        matches!(
+            self.inodes.node(ino),
+            Some(Node::ArchiveEntry { .. } | Node::StorageRoot { pin: Some(_), .. })
+        )
+    }
+
     fn release_entries(&self, entries: &[DirEntry]) {
         self.inodes.release(entries.iter().map(|e| (e.ino, 1)));
     }
