@@ -48,7 +48,8 @@ fn tree_volume(emulator: &Emulator, dirs: usize, files: usize) -> tempfile::Temp
 fn a_walk_of_a_cached_archive_costs_no_request_per_file() {
     let emulator = Emulator::start(&[]);
     let _src = tree_volume(&emulator, 3, 400);
-    let mount = Mount::start(&emulator, &[]);
+    // A long TTL, so that a slow walk on a loaded machine does not see the top-level names expire midway.
+    let mount = Mount::start(&emulator, &["--metadata-ttl", "600"]);
     let tree = mount.path("volumes/tree");
     ok(&format!("ls {} >/dev/null", q(&tree))); // downloads the archive
 
@@ -56,12 +57,14 @@ fn a_walk_of_a_cached_archive_costs_no_request_per_file() {
     let found = ok(&format!("find {} -ls | wc -l", q(&tree)));
     assert_eq!(found.trim(), "1204", "the root, 3 directories, 1,200 files");
     let walked = requests(&mount);
+    // A few for the directories themselves (the kernel asks a directory's attributes again after reading it)
+    // and for `.vm0fs/status`, none per file.
     assert!(
-        sent(&before, &walked, "lookup") <= 3,
+        sent(&before, &walked, "lookup") <= 10,
         "find learns every name and its attributes from READDIRPLUS: {walked}"
     );
     assert!(
-        sent(&before, &walked, "getattr") <= 3,
+        sent(&before, &walked, "getattr") <= 10,
         "no GETATTR follows a READDIRPLUS entry: {walked}"
     );
 

@@ -250,7 +250,8 @@ def cmd_table(samples_path, machine_path, out_path):
 
 
 def cmd_mix(before_path, after_path):
-    """The request mix of what ran between two `.vm0fs/status` snapshots: `total N: op count (mean µs), ...`."""
+    """The request mix of what ran between two `.vm0fs/status` snapshots: `total N (P on the pool): op count
+    (mean µs from arrival to reply), ...`."""
     def requests(path):
         with open(path) as f:
             return json.load(f).get("requests") or {}
@@ -260,11 +261,14 @@ def cmd_mix(before_path, after_path):
         old = before.get(op, {})
         count = stats["count"] - old.get("count", 0)
         us = (stats["inline_us"] + stats["pooled_us"]) - (old.get("inline_us", 0) + old.get("pooled_us", 0))
+        pooled = stats["pooled"] - old.get("pooled", 0)
         if count > 0:
-            mix.append((count, op, us / count))
+            mix.append((count, op, us / count, pooled))
     mix.sort(key=lambda m: (-m[0], m[1]))
     total = sum(m[0] for m in mix)
-    print("total %d: %s" % (total, ", ".join("%s %d (%.0f µs)" % (op, n, us) for n, op, us in mix)))
+    pooled = sum(m[3] for m in mix)
+    print("total %d (%d on the pool): %s" % (
+        total, pooled, ", ".join("%s %d (%.0f µs)" % (op, n, us) for n, op, us, _ in mix)))
 
 
 def main():

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::render;
+use super::waiting::may_wait;
 use crate::api::models::{LogEntry, LogQuery};
 use crate::api::{ApiError, Vm0Api};
 
@@ -97,18 +98,20 @@ impl LiveLogs {
         logs.entry(run_id.to_string()).or_default().clone()
     }
 
-    /// The log's bytes so far, fetching onward first when they may be stale; marks the log as watched.
+    /// The log's bytes so far, fetching onward first when they may be stale (where waiting is allowed); marks the
+    /// log as watched.
     pub fn current(
         &self,
         api: &dyn Vm0Api,
         run_id: &str,
         terminal: bool,
-    ) -> Result<Vec<u8>, ApiError> {
+    ) -> super::Result<Vec<u8>> {
         let state = self.state(run_id);
         let mut log = state.lock().unwrap_or_else(|e| e.into_inner());
         log.interest_at = Some(Instant::now());
         let stale = log.fetched_at.is_none_or(|t| t.elapsed() >= POLL_INTERVAL);
         if !log.complete && stale {
+            may_wait()?;
             fetch_new(api, run_id, terminal, &mut log)?;
         }
         Ok(log.text.clone())

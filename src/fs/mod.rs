@@ -20,6 +20,7 @@ mod render;
 mod tests;
 mod tree;
 mod ttl;
+mod waiting;
 mod writes;
 
 use std::collections::HashMap;
@@ -485,6 +486,13 @@ impl Vm0Fs {
         if self.invalidator.set(invalidator).is_err() {
             tracing::warn!("an invalidator was already set; keeping the first");
         }
+    }
+
+    /// Runs `op` (a request) on this thread if it needs nothing that can wait: `None` if it would have waited for
+    /// the network or a download, having done nothing, so that the caller runs it on a worker instead (see
+    /// `waiting`). A panic inside is answered with `EIO`.
+    pub fn without_waiting<T>(&self, op: impl FnOnce(&Self) -> Result<T>) -> Option<Result<T>> {
+        waiting::without_waiting(|| op(self))
     }
 
     /// Hands the core the adapter's request counters, so that `.vm0fs/status` can show them.

@@ -25,6 +25,7 @@ use super::error::{Error, Result};
 use super::handles::Handle;
 use super::inodes::{AgentFile, ControlFile, Node, RunFile};
 use super::render;
+use super::waiting::may_wait;
 use super::{Attr, DirEntry, FileKind, Opened, Vm0Fs};
 use crate::api::models::{RunDetail, Storage, StorageKind};
 use crate::cache::{ArchiveInfo, DownloadSource};
@@ -305,6 +306,7 @@ impl Vm0Fs {
         if let Some(root) = self.cache.lookup(version_id) {
             return Ok(root);
         }
+        may_wait()?;
         let info = self.archive_info(kind, storage_id, version_id);
         let source = self.archive_source(kind, storage_id, version_id);
         Ok(self.cache.fetch(version_id, &info, &*source)?)
@@ -325,6 +327,7 @@ impl Vm0Fs {
         if let Some(root) = self.cache.lookup(version_id) {
             return Ok((op(root.join(rel)), false));
         }
+        may_wait()?;
         let info = self.archive_info(kind, storage_id, version_id);
         let source = self.archive_source(kind, storage_id, version_id);
         let mut tries = 0;

@@ -1,8 +1,11 @@
 //! The fuser adapter: decode a request, run the core's method on a worker, encode the reply. No logic of its own.
 //!
-//! Every request that may wait goes to the worker pool (see `pool.rs`), so the event loop never waits for the
-//! network; `forget` and `releasedir` (table updates, nothing to wait for) and the answers known without the core
-//! run on the event loop. Errors from the core carry their errno; the adapter logs them (a missing name at debug
+//! The requests about the tree (lookup, getattr, readlink, opendir, readdir, readdirplus, getxattr, listxattr)
+//! are answered on the event-loop thread that read them when the core needs nothing that can wait (the cached
+//! tree, fresh listings: see `fs::waiting`), and handed to the worker pool (see `pool.rs`) only when it would wait
+//! for the network or a download; the rest (open, read, writes and the like) always go to the pool, so the event
+//! loop never waits for the network. `forget` and `releasedir` (table updates) and the answers known without the
+//! core run on the event loop. Each request is counted by opcode and by where it was answered (`counters.rs`). Errors from the core carry their errno; the adapter logs them (a missing name at debug
 //! level, the rest as warnings, like mountpoint-s3) and replies. Operations that would change the tree are refused
 //! with `EROFS` by the core.
 
@@ -125,6 +128,29 @@ impl FuseAdapter {
             drop(timing);
         });
     }
+
+    /// Answers a request of opcode `op` with what `call` returns, passed to `send` with the reply: on this thread
+    /// when `call` needs nothing that can wait (memory, the cache on disk), else on a worker (see `fs::waiting`).
+    fn answer<T, R: Send + 'static>(
+        &self,
+        op: Op,
+        reply: R,
+        call: impl Fn(&Vm0Fs) -> crate::fs::Result<T> + Send + 'static,
+        send: impl FnOnce(R, crate::fs::Result<T>) + Send + 'static,
+    ) {
+        let timing = self.counters.start(op);
+        match self.fs.without_waiting(&call) {
+            Some(result) => send(reply, result),
+            None => {
+                let timing = timing.pooled();
+                let fs = self.fs.clone();
+                self.pool.run(move || {
+                    send(reply, call(&fs));
+                    drop(timing);
+                });
+            }
+        }
+    }
 }
 
 fn errno(op: &str, error: &Error) -> Errno {
@@ -199,10 +225,15 @@ impl Filesystem for FuseAdapter {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = name.to_os_string();
-        self.spawn(Op::Lookup, move |fs| match fs.lookup(parent.0, &name) {
-            Ok(attr) => reply.entry(&attr.ttl, &file_attr(&attr), GENERATION),
-            Err(e) => reply.error(errno("lookup", &e)),
-        });
+        self.answer(
+            Op::Lookup,
+            reply,
+            move |fs| fs.lookup(parent.0, &name),
+            |reply, result| match result {
+                Ok(attr) => reply.entry(&attr.ttl, &file_attr(&attr), GENERATION),
+                Err(e) => reply.error(errno("lookup", &e)),
+            },
+        );
     }
 
     /// The kernel dropped an inode: give back its lookups, inline (there is no reply, and it is a table update).
@@ -214,10 +245,15 @@ impl Filesystem for FuseAdapter {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        self.spawn(Op::Getattr, move |fs| match fs.getattr(ino.0) {
-            Ok(attr) => reply.attr(&attr.ttl, &file_attr(&attr)),
-            Err(e) => reply.error(errno("getattr", &e)),
-        });
+        self.answer(
+            Op::Getattr,
+            reply,
+            move |fs| fs.getattr(ino.0),
+            |reply, result| match result {
+                Ok(attr) => reply.attr(&attr.ttl, &file_attr(&attr)),
+                Err(e) => reply.error(errno("getattr", &e)),
+            },
+        );
     }
 
     fn setattr(
@@ -253,10 +289,15 @@ impl Filesystem for FuseAdapter {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        self.spawn(Op::Readlink, move |fs| match fs.readlink(ino.0) {
-            Ok(target) => reply.data(&target),
-            Err(e) => reply.error(errno("readlink", &e)),
-        });
+        self.answer(
+            Op::Readlink,
+            reply,
+            move |fs| fs.readlink(ino.0),
+            |reply, result| match result {
+                Ok(target) => reply.data(&target),
+                Err(e) => reply.error(errno("readlink", &e)),
+            },
+        );
     }
 
     fn mknod(
@@ -479,16 +520,22 @@ impl Filesystem for FuseAdapter {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        self.spawn(Op::Opendir, move |fs| match fs.opendir(ino.0) {
-            // A listing that can never change (inside a storage version) stays in the kernel's page cache, across
-            // opens: the next `ls` of it sends no request. Never for a listing a new run or version can change.
-            Ok(fh) if fs.listing_is_immutable(ino.0) => reply.opened(
-                FileHandle(fh),
-                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
-            ),
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => reply.error(errno("opendir", &e)),
-        });
+        self.answer(
+            Op::Opendir,
+            reply,
+            move |fs| Ok((fs.opendir(ino.0)?, fs.listing_is_immutable(ino.0))),
+            |reply, result| match result {
+                // A listing that can never change (inside a storage version) stays in the kernel's page cache,
+                // across opens: the next `ls` of it sends no request. Never for a listing a new run or version can
+                // change.
+                Ok((fh, true)) => reply.opened(
+                    FileHandle(fh),
+                    FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+                ),
+                Ok((fh, false)) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(errno("opendir", &e)),
+            },
+        );
     }
 
     fn readdir(
@@ -497,19 +544,24 @@ impl Filesystem for FuseAdapter {
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectory,
+        reply: ReplyDirectory,
     ) {
-        self.spawn(Op::Readdir, move |fs| match fs.readdir(fh.0, offset) {
-            Ok(entries) => {
-                for (next, entry) in entries {
-                    if reply.add(INodeNo(entry.ino), next, file_type(entry.kind), &entry.name) {
-                        break;
+        self.answer(
+            Op::Readdir,
+            reply,
+            move |fs| fs.readdir(fh.0, offset),
+            |mut reply, result| match result {
+                Ok(entries) => {
+                    for (next, entry) in entries {
+                        if reply.add(INodeNo(entry.ino), next, file_type(entry.kind), &entry.name) {
+                            break;
+                        }
                     }
+                    reply.ok();
                 }
-                reply.ok();
-            }
-            Err(e) => reply.error(errno("readdir", &e)),
-        });
+                Err(e) => reply.error(errno("readdir", &e)),
+            },
+        );
     }
 
     fn readdirplus(
@@ -520,8 +572,10 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        self.spawn(Op::Readdirplus, move |fs| {
-            let listed = fs.readdirplus(fh.0, offset, |next, entry, attr| {
+        // Not through `answer`: the entries go into the reply as they are made. A listing that would wait gives up
+        // before its first entry (the core ends a listing early, rather than fail it, once it has added one).
+        let list = move |fs: &Vm0Fs, reply: &mut ReplyDirectoryPlus| {
+            fs.readdirplus(fh.0, offset, |next, entry, attr| {
                 reply.add(
                     INodeNo(entry.ino),
                     next,
@@ -530,12 +584,25 @@ impl Filesystem for FuseAdapter {
                     &file_attr(attr),
                     GENERATION,
                 )
-            });
-            match listed {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("readdirplus", &e)),
+            })
+        };
+        let send = |reply: ReplyDirectoryPlus, listed: crate::fs::Result<()>| match listed {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("readdirplus", &e)),
+        };
+        let timing = self.counters.start(Op::Readdirplus);
+        match self.fs.without_waiting(|fs| list(fs, &mut reply)) {
+            Some(listed) => send(reply, listed),
+            None => {
+                let timing = timing.pooled();
+                let fs = self.fs.clone();
+                self.pool.run(move || {
+                    let listed = list(&fs, &mut reply);
+                    send(reply, listed);
+                    drop(timing);
+                });
             }
-        });
+        }
     }
 
     fn releasedir(
@@ -575,17 +642,27 @@ impl Filesystem for FuseAdapter {
             return reply.error(Errno::from_i32(libc::EOPNOTSUPP));
         }
         let name = name.to_os_string();
-        self.spawn(Op::Getxattr, move |fs| match fs.getxattr(ino.0, &name) {
-            Ok(value) => reply_xattr(reply, &value, size),
-            Err(e) => reply.error(errno("getxattr", &e)),
-        });
+        self.answer(
+            Op::Getxattr,
+            reply,
+            move |fs| fs.getxattr(ino.0, &name),
+            move |reply, result| match result {
+                Ok(value) => reply_xattr(reply, &value, size),
+                Err(e) => reply.error(errno("getxattr", &e)),
+            },
+        );
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        self.spawn(Op::Listxattr, move |fs| match fs.listxattr(ino.0) {
-            Ok(names) => reply_xattr(reply, &names, size),
-            Err(e) => reply.error(errno("listxattr", &e)),
-        });
+        self.answer(
+            Op::Listxattr,
+            reply,
+            move |fs| fs.listxattr(ino.0),
+            move |reply, result| match result {
+                Ok(names) => reply_xattr(reply, &names, size),
+                Err(e) => reply.error(errno("listxattr", &e)),
+            },
+        );
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
