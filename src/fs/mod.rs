@@ -509,7 +509,7 @@ impl Vm0Fs {
             .name("vm0fs-logs".into())
             .spawn(move || {
                 loop {
-                    std::thread::sleep(live_logs::POLL_INTERVAL);
+                    std::thread::sleep(live_logs::POLL_TICK);
                     let Some(fs) = fs.upgrade() else { return };
                     fs.poll_logs();
                 }
@@ -520,7 +520,7 @@ impl Vm0Fs {
     }
 
     fn poll_logs(&self) {
-        for run_id in self.live_logs.watched() {
+        for run_id in self.live_logs.due() {
             let terminal = match self.meta.run(&run_id) {
                 Ok(run) => run.status.is_terminal(),
                 Err(e) => {
