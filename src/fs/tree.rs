@@ -290,8 +290,8 @@ impl Vm0Fs {
         found.map_err(|_| missing())?;
         Ok(Node::ArchiveEntry {
             kind,
-            storage_id: version.storage.id.clone(),
-            version_id: version.id.clone(),
+            storage_id: version.storage.id.as_str().into(),
+            version_id: version.id.as_str().into(),
             path,
         })
     }
@@ -647,11 +647,12 @@ impl Vm0Fs {
             names.push((entry.file_name(), kind_of(&file_type)));
         }
         names.sort_by(|a, b| a.0.cmp(&b.0));
+        let (storage_id, version_id): (Arc<str>, Arc<str>) = (storage_id.into(), version_id.into());
         for (name, file_kind) in names {
             let child = Node::ArchiveEntry {
                 kind,
-                storage_id: storage_id.to_string(),
-                version_id: version_id.to_string(),
+                storage_id: storage_id.clone(),
+                version_id: version_id.clone(),
                 path: dir.join(&name),
             };
             out.push(DirEntry {
