@@ -6,7 +6,10 @@
 # Sizes (env):  BENCH_BIG_MB (512)  BENCH_SMALL_FILES (20000)  BENCH_SMALL_SIZE (26214 bytes)  BENCH_RUNS (10000)
 #               BENCH_REPEAT (5: cold copy, first byte)  BENCH_REPEAT_WARM (5: the other rows)  BENCH_LIVE_RUNS (2)
 #               BENCH_QUICK=1: a smoke run of about a minute (32 MB + 1000 small files, 1000 runs, one repetition)
-#               BENCH_ROWS="cold first warmread warmtree listing hol livelog" to run only some rows
+#               BENCH_ROWS="cold first warmread warmtree listing hol livelog memwalk peers" to run only some rows
+#               BENCH_MANY_FILES (200000): entries of the archive walked by `memory, walk`
+#               BENCH_PEERS=0 skips the peers (rclone, squashfuse, archivemount, ratarmount); BENCH_PEER_TIMEOUT (120 s)
+#               caps each peer measurement; BENCH_PEER_REPEAT (default: the vm0fs rows' repetitions)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -20,7 +23,10 @@ else
   n_runs=${BENCH_RUNS:-10000}; repeat=${BENCH_REPEAT:-5}; repeat_warm=${BENCH_REPEAT_WARM:-5}
   live_runs=${BENCH_LIVE_RUNS:-2}
 fi
-rows=${BENCH_ROWS:-"cold first warmread warmtree listing hol livelog"}
+rows=${BENCH_ROWS:-"cold first warmread warmtree listing hol livelog memwalk peers"}
+peers_on=${BENCH_PEERS:-1}
+peer_timeout=${BENCH_PEER_TIMEOUT:-120}
+peer_repeat=${BENCH_PEER_REPEAT:-}   # repetitions of each peer measurement (default: those of the vm0fs rows)
 token=vm0_live_demo
 name=bench
 
@@ -29,6 +35,7 @@ run=$bench/run            # this invocation's scratch: mounts, caches, copies, l
 bin=$repo/target/release
 samples=$run/samples.tsv
 machine=$run/machine.md
+requests_md=$run/requests.md   # request mixes (from .vm0fs/status) of the rows that record them
 py=(python3 "$repo/scripts/bench/bench.py")
 
 say() { printf '[bench %6.1fs] %s\n' "$(awk -v a="$script_t0" -v b="$EPOCHREALTIME" 'BEGIN{print b-a}')" "$*" >&2; }
@@ -54,6 +61,35 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 [ -e /dev/fuse ] || { echo "bench.sh: /dev/fuse is missing; the benchmark mounts real FUSE filesystems" >&2; exit 1; }
+
+# The peers a user would pick instead of vm0fs, installed here: rclone, archivemount, squashfuse and squashfs-tools from
+# Debian, ratarmount from PyPI into a venv under target/bench. One that cannot be installed is reported in the table.
+peer_missing=()   # "name: why", for the table
+ratarmount_bin=$repo/target/bench/venv/bin/ratarmount
+install_peers() {
+  local need=() p
+  command -v rclone >/dev/null 2>&1 || need+=(rclone)
+  command -v archivemount >/dev/null 2>&1 || need+=(archivemount)
+  command -v squashfuse >/dev/null 2>&1 || need+=(squashfuse)
+  command -v mksquashfs >/dev/null 2>&1 || need+=(squashfs-tools)
+  if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing the peers ${need[*]}"
+    apt-get update -qq >/dev/null 2>&1 || true
+    for p in "${need[@]}"; do DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$p" >/dev/null 2>&1 || true; done
+  fi
+  command -v rclone >/dev/null 2>&1 || peer_missing+=("rclone: not installed (Debian package rclone)")
+  command -v archivemount >/dev/null 2>&1 || peer_missing+=("archivemount: not installed (Debian package archivemount)")
+  { command -v squashfuse >/dev/null 2>&1 && command -v mksquashfs >/dev/null 2>&1; } ||
+    peer_missing+=("squashfuse: not installed (Debian packages squashfuse, squashfs-tools)")
+  if [ ! -x "$ratarmount_bin" ]; then
+    say "installing ratarmount from PyPI into target/bench/venv"
+    { python3 -m venv "$repo/target/bench/venv" && "$repo/target/bench/venv/bin/pip" install -q ratarmount; } >"$repo/target/bench/pip.log" 2>&1 || true
+  fi
+  [ -x "$ratarmount_bin" ] || peer_missing+=("ratarmount: not installed (pip install ratarmount failed; see target/bench/pip.log)")
+  return 0
+}
+mkdir -p "$repo/target/bench"
+case " $rows " in *" peers "*) [ "$peers_on" = 1 ] && install_peers ;; esac
 
 say "building (release)"
 cargo build --release --locked --workspace --bins >&2
@@ -169,12 +205,14 @@ row() { # label fn
 # ---------------------------------------------------------------------------------------------------------------
 # data: the emulator's data dir is generated once per set of sizes and kept under target/bench/ between runs
 
-key="big${big_mb}-small${small_files}x${small_size}-runs${n_runs}"
+many_files=${BENCH_MANY_FILES:-200000}   # entries of the second artifact, walked by `memory, walk`
+key="big${big_mb}-small${small_files}x${small_size}-runs${n_runs}-many${many_files}"
 data=$bench/emu-$key
 force_unmount "$run/mnt"   # left by an earlier invocation that was killed with SIGKILL
 rm -rf "$run"
 mkdir -p "$run"
 : >"$samples"
+: >"$requests_md"
 
 for d in "$bench"/emu-*; do [ -e "$d" ] && [ "$d" != "$data" ] && rm -rf "$d"; done
 if [ ! -e "$data/.complete" ] || [ ! -e "$data/state.sqlite" ]; then   # (state.json: an older emulator's)
@@ -185,6 +223,8 @@ if [ ! -e "$data/.complete" ] || [ ! -e "$data/state.sqlite" ]; then   # (state.
   curl -sSf -X POST "$emu_url/_control/generate/runs?count=$n_runs" >/dev/null
   timed curl -sSf -X POST "$emu_url/_control/generate/storage?kind=artifacts&name=$name&big_file_mb=$big_mb&small_files=$small_files&small_size=$small_size" -o "$run/generated.json"
   say "generated the artifact in ${T}s"
+  timed curl -sSf -X POST "$emu_url/_control/generate/storage?kind=artifacts&name=many&big_file_mb=0&small_files=$many_files&small_size=16" -o /dev/null
+  say "generated the $many_files-entry artifact in ${T}s"
   stop_pid "$emu_pid"; pids=()
   touch "$data/.complete"
 fi
@@ -275,7 +315,7 @@ ensure_warm() {
     say "filling the warm cache"
     rm -rf "$cache"
     mount_vm0fs "$mnt" "$url" "$cache"
-    stat "$mnt/artifacts/$name/big.bin" >/dev/null
+    ls "$mnt/artifacts/$name" >/dev/null   # a listing waits for the whole archive (a stat may be served early)
     unmount_vm0fs "$mnt"
     vids=$(ls "$cache/archives")
   fi
@@ -313,9 +353,13 @@ row_warmtree() {
     sample "warm tree" baseline "$T"
     mount_vm0fs "$mnt" "$url" "$cache"
     stat "$mnt/artifacts/$name" >/dev/null
+    cat "$mnt/.vm0fs/status" >"$run/status-before.json"
     timed walk "$mnt/artifacts/$name"
     sample "warm tree" vm0fs "$T"
-    say "warm tree $i/$repeat_warm: vm0fs ${T}s"
+    cat "$mnt/.vm0fs/status" >"$run/status-after.json"
+    mix=$("${py[@]}" mix "$run/status-before.json" "$run/status-after.json")
+    [ "$i" = 1 ] && echo "- requests of one warm tree walk (find -ls && ls -lR, new mount): $mix" >>"$requests_md"
+    say "warm tree $i/$repeat_warm: vm0fs ${T}s; requests $mix"
     unmount_vm0fs "$mnt"
   done
 }
@@ -409,6 +453,152 @@ row_livelog() {
   unmount_vm0fs "$mnt"
 }
 
+# memory at scale: VmHWM of vm0fs walking (find -ls && ls -lR) an archive of many tiny files, cached, on a new mount
+row_memwalk() {
+  local i c=$run/cache-many hwm
+  if [ ! -d "$c/archives" ]; then
+    mount_vm0fs "$mnt" "$url" "$c"
+    ls "$mnt/artifacts/many" >/dev/null   # waits for the whole archive
+    unmount_vm0fs "$mnt"
+  fi
+  for ((i = 1; i <= repeat_warm; i++)); do
+    mount_vm0fs "$mnt" "$url" "$c"
+    timed walk "$mnt/artifacts/many"
+    hwm=$(awk '/VmHWM/{print $2}' "/proc/$vm0fs_pid/status")
+    unmount_vm0fs "$mnt"
+    sample "memory, walk" vm0fs "$(awk -v k="$hwm" 'BEGIN{printf "%.2f", k/1024}')"
+    say "memory walk $i/$repeat_warm: $many_files entries in ${T}s, VmHWM $((hwm / 1024)) MiB"
+  done
+}
+
+# big listing against one keep-alive client: a single Python process paging /v1/runs over one connection
+row_listing_keepalive() {
+  local i n
+  for ((i = 1; i <= repeat_warm; i++)); do
+    timed "${py[@]}" pages "$url" "$token" >"$run/pages.txt"
+    sample "big listing, keep-alive" baseline "$T"
+    mount_vm0fs "$mnt" "$url" "$cache"
+    timed list_runs
+    sample "big listing, keep-alive" vm0fs "$T"
+    n=$(grep -vc '^latest$' "$run/ls-runs.txt" || true)
+    [ "$n" -ge "$n_runs" ] || { echo "ls runs listed $n runs, expected $n_runs" >&2; return 1; }
+    say "big listing (keep-alive) $i/$repeat_warm: python $(cat "$run/pages.txt") pages, vm0fs ${T}s"
+    unmount_vm0fs "$mnt"
+  done
+}
+
+# Peers: each is mounted in the foreground in the background (so its PID is known), waited for in mountinfo, and
+# stopped by PID and unmounted after each measurement.
+pmnt=$run/peer-mnt
+peer_pid=""
+peer_mount() { # name command...: mounts at $pmnt; fails if it does not appear within BENCH_PEER_TIMEOUT
+  local name=$1 i; shift
+  mkdir -p "$pmnt"; force_unmount "$pmnt"
+  "$@" >>"$run/peer-$name.log" 2>&1 &
+  peer_pid=$!
+  pids+=("$peer_pid"); mounts+=("$pmnt")
+  for ((i = 0; i < peer_timeout * 20; i++)); do
+    mounted "$pmnt" && return 0
+    kill -0 "$peer_pid" 2>/dev/null || { echo "$name exited before mounting; see $run/peer-$name.log" >&2; return 1; }
+    sleep 0.05
+  done
+  echo "$name did not mount within ${peer_timeout}s" >&2
+  return 1
+}
+peer_unmount() {
+  fusermount3 -u "$pmnt" 2>/dev/null || fusermount -u "$pmnt" 2>/dev/null || umount "$pmnt" 2>/dev/null || true
+  stop_pid "$peer_pid" 10
+  force_unmount "$pmnt"
+}
+# The mount command of each peer, for the tree at $1 (a directory, a squashfs image or a tar.gz).
+peer_cmd() { # peer
+  case $1 in
+    rclone) echo "rclone mount $tree_dir $pmnt --read-only" ;;
+    squashfuse) echo "squashfuse_ll -f $run/tree.sqfs $pmnt" ;;
+    archivemount) echo "archivemount -f -o readonly $run/bench.tar.gz $pmnt" ;;
+    ratarmount) echo "$ratarmount_bin -f $run/bench.tar.gz $pmnt" ;;
+  esac
+}
+peer_ready() { # peer: the peer is installed and its input is made
+  local p
+  for p in "${peer_missing[@]}"; do [ "${p%%:*}" = "$1" ] && return 1; done
+  return 0
+}
+peer_warm() { # peer: warm tree and warm read through it, with whatever index it keeps already built
+  local peer=$1 i n=${peer_repeat:-$repeat_warm}
+  for ((i = 1; i <= n; i++)); do
+    # shellcheck disable=SC2046
+    peer_mount "$peer" $(peer_cmd "$peer")
+    stat "$pmnt" >/dev/null
+    timed walk "$pmnt"
+    sample "warm tree|$peer" peer "$T"
+    local tw=$T
+    if [ "$big_mb" -gt 0 ]; then
+      stat "$pmnt/big.bin" >/dev/null
+      if ! timed timeout "$peer_timeout" dd if="$pmnt/big.bin" of=/dev/null bs=1M status=none; then
+        T=$peer_timeout
+        sample "peers" na "$peer: a warm read was stopped at ${peer_timeout} s; its figure is an upper bound"
+      fi
+      sample "warm read|$peer" peer "$(mib_per_s "$big_bytes" "$T")"
+    fi
+    say "peer $peer $i/$n: warm tree ${tw}s, warm read $(mib_per_s "$big_bytes" "$T") MiB/s"
+    peer_unmount
+  done
+}
+peer_cold() { # peer: first byte and cold copy from the tar.gz with nothing built yet (mount time included)
+  local peer=$1 i n=${peer_repeat:-$repeat}
+  for ((i = 1; i <= n; i++)); do
+    rm -f "$run"/bench.tar.gz.index.* "$run"/bench.tar.gz.*.sqlite; rm -rf "$out"; sync
+    timed peer_first "$peer"
+    sample "first byte|$peer" peer "$T"
+    local tf=$T
+    rm -f "$run"/bench.tar.gz.index.* "$run"/bench.tar.gz.*.sqlite; sync
+    if ! timed peer_copy "$peer"; then
+      T=$peer_timeout
+      sample "peers" na "$peer: a cold copy was stopped at ${peer_timeout} s (BENCH_PEER_TIMEOUT); its figure is a lower bound"
+    fi
+    sample "cold copy|$peer" peer "$T"
+    say "peer $peer cold $i/$n: first byte ${tf}s, cold copy ${T}s"
+    rm -rf "$out"
+  done
+}
+# shellcheck disable=SC2046
+peer_first() { peer_mount "$1" $(peer_cmd "$1") && head -c1 "$pmnt/small/000/000000.txt" >/dev/null; peer_unmount; }
+peer_copy() {
+  local rc=0
+  # shellcheck disable=SC2046
+  peer_mount "$1" $(peer_cmd "$1") || return 1
+  mkdir -p "$out"
+  timeout "$peer_timeout" cp -r "$pmnt" "$out/peer" || rc=1
+  peer_unmount
+  return $rc
+}
+row_peers() {
+  local p
+  [ "$peers_on" = 1 ] || { echo "BENCH_PEERS=0: peers skipped" >&2; return 0; }
+  ensure_warm
+  for p in "${peer_missing[@]}"; do sample "peers" na "$p"; done
+  curl -sSfL -H "Authorization: Bearer $token" "$download_url" -o "$run/bench.tar.gz"
+  if peer_ready squashfuse; then
+    say "making a squashfs image of the cached tree (uncompressed)"
+    mksquashfs "$tree_dir" "$run/tree.sqfs" -noappend -quiet -no-progress -noI -noD -noF -noX >/dev/null ||
+      { peer_missing+=("squashfuse: mksquashfs failed"); sample "peers" na "squashfuse: mksquashfs failed"; }
+  fi
+  for p in rclone squashfuse archivemount ratarmount; do
+    peer_ready "$p" || continue
+    if [ "$p" = ratarmount ]; then # its index, built once and kept beside the archive, for the warm rows
+      say "ratarmount: building its index"
+      peer_mount ratarmount $(peer_cmd ratarmount) && peer_unmount
+    fi
+    peer_warm "$p" || { sample "peers" na "$p: a warm measurement failed; see $run/peer-$p.log"; peer_unmount; }
+  done
+  for p in archivemount ratarmount; do
+    peer_ready "$p" || continue
+    peer_cold "$p" || { sample "peers" na "$p: a cold measurement failed; see $run/peer-$p.log"; peer_unmount; }
+  done
+  rm -f "$run/tree.sqfs"
+}
+
 # ---------------------------------------------------------------------------------------------------------------
 
 for r in $rows; do
@@ -417,7 +607,9 @@ for r in $rows; do
     first) row "first byte" row_first ;;
     warmread) row "warm read" row_warmread ;;
     warmtree) row "warm tree" row_warmtree ;;
-    listing) row "big listing" row_listing ;;
+    listing) row "big listing" row_listing; row "big listing, keep-alive" row_listing_keepalive ;;
+    peers) row "peers" row_peers ;;
+    memwalk) row "memory, walk" row_memwalk ;;
     hol) row "head-of-line" row_hol ;;
     livelog) row "live log" row_livelog ;;
     *) echo "bench.sh: unknown row $r in BENCH_ROWS" >&2; exit 2 ;;
@@ -426,6 +618,7 @@ done
 
 total=$(awk -v a="$script_t0" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.0f", b-a}')
 echo "- bench wall time: ${total} s" >>"$machine"
+[ -s "$requests_md" ] && cat "$requests_md" >>"$machine"
 cat "$machine"
 echo
 set +e

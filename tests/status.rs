@@ -343,3 +343,61 @@ fn a_dead_mount_is_reported_and_cleared_with_vm0fs_unmount() {
     assert!(out.status.success(), "{out:?}");
     assert!(!common::mount::is_mounted(&mountpoint));
 }
+
+/// One `getxattr(2)` of a name vm0fs does not serve; the kernel never caches the answer, so each call is one
+/// request. Returns the errno.
+fn getxattr_errno(path: &Path, name: &str) -> i32 {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let name = std::ffi::CString::new(name).unwrap();
+    let mut buf = [0u8; 64];
+    // SAFETY: valid C strings and a buffer of the length given.
+    let n = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    assert_eq!(n, -1, "{name:?} has no value on {path:?}");
+    std::io::Error::last_os_error().raw_os_error().unwrap()
+}
+
+#[test]
+fn status_counts_the_requests_of_a_known_workload_by_opcode() {
+    let emulator = Emulator::start(&["--seed", "demo"]);
+    let mount = Mount::start(&emulator, &[]);
+    let volume = mount.path("volumes/input-data");
+    std::fs::metadata(&volume).unwrap();
+    let getxattrs = |status: &Value| {
+        status["requests"]["getxattr"]["count"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let before = status_json(&mount);
+    assert!(
+        before["requests"]["lookup"]["count"].as_u64().unwrap() >= 2,
+        "the lookups of volumes/ and input-data were counted: {before}"
+    );
+    for _ in 0..7 {
+        getxattr_errno(&volume, "user.other");
+    }
+    let after = status_json(&mount);
+    assert_eq!(getxattrs(&after) - getxattrs(&before), 7, "{after}");
+    let stats = &after["requests"]["getxattr"];
+    assert_eq!(
+        stats["inline"].as_u64().unwrap() + stats["pooled"].as_u64().unwrap(),
+        stats["count"].as_u64().unwrap(),
+        "{stats}"
+    );
+    let text = ok(&format!(
+        "{} status {}",
+        q(Path::new(env!("CARGO_BIN_EXE_vm0fs"))),
+        q(mount.mountpoint())
+    ));
+    assert!(
+        text.contains("  requests   ") && text.contains("getxattr "),
+        "{text}"
+    );
+}

@@ -291,12 +291,8 @@ fn serve(
     };
     let api: Arc<dyn Vm0Api> = Arc::new(api);
     let cache = Arc::new(cache);
-    let (session, fs) =
-        mount_with_fallback(&api, &cache, &fs_config, settings, &prepared.mountpoint)?;
-    let served = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let served_seen = served.clone();
-    let mountpoint = prepared.mountpoint.clone();
-    let foreground = settings.foreground;
+    // Before mounting: a SIGINT or SIGTERM that comes as soon as the mount is visible must unmount it, not kill the
+    // process with the default action (the signals wait in `signals` until the thread below reads them).
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
@@ -307,6 +303,12 @@ fn serve(
             crate::fs::io_message(&e)
         )
     })?;
+    let (session, fs) =
+        mount_with_fallback(&api, &cache, &fs_config, settings, &prepared.mountpoint)?;
+    let served = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let served_seen = served.clone();
+    let mountpoint = prepared.mountpoint.clone();
+    let foreground = settings.foreground;
     std::thread::spawn(move || {
         if let Some(signal) = signals.forever().next() {
             tracing::info!("signal {signal}: unmounting");

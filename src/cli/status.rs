@@ -5,6 +5,7 @@
 //! the screen between reports, otherwise the reports follow one another. A mount that cannot answer is reported,
 //! not waited for: dead (its process is gone) or silent (no answer within 5 s).
 
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,7 +13,7 @@ use std::time::Duration;
 use super::StatusArgs;
 use super::mounts::{Probe, own_mounts, probe};
 use crate::cache::{Bytes, TransferStatus};
-use crate::fs::MountStatus;
+use crate::fs::{MountStatus, RequestStats};
 
 /// Width of a progress bar in characters.
 const BAR_WIDTH: usize = 24;
@@ -152,7 +153,22 @@ fn describe(status: &MountStatus) -> String {
     for volume in &status.volumes {
         text.push_str(&format!("  volume     {volume}\n"));
     }
+    if let Some(requests) = status.requests.as_ref().filter(|r| !r.is_empty()) {
+        text.push_str(&format!("  requests   {}\n", request_mix(requests)));
+    }
     text
+}
+
+/// `2301 served: lookup 1200, getattr 800, readdirplus 300, getxattr 1`, the most frequent opcodes first.
+fn request_mix(requests: &BTreeMap<String, RequestStats>) -> String {
+    let total: u64 = requests.values().map(|r| r.count).sum();
+    let mut by_count: Vec<_> = requests.iter().collect();
+    by_count.sort_by(|a, b| b.1.count.cmp(&a.1.count).then(a.0.cmp(b.0)));
+    let mix: Vec<String> = by_count
+        .iter()
+        .map(|(op, stats)| format!("{op} {}", stats.count))
+        .collect();
+    format!("{total} served: {}", mix.join(", "))
 }
 
 /// `volumes/big@1a2b3c4d [#########...............]  38%  120.0 MiB of 315.0 MiB, 40.0 MiB/s, 5 s left`.
@@ -226,6 +242,24 @@ mod tests {
         assert_eq!(
             progress_line(&download),
             "volumes/big@1a2b3c4d [######..................]  25%  25.0 MiB of 100.0 MiB, 5.0 MiB/s, 15 s left"
+        );
+    }
+
+    #[test]
+    fn the_request_mix_lists_the_most_frequent_opcodes_first() {
+        let stats = |count| RequestStats {
+            count,
+            inline: count,
+            ..RequestStats::default()
+        };
+        let requests = BTreeMap::from([
+            ("getattr".to_string(), stats(3)),
+            ("lookup".to_string(), stats(10)),
+            ("access".to_string(), stats(3)),
+        ]);
+        assert_eq!(
+            request_mix(&requests),
+            "16 served: lookup 10, access 3, getattr 3"
         );
     }
 

@@ -6,7 +6,7 @@
 //! not listed in the root, so `ls -a`, `find` and `cp -r` of the mount never meet it.
 //!
 //! `.vm0fs/status` is JSON rendered at each open (the mount, its uptime, how many inodes it holds, its cache, the
-//! downloads in flight).
+//! downloads in flight, the FUSE requests served by opcode).
 //! `.vm0fs/pins` lists the pinned version ids, and takes one command per line, `pin|unpin
 //! <volumes|artifacts>/<name>[@<version>]`, acted on inside `write(2)` (an unknown archive fails the write with
 //! `ENOENT`). `pin` pins the version the path shows now (the head, or the named version) without downloading it:
@@ -14,6 +14,7 @@
 //! serialize prefetches, because the kernel holds the file's inode lock across each `write(2)`, while listings of
 //! different directories run in parallel.
 
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -45,6 +46,29 @@ pub struct MountStatus {
     /// Each volume with staged changes or a recent publish: one line saying where it stands.
     #[serde(default)]
     pub volumes: Vec<String>,
+    /// The FUSE requests served since the mount, by opcode (`lookup`, `getattr`, ...); opcodes never sent are
+    /// left out. Absent from mounts older than this field.
+    #[serde(default)]
+    pub requests: Option<BTreeMap<String, RequestStats>>,
+}
+
+/// How many requests of one opcode were served, and the time spent on them, split by where they were answered.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestStats {
+    pub count: u64,
+    /// Answered on the thread that read them from the kernel.
+    pub inline: u64,
+    /// Their total time in microseconds, from the handler's start to the reply.
+    pub inline_us: u64,
+    /// Handed to the worker pool (work that may wait for the network).
+    pub pooled: u64,
+    /// Their total time in microseconds, queueing on the pool included.
+    pub pooled_us: u64,
+}
+
+/// Where the request counters live: the FUSE adapter counts, the core shows them in `.vm0fs/status`.
+pub trait RequestCounts: Send + Sync {
+    fn snapshot(&self) -> BTreeMap<String, RequestStats>;
 }
 
 /// One line written to `.vm0fs/pins`.
@@ -78,6 +102,7 @@ impl Vm0Fs {
             inodes: Some(self.inodes.len()),
             cache: self.cache.status(),
             volumes: self.stage().map(|s| s.status()).unwrap_or_default(),
+            requests: self.request_counts.get().map(|counts| counts.snapshot()),
         };
         let mut json = serde_json::to_vec_pretty(&status).unwrap_or_default();
         json.push(b'\n');

@@ -3,23 +3,34 @@
 //! Each log is kept as the bytes rendered so far and fetched onward with the API's timestamp cursor
 //! (CONTRACT.md 4.6). The cursor is strict (`>`), so entries that share the last timestamp could be skipped; to lose
 //! none, pages are asked with `since` (inclusive) at the last timestamp seen and the entries already rendered at that
-//! timestamp are recognised and dropped, so nothing is lost or written twice. A background poller refreshes, about
-//! once a second, only the logs someone is watching (an open handle, or a read or `stat` in the last minute), so
-//! hundreds of idle runs cost no requests; when a log grows it tells the kernel to forget the file's attributes, so
-//! the next `fstat` of `tail -f` sees the new size. Once the run is terminal the rest is drained and the log is fixed.
+//! timestamp are recognised and dropped, so nothing is lost or written twice. A background poller refreshes only the
+//! logs someone is watching (an open handle, or a read or `stat` in the last minute), so hundreds of idle runs cost
+//! no requests: a log that is open (`tail -f`) four times a second while it grows, backing off to once a second
+//! after a second without news; one only looked at, once a second. GNU `tail -f` itself polls a FUSE file once a
+//! second, so the faster polling takes vm0fs's own delay from up to a second down to a quarter of one. When a log
+//! grows the poller tells the kernel to forget the file's attributes, so the next `fstat` of `tail -f` sees the new
+//! size. Once the run is terminal the rest is drained and the log is fixed.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::render;
+use super::waiting::may_wait;
 use crate::api::models::{LogEntry, LogQuery};
 use crate::api::{ApiError, Vm0Api};
 
 /// How long a log stays watched after its last read or `stat` with no handle open.
 const INTEREST: Duration = Duration::from_secs(60);
-/// How often a watched log is asked for new entries.
-pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the poller looks for logs that are due.
+pub const POLL_TICK: Duration = Duration::from_millis(250);
+/// How often an open log that grows is asked for new entries.
+const FOLLOWED_INTERVAL: Duration = POLL_TICK;
+/// How often any other watched log is asked, and an open one after `QUIET_POLLS` polls without news; also how
+/// old a log may be before a `stat` or an open fetches it itself.
+const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Polls without news (a second at `FOLLOWED_INTERVAL`) before an open log backs off to `POLL_INTERVAL`.
+const QUIET_POLLS: u32 = 4;
 const PAGE: u32 = 100;
 
 #[derive(Default)]
@@ -33,11 +44,31 @@ struct LogState {
     fetched_at: Option<Instant>,
     interest_at: Option<Instant>,
     open_handles: usize,
+    /// Polls in a row that found nothing new.
+    quiet_polls: u32,
 }
 
 impl LogState {
     fn watched(&self) -> bool {
         self.open_handles > 0 || self.interest_at.is_some_and(|t| t.elapsed() < INTEREST)
+    }
+
+    /// How long after its last fetch the poller asks again.
+    fn interval(&self) -> Duration {
+        if self.open_handles > 0 && self.quiet_polls < QUIET_POLLS {
+            FOLLOWED_INTERVAL
+        } else {
+            POLL_INTERVAL
+        }
+    }
+
+    /// Whether the poller should fetch this log now.
+    fn due(&self) -> bool {
+        !self.complete
+            && self.watched()
+            && self
+                .fetched_at
+                .is_none_or(|t| t.elapsed() + POLL_TICK / 2 >= self.interval())
     }
 
     /// Appends the entries of a page that are new; returns how many were.
@@ -97,18 +128,20 @@ impl LiveLogs {
         logs.entry(run_id.to_string()).or_default().clone()
     }
 
-    /// The log's bytes so far, fetching onward first when they may be stale; marks the log as watched.
+    /// The log's bytes so far, fetching onward first when they may be stale (where waiting is allowed); marks the
+    /// log as watched.
     pub fn current(
         &self,
         api: &dyn Vm0Api,
         run_id: &str,
         terminal: bool,
-    ) -> Result<Vec<u8>, ApiError> {
+    ) -> super::Result<Vec<u8>> {
         let state = self.state(run_id);
         let mut log = state.lock().unwrap_or_else(|e| e.into_inner());
         log.interest_at = Some(Instant::now());
         let stale = log.fetched_at.is_none_or(|t| t.elapsed() >= POLL_INTERVAL);
         if !log.complete && stale {
+            may_wait()?;
             fetch_new(api, run_id, terminal, &mut log)?;
         }
         Ok(log.text.clone())
@@ -145,10 +178,10 @@ impl LiveLogs {
         log.interest_at = Some(Instant::now());
     }
 
-    /// The runs whose logs someone watches and that may still grow.
+    /// The runs whose logs someone watches, that may still grow, and that are due for a fetch.
     /// The map is let go before any log's state is looked at: a state is held across its page fetches, and
     /// waiting for one under the map would stall every other log (see the lock order on `Vm0Fs`).
-    pub fn watched(&self) -> Vec<String> {
+    pub fn due(&self) -> Vec<String> {
         let logs: Vec<_> = {
             let logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
             logs.iter()
@@ -156,10 +189,7 @@ impl LiveLogs {
                 .collect()
         };
         logs.into_iter()
-            .filter(|(_, state)| {
-                let log = state.lock().unwrap_or_else(|e| e.into_inner());
-                !log.complete && log.watched()
-            })
+            .filter(|(_, state)| state.lock().unwrap_or_else(|e| e.into_inner()).due())
             .map(|(id, _)| id)
             .collect()
     }
@@ -173,7 +203,13 @@ impl LiveLogs {
         }
         let before = log.text.len();
         fetch_new(api, run_id, terminal, &mut log)?;
-        Ok(log.text.len() > before)
+        let grew = log.text.len() > before;
+        log.quiet_polls = if grew {
+            0
+        } else {
+            log.quiet_polls.saturating_add(1)
+        };
+        Ok(grew)
     }
 }
 
@@ -223,6 +259,27 @@ mod tests {
             message: message.into(),
             metadata: None,
         }
+    }
+
+    #[test]
+    fn an_open_log_is_polled_fast_while_it_grows_and_backs_off_when_quiet() {
+        let mut log = LogState {
+            open_handles: 1,
+            ..LogState::default()
+        };
+        assert_eq!(log.interval(), FOLLOWED_INTERVAL);
+        log.quiet_polls = QUIET_POLLS;
+        assert_eq!(log.interval(), POLL_INTERVAL, "quiet for a second");
+        log.quiet_polls = 0;
+        log.open_handles = 0;
+        log.interest_at = Some(Instant::now());
+        assert_eq!(log.interval(), POLL_INTERVAL, "looked at, not followed");
+        assert!(log.due(), "never fetched");
+        log.fetched_at = Some(Instant::now());
+        assert!(!log.due(), "just fetched");
+        log.interest_at = None;
+        log.fetched_at = None;
+        assert!(!log.due(), "nobody watches it: idle logs cost nothing");
     }
 
     #[test]

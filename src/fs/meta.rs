@@ -11,6 +11,7 @@ use std::time::Duration;
 use super::error::{Error, Result};
 use super::runs_listing::{Runs, RunsListing};
 use super::ttl::{Ttl, TtlMap};
+use super::waiting::may_wait;
 use crate::api::models::{
     Agent, AgentVersion, Run, RunDetail, RunMetrics, SseEvent, Storage, StorageKind, StorageVersion,
 };
@@ -67,9 +68,8 @@ impl Meta {
 
     pub fn agents(&self) -> Result<Arc<Vec<Agent>>> {
         let ttl = self.listing();
-        Ok(self
-            .agents
-            .get_or_fetch_or_stale(&(), || self.api.list_agents(), |_| ttl)?)
+        self.agents
+            .get_or_fetch_or_stale(&(), || self.api.list_agents(), |_| ttl)
     }
 
     pub fn agent(&self, name: &str) -> Result<Agent> {
@@ -82,11 +82,11 @@ impl Meta {
 
     pub fn agent_versions(&self, agent_id: &str) -> Result<Arc<Vec<AgentVersion>>> {
         let ttl = self.listing();
-        Ok(self.agent_versions.get_or_fetch_or_stale(
+        self.agent_versions.get_or_fetch_or_stale(
             &agent_id.to_string(),
             || self.api.list_agent_versions(agent_id),
             |_| ttl,
-        )?)
+        )
     }
 
     fn runs_ttl(&self) -> Duration {
@@ -105,6 +105,10 @@ impl Meta {
 
     /// `runs`, handing each page of a first listing to `on_page` as it arrives.
     pub fn runs_streamed(&self, on_page: &mut dyn FnMut(&[Run])) -> Result<Arc<Runs>> {
+        if let Some(runs) = self.runs.fresh(self.runs_ttl()) {
+            return Ok(runs);
+        }
+        may_wait()?;
         Ok(self
             .runs
             .current(self.api.as_ref(), self.runs_ttl(), on_page)?)
@@ -155,11 +159,11 @@ impl Meta {
 
     pub fn run(&self, id: &str) -> Result<Arc<RunDetail>> {
         let moving = self.run_ttl();
-        Ok(self.run_details.get_or_fetch_or_stale(
+        self.run_details.get_or_fetch_or_stale(
             &id.to_string(),
             || self.api.get_run(id),
             |run| terminal_or(run, moving),
-        )?)
+        )
     }
 
     /// Keeps a run detail the API just sent (a create or cancel answer), and lets `runs/` and `runs/latest` show
@@ -178,11 +182,8 @@ impl Meta {
 
     pub fn run_metrics(&self, run: &RunDetail) -> Result<Arc<RunMetrics>> {
         let ttl = terminal_or(run, self.run_ttl());
-        Ok(self.run_metrics.get_or_fetch_or_stale(
-            &run.id,
-            || self.api.run_metrics(&run.id),
-            |_| ttl,
-        )?)
+        self.run_metrics
+            .get_or_fetch_or_stale(&run.id, || self.api.run_metrics(&run.id), |_| ttl)
     }
 
     /// The final output of a terminal run: the detail's `output` when the server sends one, else the SSE
@@ -213,9 +214,8 @@ impl Meta {
 
     pub fn storages(&self, kind: StorageKind) -> Result<Arc<Vec<Storage>>> {
         let ttl = self.listing();
-        Ok(self
-            .storages
-            .get_or_fetch_or_stale(&kind, || self.api.list_storages(kind), |_| ttl)?)
+        self.storages
+            .get_or_fetch_or_stale(&kind, || self.api.list_storages(kind), |_| ttl)
     }
 
     /// Forgets the listing of `kind`, after a change made here (a volume created, a version published).
@@ -244,24 +244,26 @@ impl Meta {
             self.storage_versions.invalidate(&key);
         }
         let ttl = self.listing();
-        Ok(self.storage_versions.get_or_fetch_or_stale(
+        self.storage_versions.get_or_fetch_or_stale(
             &key,
             || self.api.list_storage_versions(kind, storage_id),
             |_| ttl,
-        )?)
+        )
     }
 }
 
 /// `TtlMap::get_or_fetch`, except that when the API cannot be reached (after the client's retries) a value seen
 /// before is served, however old: a mount that lost its network keeps showing what it knew, and its cached archives
 /// stay readable. Answers the API gave (404, 401, ...) are never papered over.
+///
+/// A value that is not fresh is fetched only where waiting is allowed (see `waiting`).
 trait StaleOnOutage<K, V> {
     fn get_or_fetch_or_stale(
         &self,
         key: &K,
         fetch: impl FnOnce() -> std::result::Result<V, ApiError>,
         ttl_of: impl Fn(&V) -> Ttl,
-    ) -> std::result::Result<Arc<V>, ApiError>;
+    ) -> Result<Arc<V>>;
 }
 
 impl<K: Eq + std::hash::Hash + Clone, V> StaleOnOutage<K, V> for TtlMap<K, V> {
@@ -270,8 +272,12 @@ impl<K: Eq + std::hash::Hash + Clone, V> StaleOnOutage<K, V> for TtlMap<K, V> {
         key: &K,
         fetch: impl FnOnce() -> std::result::Result<V, ApiError>,
         ttl_of: impl Fn(&V) -> Ttl,
-    ) -> std::result::Result<Arc<V>, ApiError> {
-        match self.get_or_fetch(key, fetch, &ttl_of) {
+    ) -> Result<Arc<V>> {
+        if let Some(fresh) = self.fresh(key) {
+            return Ok(fresh);
+        }
+        may_wait()?;
+        Ok(match self.get_or_fetch(key, fetch, &ttl_of) {
             Err(e) if e.is_retryable() => match self.last(key) {
                 Some(stale) => {
                     tracing::warn!("{e}; serving what was known before, for another TTL");
@@ -281,7 +287,7 @@ impl<K: Eq + std::hash::Hash + Clone, V> StaleOnOutage<K, V> for TtlMap<K, V> {
                 None => Err(e),
             },
             other => other,
-        }
+        }?)
     }
 }
 

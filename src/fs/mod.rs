@@ -23,13 +23,14 @@ mod runs_listing;
 mod tests;
 mod tree;
 mod ttl;
+mod waiting;
 mod writes;
 
 use std::ffi::{OsStr, OsString};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, SystemTime};
 
-pub use control::{MountStatus, PIN_XATTR, UNPIN_XATTR};
+pub use control::{MountStatus, PIN_XATTR, RequestCounts, RequestStats, UNPIN_XATTR};
 pub use error::{Error, Result, io_message};
 pub use inodes::ROOT_INO;
 
@@ -43,7 +44,7 @@ use listing::Listing;
 use live_logs::LiveLogs;
 use meta::Meta;
 use outcomes::{Caller, Outcomes};
-use tree::{RunFile, RunNode};
+use tree::{RunFile, RunNode, StorageNode};
 
 /// What a mount is configured with (the `vm0fs mount` flags that reach the core).
 #[derive(Debug, Clone)]
@@ -138,6 +139,8 @@ pub struct Vm0Fs {
     /// What reading `runs/new/<agent>` shows each reader: the run its writer started, or why not (`outcomes`).
     new_run_outcomes: Outcomes,
     invalidator: OnceLock<Box<dyn Invalidator>>,
+    /// The adapter's per-opcode request counters, shown by `.vm0fs/status`.
+    request_counts: OnceLock<Arc<dyn RequestCounts>>,
     cache: Arc<ArchiveCache>,
     inodes: InodeTable,
     handles: Handles,
@@ -168,6 +171,7 @@ impl Vm0Fs {
             live_logs: LiveLogs::new(),
             new_run_outcomes: Outcomes::new(),
             invalidator: OnceLock::new(),
+            request_counts: OnceLock::new(),
             cache,
             inodes: InodeTable::new(),
             handles: Handles::new(),
@@ -277,6 +281,18 @@ impl Vm0Fs {
             )));
         }
         fh
+    }
+
+    /// Whether the listing of directory `ino` can never change, so the kernel may keep it for good: a directory
+    /// inside a storage version, or a storage pinned to a version (`volumes/<name>@<version>`). A storage's head,
+    /// `runs/` and the rest of the API tree can change at any time.
+    pub fn listing_is_immutable(&self, ino: u64) -> bool {
+        matches!(
+            self.inodes.node(ino),
+            Some(Node::Storage(
+                StorageNode::Entry { .. } | StorageNode::Root { pin: Some(_), .. }
+            ))
+        )
     }
 
     fn release_entries(&self, entries: &[DirEntry]) {
@@ -657,6 +673,20 @@ impl Vm0Fs {
         }
     }
 
+    /// Runs `op` (a request) on this thread if it needs nothing that can wait: `None` if it would have waited for
+    /// the network or a download, having done nothing, so that the caller runs it on a worker instead (see
+    /// `waiting`). A panic inside is answered with `EIO`.
+    pub fn without_waiting<T>(&self, op: impl FnOnce(&Self) -> Result<T>) -> Option<Result<T>> {
+        waiting::without_waiting(|| op(self))
+    }
+
+    /// Hands the core the adapter's request counters, so that `.vm0fs/status` can show them.
+    pub fn set_request_counts(&self, counts: Arc<dyn RequestCounts>) {
+        if self.request_counts.set(counts).is_err() {
+            tracing::warn!("request counters were already set; keeping the first");
+        }
+    }
+
     /// Starts the thread that follows watched logs; it ends when the filesystem is dropped.
     pub fn start_log_poller(self: &Arc<Self>) {
         let fs: Weak<Vm0Fs> = Arc::downgrade(self);
@@ -665,7 +695,7 @@ impl Vm0Fs {
             .spawn(move || {
                 let _span = tracing::info_span!("log_poller").entered();
                 loop {
-                    std::thread::sleep(live_logs::POLL_INTERVAL);
+                    std::thread::sleep(live_logs::POLL_TICK);
                     let Some(fs) = fs.upgrade() else { return };
                     fs.poll_logs();
                 }
@@ -676,7 +706,7 @@ impl Vm0Fs {
     }
 
     fn poll_logs(&self) {
-        for run_id in self.live_logs.watched() {
+        for run_id in self.live_logs.due() {
             let terminal = match self.meta.run(&run_id) {
                 Ok(run) => run.status.is_terminal(),
                 Err(e) => {

@@ -1,14 +1,18 @@
 //! The fuser adapter: decode a request, run the core's method on a worker, encode the reply. No logic of its own.
 //!
-//! Every request that may wait goes to the worker pool (see `pool.rs`), so the event loop never waits for the
-//! network; `forget` and `releasedir` (table updates, nothing to wait for) and the answers known without the core
-//! run on the event loop. Each request that goes to the pool gets a span (`req`: request id, operation, inode, pid,
-//! the name when there is one), entered by the worker, so every log line it causes in any layer can be traced back
-//! to it. Errors from the core carry their errno and their log level; the adapter logs them at that level with
-//! their chain of causes (a missing name at debug level, most failures as warnings, like mountpoint-s3) and
-//! replies. Operations that would change the tree go to the core, whose namespaces refuse them (`EROFS`) unless
-//! they allow them.
+//! The requests about the tree (lookup, getattr, readlink, opendir, readdir, readdirplus, getxattr, listxattr)
+//! are answered on the event-loop thread that read them when the core needs nothing that can wait (the cached
+//! tree, fresh listings: see `fs::waiting`), and handed to the worker pool (see `pool.rs`) only when it would wait
+//! for the network, a download or a volume's stage; the rest (open, read, writes and the like) always go to the
+//! pool, so the event loop never waits for the network. `forget` and `releasedir` (table updates) and the answers
+//! known without the core run on the event loop. Each request is counted by opcode and by where it was answered
+//! (`counters.rs`), and gets a span (`req`: request id, operation, inode, pid, the name when there is one),
+//! entered wherever it runs, so every log line it causes in any layer can be traced back to it. Errors from the
+//! core carry their errno and their log level; the adapter logs them at that level with their chain of causes (a
+//! missing name at debug level, most failures as warnings, like mountpoint-s3) and replies. Operations that would
+//! change the tree go to the core, whose namespaces refuse them (`EROFS`) unless they allow them.
 
+mod counters;
 mod fusermount;
 mod pool;
 
@@ -28,6 +32,7 @@ use fuser::{
 use tracing::{Level, Span};
 
 use crate::fs::{Attr, Error, FileKind, Vm0Fs};
+use counters::{Counters, Op};
 use pool::WorkerPool;
 
 /// The most requests served at once: well above the kernel's `max_background` so that slow API calls never
@@ -40,6 +45,9 @@ const GENERATION: Generation = Generation(0);
 const BLOCK_SIZE: u32 = 128 * 1024;
 /// The block size `df` counts the cache in.
 const STATFS_BLOCK: u32 = 4096;
+/// The `st_blksize` of directories: glibc sizes the buffer of `readdir` from it (up to 1 MiB), and the kernel
+/// (6.16+) sizes each READDIRPLUS to that buffer, so one request lists about 4,000 names instead of about 100.
+const DIR_BLOCK_SIZE: u32 = 1024 * 1024;
 
 /// How the mount is made (the flags of `vm0fs mount`).
 pub struct MountConfig {
@@ -76,9 +84,12 @@ pub fn mount(
         SessionACL::Owner
     };
     fuse_config.n_threads = Some(2);
+    let counters = Arc::new(Counters::default());
+    fs.set_request_counts(counters.clone());
     let adapter = FuseAdapter {
         fs,
         pool: WorkerPool::new(MAX_WORKERS),
+        counters,
         passthrough: false,
         backing: Arc::default(),
     };
@@ -126,6 +137,8 @@ impl crate::fs::Invalidator for KernelInvalidator {
 pub struct FuseAdapter {
     fs: Arc<Vm0Fs>,
     pool: WorkerPool,
+    /// Requests served, by opcode and by where they were answered (`.vm0fs/status`).
+    counters: Arc<Counters>,
     /// The kernel accepted FUSE passthrough: cached archive files are read by the kernel from the cache file
     /// itself, with no request reaching us (kernel 6.9+, and CAP_SYS_ADMIN for the backing ioctl).
     passthrough: bool,
@@ -138,15 +151,58 @@ pub struct FuseAdapter {
 }
 
 impl FuseAdapter {
-    /// Runs `op` on a worker with the core, inside the request's span and on behalf of the request's caller
-    /// (so that a wait inside can see the caller give up, see `caller`).
-    fn spawn(&self, req: &Request, span: Span, op: impl FnOnce(&Arc<Vm0Fs>) + Send + 'static) {
+    /// Runs `job` (a request of opcode `op`) on a worker with the core, inside the request's span and on behalf of
+    /// the request's caller (so that a wait inside can see the caller give up, see `caller`), timing it until it
+    /// has replied.
+    fn spawn(
+        &self,
+        req: &Request,
+        span: Span,
+        op: Op,
+        job: impl FnOnce(&Arc<Vm0Fs>) + Send + 'static,
+    ) {
+        let timing = self.counters.start(op).pooled();
         let fs = self.fs.clone();
         let pid = req.pid();
         self.pool.run(move || {
             let _entered = span.enter();
-            crate::caller::serve(pid, || op(&fs))
+            crate::caller::serve(pid, || job(&fs));
+            drop(timing);
         });
+    }
+
+    /// Answers a request of opcode `op` with what `call` returns, passed to `send` with the reply: on this thread
+    /// when `call` needs nothing that can wait (memory, the cache on disk), else on a worker (see `fs::waiting`).
+    fn answer<T, R: Send + 'static>(
+        &self,
+        req: &Request,
+        span: Span,
+        op: Op,
+        reply: R,
+        call: impl Fn(&Arc<Vm0Fs>) -> crate::fs::Result<T> + Send + 'static,
+        send: impl FnOnce(R, crate::fs::Result<T>) + Send + 'static,
+    ) {
+        let timing = self.counters.start(op);
+        let inline = {
+            let _entered = span.enter();
+            self.fs.without_waiting(|_| call(&self.fs))
+        };
+        match inline {
+            Some(result) => {
+                let _entered = span.enter();
+                send(reply, result)
+            }
+            None => {
+                let timing = timing.pooled();
+                let fs = self.fs.clone();
+                let pid = req.pid();
+                self.pool.run(move || {
+                    let _entered = span.enter();
+                    crate::caller::serve(pid, || send(reply, call(&fs)));
+                    drop(timing);
+                });
+            }
+        }
     }
 }
 
@@ -197,7 +253,10 @@ fn file_attr(attr: &Attr) -> FileAttr {
         uid: attr.uid,
         gid: attr.gid,
         rdev: 0,
-        blksize: BLOCK_SIZE,
+        blksize: match attr.kind {
+            FileKind::Directory => DIR_BLOCK_SIZE,
+            _ => BLOCK_SIZE,
+        },
         flags: 0,
     }
 }
@@ -222,9 +281,10 @@ fn reply_xattr(reply: ReplyXattr, value: &[u8], size: u32) {
 
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        if let Err(missing) = config
-            .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO)
-        {
+        // Readdirplus always, not `READDIRPLUS_AUTO`: with AUTO the kernel lists only the first batch of a
+        // directory with attributes, and `find` (which reads a whole directory before it stats anything) then pays
+        // one LOOKUP per name of every later batch.
+        if let Err(missing) = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS) {
             tracing::info!("the kernel does not offer {missing:?}; listings use plain readdir");
         }
         self.passthrough = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
@@ -242,25 +302,40 @@ impl Filesystem for FuseAdapter {
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let span = named_span("lookup", req, parent, name);
         let name = name.to_os_string();
-        self.spawn(req, span, move |fs| match fs.lookup(parent.0, &name) {
-            Ok(attr) => reply.entry(&attr.ttl, &file_attr(&attr), GENERATION),
-            Err(e) => reply.error(errno("lookup", &e)),
-        });
+        self.answer(
+            req,
+            span,
+            Op::Lookup,
+            reply,
+            move |fs| fs.lookup(parent.0, &name),
+            |reply, result| match result {
+                Ok(attr) => reply.entry(&attr.ttl, &file_attr(&attr), GENERATION),
+                Err(e) => reply.error(errno("lookup", &e)),
+            },
+        );
     }
 
     /// The kernel dropped an inode: give back its lookups, inline (there is no reply, and it is a table update).
     /// BATCH_FORGET arrives here too, one call per inode: fuser 0.18 does not export `ForgetOne`, so its
     /// `batch_forget` cannot be overridden, and its default calls this for each.
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        let _timing = self.counters.start(Op::Forget);
         self.fs.forget(ino.0, nlookup);
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let span = request_span("getattr", req, ino);
-        self.spawn(req, span, move |fs| match fs.getattr(ino.0) {
-            Ok(attr) => reply.attr(&attr.ttl, &file_attr(&attr)),
-            Err(e) => reply.error(errno("getattr", &e)),
-        });
+        self.answer(
+            req,
+            span,
+            Op::Getattr,
+            reply,
+            move |fs| fs.getattr(ino.0),
+            |reply, result| match result {
+                Ok(attr) => reply.attr(&attr.ttl, &file_attr(&attr)),
+                Err(e) => reply.error(errno("getattr", &e)),
+            },
+        );
     }
 
     fn setattr(
@@ -286,7 +361,7 @@ impl Filesystem for FuseAdapter {
             TimeOrNow::SpecificTime(t) => t,
             TimeOrNow::Now => SystemTime::now(),
         });
-        self.spawn(req, span, move |fs| {
+        self.spawn(req, span, Op::Setattr, move |fs| {
             match fs.setattr(ino.0, mode, (uid, gid), size, mtime) {
                 Ok(attr) => reply.attr(&attr.ttl, &file_attr(&attr)),
                 Err(e) => reply.error(errno("setattr", &e)),
@@ -296,10 +371,17 @@ impl Filesystem for FuseAdapter {
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
         let span = request_span("readlink", req, ino);
-        self.spawn(req, span, move |fs| match fs.readlink(ino.0) {
-            Ok(target) => reply.data(&target),
-            Err(e) => reply.error(errno("readlink", &e)),
-        });
+        self.answer(
+            req,
+            span,
+            Op::Readlink,
+            reply,
+            move |fs| fs.readlink(ino.0),
+            |reply, result| match result {
+                Ok(target) => reply.data(&target),
+                Err(e) => reply.error(errno("readlink", &e)),
+            },
+        );
     }
 
     fn mknod(
@@ -313,7 +395,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEntry,
     ) {
         let span = request_span("mknod", req, parent);
-        self.spawn(req, span, move |fs| {
+        self.spawn(req, span, Op::Mknod, move |fs| {
             let e = fs.refuse_special(parent.0, "a device, FIFO or socket");
             reply.error(errno("mknod", &e))
         });
@@ -330,7 +412,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let span = named_span("mkdir", req, parent, name);
         let name = name.to_os_string();
-        self.spawn(req, span, move |fs| {
+        self.spawn(req, span, Op::Mkdir, move |fs| {
             match fs.mkdir(parent.0, &name, mode & !umask) {
                 Ok(attr) => reply.entry(&attr.ttl, &file_attr(&attr), GENERATION),
                 Err(e) => reply.error(errno("mkdir", &e)),
@@ -341,18 +423,22 @@ impl Filesystem for FuseAdapter {
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let span = named_span("unlink", req, parent, name);
         let name = name.to_os_string();
-        self.spawn(req, span, move |fs| match fs.unlink(parent.0, &name) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("unlink", &e)),
+        self.spawn(req, span, Op::Unlink, move |fs| {
+            match fs.unlink(parent.0, &name) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("unlink", &e)),
+            }
         });
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let span = named_span("rmdir", req, parent, name);
         let name = name.to_os_string();
-        self.spawn(req, span, move |fs| match fs.rmdir(parent.0, &name) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("rmdir", &e)),
+        self.spawn(req, span, Op::Rmdir, move |fs| {
+            match fs.rmdir(parent.0, &name) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("rmdir", &e)),
+            }
         });
     }
 
@@ -366,7 +452,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let span = named_span("symlink", req, parent, link_name);
         let (name, target) = (link_name.to_os_string(), target.to_path_buf());
-        self.spawn(req, span, move |fs| {
+        self.spawn(req, span, Op::Symlink, move |fs| {
             match fs.symlink(parent.0, &name, &target) {
                 Ok(attr) => reply.entry(&attr.ttl, &file_attr(&attr), GENERATION),
                 Err(e) => reply.error(errno("symlink", &e)),
@@ -386,7 +472,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let span = named_span("rename", req, parent, name);
         let (name, newname) = (name.to_os_string(), newname.to_os_string());
-        self.spawn(req, span, move |fs| {
+        self.spawn(req, span, Op::Rename, move |fs| {
             match fs.rename(parent.0, &name, newparent.0, &newname) {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno("rename", &e)),
@@ -403,7 +489,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEntry,
     ) {
         let span = request_span("link", req, ino);
-        self.spawn(req, span, move |fs| {
+        self.spawn(req, span, Op::Link, move |fs| {
             reply.error(errno("link", &fs.refuse_special(ino.0, "a hard link")))
         });
     }
@@ -413,40 +499,46 @@ impl Filesystem for FuseAdapter {
         let passthrough = self.passthrough;
         let backing = self.backing.clone();
         let pid = req.pid();
-        self.spawn(req, span, move |fs| match fs.open(ino.0, flags.0, pid) {
-            Ok(opened) => {
-                let mut fopen = FopenFlags::empty();
-                if opened.direct_io {
-                    fopen |= FopenFlags::FOPEN_DIRECT_IO;
-                }
-                if opened.keep_cache {
-                    fopen |= FopenFlags::FOPEN_KEEP_CACHE;
-                }
-                let Some(file) = fs.backing_file(opened.fh).filter(|_| passthrough) else {
-                    return reply.opened(FileHandle(opened.fh), fopen);
-                };
-                let mut backing = backing.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some((id, opens)) = backing.get_mut(&ino.0) {
-                    *opens += 1;
-                    return reply.opened_passthrough(
-                        FileHandle(opened.fh),
-                        FopenFlags::empty(),
-                        id,
-                    );
-                }
-                match reply.open_backing(&*file) {
-                    Ok(id) => {
-                        reply.opened_passthrough(FileHandle(opened.fh), FopenFlags::empty(), &id);
-                        backing.insert(ino.0, (id, 1));
+        self.spawn(req, span, Op::Open, move |fs| {
+            match fs.open(ino.0, flags.0, pid) {
+                Ok(opened) => {
+                    let mut fopen = FopenFlags::empty();
+                    if opened.direct_io {
+                        fopen |= FopenFlags::FOPEN_DIRECT_IO;
                     }
-                    Err(e) => {
-                        // Without CAP_SYS_ADMIN the ioctl is refused: serve reads ourselves.
-                        tracing::debug!("passthrough refused ({e}); reading through vm0fs");
-                        reply.opened(FileHandle(opened.fh), fopen);
+                    if opened.keep_cache {
+                        fopen |= FopenFlags::FOPEN_KEEP_CACHE;
+                    }
+                    let Some(file) = fs.backing_file(opened.fh).filter(|_| passthrough) else {
+                        return reply.opened(FileHandle(opened.fh), fopen);
+                    };
+                    let mut backing = backing.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some((id, opens)) = backing.get_mut(&ino.0) {
+                        *opens += 1;
+                        return reply.opened_passthrough(
+                            FileHandle(opened.fh),
+                            FopenFlags::empty(),
+                            id,
+                        );
+                    }
+                    match reply.open_backing(&*file) {
+                        Ok(id) => {
+                            reply.opened_passthrough(
+                                FileHandle(opened.fh),
+                                FopenFlags::empty(),
+                                &id,
+                            );
+                            backing.insert(ino.0, (id, 1));
+                        }
+                        Err(e) => {
+                            // Without CAP_SYS_ADMIN the ioctl is refused: serve reads ourselves.
+                            tracing::debug!("passthrough refused ({e}); reading through vm0fs");
+                            reply.opened(FileHandle(opened.fh), fopen);
+                        }
                     }
                 }
+                Err(e) => reply.error(errno("open", &e)),
             }
-            Err(e) => reply.error(errno("open", &e)),
         });
     }
 
@@ -462,9 +554,11 @@ impl Filesystem for FuseAdapter {
         reply: ReplyData,
     ) {
         let span = request_span("read", req, ino);
-        self.spawn(req, span, move |fs| match fs.read(fh.0, offset, size) {
-            Ok(data) => reply.data(&data),
-            Err(e) => reply.error(errno("read", &e)),
+        self.spawn(req, span, Op::Read, move |fs| {
+            match fs.read(fh.0, offset, size) {
+                Ok(data) => reply.data(&data),
+                Err(e) => reply.error(errno("read", &e)),
+            }
         });
     }
 
@@ -483,7 +577,7 @@ impl Filesystem for FuseAdapter {
         let span = request_span("write", req, ino);
         let data = data.to_vec();
         let pid = req.pid();
-        self.spawn(req, span, move |fs| {
+        self.spawn(req, span, Op::Write, move |fs| {
             match fs.write(fh.0, offset, &data, pid) {
                 Ok(written) => reply.written(written),
                 Err(e) => reply.error(errno("write", &e)),
@@ -503,7 +597,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let span = request_span("flush", req, ino);
         let pid = req.pid();
-        self.spawn(req, span, move |fs| match fs.flush(fh.0, pid) {
+        self.spawn(req, span, Op::Flush, move |fs| match fs.flush(fh.0, pid) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("flush", &e)),
         });
@@ -520,7 +614,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let span = request_span("fsync", req, ino);
-        self.spawn(req, span, move |fs| match fs.fsync(fh.0) {
+        self.spawn(req, span, Op::Fsync, move |fs| match fs.fsync(fh.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("fsync", &e)),
         });
@@ -539,7 +633,7 @@ impl Filesystem for FuseAdapter {
         let span = request_span("release", req, ino);
         // On a worker: releasing an unflushed `runs/new/` handle starts its run, an API call.
         let backing = self.backing.clone();
-        self.spawn(req, span, move |fs| {
+        self.spawn(req, span, Op::Release, move |fs| {
             let passthrough = fs.backing_file(fh.0).is_some();
             fs.release(fh.0);
             if passthrough {
@@ -557,10 +651,24 @@ impl Filesystem for FuseAdapter {
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let span = request_span("opendir", req, ino);
-        self.spawn(req, span, move |fs| match fs.opendir(ino.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => reply.error(errno("opendir", &e)),
-        });
+        self.answer(
+            req,
+            span,
+            Op::Opendir,
+            reply,
+            move |fs| Ok((fs.opendir(ino.0)?, fs.listing_is_immutable(ino.0))),
+            |reply, result| match result {
+                // A listing that can never change (inside a storage version) stays in the kernel's page cache,
+                // across opens: the next `ls` of it sends no request. Never for a listing a new run or version can
+                // change.
+                Ok((fh, true)) => reply.opened(
+                    FileHandle(fh),
+                    FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+                ),
+                Ok((fh, false)) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(errno("opendir", &e)),
+            },
+        );
     }
 
     fn readdir(
@@ -569,20 +677,27 @@ impl Filesystem for FuseAdapter {
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectory,
+        reply: ReplyDirectory,
     ) {
         let span = request_span("readdir", req, ino);
-        self.spawn(req, span, move |fs| match fs.readdir(fh.0, offset) {
-            Ok(entries) => {
-                for (next, entry) in entries {
-                    if reply.add(INodeNo(entry.ino), next, file_type(entry.kind), &entry.name) {
-                        break;
+        self.answer(
+            req,
+            span,
+            Op::Readdir,
+            reply,
+            move |fs| fs.readdir(fh.0, offset),
+            |mut reply, result| match result {
+                Ok(entries) => {
+                    for (next, entry) in entries {
+                        if reply.add(INodeNo(entry.ino), next, file_type(entry.kind), &entry.name) {
+                            break;
+                        }
                     }
+                    reply.ok();
                 }
-                reply.ok();
-            }
-            Err(e) => reply.error(errno("readdir", &e)),
-        });
+                Err(e) => reply.error(errno("readdir", &e)),
+            },
+        );
     }
 
     fn readdirplus(
@@ -593,9 +708,11 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        // Not through `answer`: the entries go into the reply as they are made. A listing that would wait gives up
+        // before its first entry (the core ends a listing early, rather than fail it, once it has added one).
         let span = request_span("readdirplus", req, ino);
-        self.spawn(req, span, move |fs| {
-            let listed = fs.readdirplus(fh.0, offset, |next, entry, attr| {
+        let list = move |fs: &Vm0Fs, reply: &mut ReplyDirectoryPlus| {
+            fs.readdirplus(fh.0, offset, |next, entry, attr| {
                 reply.add(
                     INodeNo(entry.ino),
                     next,
@@ -604,12 +721,36 @@ impl Filesystem for FuseAdapter {
                     &file_attr(attr),
                     GENERATION,
                 )
-            });
-            match listed {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("readdirplus", &e)),
+            })
+        };
+        let send = |reply: ReplyDirectoryPlus, listed: crate::fs::Result<()>| match listed {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("readdirplus", &e)),
+        };
+        let timing = self.counters.start(Op::Readdirplus);
+        let inline = {
+            let _entered = span.enter();
+            self.fs.without_waiting(|fs| list(fs, &mut reply))
+        };
+        match inline {
+            Some(listed) => {
+                let _entered = span.enter();
+                send(reply, listed)
             }
-        });
+            None => {
+                let timing = timing.pooled();
+                let fs = self.fs.clone();
+                let pid = req.pid();
+                self.pool.run(move || {
+                    let _entered = span.enter();
+                    crate::caller::serve(pid, || {
+                        let listed = list(&fs, &mut reply);
+                        send(reply, listed)
+                    });
+                    drop(timing);
+                });
+            }
+        }
     }
 
     fn releasedir(
@@ -620,6 +761,7 @@ impl Filesystem for FuseAdapter {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        let _timing = self.counters.start(Op::Releasedir);
         self.fs.releasedir(fh.0);
         reply.ok();
     }
@@ -636,37 +778,53 @@ impl Filesystem for FuseAdapter {
     ) {
         let span = named_span("setxattr", req, ino, name);
         let name = name.to_os_string();
-        self.spawn(req, span, move |fs| {
+        self.spawn(req, span, Op::Setxattr, move |fs| {
             reply.error(errno("setxattr", &fs.refuse_xattr_change(ino.0, &name)))
         });
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        // `ls -l` asks every file for SELinux and ACL attributes, which vm0fs never has: answer on the event
-        // loop rather than pay a worker hand-off per file.
+        // `ls -l` asks every file for SELinux and ACL attributes, which vm0fs never has. "Not supported" (not
+        // "no such attribute", which the kernel never caches) makes `ls` stop asking for the rest of the mount:
+        // it remembers per device that these names are unsupported. Only `user.vm0.*` names are served.
         if !name.as_encoded_bytes().starts_with(b"user.vm0.") {
-            return reply.error(Errno::ENODATA);
+            let _timing = self.counters.start(Op::Getxattr);
+            return reply.error(Errno::from_i32(libc::EOPNOTSUPP));
         }
         let span = named_span("getxattr", req, ino, name);
         let name = name.to_os_string();
-        self.spawn(req, span, move |fs| match fs.getxattr(ino.0, &name) {
-            Ok(value) => reply_xattr(reply, &value, size),
-            Err(e) => reply.error(errno("getxattr", &e)),
-        });
+        self.answer(
+            req,
+            span,
+            Op::Getxattr,
+            reply,
+            move |fs| fs.getxattr(ino.0, &name),
+            move |reply, result| match result {
+                Ok(value) => reply_xattr(reply, &value, size),
+                Err(e) => reply.error(errno("getxattr", &e)),
+            },
+        );
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let span = request_span("listxattr", req, ino);
-        self.spawn(req, span, move |fs| match fs.listxattr(ino.0) {
-            Ok(names) => reply_xattr(reply, &names, size),
-            Err(e) => reply.error(errno("listxattr", &e)),
-        });
+        self.answer(
+            req,
+            span,
+            Op::Listxattr,
+            reply,
+            move |fs| fs.listxattr(ino.0),
+            move |reply, result| match result {
+                Ok(names) => reply_xattr(reply, &names, size),
+                Err(e) => reply.error(errno("listxattr", &e)),
+            },
+        );
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let span = named_span("removexattr", req, ino, name);
         let name = name.to_os_string();
-        self.spawn(req, span, move |fs| {
+        self.spawn(req, span, Op::Removexattr, move |fs| {
             reply.error(errno("removexattr", &fs.refuse_xattr_change(ino.0, &name)))
         });
     }
@@ -674,11 +832,14 @@ impl Filesystem for FuseAdapter {
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         if mask.contains(AccessFlags::W_OK) {
             let span = request_span("access", req, ino);
-            self.spawn(req, span, move |fs| match fs.access_write(ino.0) {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("access", &e)),
+            self.spawn(req, span, Op::Access, move |fs| {
+                match fs.access_write(ino.0) {
+                    Ok(()) => reply.ok(),
+                    Err(e) => reply.error(errno("access", &e)),
+                }
             });
         } else {
+            let _timing = self.counters.start(Op::Access);
             reply.ok();
         }
     }
@@ -695,7 +856,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let span = named_span("create", req, parent, name);
         let name = name.to_os_string();
-        self.spawn(req, span, move |fs| {
+        self.spawn(req, span, Op::Create, move |fs| {
             match fs.create(parent.0, &name, mode & !umask) {
                 Ok((attr, opened)) => reply.created(
                     &attr.ttl,
@@ -727,6 +888,7 @@ impl Filesystem for FuseAdapter {
         _out_size: u32,
         reply: ReplyIoctl,
     ) {
+        let _timing = self.counters.start(Op::Ioctl);
         reply.error(Errno::ENOTTY);
     }
 
@@ -741,7 +903,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyLseek,
     ) {
         let span = request_span("lseek", req, ino);
-        self.spawn(req, span, move |fs| {
+        self.spawn(req, span, Op::Lseek, move |fs| {
             match fs.seek_data(fh.0, offset, whence) {
                 Ok(found) => reply.offset(found),
                 Err(e) if e.errno == libc::ENXIO => reply.error(Errno::from_i32(e.errno)),
@@ -752,6 +914,7 @@ impl Filesystem for FuseAdapter {
 
     /// `df` on the mount shows the archive cache: its limit as the size, the bytes it holds as used.
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let _timing = self.counters.start(Op::Statfs);
         let (limit, used) = self.fs.space();
         let blocks = limit.div_ceil(u64::from(STATFS_BLOCK));
         let free = limit.saturating_sub(used) / u64::from(STATFS_BLOCK);

@@ -19,6 +19,7 @@ use crate::cache::{ArchiveInfo, DownloadSource};
 use crate::fs::error::{Error, Result};
 use crate::fs::handles::Handle;
 use crate::fs::inodes::Node;
+use crate::fs::waiting::may_wait;
 use crate::fs::{Attr, DirEntry, FileKind, Opened, Vm0Fs};
 
 /// How many times an entry served early is asked for when its path vanished (its download ended meanwhile).
@@ -218,6 +219,7 @@ impl Vm0Fs {
         if let Some(root) = self.cache.lookup(archive.version_id) {
             return Ok(root);
         }
+        may_wait()?;
         let info = self.archive_info(archive);
         let source = self.archive_source(archive);
         Ok(self.cache.tree(archive.version_id, &info, source)?)
@@ -237,6 +239,7 @@ impl Vm0Fs {
         if let Some(root) = self.cache.lookup(version_id) {
             return Ok((op(root.join(rel)), false));
         }
+        may_wait()?;
         let info = self.archive_info(archive);
         let source = self.archive_source(archive);
         let mut tries = 0;

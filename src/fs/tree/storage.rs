@@ -11,6 +11,7 @@
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::archive::{Archive, Version, not_in_archive};
 use super::{FIXED_TTL, Namespace, is_a_directory, missing, text_name};
@@ -33,10 +34,11 @@ pub enum StorageNode {
         pin: Option<String>,
     },
     /// A file or directory inside an extracted version; `path` is relative to the version's root and not empty.
+    /// The ids are shared by every entry of the version the inode table holds (see `InodeTable::acquire`).
     Entry {
         kind: StorageKind,
-        storage_id: String,
-        version_id: String,
+        storage_id: Arc<str>,
+        version_id: Arc<str>,
         path: PathBuf,
     },
 }
@@ -46,8 +48,8 @@ impl StorageNode {
     fn entry_at(archive: Archive<'_>, path: PathBuf) -> Node {
         Node::Storage(StorageNode::Entry {
             kind: archive.kind,
-            storage_id: archive.storage_id.to_string(),
-            version_id: archive.version_id.to_string(),
+            storage_id: archive.storage_id.into(),
+            version_id: archive.version_id.into(),
             path,
         })
     }

@@ -26,6 +26,7 @@ use crate::api::models::StorageKind;
 use crate::fs::error::{Error, Result};
 use crate::fs::handles::{Handle, StagedHandle};
 use crate::fs::inodes::Node;
+use crate::fs::waiting::may_wait;
 use crate::fs::{Attr, DirEntry, FileKind, Opened, Vm0Fs};
 use crate::stage::{EntryAttr, EntryKind, Stage, StageError, VolumeStage};
 
@@ -36,7 +37,7 @@ pub enum VolumeNode {
     /// `volumes/<name>`: the head of a volume.
     Root { name: String },
     /// A file or directory of the head; `path` is relative to the volume's root and not empty.
-    Entry { storage_id: String, path: PathBuf },
+    Entry { storage_id: Arc<str>, path: PathBuf },
 }
 
 impl From<StageError> for Error {
@@ -107,8 +108,10 @@ impl Vm0Fs {
 }
 
 impl VolumeNode {
-    /// The stage of this volume if it has changes (read through it), else `None` (read the archive).
+    /// The stage of this volume if it has changes (read through it), else `None` (read the archive). Everything
+    /// about a volume's head goes to a worker (`may_wait`): its stage takes locks that a publish can hold a while.
     fn staged(&self, fs: &Vm0Fs) -> Result<Option<(Arc<VolumeStage>, PathBuf)>> {
+        may_wait()?;
         let stage = fs.stage()?;
         let found = match self {
             VolumeNode::Root { name } => {
@@ -124,7 +127,7 @@ impl VolumeNode {
 
     fn entry_at(archive: Archive<'_>, path: PathBuf) -> Node {
         Node::Volume(VolumeNode::Entry {
-            storage_id: archive.storage_id.to_string(),
+            storage_id: archive.storage_id.into(),
             path,
         })
     }
@@ -209,7 +212,7 @@ impl VolumeNode {
 
     fn entry(volume: &VolumeStage, path: PathBuf) -> Node {
         Node::Volume(VolumeNode::Entry {
-            storage_id: volume.storage_id().to_string(),
+            storage_id: volume.storage_id().into(),
             path,
         })
     }

@@ -1,0 +1,160 @@
+//! How many FUSE requests common tools cost, read from the mount's own counters (`.vm0fs/status`), and that the
+//! settings which save requests keep every answer right: `find` over a cached archive sends no LOOKUP per file,
+//! `ls -l` stops asking for SELinux and ACL attributes once told they are unsupported while `user.vm0.*` still
+//! answers, a listing inside a version is served by the kernel's cache the second time, and `runs/` is not.
+//! Counts, never times: the kernel's caches decide the counts, the machine's load decides only the times.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::emulator::Emulator;
+use common::mount::{Mount, ok, q, sh};
+use serde_json::{Value, json};
+
+/// The requests served so far, by opcode.
+fn requests(mount: &Mount) -> Value {
+    let status: Value =
+        serde_json::from_slice(&std::fs::read(mount.path(".vm0fs/status")).unwrap()).unwrap();
+    status["requests"].clone()
+}
+
+/// How many requests of `op` were served between two snapshots.
+fn sent(before: &Value, after: &Value, op: &str) -> u64 {
+    let count = |v: &Value| v[op]["count"].as_u64().unwrap_or(0);
+    count(after) - count(before)
+}
+
+/// A volume `tree` of `dirs` directories holding `files` small files each (the source dir is returned to keep).
+fn tree_volume(emulator: &Emulator, dirs: usize, files: usize) -> tempfile::TempDir {
+    let src = tempfile::tempdir().unwrap();
+    for d in 0..dirs {
+        let dir = src.path().join(format!("d{d}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..files {
+            std::fs::write(dir.join(format!("f{f:04}.txt")), format!("{d}/{f}\n")).unwrap();
+        }
+    }
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut builder = tar::Builder::new(gz);
+    builder.append_dir_all(".", src.path()).unwrap();
+    let archive = builder.into_inner().unwrap().finish().unwrap();
+    emulator.add_raw_archive("volumes", "tree", &archive);
+    src
+}
+
+#[test]
+fn a_walk_of_a_cached_archive_costs_no_request_per_file() {
+    let emulator = Emulator::start(&[]);
+    let _src = tree_volume(&emulator, 3, 400);
+    // A long TTL, so that a slow walk on a loaded machine does not see the top-level names expire midway.
+    let mount = Mount::start(&emulator, &["--metadata-ttl", "600"]);
+    let tree = mount.path("volumes/tree");
+    ok(&format!("ls {} >/dev/null", q(&tree))); // downloads the archive
+
+    let before = requests(&mount);
+    let found = ok(&format!("find {} -ls | wc -l", q(&tree)));
+    assert_eq!(found.trim(), "1204", "the root, 3 directories, 1,200 files");
+    let walked = requests(&mount);
+    // A few for the directories themselves (the kernel asks a directory's attributes again after reading it)
+    // and for `.vm0fs/status`, none per file.
+    assert!(
+        sent(&before, &walked, "lookup") <= 10,
+        "find learns every name and its attributes from READDIRPLUS: {walked}"
+    );
+    assert!(
+        sent(&before, &walked, "getattr") <= 10,
+        "no GETATTR follows a READDIRPLUS entry: {walked}"
+    );
+
+    let listing = ok(&format!("ls -lR {}", q(&tree)));
+    assert_eq!(listing.matches(" f0").count(), 1200, "{listing}");
+    let listed = requests(&mount);
+    assert!(
+        sent(&walked, &listed, "getxattr") <= 2,
+        "ls -l stops asking for SELinux and ACL attributes: {listed}"
+    );
+    assert!(
+        sent(&walked, &listed, "readdirplus") <= 2,
+        "the listings inside the version come from the kernel's cache (only the head is read again): {listed}"
+    );
+}
+
+/// `getfattr` exits 1 and prints the error for a name it cannot read.
+fn getfattr(path: &Path, name: &str) -> (bool, String) {
+    let out = sh(&format!("getfattr --only-values -n {name} {}", q(path)));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(if out.status.success() {
+            &out.stdout
+        } else {
+            &out.stderr
+        })
+        .into_owned(),
+    )
+}
+
+#[test]
+fn only_user_vm0_attributes_are_supported() {
+    let emulator = Emulator::start(&["--seed", "demo"]);
+    let mount = Mount::start(&emulator, &[]);
+    let volume = mount.path("volumes/input-data");
+    let (found, id) = getfattr(&volume, "user.vm0.id");
+    assert!(found, "{id}");
+    assert_eq!(Some(id), emulator.storage_id("volumes", "input-data"));
+    for name in ["user.other", "security.selinux", "system.posix_acl_access"] {
+        let (found, error) = getfattr(&volume, name);
+        assert!(
+            !found && error.contains("Operation not supported"),
+            "{name}: {error}"
+        );
+    }
+    let (found, error) = getfattr(&mount.path("volumes/input-data/README.md"), "user.vm0.id");
+    assert!(
+        !found && error.contains("No such attribute"),
+        "a vm0 name that a file does not have: {error}"
+    );
+    // `ls -l` shows no error and no ACL mark for the unsupported names.
+    let out = sh(&format!("ls -l {}", q(&volume)));
+    assert!(out.status.success() && out.stderr.is_empty(), "{out:?}");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listing.lines().skip(1).all(|l| l.as_bytes()[10] == b' '),
+        "{listing}"
+    );
+}
+
+#[test]
+fn runs_listing_is_not_kept_by_the_kernel_while_listings_inside_a_version_are() {
+    let emulator = Emulator::start(&["--seed", "demo"]);
+    let mount = Mount::start(&emulator, &["--metadata-ttl", "1"]);
+    let runs = mount.path("runs");
+    let data = mount.path("volumes/input-data/data");
+    let ls = |dir: &Path| ok(&format!("ls {}", q(dir)));
+    // Listing the volume waits for its whole archive, so `data/` is met with its final attributes (one looked up
+    // while the archive still downloads is asked again later, and its new mtime empties the kernel's listing).
+    ls(&mount.path("volumes/input-data"));
+    let first = ls(&data);
+    let before = requests(&mount);
+    assert_eq!(ls(&data), first);
+    assert_eq!(
+        sent(&before, &requests(&mount), "readdirplus"),
+        0,
+        "a second listing inside a version is the kernel's"
+    );
+
+    let listed = ls(&runs);
+    let (status, run) = emulator.post_json("/v1/runs", &json!({"agent": "coder", "prompt": "hi"}));
+    assert_eq!(status, 202, "{run}");
+    let id = run["id"].as_str().unwrap();
+    assert!(!listed.contains(id));
+    // Past the listing's TTL (the API was asked behind the mount's back, so nothing told it sooner).
+    std::thread::sleep(Duration::from_millis(1100));
+    let before = requests(&mount);
+    assert!(
+        ls(&runs).contains(id),
+        "runs/ shows the new run once its listing's TTL is over"
+    );
+    assert!(sent(&before, &requests(&mount), "readdirplus") > 0);
+}
