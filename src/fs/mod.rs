@@ -16,6 +16,7 @@ mod inodes;
 mod live_logs;
 mod meta;
 mod render;
+mod saved;
 #[cfg(test)]
 mod tests;
 mod tree;
@@ -37,6 +38,7 @@ use handles::{Handle, Handles, NewRunWrite};
 use inodes::{ControlFile, InodeTable, Node, RunFile};
 use live_logs::LiveLogs;
 use meta::Meta;
+pub use saved::Saved;
 
 /// What a mount is configured with (the `vm0fs mount` flags that reach the core).
 #[derive(Debug, Clone)]
@@ -120,7 +122,7 @@ pub struct Vm0Fs {
 impl Vm0Fs {
     pub fn new(api: Arc<dyn Vm0Api>, cache: Arc<ArchiveCache>, config: FsConfig) -> Self {
         Vm0Fs {
-            meta: Meta::new(api, config.metadata_ttl),
+            meta: Meta::new(api, config.metadata_ttl, Saved::new(&cache.status().dir)),
             live_logs: LiveLogs::new(),
             new_run_outcomes: Mutex::new(HashMap::new()),
             invalidator: OnceLock::new(),
