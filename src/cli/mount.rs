@@ -286,14 +286,15 @@ fn serve(
     };
     let api: Arc<dyn Vm0Api> = Arc::new(api);
     let cache = Arc::new(cache);
-    let session = mount_with_fallback(&api, &cache, &fs_config, settings, &prepared.mountpoint)?;
-    let mountpoint = prepared.mountpoint.clone();
-    let foreground = settings.foreground;
+    // Handlers first: a SIGINT that arrives as soon as the mount is visible must unmount, not kill.
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
     ])
     .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let session = mount_with_fallback(&api, &cache, &fs_config, settings, &prepared.mountpoint)?;
+    let mountpoint = prepared.mountpoint.clone();
+    let foreground = settings.foreground;
     std::thread::spawn(move || {
         if let Some(signal) = signals.forever().next() {
             tracing::info!("signal {signal}: unmounting");
