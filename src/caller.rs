@@ -5,9 +5,11 @@
 //! reading a large volume would wait for the whole download. Rather than fork fuser, vm0fs looks at the caller
 //! itself. The adapter runs each request under `serve`, which records the pid the kernel gives (the caller's
 //! thread id); code that waits (for an archive download) calls `gave_up` at least every `POLL`, which reads
-//! `/proc/<pid>/status`. The caller has given up when a signal is pending for it (`SigPnd`, or `ShdPnd` for the
-//! whole process) that it neither blocks (`SigBlk`) nor ignores (`SigIgn`), or when `SIGKILL` is pending (a
-//! fatal signal such as an unhandled SIGINT shows as SIGKILL there), or when the process is gone. The wait then
+//! `/proc/<pid>/status`. The caller has given up when `SIGKILL` is pending for it (`SigPnd`: the kernel adds it
+//! for any signal whose default action kills, such as an unhandled SIGINT or SIGTERM), or when a signal it has a
+//! handler for (`SigCgt`) is pending (`SigPnd`, or `ShdPnd` for the whole process) and not blocked (`SigBlk`), or
+//! when the process is gone. A signal that is ignored, blocked, or whose default action only stops the process
+//! (Ctrl-Z) or does nothing does not end the wait: the call goes on, as it would on a local disk. The wait then
 //! ends with `EINTR`, which the kernel hands back to the caller (as a libfuse file system answering
 //! `FUSE_INTERRUPT` would); the download itself goes on only while someone else still waits for it.
 //!
@@ -96,31 +98,35 @@ fn signals_end_the_wait(status: &str) -> bool {
             .unwrap_or(0)
     };
     let pending = mask("SigPnd") | mask("ShdPnd");
-    let deaf = mask("SigBlk") | mask("SigIgn");
-    pending & SIGKILL_BIT != 0 || pending & !deaf != 0
+    let handled = mask("SigCgt") & !mask("SigBlk") & !mask("SigIgn");
+    pending & SIGKILL_BIT != 0 || pending & handled != 0
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn status(pending: &str, shared: &str, blocked: &str, ignored: &str) -> String {
+    fn status(pending: &str, shared: &str, blocked: &str, caught: &str) -> String {
         format!(
             "Name:\tls\nState:\tS (sleeping)\nSigQ:\t0/63\nSigPnd:\t{pending}\nShdPnd:\t{shared}\n\
-             SigBlk:\t{blocked}\nSigIgn:\t{ignored}\nSigCgt:\t0000000000000000\n"
+             SigBlk:\t{blocked}\nSigIgn:\t0000000000000000\nSigCgt:\t{caught}\n"
         )
     }
 
     #[test]
-    fn a_pending_signal_ends_the_wait_unless_blocked_or_ignored_but_sigkill_always_does() {
+    fn a_handled_pending_signal_ends_the_wait_unless_blocked_and_sigkill_always_does() {
         let none = "0000000000000000";
         let sigint = "0000000000000002";
+        let sigtstp = "0000000000080000";
         let sigkill = "0000000000000100";
-        assert!(!signals_end_the_wait(&status(none, none, none, none)));
-        assert!(signals_end_the_wait(&status(sigint, none, none, none)));
-        assert!(signals_end_the_wait(&status(none, sigint, none, none)));
-        assert!(!signals_end_the_wait(&status(none, sigint, sigint, none)));
-        assert!(!signals_end_the_wait(&status(sigint, none, none, sigint)));
+        assert!(!signals_end_the_wait(&status(none, none, none, sigint)));
+        assert!(signals_end_the_wait(&status(sigint, none, none, sigint)));
+        assert!(signals_end_the_wait(&status(none, sigint, none, sigint)));
+        assert!(!signals_end_the_wait(&status(none, sigint, sigint, sigint)));
+        assert!(
+            !signals_end_the_wait(&status(sigtstp, none, none, none)),
+            "Ctrl-Z with its default action stops the caller after the call; the call goes on"
+        );
         assert!(signals_end_the_wait(&status(
             sigkill,
             none,

@@ -235,6 +235,8 @@ fn a_remount_on_the_same_cache_downloads_nothing_again() {
         String::from_utf8(getxattr(&mount.path("volumes/input-data"), "user.vm0.version").unwrap())
             .unwrap();
     assert_eq!(downloads(&emulator, &version), 1);
+    // The file was served early: let its archive finish and be cached before unmounting.
+    mount.wait_for_downloads();
     mount.unmount();
     let mount = Mount::start_with_cache(&emulator, cache.path(), &[]);
     let after = std::fs::read(mount.path("volumes/input-data/data/input.csv")).unwrap();

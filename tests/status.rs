@@ -303,11 +303,12 @@ fn a_dead_mount_is_reported_and_cleared_with_vm0fs_unmount() {
         &[],
         &[("FUSERMOUNT_PATH", "/nonexistent/fusermount3")],
     );
-    assert!(
-        mount.stderr().contains("mounting without it"),
-        "{}",
-        mount.stderr()
-    );
+    // Written before the mount is live; the collector thread reads it a moment later.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !mount.stderr().contains("mounting without it") {
+        assert!(std::time::Instant::now() < deadline, "{}", mount.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     mount.signal_and_wait(libc::SIGKILL);
     let mountpoint = mount.mountpoint().to_path_buf();
     assert!(

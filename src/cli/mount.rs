@@ -191,7 +191,8 @@ fn refuse_a_non_empty_dir(mountpoint: &Path) -> Result<(), String> {
         Some(first) => {
             let name = first.map(|e| e.file_name().to_string_lossy().into_owned());
             Err(format!(
-                "mount point {shown} is not empty (it holds {}); mounting would hide its files. Use an empty                  directory, or pass --nonempty (fstab: nonempty) to mount over them",
+                "mount point {shown} is not empty (it holds {}); mounting would hide its files. Use an empty \
+                 directory, or pass --nonempty (fstab: nonempty) to mount over them",
                 name.unwrap_or_else(|_| "entries".into())
             ))
         }
@@ -262,7 +263,19 @@ fn serve(
 ) -> Result<(), String> {
     let api = HttpApi::new(&settings.api_url, token, HttpOptions::default())
         .map_err(|e| format!("cannot use the API URL {}: {e}", settings.api_url))?;
-    check_api_telling(&api, &settings.api_url, waiting)?;
+    if let Err(failed) = check_api_telling(&api, &settings.api_url, waiting) {
+        if !(failed.unreachable && crate::fs::Saved::holds_anything(&prepared.cache_dir)) {
+            return Err(failed.message);
+        }
+        waiting(&format!(
+            "{}. Mounting from the cache in {} anyway: what earlier mounts saw reads as before (listings, agents, \
+             runs, and the volumes and artifacts in the cache); anything never seen (other archives, new runs, \
+             live logs) fails with EIO, and starting or cancelling runs fails, until the API answers again \
+             (`vm0fs status` shows when)",
+            failed.message,
+            prepared.cache_dir.display()
+        ));
+    }
     let cache = ArchiveCache::open(CacheConfig {
         dir: prepared.cache_dir.clone(),
         max_bytes: settings.cache_size,
@@ -367,7 +380,7 @@ fn check_api_telling(
     api: &HttpApi,
     url: &str,
     waiting: &(dyn Fn(&str) + Sync),
-) -> Result<(), String> {
+) -> Result<(), CheckFailed> {
     let (done, finished) = mpsc::channel::<()>();
     std::thread::scope(|scope| {
         scope.spawn(move || {
@@ -388,20 +401,33 @@ fn check_api_telling(
 }
 
 /// One API call before mounting, so that a wrong token or URL fails here and not as EIO inside the mount.
-fn check_api(api: &HttpApi, url: &str) -> Result<(), String> {
+/// Why the first API call failed, and whether that was the API being out of reach (not a refusal).
+struct CheckFailed {
+    message: String,
+    unreachable: bool,
+}
+
+fn check_api(api: &HttpApi, url: &str) -> Result<(), CheckFailed> {
+    let refused = |message| CheckFailed {
+        message,
+        unreachable: false,
+    };
     match api.latest_run() {
         Ok(_) => Ok(()),
-        Err(e) if matches!(e.status, Some(401 | 403)) => Err(format!(
+        Err(e) if matches!(e.status, Some(401 | 403)) => Err(refused(format!(
             "the VM0 API at {url} rejected the API token ({e}). Check the token, or create a new one"
-        )),
-        Err(e) if e.kind == ApiErrorKind::Transport => Err(format!(
-            "cannot reach the VM0 API at {url}: {e}. Check --api-url (or VM0_API_URL, or api_url in the config file) \
-             and the network{}",
-            hints::proxy_hint(url)
-        )),
-        Err(e) => Err(format!(
+        ))),
+        Err(e) if e.kind == ApiErrorKind::Transport => Err(CheckFailed {
+            message: format!(
+                "cannot reach the VM0 API at {url}: {e}. Check --api-url (or VM0_API_URL, or api_url in the config \
+                 file) and the network{}",
+                hints::proxy_hint(url)
+            ),
+            unreachable: true,
+        }),
+        Err(e) => Err(refused(format!(
             "the VM0 API at {url} did not answer as expected: {e}"
-        )),
+        ))),
     }
 }
 

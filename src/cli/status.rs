@@ -123,8 +123,12 @@ fn describe(status: &MountStatus) -> String {
         .inodes
         .map(|n| format!(", {n} inode{}", if n == 1 { "" } else { "s" }))
         .unwrap_or_default();
+    let health = match &status.api_unreachable_since {
+        None => "reachable".to_string(),
+        Some(since) => format!("UNREACHABLE since {since}; serving what is cached"),
+    };
     let mut text = format!(
-        "{}\n  api        {}\n  process    pid {}, vm0fs {}, up {}{inodes}\n  cache      {}: {} of {} in {} archive{}",
+        "{}\n  api        {} ({health})\n  process    pid {}, vm0fs {}, up {}{inodes}\n  cache      {}: {} of {} in {} archive{}",
         status.mountpoint,
         status.api_url,
         status.pid,

@@ -42,6 +42,9 @@ pub struct MountStatus {
     /// older than this field.
     #[serde(default)]
     pub inodes: Option<usize>,
+    /// RFC 3339, UTC: since when the API has not answered; absent while it answers (and from older mounts).
+    #[serde(default)]
+    pub api_unreachable_since: Option<String>,
     pub cache: CacheStatus,
     /// Each volume with staged changes or a recent publish: one line saying where it stands.
     #[serde(default)]
@@ -100,6 +103,10 @@ impl Vm0Fs {
             mounted_at: chrono::DateTime::<chrono::Utc>::from(self.mounted_at).to_rfc3339(),
             uptime_secs: uptime.as_secs_f64(),
             inodes: Some(self.inodes.len()),
+            api_unreachable_since: self
+                .meta
+                .unreachable_since()
+                .map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339()),
             cache: self.cache.status(),
             volumes: self.stage().map(|s| s.status()).unwrap_or_default(),
             requests: self.request_counts.get().map(|counts| counts.snapshot()),

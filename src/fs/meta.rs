@@ -4,12 +4,21 @@
 //! DESIGN.md: listings for `--metadata-ttl`; a run that is still moving for one second; a terminal run, its logs,
 //! metrics and output forever (they cannot change any more); storage versions forever once seen, since a version
 //! id is a content hash.
+//!
+//! When the API cannot be reached, a value seen before is served however old: from memory, or else from what was
+//! saved in the cache directory by this mount or an earlier one (`saved`), so that cached archives stay reachable
+//! across a remount during an outage. Since when the API has been unreachable is kept for `vm0fs status`.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::cell::Cell;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use super::error::{Error, Result};
 use super::runs_listing::{Runs, RunsListing};
+use super::saved::Saved;
 use super::ttl::{Ttl, TtlMap};
 use super::waiting::may_wait;
 use crate::api::models::{
@@ -35,12 +44,17 @@ pub struct Meta {
     run_outputs: TtlMap<String, Option<String>>,
     storages: TtlMap<StorageKind, Vec<Storage>>,
     storage_versions: TtlMap<String, Vec<StorageVersion>>,
+    saved: Saved,
+    /// When the API last failed to answer, while it has not answered since.
+    unreachable_since: Mutex<Option<SystemTime>>,
 }
 
 impl Meta {
-    pub fn new(api: Arc<dyn Vm0Api>, listing_ttl: Duration) -> Self {
+    pub fn new(api: Arc<dyn Vm0Api>, listing_ttl: Duration, saved: Saved) -> Self {
         Meta {
             api,
+            saved,
+            unreachable_since: Mutex::new(None),
             listing_ttl,
             agents: TtlMap::new(),
             agent_versions: TtlMap::new(),
@@ -58,6 +72,86 @@ impl Meta {
         &self.api
     }
 
+    /// Since when the API has not been reachable (`None`: it answered last time it was asked).
+    pub fn unreachable_since(&self) -> Option<SystemTime> {
+        *self
+            .unreachable_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_reachable(&self, reachable: bool) {
+        let mut since = self
+            .unreachable_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match (reachable, *since) {
+            (true, _) => *since = None,
+            (false, None) => *since = Some(SystemTime::now()),
+            (false, Some(_)) => {}
+        }
+    }
+
+    /// `map`'s value for `key` if fresh, else the API's (saved as `kind`/`name` for later outages); when the API
+    /// cannot be reached (after the client's retries), the value seen before, from memory or else as saved,
+    /// however old, made fresh for another TTL. Answers the API gave (404, 401, ...) are never papered over.
+    fn fetch<K, V>(
+        &self,
+        map: &TtlMap<K, V>,
+        (kind, key, name): (&str, &K, &str),
+        fetch: impl FnOnce() -> std::result::Result<V, ApiError>,
+        ttl_of: impl Fn(&V) -> Ttl,
+    ) -> Result<Arc<V>>
+    where
+        K: Eq + std::hash::Hash + Clone,
+        V: Serialize + DeserializeOwned,
+    {
+        if let Some(fresh) = map.fresh(key) {
+            return Ok(fresh);
+        }
+        // A value that is not fresh is fetched only where waiting is allowed (see `waiting`).
+        may_wait()?;
+        let fetched = Cell::new(false);
+        let answer = map.get_or_fetch(
+            key,
+            || {
+                let value = fetch();
+                fetched.set(value.is_ok());
+                value
+            },
+            &ttl_of,
+        );
+        match answer {
+            Ok(value) => {
+                if fetched.get() {
+                    self.set_reachable(true);
+                    self.saved.save(kind, name, &*value);
+                }
+                Ok(value)
+            }
+            Err(e) if e.is_retryable() => {
+                self.set_reachable(false);
+                let stale = map.last(key).or_else(|| {
+                    let saved: V = self.saved.load(kind, name)?;
+                    let ttl = ttl_of(&saved);
+                    Some(map.put(key.clone(), saved, ttl))
+                });
+                match stale {
+                    Some(stale) => {
+                        tracing::warn!("{e}; serving what was known before, for another TTL");
+                        map.refresh(key, ttl_of(&stale));
+                        Ok(stale)
+                    }
+                    None => Err(e.into()),
+                }
+            }
+            Err(e) => {
+                self.set_reachable(true);
+                Err(e.into())
+            }
+        }
+    }
+
     fn listing(&self) -> Ttl {
         Ttl::For(self.listing_ttl)
     }
@@ -68,8 +162,12 @@ impl Meta {
 
     pub fn agents(&self) -> Result<Arc<Vec<Agent>>> {
         let ttl = self.listing();
-        self.agents
-            .get_or_fetch_or_stale(&(), || self.api.list_agents(), |_| ttl)
+        self.fetch(
+            &self.agents,
+            ("agents", &(), "all"),
+            || self.api.list_agents(),
+            |_| ttl,
+        )
     }
 
     pub fn agent(&self, name: &str) -> Result<Agent> {
@@ -82,8 +180,9 @@ impl Meta {
 
     pub fn agent_versions(&self, agent_id: &str) -> Result<Arc<Vec<AgentVersion>>> {
         let ttl = self.listing();
-        self.agent_versions.get_or_fetch_or_stale(
-            &agent_id.to_string(),
+        self.fetch(
+            &self.agent_versions,
+            ("agent_versions", &agent_id.to_string(), agent_id),
             || self.api.list_agent_versions(agent_id),
             |_| ttl,
         )
@@ -151,16 +250,20 @@ impl Meta {
             return Ok(runs.all().first().cloned());
         }
         let ttl = self.run_ttl();
-        let latest =
-            self.latest_run
-                .get_or_fetch_or_stale(&(), || self.api.latest_run(), |_| ttl)?;
+        let latest = self.fetch(
+            &self.latest_run,
+            ("latest_run", &(), "all"),
+            || self.api.latest_run(),
+            |_| ttl,
+        )?;
         Ok((*latest).clone())
     }
 
     pub fn run(&self, id: &str) -> Result<Arc<RunDetail>> {
         let moving = self.run_ttl();
-        self.run_details.get_or_fetch_or_stale(
-            &id.to_string(),
+        self.fetch(
+            &self.run_details,
+            ("run_details", &id.to_string(), id),
             || self.api.get_run(id),
             |run| terminal_or(run, moving),
         )
@@ -182,8 +285,12 @@ impl Meta {
 
     pub fn run_metrics(&self, run: &RunDetail) -> Result<Arc<RunMetrics>> {
         let ttl = terminal_or(run, self.run_ttl());
-        self.run_metrics
-            .get_or_fetch_or_stale(&run.id, || self.api.run_metrics(&run.id), |_| ttl)
+        self.fetch(
+            &self.run_metrics,
+            ("run_metrics", &run.id, &run.id),
+            || self.api.run_metrics(&run.id),
+            |_| ttl,
+        )
     }
 
     /// The final output of a terminal run: the detail's `output` when the server sends one, else the SSE
@@ -195,8 +302,9 @@ impl Meta {
         if run.output.is_some() {
             return Ok(run.output.clone());
         }
-        let output = self.run_outputs.get_or_fetch_or_stale(
-            &run.id,
+        let output = self.fetch(
+            &self.run_outputs,
+            ("run_outputs", &run.id, &run.id),
             || self.output_from_events(&run.id),
             |_| Ttl::Forever,
         )?;
@@ -214,8 +322,12 @@ impl Meta {
 
     pub fn storages(&self, kind: StorageKind) -> Result<Arc<Vec<Storage>>> {
         let ttl = self.listing();
-        self.storages
-            .get_or_fetch_or_stale(&kind, || self.api.list_storages(kind), |_| ttl)
+        self.fetch(
+            &self.storages,
+            ("storages", &kind, kind.plural()),
+            || self.api.list_storages(kind),
+            |_| ttl,
+        )
     }
 
     /// Forgets the listing of `kind`, after a change made here (a volume created, a version published).
@@ -244,50 +356,12 @@ impl Meta {
             self.storage_versions.invalidate(&key);
         }
         let ttl = self.listing();
-        self.storage_versions.get_or_fetch_or_stale(
-            &key,
+        self.fetch(
+            &self.storage_versions,
+            ("storage_versions", &key, storage_id),
             || self.api.list_storage_versions(kind, storage_id),
             |_| ttl,
         )
-    }
-}
-
-/// `TtlMap::get_or_fetch`, except that when the API cannot be reached (after the client's retries) a value seen
-/// before is served, however old: a mount that lost its network keeps showing what it knew, and its cached archives
-/// stay readable. Answers the API gave (404, 401, ...) are never papered over.
-///
-/// A value that is not fresh is fetched only where waiting is allowed (see `waiting`).
-trait StaleOnOutage<K, V> {
-    fn get_or_fetch_or_stale(
-        &self,
-        key: &K,
-        fetch: impl FnOnce() -> std::result::Result<V, ApiError>,
-        ttl_of: impl Fn(&V) -> Ttl,
-    ) -> Result<Arc<V>>;
-}
-
-impl<K: Eq + std::hash::Hash + Clone, V> StaleOnOutage<K, V> for TtlMap<K, V> {
-    fn get_or_fetch_or_stale(
-        &self,
-        key: &K,
-        fetch: impl FnOnce() -> std::result::Result<V, ApiError>,
-        ttl_of: impl Fn(&V) -> Ttl,
-    ) -> Result<Arc<V>> {
-        if let Some(fresh) = self.fresh(key) {
-            return Ok(fresh);
-        }
-        may_wait()?;
-        Ok(match self.get_or_fetch(key, fetch, &ttl_of) {
-            Err(e) if e.is_retryable() => match self.last(key) {
-                Some(stale) => {
-                    tracing::warn!("{e}; serving what was known before, for another TTL");
-                    self.refresh(key, ttl_of(&stale));
-                    Ok(stale)
-                }
-                None => Err(e),
-            },
-            other => other,
-        }?)
     }
 }
 

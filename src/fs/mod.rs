@@ -19,6 +19,7 @@ mod meta;
 mod outcomes;
 mod render;
 mod runs_listing;
+mod saved;
 #[cfg(test)]
 mod tests;
 mod tree;
@@ -44,6 +45,7 @@ use listing::Listing;
 use live_logs::LiveLogs;
 use meta::Meta;
 use outcomes::{Caller, Outcomes};
+pub use saved::Saved;
 use tree::{RunFile, RunNode, StorageNode};
 
 /// What a mount is configured with (the `vm0fs mount` flags that reach the core).
@@ -167,7 +169,7 @@ impl Vm0Fs {
         });
         Vm0Fs {
             stage,
-            meta: Meta::new(api, config.metadata_ttl),
+            meta: Meta::new(api, config.metadata_ttl, Saved::new(&cache.status().dir)),
             live_logs: LiveLogs::new(),
             new_run_outcomes: Outcomes::new(),
             invalidator: OnceLock::new(),
