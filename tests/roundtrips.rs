@@ -26,8 +26,9 @@ fn sent(before: &Value, after: &Value, op: &str) -> u64 {
     count(after) - count(before)
 }
 
-/// A volume `tree` of `dirs` directories holding `files` small files each (the source dir is returned to keep).
-fn tree_volume(emulator: &Emulator, dirs: usize, files: usize) -> tempfile::TempDir {
+/// An artifact `tree` of `dirs` directories holding `files` small files each (the source dir is returned to
+/// keep). An artifact, because a volume's head is writable and so never kept by the kernel.
+fn tree_artifact(emulator: &Emulator, dirs: usize, files: usize) -> tempfile::TempDir {
     let src = tempfile::tempdir().unwrap();
     for d in 0..dirs {
         let dir = src.path().join(format!("d{d}"));
@@ -40,17 +41,17 @@ fn tree_volume(emulator: &Emulator, dirs: usize, files: usize) -> tempfile::Temp
     let mut builder = tar::Builder::new(gz);
     builder.append_dir_all(".", src.path()).unwrap();
     let archive = builder.into_inner().unwrap().finish().unwrap();
-    emulator.add_raw_archive("volumes", "tree", &archive);
+    emulator.add_raw_archive("artifacts", "tree", &archive);
     src
 }
 
 #[test]
 fn a_walk_of_a_cached_archive_costs_no_request_per_file() {
     let emulator = Emulator::start(&[]);
-    let _src = tree_volume(&emulator, 3, 400);
+    let _src = tree_artifact(&emulator, 3, 400);
     // A long TTL, so that a slow walk on a loaded machine does not see the top-level names expire midway.
     let mount = Mount::start(&emulator, &["--metadata-ttl", "600"]);
-    let tree = mount.path("volumes/tree");
+    let tree = mount.path("artifacts/tree");
     ok(&format!("ls {} >/dev/null", q(&tree))); // downloads the archive
 
     let before = requests(&mount);
@@ -130,11 +131,17 @@ fn runs_listing_is_not_kept_by_the_kernel_while_listings_inside_a_version_are() 
     let emulator = Emulator::start(&["--seed", "demo"]);
     let mount = Mount::start(&emulator, &["--metadata-ttl", "1"]);
     let runs = mount.path("runs");
-    let data = mount.path("volumes/input-data/data");
+    // A pinned version: a volume's head is writable, so the kernel keeps none of its listings.
+    let version = ok(&format!(
+        "getfattr --only-values -n user.vm0.version {}",
+        q(&mount.path("volumes/input-data"))
+    ));
+    let pinned = mount.path(&format!("volumes/input-data@{}", &version.trim()[..8]));
+    let data = pinned.join("data");
     let ls = |dir: &Path| ok(&format!("ls {}", q(dir)));
     // Listing the volume waits for its whole archive, so `data/` is met with its final attributes (one looked up
     // while the archive still downloads is asked again later, and its new mtime empties the kernel's listing).
-    ls(&mount.path("volumes/input-data"));
+    ls(&pinned);
     let first = ls(&data);
     let before = requests(&mount);
     assert_eq!(ls(&data), first);

@@ -182,8 +182,11 @@ fn a_normal_user_mounts_browses_reads_starts_a_run_and_unmounts() {
         user.home().join(".cache/vm0fs/archives").is_dir(),
         "the cache is in the user's own ~/.cache"
     );
-    user.ok(&emulator, "echo 'say hello' > ~/vm0/runs/new/coder");
-    let run = user.ok(&emulator, "cat ~/vm0/runs/new/coder");
+    // One shell writes and reads back: each writer reads its own run, and an unrelated process reads nothing.
+    let run = user.ok(
+        &emulator,
+        "echo 'say hello' > ~/vm0/runs/new/coder && cat ~/vm0/runs/new/coder",
+    );
     let run = run.trim();
     assert!(!run.is_empty());
     assert_eq!(

@@ -325,6 +325,9 @@ impl Vm0Fs {
                 if add(next, &entry, &attr) {
                     break;
                 }
+                // Added: a later entry that cannot be answered here ends this reply rather than failing it, so
+                // that a retry elsewhere (see `waiting`) never lists the dots twice.
+                added = true;
                 continue;
             }
             let attr = match self.node(entry.ino).and_then(|n| self.attr(entry.ino, &n)) {

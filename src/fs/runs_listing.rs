@@ -124,7 +124,14 @@ impl RunsListing {
         let listed = if complete {
             refresh(api, &known)
         } else {
-            everything(api, on_page)
+            // The runs of each page are known at once (not complete, not fresh), so that the attributes of a run
+            // a streamed listing just showed come from it rather than from one request per run.
+            let mut so_far: Vec<Run> = Vec::new();
+            everything(api, &mut |page| {
+                so_far.extend_from_slice(page);
+                self.held().runs = Arc::new(Runs::new(so_far.clone()));
+                on_page(page);
+            })
         };
         let runs = match listed {
             Ok(list) => Arc::new(Runs::new(list)),

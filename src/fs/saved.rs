@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::Write;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -97,7 +98,11 @@ fn hex(bytes: &[u8]) -> String {
 
 fn write_atomically(path: &Path, body: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
+    // Private like the rest of the cache: the saved answers name the owner's runs, prompts and storages.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
     let temp = dir.join(format!(".{:016x}.tmp", fastrand::u64(..)));
     let written = std::fs::File::create(&temp).and_then(|mut f| f.write_all(body));
     match written.and_then(|()| std::fs::rename(&temp, path)) {
