@@ -152,10 +152,13 @@ fn a_seeded_volume_matches_its_source_and_an_artifact_copies_out() {
         q(&copy),
         q(&emulator.data_dir().join("seed-src/artifacts/report"))
     ));
-    // Tar modes and mtimes are kept, without write bits.
+    // Tar modes and mtimes are kept; a volume's head adds the owner's write bit (it can be written), an
+    // artifact keeps none.
     let meta = std::fs::metadata(mount.path("volumes/input-data/README.md")).unwrap();
     use std::os::unix::fs::MetadataExt;
-    assert_eq!(meta.mode() & 0o777, 0o444);
+    assert_eq!(meta.mode() & 0o777, 0o644);
+    let artifact = std::fs::metadata(mount.path("artifacts/report/report.md")).unwrap();
+    assert_eq!(artifact.mode() & 0o777, 0o444);
     assert!(meta.mtime() > 1_600_000_000);
 }
 

@@ -331,3 +331,38 @@ fn past_the_staging_bound_writes_fail_with_enospc_and_nothing_staged_is_lost() {
     names.sort();
     assert_eq!(names, ["kept", "small"]);
 }
+
+#[test]
+fn a_git_clone_and_a_vim_edit_are_published_and_check_out_clean() {
+    let emu = emulator();
+    let repo = tempfile::tempdir().unwrap();
+    let r = q(repo.path());
+    ok(&format!(
+        "cd {r} && git init -q -b main . && git config user.email t@example.com && git config user.name t && \
+         mkdir -p src && seq 1 500 > src/numbers.txt && printf 'hello\\n' > README && git add -A && \
+         git commit -qm one && printf 'more\\n' >> README && git commit -qam two"
+    ));
+    let m = mount(&emu);
+    let vol = m.path("volumes/cloned");
+    std::fs::create_dir(&vol).unwrap();
+    ok(&format!("git clone -q {r} {}/work", q(&vol)));
+    ok(&format!(
+        "cd {}/work && vim -es -c '%s/hello/HELLO/' -c 'wq' README && git status --porcelain",
+        q(&vol)
+    ));
+    assert_eq!(
+        std::fs::read_to_string(vol.join("work/README")).unwrap(),
+        "HELLO\nmore\n"
+    );
+    sync(&vol);
+    drop(m);
+    let fresh = mount(&emu);
+    let work = fresh.path("volumes/cloned/work");
+    let copy = tempfile::tempdir().unwrap();
+    // git wants to write its index when it checks the tree; check a copy taken out of the fresh mount.
+    ok(&format!("cp -r {}/. {}", q(&work), q(copy.path())));
+    ok(&format!("cd {} && git fsck --no-progress", q(copy.path())));
+    let status = ok(&format!("cd {} && git status --porcelain", q(copy.path())));
+    assert_eq!(status.trim(), "M README", "{status}");
+    assert_eq!(versions(&emu, "cloned").len(), 1);
+}

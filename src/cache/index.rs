@@ -5,7 +5,7 @@
 //! decides; the caller renames evicted entries away on disk while still holding the index lock (cheap), and
 //! deletes them after releasing it (slow).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::SystemTime;
 
 use lru::LruCache;
@@ -23,6 +23,9 @@ pub(crate) struct Index {
     total: u64,
     /// Versions kept out of eviction (`vm0fs prefetch --pin`), whether cached yet or not.
     pinned: HashSet<String>,
+    /// Versions kept out of eviction while staged changes of a volume read from them (see `crate::stage`),
+    /// counted per holder; in memory only (the stage holds them again when it replays at the next mount).
+    held: HashMap<String, usize>,
 }
 
 impl Index {
@@ -31,6 +34,7 @@ impl Index {
             lru: LruCache::unbounded(),
             total: 0,
             pinned: HashSet::new(),
+            held: HashMap::new(),
         }
     }
 
@@ -63,7 +67,10 @@ impl Index {
             if excess == 0 {
                 break;
             }
-            if Some(vid.as_str()) == keep || self.pinned.contains(vid) {
+            if Some(vid.as_str()) == keep
+                || self.pinned.contains(vid)
+                || self.held.contains_key(vid)
+            {
                 continue;
             }
             excess = excess.saturating_sub(entry.bytes);
@@ -73,6 +80,18 @@ impl Index {
             self.remove(vid);
         }
         evicted
+    }
+
+    /// Holds `vid` out of eviction (`hold: true`) or gives one hold back.
+    pub(crate) fn set_held(&mut self, vid: &str, hold: bool) {
+        if hold {
+            *self.held.entry(vid.to_string()).or_insert(0) += 1;
+        } else if let Some(n) = self.held.get_mut(vid) {
+            *n -= 1;
+            if *n == 0 {
+                self.held.remove(vid);
+            }
+        }
     }
 
     /// Pins or unpins `vid`; says whether that changed anything.
@@ -143,5 +162,20 @@ mod tests {
         assert!(index.set_pinned("a", false));
         assert_eq!(index.evict_over(10, Some("c")), ["a"]);
         assert_eq!(index.pinned(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn held_entries_stay_until_every_hold_is_given_back() {
+        let mut index = Index::new();
+        index.insert("base", entry(10));
+        index.insert("other", entry(10));
+        index.set_held("base", true);
+        index.set_held("base", true);
+        index.get("other");
+        assert_eq!(index.evict_over(0, None), ["other"]);
+        index.set_held("base", false);
+        assert_eq!(index.evict_over(0, None), Vec::<String>::new());
+        index.set_held("base", false);
+        assert_eq!(index.evict_over(0, None), ["base"]);
     }
 }

@@ -339,6 +339,12 @@ impl ArchiveCache {
         })
     }
 
+    /// Keeps `version_id` from being evicted while staged changes read untouched files from it (`hold`), or
+    /// gives that hold back. Separate from the user's pins, and not kept across mounts.
+    pub fn hold(&self, version_id: &str, hold: bool) {
+        self.lock_index().set_held(version_id, hold);
+    }
+
     /// The cache directory.
     pub fn dir(&self) -> &Path {
         self.layout.root()

@@ -29,7 +29,7 @@ use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime};
 
 use crate::api::Vm0Api;
@@ -181,6 +181,9 @@ impl Stage {
                 }
             }
             st.journal = Some(journal);
+            if let Some(v) = &st.base_version {
+                self.cache.hold(v, true);
+            }
             st.published_generation = None;
             st.delete_orphans(&volume.layout);
             let bytes = st.staged_bytes(&volume.layout);
@@ -216,6 +219,7 @@ impl Stage {
             storage_id: storage_id.to_string(),
             name: name.to_string(),
             layout,
+            cache: Arc::downgrade(&self.cache),
             staged_bytes: self.staged_bytes.clone(),
             max_staged_bytes: self.max_staged_bytes,
             state: Mutex::new(State {
@@ -449,6 +453,9 @@ pub struct VolumeStage {
     storage_id: String,
     name: String,
     layout: VolumeLayout,
+    /// Holds the base version out of eviction while untouched files are read from it. Weak: a stage handed to
+    /// the publisher thread must not keep the cache (and its directory lock) alive after the mount.
+    cache: Weak<ArchiveCache>,
     staged_bytes: Arc<AtomicU64>,
     max_staged_bytes: u64,
     state: Mutex<State>,
@@ -476,6 +483,12 @@ impl VolumeStage {
 
     fn refuse(&self, errno: i32, path: &str, why: &str) -> StageError {
         StageError::new(errno, format!("{}/{path}: {why}", self.label()))
+    }
+
+    fn hold_base(&self, version: &str, hold: bool) {
+        if let Some(cache) = self.cache.upgrade() {
+            cache.hold(version, hold);
+        }
     }
 
     /// The version the view is based on (the head when nothing is staged).
@@ -573,6 +586,9 @@ impl VolumeStage {
                         name: self.name.clone(),
                         version: st.base_version.clone(),
                     })?;
+                }
+                if let Some(v) = &st.base_version {
+                    self.hold_base(v, true);
                 }
                 st.journal = Some(j);
             }
@@ -979,7 +995,9 @@ impl VolumeStage {
         };
         match journal.rewrite(&self.layout.journal(), &records) {
             Ok(()) => {
-                st.base_version = None;
+                if let Some(v) = st.base_version.take() {
+                    self.hold_base(&v, false);
+                }
                 st.base_root = None;
             }
             Err(e) => {

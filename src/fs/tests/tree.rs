@@ -89,10 +89,15 @@ fn volumes_show_the_head_and_pinned_versions() {
     let attr =
         h.fs.getattr(h.path("volumes/data/dir/a.txt").unwrap())
             .unwrap();
+    // A volume's head is writable: its files show the owner's write bit; a pinned version's do not.
     assert_eq!(
         (attr.kind, attr.size, attr.perm),
-        (FileKind::File, 5, 0o444)
+        (FileKind::File, 5, 0o644)
     );
+    let pinned =
+        h.fs.getattr(h.path("volumes/data@22222222/dir/a.txt").unwrap())
+            .unwrap();
+    assert_eq!(pinned.perm, 0o444);
     assert_eq!(
         attr.mtime,
         std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
