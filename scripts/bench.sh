@@ -178,10 +178,11 @@ api() { curl -sSf -H "Authorization: Bearer $token" "$@"; }
 # timing and samples
 
 T=""
-timed() { # runs "$@" and sets T to its wall time in seconds
-  local t0=$EPOCHREALTIME
-  "$@"
+timed() { # runs "$@", sets T to its wall time in seconds, and returns its status
+  local t0=$EPOCHREALTIME rc=0
+  "$@" || rc=$?
   T=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.6f", b-a}')
+  return $rc
 }
 sample() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$samples"; }
 
