@@ -241,6 +241,9 @@ mod storages {
         fn list_runs(&self) -> Result<Vec<Run>, ApiError> {
             self.other.list_runs()
         }
+        fn runs_page(&self, cursor: Option<&str>) -> Result<Page<Run>, ApiError> {
+            self.other.runs_page(cursor)
+        }
         fn latest_run(&self) -> Result<Option<Run>, ApiError> {
             self.other.latest_run()
         }
