@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::Write;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -104,7 +104,12 @@ fn write_atomically(path: &Path, body: &[u8]) -> std::io::Result<()> {
         .mode(0o700)
         .create(dir)?;
     let temp = dir.join(format!(".{:016x}.tmp", fastrand::u64(..)));
-    let written = std::fs::File::create(&temp).and_then(|mut f| f.write_all(body));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temp)
+        .and_then(|mut f| f.write_all(body));
     match written.and_then(|()| std::fs::rename(&temp, path)) {
         Ok(()) => Ok(()),
         Err(e) => {
