@@ -46,12 +46,16 @@ pub(super) struct Archive<'a> {
 }
 
 impl<'a> Archive<'a> {
-    pub(super) fn of(kind: StorageKind, version: &'a Version) -> Self {
+    pub(super) fn new(kind: StorageKind, storage_id: &'a str, version_id: &'a str) -> Self {
         Archive {
             kind,
-            storage_id: &version.storage.id,
-            version_id: &version.id,
+            storage_id,
+            version_id,
         }
+    }
+
+    pub(super) fn of(kind: StorageKind, version: &'a Version) -> Self {
+        Archive::new(kind, &version.storage.id, &version.id)
     }
 }
 

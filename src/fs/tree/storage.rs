@@ -216,11 +216,7 @@ impl Namespace for StorageNode {
                 version_id,
                 path,
             } => {
-                let archive = Archive {
-                    kind: *kind,
-                    storage_id,
-                    version_id,
-                };
+                let archive = Archive::new(*kind, storage_id, version_id);
                 let path = path.join(name);
                 if !fs.archive_holds(archive, &path)? {
                     return Err(missing(self, name));
@@ -261,11 +257,7 @@ impl Namespace for StorageNode {
                 version_id,
                 path,
             } => {
-                let archive = Archive {
-                    kind: *kind,
-                    storage_id,
-                    version_id,
-                };
+                let archive = Archive::new(*kind, storage_id, version_id);
                 fs.archive_attr(ino, archive, path, FIXED_TTL)
             }
         }
@@ -302,11 +294,7 @@ impl Namespace for StorageNode {
                 version_id,
                 path,
             } => {
-                let archive = Archive {
-                    kind: *kind,
-                    storage_id,
-                    version_id,
-                };
+                let archive = Archive::new(*kind, storage_id, version_id);
                 fs.archive_children(archive, path, |p| StorageNode::entry_at(archive, p), out)
             }
         }
@@ -322,11 +310,7 @@ impl Namespace for StorageNode {
         else {
             return Err(is_a_directory(self));
         };
-        let archive = Archive {
-            kind: *kind,
-            storage_id,
-            version_id,
-        };
+        let archive = Archive::new(*kind, storage_id, version_id);
         // A version never changes: its pages stay cached across opens.
         fs.archive_open(archive, path, || self.describe(), true)
     }
@@ -390,11 +374,7 @@ impl Namespace for StorageNode {
                 version_id,
                 path,
             } => {
-                let archive = Archive {
-                    kind: *kind,
-                    storage_id,
-                    version_id,
-                };
+                let archive = Archive::new(*kind, storage_id, version_id);
                 fs.archive_link(archive, path)
             }
             _ => Err(Error::new(
