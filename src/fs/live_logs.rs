@@ -128,14 +128,16 @@ impl LiveLogs {
         logs.entry(run_id.to_string()).or_default().clone()
     }
 
-    /// The log's bytes so far, fetching onward first when they may be stale (where waiting is allowed); marks the
-    /// log as watched.
+    /// The log's bytes so far, fetching onward first when they may be stale (where waiting is allowed), and
+    /// whether they are all it will ever hold; marks the log as watched. A log whose run has ended but whose last
+    /// entries are not fetched yet is not complete: its size may still change, so its attributes must not be
+    /// cached as fixed.
     pub fn current(
         &self,
         api: &dyn Vm0Api,
         run_id: &str,
         terminal: bool,
-    ) -> super::Result<Vec<u8>> {
+    ) -> super::Result<(Vec<u8>, bool)> {
         let state = self.state(run_id);
         let mut log = state.lock().unwrap_or_else(|e| e.into_inner());
         log.interest_at = Some(Instant::now());
@@ -144,7 +146,7 @@ impl LiveLogs {
             may_wait()?;
             fetch_new(api, run_id, terminal, &mut log)?;
         }
-        Ok(log.text.clone())
+        Ok((log.text.clone(), log.complete))
     }
 
     /// Bytes `offset..offset+size` of the log as it is now (reads of an open log never wait for the network).
@@ -280,6 +282,24 @@ mod tests {
         log.interest_at = None;
         log.fetched_at = None;
         assert!(!log.due(), "nobody watches it: idle logs cost nothing");
+    }
+
+    #[test]
+    fn a_log_fetched_before_its_run_ended_is_not_complete_until_fetched_again() {
+        let api = crate::api::fake::FakeApi::sample();
+        let logs = LiveLogs::new();
+        let (text, complete) = logs.current(&api, "r1", false).unwrap();
+        assert!(!text.is_empty() && !complete, "the run was running then");
+        let (_, complete) = logs.current(&api, "r1", true).unwrap();
+        assert!(
+            !complete,
+            "fetched less than a second ago, so not fetched again: entries written at the end may be missing"
+        );
+        assert!(!logs.poll(&api, "r1", true).unwrap());
+        assert!(
+            logs.current(&api, "r1", true).unwrap().1,
+            "drained after the end"
+        );
     }
 
     #[test]
