@@ -170,7 +170,7 @@ impl Vm0Fs {
         Vm0Fs {
             stage,
             meta: Meta::new(api, config.metadata_ttl, Saved::new(&cache.status().dir)),
-            live_logs: LiveLogs::new(),
+            live_logs: LiveLogs::new(Saved::new(&cache.status().dir)),
             new_run_outcomes: Outcomes::new(),
             invalidator: OnceLock::new(),
             request_counts: OnceLock::new(),
