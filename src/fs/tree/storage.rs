@@ -197,9 +197,14 @@ impl StorageNode {
                 storage_id,
                 version_id,
                 ..
-            } => fs.tree(Archive::new(*kind, storage_id, version_id)).map(drop),
+            } => fs
+                .tree(Archive::new(*kind, storage_id, version_id))
+                .map(drop),
             StorageNode::Root { kind, name, pin } => {
-                match fs.version(*kind, name, pin.as_deref())?.filter(|v| v.has_files) {
+                match fs
+                    .version(*kind, name, pin.as_deref())?
+                    .filter(|v| v.has_files)
+                {
                     Some(version) => fs.tree(Archive::of(*kind, &version)).map(drop),
                     None => Ok(()),
                 }
