@@ -50,6 +50,19 @@ impl VolumeLayout {
             .create(self.files())
     }
 
+    /// Deletes the volume's staging directory: renamed aside first (a name no storage id has), so that a crash
+    /// half-way leaves nothing that replays.
+    pub fn remove(&self) -> io::Result<()> {
+        let mut aside = self.dir.clone().into_os_string();
+        aside.push(".discarded");
+        let aside = PathBuf::from(aside);
+        match std::fs::rename(&self.dir, &aside) {
+            Ok(()) => std::fs::remove_dir_all(&aside),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The staged file ids present on disk.
     pub fn file_ids(&self) -> io::Result<Vec<u64>> {
         let mut ids = Vec::new();
