@@ -5,7 +5,7 @@
 //!
 //! The other side is the emulator's control route that publishes a head as another client would
 //! (`/_control/storages/volumes/<name>/head`). Mounts publish only on `vm0fs sync` (`--commit-delay 0`), so
-//! every version the emulator holds comes from a step of the test.
+//! every version the emulator holds comes from a step of the test. Each test runs against both upload protocols.
 
 mod common;
 
@@ -14,6 +14,7 @@ use std::process::Output;
 
 use common::emulator::Emulator;
 use common::mount::{Mount, vm0fs};
+use common::protocol::Protocol;
 use serde_json::{Value, json};
 
 fn mount(emu: &Emulator) -> Mount {
@@ -91,9 +92,15 @@ fn diverge(emu: &Emulator, m: &Mount, name: &str, files: &[(&str, &str)], theirs
     publish_elsewhere(emu, name, theirs)
 }
 
-#[test]
-fn changes_to_different_paths_are_rebased_and_published_with_both_sides() {
-    let emu = Emulator::start(&[]);
+both_protocols!(
+    changes_to_different_paths_are_rebased_and_published_with_both_sides,
+    changes_to_the_same_path_are_kept_and_force_publishes_them_as_they_are,
+    discard_drops_the_staged_changes_and_shows_the_head,
+    a_volume_deleted_on_the_server_keeps_its_staged_changes_and_sync_says_so,
+);
+
+fn changes_to_different_paths_are_rebased_and_published_with_both_sides(protocol: Protocol) {
+    let emu = protocol.emulator(&[]);
     let m = mount(&emu);
     let theirs = diverge(
         &emu,
@@ -178,9 +185,8 @@ fn conflict(emu: &Emulator, m: &Mount, name: &str) -> String {
     theirs
 }
 
-#[test]
-fn changes_to_the_same_path_are_kept_and_force_publishes_them_as_they_are() {
-    let emu = Emulator::start(&[]);
+fn changes_to_the_same_path_are_kept_and_force_publishes_them_as_they_are(protocol: Protocol) {
+    let emu = protocol.emulator(&[]);
     let m = mount(&emu);
     let theirs = conflict(&emu, &m, "clash");
     let vol = m.path("volumes/clash");
@@ -205,9 +211,8 @@ fn changes_to_the_same_path_are_kept_and_force_publishes_them_as_they_are() {
     assert_eq!(read(&earlier.join("other.txt")), "theirs too");
 }
 
-#[test]
-fn discard_drops_the_staged_changes_and_shows_the_head() {
-    let emu = Emulator::start(&[]);
+fn discard_drops_the_staged_changes_and_shows_the_head(protocol: Protocol) {
+    let emu = protocol.emulator(&[]);
     let m = mount(&emu);
     let theirs = conflict(&emu, &m, "dropped");
     let vol = m.path("volumes/dropped");
@@ -230,9 +235,8 @@ fn discard_drops_the_staged_changes_and_shows_the_head() {
     assert!(again.contains("nothing was staged"), "{again}");
 }
 
-#[test]
-fn a_volume_deleted_on_the_server_keeps_its_staged_changes_and_sync_says_so() {
-    let emu = Emulator::start(&[]);
+fn a_volume_deleted_on_the_server_keeps_its_staged_changes_and_sync_says_so(protocol: Protocol) {
+    let emu = protocol.emulator(&[]);
     let m = mount(&emu);
     let vol = m.path("volumes/doomed");
     std::fs::create_dir(&vol).unwrap();

@@ -41,6 +41,16 @@ impl VolumeLayout {
         self.files().join(id.to_string())
     }
 
+    /// The archive a push builds and sends (CONTRACT.md 7.2), deleted once sent.
+    pub fn push_archive(&self) -> PathBuf {
+        self.dir.join("push.tar.gz")
+    }
+
+    /// The `manifest.json` a push sends beside its archive.
+    pub fn push_manifest(&self) -> PathBuf {
+        self.dir.join("push-manifest.json")
+    }
+
     /// Creates the directories (mode 0700: the volume's content is the user's).
     pub fn create(&self) -> io::Result<()> {
         use std::os::unix::fs::DirBuilderExt;

@@ -21,6 +21,7 @@ mod layout;
 mod manifest;
 mod overlay;
 mod publish;
+mod push;
 mod rebase;
 #[cfg(test)]
 mod tests;

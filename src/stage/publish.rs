@@ -20,6 +20,7 @@
 //! check is sent right before the commit, after every upload); the version it overwrote stays readable as
 //! `<name>@<version>`, and the next publish from anywhere is based on ours.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
@@ -28,9 +29,10 @@ use std::time::{Duration, Instant};
 
 use super::discard::Discarded;
 use super::manifest::{self, ManifestFile};
+use super::push::{self, Protocol};
 use super::rebase::{RebaseError, Rebased};
 use super::{StageError, VolumeStage, short};
-use crate::api::models::{CommitRequest, StorageKind, UploadFileSpec, UploadRequest};
+use crate::api::models::{StorageKind, UploadFileSpec, UploadRequest};
 use crate::api::{ApiError, ApiErrorKind, Vm0Api};
 
 /// Where a volume's publishing stands, for `vm0fs status`.
@@ -81,7 +83,7 @@ pub struct PublishError {
     pub message: String,
     /// Whether trying again later may succeed (network, server errors, a change during the publish).
     pub retryable: bool,
-    step: &'static str,
+    pub(super) step: &'static str,
 }
 
 impl std::fmt::Display for PublishError {
@@ -119,19 +121,22 @@ pub struct Published {
     pub replaced: Option<String>,
 }
 
-/// One publish's way through: its mode, what it replaced, how many rebases it made.
-struct Attempt {
+/// One publish's way through: its mode, what it replaced, how many rebases it made, and the mount's upload
+/// protocol (which it may switch, see `push`).
+struct Attempt<'p> {
     mode: Mode,
     replaced: Option<String>,
     rebases: u32,
+    protocol: &'p Cell<Protocol>,
 }
 
-impl Attempt {
-    fn new(mode: Mode) -> Attempt {
+impl Attempt<'_> {
+    fn new(mode: Mode, protocol: &Cell<Protocol>) -> Attempt<'_> {
         Attempt {
             mode,
             replaced: None,
             rebases: 0,
+            protocol,
         }
     }
 }
@@ -227,6 +232,7 @@ struct Due {
 
 fn run(api: &dyn Vm0Api, delay: Duration, rx: &Receiver<Msg>) {
     let mut due: HashMap<String, Due> = HashMap::new();
+    let protocol = Cell::new(Protocol::default());
     loop {
         let next = due.values().map(|d| d.at).min();
         let wait = next.map_or(Duration::from_secs(3600), |at| {
@@ -247,7 +253,8 @@ fn run(api: &dyn Vm0Api, delay: Duration, rx: &Receiver<Msg>) {
             Ok(Msg::Changed(_)) => {}
             Ok(Msg::Sync(v, mode, reply)) => {
                 let deadline = Instant::now() + RETRY_MAX;
-                let result = publish_retrying(api, &v, mode, SYNC_ATTEMPTS, deadline);
+                let attempt = Attempt::new(mode, &protocol);
+                let result = publish_retrying(api, &v, attempt, SYNC_ATTEMPTS, deadline);
                 if result.is_ok() {
                     due.remove(&v.storage_id);
                 }
@@ -263,20 +270,26 @@ fn run(api: &dyn Vm0Api, delay: Duration, rx: &Receiver<Msg>) {
             Ok(Msg::Drain(vols, deadline, reply)) => {
                 let mut left = Vec::new();
                 for v in vols.iter().filter(|v| v.dirty()) {
-                    if publish_retrying(api, v, Mode::Careful, u32::MAX, deadline).is_err() {
+                    let attempt = Attempt::new(Mode::Careful, &protocol);
+                    if publish_retrying(api, v, attempt, u32::MAX, deadline).is_err() {
                         left.push(v.label());
                     }
                 }
                 let _ = reply.send(left);
             }
-            Err(RecvTimeoutError::Timeout) => publish_due(api, delay, &mut due),
+            Err(RecvTimeoutError::Timeout) => publish_due(api, delay, &mut due, &protocol),
             Err(RecvTimeoutError::Disconnected) => return,
         }
     }
 }
 
 /// Publishes the volumes whose quiet period is over.
-fn publish_due(api: &dyn Vm0Api, delay: Duration, due: &mut HashMap<String, Due>) {
+fn publish_due(
+    api: &dyn Vm0Api,
+    delay: Duration,
+    due: &mut HashMap<String, Due>,
+    protocol: &Cell<Protocol>,
+) {
     let now = Instant::now();
     let ready: Vec<String> = due
         .iter()
@@ -292,7 +305,7 @@ fn publish_due(api: &dyn Vm0Api, delay: Duration, due: &mut HashMap<String, Due>
             due.insert(id, d);
             continue;
         }
-        match publish(api, &d.volume, &mut Attempt::new(Mode::Careful)) {
+        match publish(api, &d.volume, &mut Attempt::new(Mode::Careful, protocol)) {
             Err(e) if e.retryable => {
                 d.failures += 1;
                 d.at = Instant::now() + backoff(d.failures);
@@ -313,13 +326,13 @@ fn backoff(failures: u32) -> Duration {
 fn publish_retrying(
     api: &dyn Vm0Api,
     volume: &VolumeStage,
-    mode: Mode,
+    first: Attempt<'_>,
     attempts: u32,
     deadline: Instant,
 ) -> Result<Published, PublishError> {
     let mut failures = 0;
     loop {
-        let mut attempt = Attempt::new(mode);
+        let mut attempt = Attempt::new(first.mode, first.protocol);
         let result = publish(api, volume, &mut attempt).map(|version| Published {
             version,
             replaced: attempt.replaced,
@@ -366,7 +379,7 @@ fn publish(
     result
 }
 
-fn api_failure(volume: &VolumeStage, step: &'static str, e: &ApiError) -> PublishError {
+pub(super) fn api_failure(volume: &VolumeStage, step: &'static str, e: &ApiError) -> PublishError {
     PublishError {
         errno: e.errno(),
         message: format!("{}: {step} failed: {e}", volume.label()),
@@ -434,7 +447,7 @@ fn publish_once(
             "--force: publishing the local tree over a head that moved (it stays readable as a version)");
         attempt.replaced = head;
     }
-    let session = upload_all(api, volume, &manifest)?;
+    let sent = push::send(api, volume, &manifest, attempt.protocol)?;
     if volume.lock().generation != generation {
         return Err(PublishError {
             errno: libc::EAGAIN,
@@ -457,18 +470,15 @@ fn publish_once(
             });
         }
     }
-    let request = CommitRequest {
-        upload_session_id: session,
-        message: Some(format!("vm0fs: {} file(s)", manifest.len())),
-    };
-    match api.commit(StorageKind::Volume, &volume.storage_id, &request) {
+    let message = format!("vm0fs: {} file(s)", manifest.len());
+    match push::commit(api, volume, sent, &manifest, message) {
         Ok(version) => {
-            if version.id != id {
-                tracing::warn!(volume = %label, local = short(&id), server = short(&version.id),
+            if version != id {
+                tracing::warn!(volume = %label, local = short(&id), server = short(&version),
                     "the server's version id is not the content hash computed here");
             }
-            tracing::info!(volume = %label, version = short(&version.id), files = manifest.len(), "published");
-            done(&version.id)
+            tracing::info!(volume = %label, version = short(&version), files = manifest.len(), "published");
+            done(&version)
         }
         Err(e) => {
             let failure = api_failure(volume, "commit", &e);
@@ -583,7 +593,7 @@ fn conflict_message(label: &str, head: &str, base: &str, paths: &[String]) -> St
 }
 
 /// Steps 2 and 3 of the upload: a session, and every file PUT to its URL. Returns the session id.
-fn upload_all(
+pub(super) fn upload_all(
     api: &dyn Vm0Api,
     volume: &VolumeStage,
     manifest: &[ManifestFile],

@@ -370,6 +370,23 @@ mod storages {
                 created_at: T0.into(),
             })
         }
+        fn prepare_push(
+            &self,
+            request: &PushPrepareRequest,
+        ) -> Result<PushPrepareResponse, ApiError> {
+            self.other.prepare_push(request)
+        }
+        fn put_push(
+            &self,
+            url: &str,
+            file: &std::path::Path,
+            content_type: &'static str,
+        ) -> Result<(), ApiError> {
+            self.other.put_push(url, file, content_type)
+        }
+        fn commit_push(&self, request: &PushCommitRequest) -> Result<PushCommitResponse, ApiError> {
+            self.other.commit_push(request)
+        }
     }
 }
 

@@ -18,7 +18,7 @@ use axum::routing::{get, post, put};
 
 use crate::ctx::Ctx;
 use crate::reply::api_error;
-use crate::{agents, blobhost, control, layers, runs, sse, storage};
+use crate::{agents, blobhost, control, layers, push, runs, sse, storage};
 use vm0_api::StorageKind;
 
 /// Request bodies up to 1 GiB (uploads and raw archives are held in memory).
@@ -37,6 +37,8 @@ pub(crate) fn router(ctx: Arc<Ctx>) -> Router {
         .route("/v1/runs/{id}/events", get(sse::events))
         .merge(storage_routes(StorageKind::Volume))
         .merge(storage_routes(StorageKind::Artifact))
+        .route("/api/storages/prepare", post(push::prepare))
+        .route("/api/storages/commit", post(push::commit))
         .route_layer(from_fn_with_state(ctx.clone(), layers::require_token));
     let blob_host = Router::new()
         .route(
@@ -137,6 +139,8 @@ mod tests {
             stats: Stats::default(),
             base_url: "http://emulator.test".into(),
             uploads: Uploads::default(),
+            v1_upload: true,
+            max_push_bytes: 100 << 20,
         });
         (router(ctx.clone()), ctx)
     }
