@@ -48,7 +48,8 @@ fn a_server_without_the_v1_upload_gets_the_push_flow_and_the_mount_remembers() {
     let emu = Protocol::Push.emulator(&[]);
     let m = mount(&emu);
     let vol = m.path("volumes/pushed");
-    std::fs::create_dir(&vol).unwrap();
+    std::fs::create_dir(&vol).expect("mkdir creates the volume through a prepare");
+    assert_eq!(stat(&emu, "v1_upload_refusals"), 1, "POST /v1/volumes");
     std::fs::create_dir(vol.join("dir")).unwrap();
     std::fs::write(vol.join("dir/big.bin"), common::noise(3 << 20, 7)).unwrap();
     std::fs::write(vol.join("small.txt"), "small").unwrap();
@@ -59,7 +60,11 @@ fn a_server_without_the_v1_upload_gets_the_push_flow_and_the_mount_remembers() {
     );
     std::fs::write(vol.join("small.txt"), "changed").unwrap();
     sync(&vol);
-    assert_eq!(stat(&emu, "v1_upload_refusals"), 1, "asked /v1 once");
+    assert_eq!(
+        stat(&emu, "v1_upload_refusals"),
+        2,
+        "asked the /v1 upload once"
+    );
     assert_eq!(stat(&emu, "push_commits"), 2);
     assert_eq!(stat(&emu, "upload_requests_with_token"), 0);
     assert!(m.stderr().contains("storage push flow"), "{}", m.stderr());

@@ -91,6 +91,18 @@ impl VolumeLayout {
     }
 }
 
+/// Deletes what a discard renamed aside and could not delete (a crash in between): nothing of it replays.
+pub fn remove_discarded(stage_root: &Path) {
+    let Ok(entries) = std::fs::read_dir(stage_root) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().ends_with(".discarded") {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// The storage ids that have a journal under `stage_root`.
 pub fn staged_volumes(stage_root: &Path) -> io::Result<Vec<String>> {
     let mut out = Vec::new();

@@ -139,6 +139,7 @@ impl Stage {
                 .mode(0o700)
                 .create(&root)?;
         }
+        layout::remove_discarded(&root);
         let left = layout::staged_volumes(&root)?;
         let publisher = publish::Publisher::start(api.clone(), config.commit_delay);
         let stage = Arc::new(Stage {

@@ -141,8 +141,9 @@ pub struct Args {
     #[arg(long)]
     truncate_blobs: bool,
 
-    /// Answer 404 to the /v1 upload and commit routes (CONTRACT.md 7.1), as the platform did from 2026-01-10:
-    /// clients must publish with the push flow (POST /api/storages/prepare, PUT, POST /api/storages/commit).
+    /// Answer 404 to the /v1 create, upload and commit routes (CONTRACT.md 7.1), as the platform did from
+    /// 2026-01-10: clients must create and publish with the push flow (POST /api/storages/prepare, PUT, POST
+    /// /api/storages/commit).
     #[arg(long)]
     no_v1_upload: bool,
 

@@ -282,6 +282,62 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_push_flow_wants_its_uploads_and_answers_uppercase_codes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, ctx) = app(dir.path());
+        let files = json!([{"path": "a.txt", "hash": "ab".repeat(32), "size": 3}]);
+        let prepare = json!({"storageName": "pushed", "storageType": "volume", "files": files});
+        let resp = send(
+            &app,
+            "POST",
+            "/api/storages/prepare",
+            true,
+            &prepare.to_string(),
+        )
+        .await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let prepared = json_of(resp).await;
+        assert_eq!(prepared["existing"], false);
+        assert!(prepared["uploads"]["archive"]["presignedUrl"].is_string());
+        assert_eq!(
+            ctx.store.lock().storages(StorageKind::Volume).len(),
+            1,
+            "created by prepare"
+        );
+        let commit = json!({"storageName": "pushed", "storageType": "volume", "files": files,
+                            "versionId": prepared["versionId"]});
+        let resp = send(
+            &app,
+            "POST",
+            "/api/storages/commit",
+            true,
+            &commit.to_string(),
+        )
+        .await;
+        assert_eq!(resp.status(), StatusCode::CONFLICT);
+        let body = json_of(resp).await;
+        assert_eq!(body["error"]["code"], "CONFLICT");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("archive.tar.gz")
+        );
+        let big = json!({"storageName": "pushed", "storageType": "volume",
+                         "files": [{"path": "b", "hash": "cd".repeat(32), "size": 200u64 << 20}]});
+        let resp = send(
+            &app,
+            "POST",
+            "/api/storages/prepare",
+            true,
+            &big.to_string(),
+        )
+        .await;
+        assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(json_of(resp).await["error"]["code"], "PAYLOAD_TOO_LARGE");
+    }
+
+    #[tokio::test]
     async fn a_blob_url_with_another_signature_or_method_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let (app, _) = app(dir.path());

@@ -17,7 +17,7 @@ pub(crate) struct Counters {
     commits: u64,
     /// Commits of the push flow (CONTRACT.md 7.2), also counted in `commits`.
     push_commits: u64,
-    /// `/v1` upload or commit calls answered 404 because the server runs with `--no-v1-upload`.
+    /// `/v1` create, upload or commit calls answered 404 because the server runs with `--no-v1-upload`.
     v1_upload_refusals: u64,
     runs_created: u64,
     requests: u64,
