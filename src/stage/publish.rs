@@ -498,7 +498,7 @@ fn publish_once(
 
 /// The head of the volume on the server now, and whether it has files; a volume deleted there is an error that
 /// keeps the changes.
-fn server_head(
+pub(super) fn server_head(
     api: &dyn Vm0Api,
     volume: &VolumeStage,
 ) -> Result<(Option<String>, bool), PublishError> {

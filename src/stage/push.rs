@@ -23,7 +23,7 @@ use flate2::write::GzEncoder;
 
 use super::VolumeStage;
 use super::manifest::ManifestFile;
-use super::publish::{Phase, PublishError, api_failure, upload_all};
+use super::publish::{Phase, PublishError, api_failure, server_head, upload_all};
 use crate::api::models::{
     CommitRequest, PushCommitRequest, PushFile, PushManifest, PushPrepareRequest, PushUploads,
     StorageKind,
@@ -60,9 +60,7 @@ pub(super) fn send(
     if protocol.get() == Protocol::V1 {
         match upload_all(api, volume, manifest) {
             Err(e) if e.errno == libc::ENOENT && e.step == "upload" => {
-                if let Err(gone) = api.get_storage(StorageKind::Volume, volume.storage_id()) {
-                    return Err(api_failure(volume, "head check", &gone));
-                }
+                server_head(api, volume)?;
                 tracing::info!(volume = %volume.label(),
                     "the server has no /v1 upload (404): this mount publishes with the storage push flow from now on");
                 protocol.set(Protocol::Push);
