@@ -204,6 +204,9 @@ struct Storages {
     session: std::sync::Mutex<Vec<crate::api::models::UploadFileSpec>>,
     commits: std::sync::atomic::AtomicUsize,
     lose_next_reply: std::sync::atomic::AtomicBool,
+    /// A head another client publishes while the next upload is under way.
+    head_during_upload: std::sync::Mutex<Option<String>>,
+    uploads: std::sync::atomic::AtomicUsize,
 }
 
 mod storages {
@@ -312,6 +315,10 @@ mod storages {
             request: &UploadRequest,
         ) -> Result<UploadResponse, ApiError> {
             *self.session.lock().unwrap() = request.files.clone();
+            self.uploads.fetch_add(1, Ordering::SeqCst);
+            if let Some(theirs) = self.head_during_upload.lock().unwrap().take() {
+                self.set_head(&theirs);
+            }
             let files = request
                 .files
                 .iter()
@@ -461,4 +468,52 @@ fn a_head_moved_elsewhere_is_rebased_onto_never_overwritten() {
     assert_eq!(sent, ["f"]);
     assert_eq!(m.volume.head(), Some(published));
     assert!(m.volume.lookup("f").is_some());
+}
+
+#[test]
+fn a_head_that_moves_during_the_upload_is_seen_before_the_commit_and_rebased_onto() {
+    use std::sync::atomic::Ordering;
+    let cache = tempfile::tempdir().unwrap();
+    let api = Arc::new(Storages::default());
+    let m = mount_on(cache.path(), api.clone());
+    write_file(&m.volume, "f", b"mine");
+    let theirs = "d".repeat(64);
+    *api.head_during_upload.lock().unwrap() = Some(theirs.clone());
+    let published = m.stage.sync(&m.volume).unwrap();
+    // The first upload was not committed: the head check right before the commit saw theirs, and the retry
+    // rebased onto it (an empty version in this fake), uploaded again and committed once.
+    assert_eq!(api.uploads.load(Ordering::SeqCst), 2);
+    assert_eq!(api.commits.load(Ordering::SeqCst), 1);
+    assert_ne!(published, theirs);
+    assert_eq!(api.head(), Some(published));
+}
+
+#[test]
+fn discard_waits_for_writers_then_drops_everything_staged() {
+    let cache = tempfile::tempdir().unwrap();
+    let api = Arc::new(Storages::default());
+    let m = mount_on(cache.path(), api.clone());
+    write_file(&m.volume, "kept-until-discard", b"bytes");
+    let open = m.volume.open_write("kept-until-discard", false).unwrap();
+    let busy = m.stage.discard(&m.volume).unwrap_err();
+    assert_eq!(busy.errno, libc::EBUSY, "{busy}");
+    assert!(busy.message.contains("open for writing"), "{busy}");
+    drop(open);
+    m.volume.close_write();
+    let dropped = m.stage.discard(&m.volume).unwrap();
+    assert!(dropped.had_changes);
+    assert_eq!((dropped.files, dropped.bytes), (1, 5));
+    assert!(m.stage.loaded(m.volume.storage_id()).is_none());
+    assert!(
+        !cache
+            .path()
+            .join("stage")
+            .join(m.volume.storage_id())
+            .exists(),
+        "the staging directory is gone"
+    );
+    // The old stage refuses changes; nothing of it is published.
+    assert_eq!(m.volume.mkdir("d", 0o755).unwrap_err().errno, libc::ESTALE);
+    assert!(m.stage.sync(&m.volume).is_err());
+    assert_eq!(api.commits.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
