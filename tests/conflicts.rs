@@ -124,11 +124,7 @@ fn changes_to_different_paths_are_rebased_and_published_with_both_sides(protocol
     assert_ne!(merged, theirs, "the merge was published");
     assert_eq!(line, format!("volumes/shared@{}", &merged[..8]));
     assert_eq!(version_count(&emu, "shared"), 3, "ours, theirs, the merge");
-    assert!(
-        m.stderr().contains("rebased the staged changes"),
-        "{}",
-        m.stderr()
-    );
+    assert!(m.logged("rebased the staged changes"), "{}", m.stderr());
     // The live view shows their new file at once (never looked up before).
     assert_eq!(read(&vol.join("t.txt")), "new elsewhere");
     drop(m);
@@ -177,7 +173,7 @@ fn conflict(emu: &Emulator, m: &Mount, name: &str) -> String {
     );
     assert!(status.contains("f.txt"), "{status}");
     assert!(
-        m.stderr().contains("both sides changed 1 path(s): f.txt"),
+        m.logged("both sides changed 1 path(s): f.txt"),
         "{}",
         m.stderr()
     );

@@ -67,7 +67,7 @@ fn a_server_without_the_v1_upload_gets_the_push_flow_and_the_mount_remembers() {
     );
     assert_eq!(stat(&emu, "push_commits"), 2);
     assert_eq!(stat(&emu, "upload_requests_with_token"), 0);
-    assert!(m.stderr().contains("storage push flow"), "{}", m.stderr());
+    assert!(m.logged("storage push flow"), "{}", m.stderr());
     drop(m);
 
     let fresh = mount(&emu);
@@ -132,4 +132,29 @@ fn a_push_over_the_server_limit_is_efbig_with_a_message_and_stays_staged() {
     assert_eq!(refused.raw_os_error(), Some(libc::EFBIG), "{refused}");
     assert_eq!(stat(&emu, "push_commits"), 1);
     assert_eq!(std::fs::metadata(vol.join("big")).unwrap().len(), 1_500_000);
+}
+
+#[test]
+fn an_expired_push_url_is_prepared_again_and_the_version_published_once() {
+    let emu = Protocol::Push.emulator(&[]);
+    let m = mount(&emu);
+    let vol = m.path("volumes/expired");
+    std::fs::create_dir(&vol).unwrap();
+    std::fs::write(vol.join("f"), "bytes").unwrap();
+    // The next PUT to the blob host is refused as an expired presigned URL is.
+    emu.set_faults(
+        serde_json::json!({"error_count": 1, "error_status": 403, "path_prefix": "/_upload/"}),
+    );
+    let line = sync(&vol);
+    assert_eq!(
+        line,
+        format!("volumes/expired@{}", &head(&emu, "expired")[..8])
+    );
+    assert_eq!(stat(&emu, "push_commits"), 1);
+    drop(m);
+    let fresh = mount(&emu);
+    assert_eq!(
+        std::fs::read_to_string(fresh.path("volumes/expired/f")).unwrap(),
+        "bytes"
+    );
 }
