@@ -1,4 +1,4 @@
-//! The publisher: one thread that turns a volume's staged tree into one new version (CONTRACT.md 7.1).
+//! The publisher: one thread that turns a volume's staged tree into one new version (CONTRACT.md 7.1 or 7.2).
 //!
 //! One thread, so one publish runs at a time and never two of one volume. It waits on a channel with a timeout:
 //! a change of a volume (re)starts its quiet period (`--commit-delay`), `vm0fs sync` publishes at once and gets the
@@ -7,8 +7,9 @@
 //! (equal to that id: already published, by a commit whose reply was lost; different from the version the
 //! changes were based on: someone else published, so the changes are rebased onto the new head when the two sides
 //! changed different paths, and kept staged as a conflict otherwise, see `rebase`; gone: the volume was deleted on
-//! the server, and the changes stay staged) → upload → PUT each file (a 403 is an expired URL: start again with
-//! fresh ones) → check that nothing changed meanwhile, and read the head once more → commit, sent once; when its
+//! the server, and the changes stay staged) → send the files with the mount's protocol (`push`: a session and a
+//! PUT per file, or a prepare and one archive; a 403 is an expired URL: start again with fresh ones) → check that
+//! nothing changed meanwhile, and read the head once more → commit, sent once; when its
 //! reply is lost the head tells whether it went through. A failure that may pass (network, 5xx, 429, expired URL,
 //! a head that moved during the upload) is retried with backoff and never drops a change; the others are shown in
 //! `vm0fs status` and answered to `vm0fs sync` until the next change or sync tries again. `vm0fs sync --force`
