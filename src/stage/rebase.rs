@@ -243,6 +243,32 @@ impl VolumeStage {
         let base_hashes =
             hashes_of(self.version_root(base, true)?.as_ref()).map_err(|e| read("the base", e))?;
         let head_root = self.version_root(head_files, false)?;
+        // Held from now on, so that no eviction takes the new head's files while the tree is rebuilt over them;
+        // given back unless the rebase lands (and unless it is the base already, whose hold is the stage's).
+        if let Some(v) = head {
+            self.hold_base(v, true);
+        }
+        let result = self.rebase_over(generation, base_hashes, ours, head, head_root);
+        if !matches!(result, Ok(Rebased::Onto { .. }))
+            && let Some(v) = head
+            && self.lock().base_version.as_deref() != Some(v)
+        {
+            self.hold_base(v, false);
+        }
+        result
+    }
+
+    /// `rebase` once the new head's tree is held.
+    fn rebase_over(
+        &self,
+        generation: u64,
+        base_hashes: Hashes,
+        ours: &[ManifestFile],
+        head: Option<&str>,
+        head_root: Option<PathBuf>,
+    ) -> Result<Rebased, RebaseError> {
+        let label = self.label();
+        let read = |what: &str, e: io::Error| io_error(&format!("{label}: reading {what}"), e);
         let theirs = hashes_of(head_root.as_ref()).map_err(|e| read("the new head", e))?;
         let ours_hashes: Hashes = ours
             .iter()
@@ -469,9 +495,6 @@ impl VolumeStage {
         if let Err(e) = rewritten {
             st.tree = old_tree;
             return Err(io_error(&format!("{}: rewriting the journal", self.label()), e).into());
-        }
-        if let Some(v) = head {
-            self.hold_base(v, true);
         }
         if let Some(old) = st.base_version.take()
             && Some(old.as_str()) != head
