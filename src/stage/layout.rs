@@ -41,6 +41,16 @@ impl VolumeLayout {
         self.files().join(id.to_string())
     }
 
+    /// The archive a push builds and sends (CONTRACT.md 7.2), deleted once sent.
+    pub fn push_archive(&self) -> PathBuf {
+        self.dir.join("push.tar.gz")
+    }
+
+    /// The `manifest.json` a push sends beside its archive.
+    pub fn push_manifest(&self) -> PathBuf {
+        self.dir.join("push-manifest.json")
+    }
+
     /// Creates the directories (mode 0700: the volume's content is the user's).
     pub fn create(&self) -> io::Result<()> {
         use std::os::unix::fs::DirBuilderExt;
@@ -48,6 +58,19 @@ impl VolumeLayout {
             .recursive(true)
             .mode(0o700)
             .create(self.files())
+    }
+
+    /// Deletes the volume's staging directory: renamed aside first (a name no storage id has), so that a crash
+    /// half-way leaves nothing that replays.
+    pub fn remove(&self) -> io::Result<()> {
+        let mut aside = self.dir.clone().into_os_string();
+        aside.push(".discarded");
+        let aside = PathBuf::from(aside);
+        match std::fs::rename(&self.dir, &aside) {
+            Ok(()) => std::fs::remove_dir_all(&aside),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// The staged file ids present on disk.
@@ -64,6 +87,18 @@ impl VolumeLayout {
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(ids),
             Err(e) => Err(e),
+        }
+    }
+}
+
+/// Deletes what a discard renamed aside and could not delete (a crash in between): nothing of it replays.
+pub fn remove_discarded(stage_root: &Path) {
+    let Ok(entries) = std::fs::read_dir(stage_root) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().ends_with(".discarded") {
+            let _ = std::fs::remove_dir_all(e.path());
         }
     }
 }
