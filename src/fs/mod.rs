@@ -46,6 +46,9 @@ use live_logs::LiveLogs;
 use meta::Meta;
 use outcomes::{Caller, Outcomes};
 pub use saved::Saved;
+
+/// The longest name of one path component, in bytes (`statfs` says so too); a longer one is `ENAMETOOLONG`.
+pub const NAME_MAX: usize = 255;
 use tree::{RunFile, RunNode, StorageNode};
 
 /// What a mount is configured with (the `vm0fs mount` flags that reach the core).
@@ -196,6 +199,16 @@ impl Vm0Fs {
             panic!("test hook: lookup of {name:?} panics (VM0FS_TEST_PANIC_ON_LOOKUP)");
         }
         let parent = self.node(parent)?;
+        if name.len() > NAME_MAX {
+            return Err(Error::new(
+                libc::ENAMETOOLONG,
+                format!(
+                    "{}: a name of {} bytes is too long (at most {NAME_MAX})",
+                    tree::describe(&parent),
+                    name.len()
+                ),
+            ));
+        }
         let child = self.child(&parent, name)?;
         self.entry_attr(&child)
     }

@@ -918,6 +918,15 @@ impl Filesystem for FuseAdapter {
         let (limit, used) = self.fs.space();
         let blocks = limit.div_ceil(u64::from(STATFS_BLOCK));
         let free = limit.saturating_sub(used) / u64::from(STATFS_BLOCK);
-        reply.statfs(blocks, free, free, 0, 0, STATFS_BLOCK, 255, STATFS_BLOCK);
+        reply.statfs(
+            blocks,
+            free,
+            free,
+            0,
+            0,
+            STATFS_BLOCK,
+            crate::fs::NAME_MAX as u32,
+            STATFS_BLOCK,
+        );
     }
 }
