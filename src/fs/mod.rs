@@ -91,6 +91,9 @@ pub struct Attr {
     pub perm: u16,
     pub nlink: u32,
     pub mtime: SystemTime,
+    /// Access and change times: the modification time, except in a writable volume, which keeps its own.
+    pub atime: SystemTime,
+    pub ctime: SystemTime,
     pub uid: u32,
     pub gid: u32,
     /// How long the kernel may cache this attribute and the name that led to it.
@@ -368,6 +371,8 @@ impl Vm0Fs {
             perm: 0o555,
             nlink: 2,
             mtime: self.mounted_at,
+            atime: self.mounted_at,
+            ctime: self.mounted_at,
             uid: self.config.uid,
             gid: self.config.gid,
             ttl: Duration::ZERO,
@@ -817,15 +822,15 @@ impl Vm0Fs {
         self.entry_attr(&node)
     }
 
-    /// `setattr`: a new mode, size or modification time, where the node's namespace allows each. An owner
-    /// change is refused (every file belongs to the user who mounted).
+    /// `setattr`: a new mode, size or access and modification times, where the node's namespace allows each. An
+    /// owner change is refused (every file belongs to the user who mounted).
     pub fn setattr(
         &self,
         ino: u64,
         mode: Option<u32>,
         owner: (Option<u32>, Option<u32>),
         size: Option<u64>,
-        mtime: Option<SystemTime>,
+        times: (Option<SystemTime>, Option<SystemTime>),
     ) -> Result<Attr> {
         let node = self.node(ino)?;
         // `chown` to the owner a file already has (as `sed -i` and `rsync -a` do) changes nothing.
@@ -848,11 +853,10 @@ impl Vm0Fs {
         if let Some(mode) = mode {
             ns.chmod(self, mode)?;
         }
-        if let Some(mtime) = mtime {
-            // Only volumes keep times; elsewhere `touch` of an existing file is accepted and changes nothing.
-            if ns.holds_volume_content() {
-                ns.set_mtime(self, mtime)?;
-            }
+        let (atime, mtime) = times;
+        // Only volumes keep times; elsewhere `touch` of an existing file is accepted and changes nothing.
+        if (atime.is_some() || mtime.is_some()) && ns.holds_volume_content() {
+            ns.set_times(self, atime, mtime)?;
         }
         self.attr(ino, &node)
     }

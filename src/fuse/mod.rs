@@ -243,9 +243,9 @@ fn file_attr(attr: &Attr) -> FileAttr {
         ino: INodeNo(attr.ino),
         size: attr.size,
         blocks: attr.size.div_ceil(512),
-        atime: attr.mtime,
+        atime: attr.atime,
         mtime: attr.mtime,
-        ctime: attr.mtime,
+        ctime: attr.ctime,
         crtime: attr.mtime,
         kind: file_type(attr.kind),
         perm: attr.perm,
@@ -346,7 +346,7 @@ impl Filesystem for FuseAdapter {
         uid: Option<u32>,
         gid: Option<u32>,
         size: Option<u64>,
-        _atime: Option<TimeOrNow>,
+        atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         _fh: Option<FileHandle>,
@@ -357,12 +357,14 @@ impl Filesystem for FuseAdapter {
         reply: ReplyAttr,
     ) {
         let span = request_span("setattr", req, ino);
-        let mtime = mtime.map(|t| match t {
+        let now = SystemTime::now();
+        let time = |t: TimeOrNow| match t {
             TimeOrNow::SpecificTime(t) => t,
-            TimeOrNow::Now => SystemTime::now(),
-        });
+            TimeOrNow::Now => now,
+        };
+        let times = (atime.map(time), mtime.map(time));
         self.spawn(req, span, Op::Setattr, move |fs| {
-            match fs.setattr(ino.0, mode, (uid, gid), size, mtime) {
+            match fs.setattr(ino.0, mode, (uid, gid), size, times) {
                 Ok(attr) => reply.attr(&attr.ttl, &file_attr(&attr)),
                 Err(e) => reply.error(errno("setattr", &e)),
             }

@@ -112,7 +112,13 @@ pub(super) trait Namespace {
         Err(Error::read_only(self.describe()))
     }
 
-    fn set_mtime(&self, _fs: &Vm0Fs, _mtime: SystemTime) -> Result<()> {
+    /// `utimensat`: new access and modification times (`None` leaves one as it is).
+    fn set_times(
+        &self,
+        _fs: &Vm0Fs,
+        _atime: Option<SystemTime>,
+        _mtime: Option<SystemTime>,
+    ) -> Result<()> {
         Err(Error::read_only(self.describe()))
     }
 
@@ -230,6 +236,8 @@ impl Vm0Fs {
             perm,
             nlink: if kind == FileKind::Directory { 2 } else { 1 },
             mtime,
+            atime: mtime,
+            ctime: mtime,
             uid: self.config.uid,
             gid: self.config.gid,
             ttl,

@@ -86,24 +86,30 @@ impl Vm0Fs {
 
     fn volume_attr(&self, ino: u64, attr: &EntryAttr) -> Attr {
         let ttl = self.config.metadata_ttl.min(MOVING_TTL);
-        let mtime = if attr.mtime == SystemTime::UNIX_EPOCH {
-            self.mounted_at
-        } else {
-            attr.mtime
+        let known = |t: SystemTime| {
+            if t == SystemTime::UNIX_EPOCH {
+                self.mounted_at
+            } else {
+                t
+            }
         };
+        let mtime = known(attr.mtime);
         let kind = match attr.kind {
             EntryKind::File => FileKind::File,
             EntryKind::Dir => FileKind::Directory,
             EntryKind::Symlink(_) => FileKind::Symlink,
         };
-        self.make_attr(
+        let mut made = self.make_attr(
             ino,
             kind,
             attr.size,
             (attr.mode & 0o7777) as u16,
             mtime,
             ttl,
-        )
+        );
+        made.atime = attr.atime.map_or(mtime, known);
+        made.ctime = attr.ctime.map_or(mtime, known);
+        made
     }
 }
 
@@ -466,12 +472,14 @@ impl Namespace for VolumeNode {
         Ok(())
     }
 
-    fn set_mtime(&self, fs: &Vm0Fs, mtime: SystemTime) -> Result<()> {
+    fn set_times(
+        &self,
+        fs: &Vm0Fs,
+        atime: Option<SystemTime>,
+        mtime: Option<SystemTime>,
+    ) -> Result<()> {
         let (volume, path) = self.target(fs)?;
-        if path.as_os_str().is_empty() {
-            return Ok(());
-        }
-        volume.set_mtime(text(&path)?, mtime)?;
+        volume.set_times(text(&path)?, atime, mtime)?;
         fs.stage()?.note_change(&volume);
         Ok(())
     }
