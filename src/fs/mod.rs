@@ -229,9 +229,17 @@ impl Vm0Fs {
         self.inodes.release([(ino, lookups)]);
     }
 
+    /// `getattr`; a volume file unlinked while open for writing has no name left, but its handle still has its
+    /// bytes (the kernel's `fstat` names the inode only).
     pub fn getattr(&self, ino: u64) -> Result<Attr> {
         let node = self.node(ino)?;
-        self.attr(ino, &node)
+        match self.attr(ino, &node) {
+            Err(e) if e.errno == libc::ENOENT => match self.handles.staged_on(ino) {
+                Some(handle) => self.unlinked_attr(ino, &handle),
+                None => Err(e),
+            },
+            other => other,
+        }
     }
 
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
@@ -407,7 +415,7 @@ impl Vm0Fs {
             if let Some(handle) = node.namespace().open_write(self)? {
                 // A volume file is an ordinary file: through the page cache, so that mmap works.
                 let direct_io = !matches!(handle, Handle::Staged(_));
-                let fh = self.handles.insert(handle);
+                let fh = self.handles.insert_for(Some(ino), handle);
                 return Ok(Opened {
                     fh,
                     direct_io,
@@ -507,7 +515,7 @@ impl Vm0Fs {
         let (node, handle) = self.node(parent)?.namespace().create(self, name, mode)?;
         let attr = self.entry_attr(&node)?;
         let direct_io = !matches!(handle, Handle::Staged(_));
-        let fh = self.handles.insert(handle);
+        let fh = self.handles.insert_for(Some(attr.ino), handle);
         Ok((
             attr,
             Opened {

@@ -98,9 +98,25 @@ pub struct EntryAttr {
 #[derive(Debug)]
 pub struct StagedWriter {
     file: File,
+    /// The file's permission bits when it was opened.
+    mode: u32,
 }
 
 impl StagedWriter {
+    /// The size and times of the open file, and its permission bits: what `fstat` shows once the file has no
+    /// name any more (unlinked while open, it lives until its last close).
+    pub fn attr(&self) -> io::Result<EntryAttr> {
+        let meta = self.file.metadata()?;
+        Ok(EntryAttr {
+            kind: EntryKind::File,
+            size: meta.len(),
+            mode: self.mode,
+            mtime: meta.modified()?,
+            atime: None,
+            ctime: None,
+        })
+    }
+
     /// Reads of a file open for writing see what was written.
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         self.file.read_at(buf, offset)
@@ -695,7 +711,10 @@ impl VolumeStage {
         st.stamp(&record, SystemTime::now());
         self.journal_change(&mut st, record)?;
         st.writers += 1;
-        Ok(StagedWriter { file })
+        Ok(StagedWriter {
+            file,
+            mode: mode & 0o7777,
+        })
     }
 
     /// Opens file `path` for writing, copying it from the base version first if it is still shared with it.
@@ -725,7 +744,7 @@ impl VolumeStage {
                     );
                     st.generation += 1;
                 }
-                StagedWriter { file }
+                StagedWriter { file, mode }
             }
             Content::Base(_) => {
                 let source = st.backing(&self.layout, &content);
@@ -744,7 +763,7 @@ impl VolumeStage {
                 };
                 let _ = st.apply(&record);
                 self.journal_change(&mut st, record)?;
-                StagedWriter { file }
+                StagedWriter { file, mode }
             }
         };
         st.writers += 1;

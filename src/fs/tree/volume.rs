@@ -84,6 +84,21 @@ impl Vm0Fs {
         self.volume_by_name(&storage.name)
     }
 
+    /// The attributes of a volume file through a handle open for writing, when its name is gone (`fstat` after
+    /// `unlink`): a link count of 0, as POSIX shows a file that lives on only through open descriptors.
+    pub(in crate::fs) fn unlinked_attr(&self, ino: u64, handle: &StagedHandle) -> Result<Attr> {
+        let attr = handle.writer.attr().map_err(|e| {
+            Error::new(
+                e.raw_os_error().unwrap_or(libc::EIO),
+                format!("{}: an unlinked open file: {e}", handle.volume.label()),
+            )
+        })?;
+        let mut shown = self.volume_attr(ino, &attr);
+        shown.nlink = 0;
+        shown.ttl = std::time::Duration::ZERO;
+        Ok(shown)
+    }
+
     fn volume_attr(&self, ino: u64, attr: &EntryAttr) -> Attr {
         let ttl = self.config.metadata_ttl.min(MOVING_TTL);
         let known = |t: SystemTime| {
