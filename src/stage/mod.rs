@@ -92,6 +92,8 @@ pub struct EntryAttr {
     /// Access and change times set in this mount (else the modification time is shown for them).
     pub atime: Option<SystemTime>,
     pub ctime: Option<SystemTime>,
+    /// Names of it: 1 for a file or symlink; a directory's own, its `.` and each subdirectory's `..`.
+    pub nlink: u32,
 }
 
 /// A file open for writing: its staged file. Writes go through `VolumeStage::write`.
@@ -114,6 +116,7 @@ impl StagedWriter {
             mtime: meta.modified()?,
             atime: None,
             ctime: None,
+            nlink: 1,
         })
     }
 
@@ -557,8 +560,12 @@ impl VolumeStage {
     /// write moves on its staged file.
     fn attr(&self, st: &State, path: &str, node: &Node) -> EntryAttr {
         let times = st.tree.times(path);
+        let mut nlink = 1;
         let (kind, size, mode, mtime) = match node {
-            Node::Dir { mode } => (EntryKind::Dir, 0, *mode, times.mtime),
+            Node::Dir { mode } => {
+                nlink = 2 + st.tree.subdirs(path) as u32;
+                (EntryKind::Dir, 0, *mode, times.mtime)
+            }
             Node::Symlink { target } => (
                 EntryKind::Symlink(target.clone()),
                 target.len() as u64,
@@ -580,6 +587,7 @@ impl VolumeStage {
             mtime,
             atime: times.atime,
             ctime: times.ctime.map(|c| c.max(mtime)),
+            nlink,
         }
     }
 

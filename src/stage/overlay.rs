@@ -11,6 +11,7 @@
 //! move with them; the caller says what time it is, so the tree stays free of clocks.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::time::SystemTime;
 
 /// Where the bytes of a file are.
@@ -105,13 +106,36 @@ impl Tree {
             .take_while(move |(k, _)| k.starts_with(&start))
     }
 
-    /// The direct children of directory `dir`: (name, node).
+    /// The direct children of directory `dir`: (name, node), in name order. It steps over each child's subtree
+    /// rather than through it (the keys below `c/` are exactly those from `c/` up to `c0`, `'0'` being the byte
+    /// after `'/'`), so a listing costs its own size, not its subtree's.
     pub fn children<'a>(&'a self, dir: &'a str) -> impl Iterator<Item = (&'a str, &'a Node)> + 'a {
-        let skip = if dir.is_empty() { 0 } else { dir.len() + 1 };
-        self.below(dir).filter_map(move |(k, n)| {
-            let name = &k[skip..];
-            (!name.contains('/')).then_some((name, n))
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
+        let mut from: Bound<String> = Included(prefix.clone());
+        std::iter::from_fn(move || {
+            loop {
+                let bounds = (from.as_ref().map(String::as_str), Unbounded);
+                let (key, node) = self.nodes.range::<str, _>(bounds).next()?;
+                let name = key.strip_prefix(prefix.as_str())?;
+                match name.find('/') {
+                    Some(slash) => from = Included(format!("{prefix}{}0", &name[..slash])),
+                    None => {
+                        from = Excluded(key.clone());
+                        return Some((name, node));
+                    }
+                }
+            }
         })
+    }
+
+    /// The number of directories directly in directory `dir`.
+    pub fn subdirs(&self, dir: &str) -> usize {
+        self.children(dir).filter(|(_, n)| n.is_dir()).count()
     }
 
     /// Every file: (path, content).
@@ -341,6 +365,22 @@ mod tests {
         let t = Tree::from_files([("d/x".to_string(), 0o644), ("d-2/y".to_string(), 0o644)]);
         let d: Vec<_> = t.children("d").map(|(n, _)| n).collect();
         assert_eq!(d, ["x"]);
+    }
+
+    #[test]
+    fn children_step_over_subtrees_and_keep_names_that_sort_inside_them() {
+        let t = Tree::from_files(
+            ["a/b/c", "a/b/d/e", "a/b-x", "a/b.y", "a/b0", "a/c", "b/z"]
+                .map(|p| (p.to_string(), 0o644)),
+        );
+        let a: Vec<_> = t.children("a").map(|(n, _)| n).collect();
+        assert_eq!(a, ["b", "b-x", "b.y", "b0", "c"]);
+        let root: Vec<_> = t.children("").map(|(n, _)| n).collect();
+        assert_eq!(root, ["a", "b"]);
+        assert_eq!(t.subdirs("a"), 1);
+        assert_eq!(t.subdirs("a/b"), 1);
+        assert_eq!(t.subdirs(""), 2);
+        assert_eq!(t.children("a/c").count(), 0);
     }
 
     #[test]

@@ -122,6 +122,7 @@ impl Vm0Fs {
             mtime,
             ttl,
         );
+        made.nlink = attr.nlink;
         made.atime = attr.atime.map_or(mtime, known);
         made.ctime = attr.ctime.map_or(mtime, known);
         made
