@@ -24,7 +24,7 @@ use common::emulator::Emulator;
 use common::mount::{Mount, vm0fs};
 
 /// pjdfstest cases that pass on a volume (run as root, with `PJDFSTEST_CONFIG`).
-const PJDFSTEST_PASSES: usize = 142;
+const PJDFSTEST_PASSES: usize = 175;
 
 /// The features of the volume that pjdfstest may test, and the users it switches to (Debian has both).
 const PJDFSTEST_CONFIG: &str = r#"
