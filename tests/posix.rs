@@ -377,3 +377,44 @@ fn fsx_50000_operations_on_a_volume_file_publish_byte_exact() {
 fn fsx_closing_and_reopening_between_operations_publishes_byte_exact() {
     fsx_on_a_volume("fsx-reopen", 62, 100_000, 11);
 }
+
+/// `renameat2(2)` on `from` and `to` with `flags`: the errno it failed with, or 0.
+fn renameat2(from: &Path, to: &Path, flags: u32) -> i32 {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    let (from, to) = (c(from), c(to));
+    // SAFETY: two valid NUL-terminated paths, relative to the current directory.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            flags,
+        )
+    };
+    if r == 0 {
+        0
+    } else {
+        std::io::Error::last_os_error().raw_os_error().unwrap()
+    }
+}
+
+/// Not in pjdfstest: a rename flag that vm0fs ignored would replace the file it was asked to keep or swap.
+#[test]
+fn renameat2_keeps_what_noreplace_and_exchange_protect() {
+    let emu = Emulator::start(&["--seed", "demo"]);
+    let m = Mount::start(&emu, &["--commit-delay", "0"]);
+    let vol = m.path("volumes/renames");
+    std::fs::create_dir(&vol).unwrap();
+    let (a, b) = (vol.join("a"), vol.join("b"));
+    std::fs::write(&a, "A").unwrap();
+    std::fs::write(&b, "B").unwrap();
+    assert_eq!(renameat2(&a, &b, libc::RENAME_EXCHANGE), libc::EINVAL);
+    assert_eq!(renameat2(&a, &b, libc::RENAME_NOREPLACE), libc::EEXIST);
+    assert_eq!(std::fs::read_to_string(&a).unwrap(), "A");
+    assert_eq!(std::fs::read_to_string(&b).unwrap(), "B");
+    assert_eq!(renameat2(&a, &vol.join("c"), libc::RENAME_NOREPLACE), 0);
+    assert_eq!(std::fs::read_to_string(vol.join("c")).unwrap(), "A");
+    assert!(!a.exists());
+}

@@ -801,16 +801,32 @@ impl Vm0Fs {
     }
 
     /// Renames `name` in `parent` to `new_name` in `new_parent`, where the namespace of `parent` allows it.
+    /// `flags` are renameat2's: `RENAME_NOREPLACE` is honoured (`EEXIST` when the new name exists);
+    /// `RENAME_EXCHANGE` and `RENAME_WHITEOUT` are refused (`EINVAL`) rather than done as a plain rename, which
+    /// would replace what was to be swapped.
     pub fn rename(
         &self,
         parent: u64,
         name: &OsStr,
         new_parent: u64,
         new_name: &OsStr,
+        flags: u32,
     ) -> Result<()> {
         let from = self.node(parent)?;
         let to = self.node(new_parent)?;
-        from.namespace().rename(self, name, &to, new_name)
+        if flags & !libc::RENAME_NOREPLACE != 0 {
+            return Err(Error::new(
+                libc::EINVAL,
+                format!(
+                    "{}/{}: renameat2 flags {flags:#x} (RENAME_EXCHANGE, RENAME_WHITEOUT) are not supported; \
+                     nothing was renamed",
+                    tree::describe(&from),
+                    name.to_string_lossy()
+                ),
+            ));
+        }
+        let replace = flags & libc::RENAME_NOREPLACE == 0;
+        from.namespace().rename(self, name, &to, new_name, replace)
     }
 
     /// Makes the directory `name` in `parent`, where the parent's namespace allows it.

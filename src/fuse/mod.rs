@@ -469,13 +469,13 @@ impl Filesystem for FuseAdapter {
         name: &OsStr,
         newparent: INodeNo,
         newname: &OsStr,
-        _flags: RenameFlags,
+        flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
         let span = named_span("rename", req, parent, name);
         let (name, newname) = (name.to_os_string(), newname.to_os_string());
         self.spawn(req, span, Op::Rename, move |fs| {
-            match fs.rename(parent.0, &name, newparent.0, &newname) {
+            match fs.rename(parent.0, &name, newparent.0, &newname, flags.bits()) {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno("rename", &e)),
             }

@@ -945,11 +945,15 @@ impl VolumeStage {
         self.journal_change(&mut st, record)
     }
 
-    /// `rename(2)` inside the volume: a change of names, never a copy.
-    pub fn rename(&self, from: &str, to: &str) -> Result<()> {
+    /// `rename(2)` inside the volume: a change of names, never a copy. Unless `replace` (`RENAME_NOREPLACE`),
+    /// an existing `to` is `EEXIST`, decided under the volume's lock.
+    pub fn rename(&self, from: &str, to: &str, replace: bool) -> Result<()> {
         let (from, to) = (key(from), key(to));
         let mut st = self.lock();
         self.check_writable(&st)?;
+        if !replace && st.tree.get(to).is_some() {
+            return Err(self.refuse(libc::EEXIST, to, "exists (rename without replacing)"));
+        }
         let replaced = st
             .tree
             .rename(from, to)

@@ -96,7 +96,15 @@ pub(super) trait Namespace {
         Err(Error::read_only(self.describe()))
     }
 
-    fn rename(&self, _fs: &Vm0Fs, _name: &OsStr, _to: &Node, _to_name: &OsStr) -> Result<()> {
+    /// `rename(2)`; unless `replace`, an existing `to_name` is `EEXIST` (`RENAME_NOREPLACE`).
+    fn rename(
+        &self,
+        _fs: &Vm0Fs,
+        _name: &OsStr,
+        _to: &Node,
+        _to_name: &OsStr,
+        _replace: bool,
+    ) -> Result<()> {
         Err(Error::read_only(self.describe()))
     }
 

@@ -429,7 +429,14 @@ impl Namespace for VolumeNode {
         Ok(())
     }
 
-    fn rename(&self, fs: &Vm0Fs, name: &OsStr, to: &Node, to_name: &OsStr) -> Result<()> {
+    fn rename(
+        &self,
+        fs: &Vm0Fs,
+        name: &OsStr,
+        to: &Node,
+        to_name: &OsStr,
+        replace: bool,
+    ) -> Result<()> {
         let (volume, from) = self.child_path(fs, name)?;
         let Node::Volume(to_dir) = to else {
             return Err(cross_volume(self, to));
@@ -438,7 +445,7 @@ impl Namespace for VolumeNode {
         if to_volume.storage_id() != volume.storage_id() {
             return Err(cross_volume(self, to));
         }
-        volume.rename(text(&from)?, text(&to_path)?)?;
+        volume.rename(text(&from)?, text(&to_path)?, replace)?;
         if from != to_path {
             fs.inodes
                 .move_volume_paths(volume.storage_id(), &to_path, None);
