@@ -319,15 +319,28 @@ fn run_fsx(config: &Path, seed: u64, ops: u64, file: &Path) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
+/// A temp dir on a tmpfs (`/dev/shm`) where the machine has one, else in the usual temp dir. fsx fsyncs, and a
+/// close of a volume file fsyncs its staged file: on a tmpfs those cost nothing, so the run measures vm0fs and
+/// FUSE rather than the disk (4 times faster here), and the bytes checked are the same.
+fn scratch_dir() -> tempfile::TempDir {
+    tempfile::tempdir_in("/dev/shm")
+        .or_else(|_| tempfile::tempdir())
+        .expect("create a temp dir")
+}
+
 /// fsx on a file in a volume, then a publish and a fresh mount: the file reads back as fsx's own copy.
 fn fsx_on_a_volume(volume: &str, close_open: u32, ops: u64, seed: u64) {
     assert_root();
     let emu = Emulator::start(&["--seed", "demo"]);
     let config = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(config.path(), fsx_config(close_open)).unwrap();
-    let reference = tempfile::tempdir().unwrap();
-    let expected_file = reference.path().join("fsx.bin");
-    let m = mount(&emu);
+    let scratch = scratch_dir();
+    let expected_file = scratch.path().join("fsx.bin");
+    let m = Mount::start_with_cache(
+        &emu,
+        &scratch.path().join("cache"),
+        &["--commit-delay", "0", "--allow-other"],
+    );
     let vol = m.path(&format!("volumes/{volume}"));
     std::fs::create_dir(&vol).expect("mkdir a volume for fsx");
     let file = vol.join("fsx.bin");
@@ -340,7 +353,7 @@ fn fsx_on_a_volume(volume: &str, close_open: u32, ops: u64, seed: u64) {
     let expected = std::fs::read(&expected_file).unwrap();
     println!(
         "fsx {ops} operations (close_open weight {close_open}, seed {seed}): {secs:.1} s on the volume, \
-         {local_secs:.1} s on a local disk; file of {} bytes",
+         {local_secs:.1} s on a local file; file of {} bytes",
         expected.len()
     );
     assert!(
