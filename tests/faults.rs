@@ -656,7 +656,7 @@ fn malformed_answers_are_clear_errors_naming_the_endpoint_and_the_mount_goes_on(
         );
     }
     assert!(
-        mount.stderr().contains("GET /v1/agents"),
+        mount.logged("GET /v1/agents"),
         "the error names the endpoint:\n{}",
         mount.stderr()
     );

@@ -751,7 +751,7 @@ fn odd_archives_show_safely_through_the_mount() {
         "{out:?}"
     );
     assert!(
-        mount.stderr().contains("--max-archive-entries"),
+        mount.logged("--max-archive-entries"),
         "the log says which limit to raise"
     );
     let rss = std::fs::read_to_string(format!("/proc/{}/status", mount.pid())).unwrap();

@@ -521,6 +521,7 @@ fn an_archive_larger_than_the_limit_is_refused_before_its_download() {
         "{out:?}"
     );
     assert_eq!(emulator.stats()["blob_requests"], 0);
+    assert!(mount.logged("--max-archive-size"), "{}", mount.stderr());
     let log = mount.stderr();
     let line = log
         .lines()

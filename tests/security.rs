@@ -76,6 +76,8 @@ fn the_token_is_never_logged_and_never_sent_to_the_blob_host() {
             .success()
     );
     emulator.set_faults(json!({}));
+    // The lines are read from the mount's stderr by a thread: wait for the failed lookup's to arrive.
+    assert!(mount.logged("/v1/agents"), "{}", mount.stderr());
     let log = mount.stderr();
     assert!(
         log.contains("TRACE") || log.contains("DEBUG"),
