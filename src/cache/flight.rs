@@ -36,8 +36,8 @@ use crate::caller;
 type Outcome = Result<PathBuf, CacheError>;
 
 struct Flight {
-    /// The version downloading, for messages.
-    version: String,
+    /// The archive downloading as messages name it (`volumes/<name>@<8 hex>`).
+    label: String,
     state: Mutex<State>,
     /// Signalled when the flight ends, when an entry someone waits for is complete, and when an attempt starts.
     changed: Condvar,
@@ -116,7 +116,7 @@ impl Flight {
 
     fn interrupted(&self) -> CacheError {
         CacheError::Interrupted {
-            archive: format!("archive version {}", self.version),
+            archive: self.label.clone(),
         }
     }
 }
@@ -136,14 +136,15 @@ pub(crate) enum Joined {
 }
 
 impl Flights {
-    /// Leads the flight for `key` if none is in progress, else follows the one in progress.
-    pub(crate) fn join(&self, key: &str) -> Joined {
+    /// Leads the flight for `key` (named `label` in messages) if none is in progress, else follows the one in
+    /// progress.
+    pub(crate) fn join(&self, key: &str, label: &str) -> Joined {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(flight) = map.get(key) {
             return Joined::Follow(Follower::new(flight.clone()));
         }
         let flight = Arc::new(Flight {
-            version: key.to_string(),
+            label: label.to_string(),
             state: Mutex::default(),
             changed: Condvar::new(),
         });
@@ -310,7 +311,7 @@ impl Leader {
 impl Drop for Leader {
     fn drop(&mut self) {
         if !self.completed {
-            let archive = format!("archive version {}", self.key);
+            let archive = self.flight.label.clone();
             self.publish(Err(CacheError::Abandoned { archive }));
         }
     }
@@ -328,7 +329,7 @@ mod tests {
         let leads = AtomicUsize::new(0);
         std::thread::scope(|s| {
             for _ in 0..8 {
-                s.spawn(|| match flights.join("k") {
+                s.spawn(|| match flights.join("k", "volumes/k@0000000k") {
                     Joined::Lead(leader) => {
                         leads.fetch_add(1, Ordering::SeqCst);
                         std::thread::sleep(Duration::from_millis(100));
@@ -340,11 +341,11 @@ mod tests {
         });
         assert!(leads.load(Ordering::SeqCst) >= 1);
 
-        let Joined::Lead(leader) = flights.join("p") else {
+        let Joined::Lead(leader) = flights.join("p", "volumes/p@0000000p") else {
             panic!("no flight should be in progress");
         };
         std::thread::scope(|s| {
-            let follower = s.spawn(|| match flights.join("p") {
+            let follower = s.spawn(|| match flights.join("p", "volumes/p@0000000p") {
                 Joined::Follow(f) => f.result(),
                 Joined::Lead(_) => Ok(PathBuf::new()),
             });
@@ -352,7 +353,7 @@ mod tests {
             drop(leader);
             assert!(matches!(
                 follower.join().unwrap(),
-                Err(CacheError::Abandoned { .. })
+                Err(CacheError::Abandoned { archive }) if archive == "volumes/p@0000000p"
             ));
         });
     }

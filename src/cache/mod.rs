@@ -254,7 +254,7 @@ impl ArchiveCache {
         if let Some(path) = self.lookup(version_id) {
             return Ok(path);
         }
-        match self.flights.join(version_id) {
+        match self.flights.join(version_id, &info.label) {
             Joined::Follow(follower) => follower.result(),
             Joined::Lead(leader) => {
                 // A flight that finished between our lookup and our join has already published the entry.
@@ -303,7 +303,7 @@ impl ArchiveCache {
         info: &ArchiveInfo,
         source: &Arc<DownloadSource>,
     ) -> Result<Follower, Result<PathBuf, CacheError>> {
-        match self.flights.join(version_id) {
+        match self.flights.join(version_id, &info.label) {
             Joined::Follow(follower) => Ok(follower),
             Joined::Lead(leader) => {
                 // A flight that finished between our lookup and our join has already published the entry.
