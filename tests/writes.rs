@@ -366,3 +366,56 @@ fn a_git_clone_and_a_vim_edit_are_published_and_check_out_clean() {
     assert_eq!(status.trim(), "M README", "{status}");
     assert_eq!(versions(&emu, "cloned").len(), 1);
 }
+
+/// The blob downloads the emulator served of `version`.
+fn downloads_of(emu: &Emulator, version: &str) -> u64 {
+    emu.stats()["blob_downloads"][version].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn a_published_volume_is_read_back_from_its_own_files_without_a_download() {
+    let emu = emulator();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let src = tempfile::tempdir().unwrap();
+    make_tree(src.path(), 200);
+    let m = Mount::start_with_cache(&emu, &cache, &["--commit-delay", "0"]);
+    let vol = m.path("volumes/adopted");
+    std::fs::create_dir(&vol).unwrap();
+    ok(&format!("cp -r {}/. {}", q(src.path()), q(&vol)));
+    let line = sync(&vol);
+    let version = head(&emu, "adopted").expect("published");
+    assert_eq!(line, format!("volumes/adopted@{}", &version[..8]));
+    let storage = emu.storage_id("volumes", "adopted").unwrap();
+    assert!(
+        !cache.join("stage").join(&storage).exists(),
+        "nothing stays staged once the files are the version's archive"
+    );
+    let shown = ok(&format!(
+        "getfattr --only-values -n user.vm0.version {}",
+        q(&vol)
+    ));
+    assert_eq!(shown.trim(), version);
+    ok(&format!("diff -r {} {}", q(src.path()), q(&vol)));
+    let pinned = m.path(&format!("volumes/adopted@{}", &version[..8]));
+    ok(&format!("diff -r {} {}", q(src.path()), q(&pinned)));
+    drop(m);
+
+    // The cache outlives the mount: a remount reads the version from it too.
+    let m = Mount::start_with_cache(&emu, &cache, &["--commit-delay", "0"]);
+    ok(&format!(
+        "diff -r {} {}",
+        q(src.path()),
+        q(&m.path("volumes/adopted"))
+    ));
+    assert_eq!(downloads_of(&emu, &version), 0, "{}", emu.stats());
+    // The counter counts: a mount with an empty cache downloads the version once.
+    drop(m);
+    let fresh = mount(&emu);
+    ok(&format!(
+        "diff -r {} {}",
+        q(src.path()),
+        q(&fresh.path("volumes/adopted"))
+    ));
+    assert_eq!(downloads_of(&emu, &version), 1, "{}", emu.stats());
+}

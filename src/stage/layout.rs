@@ -50,6 +50,16 @@ impl VolumeLayout {
             .create(self.files())
     }
 
+    /// Deletes the volume's staging directory: its journal first, then the rest.
+    pub fn remove(&self) -> io::Result<()> {
+        match std::fs::remove_file(self.journal()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        std::fs::remove_dir_all(&self.dir)
+    }
+
     /// The staged file ids present on disk.
     pub fn file_ids(&self) -> io::Result<Vec<u64>> {
         let mut ids = Vec::new();
@@ -64,6 +74,23 @@ impl VolumeLayout {
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(ids),
             Err(e) => Err(e),
+        }
+    }
+}
+
+/// Deletes what a volume's directory holds once its journal is gone (a stop between deleting the journal and
+/// the rest, after its files became a cached archive): no record names those files.
+pub fn remove_unjournaled(stage_root: &Path) {
+    let Ok(entries) = std::fs::read_dir(stage_root) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let dir = e.path();
+        let is_volume = e.file_name().to_str().is_some_and(valid_storage_id);
+        if is_volume && dir.is_dir() && !dir.join("journal").exists() {
+            if let Err(err) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!(dir = %dir.display(), error = %err, "could not delete a staging directory left without a journal");
+            }
         }
     }
 }

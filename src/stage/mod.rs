@@ -118,7 +118,11 @@ pub struct Stage {
     staged_bytes: Arc<AtomicU64>,
     max_staged_bytes: u64,
     publisher: publish::Publisher,
+    heads_moved: HeadsMoved,
 }
+
+/// Called after a publish moved a volume's head, so that what caches the API's answers asks again.
+pub type HeadsMoved = Arc<dyn Fn() + Send + Sync>;
 
 impl Stage {
     /// Opens `<cache dir>/stage/` and starts the publisher, which replays and publishes what an earlier mount left.
@@ -126,6 +130,7 @@ impl Stage {
         config: StageConfig,
         api: Arc<dyn Vm0Api>,
         cache: Arc<ArchiveCache>,
+        heads_moved: HeadsMoved,
     ) -> io::Result<Arc<Stage>> {
         let root = config.cache_dir.join("stage");
         {
@@ -135,6 +140,7 @@ impl Stage {
                 .mode(0o700)
                 .create(&root)?;
         }
+        layout::remove_unjournaled(&root);
         let left = layout::staged_volumes(&root)?;
         let publisher = publish::Publisher::start(api.clone(), config.commit_delay);
         let stage = Arc::new(Stage {
@@ -145,6 +151,7 @@ impl Stage {
             staged_bytes: Arc::default(),
             max_staged_bytes: config.max_staged_bytes,
             publisher,
+            heads_moved,
         });
         for storage_id in left {
             match stage.replay(&storage_id) {
@@ -222,6 +229,7 @@ impl Stage {
             cache: Arc::downgrade(&self.cache),
             staged_bytes: self.staged_bytes.clone(),
             max_staged_bytes: self.max_staged_bytes,
+            heads_moved: self.heads_moved.clone(),
             state: Mutex::new(State {
                 tree,
                 base_root,
@@ -359,12 +367,51 @@ fn walk_base(root: &Path) -> io::Result<Tree> {
             if meta.is_dir() {
                 dirs.push(path);
             } else if meta.is_file() {
-                let mode = meta.permissions().mode() & 0o7777;
+                // A cached file is stored without write bits; the volume shows the archive's mode.
+                let mode = (meta.permissions().mode() & 0o7777) | 0o200;
                 files.push((path.to_string_lossy().into_owned(), mode));
             }
         }
     }
     Ok(Tree::from_files(files))
+}
+
+/// The mode of every file of a version (CONTRACT.md 6.4), as the volume shows it.
+const VERSION_FILE_MODE: u32 = 0o644;
+
+/// `tree` just published: the tree of its version (its files at the version's mode, each read from the version's
+/// cached tree) and the records that make `tree` from it again, the things a version cannot hold.
+fn over_version(tree: &Tree) -> (Tree, Vec<Record>) {
+    let files = tree
+        .files()
+        .map(|(p, _)| (p.to_string(), VERSION_FILE_MODE));
+    let mut version = Tree::from_files(files);
+    let mut local = Vec::new();
+    for (path, node) in tree.entries() {
+        let path = path.to_string();
+        let record = match (node, version.get(&path)) {
+            (Node::Dir { mode }, None) => Record::Mkdir { path, mode: *mode },
+            (Node::Symlink { target }, _) => Record::Symlink {
+                path,
+                target: target.clone(),
+            },
+            (
+                Node::Dir { mode } | Node::File { mode, .. },
+                Some(Node::Dir { mode: m } | Node::File { mode: m, .. }),
+            ) if m != mode => Record::Chmod { path, mode: *mode },
+            _ => continue,
+        };
+        let applied = match &record {
+            Record::Mkdir { path, mode } => version.mkdir(path, *mode),
+            Record::Symlink { path, target } => version.symlink(path, target),
+            Record::Chmod { path, mode } => version.chmod(path, *mode),
+            _ => Ok(()),
+        };
+        if applied.is_ok() {
+            local.push(record);
+        }
+    }
+    (version, local)
 }
 
 /// The changing state of one volume, under its lock.
@@ -424,6 +471,13 @@ impl State {
             self.next_file = self.next_file.max(id + 1);
             if !used.contains(&id) {
                 let _ = std::fs::remove_file(layout.file(id));
+            } else {
+                // An adoption cut short by a crash may have left it read-only (see `VolumeStage::adopt`).
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(
+                    layout.file(id),
+                    std::fs::Permissions::from_mode(0o600),
+                );
             }
         }
     }
@@ -458,6 +512,7 @@ pub struct VolumeStage {
     cache: Weak<ArchiveCache>,
     staged_bytes: Arc<AtomicU64>,
     max_staged_bytes: u64,
+    heads_moved: HeadsMoved,
     state: Mutex<State>,
     phase: Mutex<Phase>,
 }
@@ -887,11 +942,14 @@ impl VolumeStage {
 
     /// Deletes the staged file of a node that left the tree.
     fn forget(&self, node: &Node) {
-        if let Node::File {
-            content: Content::Staged(id),
-            ..
-        } = node
-        {
+        if let Node::File { content, .. } = node {
+            self.forget_content(content);
+        }
+    }
+
+    /// Deletes a staged file no entry names any more.
+    fn forget_content(&self, content: &Content) {
+        if let Content::Staged(id) = content {
             let path = self.layout.file(*id);
             let len = std::fs::metadata(&path).map_or(0, |m| m.len());
             if std::fs::remove_file(&path).is_ok() {
@@ -936,7 +994,7 @@ impl VolumeStage {
         )
     }
 
-    /// Records that the tree as of `generation` is `version`, now the head.
+    /// Records that the tree as of `generation` is `version`, now the head, and adopts it into the cache.
     fn published(&self, generation: u64, version: &str) -> Result<()> {
         let mut st = self.lock();
         if st.head.as_deref() != Some(version) {
@@ -948,62 +1006,93 @@ impl VolumeStage {
         }
         if st.generation == generation {
             st.published_generation = Some(generation);
-            if !st.tree.uses_base() {
-                self.compact(&mut st);
-            }
+            self.adopt(&mut st, version);
         }
+        drop(st);
+        (self.heads_moved)();
         Ok(())
     }
 
-    /// Rewrites the journal as a snapshot of the tree once no file reads from the base version any more (after
-    /// the first publish of a volume written from scratch, typically), so that it stops growing. A failure only
-    /// leaves the longer journal, which replays to the same tree.
-    fn compact(&self, st: &mut State) {
-        let mut records = vec![Record::Base {
-            name: self.name.clone(),
-            version: None,
-        }];
-        for (path, node) in st.tree.entries() {
-            records.push(match node {
-                Node::Dir { mode } => Record::Mkdir {
-                    path: path.to_string(),
-                    mode: *mode,
-                },
-                Node::Symlink { target } => Record::Symlink {
-                    path: path.to_string(),
-                    target: target.clone(),
-                },
-                Node::File {
-                    content: Content::Staged(id),
-                    mode,
-                } => Record::Put {
-                    path: path.to_string(),
-                    file: *id,
-                    mode: *mode,
-                },
-                Node::File {
-                    content: Content::Base(_),
-                    ..
-                } => return,
-            });
+    /// After the whole tree was published as `version`: its files become the version's cached archive (nothing is
+    /// downloaded again) and the stage starts over from `version` with nothing staged; what a version cannot hold
+    /// (symlinks, empty directories, modes) stays journaled over it, and with nothing of the kind the journal
+    /// goes and the volume is read as any version is. Skipped while a file is open for writing (a later publish
+    /// adopts) and for a version without files (it has no archive).
+    ///
+    /// The order keeps the cache right and every change whatever the moment of a crash: the entry is built and
+    /// sealed beside the cache, its files hard links to the staged ones (`ArchiveCache::adopt`); the journal is
+    /// rewritten to start from `version`, so that no record names a staged file any more (a crash from here
+    /// replays onto `version`, read from the cache or downloaded, and deletes the staged files as orphans; before
+    /// it, the cache deletes the unfinished entry at open, so the journal never names a file the cache shares);
+    /// the entry is renamed into the cache; the staged files are deleted.
+    fn adopt(&self, st: &mut State, version: &str) {
+        if st.writers > 0 || st.journal.is_none() || st.tree.files().next().is_none() {
+            return;
         }
-        if let Some(v) = &st.head {
-            records.push(Record::Published { version: v.clone() });
-        }
-        let Some(journal) = st.journal.as_mut() else {
+        let Some(cache) = self.cache.upgrade() else {
             return;
         };
-        match journal.rewrite(&self.layout.journal(), &records) {
-            Ok(()) => {
-                if let Some(v) = st.base_version.take() {
-                    self.hold_base(&v, false);
-                }
-                st.base_root = None;
-            }
+        let label = format!("{}@{}", self.label(), short(version));
+        let files: Vec<(String, PathBuf)> = st
+            .tree
+            .files()
+            .map(|(p, c)| (p.to_string(), st.backing(&self.layout, c)))
+            .collect();
+        cache.hold(version, true);
+        let adoption = match cache.adopt(version, &files) {
+            Ok(a) => a,
             Err(e) => {
-                tracing::warn!(volume = %self.label(), error = %e, "could not compact the journal")
+                cache.hold(version, false);
+                tracing::warn!(volume = %label, error = %e,
+                    "the published files could not become the version's cached archive; they stay staged");
+                return;
+            }
+        };
+        let (tree, local) = over_version(&st.tree);
+        let mut records = vec![Record::Base {
+            name: self.name.clone(),
+            version: Some(version.to_string()),
+        }];
+        records.extend(local.iter().cloned());
+        let rewritten = match st.journal.as_mut() {
+            Some(j) => j.rewrite(&self.layout.journal(), &records),
+            None => Ok(()),
+        };
+        let root = rewritten.and_then(|()| match adoption {
+            Some(a) => a.finish(),
+            None => cache
+                .lookup(version)
+                .ok_or_else(|| io::Error::other("the version left the cache")),
+        });
+        let root = match root {
+            Ok(root) => root,
+            Err(e) => {
+                cache.hold(version, false);
+                let why = format!("adopting the published files as {label} failed ({e})");
+                tracing::error!(volume = %self.label(), "{why}; changes are refused until the next mount");
+                st.broken = Some(why);
+                return;
+            }
+        };
+        let old = std::mem::replace(&mut st.tree, tree);
+        st.base_root = Some(root);
+        if let Some(v) = st.base_version.replace(version.to_string()) {
+            cache.hold(&v, false);
+        }
+        for (_, content) in old.files() {
+            if let Content::Staged(_) = content {
+                self.forget_content(content);
             }
         }
+        if local.is_empty() {
+            st.journal = None;
+            cache.hold(version, false);
+            if let Err(e) = self.layout.remove() {
+                tracing::warn!(volume = %self.label(), error = %e,
+                    "could not delete the empty staging directory; the next mount does");
+            }
+        }
+        tracing::info!(volume = %label, files = files.len(), "the published files are now the version's cached archive");
     }
 
     fn status_line(&self) -> Option<String> {
