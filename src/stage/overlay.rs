@@ -247,11 +247,6 @@ impl Tree {
             None => Err(self.absent(path)),
         }
     }
-
-    /// Whether any file still reads its bytes from the base version.
-    pub fn uses_base(&self) -> bool {
-        self.files().any(|(_, c)| matches!(c, Content::Base(_)))
-    }
 }
 
 #[cfg(test)]
@@ -359,7 +354,6 @@ mod tests {
         assert_eq!(t.mkdir("d", 0o755), Err(libc::EEXIST));
         assert_eq!(t.symlink("a.txt", "x"), Err(libc::EEXIST));
         t.symlink("link", "a.txt").unwrap();
-        assert!(t.uses_base());
         t.put_file("a.txt", Content::Staged(2), 0o600).unwrap();
         t.chmod("a.txt", 0o100755).unwrap();
         assert_eq!(
