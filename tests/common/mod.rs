@@ -4,6 +4,7 @@
 pub mod daemon;
 pub mod emulator;
 pub mod mount;
+pub mod volumes;
 
 use std::io::Read;
 use std::sync::{Arc, Mutex};
