@@ -115,6 +115,17 @@ fn kill_9_during_the_upload_publishes_once_at_the_next_mount() {
         .spawn()
         .expect("start vm0fs sync");
     wait_for_volume_status(&m, &["volumes/interrupted", "publishing"]);
+    // What `vm0fs sync` draws its bar from: the bytes of the upload in progress.
+    let status: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(m.path(".vm0fs/status")).unwrap()).unwrap();
+    let total: u64 = (0..40)
+        .map(|i| std::fs::metadata(src.path().join(format!("d{}/e{}/f{i}.bin", i % 7, i % 3))))
+        .map(|m| m.unwrap().len())
+        .sum();
+    assert_eq!(
+        status["publishing"],
+        json!([{"volume": "volumes/interrupted", "done_bytes": 0, "total_bytes": total}])
+    );
     m.signal_and_wait(libc::SIGKILL);
     let out = syncing.wait_with_output().expect("vm0fs sync ends");
     assert!(

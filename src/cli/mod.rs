@@ -15,6 +15,7 @@ mod mount;
 mod mounts;
 mod notify;
 mod prefetch;
+mod publish_bar;
 mod settings;
 mod size;
 mod status;

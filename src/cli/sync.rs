@@ -5,6 +5,7 @@
 //! there is one path to a new version whatever asked for it. The write returns when the version is committed, or
 //! fails with the errno of why not; the same open file is then read for the line to show
 //! (`volumes/<name>@<8 hex>`, or `error: <reason>`). Each PATH may be the volume's directory or any path inside it.
+//! While it waits, a progress bar shows the upload on a terminal (`publish_bar`).
 
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -12,6 +13,7 @@ use std::path::{Component, Path};
 
 use super::SyncArgs;
 use super::mounts::mount_holding;
+use super::publish_bar::PublishBar;
 
 pub fn run(args: &SyncArgs) -> i32 {
     let mut failed = false;
@@ -59,7 +61,9 @@ fn sync_one(path: &Path) -> Result<String, String> {
                 control.display()
             )
         })?;
+    let bar = PublishBar::start(&mountpoint, &volume);
     let written = file.write_all(format!("{volume}\n").as_bytes());
+    drop(bar);
     let mut outcome = String::new();
     let read = file
         .seek(SeekFrom::Start(0))

@@ -62,6 +62,14 @@ impl std::fmt::Display for StageError {
 
 pub type Result<T> = std::result::Result<T, StageError>;
 
+/// One publish uploading its files: `volumes/<name>`, and its bytes sent of all it sends (`vm0fs status`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PublishProgress {
+    pub volume: String,
+    pub done_bytes: u64,
+    pub total_bytes: u64,
+}
+
 /// How the staging area is set up (`vm0fs mount` flags).
 #[derive(Debug, Clone)]
 pub struct StageConfig {
@@ -332,6 +340,21 @@ impl Stage {
         let mut vols: Vec<Arc<VolumeStage>> = self.lock_volumes().values().cloned().collect();
         vols.sort_by(|a, b| a.name.cmp(&b.name));
         vols.iter().filter_map(|v| v.status_line()).collect()
+    }
+
+    /// The publishes uploading now: for each, `volumes/<name>` and its bytes sent of all it sends.
+    pub fn publishing(&self) -> Vec<PublishProgress> {
+        let vols: Vec<Arc<VolumeStage>> = self.lock_volumes().values().cloned().collect();
+        vols.iter()
+            .filter_map(|v| match v.phase() {
+                Phase::Publishing { done, total } => Some(PublishProgress {
+                    volume: v.label(),
+                    done_bytes: done,
+                    total_bytes: total,
+                }),
+                _ => None,
+            })
+            .collect()
     }
 
     /// At unmount: publishes what is staged, waiting at most `within`; returns the volumes that stay staged.
