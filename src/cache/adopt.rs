@@ -16,7 +16,11 @@
 //! called `finish`, and must make sure a crash before `finish` cannot lead to it either (the stage journals them
 //! away first, see `crate::stage`). A file keeps its own mtime (when it was last written), where a download would
 //! give the time the archive was made: the bytes are the version's, which is all a version id vouches for.
+//!
+//! The files' SHA-256, computed by the publish, are kept beside the tree (`hashes`), so that the next publish
+//! over this version hashes only the files that changed: a file of a cache entry is never written.
 
+use std::collections::HashMap;
 use std::fs::{self, DirBuilder, Permissions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -40,12 +44,13 @@ pub struct Adoption<'a> {
 
 impl ArchiveCache {
     /// Builds and seals the entry of `version_id` from `files` (each file's path in the version, and where its
-    /// bytes are now), without making it visible yet: see `Adoption::finish`. `None` when the version is cached
-    /// already (nothing to adopt).
+    /// bytes are now) and their SHA-256 (`hashes`, by path), without making it visible yet: see
+    /// `Adoption::finish`. `None` when the version is cached already (nothing to adopt).
     pub fn adopt(
         &self,
         version_id: &str,
         files: &[(String, PathBuf)],
+        hashes: &HashMap<String, String>,
     ) -> io::Result<Option<Adoption<'_>>> {
         if !valid_version_id(version_id) {
             return Err(io::Error::new(
@@ -71,9 +76,24 @@ impl ArchiveCache {
         }
         adoption.meta = Meta::new(version_id, bytes, files.len() as u64);
         if let Some(staging) = &adoption.staging {
+            staging.write_hashes(&serde_json::to_vec(hashes).map_err(io::Error::other)?)?;
             staging.seal(&adoption.meta)?;
         }
         Ok(Some(adoption))
+    }
+}
+
+impl ArchiveCache {
+    /// The SHA-256 of the files of cached version `version_id`, by path, where known (a tree adopted after a
+    /// publish); empty otherwise.
+    pub fn hashes(&self, version_id: &str) -> HashMap<String, String> {
+        if !valid_version_id(version_id) {
+            return HashMap::new();
+        }
+        fs::read(self.layout.hashes(version_id))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default()
     }
 }
 
@@ -157,7 +177,11 @@ mod tests {
         let c = cache(dir.path());
         let vid = "ab".repeat(32);
         let files = vec![("d/e/f.txt".to_string(), staged.clone())];
-        let adoption = c.adopt(&vid, &files).unwrap().expect("not cached yet");
+        let hashes = HashMap::from([("d/e/f.txt".to_string(), "ab".repeat(32))]);
+        let adoption = c
+            .adopt(&vid, &files, &hashes)
+            .unwrap()
+            .expect("not cached yet");
         assert_eq!(c.lookup(&vid), None, "not visible before finish");
         let root = adoption.finish().unwrap();
         assert_eq!(c.lookup(&vid), Some(root.clone()));
@@ -167,7 +191,11 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o7777, 0o444);
-        assert!(c.adopt(&vid, &files).unwrap().is_none(), "cached already");
+        assert_eq!(c.hashes(&vid), hashes);
+        assert!(
+            c.adopt(&vid, &files, &hashes).unwrap().is_none(),
+            "cached already"
+        );
         drop(c);
         // A new cache on the same directory finds the entry complete.
         let c = cache(dir.path());
@@ -183,7 +211,7 @@ mod tests {
         let c = cache(dir.path());
         let vid = "cd".repeat(32);
         let adoption = c
-            .adopt(&vid, &[("f".to_string(), staged.clone())])
+            .adopt(&vid, &[("f".to_string(), staged.clone())], &HashMap::new())
             .unwrap()
             .unwrap();
         drop(adoption);
@@ -197,7 +225,8 @@ mod tests {
             0
         );
         assert!(
-            c.adopt(&vid, &[("../escape".to_string(), staged)]).is_err(),
+            c.adopt(&vid, &[("../escape".to_string(), staged)], &HashMap::new())
+                .is_err(),
             "a path leaving the tree is refused"
         );
     }

@@ -4,6 +4,7 @@
 //! <dir>/lock                          flock(2)ed while a cache is open: one process per cache directory
 //! <dir>/archives/<vid>/meta.json      written (and synced) before the rename; mtime = last used
 //! <dir>/archives/<vid>/tree/...       the extracted archive
+//! <dir>/archives/<vid>/hashes.json    the files' SHA-256 when known (a tree adopted after a publish)
 //! <dir>/staging/<vid>.<random>/       an extraction in progress, or an evicted entry being deleted
 //! <dir>/staging/<vid>.<random>/replacement   an entry being made to replace an earlier one of the same name
 //! ```
@@ -24,6 +25,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 const META_FILE: &str = "meta.json";
+const HASHES_FILE: &str = "hashes.json";
 const TREE_DIR: &str = "tree";
 /// Beside the tree, not in it, so that no name in the archive can clash with it.
 const SCRATCH: &str = "replacement";
@@ -103,6 +105,10 @@ impl Layout {
 
     pub(crate) fn meta(&self, vid: &str) -> PathBuf {
         self.entry(vid).join(META_FILE)
+    }
+
+    pub(crate) fn hashes(&self, vid: &str) -> PathBuf {
+        self.entry(vid).join(HASHES_FILE)
     }
 
     /// Creates the cache directory (0700) and its subdirectories; tightens an existing one to 0700.
@@ -268,6 +274,16 @@ impl Staging {
     /// the tree.
     pub(crate) fn scratch(&self) -> PathBuf {
         self.dir.join(SCRATCH)
+    }
+
+    /// Writes `hashes.json` beside the tree (before `seal`, which makes it durable with the rest).
+    pub(crate) fn write_hashes(&self, body: &[u8]) -> io::Result<()> {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(self.dir.join(HASHES_FILE))?;
+        file.write_all(body)
     }
 
     /// Makes the extracted data durable and writes `meta.json` beside the tree. Slow (it syncs the file

@@ -38,6 +38,7 @@ use crate::cache::{ArchiveCache, ArchiveInfo, DownloadSource};
 use journal::{Journal, Record};
 use layout::VolumeLayout;
 pub use manifest::LocalOnly;
+use manifest::{Frozen, ManifestFile};
 use overlay::{Content, Node, Tree};
 pub use publish::{Phase, PublishError};
 
@@ -240,6 +241,10 @@ impl Stage {
             heads_moved: self.heads_moved.clone(),
             state: Mutex::new(State {
                 tree,
+                base_hashes: Arc::new(match (&version, &base_root) {
+                    (Some(v), Some(_)) => self.cache.hashes(v),
+                    _ => HashMap::new(),
+                }),
                 base_root,
                 base_version: version.clone(),
                 head: version,
@@ -442,6 +447,8 @@ struct State {
     tree: Tree,
     /// The extracted tree of `base_version`, where `Content::Base` paths are.
     base_root: Option<PathBuf>,
+    /// The SHA-256 of the base version's files, by path, where the cache kept them.
+    base_hashes: Arc<HashMap<String, String>>,
     /// The version whose files `Content::Base` names (the first record of the journal).
     base_version: Option<String>,
     /// The version the changes are based on: the base, or the last version published from here.
@@ -1002,12 +1009,19 @@ impl VolumeStage {
     }
 
     /// What the publisher uploads: every file and where its bytes are, with the generation and head they are of.
-    fn freeze(&self) -> (u64, Option<String>, Vec<(String, PathBuf)>, LocalOnly) {
+    fn freeze(&self) -> (u64, Option<String>, Vec<Frozen>, LocalOnly) {
         let st = self.lock();
         let files = st
             .tree
             .files()
-            .map(|(p, c)| (p.to_string(), st.backing(&self.layout, c)))
+            .map(|(p, c)| Frozen {
+                path: p.to_string(),
+                source: st.backing(&self.layout, c),
+                known: match c {
+                    Content::Base(rel) => st.base_hashes.get(rel).cloned(),
+                    Content::Staged(_) => None,
+                },
+            })
             .collect();
         (
             st.generation,
@@ -1018,7 +1032,7 @@ impl VolumeStage {
     }
 
     /// Records that the tree as of `generation` is `version`, now the head, and adopts it into the cache.
-    fn published(&self, generation: u64, version: &str) -> Result<()> {
+    fn published(&self, generation: u64, version: &str, manifest: &[ManifestFile]) -> Result<()> {
         let mut st = self.lock();
         if st.head.as_deref() != Some(version) {
             let record = Record::Published {
@@ -1029,7 +1043,7 @@ impl VolumeStage {
         }
         if st.generation == generation {
             st.published_generation = Some(generation);
-            self.adopt(&mut st, version);
+            self.adopt(&mut st, version, manifest);
         }
         drop(st);
         (self.heads_moved)();
@@ -1048,7 +1062,7 @@ impl VolumeStage {
     /// replays onto `version`, read from the cache or downloaded, and deletes the staged files as orphans; before
     /// it, the cache deletes the unfinished entry at open, so the journal never names a file the cache shares);
     /// the entry is renamed into the cache; the staged files are deleted.
-    fn adopt(&self, st: &mut State, version: &str) {
+    fn adopt(&self, st: &mut State, version: &str, manifest: &[ManifestFile]) {
         if st.writers > 0 || st.journal.is_none() || st.tree.files().next().is_none() {
             return;
         }
@@ -1061,8 +1075,12 @@ impl VolumeStage {
             .files()
             .map(|(p, c)| (p.to_string(), st.backing(&self.layout, c)))
             .collect();
+        let hashes: HashMap<String, String> = manifest
+            .iter()
+            .map(|f| (f.path.clone(), f.sha256.clone()))
+            .collect();
         cache.hold(version, true);
-        let adoption = match cache.adopt(version, &files) {
+        let adoption = match cache.adopt(version, &files, &hashes) {
             Ok(a) => a,
             Err(e) => {
                 cache.hold(version, false);
@@ -1099,6 +1117,7 @@ impl VolumeStage {
         };
         let old = std::mem::replace(&mut st.tree, tree);
         st.base_root = Some(root);
+        st.base_hashes = Arc::new(hashes);
         if let Some(v) = st.base_version.replace(version.to_string()) {
             cache.hold(&v, false);
         }

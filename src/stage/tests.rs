@@ -519,3 +519,31 @@ fn what_a_version_cannot_hold_stays_staged_over_the_adopted_version() {
         b"#!/bin/sh"
     );
 }
+
+#[test]
+fn a_publish_after_an_edit_hashes_only_the_edited_file() {
+    let cache = tempfile::tempdir().unwrap();
+    let api = Arc::new(Storages::default());
+    let m = mount_on(cache.path(), api.clone());
+    write_file(&m.volume, "a", b"first a");
+    write_file(&m.volume, "b", b"first b");
+    m.stage.sync(&m.volume).unwrap();
+    let w = m.volume.open_write("a", false).unwrap();
+    m.volume.write(&w, 0, b"FIRST").unwrap();
+    m.volume.close_write();
+    let known = |v: &VolumeStage| -> Vec<(String, bool)> {
+        let (_, _, files, _) = v.freeze();
+        files
+            .into_iter()
+            .map(|f| (f.path, f.known.is_some()))
+            .collect()
+    };
+    assert_eq!(known(&m.volume), [("a".into(), false), ("b".into(), true)]);
+    let second = m.stage.sync(&m.volume).unwrap();
+    assert_eq!(api.head().as_deref(), Some(second.as_str()));
+    drop(m);
+    // The hashes are kept with the cached archive, across mounts.
+    let m = mount_on(cache.path(), api.clone());
+    assert_eq!(known(&m.volume), [("a".into(), true), ("b".into(), true)]);
+    assert_eq!(m.stage.sync(&m.volume).unwrap(), second);
+}
