@@ -298,3 +298,44 @@ proptest! {
         prop_assert_eq!(versions(&emu, "model").len(), 1);
     }
 }
+
+#[test]
+fn touching_a_file_never_written_copies_nothing_and_lasts() {
+    let emu = emulator();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let m = Mount::start_with_cache(&emu, &cache, NO_AUTO_PUBLISH);
+    let vol = m.path("volumes/touched");
+    std::fs::create_dir(&vol).unwrap();
+    std::fs::write(vol.join("big"), common::noise(1 << 20, 7)).unwrap();
+    sync(&vol);
+    let storage = emu.storage_id("volumes", "touched").unwrap();
+    // `-c`: utimensat on the path, as `os.utime` and rsync do; a plain `touch` opens the file for writing first,
+    // and an open for writing copies the file up.
+    ok(&format!(
+        "touch -c -m -d '2001-02-03 04:05:06 UTC' {}",
+        q(&vol.join("big"))
+    ));
+    let shown = |path: &Path| ok(&format!("stat -c %Y {}", q(path))).trim().to_string();
+    assert_eq!(shown(&vol.join("big")), "981173106");
+    let staged = cache.join("stage").join(&storage).join("files");
+    let copies = std::fs::read_dir(&staged).map_or(0, |d| d.count());
+    assert_eq!(copies, 0, "a touch copied the file into the staging area");
+    drop(m);
+    let m = Mount::start_with_cache(&emu, &cache, NO_AUTO_PUBLISH);
+    let vol = m.path("volumes/touched");
+    assert_eq!(
+        shown(&vol.join("big")),
+        "981173106",
+        "the time survives a remount"
+    );
+    assert_eq!(
+        std::fs::read(vol.join("big")).unwrap(),
+        common::noise(1 << 20, 7)
+    );
+    assert_eq!(
+        versions(&emu, "touched").len(),
+        1,
+        "a time is not published"
+    );
+}

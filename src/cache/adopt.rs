@@ -45,7 +45,8 @@ pub struct Adoption<'a> {
 impl ArchiveCache {
     /// Builds and seals the entry of `version_id` from `files` (each file's path in the version, and where its
     /// bytes are now) and their SHA-256 (`hashes`, by path), without making it visible yet: see
-    /// `Adoption::finish`. `None` when the version is cached already (nothing to adopt).
+    /// `Adoption::finish`. `None` when the version is cached already: nothing to adopt, and its hashes are kept
+    /// if it had none (an archive downloaded, then published again unchanged).
     pub fn adopt(
         &self,
         version_id: &str,
@@ -59,6 +60,7 @@ impl ArchiveCache {
             ));
         }
         if self.lookup(version_id).is_some() {
+            self.keep_hashes(version_id, hashes);
             return Ok(None);
         }
         let staging = self.layout.new_staging(version_id)?;
@@ -94,6 +96,26 @@ impl ArchiveCache {
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
             .unwrap_or_default()
+    }
+}
+
+impl ArchiveCache {
+    /// Writes the hashes of a cached version that has none (atomically: a file renamed into place). Failing only
+    /// costs a later publish the hashing: logged.
+    fn keep_hashes(&self, version_id: &str, hashes: &HashMap<String, String>) {
+        let path = self.layout.hashes(version_id);
+        if hashes.is_empty() || path.exists() {
+            return;
+        }
+        let tmp = path.with_extension(format!("{:016x}.tmp", fastrand::u64(..)));
+        let written = serde_json::to_vec(hashes)
+            .map_err(io::Error::other)
+            .and_then(|body| fs::write(&tmp, body))
+            .and_then(|()| fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            tracing::debug!(version = version_id, error = %e, "could not keep the hashes of a cached archive");
+        }
     }
 }
 

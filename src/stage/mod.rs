@@ -291,7 +291,9 @@ impl Stage {
         }
         if let Some(v) = self.lock_volumes().get(storage_id) {
             let st = v.lock();
-            if st.journal.is_some() || st.head.as_deref() == head {
+            // Without changes, its base must still be in the cache (nothing holds it): else start again.
+            let base_cached = st.base_root.as_ref().is_none_or(|root| root.is_dir());
+            if st.journal.is_some() || (st.head.as_deref() == head && base_cached) {
                 drop(st);
                 return Ok(v.clone());
             }
@@ -417,29 +419,79 @@ fn over_version(tree: &Tree) -> (Tree, Vec<Record>) {
     let mut local = Vec::new();
     for (path, node) in tree.entries() {
         let path = path.to_string();
-        let record = match (node, version.get(&path)) {
-            (Node::Dir { mode }, None) => Record::Mkdir { path, mode: *mode },
-            (Node::Symlink { target }, _) => Record::Symlink {
-                path,
+        let mut records = Vec::new();
+        match (node, version.get(&path)) {
+            (Node::Dir { mode }, None) => records.push(Record::Mkdir {
+                path: path.clone(),
+                mode: *mode,
+            }),
+            (Node::Symlink { target }, _) => records.push(Record::Symlink {
+                path: path.clone(),
                 target: target.clone(),
-            },
+            }),
             (
                 Node::Dir { mode } | Node::File { mode, .. },
                 Some(Node::Dir { mode: m } | Node::File { mode: m, .. }),
-            ) if m != mode => Record::Chmod { path, mode: *mode },
-            _ => continue,
-        };
-        let applied = match &record {
-            Record::Mkdir { path, mode } => version.mkdir(path, *mode),
-            Record::Symlink { path, target } => version.symlink(path, target),
-            Record::Chmod { path, mode } => version.chmod(path, *mode),
-            _ => Ok(()),
-        };
-        if applied.is_ok() {
-            local.push(record);
+            ) if m != mode => records.push(Record::Chmod {
+                path: path.clone(),
+                mode: *mode,
+            }),
+            _ => {}
+        }
+        if let Node::File {
+            mtime: Some(mtime), ..
+        } = node
+        {
+            records.push(touch_record(&path, *mtime));
+        }
+        for record in records {
+            let applied = match &record {
+                Record::Mkdir { path, mode } => version.mkdir(path, *mode),
+                Record::Symlink { path, target } => version.symlink(path, target),
+                Record::Chmod { path, mode } => version.chmod(path, *mode),
+                Record::Touch { path, secs, nanos } => {
+                    version.touch(path, from_unix(*secs, *nanos))
+                }
+                _ => Ok(()),
+            };
+            if applied.is_ok() {
+                local.push(record);
+            }
         }
     }
     (version, local)
+}
+
+/// The journal record of `touch` of `path` to `mtime`.
+fn touch_record(path: &str, mtime: SystemTime) -> Record {
+    let (secs, nanos) = match mtime.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => (
+            i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            d.subsec_nanos(),
+        ),
+        Err(before) => {
+            let d = before.duration();
+            let secs = -i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+            match d.subsec_nanos() {
+                0 => (secs, 0),
+                n => (secs - 1, 1_000_000_000 - n),
+            }
+        }
+    };
+    Record::Touch {
+        path: path.to_string(),
+        secs,
+        nanos,
+    }
+}
+
+/// The time `secs` seconds and `nanos` nanoseconds after the epoch (`secs` may be negative).
+fn from_unix(secs: i64, nanos: u32) -> SystemTime {
+    let nanos = Duration::from_nanos(u64::from(nanos.min(999_999_999)));
+    match u64::try_from(secs) {
+        Ok(s) => SystemTime::UNIX_EPOCH + Duration::from_secs(s) + nanos,
+        Err(_) => SystemTime::UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()) + nanos,
+    }
 }
 
 /// The changing state of one volume, under its lock.
@@ -480,6 +532,7 @@ impl State {
             Record::Rename { from, to } => self.tree.rename(from, to).map(drop),
             Record::Chmod { path, mode } => self.tree.chmod(path, *mode),
             Record::Symlink { path, target } => self.tree.symlink(path, target),
+            Record::Touch { path, secs, nanos } => self.tree.touch(path, from_unix(*secs, *nanos)),
             Record::Published { version } => {
                 self.head = Some(version.clone());
                 Ok(())
@@ -609,14 +662,18 @@ impl VolumeStage {
                 mode: 0o777,
                 mtime: SystemTime::UNIX_EPOCH,
             },
-            Node::File { content, mode } => {
+            Node::File {
+                content,
+                mode,
+                mtime,
+            } => {
                 let meta = std::fs::metadata(st.backing(&self.layout, content)).ok();
                 EntryAttr {
                     kind: EntryKind::File,
                     size: meta.as_ref().map_or(0, |m| m.len()),
                     mode: *mode,
-                    mtime: meta
-                        .and_then(|m| m.modified().ok())
+                    mtime: mtime
+                        .or_else(|| meta.and_then(|m| m.modified().ok()))
                         .unwrap_or(SystemTime::UNIX_EPOCH),
                 }
             }
@@ -751,7 +808,7 @@ impl VolumeStage {
         let mut st = self.lock();
         self.check_writable(&st)?;
         let (content, mode) = match st.tree.get(path) {
-            Some(Node::File { content, mode }) => (content.clone(), *mode),
+            Some(Node::File { content, mode, .. }) => (content.clone(), *mode),
             Some(_) => return Err(self.refuse(libc::EISDIR, path, "not a file")),
             None => return Err(self.refuse(st.tree.absent(path), path, "no such file")),
         };
@@ -871,20 +928,31 @@ impl VolumeStage {
         result
     }
 
-    /// Sets the modification time of file `path` (directories and symlinks keep theirs in memory only).
+    /// Sets the modification time of file `path`, copying nothing: a staged file's own time, or the journaled
+    /// time of a file still read from the base version (directories and symlinks keep theirs in memory only).
     pub fn set_mtime(&self, path: &str, mtime: SystemTime) -> Result<()> {
-        let is_file = matches!(self.lock().tree.get(key(path)), Some(Node::File { .. }));
-        if !is_file {
-            return Ok(());
+        let path = key(path);
+        let mut st = self.lock();
+        self.check_writable(&st)?;
+        match st.tree.get(path) {
+            Some(Node::File {
+                content: Content::Staged(id),
+                ..
+            }) => OpenOptions::new()
+                .write(true)
+                .open(self.layout.file(*id))
+                .and_then(|f| f.set_modified(mtime))
+                .map_err(|e| io_error(&format!("{}/{path}", self.label()), e)),
+            Some(Node::File { .. }) => {
+                let record = touch_record(path, mtime);
+                if let Err(errno) = st.apply(&record) {
+                    return Err(self.refuse(errno, path, "cannot set its time"));
+                }
+                self.journal_change(&mut st, record)
+            }
+            Some(_) => Ok(()),
+            None => Err(self.refuse(st.tree.absent(path), path, "no such file")),
         }
-        let writer = self.open_write(path, false)?;
-        let result = writer
-            .file
-            .set_modified(mtime)
-            .and_then(|_| writer.sync())
-            .map_err(|e| io_error(&self.label(), e));
-        self.close_write();
-        result
     }
 
     pub fn mkdir(&self, path: &str, mode: u32) -> Result<()> {

@@ -9,6 +9,7 @@
 //! those files, so the tree never disagrees with them.
 
 use std::collections::BTreeMap;
+use std::time::SystemTime;
 
 /// Where the bytes of a file are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,9 +23,19 @@ pub enum Content {
 /// One entry of the tree. The root directory is implicit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Node {
-    File { content: Content, mode: u32 },
-    Dir { mode: u32 },
-    Symlink { target: String },
+    /// `mtime` is set by a `touch` of a file still read from the base version, whose file is never changed; a
+    /// staged file keeps its time on itself.
+    File {
+        content: Content,
+        mode: u32,
+        mtime: Option<SystemTime>,
+    },
+    Dir {
+        mode: u32,
+    },
+    Symlink {
+        target: String,
+    },
 }
 
 impl Node {
@@ -64,7 +75,15 @@ impl Tree {
                 dir = parent_of(dir);
             }
             let content = Content::Base(path.clone());
-            tree.nodes.insert(path, Node::File { content, mode });
+            let mtime = None;
+            tree.nodes.insert(
+                path,
+                Node::File {
+                    content,
+                    mode,
+                    mtime,
+                },
+            );
         }
         tree
     }
@@ -143,9 +162,28 @@ impl Tree {
         if self.nodes.get(path).is_some_and(Node::is_dir) {
             return Err(libc::EISDIR);
         }
-        self.nodes
-            .insert(path.to_string(), Node::File { content, mode });
+        let mtime = None;
+        self.nodes.insert(
+            path.to_string(),
+            Node::File {
+                content,
+                mode,
+                mtime,
+            },
+        );
         Ok(())
+    }
+
+    /// Sets the time of a file (directories and symlinks keep theirs in memory only: nothing to do).
+    pub fn touch(&mut self, path: &str, new_mtime: SystemTime) -> Result<(), Refusal> {
+        match self.nodes.get_mut(path) {
+            Some(Node::File { mtime, .. }) => {
+                *mtime = Some(new_mtime);
+                Ok(())
+            }
+            Some(_) => Ok(()),
+            None => Err(self.absent(path)),
+        }
     }
 
     pub fn symlink(&mut self, path: &str, target: &str) -> Result<(), Refusal> {
@@ -294,7 +332,8 @@ mod tests {
             t.get("moved/e/y"),
             Some(&Node::File {
                 content: Content::Base("d/e/y".into()),
-                mode: 0o644
+                mode: 0o644,
+                mtime: None
             })
         );
     }
@@ -360,7 +399,8 @@ mod tests {
             t.get("a.txt"),
             Some(&Node::File {
                 content: Content::Staged(2),
-                mode: 0o755
+                mode: 0o755,
+                mtime: None
             })
         );
     }

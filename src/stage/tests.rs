@@ -547,3 +547,21 @@ fn a_publish_after_an_edit_hashes_only_the_edited_file() {
     assert_eq!(known(&m.volume), [("a".into(), true), ("b".into(), true)]);
     assert_eq!(m.stage.sync(&m.volume).unwrap(), second);
 }
+
+#[test]
+fn journaled_times_read_back_to_the_nanosecond_before_and_after_the_epoch() {
+    use super::journal::Record;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    for t in [
+        UNIX_EPOCH + Duration::new(981_173_106, 123_456_789),
+        UNIX_EPOCH - Duration::new(10, 250_000_000),
+        UNIX_EPOCH - Duration::from_secs(3),
+        UNIX_EPOCH,
+    ] {
+        let Record::Touch { secs, nanos, .. } = super::touch_record("f", t) else {
+            panic!("not a Touch record");
+        };
+        assert_eq!(super::from_unix(secs, nanos), t, "{t:?}");
+        let _: SystemTime = t;
+    }
+}
