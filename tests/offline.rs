@@ -53,7 +53,7 @@ fn a_remount_with_the_api_down_reads_what_was_cached() {
         .expect("a completed run in the demo data");
     let run_dir = mount.path("runs").join(&run);
     let run_files = |dir: &std::path::Path| {
-        ["status", "prompt", "run.json"].map(|f| std::fs::read(dir.join(f)).unwrap())
+        ["status", "prompt", "run.json", "logs"].map(|f| std::fs::read(dir.join(f)).unwrap())
     };
     assert_eq!(run_files(&run_dir)[0], b"completed\n", "a terminal run");
     let before = run_files(&run_dir);

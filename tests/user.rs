@@ -1,6 +1,7 @@
 //! The main case: an ordinary user (here `nobody`, with a HOME of its own) mounts through `fusermount3`, browses,
 //! reads, starts a run, asks `vm0fs status`, unmounts; a `kill -9` of its mount leaves no dead mount; root cannot
-//! read that user's mount (no `--allow-other`).
+//! read that user's mount (no `--allow-other`); a `user` line in `/etc/fstab` lets the user `mount` and `umount`
+//! it with mount(8) itself.
 //!
 //! These machines keep `/dev/fuse` at `0600` (a distribution makes it `0666`), so each test opens it to everyone
 //! for its duration through `DevFuseForUsers`, which restores the mode when the last test that needs it is done:
@@ -26,6 +27,9 @@ const USERS_LOCK: &str = "/tmp/vm0fs-tests-dev-fuse.users";
 const MODE_LOCK: &str = "/tmp/vm0fs-tests-dev-fuse.lock";
 /// The mode `/dev/fuse` had before the first test changed it.
 const SAVED_MODE: &str = "/tmp/vm0fs-tests-dev-fuse.mode";
+/// Held exclusively while a test adds its line to `/etc/fstab` or takes it out.
+const FSTAB_LOCK: &str = "/tmp/vm0fs-tests-fstab.lock";
+const FSTAB: &str = "/etc/fstab";
 
 fn flock(file: &File, op: i32) -> bool {
     // SAFETY: flock(2) on a descriptor that `file` keeps open.
@@ -81,6 +85,43 @@ impl Drop for DevFuseForUsers {
             let _ = std::fs::remove_file(SAVED_MODE);
         }
     }
+}
+
+/// A line of `/etc/fstab` while this lives. Suites may run side by side, so every change is made under a lock, and
+/// written to a temporary file renamed over the old one: a `mount(8)` reading meanwhile sees one whole file.
+struct FstabLine {
+    line: String,
+}
+
+impl FstabLine {
+    fn add(line: String) -> FstabLine {
+        edit_fstab(|text| format!("{text}{line}\n"));
+        FstabLine { line }
+    }
+}
+
+impl Drop for FstabLine {
+    fn drop(&mut self) {
+        edit_fstab(|text| {
+            text.lines()
+                .filter(|l| *l != self.line)
+                .map(|l| format!("{l}\n"))
+                .collect()
+        });
+    }
+}
+
+fn edit_fstab(change: impl FnOnce(&str) -> String) {
+    let lock = lock_file(FSTAB_LOCK);
+    assert!(flock(&lock, libc::LOCK_EX));
+    let mut text = std::fs::read_to_string(FSTAB).unwrap_or_default();
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    let temp = format!("{FSTAB}.vm0fs-test-{}", std::process::id());
+    std::fs::write(&temp, change(&text)).unwrap();
+    std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::rename(&temp, FSTAB).unwrap();
 }
 
 /// A HOME for `nobody`, with `~/vm0` to mount on; whatever is mounted there is detached at the end.
@@ -250,4 +291,57 @@ fn a_normal_users_foreground_mount_killed_by_sigkill_leaves_no_dead_mount() {
         wait_unmounted(&user.mnt(), Duration::from_secs(60)),
         "kill -9 left a dead mount behind"
     );
+}
+
+#[test]
+fn a_user_fstab_line_lets_a_normal_user_mount_and_umount_with_mount_itself() {
+    let _fuse = DevFuseForUsers::open();
+    let emulator = Emulator::start(&["--seed", "demo"]);
+    let user = UserHome::new();
+    let token = user.home().join("token");
+    std::fs::write(&token, emulator.token()).unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::chown(&token, Some(NOBODY), Some(NOBODY)).unwrap();
+    let mnt = user.mnt();
+    // As contrib/fstab.example, with the binary named in the type (mount(8) clears PATH).
+    let _line = FstabLine::add(format!(
+        "vm0 {} fuse.{} noauto,user,api_url={},token_file={},cache_dir={} 0 0",
+        mnt.display(),
+        vm0fs_bin(),
+        emulator.base_url(),
+        token.display(),
+        user.home().join("cache").display()
+    ));
+
+    user.ok(&emulator, &format!("mount {}", mnt.display()));
+    assert!(is_mounted(&mnt), "mount returned before the mount was live");
+    assert_eq!(
+        user.ok(&emulator, "ls ~/vm0"),
+        "agents\nartifacts\nruns\nvolumes\n"
+    );
+    assert!(
+        !user
+            .ok(&emulator, "cat ~/vm0/volumes/input-data/README.md")
+            .is_empty()
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    let options = mounts
+        .lines()
+        .find(|l| l.split(' ').nth(1) == Some(mnt.to_str().unwrap()))
+        .and_then(|l| l.split(' ').nth(3))
+        .unwrap_or_else(|| panic!("{} is not in /proc/self/mounts", mnt.display()))
+        .to_string();
+    for expected in ["noexec", "nosuid", "nodev", &format!("user_id={NOBODY}")] {
+        assert!(
+            options.split(',').any(|o| o == expected),
+            "{expected} missing from {options}"
+        );
+    }
+    assert!(
+        user.home().join("cache/archives").is_dir(),
+        "the cache is where the line says"
+    );
+
+    user.ok(&emulator, &format!("umount {}", mnt.display()));
+    assert!(wait_unmounted(&mnt, Duration::from_secs(30)));
 }

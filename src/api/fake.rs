@@ -243,6 +243,7 @@ impl Vm0Api for FakeApi {
         Err(not_found("run"))
     }
     fn run_logs(&self, _id: &str, query: &LogQuery) -> Result<Page<LogEntry>, ApiError> {
+        self.reachable()?;
         // Two entries a page, with the timestamp cursor of CONTRACT.md 4.6.
         let rest: Vec<_> = self
             .logs

@@ -5,7 +5,8 @@
 //! options are turned into the flags of `vm0fs mount` (`cache_size=1G` into `--cache-size=1G`, `ro` into
 //! `--read-only`) and clap parses them as usual, so defaults, validation, the config file and the environment work
 //! the same in both forms. Generic mount options that `mount(8)` and `mount.fuse` pass along (`rw`, `nodev`,
-//! `noatime`, `dev`, `suid`, ...) are accepted and ignored: vm0fs always mounts `nodev,nosuid,noatime`. Any other
+//! `noatime`, `dev`, `suid`, ...) are accepted and ignored: vm0fs always mounts `nodev,nosuid,noatime`. `noexec`
+//! (which a `user` line implies) is kept: programs in the mount cannot be run. Any other
 //! option is a usage error naming it, since a misspelt option silently ignored would mount with the wrong settings.
 
 use std::ffi::{OsStr, OsString};
@@ -33,7 +34,6 @@ const IGNORED: &[&str] = &[
     "suid",
     "nosuid",
     "exec",
-    "noexec",
     "atime",
     "noatime",
     "diratime",
@@ -124,13 +124,13 @@ fn flag_for(option: &str) -> Result<Option<String>, String> {
         }
         ("allow_other", None) => Ok(Some(flag)),
         ("ro", None) => Ok(Some("--read-only".into())),
-        ("nonempty", None) => Ok(Some(flag)),
+        ("nonempty", None) | ("noexec", None) => Ok(Some(flag)),
         ("verbose", None) => Ok(Some("-v".into())),
         ("comment", Some(_)) => Ok(None),
         (name, None) if IGNORED.contains(&name) => Ok(None),
         (name, _) if name.starts_with("x-") => Ok(None),
         _ => Err(format!(
-            "unknown mount option {option:?}. vm0fs takes {}=..., allow_other, ro, nonempty, verbose, and ignores generic \
+            "unknown mount option {option:?}. vm0fs takes {}=..., allow_other, ro, nonempty, noexec, verbose, and ignores generic \
              options such as rw, nodev, noatime, _netdev, nofail, noauto, user and x-*",
             VALUE_OPTIONS.join("=..., ")
         )),

@@ -52,7 +52,7 @@ user.vm0.version and user.vm0.size (getfattr -d). The hidden .vm0fs/ holds statu
 mount(8) form: vm0fs SOURCE MOUNTPOINT [-o OPTIONS] is what `mount -t fuse.vm0fs` runs: \
 SOURCE is an http(s) API URL or any word (vm0); OPTIONS are the mount flags written key=value with underscores \
 (api_url=, token_file=, cache_dir=, cache_size=, max_archive_size=, max_archive_entries=, metadata_ttl=, config=, \
-allow_other, ro, nonempty, verbose), and generic mount options (defaults, rw, nodev, nosuid, noatime, _netdev, nofail, \
+allow_other, ro, nonempty, noexec, verbose), and generic mount options (defaults, rw, nodev, nosuid, noatime, _netdev, nofail, \
 noauto, user, x-*, ...) are ignored. It mounts in the background, like `vm0fs mount`."
 )]
 struct Cli {
@@ -191,6 +191,9 @@ pub struct MountArgs {
     /// Mount even on a directory that is not empty (its files are hidden while mounted)
     #[arg(long)]
     pub nonempty: bool,
+    /// Programs in the mount cannot be run (mount(8)'s noexec, which a `user` fstab line implies)
+    #[arg(long)]
+    pub noexec: bool,
     /// Stay in the foreground and log to stderr (tells systemd when ready if NOTIFY_SOCKET is set)
     #[arg(short, long)]
     pub foreground: bool,

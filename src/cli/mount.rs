@@ -441,6 +441,7 @@ fn mount_with_fallback(
     let safe = MountConfig {
         allow_other: settings.allow_other,
         read_only: settings.read_only,
+        noexec: settings.noexec,
         auto_unmount: true,
     };
     let fs = Arc::new(Vm0Fs::new(api.clone(), cache.clone(), fs_config.clone()));

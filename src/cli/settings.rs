@@ -8,6 +8,8 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use clap::ArgMatches;
@@ -81,6 +83,8 @@ pub struct Settings {
     pub read_only: bool,
     /// Mount on a directory that is not empty (`--nonempty`).
     pub nonempty: bool,
+    /// Programs in the mount cannot be run (`--noexec`).
+    pub noexec: bool,
     pub foreground: bool,
     pub verbose: u8,
     origins: HashMap<&'static str, Origin>,
@@ -158,6 +162,7 @@ pub fn resolve(args: &MountArgs, matches: &ArgMatches) -> Result<Settings, Strin
         allow_other: r.pick("allow_other", file.allow_other, &args.allow_other),
         read_only: r.pick("read_only", file.read_only, &args.read_only),
         nonempty: args.nonempty,
+        noexec: args.noexec,
         foreground: args.foreground,
         verbose: args.verbose,
         origins: r.origins,
@@ -204,7 +209,7 @@ fn load_config(given: Option<&Path>) -> Result<(FileConfig, Option<PathBuf>), St
 /// `$XDG_CONFIG_HOME/vm0fs/config.toml`, else `~/.config/vm0fs/config.toml`.
 fn default_config_path() -> Option<PathBuf> {
     non_empty_env("XDG_CONFIG_HOME")
-        .or_else(|| non_empty_env("HOME").map(|home| home.join(".config")))
+        .or_else(|| home_dir().map(|home| home.join(".config")))
         .map(|dir| dir.join("vm0fs").join("config.toml"))
 }
 
@@ -212,7 +217,47 @@ fn default_config_path() -> Option<PathBuf> {
 fn default_cache_dir() -> Option<PathBuf> {
     non_empty_env("XDG_CACHE_HOME")
         .map(|dir| dir.join("vm0fs"))
-        .or_else(|| non_empty_env("HOME").map(|home| home.join(".cache").join("vm0fs")))
+        .or_else(|| home_dir().map(|home| home.join(".cache").join("vm0fs")))
+}
+
+/// The caller's home: `$HOME` when it is the caller's own directory, else the one the password database gives.
+/// mount(8) runs the helper of a `user` fstab line as that user but with root's `HOME`, which the user can
+/// neither read nor write.
+fn home_dir() -> Option<PathBuf> {
+    // SAFETY: getuid(2) cannot fail and touches no memory.
+    let uid = unsafe { libc::getuid() };
+    let home = non_empty_env("HOME");
+    if let Some(home) = &home
+        && std::fs::metadata(home).is_ok_and(|m| m.uid() == uid)
+    {
+        return Some(home.clone());
+    }
+    passwd_home(uid).or(home)
+}
+
+/// The home directory of `uid` in the password database.
+fn passwd_home(uid: libc::uid_t) -> Option<PathBuf> {
+    let mut buf = vec![0u8; 16 * 1024];
+    // SAFETY: `passwd` is plain data; all-zero is a valid value that getpwuid_r overwrites.
+    let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call and `buf.len()` is the buffer's size; the strings it fills in
+    // point into `buf`, which outlives their use below.
+    let rc = unsafe {
+        libc::getpwuid_r(
+            uid,
+            &mut entry,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut found,
+        )
+    };
+    if rc != 0 || found.is_null() || entry.pw_dir.is_null() {
+        return None;
+    }
+    // SAFETY: getpwuid_r succeeded, so `pw_dir` is a NUL-terminated string inside `buf`.
+    let dir = unsafe { std::ffi::CStr::from_ptr(entry.pw_dir) };
+    Some(PathBuf::from(std::ffi::OsStr::from_bytes(dir.to_bytes())))
 }
 
 fn non_empty_env(var: &str) -> Option<PathBuf> {

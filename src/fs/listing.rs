@@ -1,4 +1,5 @@
-//! An open directory's entries: a snapshot taken at `opendir`, or one that grows while its source is still read.
+//! An open directory's entries: a snapshot taken at `opendir`, or one that grows while its source is still read,
+//! or one taken at the first `readdir`.
 //!
 //! Offsets must stay valid however the API changes, so a listing never changes once an entry is in it; it may
 //! only grow at its end. A listing of `runs/` that needs every page of the API (the first one) grows page by page
@@ -6,11 +7,16 @@
 //! the first runs while the last pages are still on their way. The entries hold references on their inode
 //! numbers (see `inodes`), given back at `close`; entries that arrive after the close are handed back to the
 //! caller to release at once.
+//!
+//! A directory whose listing can never change (inside a storage version) stays in the kernel's cache across opens,
+//! so most of its opens are never read: its listing is deferred to the first `readdir` (`deferred`, then `fill`),
+//! and an `ls -lR` over a tree already walked costs an open and a close per directory, not a listing.
 
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 use super::DirEntry;
 use super::error::Result;
+use super::inodes::Node;
 
 /// The most entries one `readdir` answer is given: more than a reply buffer holds, few enough that a listing of
 /// many thousands is not copied whole at each call.
@@ -26,6 +32,8 @@ struct State {
     /// How the listing ended; `None` while it still grows.
     end: Option<Result<()>>,
     closed: bool,
+    /// The directory whose entries are still to be listed, for a deferred listing not read yet.
+    deferred: Option<Node>,
 }
 
 impl Listing {
@@ -39,15 +47,42 @@ impl Listing {
         Listing::with(entries, None)
     }
 
+    /// A listing of `dir` that holds `entries` (the dots) until `fill` adds the rest.
+    pub fn deferred(dir: Node, entries: Vec<DirEntry>) -> Listing {
+        let listing = Listing::with(entries, None);
+        listing.lock().deferred = Some(dir);
+        listing
+    }
+
     fn with(entries: Vec<DirEntry>, end: Option<Result<()>>) -> Listing {
         Listing {
             state: Mutex::new(State {
                 entries,
                 end,
                 closed: false,
+                deferred: None,
             }),
             grown: Condvar::new(),
         }
+    }
+
+    /// The directory still to be listed, if this is a deferred listing not filled yet.
+    pub fn unlisted(&self) -> Option<Node> {
+        self.lock().deferred.clone()
+    }
+
+    /// Completes a deferred listing with `more`. Entries it does not take (it was filled meanwhile, or closed)
+    /// are handed back, for the caller to release.
+    pub fn fill(&self, more: Vec<DirEntry>) -> Vec<DirEntry> {
+        let mut state = self.lock();
+        if state.closed || state.deferred.is_none() {
+            return more;
+        }
+        state.deferred = None;
+        state.entries.extend(more);
+        state.end = Some(Ok(()));
+        self.grown.notify_all();
+        Vec::new()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -114,6 +149,7 @@ mod tests {
             ino: n,
             kind: FileKind::Directory,
             name: n.to_string().into(),
+            attr: None,
         }
     }
 
@@ -139,6 +175,21 @@ mod tests {
             1,
             "handed back after close"
         );
+    }
+
+    #[test]
+    fn a_deferred_listing_is_filled_once() {
+        let listing = Listing::deferred(crate::fs::inodes::Node::Root, vec![entry(1)]);
+        assert_eq!(listing.unlisted(), Some(crate::fs::inodes::Node::Root));
+        assert!(listing.fill(vec![entry(2)]).is_empty());
+        assert_eq!(listing.unlisted(), None);
+        assert_eq!(
+            listing.fill(vec![entry(3)]).len(),
+            1,
+            "a second fill is handed back"
+        );
+        assert_eq!(listing.from(0).unwrap().len(), 2);
+        assert_eq!(listing.close().len(), 2);
     }
 
     #[test]

@@ -9,13 +9,15 @@
 //! after a second without news; one only looked at, once a second. GNU `tail -f` itself polls a FUSE file once a
 //! second, so the faster polling takes vm0fs's own delay from up to a second down to a quarter of one. When a log
 //! grows the poller tells the kernel to forget the file's attributes, so the next `fstat` of `tail -f` sees the new
-//! size. Once the run is terminal the rest is drained and the log is fixed.
+//! size. Once the run is terminal the rest is drained and the log is fixed; a fixed log is also saved in the cache
+//! directory (`saved`), so that it reads the same after a remount while the API is down.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::render;
+use super::saved::Saved;
 use super::waiting::may_wait;
 use crate::api::models::{LogEntry, LogQuery};
 use crate::api::{ApiError, Vm0Api};
@@ -114,12 +116,45 @@ fn fingerprint(entry: &LogEntry) -> String {
 
 pub struct LiveLogs {
     logs: Mutex<HashMap<String, Arc<Mutex<LogState>>>>,
+    /// Where the logs of ended runs are kept for a remount while the API is down.
+    saved: Saved,
 }
 
+/// The `Saved` kind of the logs of ended runs.
+const SAVED_KIND: &str = "logs";
+
 impl LiveLogs {
-    pub fn new() -> Self {
+    pub fn new(saved: Saved) -> Self {
         LiveLogs {
             logs: Mutex::new(HashMap::new()),
+            saved,
+        }
+    }
+
+    /// Fetches onward and, once the log is complete, keeps it for offline use. When the API cannot be reached,
+    /// an ended run's log this process has nothing of is read from where an earlier mount saved it.
+    fn fetch(
+        &self,
+        api: &dyn Vm0Api,
+        run_id: &str,
+        terminal: bool,
+        log: &mut LogState,
+    ) -> Result<(), ApiError> {
+        match fetch_new(api, run_id, terminal, log) {
+            Ok(()) => {
+                if log.complete {
+                    self.saved
+                        .save(SAVED_KIND, run_id, &String::from_utf8_lossy(&log.text));
+                }
+                Ok(())
+            }
+            Err(e) if e.is_retryable() && terminal && log.text.is_empty() => {
+                let text: String = self.saved.load(SAVED_KIND, run_id).ok_or(e)?;
+                log.text = text.into_bytes();
+                log.complete = true;
+                Ok(())
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -128,23 +163,25 @@ impl LiveLogs {
         logs.entry(run_id.to_string()).or_default().clone()
     }
 
-    /// The log's bytes so far, fetching onward first when they may be stale (where waiting is allowed); marks the
-    /// log as watched.
+    /// The log's bytes so far, fetching onward first when they may be stale (where waiting is allowed), and
+    /// whether they are all it will ever hold; marks the log as watched. A log whose run has ended but whose last
+    /// entries are not fetched yet is not complete: its size may still change, so its attributes must not be
+    /// cached as fixed.
     pub fn current(
         &self,
         api: &dyn Vm0Api,
         run_id: &str,
         terminal: bool,
-    ) -> super::Result<Vec<u8>> {
+    ) -> super::Result<(Vec<u8>, bool)> {
         let state = self.state(run_id);
         let mut log = state.lock().unwrap_or_else(|e| e.into_inner());
         log.interest_at = Some(Instant::now());
         let stale = log.fetched_at.is_none_or(|t| t.elapsed() >= POLL_INTERVAL);
         if !log.complete && stale {
             may_wait()?;
-            fetch_new(api, run_id, terminal, &mut log)?;
+            self.fetch(api, run_id, terminal, &mut log)?;
         }
-        Ok(log.text.clone())
+        Ok((log.text.clone(), log.complete))
     }
 
     /// Bytes `offset..offset+size` of the log as it is now (reads of an open log never wait for the network).
@@ -202,7 +239,7 @@ impl LiveLogs {
             return Ok(false);
         }
         let before = log.text.len();
-        fetch_new(api, run_id, terminal, &mut log)?;
+        self.fetch(api, run_id, terminal, &mut log)?;
         let grew = log.text.len() > before;
         log.quiet_polls = if grew {
             0
@@ -280,6 +317,48 @@ mod tests {
         log.interest_at = None;
         log.fetched_at = None;
         assert!(!log.due(), "nobody watches it: idle logs cost nothing");
+    }
+
+    #[test]
+    fn a_log_fetched_before_its_run_ended_is_not_complete_until_fetched_again() {
+        let api = crate::api::fake::FakeApi::sample();
+        let dir = tempfile::tempdir().unwrap();
+        let logs = LiveLogs::new(Saved::new(dir.path()));
+        let (text, complete) = logs.current(&api, "r1", false).unwrap();
+        assert!(!text.is_empty() && !complete, "the run was running then");
+        let (_, complete) = logs.current(&api, "r1", true).unwrap();
+        assert!(
+            !complete,
+            "fetched less than a second ago, so not fetched again: entries written at the end may be missing"
+        );
+        assert!(!logs.poll(&api, "r1", true).unwrap());
+        assert!(
+            logs.current(&api, "r1", true).unwrap().1,
+            "drained after the end"
+        );
+    }
+
+    #[test]
+    fn an_ended_runs_log_is_read_back_from_the_cache_when_the_api_is_down() {
+        let api = crate::api::fake::FakeApi::sample();
+        let dir = tempfile::tempdir().unwrap();
+        let (text, complete) = LiveLogs::new(Saved::new(dir.path()))
+            .current(&api, "r1", true)
+            .unwrap();
+        assert!(complete && !text.is_empty());
+        api.offline.store(true, std::sync::atomic::Ordering::SeqCst);
+        let after_remount = LiveLogs::new(Saved::new(dir.path()));
+        assert_eq!(
+            after_remount.current(&api, "r1", true).unwrap(),
+            (text, true)
+        );
+        let elsewhere = tempfile::tempdir().unwrap();
+        assert!(
+            LiveLogs::new(Saved::new(elsewhere.path()))
+                .current(&api, "r1", true)
+                .is_err(),
+            "nothing saved there: the outage is reported"
+        );
     }
 
     #[test]

@@ -100,6 +100,9 @@ pub struct DirEntry {
     pub ino: u64,
     pub kind: FileKind,
     pub name: OsString,
+    /// The entry's attributes when the listing read them already (a version's tree on disk, where they cannot
+    /// change): `readdirplus` then answers without looking the entry up again.
+    pub attr: Option<Attr>,
 }
 
 /// The answer to `open`: a handle and how the kernel should cache the file's pages.
@@ -182,7 +185,7 @@ impl Vm0Fs {
         Vm0Fs {
             stage,
             meta,
-            live_logs: LiveLogs::new(),
+            live_logs: LiveLogs::new(Saved::new(&cache.status().dir)),
             new_run_outcomes: Outcomes::new(),
             invalidator: OnceLock::new(),
             request_counts: OnceLock::new(),
@@ -245,15 +248,28 @@ impl Vm0Fs {
                 ino: self.inodes.acquire(&node),
                 kind: FileKind::Directory,
                 name: ".".into(),
+                attr: None,
             },
             DirEntry {
                 ino: self.inodes.acquire(&tree::parent_of(&node)),
                 kind: FileKind::Directory,
                 name: "..".into(),
+                attr: None,
             },
         ];
         if node == Node::Runs(RunNode::Dir) && !self.meta.runs_listed() {
             return Ok(self.open_growing_runs(entries));
+        }
+        if let Node::Storage(storage) = &node
+            && listing_is_immutable(&node)
+        {
+            if let Err(e) = storage.fetch_version(self) {
+                self.release_entries(&entries);
+                return Err(e);
+            }
+            return Ok(self
+                .handles
+                .insert(Handle::Dir(Arc::new(Listing::deferred(node, entries)))));
         }
         if let Err(e) = self.children(&node, &mut entries) {
             self.release_entries(&entries);
@@ -301,12 +317,9 @@ impl Vm0Fs {
     /// inside a storage version, or a storage pinned to a version (`volumes/<name>@<version>`). A storage's head,
     /// `runs/` and the rest of the API tree can change at any time.
     pub fn listing_is_immutable(&self, ino: u64) -> bool {
-        matches!(
-            self.inodes.node(ino),
-            Some(Node::Storage(
-                StorageNode::Entry { .. } | StorageNode::Root { pin: Some(_), .. }
-            ))
-        )
+        self.inodes
+            .node(ino)
+            .is_some_and(|n| listing_is_immutable(&n))
     }
 
     fn release_entries(&self, entries: &[DirEntry]) {
@@ -316,7 +329,16 @@ impl Vm0Fs {
     /// The entries of an open directory from `offset` on; each comes with the offset of the next one. Waits
     /// while a growing listing has nothing past `offset` yet.
     pub fn readdir(&self, fh: u64, offset: u64) -> Result<Vec<(u64, DirEntry)>> {
-        self.handles.dir(fh)?.from(offset)
+        let listing = self.handles.dir(fh)?;
+        if let Some(dir) = listing.unlisted() {
+            let mut entries = Vec::new();
+            if let Err(e) = self.children(&dir, &mut entries) {
+                self.release_entries(&entries);
+                return Err(e);
+            }
+            self.release_entries(&listing.fill(entries));
+        }
+        listing.from(offset)
     }
 
     /// Like `readdir`, with each entry's attributes (for READDIRPLUS). `.` and `..` are listed too (so that
@@ -342,7 +364,10 @@ impl Vm0Fs {
                 added = true;
                 continue;
             }
-            let attr = match self.node(entry.ino).and_then(|n| self.attr(entry.ino, &n)) {
+            let known = entry.attr.clone().map(Ok);
+            let attr = match known
+                .unwrap_or_else(|| self.node(entry.ino).and_then(|n| self.attr(entry.ino, &n)))
+            {
                 Ok(attr) => attr,
                 Err(e) if e.errno == libc::ENOENT => continue,
                 Err(_) if added => break,
@@ -925,4 +950,12 @@ impl Vm0Fs {
             Err(e) => e,
         }
     }
+}
+
+/// Whether a directory's listing can never change: inside a storage version (see `listing` on deferred listings).
+fn listing_is_immutable(node: &Node) -> bool {
+    matches!(
+        node,
+        Node::Storage(StorageNode::Entry { .. } | StorageNode::Root { pin: Some(_), .. })
+    )
 }

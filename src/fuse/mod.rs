@@ -57,6 +57,8 @@ pub struct MountConfig {
     pub auto_unmount: bool,
     /// Mount read-only (`--read-only`): the kernel refuses every write, runs/new and ctl included, with EROFS.
     pub read_only: bool,
+    /// Programs in the mount cannot be run (`--noexec`).
+    pub noexec: bool,
 }
 
 /// Mounts `fs` at `mountpoint`; the mount is live when this returns (fuser completes INIT before its session exists).
@@ -75,6 +77,9 @@ pub fn mount(
     ];
     if config.read_only {
         options.push(MountOption::RO);
+    }
+    if config.noexec {
+        options.push(MountOption::NoExec);
     }
     let mut fuse_config = Config::default();
     // `Owner`: the kernel lets only the owner (and fuser checks the uid too); `All` with `--allow-other`.

@@ -195,31 +195,41 @@ impl Vm0Fs {
     }
 
     /// The names in the directory `dir` of the archive (the root when empty), sorted, as the nodes `node_at`
-    /// makes of their paths; waits for the whole archive.
+    /// makes of their paths; waits for the whole archive. With `attr_ttl`, each entry carries its attributes,
+    /// read here relative to the open directory (one `fstatat` each), which `readdirplus` then answers with.
     pub(super) fn archive_children(
         &self,
         archive: Archive<'_>,
         dir: &Path,
         node_at: impl Fn(PathBuf) -> Node,
+        attr_ttl: Option<Duration>,
         out: &mut Vec<DirEntry>,
     ) -> Result<()> {
         let root = self.tree(archive)?;
-        let mut names: Vec<(OsString, FileKind)> = Vec::new();
+        let mut names: Vec<(OsString, FileKind, Option<fs::Metadata>)> = Vec::new();
         for entry in fs::read_dir(root.join(dir))? {
             let entry = entry?;
             let file_type = entry.file_type()?;
-            names.push((entry.file_name(), kind_of(&file_type)));
+            let meta = match attr_ttl {
+                Some(_) => Some(entry.metadata()?),
+                None => None,
+            };
+            names.push((entry.file_name(), kind_of(&file_type), meta));
         }
         names.sort_by(|a, b| a.0.cmp(&b.0));
-        for (name, file_kind) in names {
+        for (name, file_kind, meta) in names {
             let child = node_at(dir.join(&name));
-            out.push(self.entry(&child, file_kind, name));
+            let mut entry = self.entry(&child, file_kind, name);
+            if let (Some(meta), Some(ttl)) = (meta, attr_ttl) {
+                entry.attr = Some(self.disk_attr(entry.ino, &meta, ttl));
+            }
+            out.push(entry);
         }
         Ok(())
     }
 
     /// The root of the extracted tree of a version, downloading it on first use (and waiting for all of it).
-    fn tree(&self, archive: Archive<'_>) -> Result<PathBuf> {
+    pub(super) fn tree(&self, archive: Archive<'_>) -> Result<PathBuf> {
         if let Some(root) = self.cache.lookup(archive.version_id) {
             return Ok(root);
         }

@@ -177,6 +177,7 @@ impl Vm0Fs {
             ino: self.inodes.acquire(node),
             kind,
             name: name.into(),
+            attr: None,
         }
     }
 

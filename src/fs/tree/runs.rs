@@ -80,13 +80,18 @@ impl RunNode {
             return Err(is_a_directory(self));
         };
         let run = fs.meta.run(id)?;
+        let mut ttl = run_ttl(&run);
         let bytes = match file {
             RunFile::Status => render::text(run.status.as_str()),
             RunFile::RunJson => render::json(&*run),
             RunFile::Prompt => render::text(&run.prompt),
             RunFile::Logs => {
                 let api = fs.meta.api().as_ref();
-                fs.live_logs.current(api, id, run.status.is_terminal())?
+                let (text, complete) = fs.live_logs.current(api, id, run.status.is_terminal())?;
+                if !complete {
+                    ttl = MOVING_TTL;
+                }
+                text
             }
             RunFile::Ctl => ctl_text(),
             RunFile::Error => {
@@ -108,7 +113,7 @@ impl RunNode {
                 ));
             }
         };
-        Ok((bytes, run_mtime(&run, fs.mounted_at), run_ttl(&run)))
+        Ok((bytes, run_mtime(&run, fs.mounted_at), ttl))
     }
 }
 

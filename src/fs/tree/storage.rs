@@ -12,6 +12,7 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::archive::{Archive, Version, not_in_archive};
 use super::{FIXED_TTL, Namespace, is_a_directory, missing, text_name};
@@ -123,11 +124,13 @@ impl Vm0Fs {
         kind: StorageKind,
         version: Option<Version>,
         node_at: impl Fn(Archive<'_>, PathBuf) -> Node,
+        attr_ttl: Option<Duration>,
         out: &mut Vec<DirEntry>,
     ) -> Result<()> {
         if let Some(version) = version.filter(|v| v.has_files) {
             let archive = Archive::of(kind, &version);
-            self.archive_children(archive, Path::new(""), |p| node_at(archive, p), out)?;
+            let node_at = |p| node_at(archive, p);
+            self.archive_children(archive, Path::new(""), node_at, attr_ttl, out)?;
         }
         Ok(())
     }
@@ -181,6 +184,29 @@ const LATEST: &str = "latest";
 /// How a version is named in a listing and in messages: the first 8 hex characters of its id.
 fn short_id(id: &str) -> &str {
     id.get(..8).unwrap_or(id)
+}
+
+impl StorageNode {
+    /// Makes sure the version this directory is in is on disk (downloading it, where waiting is allowed), so that
+    /// opening one of its directories fetches it even when its listing is deferred (see `listing`), as
+    /// `vm0fs prefetch` relies on.
+    pub(in crate::fs) fn fetch_version(&self, fs: &Vm0Fs) -> Result<()> {
+        match self {
+            StorageNode::Entry {
+                kind,
+                storage_id,
+                version_id,
+                ..
+            } => fs.tree(Archive::new(*kind, storage_id, version_id)).map(drop),
+            StorageNode::Root { kind, name, pin } => {
+                match fs.version(*kind, name, pin.as_deref())?.filter(|v| v.has_files) {
+                    Some(version) => fs.tree(Archive::of(*kind, &version)).map(drop),
+                    None => Ok(()),
+                }
+            }
+            StorageNode::Dir(_) | StorageNode::Versions { .. } => Ok(()),
+        }
+    }
 }
 
 impl Namespace for StorageNode {
@@ -286,7 +312,9 @@ impl Namespace for StorageNode {
             StorageNode::Versions { kind, name } => fs.version_entries(*kind, name, out),
             StorageNode::Root { kind, name, pin } => {
                 let version = fs.version(*kind, name, pin.as_deref())?;
-                fs.archive_top_children(*kind, version, StorageNode::entry_at, out)
+                // As `archive_attr` dates them: the top of a version for the metadata TTL, deeper for good.
+                let ttl = fs.config.metadata_ttl.min(FIXED_TTL);
+                fs.archive_top_children(*kind, version, StorageNode::entry_at, Some(ttl), out)
             }
             StorageNode::Entry {
                 kind,
@@ -295,7 +323,8 @@ impl Namespace for StorageNode {
                 path,
             } => {
                 let archive = Archive::new(*kind, storage_id, version_id);
-                fs.archive_children(archive, path, |p| StorageNode::entry_at(archive, p), out)
+                let node_at = |p| StorageNode::entry_at(archive, p);
+                fs.archive_children(archive, path, node_at, Some(FIXED_TTL), out)
             }
         }
     }

@@ -190,12 +190,18 @@ impl VolumeNode {
         match self {
             VolumeNode::Root { name } => {
                 let version = fs.version(KIND, name, None)?;
-                fs.archive_top_children(KIND, version, VolumeNode::entry_at, out)
+                fs.archive_top_children(KIND, version, VolumeNode::entry_at, None, out)
             }
             VolumeNode::Entry { storage_id, path } => {
                 let version = self.archive_head(fs, storage_id)?;
                 let archive = Archive::of(KIND, &version);
-                fs.archive_children(archive, path, |p| VolumeNode::entry_at(archive, p), out)
+                fs.archive_children(
+                    archive,
+                    path,
+                    |p| VolumeNode::entry_at(archive, p),
+                    None,
+                    out,
+                )
             }
         }
     }
