@@ -4,7 +4,8 @@
 //! (`overlay`), over the base version's extracted tree in the archive cache, which is never written; a file is
 //! copied into the staging area (`layout`) when it is first written, so untouched files keep being read from the
 //! cache. Every change of names goes to the volume's `journal` and is fsynced before the operation returns; the
-//! publisher (`publish`) turns the tree into one new version through the three-step upload.
+//! publisher (`publish`) turns the tree into one new version through the three-step upload, after which the tree
+//! becomes that version's cached archive and the stage starts over from it (`VolumeStage::adopt`).
 //!
 //! What each call guarantees:
 //! - a change of names (create, unlink, rename, mkdir, rmdir, chmod, symlink) returns once it is in the journal on
