@@ -335,6 +335,20 @@ impl Vm0Api for FakeApi {
     ) -> Result<StorageVersion, ApiError> {
         Err(not_in_this_fake("POST /v1/volumes/:id/commit"))
     }
+    fn prepare_push(&self, _request: &PushPrepareRequest) -> Result<PushPrepareResponse, ApiError> {
+        Err(not_in_this_fake("POST /api/storages/prepare"))
+    }
+    fn put_push(
+        &self,
+        _url: &str,
+        _file: &std::path::Path,
+        _content_type: &'static str,
+    ) -> Result<(), ApiError> {
+        Err(not_in_this_fake("PUT push"))
+    }
+    fn commit_push(&self, _request: &PushCommitRequest) -> Result<PushCommitResponse, ApiError> {
+        Err(not_in_this_fake("POST /api/storages/commit"))
+    }
 }
 
 /// Uploads are tested against the emulator (tests/api_client.rs, tests/writes.rs), not here.
@@ -366,6 +380,9 @@ pub enum Method {
     Upload,
     PutUpload,
     Commit,
+    PreparePush,
+    PutPush,
+    CommitPush,
 }
 
 /// One planned failure: the `nth` call (from 1) of `method` returns `error`.
@@ -533,6 +550,23 @@ impl Vm0Api for FailingApi {
     ) -> Result<StorageVersion, ApiError> {
         self.call(Method::Commit)?;
         self.inner.commit(kind, id, request)
+    }
+    fn prepare_push(&self, request: &PushPrepareRequest) -> Result<PushPrepareResponse, ApiError> {
+        self.call(Method::PreparePush)?;
+        self.inner.prepare_push(request)
+    }
+    fn put_push(
+        &self,
+        url: &str,
+        file: &std::path::Path,
+        content_type: &'static str,
+    ) -> Result<(), ApiError> {
+        self.call(Method::PutPush)?;
+        self.inner.put_push(url, file, content_type)
+    }
+    fn commit_push(&self, request: &PushCommitRequest) -> Result<PushCommitResponse, ApiError> {
+        self.call(Method::CommitPush)?;
+        self.inner.commit_push(request)
     }
 }
 

@@ -39,8 +39,9 @@ use serde_json::Value;
 
 use super::models::{
     Agent, AgentVersion, Casing, CommitRequest, CreateStorageRequest, ErrorBody, LegacyDownload,
-    LogEntry, LogQuery, Page, Run, RunDetail, RunMetrics, SseEvent, Storage, StorageDetail,
-    StorageKind, StorageVersion, UploadRequest, UploadResponse, UploadTarget, recase_keys,
+    LogEntry, LogQuery, Page, PushCommitRequest, PushCommitResponse, PushPrepareRequest,
+    PushPrepareResponse, Run, RunDetail, RunMetrics, SseEvent, Storage, StorageDetail, StorageKind,
+    StorageVersion, UploadRequest, UploadResponse, UploadTarget, recase_keys,
 };
 use super::{ApiError, ApiErrorKind, Download, DownloadFile, Vm0Api};
 
@@ -548,7 +549,7 @@ impl Vm0Api for HttpApi {
             url,
             auth: None,
             body: None,
-            file: Some(file.to_path_buf()),
+            file: Some((file.to_path_buf(), "application/octet-stream")),
             accept: "*/*",
             idempotent: true,
             total_deadline: None,
@@ -564,6 +565,72 @@ impl Vm0Api for HttpApi {
     ) -> Result<StorageVersion, ApiError> {
         self.post_json(&[kind.plural(), id, "commit"], request, false, "version")
     }
+
+    fn prepare_push(&self, request: &PushPrepareRequest) -> Result<PushPrepareResponse, ApiError> {
+        self.post_storages("prepare", request, true, "push preparation")
+    }
+
+    fn put_push(&self, url: &str, file: &Path, content_type: &'static str) -> Result<(), ApiError> {
+        let url = self.base.join(url).map_err(|e| {
+            invalid(
+                "POST /api/storages/prepare",
+                &format!("bad presigned URL: {e}"),
+            )
+        })?;
+        let call = Call {
+            method: Method::PUT,
+            label: blob_label(&url).replacen("GET", "PUT", 1),
+            url,
+            auth: None,
+            body: None,
+            file: Some((file.to_path_buf(), content_type)),
+            accept: "*/*",
+            idempotent: true,
+            total_deadline: None,
+        };
+        self.fetcher.run(&call, |_| Ok(()))
+    }
+
+    fn commit_push(&self, request: &PushCommitRequest) -> Result<PushCommitResponse, ApiError> {
+        self.post_storages("commit", request, false, "push commit")
+    }
+}
+
+impl HttpApi {
+    /// A `POST` of a JSON body to `/api/storages/<step>`, the push flow (CONTRACT.md 7.2): camelCase in every era,
+    /// not recased; with the token; `idempotent` as in `post_json`.
+    fn post_storages<T: DeserializeOwned>(
+        &self,
+        step: &str,
+        body: &impl serde::Serialize,
+        idempotent: bool,
+        what: &str,
+    ) -> Result<T, ApiError> {
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(["api", "storages", step]);
+        }
+        let body = serde_json::to_vec(body).map_err(|e| {
+            ApiError::invalid_response("POST /api/storages", format!("the request body: {e}"))
+        })?;
+        let call = Call {
+            label: format!("POST /api/storages/{step}"),
+            method: Method::POST,
+            url,
+            auth: Some(self.auth.clone()),
+            body: Some(body),
+            file: None,
+            accept: "application/json",
+            idempotent,
+            // The commit checks the uploads and builds the version before it answers.
+            total_deadline: Some(if step == "commit" {
+                COMMIT_DEADLINE
+            } else {
+                self.fetcher.opts.request_timeout
+            }),
+        };
+        decode(&call.label, self.json(&call)?, what)
+    }
 }
 
 /// One request as the retry loop sees it.
@@ -574,8 +641,8 @@ struct Call {
     label: String,
     auth: Option<HeaderValue>,
     body: Option<Vec<u8>>,
-    /// A file sent as the raw body (an upload PUT), opened again for each attempt.
-    file: Option<PathBuf>,
+    /// A file sent as the raw body (an upload PUT) with its content type, opened again for each attempt.
+    file: Option<(PathBuf, &'static str)>,
     accept: &'static str,
     /// Whether the request may be sent again after it may have reached the server.
     idempotent: bool,
@@ -684,9 +751,9 @@ impl Fetcher {
                     .header(CONTENT_TYPE, "application/json")
                     .body(body.clone())
             }
-            (None, Some(path)) => {
+            (None, Some((path, content_type))) => {
                 req = req
-                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .header(CONTENT_TYPE, *content_type)
                     .body(file_body(path))
             }
             (None, None) if call.method == Method::POST => req = req.body(Vec::new()),

@@ -16,7 +16,8 @@ use std::path::Path;
 
 pub use error::{ApiError, ApiErrorKind};
 use models::{
-    Agent, AgentVersion, CommitRequest, LogEntry, LogQuery, Page, Run, RunDetail, RunMetrics,
+    Agent, AgentVersion, CommitRequest, LogEntry, LogQuery, Page, PushCommitRequest,
+    PushCommitResponse, PushPrepareRequest, PushPrepareResponse, Run, RunDetail, RunMetrics,
     SseEvent, Storage, StorageDetail, StorageKind, StorageVersion, UploadRequest, UploadResponse,
     UploadTarget,
 };
@@ -115,4 +116,16 @@ pub trait Vm0Api: Send + Sync {
         id: &str,
         request: &CommitRequest,
     ) -> Result<StorageVersion, ApiError>;
+
+    /// `POST /api/storages/prepare` (CONTRACT.md 7.2 step 2, the push flow of the platform's CLI): creates the
+    /// storage if needed and answers the version the files make, with presigned PUT URLs for its archive and
+    /// manifest unless that version exists already. Retried like a read: a prepare that is never committed is
+    /// forgotten by the server.
+    fn prepare_push(&self, request: &PushPrepareRequest) -> Result<PushPrepareResponse, ApiError>;
+    /// `PUT <presigned URL>` of the push flow with the bytes of `file` (the archive or the manifest) as
+    /// `content_type`, never with the API token. Retried; a 403 means the URL expired (prepare again).
+    fn put_push(&self, url: &str, file: &Path, content_type: &'static str) -> Result<(), ApiError>;
+    /// `POST /api/storages/commit` (7.2 step 5): the version becomes the head. Never sent again once it may
+    /// have reached the server; after a lost reply the caller reads the head, as after a `/v1` commit.
+    fn commit_push(&self, request: &PushCommitRequest) -> Result<PushCommitResponse, ApiError>;
 }

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! <dir>/lock                          flock(2)ed while a cache is open: one process per cache directory
-//! <dir>/archives/<vid>/meta.json      written (and synced) before the rename; mtime = last used
+//! <dir>/archives/<vid>/meta.json      written before the rename; mtime = last used
+//! <dir>/archives/<vid>/unsynced       present until the entry is known to be on disk: holds the boot id
 //! <dir>/archives/<vid>/tree/...       the extracted archive
 //! <dir>/archives/<vid>/hashes.json    the files' SHA-256 when known (a tree adopted after a publish)
 //! <dir>/staging/<vid>.<random>/       an extraction in progress, or an evicted entry being deleted
@@ -15,6 +16,15 @@
 //! deleted and any `archives/<name>` without valid metadata is deleted too: a directory there is never trusted
 //! on its name alone. The version id becomes a path component, so it is
 //! validated (`^[0-9a-f]{8,64}$`) before anything here sees it.
+//!
+//! Durability comes later, not before the rename. A cache need not be durable, only never wrong after a crash, and
+//! syncing each archive before publishing it cost the first reader a flush of everything just extracted (a second
+//! or more for a few hundred MB). An entry is published with an `unsynced` marker that holds the boot id; the
+//! cache syncs the file system later, off the readers' path (`ArchiveCache`), then removes the markers. At
+//! `open`, an entry still marked is kept when the machine has not restarted since (its data is still in the page
+//! cache, so whatever the process went through, it is whole) and removed otherwise (a power loss may have left
+//! its files empty). This rests on journaled metadata being ordered (ext4, xfs, btrfs): a rename that survived a
+//! crash comes with the marker created before it.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
@@ -26,6 +36,10 @@ use serde::{Deserialize, Serialize};
 
 const META_FILE: &str = "meta.json";
 const HASHES_FILE: &str = "hashes.json";
+/// Marks an entry whose data may not be on disk yet; holds the boot id of the system that wrote it.
+const UNSYNCED: &str = "unsynced";
+/// The kernel's id of this boot: it changes at every restart.
+const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 const TREE_DIR: &str = "tree";
 /// Beside the tree, not in it, so that no name in the archive can clash with it.
 const SCRATCH: &str = "replacement";
@@ -161,20 +175,46 @@ impl Layout {
         Ok(())
     }
 
-    /// Every complete entry, with its metadata and last-used time; deletes anything else under `archives/`.
-    pub(crate) fn scan(&self) -> io::Result<Vec<(Meta, SystemTime)>> {
+    /// Every complete entry, with its metadata, last-used time and whether it still waits to be synced; deletes
+    /// anything else under `archives/`, and marked entries from before a restart (see the module doc).
+    pub(crate) fn scan(&self) -> io::Result<Vec<(Meta, SystemTime, bool)>> {
         let mut found = Vec::new();
+        let boot = boot_id();
         for item in fs::read_dir(self.archives())? {
             let path = item?.path();
-            match self.read_entry(&path) {
-                Some(entry) => found.push(entry),
-                None => {
-                    tracing::warn!(path = %path.display(), "removing an incomplete or unknown cache entry");
+            let Some((meta, used)) = self.read_entry(&path) else {
+                tracing::warn!(path = %path.display(), "removing an incomplete or unknown cache entry");
+                remove_any(&path);
+                continue;
+            };
+            match fs::read_to_string(path.join(UNSYNCED)) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => found.push((meta, used, false)),
+                Ok(marked) if boot.is_some() && marked.trim() == boot.as_deref().unwrap_or("") => {
+                    found.push((meta, used, true))
+                }
+                _ => {
+                    tracing::warn!(
+                        path = %path.display(),
+                        "removing a cache entry the machine stopped before it was on disk; it is fetched again when needed"
+                    );
                     remove_any(&path);
                 }
             }
         }
         Ok(found)
+    }
+
+    /// Makes everything written to the cache's file system durable (`syncfs`), then removes the `unsynced`
+    /// markers of `vids`, which were all published before this call. An entry evicted meanwhile is skipped.
+    pub(crate) fn make_durable(&self, vids: &[String]) -> io::Result<()> {
+        sync_filesystem(&self.archives())?;
+        for vid in vids {
+            match fs::remove_file(self.entry(vid).join(UNSYNCED)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// The metadata of the entry at `path`, when it is a valid, complete entry.
@@ -276,28 +316,20 @@ impl Staging {
         self.dir.join(SCRATCH)
     }
 
-    /// Writes `hashes.json` beside the tree (before `seal`, which makes it durable with the rest).
+    /// Writes `hashes.json` beside the tree (before `seal`; it is synced with the rest of the entry).
     pub(crate) fn write_hashes(&self, body: &[u8]) -> io::Result<()> {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(self.dir.join(HASHES_FILE))?;
-        file.write_all(body)
+        write_new(&self.dir.join(HASHES_FILE), body)
     }
 
-    /// Makes the extracted data durable and writes `meta.json` beside the tree. Slow (it syncs the file
-    /// system), so it runs before the caller takes the index lock.
+    /// Writes `meta.json` beside the tree, and the `unsynced` marker: the data is made durable later (see the
+    /// module doc).
     pub(crate) fn seal(&self, meta: &Meta) -> io::Result<()> {
-        sync_filesystem(&self.dir)?;
         let body = serde_json::to_vec_pretty(meta).map_err(io::Error::other)?;
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(self.dir.join(META_FILE))?;
-        file.write_all(&body)?;
-        file.sync_all()
+        write_new(
+            &self.dir.join(UNSYNCED),
+            boot_id().unwrap_or_default().as_bytes(),
+        )?;
+        write_new(&self.dir.join(META_FILE), &body)
     }
 
     /// Renames the sealed directory to `archives/<vid>`: the moment the entry becomes complete. The caller holds
@@ -324,8 +356,23 @@ impl Drop for Staging {
     }
 }
 
-/// `syncfs(2)` on the file system holding `path`: one call flushes every file just extracted, far cheaper than
-/// an `fsync` per file, so that a power loss after the rename cannot leave a "complete" entry with empty files.
+fn write_new(path: &Path, body: &[u8]) -> io::Result<()> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(body)
+}
+
+/// This boot's id, `None` where the kernel does not tell it (then no marked entry survives a restart of vm0fs).
+fn boot_id() -> Option<String> {
+    let id = fs::read_to_string(BOOT_ID).ok()?;
+    Some(id.trim().to_string()).filter(|id| !id.is_empty())
+}
+
+/// `syncfs(2)` on the file system holding `path`: one call flushes every file extracted since the last, far
+/// cheaper than an `fsync` per file.
 fn sync_filesystem(path: &Path) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let dir = File::open(path)?;

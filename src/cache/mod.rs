@@ -8,6 +8,9 @@
 //! held while downloading, so `lookup` of a cached version answers at once while others download. Crash
 //! safety: a tree is built in `staging/` and renamed into `archives/` only when complete (`layout`), so a
 //! partial archive is never cached, and staging is never served after a restart (it is deleted at `open`).
+//! Durability is deferred: a new entry is synced to disk by a background thread once it is `SYNC_DELAY` old (by
+//! then the kernel's own writeback has done most of the work) and at a clean unmount, never on the path of the
+//! reader that fetched it; `layout` says how an entry a power loss caught unsynced is recognised and dropped.
 //!
 //! Early entries. `entry` answers for one path inside a version: while the version downloads, as soon as that
 //! entry is complete in the staging tree (`flight` keeps the record), without waiting for the rest; a name the
@@ -57,7 +60,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::api::{ApiError, Download};
 pub use adopt::Adoption;
@@ -148,9 +151,17 @@ pub struct ArchiveCache {
     /// Versions whose last download failed: `entry` serves them only whole until a download succeeds, so that
     /// the head of a corrupt archive is served at most once per mount, not again at each read.
     failed: Mutex<HashSet<String>>,
+    /// Entries published but not yet known to be on disk, with when they were published.
+    unsynced: Mutex<Vec<(String, Instant)>>,
     /// Held (flock) for the cache's lifetime, so two processes never share one cache directory.
     _lock: File,
 }
+
+/// How old the oldest unsynced entry gets before the background thread syncs (the kernel writes dirty pages
+/// back after 30 s by default, so the sync mostly confirms what is on disk already).
+const SYNC_DELAY: Duration = Duration::from_secs(30);
+/// How often the background thread looks.
+const SYNC_TICK: Duration = Duration::from_secs(5);
 
 impl ArchiveCache {
     /// Creates `dir` (mode 0700) if needed, removes staging leftovers from a crash, indexes complete entries.
@@ -162,17 +173,21 @@ impl ArchiveCache {
         let lock = lock_exclusive(&layout)?;
         layout.clear_staging()?;
         let mut found = layout.scan()?;
-        found.sort_by_key(|(_, used)| *used);
+        found.sort_by_key(|(_, used, _)| *used);
         let mut index = Index::new();
         for vid in layout.read_pins() {
             index.set_pinned(&vid, true);
         }
-        for (meta, touched) in found {
+        let mut unsynced = Vec::new();
+        for (meta, touched, marked) in found {
             let entry = Entry {
                 bytes: meta.bytes,
                 touched,
             };
             index.insert(&meta.version_id, entry);
+            if marked {
+                unsynced.push((meta.version_id, Instant::now()));
+            }
         }
         let cache = ArchiveCache {
             layout,
@@ -182,6 +197,7 @@ impl ArchiveCache {
             flights: Flights::default(),
             transfers: Transfers::default(),
             failed: Mutex::default(),
+            unsynced: Mutex::new(unsynced),
             _lock: lock,
         };
         let trash = cache.evict(&mut cache.lock_index(), None);
@@ -530,6 +546,59 @@ impl ArchiveCache {
         self.publish(staging, &meta)
     }
 
+    /// Starts the thread that makes new entries durable once they are `SYNC_DELAY` old; it ends with the cache.
+    pub fn start_syncer(self: &Arc<Self>) {
+        let cache = Arc::downgrade(self);
+        let started = std::thread::Builder::new()
+            .name("vm0fs-cache-sync".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(SYNC_TICK);
+                    let Some(cache) = cache.upgrade() else { return };
+                    cache.sync_if_due();
+                }
+            });
+        if let Err(e) = started {
+            tracing::warn!(
+                "cannot start the cache's sync thread ({e}); new entries are synced at unmount"
+            );
+        }
+    }
+
+    fn sync_if_due(&self) {
+        let due = self
+            .lock_unsynced()
+            .first()
+            .is_some_and(|(_, at)| at.elapsed() >= SYNC_DELAY);
+        if due {
+            self.make_durable();
+        }
+    }
+
+    /// Syncs every entry published so far to disk (at unmount, and from the background thread). A failure is
+    /// logged and the entries stay marked: a restart of the machine would then fetch them again.
+    pub fn make_durable(&self) {
+        let pending: Vec<String> = self
+            .lock_unsynced()
+            .iter()
+            .map(|(v, _)| v.clone())
+            .collect();
+        if pending.is_empty() {
+            return;
+        }
+        match self.layout.make_durable(&pending) {
+            Ok(()) => self.lock_unsynced().retain(|(v, _)| !pending.contains(v)),
+            Err(e) => tracing::warn!(
+                "could not sync {} cached archive(s) to disk: {e}; they are fetched again if the machine restarts first",
+                pending.len()
+            ),
+        }
+    }
+
+    fn lock_unsynced(&self) -> MutexGuard<'_, Vec<(String, Instant)>> {
+        self.unsynced.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Makes a sealed staging directory the entry for its version, then evicts down to the budget.
     fn publish(&self, staging: Staging, meta: &Meta) -> Result<PathBuf, Failure> {
         let vid = meta.version_id.as_str();
@@ -550,6 +619,7 @@ impl ArchiveCache {
                 touched: SystemTime::now(),
             };
             index.insert(vid, entry);
+            self.lock_unsynced().push((vid.to_string(), Instant::now()));
             self.evict(&mut index, Some(vid))
         };
         self.layout.sync_archives();

@@ -8,6 +8,7 @@
 //! (see `fstab.rs`); that form is rewritten into `vm0fs mount` flags before clap sees it, so both forms share
 //! one parser, one set of defaults and one resolution of settings (`settings.rs`).
 
+mod discard;
 mod docs;
 mod fstab;
 mod hints;
@@ -96,11 +97,22 @@ shows now. Exits with status 1 if any archive could not be fetched; the mount's 
     #[command(
         long_about = "Publish the staged changes of the volumes that PATHs lie in (volumes/<name> or any path inside \
 one) as one new version each, now, and wait until it is committed. Prints volumes/<name>@<8 hex> of each new \
-version. Exits with status 1 and the reason when a volume cannot be published (the head moved on the server, the \
-API refused, nothing to publish); its changes stay staged. Without this, a changed volume is published after \
---commit-delay of quiet and at unmount."
+version. When the head moved on the server since the changes were based on it, changes to different paths are \
+rebased onto the new head and published together; when both sides changed the same paths, nothing is published, \
+the command names the paths and exits with status 1, and the changes stay staged: then --force publishes the \
+local tree as it is (the head it replaces stays readable as volumes/<name>@<version>), or `vm0fs discard` drops \
+the changes. Also exits with status 1 and the reason when the API refuses or there is nothing to publish. Without \
+this, a changed volume is published after --commit-delay of quiet and at unmount."
     )]
     Sync(SyncArgs),
+    /// Drop the staged changes of volumes: they show their head again
+    #[command(
+        long_about = "Drop the staged (unpublished) changes of the volumes that PATHs lie in (volumes/<name> or any \
+path inside one): the volume shows its head again. Says how many staged files and bytes were dropped and which \
+version the volume shows now. Nothing on the server changes. Refused while a file of the volume is open for \
+writing (close it first)."
+    )]
+    Discard(discard::DiscardArgs),
     /// Print a shell completion script to stdout
     Completions(docs::CompletionsArgs),
     /// Print the vm0fs(1) man page (every subcommand and flag) to stdout, or write one page per command
@@ -141,6 +153,10 @@ pub struct SyncArgs {
     /// Volumes to publish: volumes/<name> of a mount, or any path inside one
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
+    /// Publish the local tree as it is even when the head moved on the server and both sides changed the same
+    /// paths (the head it replaces stays readable as volumes/<name>@<version>)
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -231,6 +247,7 @@ pub fn main() -> i32 {
         Command::Prefetch(args) => prefetch::run(&args),
         Command::Wait(args) => wait::run(&args),
         Command::Sync(args) => sync::run(&args),
+        Command::Discard(args) => discard::run(&args),
         Command::Completions(args) => docs::completions(&args, Cli::command()),
         Command::Man(args) => docs::man(&args, Cli::command()),
     }

@@ -304,6 +304,7 @@ fn serve(
     };
     let api: Arc<dyn Vm0Api> = Arc::new(api);
     let cache = Arc::new(cache);
+    cache.start_syncer();
     // Before mounting: a SIGINT or SIGTERM that comes as soon as the mount is visible must unmount it, not kill the
     // process with the default action (the signals wait in `signals` until the thread below reads them).
     let mut signals = signal_hook::iterator::Signals::new([
@@ -366,6 +367,7 @@ fn serve(
     served.store(true, std::sync::atomic::Ordering::SeqCst);
     tracing::info!("unmounted {}", prepared.mountpoint.display());
     fs.publish_staged(UNMOUNT_PUBLISH_WAIT);
+    cache.make_durable();
     ran.map_err(|e| {
         format!(
             "the mount ended with an error: {}",

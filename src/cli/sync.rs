@@ -5,6 +5,7 @@
 //! there is one path to a new version whatever asked for it. The write returns when the version is committed, or
 //! fails with the errno of why not; the same open file is then read for the line to show
 //! (`volumes/<name>@<8 hex>`, or `error: <reason>`). Each PATH may be the volume's directory or any path inside it.
+//! `--force` writes `force volumes/<name>`, and `vm0fs discard` writes `discard volumes/<name>` the same way.
 //! While it waits, a progress bar shows the upload on a terminal (`publish_bar`).
 
 use std::fs::OpenOptions;
@@ -17,8 +18,9 @@ use super::publish_bar::PublishBar;
 
 pub fn run(args: &SyncArgs) -> i32 {
     let mut failed = false;
+    let verb = if args.force { Some("force") } else { None };
     for path in &args.paths {
-        match sync_one(path) {
+        match sync_one(path, verb) {
             Ok(line) => println!("{line}"),
             Err(message) => {
                 eprintln!("vm0fs: {message}");
@@ -42,7 +44,8 @@ fn volume_of(rel: &Path) -> Option<String> {
     }
 }
 
-fn sync_one(path: &Path) -> Result<String, String> {
+/// Sends `[verb ]volumes/<name>` for the volume `path` lies in; what the mount said, or why it failed.
+pub(super) fn sync_one(path: &Path, verb: Option<&str>) -> Result<String, String> {
     let shown = path.display();
     let (mountpoint, rel) = mount_holding(path)?;
     let volume = volume_of(&rel).ok_or_else(|| {
@@ -61,8 +64,16 @@ fn sync_one(path: &Path) -> Result<String, String> {
                 control.display()
             )
         })?;
-    let bar = PublishBar::start(&mountpoint, &volume);
-    let written = file.write_all(format!("{volume}\n").as_bytes());
+    let command = match verb {
+        Some(verb) => format!("{verb} {volume}\n"),
+        None => format!("{volume}\n"),
+    };
+    // A discard uploads nothing: no bar.
+    let bar = match verb {
+        Some("discard") => None,
+        _ => PublishBar::start(&mountpoint, &volume),
+    };
+    let written = file.write_all(command.as_bytes());
     drop(bar);
     let mut outcome = String::new();
     let read = file
@@ -72,12 +83,21 @@ fn sync_one(path: &Path) -> Result<String, String> {
     match (written, read) {
         (Ok(()), Ok(_)) if !outcome.is_empty() && !outcome.starts_with("error: ") => Ok(outcome),
         (_, Ok(_)) if outcome.starts_with("error: ") => Err(format!(
-            "{volume} was not published: {}",
+            "{volume} was not {}: {}",
+            done_word(verb),
             &outcome["error: ".len()..]
         )),
-        (Err(e), _) => Err(format!("{volume} was not published: {e}")),
+        (Err(e), _) => Err(format!("{volume} was not {}: {e}", done_word(verb))),
         (Ok(()), _) => Err(format!(
             "{volume}: the mount did not say what became of the publish"
         )),
+    }
+}
+
+fn done_word(verb: Option<&str>) -> &'static str {
+    if verb == Some("discard") {
+        "discarded"
+    } else {
+        "published"
     }
 }

@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -27,7 +27,7 @@ use super::inodes::Node;
 use super::tree::StorageNode;
 use crate::api::models::StorageKind;
 use crate::cache::CacheStatus;
-use crate::stage::PublishProgress;
+use crate::stage::{Mode, PublishProgress, Published, VolumeStage};
 
 /// What `.vm0fs/status` shows, and `vm0fs status` reads.
 #[derive(Debug, Serialize, Deserialize)]
@@ -139,7 +139,7 @@ impl Vm0Fs {
         for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
             let result = self.sync_one(line);
             let shown = match &result {
-                Ok(v) => format!("{line}@{}\n", crate::stage::short(v)),
+                Ok(said) => format!("{said}\n"),
                 Err(e) => format!("error: {}\n", e.message),
             };
             outcome
@@ -151,24 +151,73 @@ impl Vm0Fs {
         Ok(())
     }
 
+    /// One line of `.vm0fs/sync`: `[force |discard ]volumes/<name>`; answers what to show.
     fn sync_one(&self, line: &str) -> Result<String> {
-        let name = line
+        let (verb, target) = match line.split_once(' ') {
+            Some((verb @ ("force" | "discard"), rest)) => (verb, rest.trim()),
+            _ => ("sync", line),
+        };
+        let name = target
             .strip_prefix("volumes/")
             .map(|n| n.trim_end_matches('/'))
             .filter(|n| !n.is_empty() && !n.contains('/') && !n.contains('@'))
             .ok_or_else(|| {
                 Error::new(
                     libc::EINVAL,
-                    format!(".vm0fs/sync: {line:?} is not `volumes/<name>` (only volume heads are published)"),
+                    format!(
+                        ".vm0fs/sync: {line:?} is not `[force |discard ]volumes/<name>` (only volume heads are \
+                         published)"
+                    ),
                 )
             })?;
-        let volume = self.volume_by_name(name)?;
-        let version = self
-            .stage()?
-            .sync(&volume)
-            .map_err(|e| Error::new(e.errno, e.message))?;
+        let volume = self.volume_with_changes(name)?;
+        let said = match verb {
+            "discard" => self.discard_volume(name, &volume)?,
+            _ => {
+                let mode = if verb == "force" {
+                    Mode::Force
+                } else {
+                    Mode::Careful
+                };
+                let published = self
+                    .stage()?
+                    .publish(&volume, mode)
+                    .map_err(|e| Error::new(e.errno, e.message))?;
+                published_line(name, &published)
+            }
+        };
         self.meta.storages_changed(StorageKind::Volume);
-        Ok(version)
+        Ok(said)
+    }
+
+    /// The stage of volume `name`; for a volume the server no longer lists, the one its staged changes are in.
+    fn volume_with_changes(&self, name: &str) -> Result<Arc<VolumeStage>> {
+        match self.volume_by_name(name) {
+            Err(e) if e.errno == libc::ENOENT => self.stage()?.staged_named(name).ok_or(e),
+            other => other,
+        }
+    }
+
+    /// `vm0fs discard`: drops the staged changes and says what the view shows now.
+    fn discard_volume(&self, name: &str, volume: &Arc<VolumeStage>) -> Result<String> {
+        let dropped = self.stage()?.discard(volume)?;
+        self.meta.storages_changed(StorageKind::Volume);
+        let now = match self.volume_by_name(name).map(|v| v.head()) {
+            Ok(Some(head)) => format!("it shows its head volumes/{name}@{} again", short(&head)),
+            Ok(None) => "it shows its head again (the volume has no version yet)".to_string(),
+            Err(e) if e.errno == libc::ENOENT => {
+                "the volume no longer exists on the server".to_string()
+            }
+            Err(e) => format!("its head cannot be read now ({})", e.message),
+        };
+        Ok(if dropped.had_changes {
+            format!(
+                "volumes/{name}: dropped the staged changes ({} staged file(s), {} bytes); {now}",
+                dropped.files, dropped.bytes
+            )
+        } else {
+            format!("volumes/{name}: nothing was staged; {now}")
+        })
     }
 
     /// Carries out what was written to `.vm0fs/pins`, line by line; the first failure ends the write.
@@ -223,6 +272,19 @@ impl Vm0Fs {
 /// The attribute names whose reading pins and unpins a storage directory's version.
 pub const PIN_XATTR: &str = "user.vm0.pin";
 pub const UNPIN_XATTR: &str = "user.vm0.unpin";
+
+/// What `vm0fs sync` prints for a published volume: `volumes/<name>@<8 hex>`, and what `--force` replaced.
+fn published_line(name: &str, published: &Published) -> String {
+    let line = format!("volumes/{name}@{}", short(&published.version));
+    match &published.replaced {
+        Some(old) => format!(
+            "{line} (forced: the local tree as it is replaced the head volumes/{name}@{old8}, which stays \
+             readable under that name)",
+            old8 = short(old)
+        ),
+        None => line,
+    }
+}
 
 /// The first 8 characters of a version id: how messages name a version (`volumes/<name>@<8 hex>`).
 pub(super) fn short(version_id: &str) -> &str {

@@ -15,6 +15,12 @@
 //! alive or allocates a fresh one, never hands out a number that was just removed.
 
 use std::collections::{HashMap, HashSet};
+
+/// The table's hasher: every lookup hashes a node (a version id, a storage id and a path), and a walk of a big
+/// archive does hundreds of thousands of them. foldhash is several times cheaper than the default SipHash and
+/// seeded at random per process like it, so an archive cannot be built to collide in a table it cannot predict
+/// (and a collision costs time, never a wrong answer).
+type Fast = foldhash::fast::RandomState;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -48,10 +54,10 @@ struct Entry {
 /// the storage and version ids, which are interned: one copy per version, not one per entry. About 150 bytes
 /// plus the path's length per entry the kernel holds; 200,000 entries with 20-byte paths are about 35 MiB.
 struct Table {
-    by_ino: HashMap<u64, Entry>,
-    by_node: HashMap<Arc<Node>, u64>,
+    by_ino: HashMap<u64, Entry, Fast>,
+    by_node: HashMap<Arc<Node>, u64, Fast>,
     /// The storage and version ids of the archive entries held, each once.
-    ids: HashSet<Arc<str>>,
+    ids: HashSet<Arc<str>, Fast>,
     /// The next number to hand out; it only grows, so no number is ever reused.
     next: u64,
 }
@@ -120,9 +126,9 @@ impl InodeTable {
             refs: 1,
         };
         let table = Table {
-            by_node: HashMap::from([(root.node.clone(), ROOT_INO)]),
-            by_ino: HashMap::from([(ROOT_INO, root)]),
-            ids: HashSet::new(),
+            by_node: HashMap::from_iter([(root.node.clone(), ROOT_INO)]),
+            by_ino: HashMap::from_iter([(ROOT_INO, root)]),
+            ids: HashSet::default(),
             next: ROOT_INO + 1,
         };
         InodeTable {

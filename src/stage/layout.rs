@@ -41,6 +41,16 @@ impl VolumeLayout {
         self.files().join(id.to_string())
     }
 
+    /// The archive a push builds and sends (CONTRACT.md 7.2), deleted once sent.
+    pub fn push_archive(&self) -> PathBuf {
+        self.dir.join("push.tar.gz")
+    }
+
+    /// The `manifest.json` a push sends beside its archive.
+    pub fn push_manifest(&self) -> PathBuf {
+        self.dir.join("push-manifest.json")
+    }
+
     /// Creates the directories (mode 0700: the volume's content is the user's).
     pub fn create(&self) -> io::Result<()> {
         use std::os::unix::fs::DirBuilderExt;
@@ -50,14 +60,17 @@ impl VolumeLayout {
             .create(self.files())
     }
 
-    /// Deletes the volume's staging directory: its journal first, then the rest.
+    /// Deletes the volume's staging directory: renamed aside first (a name no storage id has), so that a crash
+    /// half-way leaves nothing that replays.
     pub fn remove(&self) -> io::Result<()> {
-        match std::fs::remove_file(self.journal()) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+        let mut aside = self.dir.clone().into_os_string();
+        aside.push(".discarded");
+        let aside = PathBuf::from(aside);
+        match std::fs::rename(&self.dir, &aside) {
+            Ok(()) => std::fs::remove_dir_all(&aside),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
         }
-        std::fs::remove_dir_all(&self.dir)
     }
 
     /// The staged file ids present on disk.
@@ -78,19 +91,14 @@ impl VolumeLayout {
     }
 }
 
-/// Deletes what a volume's directory holds once its journal is gone (a stop between deleting the journal and
-/// the rest, after its files became a cached archive): no record names those files.
-pub fn remove_unjournaled(stage_root: &Path) {
+/// Deletes what a discard renamed aside and could not delete (a crash in between): nothing of it replays.
+pub fn remove_discarded(stage_root: &Path) {
     let Ok(entries) = std::fs::read_dir(stage_root) else {
         return;
     };
     for e in entries.flatten() {
-        let dir = e.path();
-        let is_volume = e.file_name().to_str().is_some_and(valid_storage_id);
-        if is_volume && dir.is_dir() && !dir.join("journal").exists() {
-            if let Err(err) = std::fs::remove_dir_all(&dir) {
-                tracing::warn!(dir = %dir.display(), error = %err, "could not delete a staging directory left without a journal");
-            }
+        if e.file_name().to_string_lossy().ends_with(".discarded") {
+            let _ = std::fs::remove_dir_all(e.path());
         }
     }
 }

@@ -4,8 +4,9 @@
 //! (`overlay`), over the base version's extracted tree in the archive cache, which is never written; a file is
 //! copied into the staging area (`layout`) when it is first written, so untouched files keep being read from the
 //! cache. Every change of names goes to the volume's `journal` and is fsynced before the operation returns; the
-//! publisher (`publish`) turns the tree into one new version through the three-step upload, after which the tree
-//! becomes that version's cached archive and the stage starts over from it (`VolumeStage::adopt`).
+//! publisher (`publish`) turns the tree into one new version through the upload protocol the server speaks
+//! (`push`), rebasing the changes first when the head moved elsewhere (`rebase`); `discard` drops them. After a
+//! publish the tree becomes that version's cached archive and the stage starts over from it (`VolumeStage::adopt`).
 //!
 //! What each call guarantees:
 //! - a change of names (create, unlink, rename, mkdir, rmdir, chmod, symlink) returns once it is in the journal on
@@ -16,11 +17,14 @@
 //! - at the next mount the journal is replayed (the changes are visible at once) and the volume published. A
 //!   publish is exactly-once because a version id is the hash of its content (`manifest`).
 
+mod discard;
 mod journal;
 mod layout;
 mod manifest;
 mod overlay;
 mod publish;
+mod push;
+mod rebase;
 #[cfg(test)]
 mod tests;
 
@@ -36,12 +40,13 @@ use std::time::{Duration, SystemTime};
 use crate::api::Vm0Api;
 use crate::api::models::StorageKind;
 use crate::cache::{ArchiveCache, ArchiveInfo, DownloadSource};
+pub use discard::Discarded;
 use journal::{Journal, Record};
 use layout::VolumeLayout;
 pub use manifest::LocalOnly;
 use manifest::{Frozen, ManifestFile};
 use overlay::{Content, Node, Tree};
-pub use publish::{Phase, PublishError};
+pub use publish::{Mode, Phase, PublishError, Published};
 
 /// A refused or failed staging operation: the errno, and a sentence naming the volume and the path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,7 +155,7 @@ impl Stage {
                 .mode(0o700)
                 .create(&root)?;
         }
-        layout::remove_unjournaled(&root);
+        layout::remove_discarded(&root);
         let left = layout::staged_volumes(&root)?;
         let publisher = publish::Publisher::start(api.clone(), config.commit_delay);
         let stage = Arc::new(Stage {
@@ -236,6 +241,7 @@ impl Stage {
             storage_id: storage_id.to_string(),
             name: name.to_string(),
             layout,
+            api: self.api.clone(),
             cache: Arc::downgrade(&self.cache),
             staged_bytes: self.staged_bytes.clone(),
             max_staged_bytes: self.max_staged_bytes,
@@ -255,6 +261,7 @@ impl Stage {
                 published_generation: Some(0),
                 writers: 0,
                 broken: None,
+                discarded: false,
             }),
             phase: Mutex::new(Phase::Clean),
         }))
@@ -335,7 +342,18 @@ impl Stage {
 
     /// Publishes a volume now and waits: the new version's id, or why not.
     pub fn sync(&self, volume: &Arc<VolumeStage>) -> std::result::Result<String, PublishError> {
-        self.publisher.sync(volume)
+        self.publisher
+            .sync(volume, Mode::Careful)
+            .map(|p| p.version)
+    }
+
+    /// Publishes a volume now in `mode` and waits: the new version and the head it replaced, or why not.
+    pub fn publish(
+        &self,
+        volume: &Arc<VolumeStage>,
+        mode: Mode,
+    ) -> std::result::Result<Published, PublishError> {
+        self.publisher.sync(volume, mode)
     }
 
     /// Tells the publisher that `volume` changed (its quiet period starts again).
@@ -517,6 +535,8 @@ struct State {
     writers: usize,
     /// Set when a journal write failed: the tree is ahead of the disk, so further changes are refused.
     broken: Option<String>,
+    /// Set by `vm0fs discard`: this stage is no longer the volume's, nothing of it is published or changed.
+    discarded: bool,
 }
 
 impl State {
@@ -594,6 +614,8 @@ pub struct VolumeStage {
     /// Holds the base version out of eviction while untouched files are read from it. Weak: a stage handed to
     /// the publisher thread must not keep the cache (and its directory lock) alive after the mount.
     cache: Weak<ArchiveCache>,
+    /// Where versions other than the base come from (a rebase reads the new head and the old base).
+    api: Arc<dyn Vm0Api>,
     staged_bytes: Arc<AtomicU64>,
     max_staged_bytes: u64,
     heads_moved: HeadsMoved,
@@ -706,6 +728,15 @@ impl VolumeStage {
     }
 
     fn check_writable(&self, st: &State) -> Result<()> {
+        if st.discarded {
+            return Err(StageError::new(
+                libc::ESTALE,
+                format!(
+                    "{}: its staged changes were discarded; open the file again",
+                    self.label()
+                ),
+            ));
+        }
         match &st.broken {
             Some(why) => Err(StageError::new(
                 libc::EIO,

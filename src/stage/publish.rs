@@ -1,28 +1,39 @@
-//! The publisher: one thread that turns a volume's staged tree into one new version (CONTRACT.md 7.1).
+//! The publisher: one thread that turns a volume's staged tree into one new version (CONTRACT.md 7.1 or 7.2).
 //!
 //! One thread, so one publish runs at a time and never two of one volume. It waits on a channel with a timeout:
 //! a change of a volume (re)starts its quiet period (`--commit-delay`), `vm0fs sync` publishes at once and gets the
 //! result, an unmount drains until a deadline. A publish is: freeze (the file list and the generation of the
 //! tree) → hash every file and compute the version id the content will have → read the head on the server
 //! (equal to that id: already published, by a commit whose reply was lost; different from the version the
-//! changes were based on: someone else published, so nothing is sent and the changes stay staged) → upload → PUT
-//! each file (a 403 is an expired URL: start again with fresh ones) → check that nothing changed meanwhile →
-//! commit, sent once; when its reply is lost the head tells whether it went through. A failure that may pass
-//! (network, 5xx, 429, expired URL) is retried with backoff and never drops a change; the others are shown in
-//! `vm0fs status` and answered to `vm0fs sync` until the next change or sync tries again.
+//! changes were based on: someone else published, so the changes are rebased onto the new head when the two sides
+//! changed different paths, and kept staged as a conflict otherwise, see `rebase`; gone: the volume was deleted on
+//! the server, and the changes stay staged) → send the files with the mount's protocol (`push`: a session and a
+//! PUT per file, or a prepare and one archive; a 403 is an expired URL: start again with fresh ones) → check that
+//! nothing changed meanwhile, and read the head once more → commit, sent once; when its
+//! reply is lost the head tells whether it went through. A failure that may pass (network, 5xx, 429, expired URL,
+//! a head that moved during the upload) is retried with backoff and never drops a change; the others are shown in
+//! `vm0fs status` and answered to `vm0fs sync` until the next change or sync tries again. `vm0fs sync --force`
+//! publishes the tree as it is over whatever the head is (the earlier head stays readable as a version), and
+//! `vm0fs discard` drops the staged changes; both run on this thread too, so neither overlaps a publish.
 //!
-//! Known limit of the contract: the commit has no precondition, so a head that moves between the check and the
-//! commit is overwritten (the window is one request long).
+//! Known limit of the contract: the commit has no precondition (no compare-and-swap on the head), so a head that
+//! moves between the last check and the commit is overwritten. That window is one request long (the second head
+//! check is sent right before the commit, after every upload); the version it overwrote stays readable as
+//! `<name>@<version>`, and the next publish from anywhere is based on ours.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::discard::Discarded;
 use super::manifest::{self, ManifestFile};
-use super::{VolumeStage, short};
-use crate::api::models::{CommitRequest, StorageKind, UploadFileSpec, UploadRequest};
+use super::push::{self, Protocol};
+use super::rebase::{RebaseError, Rebased};
+use super::{StageError, VolumeStage, short};
+use crate::api::models::{StorageKind, UploadFileSpec, UploadRequest};
 use crate::api::{ApiError, ApiErrorKind, Vm0Api};
 
 /// Where a volume's publishing stands, for `vm0fs status`.
@@ -35,6 +46,8 @@ pub enum Phase {
         total: u64,
     },
     Published(String),
+    /// The head moved and both sides changed the same paths: what happened and what to do (see `rebase`).
+    Conflict(String),
     Failed {
         step: &'static str,
         message: String,
@@ -48,6 +61,7 @@ impl std::fmt::Display for Phase {
             Phase::Clean => write!(f, "staged"),
             Phase::Publishing { done, total } => write!(f, "publishing ({done} of {total} bytes)"),
             Phase::Published(v) => write!(f, "published as {}", short(v)),
+            Phase::Conflict(why) => write!(f, "NOT PUBLISHED: {why}"),
             Phase::Failed {
                 step,
                 message,
@@ -70,7 +84,7 @@ pub struct PublishError {
     pub message: String,
     /// Whether trying again later may succeed (network, server errors, a change during the publish).
     pub retryable: bool,
-    step: &'static str,
+    pub(super) step: &'static str,
 }
 
 impl std::fmt::Display for PublishError {
@@ -86,10 +100,58 @@ const RETRY_FIRST: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(60);
 /// How many quick retries `vm0fs sync` makes before it reports a retryable failure.
 const SYNC_ATTEMPTS: u32 = 4;
+/// How many rebases one publish makes before it calls the head too busy and tries again later.
+const REBASES: u32 = 3;
+/// How many conflicting paths a message names.
+const NAMED_PATHS: usize = 10;
+
+/// How a publish treats a head that moved on the server since the changes were based on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Rebase onto it, or keep the changes staged when both sides changed the same paths.
+    Careful,
+    /// Publish the tree as it is over it (`vm0fs sync --force`).
+    Force,
+}
+
+/// What a published version replaced, for `vm0fs sync --force` to say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub version: String,
+    /// The head that was not the base and is no longer the head (its version stays readable).
+    pub replaced: Option<String>,
+}
+
+/// One publish's way through: its mode, what it replaced, how many rebases it made, and the mount's upload
+/// protocol (which it may switch, see `push`).
+struct Attempt<'p> {
+    mode: Mode,
+    replaced: Option<String>,
+    rebases: u32,
+    protocol: &'p Cell<Protocol>,
+}
+
+impl Attempt<'_> {
+    fn new(mode: Mode, protocol: &Cell<Protocol>) -> Attempt<'_> {
+        Attempt {
+            mode,
+            replaced: None,
+            rebases: 0,
+            protocol,
+        }
+    }
+}
+
+type Discarding = Sender<Result<Discarded, StageError>>;
 
 enum Msg {
     Changed(Arc<VolumeStage>),
-    Sync(Arc<VolumeStage>, Sender<Result<String, PublishError>>),
+    Sync(
+        Arc<VolumeStage>,
+        Mode,
+        Sender<Result<Published, PublishError>>,
+    ),
+    Discard(Arc<VolumeStage>, Discarding),
     Drain(Vec<Arc<VolumeStage>>, Instant, Sender<Vec<String>>),
 }
 
@@ -119,7 +181,7 @@ impl Publisher {
         self.send(Msg::Changed(volume.clone()));
     }
 
-    pub fn sync(&self, volume: &Arc<VolumeStage>) -> Result<String, PublishError> {
+    pub fn sync(&self, volume: &Arc<VolumeStage>, mode: Mode) -> Result<Published, PublishError> {
         let (tx, rx) = mpsc::channel();
         let gone = || PublishError {
             errno: libc::EIO,
@@ -127,7 +189,22 @@ impl Publisher {
             retryable: false,
             step: "sync",
         };
-        if !self.send(Msg::Sync(volume.clone(), tx)) {
+        if !self.send(Msg::Sync(volume.clone(), mode, tx)) {
+            return Err(gone());
+        }
+        rx.recv().unwrap_or_else(|_| Err(gone()))
+    }
+
+    /// Drops the staged changes of `volume`, between publishes.
+    pub fn discard(&self, volume: &Arc<VolumeStage>) -> Result<Discarded, StageError> {
+        let (tx, rx) = mpsc::channel();
+        let gone = || {
+            StageError::new(
+                libc::EIO,
+                format!("{}: the publisher has stopped", volume.label()),
+            )
+        };
+        if !self.send(Msg::Discard(volume.clone(), tx)) {
             return Err(gone());
         }
         rx.recv().unwrap_or_else(|_| Err(gone()))
@@ -156,6 +233,7 @@ struct Due {
 
 fn run(api: &dyn Vm0Api, delay: Duration, rx: &Receiver<Msg>) {
     let mut due: HashMap<String, Due> = HashMap::new();
+    let protocol = Cell::new(Protocol::default());
     loop {
         let next = due.values().map(|d| d.at).min();
         let wait = next.map_or(Duration::from_secs(3600), |at| {
@@ -174,9 +252,17 @@ fn run(api: &dyn Vm0Api, delay: Duration, rx: &Receiver<Msg>) {
                 );
             }
             Ok(Msg::Changed(_)) => {}
-            Ok(Msg::Sync(v, reply)) => {
+            Ok(Msg::Sync(v, mode, reply)) => {
                 let deadline = Instant::now() + RETRY_MAX;
-                let result = publish_retrying(api, &v, SYNC_ATTEMPTS, deadline);
+                let attempt = Attempt::new(mode, &protocol);
+                let result = publish_retrying(api, &v, attempt, SYNC_ATTEMPTS, deadline);
+                if result.is_ok() {
+                    due.remove(&v.storage_id);
+                }
+                let _ = reply.send(result);
+            }
+            Ok(Msg::Discard(v, reply)) => {
+                let result = v.discard_changes();
                 if result.is_ok() {
                     due.remove(&v.storage_id);
                 }
@@ -185,20 +271,26 @@ fn run(api: &dyn Vm0Api, delay: Duration, rx: &Receiver<Msg>) {
             Ok(Msg::Drain(vols, deadline, reply)) => {
                 let mut left = Vec::new();
                 for v in vols.iter().filter(|v| v.dirty()) {
-                    if publish_retrying(api, v, u32::MAX, deadline).is_err() {
+                    let attempt = Attempt::new(Mode::Careful, &protocol);
+                    if publish_retrying(api, v, attempt, u32::MAX, deadline).is_err() {
                         left.push(v.label());
                     }
                 }
                 let _ = reply.send(left);
             }
-            Err(RecvTimeoutError::Timeout) => publish_due(api, delay, &mut due),
+            Err(RecvTimeoutError::Timeout) => publish_due(api, delay, &mut due, &protocol),
             Err(RecvTimeoutError::Disconnected) => return,
         }
     }
 }
 
 /// Publishes the volumes whose quiet period is over.
-fn publish_due(api: &dyn Vm0Api, delay: Duration, due: &mut HashMap<String, Due>) {
+fn publish_due(
+    api: &dyn Vm0Api,
+    delay: Duration,
+    due: &mut HashMap<String, Due>,
+    protocol: &Cell<Protocol>,
+) {
     let now = Instant::now();
     let ready: Vec<String> = due
         .iter()
@@ -214,7 +306,7 @@ fn publish_due(api: &dyn Vm0Api, delay: Duration, due: &mut HashMap<String, Due>
             due.insert(id, d);
             continue;
         }
-        match publish(api, &d.volume) {
+        match publish(api, &d.volume, &mut Attempt::new(Mode::Careful, protocol)) {
             Err(e) if e.retryable => {
                 d.failures += 1;
                 d.at = Instant::now() + backoff(d.failures);
@@ -235,12 +327,18 @@ fn backoff(failures: u32) -> Duration {
 fn publish_retrying(
     api: &dyn Vm0Api,
     volume: &VolumeStage,
+    first: Attempt<'_>,
     attempts: u32,
     deadline: Instant,
-) -> Result<String, PublishError> {
+) -> Result<Published, PublishError> {
     let mut failures = 0;
     loop {
-        match publish(api, volume) {
+        let mut attempt = Attempt::new(first.mode, first.protocol);
+        let result = publish(api, volume, &mut attempt).map(|version| Published {
+            version,
+            replaced: attempt.replaced,
+        });
+        match result {
             Err(e) if e.retryable && failures + 1 < attempts => {
                 failures += 1;
                 let wait = backoff(failures);
@@ -255,8 +353,12 @@ fn publish_retrying(
 }
 
 /// One publish of `volume`, its outcome recorded in its phase and the log.
-fn publish(api: &dyn Vm0Api, volume: &VolumeStage) -> Result<String, PublishError> {
-    let result = publish_once(api, volume);
+fn publish(
+    api: &dyn Vm0Api,
+    volume: &VolumeStage,
+    attempt: &mut Attempt,
+) -> Result<String, PublishError> {
+    let result = publish_once(api, volume, attempt);
     match &result {
         Ok(v) => {
             volume.set_phase(Phase::Published(v.clone()));
@@ -264,17 +366,21 @@ fn publish(api: &dyn Vm0Api, volume: &VolumeStage) -> Result<String, PublishErro
         Err(e) => {
             tracing::warn!(volume = %volume.label(), step = e.step, retrying = e.retryable,
                 "not published: {}", e.message);
-            volume.set_phase(Phase::Failed {
-                step: e.step,
-                message: e.message.clone(),
-                retrying: e.retryable,
-            });
+            let phase = match e.step {
+                CONFLICT => Phase::Conflict(e.message.clone()),
+                _ => Phase::Failed {
+                    step: e.step,
+                    message: e.message.clone(),
+                    retrying: e.retryable,
+                },
+            };
+            volume.set_phase(phase);
         }
     }
     result
 }
 
-fn api_failure(volume: &VolumeStage, step: &'static str, e: &ApiError) -> PublishError {
+pub(super) fn api_failure(volume: &VolumeStage, step: &'static str, e: &ApiError) -> PublishError {
     PublishError {
         errno: e.errno(),
         message: format!("{}: {step} failed: {e}", volume.label()),
@@ -283,7 +389,19 @@ fn api_failure(volume: &VolumeStage, step: &'static str, e: &ApiError) -> Publis
     }
 }
 
-fn publish_once(api: &dyn Vm0Api, volume: &VolumeStage) -> Result<String, PublishError> {
+fn publish_once(
+    api: &dyn Vm0Api,
+    volume: &VolumeStage,
+    attempt: &mut Attempt,
+) -> Result<String, PublishError> {
+    if volume.discarded() {
+        return Err(PublishError {
+            errno: libc::ESTALE,
+            message: format!("{}: its staged changes were discarded", volume.label()),
+            retryable: false,
+            step: "discard",
+        });
+    }
     let (generation, base, files, local) = volume.freeze();
     let label = volume.label();
     let manifest = manifest::hash_files(files).map_err(|e| PublishError {
@@ -318,28 +436,21 @@ fn publish_once(api: &dyn Vm0Api, volume: &VolumeStage) -> Result<String, Publis
             step: "manifest",
         });
     }
-    let server = api
-        .get_storage(StorageKind::Volume, &volume.storage_id)
-        .map_err(|e| api_failure(volume, "head check", &e))?;
-    let head = server.current_version_id;
+    let (head, head_has_files) = server_head(api, volume)?;
     if head.as_deref() == Some(id.as_str()) {
         tracing::info!(volume = %label, version = short(&id), "already published (an earlier commit went through)");
         return done(&id);
     }
     if head != base {
-        return Err(PublishError {
-            errno: libc::ESTALE,
-            message: format!(
-                "{label}: the head moved on the server to {} since these changes were based on {}; \
-                 not published, the changes stay staged (a later vm0fs will rebase them)",
-                head.as_deref().map_or("(none)", short),
-                base.as_deref().map_or("(no version)", short)
-            ),
-            retryable: false,
-            step: "head check",
-        });
+        if attempt.mode == Mode::Careful {
+            let frozen = (generation, &base, manifest.as_slice());
+            return rebase_and_publish(api, volume, attempt, frozen, (&head, head_has_files));
+        }
+        tracing::warn!(volume = %label, head = head.as_deref().map_or("(none)", short),
+            "--force: publishing the local tree over a head that moved (it stays readable as a version)");
+        attempt.replaced = head;
     }
-    let session = upload_all(api, volume, &manifest)?;
+    let sent = push::send(api, volume, &manifest, attempt.protocol)?;
     if volume.lock().generation != generation {
         return Err(PublishError {
             errno: libc::EAGAIN,
@@ -348,18 +459,29 @@ fn publish_once(api: &dyn Vm0Api, volume: &VolumeStage) -> Result<String, Publis
             step: "upload",
         });
     }
-    let request = CommitRequest {
-        upload_session_id: session,
-        message: Some(format!("vm0fs: {} file(s)", manifest.len())),
-    };
-    match api.commit(StorageKind::Volume, &volume.storage_id, &request) {
+    if attempt.mode == Mode::Careful {
+        let (now, _) = server_head(api, volume)?;
+        if now != base {
+            return Err(PublishError {
+                errno: libc::EAGAIN,
+                message: format!(
+                    "{label}: the head moved on the server to {} during the upload; rebasing onto it",
+                    now.as_deref().map_or("(none)", short)
+                ),
+                retryable: true,
+                step: "head check",
+            });
+        }
+    }
+    let message = format!("vm0fs: {} file(s)", manifest.len());
+    match push::commit(api, volume, sent, &manifest, message) {
         Ok(version) => {
-            if version.id != id {
-                tracing::warn!(volume = %label, local = short(&id), server = short(&version.id),
+            if version != id {
+                tracing::warn!(volume = %label, local = short(&id), server = short(&version),
                     "the server's version id is not the content hash computed here");
             }
-            tracing::info!(volume = %label, version = short(&version.id), files = manifest.len(), "published");
-            done(&version.id)
+            tracing::info!(volume = %label, version = short(&version), files = manifest.len(), "published");
+            done(&version)
         }
         Err(e) => {
             let failure = api_failure(volume, "commit", &e);
@@ -377,8 +499,104 @@ fn publish_once(api: &dyn Vm0Api, volume: &VolumeStage) -> Result<String, Publis
     }
 }
 
+/// The head of the volume on the server now, and whether it has files; a volume deleted there is an error that
+/// keeps the changes.
+pub(super) fn server_head(
+    api: &dyn Vm0Api,
+    volume: &VolumeStage,
+) -> Result<(Option<String>, bool), PublishError> {
+    match api.get_storage(StorageKind::Volume, &volume.storage_id) {
+        Ok(server) => Ok((server.current_version_id, server.file_count > 0)),
+        Err(e) if e.status == Some(404) => Err(PublishError {
+            errno: libc::ENOENT,
+            message: format!(
+                "{label} was deleted on the server; its staged changes are kept on this machine and not \
+                 published. `vm0fs discard` on the volume's path drops them",
+                label = volume.label()
+            ),
+            retryable: false,
+            step: "head check",
+        }),
+        Err(e) => Err(api_failure(volume, "head check", &e)),
+    }
+}
+
+/// The step of a publish that found conflicts.
+const CONFLICT: &str = "conflict";
+
+/// The head moved: rebase the frozen tree onto it and publish again, or report the conflicts.
+fn rebase_and_publish(
+    api: &dyn Vm0Api,
+    volume: &VolumeStage,
+    attempt: &mut Attempt,
+    (generation, base, manifest): (u64, &Option<String>, &[ManifestFile]),
+    (head, head_has_files): (&Option<String>, bool),
+) -> Result<String, PublishError> {
+    let label = volume.label();
+    let (head_short, base_short) = (
+        head.as_deref().map_or("(none)", short),
+        base.as_deref().map_or("(no version)", short),
+    );
+    if attempt.rebases >= REBASES {
+        return Err(PublishError {
+            errno: libc::EAGAIN,
+            message: format!("{label}: the head keeps moving on the server; trying again later"),
+            retryable: true,
+            step: "rebase",
+        });
+    }
+    attempt.rebases += 1;
+    let head_files = head.as_deref().filter(|_| head_has_files);
+    match volume.rebase(
+        generation,
+        base.as_deref(),
+        manifest,
+        head.as_deref(),
+        head_files,
+    ) {
+        Ok(Rebased::Onto { ours }) => {
+            tracing::info!(volume = %label, from = base_short, onto = head_short, our_files = ours,
+                "the head moved on the server and the two sides changed different paths: rebased the staged \
+                 changes onto it");
+            publish_once(api, volume, attempt)
+        }
+        Ok(Rebased::Conflicts(paths)) => Err(PublishError {
+            errno: libc::ESTALE,
+            message: conflict_message(&label, head_short, base_short, &paths),
+            retryable: false,
+            step: CONFLICT,
+        }),
+        Err(RebaseError { error, retryable }) => Err(PublishError {
+            errno: error.errno,
+            message: error.message,
+            retryable,
+            step: "rebase",
+        }),
+    }
+}
+
+/// What a conflict says, naming the paths and both ways out.
+fn conflict_message(label: &str, head: &str, base: &str, paths: &[String]) -> String {
+    let mut named = paths
+        .iter()
+        .take(NAMED_PATHS)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if paths.len() > NAMED_PATHS {
+        named.push_str(&format!(" and {} more", paths.len() - NAMED_PATHS));
+    }
+    format!(
+        "the head of {label} moved on the server to {head} since these changes were based on \
+         {base}, and both sides changed {count} path(s): {named}. Not published; the changes stay staged. \
+         `vm0fs sync --force PATH` publishes this tree as it is ({label}@{head} stays readable), \
+         `vm0fs discard PATH` drops the staged changes and shows the head",
+        count = paths.len()
+    )
+}
+
 /// Steps 2 and 3 of the upload: a session, and every file PUT to its URL. Returns the session id.
-fn upload_all(
+pub(super) fn upload_all(
     api: &dyn Vm0Api,
     volume: &VolumeStage,
     manifest: &[ManifestFile],

@@ -204,6 +204,9 @@ struct Storages {
     session: std::sync::Mutex<Vec<crate::api::models::UploadFileSpec>>,
     commits: std::sync::atomic::AtomicUsize,
     lose_next_reply: std::sync::atomic::AtomicBool,
+    /// A head another client publishes while the next upload is under way.
+    head_during_upload: std::sync::Mutex<Option<String>>,
+    uploads: std::sync::atomic::AtomicUsize,
 }
 
 mod storages {
@@ -312,6 +315,10 @@ mod storages {
             request: &UploadRequest,
         ) -> Result<UploadResponse, ApiError> {
             *self.session.lock().unwrap() = request.files.clone();
+            self.uploads.fetch_add(1, Ordering::SeqCst);
+            if let Some(theirs) = self.head_during_upload.lock().unwrap().take() {
+                self.set_head(&theirs);
+            }
             let files = request
                 .files
                 .iter()
@@ -370,6 +377,23 @@ mod storages {
                 created_at: T0.into(),
             })
         }
+        fn prepare_push(
+            &self,
+            request: &PushPrepareRequest,
+        ) -> Result<PushPrepareResponse, ApiError> {
+            self.other.prepare_push(request)
+        }
+        fn put_push(
+            &self,
+            url: &str,
+            file: &std::path::Path,
+            content_type: &'static str,
+        ) -> Result<(), ApiError> {
+            self.other.put_push(url, file, content_type)
+        }
+        fn commit_push(&self, request: &PushCommitRequest) -> Result<PushCommitResponse, ApiError> {
+            self.other.commit_push(request)
+        }
     }
 }
 
@@ -424,23 +448,77 @@ fn a_commit_whose_reply_is_lost_is_not_sent_again() {
 }
 
 #[test]
-fn a_head_moved_elsewhere_is_never_overwritten() {
+fn a_head_moved_elsewhere_is_rebased_onto_never_overwritten() {
     use std::sync::atomic::Ordering;
     let cache = tempfile::tempdir().unwrap();
     let api = Arc::new(Storages::default());
     let m = mount_on(cache.path(), api.clone());
     write_file(&m.volume, "f", b"mine");
-    let first = m.stage.sync(&m.volume).unwrap();
-    write_file(&m.volume, "g", b"more of mine");
-    api.set_head(&"e".repeat(64));
-    let err = m.stage.sync(&m.volume).unwrap_err();
-    assert_eq!(err.errno, libc::ESTALE, "{err}");
-    assert!(!err.retryable);
+    // Someone else published an empty version meanwhile (the fake's heads have no files): disjoint changes.
+    let theirs = "e".repeat(64);
+    api.set_head(&theirs);
+    let published = m.stage.sync(&m.volume).unwrap();
+    assert_ne!(published, theirs);
     assert_eq!(api.commits.load(Ordering::SeqCst), 1);
-    assert_ne!(api.head(), Some(first));
-    let status = m.stage.status().join("\n");
-    assert!(status.contains("head moved"), "{status}");
-    assert!(m.volume.lookup("g").is_some(), "the changes stay staged");
+    assert_eq!(api.head(), Some(published.clone()));
+    let sent: Vec<String> = api
+        .session
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|f| f.path.clone())
+        .collect();
+    assert_eq!(sent, ["f"]);
+    assert_eq!(m.volume.head(), Some(published));
+    assert!(m.volume.lookup("f").is_some());
+}
+
+#[test]
+fn a_head_that_moves_during_the_upload_is_seen_before_the_commit_and_rebased_onto() {
+    use std::sync::atomic::Ordering;
+    let cache = tempfile::tempdir().unwrap();
+    let api = Arc::new(Storages::default());
+    let m = mount_on(cache.path(), api.clone());
+    write_file(&m.volume, "f", b"mine");
+    let theirs = "d".repeat(64);
+    *api.head_during_upload.lock().unwrap() = Some(theirs.clone());
+    let published = m.stage.sync(&m.volume).unwrap();
+    // The first upload was not committed: the head check right before the commit saw theirs, and the retry
+    // rebased onto it (an empty version in this fake), uploaded again and committed once.
+    assert_eq!(api.uploads.load(Ordering::SeqCst), 2);
+    assert_eq!(api.commits.load(Ordering::SeqCst), 1);
+    assert_ne!(published, theirs);
+    assert_eq!(api.head(), Some(published));
+}
+
+#[test]
+fn discard_waits_for_writers_then_drops_everything_staged() {
+    let cache = tempfile::tempdir().unwrap();
+    let api = Arc::new(Storages::default());
+    let m = mount_on(cache.path(), api.clone());
+    write_file(&m.volume, "kept-until-discard", b"bytes");
+    let open = m.volume.open_write("kept-until-discard", false).unwrap();
+    let busy = m.stage.discard(&m.volume).unwrap_err();
+    assert_eq!(busy.errno, libc::EBUSY, "{busy}");
+    assert!(busy.message.contains("open for writing"), "{busy}");
+    drop(open);
+    m.volume.close_write();
+    let dropped = m.stage.discard(&m.volume).unwrap();
+    assert!(dropped.had_changes);
+    assert_eq!((dropped.files, dropped.bytes), (1, 5));
+    assert!(m.stage.loaded(m.volume.storage_id()).is_none());
+    assert!(
+        !cache
+            .path()
+            .join("stage")
+            .join(m.volume.storage_id())
+            .exists(),
+        "the staging directory is gone"
+    );
+    // The old stage refuses changes; nothing of it is published.
+    assert_eq!(m.volume.mkdir("d", 0o755).unwrap_err().errno, libc::ESTALE);
+    assert!(m.stage.sync(&m.volume).is_err());
+    assert_eq!(api.commits.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
 
 #[test]

@@ -4,6 +4,7 @@
 pub mod daemon;
 pub mod emulator;
 pub mod mount;
+pub mod protocol;
 pub mod volumes;
 
 use std::io::Read;

@@ -176,6 +176,19 @@ impl Mount {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// Whether the mount's log says `text`, waiting (bounded) for the thread that drains its stderr: a line the
+    /// mount wrote before answering a request may still be in the pipe when the request returns.
+    pub fn logged(&self, text: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.stderr().contains(text) {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
+
     /// Waits (bounded) until no download is in flight (`.vm0fs/status`): a file is served as soon as it is
     /// extracted, so a read can return before its archive is complete, cached, and has evicted others.
     pub fn wait_for_downloads(&self) {

@@ -313,6 +313,14 @@ impl StorageKind {
             StorageKind::Artifact => "Artifact",
         }
     }
+
+    /// The `storageType` of the push flow (CONTRACT.md 7.2): `volume` or `artifact`.
+    pub fn push_type(self) -> &'static str {
+        match self {
+            StorageKind::Volume => "volume",
+            StorageKind::Artifact => "artifact",
+        }
+    }
 }
 
 /// A volume or an artifact (CONTRACT.md 5.1).
@@ -399,7 +407,8 @@ pub struct ErrorBody {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorDetail {
-    #[serde(rename = "type")]
+    /// Absent from the push flow's errors (CONTRACT.md 7.2), which carry only `message` and `code`.
+    #[serde(rename = "type", default)]
     pub kind: String,
     pub code: String,
     pub message: String,
@@ -413,6 +422,84 @@ pub struct ErrorDetail {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CreateStorageRequest {
     pub name: String,
+}
+
+/// One file of a push (CONTRACT.md 7.2), and of its `manifest.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushFile {
+    pub path: String,
+    /// SHA-256 of the content, 64 lowercase hex.
+    pub hash: String,
+    pub size: u64,
+}
+
+/// `POST /api/storages/prepare` (CONTRACT.md 7.2). The push flow is camelCase in every era.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PushPrepareRequest {
+    pub storage_name: String,
+    /// `volume` or `artifact` (`StorageKind::push_type`).
+    pub storage_type: String,
+    pub files: Vec<PushFile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force: Option<bool>,
+}
+
+/// The answer to a prepare: the version the files make, and where to PUT them unless it exists already.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PushPrepareResponse {
+    pub version_id: String,
+    pub existing: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uploads: Option<PushUploads>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushUploads {
+    pub archive: PresignedPut,
+    pub manifest: PresignedPut,
+}
+
+/// A presigned PUT URL (an hour) and the object key it writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PresignedPut {
+    pub key: String,
+    pub presigned_url: String,
+}
+
+/// `manifest.json`, stored next to a version's archive (CONTRACT.md 6.4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PushManifest {
+    pub version: u32,
+    pub files: Vec<PushFile>,
+    pub created_at: String,
+}
+
+/// `POST /api/storages/commit` (CONTRACT.md 7.2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PushCommitRequest {
+    pub storage_name: String,
+    pub storage_type: String,
+    pub version_id: String,
+    pub files: Vec<PushFile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PushCommitResponse {
+    pub success: bool,
+    pub version_id: String,
+    pub storage_name: String,
+    pub size: u64,
+    pub file_count: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deduplicated: Option<bool>,
 }
 
 /// `POST /v1/{volumes|artifacts}/:id/upload` (CONTRACT.md 7.1, step 2).

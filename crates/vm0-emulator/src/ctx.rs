@@ -44,4 +44,9 @@ pub(crate) struct Ctx {
     pub stats: Stats,
     pub base_url: String,
     pub uploads: Uploads,
+    /// Whether the `/v1` create, upload and commit routes exist (CONTRACT.md 7.1); without them only the push
+    /// flow (7.2) creates storages and publishes versions, as on the platform after 2026-01-10.
+    pub v1_upload: bool,
+    /// Bytes a push may declare; more is 413 `PAYLOAD_TOO_LARGE` (CONTRACT.md 7.2).
+    pub max_push_bytes: u64,
 }

@@ -31,6 +31,7 @@ mod ctx;
 mod faults;
 mod layers;
 mod presign;
+mod push;
 mod reply;
 mod router;
 mod runs;
@@ -78,7 +79,10 @@ use vm0_api::Casing;
         GET  /_storage/...  PUT /_upload/...   the presigned blob URLs that downloads redirect to and uploads PUT to\n\n\
         Uploads (POST /v1/<volumes|artifacts>/<id>/upload, PUT each file, POST .../commit) are refused as the API \
         refuses them: a commit missing a declared file is 409 upload_incomplete (the session stays open), a size or \
-        hash mismatch is 400; a commit of no files makes an empty version (its download is 404)."
+        hash mismatch is 400; a commit of no files makes an empty version (its download is 404).\n\n\
+        The push flow of the platform's CLI is served too (POST /api/storages/prepare {storageName, storageType, \
+        files}, PUT the archive and the manifest to the presigned URLs, POST /api/storages/commit), with camelCase \
+        bodies and {\"error\":{\"message\",\"code\"}} errors; --no-v1-upload leaves it the only way to publish."
 )]
 pub struct Args {
     /// Address to listen on; port 0 picks a free port (the URL printed on stdout says which).
@@ -136,6 +140,16 @@ pub struct Args {
     /// Fault: blob downloads declare the full Content-Length but send about half the bytes and close.
     #[arg(long)]
     truncate_blobs: bool,
+
+    /// Answer 404 to the /v1 create, upload and commit routes (CONTRACT.md 7.1), as the platform did from
+    /// 2026-01-10: clients must create and publish with the push flow (POST /api/storages/prepare, PUT, POST
+    /// /api/storages/commit).
+    #[arg(long)]
+    no_v1_upload: bool,
+
+    /// Bytes a push may declare before prepare answers 413 PAYLOAD_TOO_LARGE (the platform's limit: 100 MiB).
+    #[arg(long, default_value_t = 100 << 20)]
+    max_push_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -197,6 +211,8 @@ pub fn run(args: Args) -> Result<(), String> {
         stats: stats::Stats::default(),
         base_url: base_url.clone(),
         uploads: uploads::Uploads::default(),
+        v1_upload: !args.no_v1_upload,
+        max_push_bytes: args.max_push_bytes,
     });
 
     let sim_ctx = ctx.clone();

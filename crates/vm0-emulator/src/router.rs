@@ -18,7 +18,7 @@ use axum::routing::{get, post, put};
 
 use crate::ctx::Ctx;
 use crate::reply::api_error;
-use crate::{agents, blobhost, control, layers, runs, sse, storage};
+use crate::{agents, blobhost, control, layers, push, runs, sse, storage};
 use vm0_api::StorageKind;
 
 /// Request bodies up to 1 GiB (uploads and raw archives are held in memory).
@@ -37,6 +37,8 @@ pub(crate) fn router(ctx: Arc<Ctx>) -> Router {
         .route("/v1/runs/{id}/events", get(sse::events))
         .merge(storage_routes(StorageKind::Volume))
         .merge(storage_routes(StorageKind::Artifact))
+        .route("/api/storages/prepare", post(push::prepare))
+        .route("/api/storages/commit", post(push::commit))
         .route_layer(from_fn_with_state(ctx.clone(), layers::require_token));
     let blob_host = Router::new()
         .route(
@@ -137,6 +139,8 @@ mod tests {
             stats: Stats::default(),
             base_url: "http://emulator.test".into(),
             uploads: Uploads::default(),
+            v1_upload: true,
+            max_push_bytes: 100 << 20,
         });
         (router(ctx.clone()), ctx)
     }
@@ -275,6 +279,62 @@ mod tests {
         let stats = ctx.stats.snapshot().into_json();
         assert_eq!(stats["blob_requests"], 3);
         assert_eq!(stats["blob_requests_with_authorization"], 1);
+    }
+
+    #[tokio::test]
+    async fn the_push_flow_wants_its_uploads_and_answers_uppercase_codes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, ctx) = app(dir.path());
+        let files = json!([{"path": "a.txt", "hash": "ab".repeat(32), "size": 3}]);
+        let prepare = json!({"storageName": "pushed", "storageType": "volume", "files": files});
+        let resp = send(
+            &app,
+            "POST",
+            "/api/storages/prepare",
+            true,
+            &prepare.to_string(),
+        )
+        .await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let prepared = json_of(resp).await;
+        assert_eq!(prepared["existing"], false);
+        assert!(prepared["uploads"]["archive"]["presignedUrl"].is_string());
+        assert_eq!(
+            ctx.store.lock().storages(StorageKind::Volume).len(),
+            1,
+            "created by prepare"
+        );
+        let commit = json!({"storageName": "pushed", "storageType": "volume", "files": files,
+                            "versionId": prepared["versionId"]});
+        let resp = send(
+            &app,
+            "POST",
+            "/api/storages/commit",
+            true,
+            &commit.to_string(),
+        )
+        .await;
+        assert_eq!(resp.status(), StatusCode::CONFLICT);
+        let body = json_of(resp).await;
+        assert_eq!(body["error"]["code"], "CONFLICT");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("archive.tar.gz")
+        );
+        let big = json!({"storageName": "pushed", "storageType": "volume",
+                         "files": [{"path": "b", "hash": "cd".repeat(32), "size": 200u64 << 20}]});
+        let resp = send(
+            &app,
+            "POST",
+            "/api/storages/prepare",
+            true,
+            &big.to_string(),
+        )
+        .await;
+        assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(json_of(resp).await["error"]["code"], "PAYLOAD_TOO_LARGE");
     }
 
     #[tokio::test]

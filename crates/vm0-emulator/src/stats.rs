@@ -15,6 +15,10 @@ pub(crate) struct Counters {
     upload_puts: u64,
     upload_requests_with_token: u64,
     commits: u64,
+    /// Commits of the push flow (CONTRACT.md 7.2), also counted in `commits`.
+    push_commits: u64,
+    /// `/v1` create, upload or commit calls answered 404 because the server runs with `--no-v1-upload`.
+    v1_upload_refusals: u64,
     runs_created: u64,
     requests: u64,
 }
@@ -59,6 +63,14 @@ impl Stats {
 
     pub fn commit(&self) {
         self.lock().commits += 1;
+    }
+
+    pub fn push_commit(&self) {
+        self.lock().push_commits += 1;
+    }
+
+    pub fn v1_upload_refused(&self) {
+        self.lock().v1_upload_refusals += 1;
     }
 
     pub fn blob_download(&self, version_id: &str) {

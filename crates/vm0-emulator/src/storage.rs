@@ -87,6 +87,9 @@ pub(crate) async fn create(
     Extension(kind): Ext,
     body: Bytes,
 ) -> Response {
+    if !ctx.v1_upload {
+        return no_v1_upload(&ctx, kind, "", "");
+    }
     let body = match body_json(&body) {
         Ok(b) => b,
         Err(r) => return r,
@@ -185,12 +188,28 @@ pub(crate) async fn download(
 }
 
 /// `POST /v1/{volumes|artifacts}/:id/upload` `{files:[{path,size,hash?}], message?}`.
+/// The 404 of a server without the `/v1` upload routes (`--no-v1-upload`), as the router answers unknown routes.
+fn no_v1_upload(ctx: &Ctx, kind: StorageKind, id: &str, step: &str) -> Response {
+    ctx.stats.v1_upload_refused();
+    let path = [kind.plural(), id, step]
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("/");
+    not_found(format!(
+        "No route for POST /v1/{path}: see CONTRACT.md section 2 for the endpoints"
+    ))
+}
+
 pub(crate) async fn upload(
     State(ctx): State<Arc<Ctx>>,
     Extension(kind): Ext,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
+    if !ctx.v1_upload {
+        return no_v1_upload(&ctx, kind, &id, "upload");
+    }
     let body = match body_json(&body) {
         Ok(b) => b,
         Err(r) => return r,
@@ -279,6 +298,9 @@ pub(crate) async fn commit(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
+    if !ctx.v1_upload {
+        return no_v1_upload(&ctx, kind, &id, "commit");
+    }
     let body = match body_json(&body) {
         Ok(b) => b,
         Err(r) => return r,

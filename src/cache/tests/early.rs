@@ -244,7 +244,11 @@ fn repeated_names_and_symlinks_are_never_served_half_made_or_followed() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     beside.sort();
-    assert_eq!(beside, ["meta.json", "tree"], "no scratch file is left");
+    assert_eq!(
+        beside,
+        ["meta.json", "tree", "unsynced"],
+        "no scratch file is left"
+    );
     fx.assert_outside_untouched();
 }
 

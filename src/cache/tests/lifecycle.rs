@@ -564,3 +564,34 @@ fn the_cache_is_send_and_sync() {
     assert_send_sync::<ArchiveCache>();
     assert_send_sync::<CacheError>();
 }
+
+#[test]
+fn an_entry_is_synced_later_and_one_a_restart_caught_unsynced_is_dropped() {
+    let fx = Fixture::new();
+    let marker = |v: &str| fx.cache_dir().join("archives").join(v).join("unsynced");
+    {
+        let cache = fx.open(1 << 30);
+        fetch(&cache, &vid(1), archive_of(10_000)).unwrap();
+        fetch(&cache, &vid(2), archive_of(10_000)).unwrap();
+        assert!(marker(&vid(1)).is_file(), "published before it is on disk");
+        cache.make_durable();
+        assert!(!marker(&vid(1)).exists() && !marker(&vid(2)).exists());
+        fetch(&cache, &vid(3), archive_of(10_000)).unwrap();
+        fetch(&cache, &vid(4), archive_of(10_000)).unwrap();
+    }
+    // vid(3) as a power loss would leave it: marked by an earlier boot.
+    fs::write(marker(&vid(3)), "an-earlier-boot").unwrap();
+    let cache = fx.open(1 << 30);
+    assert!(cache.lookup(&vid(1)).is_some() && cache.lookup(&vid(2)).is_some());
+    assert!(
+        cache.lookup(&vid(3)).is_none(),
+        "dropped: its files may be empty"
+    );
+    assert!(!fx.cache_dir().join("archives").join(vid(3)).exists());
+    assert!(
+        cache.lookup(&vid(4)).is_some(),
+        "marked in this boot: only the process stopped, the page cache holds it whole"
+    );
+    cache.make_durable();
+    assert!(!marker(&vid(4)).exists(), "synced by the next mount");
+}

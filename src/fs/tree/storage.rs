@@ -17,7 +17,7 @@ use std::time::Duration;
 use super::archive::{Archive, Version, not_in_archive};
 use super::{FIXED_TTL, Namespace, is_a_directory, missing, text_name};
 use super::{VolumeNode, time_of, unique_safe_names};
-use crate::api::models::StorageKind;
+use crate::api::models::{PushPrepareRequest, StorageKind};
 use crate::fs::error::{Error, Result};
 use crate::fs::inodes::Node;
 use crate::fs::{Attr, DirEntry, FileKind, Opened, Vm0Fs};
@@ -197,9 +197,14 @@ impl StorageNode {
                 storage_id,
                 version_id,
                 ..
-            } => fs.tree(Archive::new(*kind, storage_id, version_id)).map(drop),
+            } => fs
+                .tree(Archive::new(*kind, storage_id, version_id))
+                .map(drop),
             StorageNode::Root { kind, name, pin } => {
-                match fs.version(*kind, name, pin.as_deref())?.filter(|v| v.has_files) {
+                match fs
+                    .version(*kind, name, pin.as_deref())?
+                    .filter(|v| v.has_files)
+                {
                     Some(version) => fs.tree(Archive::of(*kind, &version)).map(drop),
                     None => Ok(()),
                 }
@@ -420,7 +425,9 @@ impl Namespace for StorageNode {
         }
     }
 
-    /// `mkdir volumes/<name>` creates a volume (`POST /v1/volumes`), empty until something is published in it.
+    /// `mkdir volumes/<name>` creates a volume (`POST /v1/volumes`), empty until something is published in it. A
+    /// server without that route (404, the platform from 2026-01-10) creates it at a prepare of the push flow
+    /// with no files (CONTRACT.md 7.2), which commits nothing.
     fn mkdir(&self, fs: &Vm0Fs, name: &OsStr, _mode: u32) -> Result<Node> {
         if *self != StorageNode::Dir(StorageKind::Volume) {
             return Err(read_only_storage(self));
@@ -435,17 +442,25 @@ impl Namespace for StorageNode {
                 ),
             ));
         }
-        let created = fs
-            .meta
-            .api()
-            .create_storage(StorageKind::Volume, text)
-            .map_err(|e| {
-                Error::new(
-                    e.errno(),
-                    format!("volumes/{text}: the volume was not created: {e}"),
-                )
-            })?;
-        tracing::info!("volumes/{text}: created volume {}", created.id);
+        let api = fs.meta.api();
+        let created = match api.create_storage(StorageKind::Volume, text) {
+            Err(e) if e.status == Some(404) => api
+                .prepare_push(&PushPrepareRequest {
+                    storage_name: text.to_string(),
+                    storage_type: StorageKind::Volume.push_type().into(),
+                    files: Vec::new(),
+                    force: None,
+                })
+                .map(|_| "through the push flow (the server has no POST /v1/volumes)".to_string()),
+            other => other.map(|s| s.id),
+        };
+        let created = created.map_err(|e| {
+            Error::new(
+                e.errno(),
+                format!("volumes/{text}: the volume was not created: {e}"),
+            )
+        })?;
+        tracing::info!("volumes/{text}: created volume {created}");
         fs.meta.storages_changed(StorageKind::Volume);
         Ok(Node::Volume(VolumeNode::Root {
             name: text.to_string(),
