@@ -2,9 +2,9 @@
 //! published, its files are exactly the new version's, so they become that version's cache entry instead of being
 //! downloaded again.
 //!
-//! The entry is made as an extraction is: in a fresh staging directory, sealed (synced, `meta.json` written), and
-//! only then renamed into `archives/` (`Staging::publish`), so a crash leaves either nothing (the staging
-//! directory is deleted at the next `open`) or a whole entry. The files are hard links to where their bytes are
+//! The entry is made as an extraction is: in a fresh staging directory, sealed (`meta.json` written, marked unsynced
+//! until the cache syncs it, as every entry), and only then renamed into `archives/` (`Staging::publish`), so a
+//! crash leaves either nothing (the staging directory is deleted at the next `open`) or a whole entry. The files are hard links to where their bytes are
 //! now, so adopting a large volume copies nothing:
 //! - a file that is owner-writable is a staged file: it is linked, and given the mode an extracted file of the
 //!   version has (CONTRACT.md 6.4: 0644 in the archive, stored without write bits, `file_mode`); an adoption
