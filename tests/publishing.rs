@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::emulator::Emulator;
 use common::mount::{Mount, ok, q, vm0fs};
+use common::protocol::Protocol;
 use common::volumes::{downloads_of, head, make_tree, sync, versions};
 use proptest::prelude::*;
 use serde_json::json;
@@ -23,6 +24,9 @@ const NO_AUTO_PUBLISH: &[&str] = &["--commit-delay", "0"];
 fn emulator() -> Emulator {
     Emulator::start(&["--seed", "demo"])
 }
+
+// Adopting the published tree does not depend on how it was sent: both upload protocols (CONTRACT.md 7.1, 7.2).
+both_protocols!(a_published_volume_is_read_back_from_its_own_files_without_a_download);
 
 /// Waits (bounded) until a line of the mount's volume status contains every one of `words`; returns it.
 fn wait_for_volume_status(m: &Mount, words: &[&str]) -> String {
@@ -46,9 +50,8 @@ fn wait_for_volume_status(m: &Mount, words: &[&str]) -> String {
     }
 }
 
-#[test]
-fn a_published_volume_is_read_back_from_its_own_files_without_a_download() {
-    let emu = emulator();
+fn a_published_volume_is_read_back_from_its_own_files_without_a_download(protocol: Protocol) {
+    let emu = protocol.emulator(&["--seed", "demo"]);
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
     let src = tempfile::tempdir().unwrap();
