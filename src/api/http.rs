@@ -124,6 +124,28 @@ impl fmt::Debug for HttpApi {
 }
 
 impl HttpApi {
+    /// PUTs `file` to a presigned upload URL: without the token (the URL is the credential), retried like any
+    /// idempotent request.
+    fn put_presigned(
+        &self,
+        url: Url,
+        file: &Path,
+        content_type: &'static str,
+    ) -> Result<(), ApiError> {
+        let call = Call {
+            method: Method::PUT,
+            label: blob_label(&url).replacen("GET", "PUT", 1),
+            url,
+            auth: None,
+            body: None,
+            file: Some((file.to_path_buf(), content_type)),
+            accept: "*/*",
+            idempotent: true,
+            total_deadline: None,
+        };
+        self.fetcher.run(&call, |_| Ok(()))
+    }
+
     /// A client of the API at `base_url` (e.g. `https://api.vm0.ai`; a trailing `/v1` is accepted) that
     /// authenticates with `token`. Fails when the URL is not http(s), the token is empty or not a valid header
     /// value, or the TLS stack cannot start. Nothing is sent until the first call.
@@ -543,18 +565,7 @@ impl Vm0Api for HttpApi {
                 &format!("bad upload_url for {:?}: {e}", target.path),
             )
         })?;
-        let call = Call {
-            method: Method::PUT,
-            label: blob_label(&url).replacen("GET", "PUT", 1),
-            url,
-            auth: None,
-            body: None,
-            file: Some((file.to_path_buf(), "application/octet-stream")),
-            accept: "*/*",
-            idempotent: true,
-            total_deadline: None,
-        };
-        self.fetcher.run(&call, |_| Ok(()))
+        self.put_presigned(url, file, "application/octet-stream")
     }
 
     fn commit(
@@ -577,18 +588,7 @@ impl Vm0Api for HttpApi {
                 &format!("bad presigned URL: {e}"),
             )
         })?;
-        let call = Call {
-            method: Method::PUT,
-            label: blob_label(&url).replacen("GET", "PUT", 1),
-            url,
-            auth: None,
-            body: None,
-            file: Some((file.to_path_buf(), content_type)),
-            accept: "*/*",
-            idempotent: true,
-            total_deadline: None,
-        };
-        self.fetcher.run(&call, |_| Ok(()))
+        self.put_presigned(url, file, content_type)
     }
 
     fn commit_push(&self, request: &PushCommitRequest) -> Result<PushCommitResponse, ApiError> {

@@ -59,8 +59,10 @@ pub struct NewRunWrite {
     pub shown: Option<Vec<u8>>,
 }
 
+/// The open handles by number, each with the inode it was opened on when that matters (a volume file open for
+/// writing: the kernel's `fstat` names only the inode, and an unlinked file has no other way to be found).
 pub struct Handles {
-    open: Mutex<HashMap<u64, Handle>>,
+    open: Mutex<HashMap<u64, (Handle, Option<u64>)>>,
     next: AtomicU64,
 }
 
@@ -73,20 +75,33 @@ impl Handles {
     }
 
     pub fn insert(&self, handle: Handle) -> u64 {
+        self.insert_for(None, handle)
+    }
+
+    /// Inserts a handle opened on inode `ino`, findable by it (`staged_on`).
+    pub fn insert_for(&self, ino: Option<u64>, handle: Handle) -> u64 {
         let fh = self.next.fetch_add(1, Ordering::Relaxed);
-        self.lock().insert(fh, handle);
+        self.lock().insert(fh, (handle, ino));
         fh
     }
 
     pub fn remove(&self, fh: u64) -> Option<Handle> {
-        self.lock().remove(&fh)
+        self.lock().remove(&fh).map(|(h, _)| h)
     }
 
     pub fn get(&self, fh: u64) -> Result<Handle> {
         self.lock()
             .get(&fh)
-            .cloned()
+            .map(|(h, _)| h.clone())
             .ok_or_else(|| Error::new(libc::EBADF, format!("file handle {fh} is not open")))
+    }
+
+    /// A volume file open for writing on inode `ino`, if there is one.
+    pub fn staged_on(&self, ino: u64) -> Option<Arc<StagedHandle>> {
+        self.lock().values().find_map(|(h, on)| match h {
+            Handle::Staged(staged) if *on == Some(ino) => Some(staged.clone()),
+            _ => None,
+        })
     }
 
     pub fn dir(&self, fh: u64) -> Result<Arc<Listing>> {
@@ -96,7 +111,7 @@ impl Handles {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Handle>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (Handle, Option<u64>)>> {
         self.open.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -46,6 +46,9 @@ use live_logs::LiveLogs;
 use meta::Meta;
 use outcomes::{Caller, Outcomes};
 pub use saved::Saved;
+
+/// The longest name of one path component, in bytes (`statfs` says so too); a longer one is `ENAMETOOLONG`.
+pub const NAME_MAX: usize = 255;
 use tree::{RunFile, RunNode, StorageNode};
 
 /// What a mount is configured with (the `vm0fs mount` flags that reach the core).
@@ -88,6 +91,9 @@ pub struct Attr {
     pub perm: u16,
     pub nlink: u32,
     pub mtime: SystemTime,
+    /// Access and change times: the modification time, except in a writable volume, which keeps its own.
+    pub atime: SystemTime,
+    pub ctime: SystemTime,
     pub uid: u32,
     pub gid: u32,
     /// How long the kernel may cache this attribute and the name that led to it.
@@ -211,6 +217,16 @@ impl Vm0Fs {
             panic!("test hook: lookup of {name:?} panics (VM0FS_TEST_PANIC_ON_LOOKUP)");
         }
         let parent = self.node(parent)?;
+        if name.len() > NAME_MAX {
+            return Err(Error::new(
+                libc::ENAMETOOLONG,
+                format!(
+                    "{}: a name of {} bytes is too long (at most {NAME_MAX})",
+                    tree::describe(&parent),
+                    name.len()
+                ),
+            ));
+        }
         let child = self.child(&parent, name)?;
         self.entry_attr(&child)
     }
@@ -228,9 +244,17 @@ impl Vm0Fs {
         self.inodes.release([(ino, lookups)]);
     }
 
+    /// `getattr`; a volume file unlinked while open for writing has no name left, but its handle still has its
+    /// bytes (the kernel's `fstat` names the inode only).
     pub fn getattr(&self, ino: u64) -> Result<Attr> {
         let node = self.node(ino)?;
-        self.attr(ino, &node)
+        match self.attr(ino, &node) {
+            Err(e) if e.errno == libc::ENOENT => match self.handles.staged_on(ino) {
+                Some(handle) => self.unlinked_attr(ino, &handle),
+                None => Err(e),
+            },
+            other => other,
+        }
     }
 
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
@@ -392,6 +416,8 @@ impl Vm0Fs {
             perm: 0o555,
             nlink: 2,
             mtime: self.mounted_at,
+            atime: self.mounted_at,
+            ctime: self.mounted_at,
             uid: self.config.uid,
             gid: self.config.gid,
             ttl: Duration::ZERO,
@@ -426,7 +452,7 @@ impl Vm0Fs {
             if let Some(handle) = node.namespace().open_write(self)? {
                 // A volume file is an ordinary file: through the page cache, so that mmap works.
                 let direct_io = !matches!(handle, Handle::Staged(_));
-                let fh = self.handles.insert(handle);
+                let fh = self.handles.insert_for(Some(ino), handle);
                 return Ok(Opened {
                     fh,
                     direct_io,
@@ -526,7 +552,7 @@ impl Vm0Fs {
         let (node, handle) = self.node(parent)?.namespace().create(self, name, mode)?;
         let attr = self.entry_attr(&node)?;
         let direct_io = !matches!(handle, Handle::Staged(_));
-        let fh = self.handles.insert(handle);
+        let fh = self.handles.insert_for(Some(attr.ino), handle);
         Ok((
             attr,
             Opened {
@@ -812,16 +838,32 @@ impl Vm0Fs {
     }
 
     /// Renames `name` in `parent` to `new_name` in `new_parent`, where the namespace of `parent` allows it.
+    /// `flags` are renameat2's: `RENAME_NOREPLACE` is honoured (`EEXIST` when the new name exists);
+    /// `RENAME_EXCHANGE` and `RENAME_WHITEOUT` are refused (`EINVAL`) rather than done as a plain rename, which
+    /// would replace what was to be swapped.
     pub fn rename(
         &self,
         parent: u64,
         name: &OsStr,
         new_parent: u64,
         new_name: &OsStr,
+        flags: u32,
     ) -> Result<()> {
         let from = self.node(parent)?;
         let to = self.node(new_parent)?;
-        from.namespace().rename(self, name, &to, new_name)
+        if flags & !libc::RENAME_NOREPLACE != 0 {
+            return Err(Error::new(
+                libc::EINVAL,
+                format!(
+                    "{}/{}: renameat2 flags {flags:#x} (RENAME_EXCHANGE, RENAME_WHITEOUT) are not supported; \
+                     nothing was renamed",
+                    tree::describe(&from),
+                    name.to_string_lossy()
+                ),
+            ));
+        }
+        let replace = flags & libc::RENAME_NOREPLACE == 0;
+        from.namespace().rename(self, name, &to, new_name, replace)
     }
 
     /// Makes the directory `name` in `parent`, where the parent's namespace allows it.
@@ -841,15 +883,15 @@ impl Vm0Fs {
         self.entry_attr(&node)
     }
 
-    /// `setattr`: a new mode, size or modification time, where the node's namespace allows each. An owner
-    /// change is refused (every file belongs to the user who mounted).
+    /// `setattr`: a new mode, size or access and modification times, where the node's namespace allows each. An
+    /// owner change is refused (every file belongs to the user who mounted).
     pub fn setattr(
         &self,
         ino: u64,
         mode: Option<u32>,
         owner: (Option<u32>, Option<u32>),
         size: Option<u64>,
-        mtime: Option<SystemTime>,
+        times: (Option<SystemTime>, Option<SystemTime>),
     ) -> Result<Attr> {
         let node = self.node(ino)?;
         // `chown` to the owner a file already has (as `sed -i` and `rsync -a` do) changes nothing.
@@ -872,11 +914,10 @@ impl Vm0Fs {
         if let Some(mode) = mode {
             ns.chmod(self, mode)?;
         }
-        if let Some(mtime) = mtime {
-            // Only volumes keep times; elsewhere `touch` of an existing file is accepted and changes nothing.
-            if ns.holds_volume_content() {
-                ns.set_mtime(self, mtime)?;
-            }
+        let (atime, mtime) = times;
+        // Only volumes keep times; elsewhere `touch` of an existing file is accepted and changes nothing.
+        if (atime.is_some() || mtime.is_some()) && ns.holds_volume_content() {
+            ns.set_times(self, atime, mtime)?;
         }
         self.attr(ino, &node)
     }

@@ -248,9 +248,9 @@ fn file_attr(attr: &Attr) -> FileAttr {
         ino: INodeNo(attr.ino),
         size: attr.size,
         blocks: attr.size.div_ceil(512),
-        atime: attr.mtime,
+        atime: attr.atime,
         mtime: attr.mtime,
-        ctime: attr.mtime,
+        ctime: attr.ctime,
         crtime: attr.mtime,
         kind: file_type(attr.kind),
         perm: attr.perm,
@@ -351,7 +351,7 @@ impl Filesystem for FuseAdapter {
         uid: Option<u32>,
         gid: Option<u32>,
         size: Option<u64>,
-        _atime: Option<TimeOrNow>,
+        atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         _fh: Option<FileHandle>,
@@ -362,12 +362,14 @@ impl Filesystem for FuseAdapter {
         reply: ReplyAttr,
     ) {
         let span = request_span("setattr", req, ino);
-        let mtime = mtime.map(|t| match t {
+        let now = SystemTime::now();
+        let time = |t: TimeOrNow| match t {
             TimeOrNow::SpecificTime(t) => t,
-            TimeOrNow::Now => SystemTime::now(),
-        });
+            TimeOrNow::Now => now,
+        };
+        let times = (atime.map(time), mtime.map(time));
         self.spawn(req, span, Op::Setattr, move |fs| {
-            match fs.setattr(ino.0, mode, (uid, gid), size, mtime) {
+            match fs.setattr(ino.0, mode, (uid, gid), size, times) {
                 Ok(attr) => reply.attr(&attr.ttl, &file_attr(&attr)),
                 Err(e) => reply.error(errno("setattr", &e)),
             }
@@ -472,13 +474,13 @@ impl Filesystem for FuseAdapter {
         name: &OsStr,
         newparent: INodeNo,
         newname: &OsStr,
-        _flags: RenameFlags,
+        flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
         let span = named_span("rename", req, parent, name);
         let (name, newname) = (name.to_os_string(), newname.to_os_string());
         self.spawn(req, span, Op::Rename, move |fs| {
-            match fs.rename(parent.0, &name, newparent.0, &newname) {
+            match fs.rename(parent.0, &name, newparent.0, &newname, flags.bits()) {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno("rename", &e)),
             }
@@ -923,6 +925,15 @@ impl Filesystem for FuseAdapter {
         let (limit, used) = self.fs.space();
         let blocks = limit.div_ceil(u64::from(STATFS_BLOCK));
         let free = limit.saturating_sub(used) / u64::from(STATFS_BLOCK);
-        reply.statfs(blocks, free, free, 0, 0, STATFS_BLOCK, 255, STATFS_BLOCK);
+        reply.statfs(
+            blocks,
+            free,
+            free,
+            0,
+            0,
+            STATFS_BLOCK,
+            crate::fs::NAME_MAX as u32,
+            STATFS_BLOCK,
+        );
     }
 }

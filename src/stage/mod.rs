@@ -45,7 +45,7 @@ use journal::{Journal, Record};
 use layout::VolumeLayout;
 pub use manifest::LocalOnly;
 use manifest::{Frozen, ManifestFile};
-use overlay::{Content, Node, Tree};
+use overlay::{Content, Node, Times, Tree};
 pub use publish::{Mode, Phase, PublishError, Published};
 
 /// A refused or failed staging operation: the errno, and a sentence naming the volume and the path.
@@ -104,15 +104,37 @@ pub struct EntryAttr {
     /// Permission bits.
     pub mode: u32,
     pub mtime: SystemTime,
+    /// Access and change times set in this mount (else the modification time is shown for them).
+    pub atime: Option<SystemTime>,
+    pub ctime: Option<SystemTime>,
+    /// Names of it: 1 for a file or symlink; a directory's own, its `.` and each subdirectory's `..`.
+    pub nlink: u32,
 }
 
 /// A file open for writing: its staged file. Writes go through `VolumeStage::write`.
 #[derive(Debug)]
 pub struct StagedWriter {
     file: File,
+    /// The file's permission bits when it was opened.
+    mode: u32,
 }
 
 impl StagedWriter {
+    /// The size and times of the open file, and its permission bits: what `fstat` shows once the file has no
+    /// name any more (unlinked while open, it lives until its last close).
+    pub fn attr(&self) -> io::Result<EntryAttr> {
+        let meta = self.file.metadata()?;
+        Ok(EntryAttr {
+            kind: EntryKind::File,
+            size: meta.len(),
+            mode: self.mode,
+            mtime: meta.modified()?,
+            atime: None,
+            ctime: None,
+            nlink: 1,
+        })
+    }
+
     /// Reads of a file open for writing see what was written.
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         self.file.read_at(buf, offset)
@@ -561,6 +583,37 @@ impl State {
         }
     }
 
+    /// Sets the times a change made in this mount moves, `now`: a new entry's own, the change time of an entry
+    /// whose mode or name changed, and the modification and change times of each directory that gained or lost
+    /// an entry. Not journaled: after a replay the times shown are those of the files and of the mount.
+    fn stamp(&mut self, change: &Record, now: SystemTime) {
+        let tree = &mut self.tree;
+        match change {
+            Record::Mkdir { path, .. } | Record::Symlink { path, .. } => {
+                tree.set_times(path, |t| {
+                    *t = Times {
+                        atime: Some(now),
+                        mtime: Some(now),
+                        ctime: Some(now),
+                    }
+                });
+                tree.entries_changed_beside(path, now);
+            }
+            Record::Put { path, .. } | Record::Remove { path } => {
+                tree.entries_changed_beside(path, now)
+            }
+            Record::Rename { from, to } if from != to => {
+                tree.entries_changed_beside(from, now);
+                tree.entries_changed_beside(to, now);
+                tree.set_times(to, |t| t.ctime = Some(now));
+            }
+            Record::Chmod { path, .. } | Record::Touch { path, .. } => {
+                tree.set_times(path, |t| t.ctime = Some(now))
+            }
+            Record::Rename { .. } | Record::Base { .. } | Record::Published { .. } => {}
+        }
+    }
+
     /// Deletes staged files no entry names (left by a crash between creating one and journaling it, or replaced).
     fn delete_orphans(&mut self, layout: &VolumeLayout) {
         let used: std::collections::HashSet<u64> = self
@@ -661,45 +714,47 @@ impl VolumeStage {
         let st = self.lock();
         let path = key(path);
         if path.is_empty() {
-            return Some(EntryAttr {
-                kind: EntryKind::Dir,
-                size: 0,
-                mode: 0o755,
-                mtime: SystemTime::UNIX_EPOCH,
-            });
+            return Some(self.attr(&st, path, &Node::Dir { mode: 0o755 }));
         }
-        st.tree.get(path).map(|n| self.attr(&st, n))
+        st.tree.get(path).map(|n| self.attr(&st, path, n))
     }
 
-    fn attr(&self, st: &State, node: &Node) -> EntryAttr {
-        match node {
-            Node::Dir { mode } => EntryAttr {
-                kind: EntryKind::Dir,
-                size: 0,
-                mode: *mode,
-                mtime: SystemTime::UNIX_EPOCH,
-            },
-            Node::Symlink { target } => EntryAttr {
-                kind: EntryKind::Symlink(target.clone()),
-                size: target.len() as u64,
-                mode: 0o777,
-                mtime: SystemTime::UNIX_EPOCH,
-            },
+    /// The attributes of `node` at `path`. A file's change time is at least its modification time, which a
+    /// write moves on its staged file.
+    fn attr(&self, st: &State, path: &str, node: &Node) -> EntryAttr {
+        let times = st.tree.times(path);
+        let mut nlink = 1;
+        let (kind, size, mode, mtime) = match node {
+            Node::Dir { mode } => {
+                nlink = 2 + st.tree.subdirs(path) as u32;
+                (EntryKind::Dir, 0, *mode, times.mtime)
+            }
+            Node::Symlink { target } => (
+                EntryKind::Symlink(target.clone()),
+                target.len() as u64,
+                0o777,
+                times.mtime,
+            ),
             Node::File {
                 content,
                 mode,
-                mtime,
+                mtime: touched,
             } => {
                 let meta = std::fs::metadata(st.backing(&self.layout, content)).ok();
-                EntryAttr {
-                    kind: EntryKind::File,
-                    size: meta.as_ref().map_or(0, |m| m.len()),
-                    mode: *mode,
-                    mtime: mtime
-                        .or_else(|| meta.and_then(|m| m.modified().ok()))
-                        .unwrap_or(SystemTime::UNIX_EPOCH),
-                }
+                let size = meta.as_ref().map_or(0, |m| m.len());
+                let mtime = touched.or_else(|| meta.and_then(|m| m.modified().ok()));
+                (EntryKind::File, size, *mode, mtime)
             }
+        };
+        let mtime = mtime.unwrap_or(SystemTime::UNIX_EPOCH);
+        EntryAttr {
+            kind,
+            size,
+            mode,
+            mtime,
+            atime: times.atime,
+            ctime: times.ctime.map(|c| c.max(mtime)),
+            nlink,
         }
     }
 
@@ -713,7 +768,14 @@ impl VolumeStage {
         Ok(st
             .tree
             .children(path)
-            .map(|(name, n)| (name.to_string(), self.attr(&st, n)))
+            .map(|(name, n)| {
+                let child = if path.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{path}/{name}")
+                };
+                (name.to_string(), self.attr(&st, &child, n))
+            })
             .collect())
     }
 
@@ -792,6 +854,7 @@ impl VolumeStage {
         if let Err(errno) = st.apply(&record) {
             return Err(self.refuse(errno, path, what));
         }
+        st.stamp(&record, SystemTime::now());
         self.journal_change(&mut st, record)
     }
 
@@ -829,9 +892,13 @@ impl VolumeStage {
             let _ = std::fs::remove_file(self.layout.file(id));
             return Err(self.refuse(errno, path, "cannot create it"));
         }
+        st.stamp(&record, SystemTime::now());
         self.journal_change(&mut st, record)?;
         st.writers += 1;
-        Ok(StagedWriter { file })
+        Ok(StagedWriter {
+            file,
+            mode: mode & 0o7777,
+        })
     }
 
     /// Opens file `path` for writing, copying it from the base version first if it is still shared with it.
@@ -861,7 +928,7 @@ impl VolumeStage {
                     );
                     st.generation += 1;
                 }
-                StagedWriter { file }
+                StagedWriter { file, mode }
             }
             Content::Base(_) => {
                 let source = st.backing(&self.layout, &content);
@@ -880,7 +947,7 @@ impl VolumeStage {
                 };
                 let _ = st.apply(&record);
                 self.journal_change(&mut st, record)?;
-                StagedWriter { file }
+                StagedWriter { file, mode }
             }
         };
         st.writers += 1;
@@ -960,9 +1027,37 @@ impl VolumeStage {
         result
     }
 
+    /// `utimensat` of `path` (`""`: the root). A file's modification time is set without copying it
+    /// (`set_file_mtime`); the other times are kept in memory only.
+    pub fn set_times(
+        &self,
+        path: &str,
+        atime: Option<SystemTime>,
+        mtime: Option<SystemTime>,
+    ) -> Result<()> {
+        let path = key(path);
+        let is_file = matches!(self.lock().tree.get(path), Some(Node::File { .. }));
+        if let (true, Some(mtime)) = (is_file, mtime) {
+            self.set_file_mtime(path, mtime)?;
+        }
+        let mut st = self.lock();
+        if !path.is_empty() && st.tree.get(path).is_none() {
+            return Err(self.refuse(st.tree.absent(path), path, "no such file"));
+        }
+        let now = SystemTime::now();
+        st.tree.set_times(path, |t| {
+            t.atime = atime.or(t.atime);
+            if !is_file {
+                t.mtime = mtime.or(t.mtime);
+            }
+            t.ctime = Some(now);
+        });
+        Ok(())
+    }
+
     /// Sets the modification time of file `path`, copying nothing: a staged file's own time, or the journaled
-    /// time of a file still read from the base version (directories and symlinks keep theirs in memory only).
-    pub fn set_mtime(&self, path: &str, mtime: SystemTime) -> Result<()> {
+    /// time of a file still read from the base version.
+    fn set_file_mtime(&self, path: &str, mtime: SystemTime) -> Result<()> {
         let path = key(path);
         let mut st = self.lock();
         self.check_writable(&st)?;
@@ -1023,12 +1118,11 @@ impl VolumeStage {
             .tree
             .unlink(path)
             .map_err(|errno| self.refuse(errno, path, "cannot remove it"))?;
-        self.journal_change(
-            &mut st,
-            Record::Remove {
-                path: path.to_string(),
-            },
-        )?;
+        let record = Record::Remove {
+            path: path.to_string(),
+        };
+        st.stamp(&record, SystemTime::now());
+        self.journal_change(&mut st, record)?;
         self.forget(&node);
         Ok(())
     }
@@ -1040,30 +1134,32 @@ impl VolumeStage {
         st.tree
             .rmdir(path)
             .map_err(|errno| self.refuse(errno, path, "cannot remove this directory"))?;
-        self.journal_change(
-            &mut st,
-            Record::Remove {
-                path: path.to_string(),
-            },
-        )
+        let record = Record::Remove {
+            path: path.to_string(),
+        };
+        st.stamp(&record, SystemTime::now());
+        self.journal_change(&mut st, record)
     }
 
-    /// `rename(2)` inside the volume: a change of names, never a copy.
-    pub fn rename(&self, from: &str, to: &str) -> Result<()> {
+    /// `rename(2)` inside the volume: a change of names, never a copy. Unless `replace` (`RENAME_NOREPLACE`),
+    /// an existing `to` is `EEXIST`, decided under the volume's lock.
+    pub fn rename(&self, from: &str, to: &str, replace: bool) -> Result<()> {
         let (from, to) = (key(from), key(to));
         let mut st = self.lock();
         self.check_writable(&st)?;
+        if !replace && st.tree.get(to).is_some() {
+            return Err(self.refuse(libc::EEXIST, to, "exists (rename without replacing)"));
+        }
         let replaced = st
             .tree
             .rename(from, to)
             .map_err(|errno| self.refuse(errno, from, &format!("cannot rename it to {to:?}")))?;
-        self.journal_change(
-            &mut st,
-            Record::Rename {
-                from: from.to_string(),
-                to: to.to_string(),
-            },
-        )?;
+        let record = Record::Rename {
+            from: from.to_string(),
+            to: to.to_string(),
+        };
+        st.stamp(&record, SystemTime::now());
+        self.journal_change(&mut st, record)?;
         if let Some(node) = replaced {
             self.forget(&node);
         }

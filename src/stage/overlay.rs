@@ -5,10 +5,13 @@
 //! changes over the base: a volume's listing is small next to its bytes (one entry per file), and a rename of a
 //! directory is then a move of keys, never a copy of data. A file's bytes live elsewhere: in the base version's
 //! extracted tree (`Content::Base`, shared with the read-only cache and never written) or in a staged file of its
-//! own (`Content::Staged`), made at create time or by the copy-up on first write. Sizes and times are read from
-//! those files, so the tree never disagrees with them.
+//! own (`Content::Staged`), made at create time or by the copy-up on first write. Sizes and modification times
+//! of files are read from those files, so the tree never disagrees with them. The other times POSIX asks for (a
+//! directory's and a symlink's, every access and change time) are kept beside the entries, in memory only, and
+//! move with them; the caller says what time it is, so the tree stays free of clocks.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::time::SystemTime;
 
 /// Where the bytes of a file are.
@@ -47,10 +50,22 @@ impl Node {
 /// A failed change, as an errno (the caller says which path and why in its message).
 pub type Refusal = i32;
 
+/// The times of an entry set in this mount; what is `None` is read from elsewhere (a file's modification time
+/// from its bytes' file; the rest default to the modification time).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Times {
+    pub atime: Option<SystemTime>,
+    /// Of directories and symlinks only.
+    pub mtime: Option<SystemTime>,
+    pub ctime: Option<SystemTime>,
+}
+
 /// Paths are relative, `/`-separated, without empty, `.` or `..` parts; `""` is the root.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tree {
     nodes: BTreeMap<String, Node>,
+    /// Times of entries (and of the root, `""`) set in this mount.
+    times: BTreeMap<String, Times>,
 }
 
 fn parent_of(path: &str) -> &str {
@@ -109,13 +124,36 @@ impl Tree {
             .take_while(move |(k, _)| k.starts_with(&start))
     }
 
-    /// The direct children of directory `dir`: (name, node).
+    /// The direct children of directory `dir`: (name, node), in name order. It steps over each child's subtree
+    /// rather than through it (the keys below `c/` are exactly those from `c/` up to `c0`, `'0'` being the byte
+    /// after `'/'`), so a listing costs its own size, not its subtree's.
     pub fn children<'a>(&'a self, dir: &'a str) -> impl Iterator<Item = (&'a str, &'a Node)> + 'a {
-        let skip = if dir.is_empty() { 0 } else { dir.len() + 1 };
-        self.below(dir).filter_map(move |(k, n)| {
-            let name = &k[skip..];
-            (!name.contains('/')).then_some((name, n))
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
+        let mut from: Bound<String> = Included(prefix.clone());
+        std::iter::from_fn(move || {
+            loop {
+                let bounds = (from.as_ref().map(String::as_str), Unbounded);
+                let (key, node) = self.nodes.range::<str, _>(bounds).next()?;
+                let name = key.strip_prefix(prefix.as_str())?;
+                match name.find('/') {
+                    Some(slash) => from = Included(format!("{prefix}{}0", &name[..slash])),
+                    None => {
+                        from = Excluded(key.clone());
+                        return Some((name, node));
+                    }
+                }
+            }
         })
+    }
+
+    /// The number of directories directly in directory `dir`.
+    pub fn subdirs(&self, dir: &str) -> usize {
+        self.children(dir).filter(|(_, n)| n.is_dir()).count()
     }
 
     /// Every file: (path, content).
@@ -163,7 +201,7 @@ impl Tree {
             return Err(libc::EISDIR);
         }
         let mtime = None;
-        self.nodes.insert(
+        let replaced = self.nodes.insert(
             path.to_string(),
             Node::File {
                 content,
@@ -171,6 +209,9 @@ impl Tree {
                 mtime,
             },
         );
+        if !matches!(replaced, Some(Node::File { .. })) {
+            self.times.remove(path);
+        }
         Ok(())
     }
 
@@ -194,6 +235,7 @@ impl Tree {
         let target = target.to_string();
         self.nodes
             .insert(path.to_string(), Node::Symlink { target });
+        self.times.remove(path);
         Ok(())
     }
 
@@ -203,6 +245,7 @@ impl Tree {
         }
         self.parent_is_dir(path)?;
         self.nodes.insert(path.to_string(), Node::Dir { mode });
+        self.times.remove(path);
         Ok(())
     }
 
@@ -211,7 +254,10 @@ impl Tree {
         match self.nodes.get(path) {
             None => Err(self.absent(path)),
             Some(Node::Dir { .. }) => Err(libc::EISDIR),
-            Some(_) => Ok(self.nodes.remove(path).unwrap_or(Node::Dir { mode: 0 })),
+            Some(_) => {
+                self.times.remove(path);
+                Ok(self.nodes.remove(path).unwrap_or(Node::Dir { mode: 0 }))
+            }
         }
     }
 
@@ -222,6 +268,7 @@ impl Tree {
             Some(Node::Dir { .. }) if self.below(path).next().is_some() => Err(libc::ENOTEMPTY),
             Some(Node::Dir { .. }) => {
                 self.nodes.remove(path);
+                self.times.remove(path);
                 Ok(())
             }
             Some(_) => Err(libc::ENOTDIR),
@@ -265,12 +312,21 @@ impl Tree {
             .map(|(k, n)| (format!("{to}{}", &k[from.len()..]), n.clone()))
             .collect();
         let old: Vec<String> = self.below(from).map(|(k, _)| k.clone()).collect();
+        let mut moved_times: Vec<(String, Times)> = Vec::new();
         for k in old {
             self.nodes.remove(&k);
+            if let Some(t) = self.times.remove(&k) {
+                moved_times.push((format!("{to}{}", &k[from.len()..]), t));
+            }
         }
         self.nodes.remove(from);
         self.nodes.insert(to.to_string(), moving);
         self.nodes.extend(moved);
+        match self.times.remove(from) {
+            Some(t) => self.times.insert(to.to_string(), t),
+            None => self.times.remove(to),
+        };
+        self.times.extend(moved_times);
         Ok(replaced)
     }
 
@@ -284,6 +340,33 @@ impl Tree {
             Some(Node::Symlink { .. }) => Ok(()),
             None => Err(self.absent(path)),
         }
+    }
+
+    /// The times of `path` set in this mount.
+    pub fn times(&self, path: &str) -> Times {
+        self.times.get(path).copied().unwrap_or_default()
+    }
+
+    /// Sets what `set` changes in the times of `path` (the root is `""`).
+    pub fn set_times(&mut self, path: &str, set: impl FnOnce(&mut Times)) {
+        if path.is_empty() || self.nodes.contains_key(path) {
+            set(self.times.entry(path.to_string()).or_default());
+        }
+    }
+
+    /// An entry was added to, removed from or renamed in the directory that holds `path`: that directory's
+    /// modification and change times are `now`.
+    pub fn entries_changed_beside(&mut self, path: &str, now: SystemTime) {
+        let dir = parent_of(path);
+        self.set_times(dir, |t| {
+            t.mtime = Some(now);
+            t.ctime = Some(now);
+        });
+    }
+
+    /// Whether any file still reads its bytes from the base version.
+    pub fn uses_base(&self) -> bool {
+        self.files().any(|(_, c)| matches!(c, Content::Base(_)))
     }
 }
 
@@ -318,6 +401,22 @@ mod tests {
         let t = Tree::from_files([("d/x".to_string(), 0o644), ("d-2/y".to_string(), 0o644)]);
         let d: Vec<_> = t.children("d").map(|(n, _)| n).collect();
         assert_eq!(d, ["x"]);
+    }
+
+    #[test]
+    fn children_step_over_subtrees_and_keep_names_that_sort_inside_them() {
+        let t = Tree::from_files(
+            ["a/b/c", "a/b/d/e", "a/b-x", "a/b.y", "a/b0", "a/c", "b/z"]
+                .map(|p| (p.to_string(), 0o644)),
+        );
+        let a: Vec<_> = t.children("a").map(|(n, _)| n).collect();
+        assert_eq!(a, ["b", "b-x", "b.y", "b0", "c"]);
+        let root: Vec<_> = t.children("").map(|(n, _)| n).collect();
+        assert_eq!(root, ["a", "b"]);
+        assert_eq!(t.subdirs("a"), 1);
+        assert_eq!(t.subdirs("a/b"), 1);
+        assert_eq!(t.subdirs(""), 2);
+        assert_eq!(t.children("a/c").count(), 0);
     }
 
     #[test]
@@ -361,6 +460,25 @@ mod tests {
         t.mkdir("empty", 0o755).unwrap();
         t.rename("d", "empty").unwrap();
         assert!(t.is_dir("empty/e"));
+    }
+
+    #[test]
+    fn times_move_with_their_entries_and_leave_with_them() {
+        let mut t = base();
+        let at = |secs| Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs));
+        t.set_times("d/e", |x| x.mtime = at(1));
+        t.set_times("d/x", |x| x.atime = at(2));
+        t.set_times("nothing", |x| x.atime = at(3));
+        assert_eq!(t.times("nothing"), Times::default());
+        t.entries_changed_beside("a.txt", at(4).unwrap());
+        assert_eq!(t.times("").mtime, at(4));
+        t.rename("d", "m").unwrap();
+        assert_eq!(t.times("m/e").mtime, at(1));
+        assert_eq!(t.times("m/x").atime, at(2));
+        assert_eq!(t.times("d/e"), Times::default());
+        t.unlink("m/x").unwrap();
+        t.put_file("m/x", Content::Staged(9), 0o644).unwrap();
+        assert_eq!(t.times("m/x"), Times::default(), "a new file has new times");
     }
 
     #[test]

@@ -136,7 +136,7 @@ fn on_stage(v: &VolumeStage, op: &Op, fill: u8) -> Result<(), i32> {
         })(),
         Op::Truncate { path, len } => v.truncate(PATHS[path], len as u64),
         Op::Unlink { path } => v.unlink(PATHS[path]),
-        Op::Rename { from, to } => v.rename(PATHS[from], PATHS[to]),
+        Op::Rename { from, to } => v.rename(PATHS[from], PATHS[to], true),
         Op::Mkdir { path } => v.mkdir(PATHS[path], 0o755),
         Op::Rmdir { path } => v.rmdir(PATHS[path]),
         Op::Remount => Ok(()),

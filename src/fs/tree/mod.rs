@@ -96,7 +96,15 @@ pub(super) trait Namespace {
         Err(Error::read_only(self.describe()))
     }
 
-    fn rename(&self, _fs: &Vm0Fs, _name: &OsStr, _to: &Node, _to_name: &OsStr) -> Result<()> {
+    /// `rename(2)`; unless `replace`, an existing `to_name` is `EEXIST` (`RENAME_NOREPLACE`).
+    fn rename(
+        &self,
+        _fs: &Vm0Fs,
+        _name: &OsStr,
+        _to: &Node,
+        _to_name: &OsStr,
+        _replace: bool,
+    ) -> Result<()> {
         Err(Error::read_only(self.describe()))
     }
 
@@ -112,7 +120,13 @@ pub(super) trait Namespace {
         Err(Error::read_only(self.describe()))
     }
 
-    fn set_mtime(&self, _fs: &Vm0Fs, _mtime: SystemTime) -> Result<()> {
+    /// `utimensat`: new access and modification times (`None` leaves one as it is).
+    fn set_times(
+        &self,
+        _fs: &Vm0Fs,
+        _atime: Option<SystemTime>,
+        _mtime: Option<SystemTime>,
+    ) -> Result<()> {
         Err(Error::read_only(self.describe()))
     }
 
@@ -231,6 +245,8 @@ impl Vm0Fs {
             perm,
             nlink: if kind == FileKind::Directory { 2 } else { 1 },
             mtime,
+            atime: mtime,
+            ctime: mtime,
             uid: self.config.uid,
             gid: self.config.gid,
             ttl,

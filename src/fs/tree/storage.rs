@@ -495,7 +495,14 @@ impl Namespace for StorageNode {
         Err(read_only_storage(self))
     }
 
-    fn rename(&self, _fs: &Vm0Fs, _name: &OsStr, _to: &Node, _to_name: &OsStr) -> Result<()> {
+    fn rename(
+        &self,
+        _fs: &Vm0Fs,
+        _name: &OsStr,
+        _to: &Node,
+        _to_name: &OsStr,
+        _replace: bool,
+    ) -> Result<()> {
         Err(read_only_storage(self))
     }
 

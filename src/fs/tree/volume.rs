@@ -84,26 +84,48 @@ impl Vm0Fs {
         self.volume_by_name(&storage.name)
     }
 
+    /// The attributes of a volume file through a handle open for writing, when its name is gone (`fstat` after
+    /// `unlink`): a link count of 0, as POSIX shows a file that lives on only through open descriptors.
+    pub(in crate::fs) fn unlinked_attr(&self, ino: u64, handle: &StagedHandle) -> Result<Attr> {
+        let attr = handle.writer.attr().map_err(|e| {
+            Error::new(
+                e.raw_os_error().unwrap_or(libc::EIO),
+                format!("{}: an unlinked open file: {e}", handle.volume.label()),
+            )
+        })?;
+        let mut shown = self.volume_attr(ino, &attr);
+        shown.nlink = 0;
+        shown.ttl = std::time::Duration::ZERO;
+        Ok(shown)
+    }
+
     fn volume_attr(&self, ino: u64, attr: &EntryAttr) -> Attr {
         let ttl = self.config.metadata_ttl.min(MOVING_TTL);
-        let mtime = if attr.mtime == SystemTime::UNIX_EPOCH {
-            self.mounted_at
-        } else {
-            attr.mtime
+        let known = |t: SystemTime| {
+            if t == SystemTime::UNIX_EPOCH {
+                self.mounted_at
+            } else {
+                t
+            }
         };
+        let mtime = known(attr.mtime);
         let kind = match attr.kind {
             EntryKind::File => FileKind::File,
             EntryKind::Dir => FileKind::Directory,
             EntryKind::Symlink(_) => FileKind::Symlink,
         };
-        self.make_attr(
+        let mut made = self.make_attr(
             ino,
             kind,
             attr.size,
             (attr.mode & 0o7777) as u16,
             mtime,
             ttl,
-        )
+        );
+        made.nlink = attr.nlink;
+        made.atime = attr.atime.map_or(mtime, known);
+        made.ctime = attr.ctime.map_or(mtime, known);
+        made
     }
 }
 
@@ -413,7 +435,14 @@ impl Namespace for VolumeNode {
         Ok(())
     }
 
-    fn rename(&self, fs: &Vm0Fs, name: &OsStr, to: &Node, to_name: &OsStr) -> Result<()> {
+    fn rename(
+        &self,
+        fs: &Vm0Fs,
+        name: &OsStr,
+        to: &Node,
+        to_name: &OsStr,
+        replace: bool,
+    ) -> Result<()> {
         let (volume, from) = self.child_path(fs, name)?;
         let Node::Volume(to_dir) = to else {
             return Err(cross_volume(self, to));
@@ -422,7 +451,7 @@ impl Namespace for VolumeNode {
         if to_volume.storage_id() != volume.storage_id() {
             return Err(cross_volume(self, to));
         }
-        volume.rename(text(&from)?, text(&to_path)?)?;
+        volume.rename(text(&from)?, text(&to_path)?, replace)?;
         if from != to_path {
             fs.inodes
                 .move_volume_paths(volume.storage_id(), &to_path, None);
@@ -472,12 +501,14 @@ impl Namespace for VolumeNode {
         Ok(())
     }
 
-    fn set_mtime(&self, fs: &Vm0Fs, mtime: SystemTime) -> Result<()> {
+    fn set_times(
+        &self,
+        fs: &Vm0Fs,
+        atime: Option<SystemTime>,
+        mtime: Option<SystemTime>,
+    ) -> Result<()> {
         let (volume, path) = self.target(fs)?;
-        if path.as_os_str().is_empty() {
-            return Ok(());
-        }
-        volume.set_mtime(text(&path)?, mtime)?;
+        volume.set_times(text(&path)?, atime, mtime)?;
         fs.stage()?.note_change(&volume);
         Ok(())
     }
