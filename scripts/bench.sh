@@ -608,6 +608,12 @@ vol_cache=$run/cache-vol   # the cache of the volume rows' mounts: the published
 vol_name=""                # the volume the edit and warm-read rows use: the last one `volume upload` published
 vol_id() { api "$url/v1/volumes?limit=100" | "${py[@]}" json "[s['id'] for s in d['data'] if s['name']=='$1'][0]"; }
 drop_volume() { api -X DELETE "$url/v1/volumes/$(vol_id "$1")" >/dev/null; }
+drop_bench_volumes() { # those an earlier invocation left in the kept emulator data
+  local id
+  for id in $(api "$url/v1/volumes?limit=100" | "${py[@]}" json "' '.join(s['id'] for s in d['data'] if s['name'].startswith('bench-'))"); do
+    api -X DELETE "$url/v1/volumes/$id" >/dev/null
+  done
+}
 
 # CONTRACT.md 7.1 by hand: create the volume, declare every file (size, sha256sum) for an upload session, PUT each
 # file to its presigned URL (one curl process, one kept-alive connection), commit.
@@ -630,6 +636,7 @@ vm0fs_upload() { # name
 row_volupload() {
   local i tb
   ensure_warm
+  drop_bench_volumes
   find "$tree_dir" -type f -exec cat {} + >/dev/null
   for ((i = 1; i <= repeat; i++)); do
     sync
@@ -654,6 +661,7 @@ ensure_volume() { # the volume of the edit and warm-read rows, published through
   vol_name=$(cat "$run/volume-name" 2>/dev/null || true)
   [ -n "$vol_name" ] && [ -d "$vol_cache/archives" ] && return 0
   say "publishing the volume of the edit rows"
+  drop_bench_volumes
   vol_name=bench-vol-edit
   rm -rf "$vol_cache"
   mount_vm0fs "$mnt" "$url" "$vol_cache" --commit-delay 0
