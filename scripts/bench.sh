@@ -6,7 +6,8 @@
 # Sizes (env):  BENCH_BIG_MB (512)  BENCH_SMALL_FILES (20000)  BENCH_SMALL_SIZE (26214 bytes)  BENCH_RUNS (10000)
 #               BENCH_REPEAT (5: cold copy, first byte)  BENCH_REPEAT_WARM (5: the other rows)  BENCH_LIVE_RUNS (2)
 #               BENCH_QUICK=1: a smoke run of about a minute (32 MB + 1000 small files, 1000 runs, one repetition)
-#               BENCH_ROWS="cold first warmread warmtree listing hol livelog memwalk peers" to run only some rows
+#               BENCH_ROWS="cold first warmread warmtree listing hol livelog memwalk peers volumes" to run only some
+#               rows (volumes: writing a volume, issue 14)
 #               BENCH_MANY_FILES (200000): entries of the archive walked by `memory, walk`
 #               BENCH_PEERS=0 skips the peers (rclone, squashfuse, archivemount, ratarmount); BENCH_PEER_TIMEOUT (120 s)
 #               caps each peer measurement; BENCH_PEER_REPEAT (default: the vm0fs rows' repetitions)
@@ -23,7 +24,7 @@ else
   n_runs=${BENCH_RUNS:-10000}; repeat=${BENCH_REPEAT:-5}; repeat_warm=${BENCH_REPEAT_WARM:-5}
   live_runs=${BENCH_LIVE_RUNS:-2}
 fi
-rows=${BENCH_ROWS:-"cold first warmread warmtree listing hol livelog memwalk peers"}
+rows=${BENCH_ROWS:-"cold first warmread warmtree listing hol livelog memwalk peers volumes"}
 peers_on=${BENCH_PEERS:-1}
 peer_timeout=${BENCH_PEER_TIMEOUT:-120}
 peer_repeat=${BENCH_PEER_REPEAT:-}   # repetitions of each peer measurement (default: those of the vm0fs rows)
@@ -126,13 +127,15 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# Mounts $1 on the emulator at $2 with cache dir $3, in the foreground mode in the background; sets vm0fs_pid.
+# Mounts $1 on the emulator at $2 with cache dir $3 (and any further flags), in the foreground mode in the
+# background; sets vm0fs_pid.
 vm0fs_pid=""
 mount_vm0fs() {
   local mnt=$1 url=$2 cache=$3 log=$run/vm0fs.log i
+  shift 3
   mkdir -p "$mnt" "$cache"
   force_unmount "$mnt"
-  VM0_API_KEY=$token "$bin/vm0fs" mount "$mnt" --api-url "$url" --cache-dir "$cache" -f >>"$log" 2>&1 &
+  VM0_API_KEY=$token "$bin/vm0fs" mount "$mnt" --api-url "$url" --cache-dir "$cache" -f "$@" >>"$log" 2>&1 &
   vm0fs_pid=$!
   pids+=("$vm0fs_pid"); mounts+=("$mnt")
   for ((i = 0; i < 400; i++)); do
@@ -600,6 +603,120 @@ row_peers() {
   rm -f "$run/tree.sqfs"
 }
 
+# Writing volumes (issue 14). Each vm0fs mount here publishes only on `vm0fs sync` (--commit-delay 0).
+vol_cache=$run/cache-vol   # the cache of the volume rows' mounts: the published tree becomes its archive
+vol_name=""                # the volume the edit and warm-read rows use: the last one `volume upload` published
+vol_id() { api "$url/v1/volumes?limit=100" | "${py[@]}" json "[s['id'] for s in d['data'] if s['name']=='$1'][0]"; }
+drop_volume() { api -X DELETE "$url/v1/volumes/$(vol_id "$1")" >/dev/null; }
+drop_bench_volumes() { # those an earlier invocation left in the kept emulator data
+  local id
+  for id in $(api "$url/v1/volumes?limit=100" | "${py[@]}" json "' '.join(s['id'] for s in d['data'] if s['name'].startswith('bench-'))"); do
+    api -X DELETE "$url/v1/volumes/$id" >/dev/null
+  done
+}
+
+# CONTRACT.md 7.1 by hand: create the volume, declare every file (size, sha256sum) for an upload session, PUT each
+# file to its presigned URL (one curl process, one kept-alive connection), commit.
+curl_upload() { # dir name
+  local dir=$1 name=$2 id session
+  id=$(api -X POST -H 'Content-Type: application/json' -d "{\"name\":\"$name\"}" "$url/v1/volumes" | "${py[@]}" json "d['id']")
+  (cd "$dir" && find . -type f -print0 | xargs -0 sha256sum >"$run/sums.txt" && "${py[@]}" upload_body "$run/sums.txt" >"$run/upload.json")
+  api -X POST -H 'Content-Type: application/json' --data-binary @"$run/upload.json" "$url/v1/volumes/$id/upload" >"$run/reply.json"
+  "${py[@]}" put_config "$run/reply.json" "$dir" >"$run/put.cfg"
+  curl -sSf -K "$run/put.cfg"
+  session=$("${py[@]}" json "d['upload_session_id']" <"$run/reply.json")
+  api -X POST -H 'Content-Type: application/json' -d "{\"upload_session_id\":\"$session\"}" "$url/v1/volumes/$id/commit" >/dev/null
+}
+vm0fs_upload() { # name
+  mkdir "$mnt/volumes/$1" && cp -r "$tree_dir/." "$mnt/volumes/$1/" && "$bin/vm0fs" sync "$mnt/volumes/$1" >/dev/null
+}
+
+# volume upload: cp -r of the bench tree into a new volume + vm0fs sync (fresh mount, empty cache), against the
+# same upload done with curl; the tree is read once first so that both read it from the page cache
+row_volupload() {
+  local i tb
+  ensure_warm
+  drop_bench_volumes
+  find "$tree_dir" -type f -exec cat {} + >/dev/null
+  for ((i = 1; i <= repeat; i++)); do
+    sync
+    timed curl_upload "$tree_dir" "bench-curl-$i"
+    tb=$T
+    sample "volume upload" baseline "$T"
+    drop_volume "bench-curl-$i"
+    rm -rf "$vol_cache"
+    sync
+    mount_vm0fs "$mnt" "$url" "$vol_cache" --commit-delay 0
+    timed vm0fs_upload "bench-vol-$i"
+    sample "volume upload" vm0fs "$T"
+    unmount_vm0fs "$mnt"
+    [ -n "$vol_name" ] && drop_volume "$vol_name"
+    vol_name=bench-vol-$i
+    echo "$vol_name" >"$run/volume-name"   # for the next rows, which run in subshells of their own
+    say "volume upload $i/$repeat: curl ${tb}s, vm0fs cp -r + sync ${T}s"
+  done
+}
+
+ensure_volume() { # the volume of the edit and warm-read rows, published through vm0fs (its tree in $vol_cache)
+  vol_name=$(cat "$run/volume-name" 2>/dev/null || true)
+  [ -n "$vol_name" ] && [ -d "$vol_cache/archives" ] && return 0
+  say "publishing the volume of the edit rows"
+  drop_bench_volumes
+  vol_name=bench-vol-edit
+  rm -rf "$vol_cache"
+  mount_vm0fs "$mnt" "$url" "$vol_cache" --commit-delay 0
+  vm0fs_upload "$vol_name"
+  unmount_vm0fs "$mnt"
+  echo "$vol_name" >"$run/volume-name"
+}
+io_field() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/io"; }
+
+# volume edit: append to one small file of the volume + vm0fs sync, on a mount whose cache holds the head; the time,
+# and what vm0fs read meanwhile (/proc/<pid>/io: read_bytes from the disk, rchar through read(2))
+vol_edit() { echo "edit $1" >>"$mnt/volumes/$vol_name/small/000/000000.txt" && "$bin/vm0fs" sync "$mnt/volumes/$vol_name" >/dev/null; }
+row_voledit() {
+  local i rb rc
+  ensure_warm
+  ensure_volume
+  for ((i = 1; i <= repeat_warm; i++)); do
+    mount_vm0fs "$mnt" "$url" "$vol_cache" --commit-delay 0
+    stat "$mnt/volumes/$vol_name/small/000/000000.txt" >/dev/null
+    sync
+    rb=$(io_field "$vm0fs_pid" read_bytes); rc=$(io_field "$vm0fs_pid" rchar)
+    timed vol_edit "$i"
+    rb=$(( $(io_field "$vm0fs_pid" read_bytes) - rb )); rc=$(( $(io_field "$vm0fs_pid" rchar) - rc ))
+    sample "volume edit" vm0fs "$T"
+    sample "volume edit, disk read" vm0fs "$(awk -v b="$rb" 'BEGIN{printf "%.3f", b/1048576}')"
+    sample "volume edit, read(2)" vm0fs "$(awk -v b="$rc" 'BEGIN{printf "%.3f", b/1048576}')"
+    say "volume edit $i/$repeat_warm: ${T}s, read_bytes $((rb >> 20)) MiB, rchar $((rc >> 20)) MiB"
+    unmount_vm0fs "$mnt"
+  done
+}
+
+# volume warm read: dd bs=1M of the volume's big file, untouched, while another file of the volume is staged,
+# against dd of the same file in the cache directory
+row_volwarmread() {
+  local i head file
+  ensure_warm
+  ensure_volume
+  [ "$big_mb" -gt 0 ] || { echo "BENCH_BIG_MB=0: no big file to read" >&2; return 1; }
+  for ((i = 1; i <= repeat_warm; i++)); do
+    mount_vm0fs "$mnt" "$url" "$vol_cache" --commit-delay 0
+    head=$(python3 -c 'import os, sys; print(os.getxattr(sys.argv[1], "user.vm0.version").decode())' "$mnt/volumes/$vol_name")
+    file=$vol_cache/archives/$head/tree/big.bin
+    echo "staged $i" >"$mnt/volumes/$vol_name/staged.txt"
+    cat "$file" >/dev/null   # both sides read from the page cache
+    timed dd if="$file" of=/dev/null bs=1M status=none
+    sample "volume warm read" baseline "$(mib_per_s "$big_bytes" "$T")"
+    stat "$mnt/volumes/$vol_name/big.bin" >/dev/null
+    timed dd if="$mnt/volumes/$vol_name/big.bin" of=/dev/null bs=1M status=none
+    sample "volume warm read" vm0fs "$(mib_per_s "$big_bytes" "$T")"
+    say "volume warm read $i/$repeat_warm: vm0fs $(mib_per_s "$big_bytes" "$T") MiB/s"
+    rm "$mnt/volumes/$vol_name/staged.txt"
+    unmount_vm0fs "$mnt"
+  done
+}
+
 # ---------------------------------------------------------------------------------------------------------------
 
 for r in $rows; do
@@ -613,6 +730,7 @@ for r in $rows; do
     memwalk) row "memory, walk" row_memwalk ;;
     hol) row "head-of-line" row_hol ;;
     livelog) row "live log" row_livelog ;;
+    volumes) row "volume upload" row_volupload; row "volume edit" row_voledit; row "volume warm read" row_volwarmread ;;
     *) echo "bench.sh: unknown row $r in BENCH_ROWS" >&2; exit 2 ;;
   esac
 done

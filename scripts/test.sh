@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of vm0fs: installs what the tests need (as root: Debian's fuse3 for fusermount3 and mount.fuse,
-# man-db for the man page test, attr for getfattr in the guide test), builds, and runs unit tests plus the
-# integration tests, which mount real FUSE filesystems against the local emulator.
+# man-db for the man page test, attr for getfattr in the guide test, rsync for the volume write tests), builds,
+# and runs unit tests plus the integration tests, which mount real FUSE filesystems against the local emulator.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +12,7 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
 command -v man >/dev/null 2>&1 || missing+=(man-db)
 command -v getfattr >/dev/null 2>&1 || missing+=(attr)
+command -v rsync >/dev/null 2>&1 || missing+=(rsync)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "test.sh: installing ${missing[*]}"

@@ -179,7 +179,8 @@ impl ConfigHome {
 #[test]
 fn print_config_shows_each_value_and_where_it_comes_from() {
     let home = ConfigHome::new(
-        "api_url = \"http://127.0.0.1:9/from-file\"\ntoken_file = \"../../token\"\ncache_size = \"3G\"\nread_only = true\n",
+        "api_url = \"http://127.0.0.1:9/from-file\"\ntoken_file = \"../../token\"\ncache_size = \"3G\"\nread_only = true\n\
+         commit_delay = 2.5\n",
     );
     let file = home.file().display().to_string();
     let printed = text(&run(&mut home.vm0fs(&["mount", "--print-config"])).stdout);
@@ -190,6 +191,8 @@ fn print_config_shows_each_value_and_where_it_comes_from() {
         "metadata_ttl = 5.0  # default".to_string(),
         "allow_other = false  # default".to_string(),
         "max_archive_size = \"3G\"  # default: the cache size".to_string(),
+        format!("commit_delay = 2.5  # from {file}"),
+        "max_staged_size = \"3G\"  # default: the cache size".to_string(),
     ] {
         assert!(printed.contains(&line), "no `{line}` in:\n{printed}");
     }
@@ -208,6 +211,30 @@ fn print_config_shows_each_value_and_where_it_comes_from() {
     );
     assert!(reread.contains("cache_size = \"3G\"  # from"), "{reread}");
     assert!(reread.contains("read_only = true  # from"), "{reread}");
+    assert!(
+        reread.contains("max_staged_size = \"3G\"  # from"),
+        "{reread}"
+    );
+    // A flag beats the file for the staging settings too.
+    let printed = text(
+        &run(&mut home.vm0fs(&[
+            "mount",
+            "--print-config",
+            "--commit-delay",
+            "0",
+            "--max-staged-size",
+            "512M",
+        ]))
+        .stdout,
+    );
+    assert!(
+        printed.contains("commit_delay = 0.0  # from --commit-delay"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("max_staged_size = \"512M\"  # from --max-staged-size"),
+        "{printed}"
+    );
 
     // A flag beats the environment, which beats the file; the token itself is never printed.
     let printed = text(

@@ -7,13 +7,12 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::process::Command;
 
 use common::emulator::Emulator;
 use common::mount::{Mount, ok, q, sh, vm0fs};
 use common::protocol::Protocol;
-use serde_json::Value;
+use common::volumes::{head, make_tree, sync, versions};
 
 fn emulator() -> Emulator {
     Emulator::start(&["--seed", "demo"])
@@ -32,50 +31,6 @@ both_protocols!(
 
 fn mount(emu: &Emulator) -> Mount {
     Mount::start(emu, &["--commit-delay", "0"])
-}
-
-/// `vm0fs sync PATH`: its stdout, or a failure with what it said.
-fn sync(path: &Path) -> String {
-    let out = vm0fs()
-        .arg("sync")
-        .arg(path)
-        .output()
-        .expect("run vm0fs sync");
-    assert!(
-        out.status.success(),
-        "vm0fs sync {} failed: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// The versions of volume `name` on the emulator.
-fn versions(emu: &Emulator, name: &str) -> Vec<Value> {
-    let id = emu.storage_id("volumes", name).expect("the volume exists");
-    let (status, page) = emu.get_json(&format!("/v1/volumes/{id}/versions?limit=100"));
-    assert_eq!(status, 200, "{page}");
-    page["data"].as_array().cloned().unwrap_or_default()
-}
-
-fn head(emu: &Emulator, name: &str) -> Option<String> {
-    let id = emu.storage_id("volumes", name)?;
-    let (_, detail) = emu.get_json(&format!("/v1/volumes/{id}"));
-    detail["current_version_id"].as_str().map(String::from)
-}
-
-/// A tree of `count` files of mixed sizes (empty to 200 KiB) in nested directories.
-fn make_tree(root: &Path, count: usize) {
-    for i in 0..count {
-        let dir = root.join(format!("d{}/e{}", i % 7, i % 3));
-        std::fs::create_dir_all(&dir).unwrap();
-        let len = match i % 10 {
-            0 => 0,
-            1 => 200 << 10,
-            n => n * 517,
-        };
-        std::fs::write(dir.join(format!("f{i}.bin")), common::noise(len, i as u64)).unwrap();
-    }
 }
 
 #[test]
@@ -331,14 +286,27 @@ fn past_the_staging_bound_writes_fail_with_enospc_and_nothing_staged_is_lost(pro
     std::fs::remove_file(vol.join("too-much")).unwrap();
     std::fs::write(vol.join("small"), b"fits").unwrap();
     sync(&vol);
+    // Published files leave the staging area (they are the version's cached archive now): its room is back.
+    std::fs::write(vol.join("after"), common::noise(900 << 10, 3)).unwrap();
+    sync(&vol);
     drop(m);
     let fresh = mount(&emu);
-    let mut names: Vec<String> = std::fs::read_dir(fresh.path("volumes/bounded"))
+    let vol = fresh.path("volumes/bounded");
+    let mut names: Vec<String> = std::fs::read_dir(&vol)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["kept", "small"]);
+    assert_eq!(names, ["after", "kept", "small"]);
+    assert_eq!(
+        std::fs::read(vol.join("kept")).unwrap(),
+        common::noise(600 << 10, 1)
+    );
+    assert_eq!(std::fs::read(vol.join("small")).unwrap(), b"fits");
+    assert_eq!(
+        std::fs::read(vol.join("after")).unwrap(),
+        common::noise(900 << 10, 3)
+    );
 }
 
 fn a_git_clone_and_a_vim_edit_are_published_and_check_out_clean(protocol: Protocol) {

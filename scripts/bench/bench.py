@@ -12,6 +12,8 @@ Subcommands:
   table SAMPLES MACHINE OUT      print the markdown table and write it (with details) to OUT; exit 1 if a row errored
   mix BEFORE AFTER               the FUSE requests served between two `.vm0fs/status` snapshots, by opcode
   pages URL TOKEN                fetch every page of /v1/runs over one keep-alive connection; print the page count
+  upload_body SHA256SUMS         the body of POST /v1/volumes/:id/upload from `sha256sum` output (sizes from disk)
+  put_config UPLOAD_REPLY DIR    a curl config (-K) that PUTs each file of DIR to its upload URL from the reply
 """
 
 import datetime as dt
@@ -153,6 +155,11 @@ ROWS = [
     ("head-of-line", "s", "time", "ratio_le", 2.0, "≤ 2×"),
     ("memory", "MiB", None, "abs_le", 64.0, "≤ 64 MiB"),
     ("memory, walk", "MiB", None, "abs_le", 64.0, "≤ 64 MiB"),
+    ("volume upload", "s", "time", "ratio_le", 1.15, "≤ 1.15× the time"),
+    ("volume edit", "s", None, "report", None, "— (time of one small edit + sync)"),
+    ("volume edit, disk read", "MiB", None, "report", None, "— (vm0fs read_bytes)"),
+    ("volume edit, read(2)", "MiB", None, "report", None, "— (vm0fs rchar)"),
+    ("volume warm read", "MiB/s", "rate", "ratio_ge", 0.9, "≥ 0.9× the throughput"),
 ]
 
 # figure, unit, whether more is better, the peers measured for it
@@ -251,7 +258,7 @@ def cmd_table(samples_path, machine_path, out_path):
         has_error = any(s == "error" for s, _ in row_notes) or (
             name == "memory" and any(s == "error" for s, _ in notes.get("cold copy", [])))
         has_na = any(s == "na" for s, _ in row_notes)
-        need_baseline = target_kind != "abs_le"
+        need_baseline = target_kind not in ("abs_le", "report")
         if has_error or (not has_na and (not v or (need_baseline and not b))):
             errored = True
             table.append("| %s | error | %s | | %s | no |" % (
@@ -262,6 +269,9 @@ def cmd_table(samples_path, machine_path, out_path):
                 name, fmt(statistics.median(b), unit) if b else "—", target_text))
             continue
         vm = statistics.median(v)
+        if target_kind == "report":
+            table.append("| %s | %s | — | — | %s | — |" % (name, fmt(vm, unit), target_text))
+            continue
         if target_kind == "abs_le":
             table.append("| %s | %s | — | — | %s | %s |" % (
                 name, fmt(vm, unit), target_text, "yes" if vm <= target else "no"))
@@ -321,6 +331,27 @@ def cmd_pages(url, token):
     print(pages)
 
 
+def cmd_upload_body(sums_path):
+    """`sha256sum` lines (`HASH  ./path`, run in the tree's directory) → `{"files": [{path, size, hash}]}`."""
+    files = []
+    with open(sums_path) as f:
+        for line in f:
+            digest, path = line.rstrip("\n").split("  ", 1)
+            path = path[2:] if path.startswith("./") else path
+            files.append({"path": path, "size": os.path.getsize(path), "hash": digest})
+    print(json.dumps({"files": files}))
+
+
+def cmd_put_config(reply_path, root):
+    """The upload reply → one curl config that PUTs every file to its presigned URL (one process, kept-alive)."""
+    with open(reply_path) as f:
+        reply = json.load(f)
+    for target in reply["files"]:
+        print('url = "%s"' % target["upload_url"])
+        print('upload-file = "%s"' % os.path.join(root, target["path"]))
+        print('output = "/dev/null"')
+
+
 def cmd_mix(before_path, after_path):
     """The request mix of what ran between two `.vm0fs/status` snapshots: `total N (P on the pool): op count
     (mean µs from arrival to reply), ...`."""
@@ -358,6 +389,10 @@ def main():
         cmd_mix(*rest)
     elif cmd == "pages" and len(rest) == 2:
         cmd_pages(*rest)
+    elif cmd == "upload_body" and len(rest) == 1:
+        cmd_upload_body(*rest)
+    elif cmd == "put_config" and len(rest) == 2:
+        cmd_put_config(*rest)
     else:
         sys.exit(__doc__)
 

@@ -5,6 +5,7 @@
 //! <dir>/archives/<vid>/meta.json      written before the rename; mtime = last used
 //! <dir>/archives/<vid>/unsynced       present until the entry is known to be on disk: holds the boot id
 //! <dir>/archives/<vid>/tree/...       the extracted archive
+//! <dir>/archives/<vid>/hashes.json    the files' SHA-256 when known (a tree adopted after a publish)
 //! <dir>/staging/<vid>.<random>/       an extraction in progress, or an evicted entry being deleted
 //! <dir>/staging/<vid>.<random>/replacement   an entry being made to replace an earlier one of the same name
 //! ```
@@ -34,6 +35,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 const META_FILE: &str = "meta.json";
+const HASHES_FILE: &str = "hashes.json";
 /// Marks an entry whose data may not be on disk yet; holds the boot id of the system that wrote it.
 const UNSYNCED: &str = "unsynced";
 /// The kernel's id of this boot: it changes at every restart.
@@ -117,6 +119,10 @@ impl Layout {
 
     pub(crate) fn meta(&self, vid: &str) -> PathBuf {
         self.entry(vid).join(META_FILE)
+    }
+
+    pub(crate) fn hashes(&self, vid: &str) -> PathBuf {
+        self.entry(vid).join(HASHES_FILE)
     }
 
     /// Creates the cache directory (0700) and its subdirectories; tightens an existing one to 0700.
@@ -308,6 +314,11 @@ impl Staging {
     /// the tree.
     pub(crate) fn scratch(&self) -> PathBuf {
         self.dir.join(SCRATCH)
+    }
+
+    /// Writes `hashes.json` beside the tree (before `seal`; it is synced with the rest of the entry).
+    pub(crate) fn write_hashes(&self, body: &[u8]) -> io::Result<()> {
+        write_new(&self.dir.join(HASHES_FILE), body)
     }
 
     /// Writes `meta.json` beside the tree, and the `unsynced` marker: the data is made durable later (see the

@@ -33,12 +33,15 @@
 //! download): callers resolve it again through `entry` every time, never keep it; an open file survives both.
 //!
 //! Progress: each download in flight is listed with the bytes it has extracted (`progress`), for `vm0fs status`.
+//! Adoption: the tree of a volume version published from this machine becomes its entry without a download
+//! (`adopt`), built and renamed into place the same way.
 //! Pins: a pinned version (`vm0fs prefetch --pin`) is never evicted; the list is kept in the cache directory, so
 //! it outlives the mount.
 //!
 //! A path returned by `lookup`/`fetch` stays valid until the entry is evicted; files already open keep working
 //! after that (Linux keeps unlinked inodes alive), and a later `lookup` simply misses.
 
+mod adopt;
 mod error;
 mod extract;
 mod flight;
@@ -60,6 +63,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::api::{ApiError, Download};
+pub use adopt::Adoption;
 pub use error::CacheError;
 use error::Failure;
 use flight::{Flights, Follower, Joined, Leader, Partial};
@@ -600,6 +604,13 @@ impl ArchiveCache {
         let vid = meta.version_id.as_str();
         let trash = {
             let mut index = self.lock_index();
+            if index.get(vid).is_some() && self.layout.tree(vid).is_dir() {
+                // Made meanwhile by another way (a download and an adoption of one version): the first one stays,
+                // so that no path handed out into it moves.
+                drop(index);
+                drop(staging);
+                return Ok(self.layout.tree(vid));
+            }
             staging
                 .publish(&self.layout, vid)
                 .map_err(|e| Failure::local("moving the extracted archive into place", e))?;

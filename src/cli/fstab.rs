@@ -20,6 +20,8 @@ const VALUE_OPTIONS: &[&str] = &[
     "max_archive_size",
     "max_archive_entries",
     "metadata_ttl",
+    "commit_delay",
+    "max_staged_size",
     "config",
 ];
 
@@ -149,6 +151,26 @@ mod tests {
                     .collect()
             })
         })
+    }
+
+    #[test]
+    fn the_staging_settings_are_mount_options_too() {
+        assert_eq!(
+            rewritten(&[
+                "vm0fs",
+                "vm0",
+                "/m",
+                "-o",
+                "commit_delay=0,max_staged_size=1G"
+            ]),
+            Ok(Some(vec![
+                "vm0fs".into(),
+                "mount".into(),
+                "/m".into(),
+                "--commit-delay=0".into(),
+                "--max-staged-size=1G".into()
+            ]))
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod mount;
 mod mounts;
 mod notify;
 mod prefetch;
+mod publish_bar;
 mod settings;
 mod size;
 mod status;

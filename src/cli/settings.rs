@@ -36,6 +36,8 @@ struct FileConfig {
     max_archive_size: Option<toml::Value>,
     max_archive_entries: Option<u64>,
     metadata_ttl: Option<f64>,
+    commit_delay: Option<f64>,
+    max_staged_size: Option<toml::Value>,
     allow_other: Option<bool>,
     read_only: Option<bool>,
 }
@@ -47,7 +49,7 @@ enum Origin {
     Env(&'static str),
     File(PathBuf),
     Default,
-    /// `max_archive_size` left out: it follows the cache size.
+    /// `max_archive_size` or `max_staged_size` left out: it follows the cache size.
     CacheSize,
 }
 
@@ -124,6 +126,24 @@ pub fn resolve(args: &MountArgs, matches: &ArgMatches) -> Result<Settings, Strin
             r.origins["metadata_ttl"]
         ));
     }
+    let commit_delay = r.pick("commit_delay", file.commit_delay, &args.commit_delay);
+    if !(commit_delay.is_finite() && commit_delay >= 0.0) {
+        return Err(format!(
+            "commit_delay ({}) must be a number of seconds, 0 or more (0 publishes only on `vm0fs sync` and at unmount)",
+            r.origins["commit_delay"]
+        ));
+    }
+    let file_max_staged_size = r.size("max_staged_size", file.max_staged_size)?;
+    let max_staged_size = r
+        .pick_opt(
+            "max_staged_size",
+            file_max_staged_size,
+            &args.max_staged_size,
+        )
+        .unwrap_or_else(|| {
+            r.origins.insert("max_staged_size", Origin::CacheSize);
+            cache_size
+        });
     Ok(Settings {
         mountpoint: args.mountpoint.clone(),
         api_url,
@@ -137,8 +157,8 @@ pub fn resolve(args: &MountArgs, matches: &ArgMatches) -> Result<Settings, Strin
             &args.max_archive_entries,
         ),
         metadata_ttl,
-        commit_delay: args.commit_delay,
-        max_staged_size: args.max_staged_size.unwrap_or(cache_size),
+        commit_delay,
+        max_staged_size,
         allow_other: r.pick("allow_other", file.allow_other, &args.allow_other),
         read_only: r.pick("read_only", file.read_only, &args.read_only),
         nonempty: args.nonempty,
@@ -347,6 +367,8 @@ impl Settings {
         line("max_archive_size", size_value(self.max_archive_size));
         line("max_archive_entries", int_value(self.max_archive_entries));
         line("metadata_ttl", self.metadata_ttl.into());
+        line("commit_delay", self.commit_delay.into());
+        line("max_staged_size", size_value(self.max_staged_size));
         line("allow_other", self.allow_other.into());
         line("read_only", self.read_only.into());
         if self.token_file.is_none() {

@@ -6,6 +6,7 @@
 //! fails with the errno of why not; the same open file is then read for the line to show
 //! (`volumes/<name>@<8 hex>`, or `error: <reason>`). Each PATH may be the volume's directory or any path inside it.
 //! `--force` writes `force volumes/<name>`, and `vm0fs discard` writes `discard volumes/<name>` the same way.
+//! While it waits, a progress bar shows the upload on a terminal (`publish_bar`).
 
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -13,6 +14,7 @@ use std::path::{Component, Path};
 
 use super::SyncArgs;
 use super::mounts::mount_holding;
+use super::publish_bar::PublishBar;
 
 pub fn run(args: &SyncArgs) -> i32 {
     let mut failed = false;
@@ -66,7 +68,13 @@ pub(super) fn sync_one(path: &Path, verb: Option<&str>) -> Result<String, String
         Some(verb) => format!("{verb} {volume}\n"),
         None => format!("{volume}\n"),
     };
+    // A discard uploads nothing: no bar.
+    let bar = match verb {
+        Some("discard") => None,
+        _ => PublishBar::start(&mountpoint, &volume),
+    };
     let written = file.write_all(command.as_bytes());
+    drop(bar);
     let mut outcome = String::new();
     let read = file
         .seek(SeekFrom::Start(0))

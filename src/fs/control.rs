@@ -27,7 +27,7 @@ use super::inodes::Node;
 use super::tree::StorageNode;
 use crate::api::models::StorageKind;
 use crate::cache::CacheStatus;
-use crate::stage::{Mode, Published, VolumeStage};
+use crate::stage::{Mode, PublishProgress, Published, VolumeStage};
 
 /// What `.vm0fs/status` shows, and `vm0fs status` reads.
 #[derive(Debug, Serialize, Deserialize)]
@@ -50,6 +50,10 @@ pub struct MountStatus {
     /// Each volume with staged changes or a recent publish: one line saying where it stands.
     #[serde(default)]
     pub volumes: Vec<String>,
+    /// The publishes uploading now, with their bytes (what `vm0fs sync` draws its bar from). Absent from mounts
+    /// older than this field.
+    #[serde(default)]
+    pub publishing: Vec<PublishProgress>,
     /// The FUSE requests served since the mount, by opcode (`lookup`, `getattr`, ...); opcodes never sent are
     /// left out. Absent from mounts older than this field.
     #[serde(default)]
@@ -110,6 +114,7 @@ impl Vm0Fs {
                 .map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339()),
             cache: self.cache.status(),
             volumes: self.stage().map(|s| s.status()).unwrap_or_default(),
+            publishing: self.stage().map(|s| s.publishing()).unwrap_or_default(),
             requests: self.request_counts.get().map(|counts| counts.snapshot()),
         };
         let mut json = serde_json::to_vec_pretty(&status).unwrap_or_default();

@@ -145,7 +145,7 @@ pub trait Invalidator: Send + Sync {
 /// except 1 and 2 (both only around API calls). `invalidator` is set once and takes no lock here; the poller calls
 /// it with no lock held, as the kernel may call back into the mount.
 pub struct Vm0Fs {
-    meta: Meta,
+    meta: Arc<Meta>,
     live_logs: LiveLogs,
     /// What reading `runs/new/<agent>` shows each reader: the run its writer started, or why not (`outcomes`).
     new_run_outcomes: Outcomes,
@@ -168,7 +168,19 @@ impl Vm0Fs {
             commit_delay: config.commit_delay,
             max_staged_bytes: config.max_staged_bytes,
         };
-        let stage = Stage::open(stage_config, api.clone(), cache.clone()).map_err(|e| {
+        let meta = Arc::new(Meta::new(
+            api.clone(),
+            config.metadata_ttl,
+            Saved::new(&cache.status().dir),
+        ));
+        // A publish moves a head: the volumes listing is asked again, so the head view reads the new version.
+        let listing = Arc::downgrade(&meta);
+        let heads_moved = Arc::new(move || {
+            if let Some(meta) = listing.upgrade() {
+                meta.storages_changed(crate::api::models::StorageKind::Volume);
+            }
+        });
+        let stage = Stage::open(stage_config, api, cache.clone(), heads_moved).map_err(|e| {
             let why = format!(
                 "the staging area in {} cannot be opened: {e}",
                 cache.dir().display()
@@ -178,7 +190,7 @@ impl Vm0Fs {
         });
         Vm0Fs {
             stage,
-            meta: Meta::new(api, config.metadata_ttl, Saved::new(&cache.status().dir)),
+            meta,
             live_logs: LiveLogs::new(Saved::new(&cache.status().dir)),
             new_run_outcomes: Outcomes::new(),
             invalidator: OnceLock::new(),

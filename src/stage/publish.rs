@@ -416,12 +416,14 @@ fn publish_once(
         tracing::warn!(volume = %label, "{local}");
     }
     let done = |v: &str| -> Result<String, PublishError> {
-        volume.published(generation, v).map_err(|e| PublishError {
-            errno: e.errno,
-            message: e.message,
-            retryable: true,
-            step: "journal",
-        })?;
+        volume
+            .published(generation, v, &manifest)
+            .map_err(|e| PublishError {
+                errno: e.errno,
+                message: e.message,
+                retryable: true,
+                step: "journal",
+            })?;
         Ok(v.to_string())
     };
     if base.as_deref() == Some(id.as_str()) {

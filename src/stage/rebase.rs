@@ -114,7 +114,11 @@ fn hashes_of(root: Option<&PathBuf>) -> io::Result<Hashes> {
     let tree = walk_base(root)?;
     let files = tree
         .files()
-        .map(|(p, _)| (p.to_string(), root.join(p)))
+        .map(|(p, _)| manifest::Frozen {
+            path: p.to_string(),
+            source: root.join(p),
+            known: None,
+        })
         .collect();
     Ok(manifest::hash_files(files)?
         .into_iter()
@@ -149,14 +153,20 @@ fn records_between(from: &Tree, to: &Tree) -> Vec<Record> {
         let old = from.get(&path).filter(|old| same_kind(old, node));
         match (node, old) {
             (n, Some(o)) if n == o => {}
-            (Node::Dir { mode }, Some(_)) => records.push(Record::Chmod { path, mode: *mode }),
-            (Node::Dir { mode }, None) => records.push(Record::Mkdir { path, mode: *mode }),
+            (Node::Dir { mode }, Some(_)) => records.push(Record::Chmod {
+                path: path.clone(),
+                mode: *mode,
+            }),
+            (Node::Dir { mode }, None) => records.push(Record::Mkdir {
+                path: path.clone(),
+                mode: *mode,
+            }),
             (Node::Symlink { target }, _) => {
                 if old.is_some() {
                     records.push(Record::Remove { path: path.clone() });
                 }
                 records.push(Record::Symlink {
-                    path,
+                    path: path.clone(),
                     target: target.clone(),
                 })
             }
@@ -164,14 +174,28 @@ fn records_between(from: &Tree, to: &Tree) -> Vec<Record> {
                 Node::File {
                     content: Content::Staged(file),
                     mode,
+                    ..
                 },
                 _,
             ) => records.push(Record::Put {
-                path,
+                path: path.clone(),
                 file: *file,
                 mode: *mode,
             }),
-            (Node::File { mode, .. }, _) => records.push(Record::Chmod { path, mode: *mode }),
+            (Node::File { mode, .. }, _) => records.push(Record::Chmod {
+                path: path.clone(),
+                mode: *mode,
+            }),
+        }
+        // A time set on a file read from a version is journaled; a staged file keeps its own.
+        if let Node::File {
+            content: Content::Base(_),
+            mtime: Some(mtime),
+            ..
+        } = node
+            && old != Some(node)
+        {
+            records.push(super::touch_record(&path, *mtime));
         }
     }
     records
@@ -308,6 +332,7 @@ impl VolumeStage {
                 self.forget(&Node::File {
                     content: Content::Staged(*id),
                     mode: 0,
+                    mtime: None,
                 });
             }
             return Err(e.into());
@@ -318,6 +343,12 @@ impl VolumeStage {
         }];
         records.extend(records_between(&their_tree, &target));
         self.install(generation, head, head_root, their_tree, target, &records)?;
+        {
+            let mut st = self.lock();
+            if st.base_version.as_deref() == head {
+                st.base_hashes = std::sync::Arc::new(theirs.into_iter().collect());
+            }
+        }
         Ok(Rebased::Onto {
             ours: merged.values().filter(|s| **s == Side::Ours).count(),
         })
@@ -503,6 +534,8 @@ impl VolumeStage {
         }
         st.base_version = head.map(String::from);
         st.base_root = head_root;
+        // Hashes of the old base must never describe the new one's files (the caller gives the new head's).
+        st.base_hashes = Default::default();
         st.head = head.map(String::from);
         st.generation += 1;
         st.published_generation = None;

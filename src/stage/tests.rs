@@ -164,7 +164,7 @@ fn mount(cache_dir: &Path) -> Mounted {
         commit_delay: Duration::ZERO,
         max_staged_bytes: 1 << 30,
     };
-    let stage = Stage::open(config, api, cache).unwrap();
+    let stage = Stage::open(config, api, cache, Arc::new(|| {})).unwrap();
     let volume = stage.volume(STORAGE, "model", None, false).unwrap();
     Mounted { stage, volume }
 }
@@ -411,8 +411,11 @@ fn mount_on(cache_dir: &Path, api: Arc<Storages>) -> Mounted {
         commit_delay: Duration::ZERO,
         max_staged_bytes: 1 << 30,
     };
-    let stage = Stage::open(config, api, cache).unwrap();
-    let volume = stage.volume(STORAGE, "model", None, false).unwrap();
+    let head = api.head();
+    let stage = Stage::open(config, api, cache, Arc::new(|| {})).unwrap();
+    let volume = stage
+        .volume(STORAGE, "model", head.as_deref(), head.is_some())
+        .unwrap();
     Mounted { stage, volume }
 }
 
@@ -516,4 +519,127 @@ fn discard_waits_for_writers_then_drops_everything_staged() {
     assert_eq!(m.volume.mkdir("d", 0o755).unwrap_err().errno, libc::ESTALE);
     assert!(m.stage.sync(&m.volume).is_err());
     assert_eq!(api.commits.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+#[test]
+fn a_published_tree_becomes_the_cached_archive_and_leaves_the_stage() {
+    let cache = tempfile::tempdir().unwrap();
+    let api = Arc::new(Storages::default());
+    let m = mount_on(cache.path(), api.clone());
+    m.volume.mkdir("d", 0o755).unwrap();
+    write_file(&m.volume, "d/f", b"first");
+    write_file(&m.volume, "g", b"second");
+    let version = m.stage.sync(&m.volume).unwrap();
+    assert!(
+        m.stage.changed(STORAGE).is_none(),
+        "nothing is staged any more"
+    );
+    let stage_dir = cache.path().join("stage").join(STORAGE);
+    assert!(
+        !stage_dir.exists(),
+        "the staged files and the journal are gone"
+    );
+    let cached = cache.path().join("archives").join(&version).join("tree");
+    assert_eq!(std::fs::read(cached.join("d/f")).unwrap(), b"first");
+    assert_eq!(
+        std::fs::read(m.volume.read_path("g").unwrap()).unwrap(),
+        b"second"
+    );
+    assert_eq!(m.volume.lookup("g").unwrap().mode, 0o644);
+    // A change after the adoption copies the file up again and leaves the cached archive as it was.
+    let w = m.volume.open_write("g", true).unwrap();
+    m.volume.write(&w, 0, b"changed").unwrap();
+    m.volume.close_write();
+    assert_eq!(std::fs::read(cached.join("g")).unwrap(), b"second");
+    drop(m);
+    // The next mount reads the head from the cache: the fake API serves no download.
+    let m = mount_on(cache.path(), api.clone());
+    assert_eq!(
+        std::fs::read(m.volume.read_path("g").unwrap()).unwrap(),
+        b"changed"
+    );
+    assert_eq!(
+        std::fs::read(m.volume.read_path("d/f").unwrap()).unwrap(),
+        b"first"
+    );
+}
+
+#[test]
+fn what_a_version_cannot_hold_stays_staged_over_the_adopted_version() {
+    let cache = tempfile::tempdir().unwrap();
+    let api = Arc::new(Storages::default());
+    let m = mount_on(cache.path(), api.clone());
+    write_file(&m.volume, "run.sh", b"#!/bin/sh");
+    m.volume.chmod("run.sh", 0o755).unwrap();
+    m.volume.mkdir("empty", 0o700).unwrap();
+    m.volume.symlink("link", "run.sh").unwrap();
+    m.stage.sync(&m.volume).unwrap();
+    let staged = cache.path().join("stage").join(STORAGE).join("files");
+    assert_eq!(
+        std::fs::read_dir(&staged).unwrap().count(),
+        0,
+        "no staged bytes"
+    );
+    drop(m);
+    let m = mount_on(cache.path(), api.clone());
+    let v = m
+        .stage
+        .changed(STORAGE)
+        .expect("the local-only changes are journaled");
+    assert_eq!(v.lookup("run.sh").unwrap().mode, 0o755);
+    assert_eq!(v.lookup("empty").unwrap().mode, 0o700);
+    assert_eq!(
+        v.lookup("link").unwrap().kind,
+        EntryKind::Symlink("run.sh".into())
+    );
+    assert_eq!(
+        std::fs::read(v.read_path("run.sh").unwrap()).unwrap(),
+        b"#!/bin/sh"
+    );
+}
+
+#[test]
+fn a_publish_after_an_edit_hashes_only_the_edited_file() {
+    let cache = tempfile::tempdir().unwrap();
+    let api = Arc::new(Storages::default());
+    let m = mount_on(cache.path(), api.clone());
+    write_file(&m.volume, "a", b"first a");
+    write_file(&m.volume, "b", b"first b");
+    m.stage.sync(&m.volume).unwrap();
+    let w = m.volume.open_write("a", false).unwrap();
+    m.volume.write(&w, 0, b"FIRST").unwrap();
+    m.volume.close_write();
+    let known = |v: &VolumeStage| -> Vec<(String, bool)> {
+        let (_, _, files, _) = v.freeze();
+        files
+            .into_iter()
+            .map(|f| (f.path, f.known.is_some()))
+            .collect()
+    };
+    assert_eq!(known(&m.volume), [("a".into(), false), ("b".into(), true)]);
+    let second = m.stage.sync(&m.volume).unwrap();
+    assert_eq!(api.head().as_deref(), Some(second.as_str()));
+    drop(m);
+    // The hashes are kept with the cached archive, across mounts.
+    let m = mount_on(cache.path(), api.clone());
+    assert_eq!(known(&m.volume), [("a".into(), true), ("b".into(), true)]);
+    assert_eq!(m.stage.sync(&m.volume).unwrap(), second);
+}
+
+#[test]
+fn journaled_times_read_back_to_the_nanosecond_before_and_after_the_epoch() {
+    use super::journal::Record;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    for t in [
+        UNIX_EPOCH + Duration::new(981_173_106, 123_456_789),
+        UNIX_EPOCH - Duration::new(10, 250_000_000),
+        UNIX_EPOCH - Duration::from_secs(3),
+        UNIX_EPOCH,
+    ] {
+        let Record::Touch { secs, nanos, .. } = super::touch_record("f", t) else {
+            panic!("not a Touch record");
+        };
+        assert_eq!(super::from_unix(secs, nanos), t, "{t:?}");
+        let _: SystemTime = t;
+    }
 }

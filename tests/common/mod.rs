@@ -5,6 +5,7 @@ pub mod daemon;
 pub mod emulator;
 pub mod mount;
 pub mod protocol;
+pub mod volumes;
 
 use std::io::Read;
 use std::sync::{Arc, Mutex};

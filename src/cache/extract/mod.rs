@@ -33,7 +33,8 @@ use crate::cache::error::Failure;
 use crate::cache::flight::Partial;
 use crate::cache::progress::Transfer;
 use path::{RelPath, safe_symlink_target};
-use write::{Source, TreeWriter, file_mode, mtime_from_secs};
+pub(crate) use write::file_mode;
+use write::{Source, TreeWriter, mtime_from_secs};
 
 /// Most bytes of headers (PAX records, long names, padding) allowed between two entries, and after the last one.
 /// Real archives use a few KiB; the cap keeps a hostile PAX header from being read into memory whole.

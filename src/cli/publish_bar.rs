@@ -1,0 +1,97 @@
+//! The progress bar `vm0fs sync` draws while a volume publishes, on a terminal only.
+//!
+//! The publish runs in the mount and `vm0fs sync` only waits for it (see `sync`), so the bar is drawn from what
+//! the mount says about it: a thread reads `.vm0fs/status` every tenth of a second and shows the bytes sent of
+//! all the publish sends (`publishing` in the status), or that the files are being read and hashed before the
+//! upload starts. It writes to stderr and only when stderr is a terminal: scripts and tests see the plain
+//! `volumes/<name>@<8 hex>` line on stdout and nothing else.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::fs::MountStatus;
+
+const POLL: Duration = Duration::from_millis(100);
+
+/// The bar of one publish; cleared when dropped.
+pub(super) struct PublishBar {
+    stop: Arc<AtomicBool>,
+    drawing: Option<JoinHandle<()>>,
+}
+
+impl PublishBar {
+    /// Starts drawing the publish of `volume` (`volumes/<name>`) in the mount at `mountpoint`, if stderr is a
+    /// terminal.
+    pub(super) fn start(mountpoint: &Path, volume: &str) -> Option<PublishBar> {
+        if !std::io::stderr().is_terminal() {
+            return None;
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let status = mountpoint.join(".vm0fs/status");
+        let (flag, volume) = (stop.clone(), volume.to_string());
+        let drawing = std::thread::Builder::new()
+            .name("vm0fs-sync-bar".into())
+            .spawn(move || draw(&status, &volume, &flag))
+            .ok()?;
+        Some(PublishBar {
+            stop,
+            drawing: Some(drawing),
+        })
+    }
+}
+
+impl Drop for PublishBar {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(drawing) = self.drawing.take() {
+            let _ = drawing.join();
+        }
+    }
+}
+
+fn draw(status: &Path, volume: &str, stop: &AtomicBool) {
+    let bar = ProgressBar::new_spinner();
+    bar.set_prefix(volume.to_string());
+    bar.set_message("reading and hashing the files");
+    if let Ok(style) = ProgressStyle::with_template("{prefix} {spinner} {msg}") {
+        bar.set_style(style);
+    }
+    let mut uploading = false;
+    while !stop.load(Ordering::Relaxed) {
+        match progress(status, volume) {
+            Some((done, total)) => {
+                if !uploading {
+                    uploading = true;
+                    bar.reset();
+                    if let Ok(style) = ProgressStyle::with_template(
+                        "{prefix} [{bar:24}] {bytes}/{total_bytes} {bytes_per_sec}, {eta} left",
+                    ) {
+                        bar.set_style(style.progress_chars("#>."));
+                    }
+                }
+                bar.set_length(total);
+                bar.set_position(done);
+            }
+            None => bar.tick(),
+        }
+        std::thread::sleep(POLL);
+    }
+    bar.finish_and_clear();
+}
+
+/// The bytes sent and to send of `volume`'s publish, when the mount says it is uploading.
+fn progress(status: &Path, volume: &str) -> Option<(u64, u64)> {
+    let text = std::fs::read(status).ok()?;
+    let status: MountStatus = serde_json::from_slice(&text).ok()?;
+    status
+        .publishing
+        .iter()
+        .find(|p| p.volume == volume)
+        .map(|p| (p.done_bytes, p.total_bytes))
+}
