@@ -145,7 +145,20 @@ fn an_open_file_and_tail_f_keep_working_across_dropped_caches() {
 
     let shown_at_drop = seen.lock().unwrap().lines().count();
     assert_eq!(emulator.wait_run_terminal(&id), "completed");
-    let expected = std::fs::read_to_string(&logs).unwrap();
+    // The run has ended on the server; the mount fetches its last entries within a poll. The log is whole once
+    // it ends with the run's last entry.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let expected = loop {
+        let text = std::fs::read_to_string(&logs).unwrap();
+        if text.trim_end().ends_with("Run completed successfully") || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        expected.trim_end().ends_with("Run completed successfully"),
+        "the log never showed the run's end:\n{expected}"
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     while *seen.lock().unwrap() != expected && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
