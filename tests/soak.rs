@@ -92,6 +92,41 @@ fn read_step(
     }
 }
 
+/// What every reader thread shares: where to read, what to expect, and where to count.
+#[derive(Clone)]
+struct Readers {
+    root: PathBuf,
+    paths: Arc<Vec<String>>,
+    expected: Arc<HashMap<String, Vec<u8>>>,
+    stop: Arc<AtomicBool>,
+    wrong: Arc<Mutex<Vec<String>>>,
+    errors: Arc<AtomicU64>,
+    reads: Arc<AtomicU64>,
+    /// When each thread last finished a step (ms since `started`), by slot.
+    progress: Arc<Vec<AtomicU64>>,
+    started: Instant,
+}
+
+impl Readers {
+    /// A reader in `slot` of `progress`, stepping through `read_step` from `seed` until `stop`.
+    fn spawn(&self, slot: usize, seed: u64) -> std::thread::JoinHandle<()> {
+        let r = self.clone();
+        std::thread::spawn(move || {
+            let mut n = seed;
+            while !r.stop.load(Ordering::Relaxed) {
+                n = n
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                if read_step(&r.root, n, &r.paths, &r.expected, &r.wrong).is_err() {
+                    r.errors.fetch_add(1, Ordering::Relaxed);
+                }
+                r.reads.fetch_add(1, Ordering::Relaxed);
+                r.progress[slot].store(r.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+            }
+        })
+    }
+}
+
 fn soak_secs() -> u64 {
     std::env::var("VM0FS_SOAK_SECS")
         .ok()
@@ -128,32 +163,18 @@ fn sixteen_threads_under_injected_errors_read_right_bytes_without_hangs_or_leaks
     let started = Instant::now();
     let paths: Arc<Vec<String>> = Arc::new(expected.keys().cloned().collect());
 
-    let mut workers = Vec::new();
-    for t in 0..THREADS {
-        let (root, stop, ops, errors, wrong, progress, paths, expected) = (
-            root.clone(),
-            stop.clone(),
-            ops.clone(),
-            errors.clone(),
-            wrong.clone(),
-            progress.clone(),
-            paths.clone(),
-            expected.clone(),
-        );
-        workers.push(std::thread::spawn(move || {
-            let mut n = t as u64;
-            while !stop.load(Ordering::Relaxed) {
-                n = n
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                if read_step(&root, n, &paths, &expected, &wrong).is_err() {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                }
-                ops.fetch_add(1, Ordering::Relaxed);
-                progress[t].store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
-            }
-        }));
-    }
+    let readers = Readers {
+        root: root.clone(),
+        paths: paths.clone(),
+        expected: expected.clone(),
+        stop: stop.clone(),
+        wrong: wrong.clone(),
+        errors: errors.clone(),
+        reads: ops.clone(),
+        progress: progress.clone(),
+        started,
+    };
+    let workers: Vec<_> = (0..THREADS).map(|t| readers.spawn(t, t as u64)).collect();
 
     let mut created = 0;
     let mut warm = None;
@@ -441,32 +462,18 @@ fn four_writers_and_twelve_readers_under_injected_errors_publish_exactly_what_wa
             }
         }));
     }
-    for r in 0..READERS {
-        let (root, stop, reads, errors, wrong, progress, paths, expected) = (
-            root.clone(),
-            stop.clone(),
-            reads.clone(),
-            read_errors.clone(),
-            wrong.clone(),
-            progress.clone(),
-            paths.clone(),
-            expected.clone(),
-        );
-        threads.push(std::thread::spawn(move || {
-            let mut n = r as u64;
-            while !stop.load(Ordering::Relaxed) {
-                n = n
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                if read_step(&root, n, &paths, &expected, &wrong).is_err() {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                }
-                reads.fetch_add(1, Ordering::Relaxed);
-                progress[WRITERS + r]
-                    .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
-            }
-        }));
-    }
+    let readers = Readers {
+        root: root.clone(),
+        paths: paths.clone(),
+        expected: expected.clone(),
+        stop: stop.clone(),
+        wrong: wrong.clone(),
+        errors: read_errors.clone(),
+        reads: reads.clone(),
+        progress: progress.clone(),
+        started,
+    };
+    threads.extend((0..READERS).map(|r| readers.spawn(WRITERS + r, r as u64)));
 
     let mut published = Vec::new();
     let mut sync_failures = Vec::new();

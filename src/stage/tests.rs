@@ -150,7 +150,11 @@ struct Mounted {
 }
 
 fn mount(cache_dir: &Path) -> Mounted {
-    let api: Arc<dyn Vm0Api> = Arc::new(FakeApi::default());
+    mount_with(cache_dir, Arc::new(FakeApi::default()), None)
+}
+
+/// A stage on `cache_dir` over `api`, with the volume `model` at `head` (when it has one).
+fn mount_with(cache_dir: &Path, api: Arc<dyn Vm0Api>, head: Option<&str>) -> Mounted {
     let cache = Arc::new(
         ArchiveCache::open(CacheConfig {
             dir: cache_dir.to_path_buf(),
@@ -165,7 +169,9 @@ fn mount(cache_dir: &Path) -> Mounted {
         max_staged_bytes: 1 << 30,
     };
     let stage = Stage::open(config, api, cache, Arc::new(|| {})).unwrap();
-    let volume = stage.volume(STORAGE, "model", None, false).unwrap();
+    let volume = stage
+        .volume(STORAGE, "model", head, head.is_some())
+        .unwrap();
     Mounted { stage, volume }
 }
 
@@ -398,25 +404,8 @@ mod storages {
 }
 
 fn mount_on(cache_dir: &Path, api: Arc<Storages>) -> Mounted {
-    let cache = Arc::new(
-        ArchiveCache::open(CacheConfig {
-            dir: cache_dir.to_path_buf(),
-            max_bytes: 1 << 30,
-            limits: ExtractLimits::default(),
-        })
-        .unwrap(),
-    );
-    let config = StageConfig {
-        cache_dir: cache_dir.to_path_buf(),
-        commit_delay: Duration::ZERO,
-        max_staged_bytes: 1 << 30,
-    };
     let head = api.head();
-    let stage = Stage::open(config, api, cache, Arc::new(|| {})).unwrap();
-    let volume = stage
-        .volume(STORAGE, "model", head.as_deref(), head.is_some())
-        .unwrap();
-    Mounted { stage, volume }
+    mount_with(cache_dir, api, head.as_deref())
 }
 
 fn write_file(v: &VolumeStage, path: &str, bytes: &[u8]) {
