@@ -204,10 +204,14 @@ impl Layout {
         Ok(found)
     }
 
-    /// Makes everything written to the cache's file system durable (`syncfs`), then removes the `unsynced`
-    /// markers of `vids`, which were all published before this call. An entry evicted meanwhile is skipped.
-    pub(crate) fn make_durable(&self, vids: &[String]) -> io::Result<()> {
-        sync_filesystem(&self.archives())?;
+    /// Makes everything written to the cache's file system so far durable (`syncfs`).
+    pub(crate) fn sync(&self) -> io::Result<()> {
+        sync_filesystem(&self.archives())
+    }
+
+    /// Removes the `unsynced` markers of `vids`, which a `sync` has made durable. An entry evicted meanwhile is
+    /// skipped.
+    pub(crate) fn mark_synced(&self, vids: &[String]) -> io::Result<()> {
         for vid in vids {
             match fs::remove_file(self.entry(vid).join(UNSYNCED)) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),

@@ -577,21 +577,35 @@ impl ArchiveCache {
 
     /// Syncs every entry published so far to disk (at unmount, and from the background thread). A failure is
     /// logged and the entries stay marked: a restart of the machine would then fetch them again.
+    ///
+    /// An entry is listed before its rename (see `publish`), so one published again while the sync runs (evicted,
+    /// then fetched anew) is seen here, and keeps its marker: the sync may have missed its new files.
     pub fn make_durable(&self) {
-        let pending: Vec<String> = self
-            .lock_unsynced()
-            .iter()
-            .map(|(v, _)| v.clone())
-            .collect();
-        if pending.is_empty() {
+        let started = Instant::now();
+        if self.lock_unsynced().is_empty() {
             return;
         }
-        match self.layout.make_durable(&pending) {
-            Ok(()) => self.lock_unsynced().retain(|(v, _)| !pending.contains(v)),
-            Err(e) => tracing::warn!(
-                "could not sync {} cached archive(s) to disk: {e}; they are fetched again if the machine restarts first",
-                pending.len()
-            ),
+        let result = self.layout.sync().and_then(|()| {
+            let mut unsynced = self.lock_unsynced();
+            let again: HashSet<String> = unsynced
+                .iter()
+                .filter(|(_, at)| *at >= started)
+                .map(|(v, _)| v.clone())
+                .collect();
+            let synced: Vec<String> = unsynced
+                .iter()
+                .filter(|(v, at)| *at < started && !again.contains(v))
+                .map(|(v, _)| v.clone())
+                .collect();
+            self.layout.mark_synced(&synced)?;
+            unsynced.retain(|(_, at)| *at >= started);
+            Ok(())
+        });
+        if let Err(e) = result {
+            tracing::warn!(
+                "could not sync the cached archives to disk: {e}; those published in the last minute are fetched \
+                 again if the machine restarts first"
+            );
         }
     }
 
@@ -611,6 +625,8 @@ impl ArchiveCache {
                 drop(staging);
                 return Ok(self.layout.tree(vid));
             }
+            // Listed before the rename: a sync that starts from here on keeps this entry's marker.
+            self.lock_unsynced().push((vid.to_string(), Instant::now()));
             staging
                 .publish(&self.layout, vid)
                 .map_err(|e| Failure::local("moving the extracted archive into place", e))?;
@@ -619,7 +635,6 @@ impl ArchiveCache {
                 touched: SystemTime::now(),
             };
             index.insert(vid, entry);
-            self.lock_unsynced().push((vid.to_string(), Instant::now()));
             self.evict(&mut index, Some(vid))
         };
         self.layout.sync_archives();

@@ -46,10 +46,10 @@ use live_logs::LiveLogs;
 use meta::Meta;
 use outcomes::{Caller, Outcomes};
 pub use saved::Saved;
+use tree::{RunFile, RunNode, StorageNode};
 
 /// The longest name of one path component, in bytes (`statfs` says so too); a longer one is `ENAMETOOLONG`.
 pub const NAME_MAX: usize = 255;
-use tree::{RunFile, RunNode, StorageNode};
 
 /// What a mount is configured with (the `vm0fs mount` flags that reach the core).
 #[derive(Debug, Clone)]
