@@ -179,10 +179,7 @@ impl Vm0Fs {
                 } else {
                     Mode::Careful
                 };
-                let published = self
-                    .stage()?
-                    .publish(&volume, mode)
-                    .map_err(|e| Error::new(e.errno, e.message))?;
+                let published = self.stage()?.publish(&volume, mode)?;
                 published_line(name, &published)
             }
         };
