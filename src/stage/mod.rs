@@ -5,7 +5,7 @@
 //! copied into the staging area (`layout`) when it is first written, so untouched files keep being read from the
 //! cache. Every change of names goes to the volume's `journal` and is fsynced before the operation returns; the
 //! publisher (`publish`) turns the tree into one new version through the upload protocol the server speaks
-//! (`push`), rebasing the changes first when the head moved elsewhere (`rebase`); `discard` drops them. After a
+//! (`upload`), rebasing the changes first when the head moved elsewhere (`rebase`); `discard` drops them. After a
 //! publish the tree becomes that version's cached archive and the stage starts over from it (`VolumeStage::adopt`).
 //!
 //! What each call guarantees:
@@ -18,15 +18,17 @@
 //!   publish is exactly-once because a version id is the hash of its content (`manifest`).
 
 mod discard;
+mod error;
 mod journal;
 mod layout;
 mod manifest;
 mod overlay;
 mod publish;
-mod push;
 mod rebase;
+mod status;
 #[cfg(test)]
 mod tests;
+mod upload;
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -41,41 +43,15 @@ use crate::api::Vm0Api;
 use crate::api::models::StorageKind;
 use crate::cache::{ArchiveCache, ArchiveInfo, DownloadSource};
 pub use discard::Discarded;
+pub use error::{PublishError, StageError};
 use journal::{Journal, Record};
 use layout::VolumeLayout;
 pub use manifest::LocalOnly;
 use manifest::{Frozen, ManifestFile};
 use overlay::{Content, Node, Times, Tree};
-pub use publish::{Mode, Phase, PublishError, Published};
-
-/// A refused or failed staging operation: the errno, and a sentence naming the volume and the path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StageError {
-    pub errno: i32,
-    pub message: String,
-}
-
-impl StageError {
-    fn new(errno: i32, message: String) -> StageError {
-        StageError { errno, message }
-    }
-}
-
-impl std::fmt::Display for StageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
+pub use status::{Mode, Phase, PublishProgress, Published};
 
 pub type Result<T> = std::result::Result<T, StageError>;
-
-/// One publish uploading its files: `volumes/<name>`, and its bytes sent of all it sends (`vm0fs status`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct PublishProgress {
-    pub volume: String,
-    pub done_bytes: u64,
-    pub total_bytes: u64,
-}
 
 /// How the staging area is set up (`vm0fs mount` flags).
 #[derive(Debug, Clone)]
@@ -418,8 +394,7 @@ pub fn short(version: &str) -> &str {
 }
 
 fn io_error(what: &str, e: io::Error) -> StageError {
-    let errno = e.raw_os_error().unwrap_or(libc::EIO);
-    StageError::new(errno, format!("{what}: {e}"))
+    StageError::io(what, e)
 }
 
 /// The regular files of an extracted base tree, with their modes.
@@ -688,6 +663,15 @@ impl VolumeStage {
 
     pub fn storage_id(&self) -> &str {
         &self.storage_id
+    }
+
+    /// What the upload facade needs of this volume.
+    fn upload_target(&self) -> upload::Target<'_> {
+        upload::Target {
+            storage_id: &self.storage_id,
+            name: &self.name,
+            staging: &self.layout,
+        }
     }
 
     /// `volumes/<name>`.
