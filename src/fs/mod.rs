@@ -532,12 +532,8 @@ impl Vm0Fs {
     pub fn release(&self, fh: u64) {
         match self.handles.remove(fh) {
             Some(Handle::Log(run_id)) => self.live_logs.closed(&run_id),
-            Some(Handle::Staged(h)) => {
-                h.volume.close_write();
-                if let Ok(stage) = self.stage() {
-                    stage.note_change(&h.volume);
-                }
-            }
+            // The writer's drop (with the handle's last reference) gives the count back and tells the publisher.
+            Some(Handle::Staged(h)) => drop(h),
             Some(Handle::NewRun(write)) => {
                 if let Err(e) = self.start_run(&write) {
                     tracing::warn!("{}", e.chain());
@@ -610,7 +606,7 @@ impl Vm0Fs {
                 self.control_command(data)?;
                 Ok(data.len() as u32)
             }
-            Handle::Staged(h) => Ok(h.volume.write(&h.writer, offset, data)? as u32),
+            Handle::Staged(h) => Ok(h.writer.write_at(offset, data)? as u32),
             Handle::Sync(outcome) => {
                 self.sync_command(data, &outcome)?;
                 Ok(data.len() as u32)
@@ -657,11 +653,7 @@ impl Vm0Fs {
     /// other processes (a `sleep` forked by the writing shell closes its copy of the descriptor) start nothing.
     pub fn flush(&self, fh: u64, pid: u32) -> Result<()> {
         match self.handles.get(fh) {
-            Ok(Handle::Staged(h)) => self.fsync(fh).inspect(|_| {
-                if let Ok(stage) = self.stage() {
-                    stage.note_change(&h.volume);
-                }
-            }),
+            Ok(Handle::Staged(_)) => self.fsync(fh),
             Ok(Handle::NewRun(write)) => {
                 let by_writer = {
                     let write = write.lock().unwrap_or_else(|e| e.into_inner());
