@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use super::manifest::LocalOnly;
 use super::overlay::Content;
 use super::{Phase, Result, Stage, StageError, VolumeStage, io_error};
 
@@ -19,6 +20,8 @@ pub struct Discarded {
     pub bytes: u64,
     /// Whether there was anything staged at all.
     pub had_changes: bool,
+    /// What a version cannot hold, dropped with the rest (it existed on this machine only).
+    pub local: LocalOnly,
 }
 
 impl VolumeStage {
@@ -42,6 +45,7 @@ impl VolumeStage {
             .count();
         let bytes = st.staged_bytes(&self.layout);
         let had_changes = st.journal.is_some();
+        let local = LocalOnly::of(&st.tree);
         self.layout
             .remove()
             .map_err(|e| io_error(&format!("{}: deleting its staged changes", self.label()), e))?;
@@ -57,6 +61,7 @@ impl VolumeStage {
             files,
             bytes,
             had_changes,
+            local,
         })
     }
 

@@ -287,6 +287,7 @@ impl Stage {
         };
         Ok(Arc::new_cyclic(|me| VolumeStage {
             me: me.clone(),
+            following: Mutex::default(),
             publisher: Arc::downgrade(&self.publisher),
             storage_id: storage_id.to_string(),
             name: name.to_string(),
@@ -696,6 +697,8 @@ pub struct VolumeStage {
     publisher: Weak<publish::Publisher>,
     /// This stage itself, for the messages to the publisher.
     me: Weak<VolumeStage>,
+    /// The listed head the publisher was last asked to rebase onto (`head_listed`), so it is asked once.
+    following: Mutex<Option<String>>,
     heads_moved: HeadsMoved,
     state: Mutex<State>,
     phase: Mutex<Phase>,
@@ -734,6 +737,40 @@ impl VolumeStage {
         if let (Some(publisher), Some(me)) = (self.publisher.upgrade(), self.me.upgrade()) {
             publisher.changed(&me);
         }
+    }
+
+    /// The server lists `head` as the volume's head. A stage with changes over another version asks the publisher
+    /// to rebase them onto it (once per head): the view is always the head plus what is staged.
+    pub fn head_listed(&self, head: Option<&str>) {
+        {
+            let st = self.lock();
+            if st.journal.is_none() || st.discarded || st.head.as_deref() == head {
+                return;
+            }
+        }
+        let Some(head) = head else {
+            return;
+        };
+        {
+            let mut asked = self.following.lock().unwrap_or_else(|e| e.into_inner());
+            if asked.as_deref() == Some(head) {
+                return;
+            }
+            *asked = Some(head.to_string());
+        }
+        if let (Some(publisher), Some(me)) = (self.publisher.upgrade(), self.me.upgrade()) {
+            publisher.follow(&me);
+        }
+    }
+
+    /// A rebase onto a listed head failed in a way that may pass: the next listing asks again.
+    fn follow_failed(&self) {
+        *self.following.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Whether anything is staged (the volume has a journal).
+    fn has_changes(&self) -> bool {
+        self.lock().journal.is_some()
     }
 
     fn refuse(&self, errno: i32, path: &str, why: &str) -> StageError {

@@ -79,6 +79,7 @@ enum Msg {
         Sender<Result<Published, PublishError>>,
     ),
     Discard(Arc<VolumeStage>, Discarding),
+    Follow(Arc<VolumeStage>),
     Drain(Vec<Arc<VolumeStage>>, Instant, Sender<Vec<String>>),
 }
 
@@ -106,6 +107,11 @@ impl Publisher {
 
     pub fn changed(&self, volume: &Arc<VolumeStage>) {
         self.send(Msg::Changed(volume.clone()));
+    }
+
+    /// The server lists a head other than the one `volume`'s changes are based on: rebase them onto it.
+    pub fn follow(&self, volume: &Arc<VolumeStage>) {
+        self.send(Msg::Follow(volume.clone()));
     }
 
     pub fn sync(&self, volume: &Arc<VolumeStage>, mode: Mode) -> Result<Published, PublishError> {
@@ -195,6 +201,7 @@ fn run(api: &dyn Vm0Api, delay: Duration, rx: &Receiver<Msg>) {
                 }
                 let _ = reply.send(result);
             }
+            Ok(Msg::Follow(v)) => follow(api, &v),
             Ok(Msg::Drain(vols, deadline, reply)) => {
                 let mut left = Vec::new();
                 for v in vols.iter().filter(|v| v.dirty()) {
@@ -207,6 +214,38 @@ fn run(api: &dyn Vm0Api, delay: Duration, rx: &Receiver<Msg>) {
             }
             Err(RecvTimeoutError::Timeout) => publish_due(api, delay, &mut due, &protocol),
             Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+/// The head moved on the server while the view shows the staged changes over an older one: the changes are rebased
+/// onto it, without publishing anything, so that the view is the head plus what is staged even when what is staged
+/// is only what a version cannot hold (a mode, a symlink, an empty directory) and no publish is due. Conflicting
+/// changes keep the view where it is, and say so in `vm0fs status`.
+fn follow(api: &dyn Vm0Api, volume: &VolumeStage) {
+    if volume.discarded() || !volume.has_changes() {
+        return;
+    }
+    let label = volume.label();
+    let result = (|| {
+        let (head, head_has_files) = upload::server_head(api, &volume.upload_target())?;
+        let (generation, base, files, _) = volume.freeze();
+        if head == base {
+            return Ok(());
+        }
+        let manifest = hash(&label, files)?;
+        rebase_onto(
+            volume,
+            (generation, &base, &manifest),
+            (&head, head_has_files),
+        )
+    })();
+    if let Err(e) = result {
+        tracing::warn!(volume = %label, step = e.step, "the view stays on its version: {}", e.message);
+        if e.step == CONFLICT {
+            volume.set_phase(Phase::Conflict(e.message));
+        } else {
+            volume.follow_failed();
         }
     }
 }
@@ -322,12 +361,7 @@ fn publish_once(
     }
     let (generation, base, files, local) = volume.freeze();
     let label = volume.label();
-    let manifest = manifest::hash_files(files).map_err(|e| PublishError {
-        errno: e.raw_os_error().unwrap_or(libc::EIO),
-        message: format!("{label}: reading the staged files failed: {e}"),
-        retryable: true,
-        step: "read",
-    })?;
+    let manifest = hash(&label, files)?;
     let id = manifest::version_id(&volume.storage_id, &manifest);
     if !local.is_empty() {
         tracing::warn!(volume = %label, "{local}");
@@ -343,9 +377,6 @@ fn publish_once(
             })?;
         Ok(v.to_string())
     };
-    if base.as_deref() == Some(id.as_str()) {
-        return done(&id);
-    }
     if base.is_none() && manifest.is_empty() {
         return Err(PublishError {
             errno: libc::ENODATA,
@@ -354,10 +385,24 @@ fn publish_once(
             step: "manifest",
         });
     }
+    // Asked even when the tree is its base's content: what `vm0fs sync` prints must be the server's head.
     let (head, head_has_files) = upload::server_head(api, &volume.upload_target())?;
+    let nothing_to_send = base.as_deref() == Some(id.as_str());
     if head.as_deref() == Some(id.as_str()) {
-        tracing::info!(volume = %label, version = short(&id), "already published (an earlier commit went through)");
+        if !nothing_to_send {
+            tracing::info!(volume = %label, version = short(&id), "already published (an earlier commit went through)");
+        }
         return done(&id);
+    }
+    if head != base && !volume.has_changes() {
+        // Nothing staged: the view follows the head by itself (the stage is made again over the listed head).
+        (volume.heads_moved)();
+        return head.ok_or_else(|| PublishError {
+            errno: libc::ENODATA,
+            message: format!("{label} has no version on the server any more"),
+            retryable: false,
+            step: "head check",
+        });
     }
     if head != base {
         if attempt.mode == Mode::Careful {
@@ -367,6 +412,8 @@ fn publish_once(
         tracing::warn!(volume = %label, head = head.as_deref().map_or("(none)", short),
             "--force: publishing the local tree over a head that moved (it stays readable as a version)");
         attempt.replaced = head;
+    } else if nothing_to_send {
+        return done(&id);
     }
     let progress = |done, total| volume.set_phase(Phase::Publishing { done, total });
     let target = volume.upload_target();
@@ -419,6 +466,16 @@ fn publish_once(
     }
 }
 
+/// The manifest of the frozen files.
+fn hash(label: &str, files: Vec<manifest::Frozen>) -> Result<Vec<ManifestFile>, PublishError> {
+    manifest::hash_files(files).map_err(|e| PublishError {
+        errno: e.raw_os_error().unwrap_or(libc::EIO),
+        message: format!("{label}: reading the staged files failed: {e}"),
+        retryable: true,
+        step: "read",
+    })
+}
+
 /// The step of a publish that found conflicts.
 const CONFLICT: &str = "conflict";
 
@@ -430,12 +487,8 @@ fn rebase_and_publish(
     (generation, base, manifest): (u64, &Option<String>, &[ManifestFile]),
     (head, head_has_files): (&Option<String>, bool),
 ) -> Result<String, PublishError> {
-    let label = volume.label();
-    let (head_short, base_short) = (
-        head.as_deref().map_or("(none)", short),
-        base.as_deref().map_or("(no version)", short),
-    );
     if attempt.rebases >= REBASES {
+        let label = volume.label();
         return Err(PublishError {
             errno: libc::EAGAIN,
             message: format!("{label}: the head keeps moving on the server; trying again later"),
@@ -444,6 +497,21 @@ fn rebase_and_publish(
         });
     }
     attempt.rebases += 1;
+    rebase_onto(volume, (generation, base, manifest), (head, head_has_files))?;
+    publish_once(api, volume, attempt)
+}
+
+/// Rebases the frozen tree onto `head`, or reports the conflicts.
+fn rebase_onto(
+    volume: &VolumeStage,
+    (generation, base, manifest): (u64, &Option<String>, &[ManifestFile]),
+    (head, head_has_files): (&Option<String>, bool),
+) -> Result<(), PublishError> {
+    let label = volume.label();
+    let (head_short, base_short) = (
+        head.as_deref().map_or("(none)", short),
+        base.as_deref().map_or("(no version)", short),
+    );
     let head_files = head.as_deref().filter(|_| head_has_files);
     match volume.rebase(
         generation,
@@ -456,7 +524,7 @@ fn rebase_and_publish(
             tracing::info!(volume = %label, from = base_short, onto = head_short, our_files = ours,
                 "the head moved on the server and the two sides changed different paths: rebased the staged \
                  changes onto it");
-            publish_once(api, volume, attempt)
+            Ok(())
         }
         Ok(Rebased::Conflicts(paths)) => Err(PublishError {
             errno: libc::ESTALE,
