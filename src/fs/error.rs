@@ -19,7 +19,7 @@ use tracing::Level;
 use crate::api::ApiError;
 use crate::cache::CacheError;
 use crate::errno::io_message;
-use crate::stage::PublishError;
+use crate::stage::{PublishError, StageError};
 
 #[derive(Debug, Clone)]
 pub struct Error {
@@ -116,16 +116,22 @@ impl From<CacheError> for Error {
     }
 }
 
-impl From<std::io::Error> for Error {
-    fn from(e: std::io::Error) -> Self {
-        Error::new(e.raw_os_error().unwrap_or(libc::EIO), io_message(&e)).caused_by(e)
+impl From<StageError> for Error {
+    fn from(e: StageError) -> Self {
+        Error::new(e.errno(), e.message)
     }
 }
 
 /// A publish that did not happen: its message already names the volume and the step.
 impl From<PublishError> for Error {
     fn from(e: PublishError) -> Self {
-        Error::new(e.errno, e.message)
+        Error::new(e.errno(), e.message)
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::new(e.raw_os_error().unwrap_or(libc::EIO), io_message(&e)).caused_by(e)
     }
 }
 
