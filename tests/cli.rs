@@ -510,6 +510,34 @@ fn a_slow_api_check_says_what_it_waits_for() {
     );
 }
 
+/// A warning met while a background mount starts reaches the terminal before `vm0fs mount` returns, not only
+/// `vm0fs.log`: here, no `fusermount3`, so no auto-unmount.
+#[test]
+fn a_background_mount_prints_its_warnings_before_it_detaches() {
+    let emulator = Emulator::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let daemon = Daemon::guard(&mnt);
+    let out = run(
+        mount_command(&emulator, &mnt, &dir.path().join("cache"), &[])
+            .env("FUSERMOUNT_PATH", "/nonexistent/fusermount3"),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("vm0fs: warning: mounting with auto-unmount failed")
+            && err.contains("if vm0fs is killed, run `vm0fs unmount"),
+        "{err}"
+    );
+    let out = run(vm0fs().arg("unmount").arg(&mnt));
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        daemon.wait_exited(Duration::from_secs(15)),
+        "the daemon outlived its mount"
+    );
+}
+
 /// A proxy set in the environment is used, and named (without its credentials) when the API cannot be reached
 /// through it; NO_PROXY excludes the API's host.
 #[test]

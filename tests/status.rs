@@ -402,3 +402,27 @@ fn status_counts_the_requests_of_a_known_workload_by_opcode() {
         "{text}"
     );
 }
+
+/// Without `fusermount3` the mount is made twice (auto-unmount, then plain): the counters shown are those of the
+/// adapter that serves, and nothing warns that counters were set twice.
+#[test]
+fn status_counts_requests_of_a_mount_made_without_fusermount3() {
+    let emulator = Emulator::start(&["--seed", "demo"]);
+    let mount = Mount::start_with_env(
+        &emulator,
+        &[],
+        &[("FUSERMOUNT_PATH", "/nonexistent/fusermount3")],
+    );
+    std::fs::metadata(mount.path("volumes/input-data")).unwrap();
+    let status = status_json(&mount);
+    assert!(
+        status["requests"]["lookup"]["count"].as_u64().unwrap_or(0) >= 2,
+        "the lookups of volumes/ and input-data were counted: {status}"
+    );
+    assert!(mount.logged("mounting without it"));
+    assert!(
+        !mount.stderr().contains("already set"),
+        "{}",
+        mount.stderr()
+    );
+}

@@ -940,6 +940,17 @@ impl Vm0Fs {
 
     /// `setxattr`/`removexattr`: in a volume only `user.vm0.*` names exist, and those are read-only.
     pub fn refuse_xattr_change(&self, ino: u64, name: &OsStr) -> Error {
+        let refused = self.xattr_change_refusal(ino, name);
+        // `cp -a`, `sed -i` and `rsync -A` set ACLs and security labels on every file they write: refusing those
+        // is routine, not worth a warning per file.
+        if is_acl_or_label(name) {
+            refused.at_level(tracing::Level::DEBUG)
+        } else {
+            refused
+        }
+    }
+
+    fn xattr_change_refusal(&self, ino: u64, name: &OsStr) -> Error {
         match self.node(ino) {
             Ok(node)
                 if node.namespace().holds_volume_content()
@@ -999,4 +1010,10 @@ fn listing_is_immutable(node: &Node) -> bool {
         node,
         Node::Storage(StorageNode::Entry { .. } | StorageNode::Root { pin: Some(_), .. })
     )
+}
+
+/// An attribute that carries an ACL (`system.posix_acl_*`) or a security label (`security.*`, e.g. SELinux).
+fn is_acl_or_label(name: &OsStr) -> bool {
+    let name = name.as_encoded_bytes();
+    name.starts_with(b"system.posix_acl_") || name.starts_with(b"security.")
 }
