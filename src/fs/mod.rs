@@ -319,13 +319,14 @@ impl Vm0Fs {
     }
 
     /// Opens a file for thread `pid`. Everything but `runs/new/`, `ctl` and `.vm0fs/pins` is read-only: asking to
-    /// write is `EACCES`. Reading `runs/new/<agent>` shows what the reader's own write came to (`outcomes`).
+    /// write is `EACCES`. Reading `runs/new/<agent>` shows what the reader's own write came to (`outcomes`), or
+    /// fails with `ENOENT` when nobody of the reader's session wrote.
     pub fn open(&self, ino: u64, flags: i32, pid: u32) -> Result<Opened> {
         let node = self.node(ino)?;
         if let (Node::Runs(RunNode::NewRun { agent, .. }), libc::O_RDONLY) =
             (&node, flags & libc::O_ACCMODE)
         {
-            return Ok(self.open_new_run_outcome(agent, pid));
+            return self.open_new_run_outcome(agent, pid);
         }
         if flags & libc::O_ACCMODE != libc::O_RDONLY {
             if let Some(handle) = node.namespace().open_write(self)? {
