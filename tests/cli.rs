@@ -602,11 +602,8 @@ fn help_and_man_list_every_mount_option_and_the_writable_tree() {
         );
     }
     assert!(
-        help.lines()
-            .any(|l| l.trim_start().starts_with("volumes/<name>/"))
-            && help
-                .lines()
-                .any(|l| l.trim_start().starts_with("runs/new/<agent>")),
+        help.lines().any(|l| l.starts_with("  volumes/<name>/ "))
+            && help.lines().any(|l| l.starts_with("  runs/new/<agent> ")),
         "the tree is a list, one path a line:\n{help}"
     );
     let sync_help = text(&run(vm0fs().args(["sync", "--help"])).stdout);

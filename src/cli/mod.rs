@@ -40,22 +40,22 @@ const EXIT_USAGE: i32 = 2;
 ordinary tools (ls, cp, diff, tail -f, grep -r) work on. The API token is read from VM0_API_KEY or from a token \
 file; other settings come from flags, the environment, and $XDG_CONFIG_HOME/vm0fs/config.toml.",
     after_help = "The tree:\n\
-  agents/<name>/            agent.json and versions.json\n\
-  runs/<id>/                one directory per run, newest first; 8 or more characters of an id reach it too:\n\
-                            status, run.json, prompt, logs (grows while the run runs; tail -f), metrics.json,\n\
-                            output, error (of a failed or timed-out run), artifact (a link to the artifact\n\
-                            version it produced: cp -rL to copy its files), ctl (write `cancel`)\n\
-  runs/latest               a link to the newest run\n\
-  runs/new/<agent>          write a prompt and close it to start a run; read it back for the run id (each\n\
-                            writer reads its own); runs/new/<agent>.json takes a JSON request body\n\
-  volumes/<name>/           the head version's files, writable: cp, mkdir, rm, editors; a changed volume is\n\
-                            published as a new version after --commit-delay of quiet, at unmount, or now with\n\
-                            `vm0fs sync volumes/<name>`; mkdir volumes/<name> makes a new volume\n\
-  artifacts/<name>/         the head version's files, read-only\n\
-  <name>@<8+ hex>, @latest  a pinned version, and the head, read-only (in volumes/ and artifacts/)\n\
-  <name>@/                  every version as a directory named by 8 hex characters of its id, newest first\n\
-                            (mtime: when it was made; size and message in user.vm0.size, user.vm0.message)\n\
-  .vm0fs/                   hidden: status (JSON for `vm0fs status`) and pins\n\
+\x20 agents/<name>/            agent.json and versions.json\n\
+\x20 runs/<id>/                one directory per run, newest first; 8 or more characters of an id reach it too:\n\
+\x20                           status, run.json, prompt, logs (grows while the run runs; tail -f), metrics.json,\n\
+\x20                           output, error (of a failed or timed-out run), artifact (a link to the artifact\n\
+\x20                           version it produced: cp -rL to copy its files), ctl (write `cancel`)\n\
+\x20 runs/latest               a link to the newest run\n\
+\x20 runs/new/<agent>          write a prompt and close it to start a run; read it back for the run id (each\n\
+\x20                           writer reads its own); runs/new/<agent>.json takes a JSON request body\n\
+\x20 volumes/<name>/           the head version's files, writable: cp, mkdir, rm, editors; a changed volume is\n\
+\x20                           published as a new version after --commit-delay of quiet, at unmount, or now with\n\
+\x20                           `vm0fs sync volumes/<name>`; mkdir volumes/<name> makes a new volume\n\
+\x20 artifacts/<name>/         the head version's files, read-only\n\
+\x20 <name>@<8+ hex>, @latest  a pinned version, and the head, read-only (in volumes/ and artifacts/)\n\
+\x20 <name>@/                  every version as a directory named by 8 hex characters of its id, newest first\n\
+\x20                           (mtime: when it was made; size and message in user.vm0.size, user.vm0.message)\n\
+\x20 .vm0fs/                   hidden: status (JSON for `vm0fs status`) and pins\n\n\
 Extended attributes: user.vm0.id, user.vm0.version and user.vm0.size (getfattr -d). `vm0fs wait RUN` waits for \
 runs to end.\n\n\
 mount(8) form: vm0fs SOURCE MOUNTPOINT [-o OPTIONS] is what `mount -t fuse.vm0fs` runs: \
