@@ -105,13 +105,10 @@ impl Vm0Fs {
             pid: std::process::id(),
             mountpoint: self.config.mountpoint.clone(),
             api_url: self.config.api_url.clone(),
-            mounted_at: chrono::DateTime::<chrono::Utc>::from(self.mounted_at).to_rfc3339(),
+            mounted_at: to_the_second(self.mounted_at),
             uptime_secs: uptime.as_secs_f64(),
             inodes: Some(self.inodes.len()),
-            api_unreachable_since: self
-                .meta
-                .unreachable_since()
-                .map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339()),
+            api_unreachable_since: self.meta.unreachable_since().map(to_the_second),
             cache: self.cache.status(),
             volumes: self.volumes.stage().map(|s| s.status()).unwrap_or_default(),
             publishing: self
@@ -221,8 +218,10 @@ impl Vm0Fs {
         };
         Ok(if dropped.had_changes {
             format!(
-                "volumes/{name}: dropped the staged changes ({} staged file(s), {} bytes{local}); {now}",
-                dropped.files, dropped.bytes
+                "volumes/{name}: dropped the staged changes ({} staged file{}, {} bytes{local}); {now}",
+                dropped.files,
+                if dropped.files == 1 { "" } else { "s" },
+                dropped.bytes
             )
         } else {
             format!("volumes/{name}: nothing was staged; {now}")
@@ -330,6 +329,11 @@ fn usage(what: &str) -> Error {
              `unpin artifacts/<name>[@<version>]`, one per line"
         ),
     )
+}
+
+/// A time as people read it in a status: RFC 3339, UTC, to the second (`2026-12-07T20:41:22Z`).
+fn to_the_second(time: SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(time).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 #[cfg(test)]

@@ -176,13 +176,14 @@ impl Vm0Fs {
 
     /// Opens a file for thread `pid`. What can be opened for writing is a file of a writable volume, `runs/new/`,
     /// a run's `ctl`, `.vm0fs/pins` and `.vm0fs/sync`; asking to write anything else is `EACCES`. Reading
-    /// `runs/new/<agent>` shows what the reader's own write came to (`runs::outcomes`).
+    /// `runs/new/<agent>` shows what the reader's own write came to (`runs::outcomes`), or fails with `ENOENT`
+    /// when nobody of the reader's session wrote.
     pub fn open(&self, ino: u64, flags: i32, pid: u32) -> Result<Opened> {
         let node = self.node(ino)?;
         if let (Node::Runs(RunNode::NewRun { agent, .. }), libc::O_RDONLY) =
             (&node, flags & libc::O_ACCMODE)
         {
-            return Ok(self.open_new_run_outcome(agent, pid));
+            return self.open_new_run_outcome(agent, pid);
         }
         if flags & libc::O_ACCMODE != libc::O_RDONLY {
             if let Some(handle) = node.namespace().open_write(self)? {
@@ -503,6 +504,17 @@ impl Vm0Fs {
 
     /// `setxattr`/`removexattr`: in a volume only `user.vm0.*` names exist, and those are read-only.
     pub fn refuse_xattr_change(&self, ino: u64, name: &OsStr) -> Error {
+        let refused = self.xattr_change_refusal(ino, name);
+        // `cp -a`, `sed -i` and `rsync -A` set ACLs and security labels on every file they write: refusing those
+        // is routine, not worth a warning per file.
+        if is_acl_or_label(name) {
+            refused.at_level(tracing::Level::DEBUG)
+        } else {
+            refused
+        }
+    }
+
+    fn xattr_change_refusal(&self, ino: u64, name: &OsStr) -> Error {
         match self.node(ino) {
             Ok(node)
                 if node.namespace().holds_volume_content()
@@ -554,4 +566,10 @@ impl Vm0Fs {
             Err(e) => e,
         }
     }
+}
+
+/// An attribute that carries an ACL (`system.posix_acl_*`) or a security label (`security.*`, e.g. SELinux).
+fn is_acl_or_label(name: &OsStr) -> bool {
+    let name = name.as_encoded_bytes();
+    name.starts_with(b"system.posix_acl_") || name.starts_with(b"security.")
 }

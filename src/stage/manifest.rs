@@ -119,12 +119,26 @@ impl LocalOnly {
         *self == LocalOnly::default()
     }
 
-    /// `N symlink(s), N empty director(ies), N file mode(s) other than 0644`.
+    /// What there is, in words, leaving out what there is none of: `1 symlink, 2 empty directories`.
     pub fn counts(&self) -> String {
-        format!(
-            "{} symlink(s), {} empty director(ies), {} file mode(s) other than 0644",
-            self.symlinks, self.empty_dirs, self.modes
-        )
+        let counted = |n: usize, one: &str, many: &str| match n {
+            0 => None,
+            1 => Some(format!("1 {one}")),
+            n => Some(format!("{n} {many}")),
+        };
+        let kinds: Vec<String> = [
+            counted(self.symlinks, "symlink", "symlinks"),
+            counted(self.empty_dirs, "empty directory", "empty directories"),
+            counted(
+                self.modes,
+                "file mode other than 0644",
+                "file modes other than 0644",
+            ),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        kinds.join(", ")
     }
 }
 

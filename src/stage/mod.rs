@@ -1389,10 +1389,15 @@ impl VolumeStage {
         let local = LocalOnly::of(&st.tree);
         let dirty = st.published_generation != Some(st.generation);
         drop(st);
-        let mut line = format!("{}: {staged} staged file(s), {bytes} bytes", self.label());
+        let mut line = format!("{}: ", self.label());
+        // Counts only where there is something staged: a published volume reads `published as <8 hex>`.
+        if staged > 0 || bytes > 0 {
+            let files = if staged == 1 { "file" } else { "files" };
+            line.push_str(&format!("{staged} staged {files}, {bytes} bytes, "));
+        }
         match (&phase, dirty) {
-            (Phase::Clean, _) => line.push_str(", staged (not published yet)"),
-            (p, _) => line.push_str(&format!(", {p}")),
+            (Phase::Clean, _) => line.push_str("staged (not published yet)"),
+            (p, _) => line.push_str(&p.to_string()),
         }
         if !local.is_empty() {
             line.push_str(&format!("; {local}"));

@@ -266,7 +266,13 @@ impl Namespace for VolumeNode {
         let attr = volume
             .lookup(text(&path)?)
             .ok_or_else(|| Error::not_found(self.describe()))?;
-        Ok(fs.volume_attr(ino, &attr))
+        let mut attr = fs.volume_attr(ino, &attr);
+        if let VolumeNode::Root { name } = self {
+            // Sized as when nothing is staged, by the head's bytes of content (`user.vm0.size`), also while the
+            // volume keeps local-only items or unpublished changes: `ls -l volumes` reads the same either way.
+            attr.size = fs.meta.storage(KIND, name)?.size;
+        }
+        Ok(attr)
     }
 
     fn children(&self, fs: &Vm0Fs, out: &mut Vec<DirEntry>) -> Result<()> {
