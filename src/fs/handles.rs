@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use super::error::{Error, Result};
 use super::listing::Listing;
+use super::runs::NewRunWrite;
 
 #[derive(Clone)]
 pub enum Handle {
@@ -39,24 +40,6 @@ pub enum Handle {
 pub struct StagedHandle {
     pub volume: Arc<crate::stage::VolumeStage>,
     pub writer: crate::stage::StagedWriter,
-}
-
-/// What one open of `runs/new/<agent>` has written, and what became of it.
-pub struct NewRunWrite {
-    pub agent: String,
-    pub written: Vec<u8>,
-    /// Something was written since open (an open with O_TRUNC and no write starts nothing).
-    pub dirty: bool,
-    /// The thread that wrote last: only a close by it starts the run (see `writes`).
-    pub writer_pid: Option<u32>,
-    /// That thread's process and parent, whose relatives read the outcome back (`outcomes`).
-    pub writer: Option<super::outcomes::Caller>,
-    /// Written to `runs/new/<agent>.json`: the text is a request body, not a prompt.
-    pub json: bool,
-    /// Set by the first flush after a write: the run was started, or why not.
-    pub outcome: Option<Result<()>>,
-    /// What reading the file back shows once the outcome is known: the run id, the error, or nothing.
-    pub shown: Option<Vec<u8>>,
 }
 
 /// The open handles by number, each with the inode it was opened on when that matters (a volume file open for

@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::error::{Error, Result};
-use super::runs_listing::{Runs, RunsListing};
+use super::runs::listing::{Runs, RunsListing};
 use super::saved::Saved;
 use super::ttl::{Ttl, TtlMap};
 use super::waiting::may_wait;
@@ -192,7 +192,7 @@ impl Meta {
         self.listing_ttl.min(RUNS_LISTING_TTL)
     }
 
-    /// Every run, newest first (see `runs_listing`).
+    /// Every run, newest first (see `runs::listing`).
     pub fn runs(&self) -> Result<Arc<Runs>> {
         self.runs_streamed(&mut |_| {})
     }

@@ -14,118 +14,38 @@ mod error;
 mod handles;
 mod inodes;
 mod listing;
-mod live_logs;
 mod meta;
-mod outcomes;
 mod render;
-mod runs_listing;
+mod runs;
 mod saved;
 #[cfg(test)]
 mod tests;
 mod tree;
 mod ttl;
+mod types;
 mod waiting;
 mod writes;
 
-use std::ffi::{OsStr, OsString};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::ffi::OsStr;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 pub use control::{MountStatus, PIN_XATTR, RequestCounts, RequestStats, UNPIN_XATTR};
 pub use error::{Error, Result, io_message};
 pub use inodes::ROOT_INO;
+pub use types::{Attr, DirEntry, FileKind, FsConfig, Invalidator, NAME_MAX, Opened};
 
 use crate::api::Vm0Api;
-use crate::api::models::Run;
 use crate::cache::ArchiveCache;
 use crate::stage::{Stage, StageConfig};
-use handles::{Handle, Handles, NewRunWrite};
+use handles::{Handle, Handles};
 use inodes::{InodeTable, Node};
 use listing::Listing;
-use live_logs::LiveLogs;
 use meta::Meta;
-use outcomes::{Caller, Outcomes};
+use runs::live_logs::LiveLogs;
+use runs::outcomes::Outcomes;
 pub use saved::Saved;
-use tree::{RunFile, RunNode, StorageNode};
-
-/// The longest name of one path component, in bytes (`statfs` says so too); a longer one is `ENAMETOOLONG`.
-pub const NAME_MAX: usize = 255;
-
-/// What a mount is configured with (the `vm0fs mount` flags that reach the core).
-#[derive(Debug, Clone)]
-pub struct FsConfig {
-    /// How long listings and metadata from the API are believed.
-    pub metadata_ttl: Duration,
-    /// Owner of every file: the user who mounted.
-    pub uid: u32,
-    pub gid: u32,
-    /// A test hook: looking up this name panics, to prove that a panicking request is answered (EIO) and the
-    /// mount goes on. Set only from the `VM0FS_TEST_PANIC_ON_LOOKUP` environment variable.
-    pub panic_on_lookup: Option<OsString>,
-    /// Other users may use the mount (`--allow-other`). Otherwise the root is mode 0500, so that the kernel
-    /// (with `default_permissions`) refuses other uids even what it answers from its own caches.
-    pub allow_other: bool,
-    /// Shown by `.vm0fs/status`: where the mount is and which API it serves.
-    pub mountpoint: String,
-    pub api_url: String,
-    /// Quiet time after the last change of a volume before it is published; zero: only `vm0fs sync` and unmount.
-    pub commit_delay: Duration,
-    /// Bytes of staged files past which writes to volumes fail with ENOSPC.
-    pub max_staged_bytes: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FileKind {
-    Directory,
-    File,
-    Symlink,
-}
-
-/// The attributes of a node, and how long the kernel may keep them.
-#[derive(Debug, Clone)]
-pub struct Attr {
-    pub ino: u64,
-    pub kind: FileKind,
-    pub size: u64,
-    /// Permission bits (no file type bits).
-    pub perm: u16,
-    pub nlink: u32,
-    pub mtime: SystemTime,
-    /// Access and change times: the modification time, except in a writable volume, which keeps its own.
-    pub atime: SystemTime,
-    pub ctime: SystemTime,
-    pub uid: u32,
-    pub gid: u32,
-    /// How long the kernel may cache this attribute and the name that led to it.
-    pub ttl: Duration,
-}
-
-/// One name in a directory listing.
-#[derive(Debug, Clone)]
-pub struct DirEntry {
-    pub ino: u64,
-    pub kind: FileKind,
-    pub name: OsString,
-    /// The entry's attributes when the listing read them already (a version's tree on disk, where they cannot
-    /// change): `readdirplus` then answers without looking the entry up again.
-    pub attr: Option<Attr>,
-}
-
-/// The answer to `open`: a handle and how the kernel should cache the file's pages.
-#[derive(Debug, Clone, Copy)]
-pub struct Opened {
-    pub fh: u64,
-    /// Content rendered from the API: every read comes here, sizes may move between opens.
-    pub direct_io: bool,
-    /// Immutable content (a file of a storage version): pages stay cached across opens.
-    pub keep_cache: bool,
-}
-
-/// Tells the kernel that what it cached about an inode is out of date. Implemented by the FUSE adapter over
-/// fuser's `Notifier`; the core calls it only from its background poller, never inside a request.
-pub trait Invalidator: Send + Sync {
-    fn attributes_changed(&self, ino: u64);
-}
+use tree::{RunNode, StorageNode};
 
 /// The filesystem core: one per mount, shared by every worker thread.
 ///
@@ -304,39 +224,6 @@ impl Vm0Fs {
             .insert(Handle::Dir(Arc::new(Listing::complete(entries)))))
     }
 
-    /// `runs/` before its first listing: `new` at once, then the runs of each page as it arrives.
-    fn open_growing_runs(self: &Arc<Self>, mut entries: Vec<DirEntry>) -> u64 {
-        entries.push(self.runs_new_entry());
-        let listing = Arc::new(Listing::growing(entries));
-        let fh = self.handles.insert(Handle::Dir(listing.clone()));
-        let fs = self.clone();
-        let filled = listing.clone();
-        let fill = move || {
-            let mut taken = 0;
-            let add = |runs: &[Run], taken: &mut usize| {
-                let entries = fs.run_entries(runs, *taken == 0);
-                *taken += runs.len();
-                fs.release_entries(&listing.extend(entries));
-            };
-            let listed = fs.meta.runs_streamed(&mut |page| add(page, &mut taken));
-            let result = listed.map(|runs| {
-                let rest = runs.all().get(taken..).unwrap_or_default();
-                add(rest, &mut taken);
-            });
-            listing.finish(result);
-        };
-        if let Err(e) = std::thread::Builder::new()
-            .name("vm0fs-runs".into())
-            .spawn(fill)
-        {
-            filled.finish(Err(Error::new(
-                libc::EAGAIN,
-                format!("runs: cannot start a thread to list the runs ({e}); try again"),
-            )));
-        }
-        fh
-    }
-
     /// Whether the listing of directory `ino` can never change, so the kernel may keep it for good: a directory
     /// inside a storage version, or a storage pinned to a version (`volumes/<name>@<version>`). A storage's head,
     /// `runs/` and the rest of the API tree can change at any time.
@@ -438,15 +325,7 @@ impl Vm0Fs {
         if let (Node::Runs(RunNode::NewRun { agent, .. }), libc::O_RDONLY) =
             (&node, flags & libc::O_ACCMODE)
         {
-            let shown = self
-                .new_run_outcomes
-                .for_reader(agent, Caller::of_thread(pid));
-            let fh = self.handles.insert(Handle::Content(Arc::new(shown)));
-            return Ok(Opened {
-                fh,
-                direct_io: true,
-                keep_cache: false,
-            });
+            return Ok(self.open_new_run_outcome(agent, pid));
         }
         if flags & libc::O_ACCMODE != libc::O_RDONLY {
             if let Some(handle) = node.namespace().open_write(self)? {
@@ -508,13 +387,7 @@ impl Vm0Fs {
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
         match self.handles.get(fh)? {
             Handle::Log(run_id) => Ok(self.live_logs.read(&run_id, offset, size)),
-            Handle::NewRun(write) => {
-                // Read back through the descriptor that wrote: the run starts now, and this is its outcome.
-                let _ = self.start_run(&write);
-                let write = write.lock().unwrap_or_else(|e| e.into_inner());
-                let shown = write.shown.as_deref().unwrap_or_default();
-                Ok(handles::slice_at(shown, offset, size).to_vec())
-            }
+            Handle::NewRun(write) => Ok(self.read_new_run(&write, offset, size)),
             handle => handles::read_static(&handle, offset, size),
         }
     }
@@ -574,38 +447,11 @@ impl Vm0Fs {
     /// Writes to `runs/new/<agent>` (accumulated) or `ctl` (acted on at once); `pid` is the writing process.
     pub fn write(&self, fh: u64, offset: u64, data: &[u8], pid: u32) -> Result<u32> {
         match self.handles.get(fh)? {
-            Handle::NewRun(write) => {
-                let mut write = write.lock().unwrap_or_else(|e| e.into_inner());
-                if write.outcome.is_some() {
-                    return Err(Error::new(
-                        libc::EINVAL,
-                        format!(
-                            "runs/new/{}: this file was closed once and started a run; open it again for another",
-                            write.agent
-                        ),
-                    ));
-                }
-                let start = usize::try_from(offset)
-                    .map_err(|_| Error::new(libc::EFBIG, "offset too large"))?;
-                let end = start
-                    .checked_add(data.len())
-                    .ok_or_else(|| Error::new(libc::EFBIG, "offset too large"))?;
-                if write.written.len() < end {
-                    write.written.resize(end, 0);
-                }
-                write.written[start..end].copy_from_slice(data);
-                write.dirty = true;
-                if write.writer_pid != Some(pid) {
-                    write.writer_pid = Some(pid);
-                    write.writer = Caller::of_thread(pid);
-                }
-                Ok(data.len() as u32)
-            }
-            Handle::Ctl(run_id) => {
-                writes::ctl_command(&run_id, data)?;
-                self.cancel(&run_id)?;
-                Ok(data.len() as u32)
-            }
+            Handle::NewRun(write) => write
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .write(offset, data, pid),
+            Handle::Ctl(run_id) => self.write_ctl(&run_id, data),
             Handle::Pins => {
                 self.control_command(data)?;
                 Ok(data.len() as u32)
@@ -619,39 +465,6 @@ impl Vm0Fs {
         }
     }
 
-    /// Cancels a run. One that already ended is `ESRCH` ("No such process": there is nothing running to stop),
-    /// told apart from a command that was not understood (`EINVAL`).
-    fn cancel(&self, run_id: &str) -> Result<()> {
-        let ended = |status: &str| {
-            Error::new(
-                libc::ESRCH,
-                format!(
-                    "runs/{run_id}: the run already ended ({status}); there is nothing to cancel"
-                ),
-            )
-        };
-        let run = self.meta.run(run_id)?;
-        if run.status.is_terminal() {
-            return Err(ended(run.status.as_str()));
-        }
-        match self.meta.api().cancel_run(run_id) {
-            Ok(detail) => {
-                self.meta.remember_run(detail);
-                Ok(())
-            }
-            Err(e) if e.detail.as_ref().is_some_and(|d| d.code == "invalid_state") => {
-                self.meta.forget_run(run_id);
-                let status = self.meta.run(run_id).map(|r| r.status.as_str().to_string());
-                Err(ended(status.as_deref().unwrap_or("terminal")))
-            }
-            Err(e) => Err(Error::new(
-                e.errno(),
-                format!("runs/{run_id}/ctl: the run was not cancelled: {e}"),
-            )
-            .caused_by(e)),
-        }
-    }
-
     /// Called on every `close(2)`, by process `pid`: the first close by the process that wrote to
     /// `runs/new/<agent>` starts the run, and its outcome is what every later flush of the handle returns. Closes by
     /// other processes (a `sleep` forked by the writing shell closes its copy of the descriptor) start nothing.
@@ -662,17 +475,7 @@ impl Vm0Fs {
                     stage.note_change(&h.volume);
                 }
             }),
-            Ok(Handle::NewRun(write)) => {
-                let by_writer = {
-                    let write = write.lock().unwrap_or_else(|e| e.into_inner());
-                    write.outcome.is_some() || write.writer_pid == Some(pid)
-                };
-                if by_writer {
-                    self.start_run(&write)
-                } else {
-                    Ok(())
-                }
-            }
+            Ok(Handle::NewRun(write)) => self.flush_new_run(&write, pid),
             _ => Ok(()),
         }
     }
@@ -693,47 +496,6 @@ impl Vm0Fs {
         }
     }
 
-    /// Starts the run a handle's write asks for, once: later calls return the first outcome. Blank text starts
-    /// nothing and is no error (an editor that saves an empty buffer); it clears what the writer read back.
-    fn start_run(&self, write: &Mutex<NewRunWrite>) -> Result<()> {
-        let mut write = write.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(outcome) = &write.outcome {
-            return outcome.clone();
-        }
-        if !write.dirty {
-            return Ok(());
-        }
-        let agent = write.agent.clone();
-        let started = writes::run_request(&agent, &write.written, write.json).and_then(|body| {
-            let Some(body) = body else {
-                return Ok(None);
-            };
-            self.meta.api().create_run(&body).map(Some).map_err(|e| {
-                Error::new(
-                    e.errno(),
-                    format!("runs/new/{agent}: the run was not started: {e}"),
-                )
-                .caused_by(e)
-            })
-        });
-        let (shown, result) = match started {
-            Ok(Some(run)) => {
-                tracing::info!("runs/new/{agent}: started run {}", run.id);
-                let shown = format!("{}\n", run.id).into_bytes();
-                self.meta.remember_run(run);
-                (shown, Ok(()))
-            }
-            Ok(None) => (Vec::new(), Ok(())),
-            Err(e) => (format!("error: {}\n", e.message).into_bytes(), Err(e)),
-        };
-        if let Some(writer) = write.writer.clone() {
-            self.new_run_outcomes.record(&agent, writer, shown.clone());
-        }
-        write.shown = Some(shown);
-        write.outcome = Some(result.clone());
-        result
-    }
-
     /// Hands the core the way to tell the kernel about changes, once the mount exists.
     pub fn set_invalidator(&self, invalidator: Box<dyn Invalidator>) {
         if self.invalidator.set(invalidator).is_err() {
@@ -752,58 +514,6 @@ impl Vm0Fs {
     pub fn set_request_counts(&self, counts: Arc<dyn RequestCounts>) {
         if self.request_counts.set(counts).is_err() {
             tracing::warn!("request counters were already set; keeping the first");
-        }
-    }
-
-    /// Starts the thread that follows watched logs; it ends when the filesystem is dropped.
-    pub fn start_log_poller(self: &Arc<Self>) {
-        let fs: Weak<Vm0Fs> = Arc::downgrade(self);
-        let started = std::thread::Builder::new()
-            .name("vm0fs-logs".into())
-            .spawn(move || {
-                let _span = tracing::info_span!("log_poller").entered();
-                loop {
-                    std::thread::sleep(live_logs::POLL_TICK);
-                    let Some(fs) = fs.upgrade() else { return };
-                    fs.poll_logs();
-                }
-            });
-        if let Err(e) = started {
-            tracing::error!("cannot start the log poller ({e}); logs grow only when read");
-        }
-    }
-
-    fn poll_logs(&self) {
-        for run_id in self.live_logs.due() {
-            let terminal = match self.meta.run(&run_id) {
-                Ok(run) => run.status.is_terminal(),
-                Err(e) => {
-                    tracing::debug!("log poller: runs/{run_id}: {e}");
-                    continue;
-                }
-            };
-            match self
-                .live_logs
-                .poll(self.meta.api().as_ref(), &run_id, terminal)
-            {
-                Ok(true) => self.logs_changed(&run_id),
-                Ok(false) => {}
-                Err(e) => tracing::debug!("log poller: runs/{run_id}/logs: {e}"),
-            }
-        }
-    }
-
-    /// Tells the kernel that a watched log grew. Only a number the table still holds is told: one the kernel forgot
-    /// has nothing cached to invalidate, and asking for a number here would allocate one per poll.
-    fn logs_changed(&self, run_id: &str) {
-        let logs = Node::Runs(RunNode::File {
-            id: run_id.to_string(),
-            file: RunFile::Logs,
-        });
-        if let (Some(invalidator), Some(ino)) =
-            (self.invalidator.get(), self.inodes.known_ino(&logs))
-        {
-            invalidator.attributes_changed(ino);
         }
     }
 

@@ -13,9 +13,10 @@ use super::{file_by_name, is_safe_name, missing, name_of_file, not_a_directory};
 use super::{text_name, time_of, unique_safe_names};
 use crate::api::models::{Run, RunDetail, RunStatus};
 use crate::fs::error::{Error, Result};
-use crate::fs::handles::{Handle, NewRunWrite};
+use crate::fs::handles::Handle;
 use crate::fs::inodes::Node;
 use crate::fs::render;
+use crate::fs::runs::NewRunWrite;
 use crate::fs::{Attr, DirEntry, FileKind, Opened, Vm0Fs};
 
 /// The suffix of the `runs/new/` file that takes a JSON request body rather than a prompt.
@@ -180,7 +181,7 @@ impl Namespace for RunNode {
             RunNode::New => Ok(fs.make_attr(ino, FileKind::Directory, 0, 0o755, fixed, MOVING_TTL)),
             RunNode::NewRun { agent, .. } => {
                 fs.meta.agent(agent)?;
-                // What a read shows depends on who reads (`fs::outcomes`), which `getattr` is not told: size 0,
+                // What a read shows depends on who reads (`fs::runs::outcomes`), which `getattr` is not told: size 0,
                 // and reads (direct I/O) go by what they get. No attribute caching.
                 Ok(fs.make_attr(ino, FileKind::File, 0, 0o644, fixed, Duration::ZERO))
             }

@@ -16,11 +16,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::render;
-use super::saved::Saved;
-use super::waiting::may_wait;
 use crate::api::models::{LogEntry, LogQuery};
 use crate::api::{ApiError, Vm0Api};
+use crate::fs::render;
+use crate::fs::saved::Saved;
+use crate::fs::waiting::may_wait;
 
 /// How long a log stays watched after its last read or `stat` with no handle open.
 const INTEREST: Duration = Duration::from_secs(60);
@@ -172,7 +172,7 @@ impl LiveLogs {
         api: &dyn Vm0Api,
         run_id: &str,
         terminal: bool,
-    ) -> super::Result<(Vec<u8>, bool)> {
+    ) -> crate::fs::Result<(Vec<u8>, bool)> {
         let state = self.state(run_id);
         let mut log = state.lock().unwrap_or_else(|e| e.into_inner());
         log.interest_at = Some(Instant::now());
