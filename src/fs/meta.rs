@@ -213,11 +213,30 @@ impl Meta {
             .current(self.api.as_ref(), self.runs_ttl(), on_page)?)
     }
 
-    /// The run as the last listing of `runs/` saw it, however old, without asking the API. Enough to know that
-    /// a run exists (runs are not deleted) and to date a terminal run's directory for `ls -l runs/`, which must
-    /// not cost one request per run; its files always ask for the detail.
+    /// The run as the last listing of `runs/` saw it, however old, without asking the API: enough to know that a
+    /// run exists (runs are not deleted).
     pub fn listed_run(&self, id: &str) -> Option<Run> {
         self.runs.last().get(id).cloned()
+    }
+
+    /// The run as a listing of `runs/` shows it now, to date its directory: `ls -l runs/` costs the listing's
+    /// pages, not one request per run. A run that had ended when listed cannot change; any other comes from a
+    /// listing younger than its TTL (a page of a first listing too), else from a refresh of the listing (which meets
+    /// every moving run again, see `runs::listing`). `None` when no listing holds the run, or while a first listing
+    /// that stopped halfway is all there is: its files' detail says then.
+    pub fn listed_run_now(&self, id: &str) -> Result<Option<Run>> {
+        match self.runs.last().get(id) {
+            None => return Ok(None),
+            Some(run) if run.status.is_terminal() => return Ok(Some(run.clone())),
+            Some(_) => {}
+        }
+        if let Some(recent) = self.runs.recent(self.runs_ttl()) {
+            return Ok(recent.get(id).cloned());
+        }
+        if !self.runs.is_complete() {
+            return Ok(None);
+        }
+        Ok(self.runs()?.get(id).cloned())
     }
 
     /// The one run whose id starts with `prefix`, from the listing (refreshed once when it names none); `ENOENT`

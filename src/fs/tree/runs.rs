@@ -196,14 +196,14 @@ impl Namespace for RunNode {
                 Ok(fs.make_attr(ino, FileKind::File, size, 0o644, mtime, MOVING_TTL))
             }
             RunNode::Run { id } => {
-                // `ls -l runs/` must not cost one request per run: the listing dates a run that had ended when
-                // listed (it cannot change any more); one still moving then asks its detail.
-                let (mtime, ttl) = match fs.meta.listed_run(id) {
-                    Some(run) if run.status.is_terminal() => (
+                // `ls -l runs/` costs the listing's pages, not one request per run: a listed run, moving or not, is
+                // dated from the listing; only one that no listing holds yet asks its detail.
+                let (mtime, ttl) = match fs.meta.listed_run_now(id)? {
+                    Some(run) => (
                         run_times(&run.created_at, &run.started_at, &run.completed_at, fixed),
-                        FIXED_TTL,
+                        status_ttl(run.status),
                     ),
-                    _ => {
+                    None => {
                         let run = fs.meta.run(id)?;
                         (run_mtime(&run, fixed), run_ttl(&run))
                     }
@@ -341,9 +341,10 @@ impl Namespace for RunNode {
         }
     }
 
-    fn xattrs(&self, fs: &Vm0Fs) -> Result<Vec<(&'static str, String)>> {
+    fn xattrs(&self, _fs: &Vm0Fs) -> Result<Vec<(&'static str, String)>> {
         Ok(match self {
-            RunNode::Run { id } => vec![("user.vm0.id", fs.meta.run(id)?.id.clone())],
+            // The id is the node's own: `ls -l`, which asks every entry for its ACL, asks the API nothing here.
+            RunNode::Run { id } => vec![("user.vm0.id", id.clone())],
             _ => Vec::new(),
         })
     }
@@ -462,7 +463,12 @@ fn artifact_link(run: &RunDetail) -> Option<String> {
 }
 
 fn run_ttl(run: &RunDetail) -> Duration {
-    if run.status.is_terminal() {
+    status_ttl(run.status)
+}
+
+/// The attribute TTL of a run with this status: short while it moves, long once it has ended.
+fn status_ttl(status: RunStatus) -> Duration {
+    if status.is_terminal() {
         FIXED_TTL
     } else {
         MOVING_TTL
