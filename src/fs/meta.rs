@@ -72,12 +72,14 @@ impl Meta {
         &self.api
     }
 
-    /// Since when the API has not been reachable (`None`: it answered last time it was asked).
+    /// Since when the API has not been reachable (`None`: it answered last time it was asked): since the client
+    /// holds calls back (it could not connect), or since an answer the retries could not get (a 5xx storm).
     pub fn unreachable_since(&self) -> Option<SystemTime> {
-        *self
+        let failing = *self
             .unreachable_since
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(|e| e.into_inner());
+        self.api.reachability().unreachable_since.or(failing)
     }
 
     fn set_reachable(&self, reachable: bool) {
@@ -130,7 +132,10 @@ impl Meta {
                 Ok(value)
             }
             Err(e) if e.is_retryable() => {
-                self.set_reachable(false);
+                // A client that holds calls back knows itself when the API is out of reach, and when it is back.
+                if self.api.reachability().unreachable_since.is_none() {
+                    self.set_reachable(false);
+                }
                 let stale = map.last(key).or_else(|| {
                     let saved: V = self.saved.load(kind, name)?;
                     let ttl = ttl_of(&saved);
