@@ -505,7 +505,10 @@ fn a_client_that_cannot_connect_holds_calls_back_until_its_probe_gets_an_answer(
     assert_errno(&err, libc::EIO);
     assert!(err.to_string().contains("not sent"), "{err}");
     let held = api.reachability().calls;
-    assert_eq!((held.sent, held.retried), (down.calls.sent, down.calls.retried));
+    assert_eq!(
+        (held.sent, held.retried),
+        (down.calls.sent, down.calls.retried)
+    );
     assert_eq!(held.held_back, down.calls.held_back + 1);
 
     for _ in 0..2 {
@@ -517,7 +520,10 @@ fn a_client_that_cannot_connect_holds_calls_back_until_its_probe_gets_an_answer(
     emu.start_again();
     let deadline = Instant::now() + Duration::from_secs(30);
     while api.reachability().unreachable_since.is_some() {
-        assert!(Instant::now() < deadline, "the probe never saw the API back");
+        assert!(
+            Instant::now() < deadline,
+            "the probe never saw the API back"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(api.reachability().calls.probes > 0);

@@ -24,7 +24,7 @@ use super::waiting::may_wait;
 use crate::api::models::{
     Agent, AgentVersion, Run, RunDetail, RunMetrics, SseEvent, Storage, StorageKind, StorageVersion,
 };
-use crate::api::{ApiError, Vm0Api};
+use crate::api::{ApiError, ApiErrorKind, Vm0Api};
 
 /// How long a run that is not terminal is believed: the issue asks for status at most a second or two stale.
 const MOVING_RUN_TTL: Duration = Duration::from_secs(1);
@@ -143,7 +143,12 @@ impl Meta {
                 });
                 match stale {
                     Some(stale) => {
-                        tracing::warn!("{e}; serving what was known before, for another TTL");
+                        // Held back: the outage was announced once (`api::http::health`).
+                        if e.kind == ApiErrorKind::Offline {
+                            tracing::debug!("{e}; serving what was known before, for another TTL");
+                        } else {
+                            tracing::warn!("{e}; serving what was known before, for another TTL");
+                        }
                         map.refresh(key, ttl_of(&stale));
                         Ok(stale)
                     }

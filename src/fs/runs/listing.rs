@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::api::models::Run;
-use crate::api::{ApiError, Vm0Api};
+use crate::api::{ApiError, ApiErrorKind, Vm0Api};
 
 /// The runs, newest first, with an index by id.
 #[derive(Default)]
@@ -156,7 +156,12 @@ impl RunsListing {
         let runs = match listed {
             Ok(list) => Arc::new(Runs::new(list)),
             Err(e) if e.is_retryable() && complete => {
-                tracing::warn!("{e}; serving the runs known before, for another TTL");
+                // Held back: the outage was announced once (`api::http::health`).
+                if e.kind == ApiErrorKind::Offline {
+                    tracing::debug!("{e}; serving the runs known before, for another TTL");
+                } else {
+                    tracing::warn!("{e}; serving the runs known before, for another TTL");
+                }
                 known
             }
             Err(e) => return Err(e),
