@@ -1,15 +1,18 @@
 //! vm0fs: the VM0 platform (agents, runs, volumes, artifacts) as a FUSE filesystem.
 //!
 //! The package is a library and the `vm0fs` binary, so that integration tests and the binary share one copy of
-//! the code. The layers: `cli` parses and daemonises, `fuse` (the thin fuser adapter) calls `fs` (the
-//! filesystem core), which talks to `cache` (the on-disk archive cache) and to `api` (the `Vm0Api` trait and its
-//! HTTP client). The wire models live in the `vm0-api` crate, shared with the `vm0-emulator` crate beside this
-//! one; nothing here depends on the emulator (README, Layout).
+//! the code. The layers, `cli -> fuse -> fs -> {stage, cache, api}`: `cli` parses and daemonises, `fuse` (the thin
+//! fuser adapter) calls `fs` (the filesystem core), which talks to `stage` (the staged writes of volumes and their
+//! publishing), to `cache` (the on-disk archive cache) and to `api` (the `Vm0Api` trait and its HTTP client);
+//! `stage` uses `cache` and `api`. `errno` and `caller` are leaves any layer may use. The wire models live in the
+//! `vm0-api` crate, shared with the `vm0-emulator` crate beside this one; nothing here depends on the emulator
+//! (README, Layout).
 
 pub mod api;
 pub mod cache;
 pub mod caller;
 pub mod cli;
+pub mod errno;
 pub mod fs;
 pub mod fuse;
 pub mod stage;

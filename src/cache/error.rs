@@ -75,7 +75,7 @@ pub enum CacheError {
     DiskFull { archive: String, dir: PathBuf },
 
     /// A local file-system operation in the cache directory failed.
-    #[error("{archive}: {action}: {}", crate::fs::io_message(source))]
+    #[error("{archive}: {action}: {}", crate::errno::io_message(source))]
     Io {
         archive: String,
         action: String,
@@ -206,7 +206,7 @@ impl std::fmt::Display for Failure {
             Failure::Transport(e) => write!(
                 f,
                 "reading the download failed: {}",
-                crate::fs::io_message(e)
+                crate::errno::io_message(e)
             ),
             Failure::Truncated(what) => write!(f, "the download ended early: {what}"),
             Failure::Corrupt(what) => write!(f, "invalid archive: {what}"),
@@ -214,7 +214,7 @@ impl std::fmt::Display for Failure {
             Failure::TooManyEntries(limit) => write!(f, "more than {limit} entries"),
             Failure::Unwanted => write!(f, "every caller stopped waiting"),
             Failure::Local { action, error } => {
-                write!(f, "{action}: {}", crate::fs::io_message(error))
+                write!(f, "{action}: {}", crate::errno::io_message(error))
             }
         }
     }

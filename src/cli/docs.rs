@@ -99,7 +99,7 @@ fn finish(result: std::io::Result<()>, what: &str) -> i32 {
         // `vm0fs man | head` is not an error.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
         Err(e) => {
-            eprintln!("vm0fs: cannot {what}: {}", crate::fs::io_message(&e));
+            eprintln!("vm0fs: cannot {what}: {}", crate::errno::io_message(&e));
             1
         }
     }

@@ -90,7 +90,7 @@ fn read_token(settings: &Settings) -> Result<String, String> {
                 .map_err(|e| {
                     format!(
                         "cannot read the token file {shown}: {}",
-                        crate::fs::io_message(&e)
+                        crate::errno::io_message(&e)
                     )
                 })?
                 .permissions()
@@ -104,7 +104,7 @@ fn read_token(settings: &Settings) -> Result<String, String> {
             std::fs::read_to_string(path).map_err(|e| {
                 format!(
                     "cannot read the token file {shown}: {}",
-                    crate::fs::io_message(&e)
+                    crate::errno::io_message(&e)
                 )
             })?
         }
@@ -158,7 +158,7 @@ fn prepare(settings: &Settings) -> Result<Prepared, String> {
         format!(
             "cannot create the cache directory {}: {}",
             cache_dir.display(),
-            crate::fs::io_message(&e)
+            crate::errno::io_message(&e)
         )
     })?;
     Ok(Prepared {
@@ -231,7 +231,7 @@ fn mountpoint_error(path: &Path, e: &std::io::Error) -> String {
         ),
         _ => format!(
             "mount point {shown}: {}; create it with mkdir first",
-            crate::fs::io_message(e)
+            crate::errno::io_message(e)
         ),
     }
 }
@@ -320,7 +320,7 @@ fn serve(
     .map_err(|e| {
         format!(
             "cannot install signal handlers: {}",
-            crate::fs::io_message(&e)
+            crate::errno::io_message(&e)
         )
     })?;
     let (session, fs) =
@@ -357,7 +357,7 @@ fn serve(
                 tracing::error!(
                     "cannot unmount {} after signal {signal}: {}",
                     mountpoint.display(),
-                    crate::fs::io_message(&e)
+                    crate::errno::io_message(&e)
                 );
                 std::process::exit(EXIT_FAILURE);
             }
@@ -377,7 +377,7 @@ fn serve(
     ran.map_err(|e| {
         format!(
             "the mount ended with an error: {}",
-            crate::fs::io_message(&e)
+            crate::errno::io_message(&e)
         )
     })
 }
@@ -469,7 +469,7 @@ fn mount_with_fallback(
                 format!(
                     "cannot mount on {}: {} (auto-unmount attempt: {first})",
                     mountpoint.display(),
-                    crate::fs::io_message(&e)
+                    crate::errno::io_message(&e)
                 )
             })?
         }
@@ -488,7 +488,7 @@ fn daemonize(settings: &Settings, prepared: &Prepared, token: &str) -> i32 {
             eprintln!(
                 "vm0fs: cannot open the log file {}: {}",
                 log_path.display(),
-                crate::fs::io_message(&e)
+                crate::errno::io_message(&e)
             );
             return EXIT_FAILURE;
         }

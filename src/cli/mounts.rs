@@ -97,11 +97,12 @@ pub(super) fn absolute(path: &Path) -> io::Result<PathBuf> {
 /// The vm0fs mount of this user that holds `path`, and `path` relative to it.
 pub(super) fn mount_holding(path: &Path) -> Result<(PathBuf, PathBuf), String> {
     let shown = path.display();
-    let absolute = absolute(path).map_err(|e| format!("{shown}: {}", crate::fs::io_message(&e)))?;
+    let absolute =
+        absolute(path).map_err(|e| format!("{shown}: {}", crate::errno::io_message(&e)))?;
     let mounts = own_mounts().map_err(|e| {
         format!(
             "cannot read /proc/self/mountinfo: {}",
-            crate::fs::io_message(&e)
+            crate::errno::io_message(&e)
         )
     })?;
     let holding = |p: &Path| {

@@ -104,7 +104,7 @@ fn expand(path: &Path) -> Result<Vec<PathBuf>, String> {
                 .map(|e| e.map(|e| e.path()))
                 .collect::<Result<Vec<_>, _>>()
         })
-        .map_err(|e| format!("{}: {}", path.display(), crate::fs::io_message(&e)))?;
+        .map_err(|e| format!("{}: {}", path.display(), crate::errno::io_message(&e)))?;
     let mut found = listing;
     found.sort();
     Ok(found)
@@ -134,7 +134,7 @@ fn target(path: &Path) -> Result<Option<Target>, String> {
     };
     let root = mountpoint.join(kind).join(name);
     let attribute = |attr: &str| {
-        xattr(&root, attr).map_err(|e| format!("{given}: {}", crate::fs::io_message(&e)))
+        xattr(&root, attr).map_err(|e| format!("{given}: {}", crate::errno::io_message(&e)))
     };
     let version = attribute("user.vm0.version")?;
     let size = attribute("user.vm0.size")?.and_then(|s| s.parse().ok());
@@ -216,7 +216,7 @@ fn send(target: &Target, verb: Verb) -> Result<(), String> {
             target.given,
             verb.word(),
             target.archive,
-            crate::fs::io_message(&e)
+            crate::errno::io_message(&e)
         )
     };
     let command = match verb {

@@ -187,7 +187,7 @@ fn load_config(given: Option<&Path>) -> Result<(FileConfig, Option<PathBuf>), St
             return Err(format!(
                 "cannot read the config file {}: {}; fix the path or the file's permissions{}",
                 path.display(),
-                crate::fs::io_message(&e),
+                crate::errno::io_message(&e),
                 if required {
                     " (given by --config or config=)"
                 } else {

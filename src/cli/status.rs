@@ -55,7 +55,7 @@ fn chosen_mounts(named: Option<&Path>) -> Result<Vec<PathBuf>, String> {
         None => own_mounts().map_err(|e| {
             format!(
                 "cannot read /proc/self/mountinfo: {}",
-                crate::fs::io_message(&e)
+                crate::errno::io_message(&e)
             )
         }),
         Some(named) => super::mounts::mount_holding(named).map(|(mount, _)| vec![mount]),

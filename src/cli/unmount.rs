@@ -27,7 +27,7 @@ pub fn run(args: &UnmountArgs) -> i32 {
             eprintln!(
                 "vm0fs: cannot unmount {}: {}{hint}",
                 path.display(),
-                crate::fs::io_message(&e)
+                crate::errno::io_message(&e)
             );
             1
         }

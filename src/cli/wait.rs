@@ -93,7 +93,7 @@ pub fn run(args: &WaitArgs) -> i32 {
                     eprintln!(
                         "vm0fs wait: cannot read {}: {}",
                         run.status_file.display(),
-                        crate::fs::io_message(&e)
+                        crate::errno::io_message(&e)
                     );
                     return EXIT_ERROR;
                 }
@@ -155,7 +155,7 @@ fn resolve(given: &str, mount: Option<&Path>) -> Result<Waited, String> {
             _ => format!(
                 "{given}: cannot read {}: {}",
                 dir.display(),
-                crate::fs::io_message(&e)
+                crate::errno::io_message(&e)
             ),
         })?
         .ok_or_else(|| format!("{given}: {} is not a run directory", dir.display()))?;
@@ -172,7 +172,7 @@ fn run_dir_of_path(given: &str, path: &Path) -> Result<PathBuf, String> {
     let real = path
         .canonicalize()
         .or_else(|_| absolute(path))
-        .map_err(|e| format!("{given}: {}", crate::fs::io_message(&e)))?;
+        .map_err(|e| format!("{given}: {}", crate::errno::io_message(&e)))?;
     let (mountpoint, inside) = mount_holding(&real)?;
     let mut parts = inside.components().filter_map(|c| match c {
         Component::Normal(part) => Some(part),
@@ -198,7 +198,7 @@ fn default_mount() -> Result<PathBuf, String> {
     let mounts = own_mounts().map_err(|e| {
         format!(
             "cannot read /proc/self/mountinfo: {}",
-            crate::fs::io_message(&e)
+            crate::errno::io_message(&e)
         )
     })?;
     match mounts.as_slice() {

@@ -6,6 +6,9 @@
 //! cache, I/O) is kept as `source`, so the log can show the whole chain of causes, and `level` says how loud the
 //! adapter logs it: a name or an attribute that does not exist is an expected answer (debug), a refused change
 //! or a failed download a warning, and a failure that loses what the user wrote (an upload) an error.
+//!
+//! Every conversion of a lower layer's error (API, cache, stage, I/O) into `Error` is a `From` here, so the core
+//! has one errno vocabulary and a request handler converts with `?` rather than by hand.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -15,6 +18,8 @@ use tracing::Level;
 
 use crate::api::ApiError;
 use crate::cache::CacheError;
+use crate::errno::io_message;
+use crate::stage::{PublishError, StageError};
 
 #[derive(Debug, Clone)]
 pub struct Error {
@@ -111,18 +116,22 @@ impl From<CacheError> for Error {
     }
 }
 
-impl From<std::io::Error> for Error {
-    fn from(e: std::io::Error) -> Self {
-        Error::new(e.raw_os_error().unwrap_or(libc::EIO), io_message(&e)).caused_by(e)
+impl From<StageError> for Error {
+    fn from(e: StageError) -> Self {
+        Error::new(e.errno(), e.message)
     }
 }
 
-/// An io error as a sentence for people: the system's words without Rust's ` (os error N)` suffix.
-pub fn io_message(e: &std::io::Error) -> String {
-    let text = e.to_string();
-    match (e.raw_os_error(), text.rfind(" (os error ")) {
-        (Some(_), Some(at)) if text.ends_with(')') => text[..at].to_string(),
-        _ => text,
+/// A publish that did not happen: its message already names the volume and the step.
+impl From<PublishError> for Error {
+    fn from(e: PublishError) -> Self {
+        Error::new(e.errno(), e.message)
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::new(e.raw_os_error().unwrap_or(libc::EIO), io_message(&e)).caused_by(e)
     }
 }
 

@@ -8,8 +8,13 @@
 //! moving for one second; what can no longer change (a terminal run, a storage version) for good. Files whose
 //! content comes from the API are rendered when their attributes are asked for, so `stat` and `read` agree, and an
 //! open file reads the snapshot taken at `open`.
+//!
+//! This file is the dispatch: each request finds its node or handle and hands it on, to the node's namespace
+//! (`tree`), to the directory snapshots (`directories`), to the runs' state machines (`runs`) or to the stage of a
+//! volume. The values the adapter and the namespaces share are in `types`, the errno vocabulary in `error`.
 
 mod control;
+mod directories;
 mod error;
 mod handles;
 mod inodes;
@@ -23,6 +28,7 @@ mod tests;
 mod tree;
 mod ttl;
 mod types;
+mod volumes;
 mod waiting;
 mod writes;
 
@@ -31,21 +37,21 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 pub use control::{MountStatus, PIN_XATTR, RequestCounts, RequestStats, UNPIN_XATTR};
-pub use error::{Error, Result, io_message};
+pub use error::{Error, Result};
 pub use inodes::ROOT_INO;
 pub use types::{Attr, DirEntry, FileKind, FsConfig, Invalidator, NAME_MAX, Opened};
 
 use crate::api::Vm0Api;
 use crate::cache::ArchiveCache;
-use crate::stage::{Stage, StageConfig};
+use crate::stage::StageConfig;
 use handles::{Handle, Handles};
 use inodes::{InodeTable, Node};
-use listing::Listing;
 use meta::Meta;
 use runs::live_logs::LiveLogs;
 use runs::outcomes::Outcomes;
 pub use saved::Saved;
-use tree::{RunNode, StorageNode};
+use tree::RunNode;
+use volumes::Volumes;
 
 /// The filesystem core: one per mount, shared by every worker thread.
 ///
@@ -77,8 +83,8 @@ pub struct Vm0Fs {
     handles: Handles,
     config: FsConfig,
     mounted_at: SystemTime,
-    /// The staging area of writable volumes, or why it could not be opened.
-    stage: std::result::Result<Arc<Stage>, String>,
+    /// The writable volumes: the gateway to the stage.
+    volumes: Volumes,
 }
 
 impl Vm0Fs {
@@ -93,23 +99,9 @@ impl Vm0Fs {
             config.metadata_ttl,
             Saved::new(&cache.status().dir),
         ));
-        // A publish moves a head: the volumes listing is asked again, so the head view reads the new version.
-        let listing = Arc::downgrade(&meta);
-        let heads_moved = Arc::new(move || {
-            if let Some(meta) = listing.upgrade() {
-                meta.storages_changed(crate::api::models::StorageKind::Volume);
-            }
-        });
-        let stage = Stage::open(stage_config, api, cache.clone(), heads_moved).map_err(|e| {
-            let why = format!(
-                "the staging area in {} cannot be opened: {e}",
-                cache.dir().display()
-            );
-            tracing::error!("{why}");
-            why
-        });
+        let volumes = Volumes::open(stage_config, api, &cache, &meta);
         Vm0Fs {
-            stage,
+            volumes,
             meta,
             live_logs: LiveLogs::new(Saved::new(&cache.status().dir)),
             new_run_outcomes: Outcomes::new(),
@@ -182,144 +174,9 @@ impl Vm0Fs {
         self.link_target(&node)
     }
 
-    /// Takes a snapshot of the directory, so that `readdir` offsets stay valid however the API changes meanwhile.
-    /// The snapshot holds a reference on the number of each of its entries until `releasedir`. The first listing
-    /// of `runs/` grows instead, page by page, as the API's pages arrive (see `listing`).
-    pub fn opendir(self: &Arc<Self>, ino: u64) -> Result<u64> {
-        let node = self.node(ino)?;
-        let mut entries = vec![
-            DirEntry {
-                ino: self.inodes.acquire(&node),
-                kind: FileKind::Directory,
-                name: ".".into(),
-                attr: None,
-            },
-            DirEntry {
-                ino: self.inodes.acquire(&tree::parent_of(&node)),
-                kind: FileKind::Directory,
-                name: "..".into(),
-                attr: None,
-            },
-        ];
-        if node == Node::Runs(RunNode::Dir) && !self.meta.runs_listed() {
-            return Ok(self.open_growing_runs(entries));
-        }
-        if let Node::Storage(storage) = &node
-            && listing_is_immutable(&node)
-        {
-            if let Err(e) = storage.fetch_version(self) {
-                self.release_entries(&entries);
-                return Err(e);
-            }
-            return Ok(self
-                .handles
-                .insert(Handle::Dir(Arc::new(Listing::deferred(node, entries)))));
-        }
-        if let Err(e) = self.children(&node, &mut entries) {
-            self.release_entries(&entries);
-            return Err(e);
-        }
-        Ok(self
-            .handles
-            .insert(Handle::Dir(Arc::new(Listing::complete(entries)))))
-    }
-
-    /// Whether the listing of directory `ino` can never change, so the kernel may keep it for good: a directory
-    /// inside a storage version, or a storage pinned to a version (`volumes/<name>@<version>`). A storage's head,
-    /// `runs/` and the rest of the API tree can change at any time.
-    pub fn listing_is_immutable(&self, ino: u64) -> bool {
-        self.inodes
-            .node(ino)
-            .is_some_and(|n| listing_is_immutable(&n))
-    }
-
-    fn release_entries(&self, entries: &[DirEntry]) {
-        self.inodes.release(entries.iter().map(|e| (e.ino, 1)));
-    }
-
-    /// The entries of an open directory from `offset` on; each comes with the offset of the next one. Waits
-    /// while a growing listing has nothing past `offset` yet.
-    pub fn readdir(&self, fh: u64, offset: u64) -> Result<Vec<(u64, DirEntry)>> {
-        let listing = self.handles.dir(fh)?;
-        if let Some(dir) = listing.unlisted() {
-            let mut entries = Vec::new();
-            if let Err(e) = self.children(&dir, &mut entries) {
-                self.release_entries(&entries);
-                return Err(e);
-            }
-            self.release_entries(&listing.fill(entries));
-        }
-        listing.from(offset)
-    }
-
-    /// Like `readdir`, with each entry's attributes (for READDIRPLUS). `.` and `..` are listed too (so that
-    /// `ls -a` shows them) but take no reference: the kernel does not count them as lookups.
-    /// Each entry, with the offset of the next, goes to `add` until it answers true (the reply is full); every
-    /// other entry it takes gives the kernel a reference, counted here, so the reply must be sent after this returns.
-    /// An error after some entries ends the reply early: the kernel asks again from there and meets it then.
-    pub fn readdirplus(
-        &self,
-        fh: u64,
-        offset: u64,
-        mut add: impl FnMut(u64, &DirEntry, &Attr) -> bool,
-    ) -> Result<()> {
-        let mut added = false;
-        for (next, entry) in self.readdir(fh, offset)? {
-            if entry.name == "." || entry.name == ".." {
-                let attr = self.dot_attr(entry.ino);
-                if add(next, &entry, &attr) {
-                    break;
-                }
-                // Added: a later entry that cannot be answered here ends this reply rather than failing it, so
-                // that a retry elsewhere (see `waiting`) never lists the dots twice.
-                added = true;
-                continue;
-            }
-            let known = entry.attr.clone().map(Ok);
-            let attr = match known
-                .unwrap_or_else(|| self.node(entry.ino).and_then(|n| self.attr(entry.ino, &n)))
-            {
-                Ok(attr) => attr,
-                Err(e) if e.errno == libc::ENOENT => continue,
-                Err(_) if added => break,
-                Err(e) => return Err(e),
-            };
-            if add(next, &entry, &attr) {
-                break;
-            }
-            self.inodes.retain(entry.ino);
-            added = true;
-        }
-        Ok(())
-    }
-
-    /// The attributes of `.` or `..` in a listing: a directory, with no time to live, so that the kernel (which
-    /// takes no reference on them) keeps nothing of them.
-    fn dot_attr(&self, ino: u64) -> Attr {
-        Attr {
-            ino,
-            kind: FileKind::Directory,
-            size: 0,
-            perm: 0o555,
-            nlink: 2,
-            mtime: self.mounted_at,
-            atime: self.mounted_at,
-            ctime: self.mounted_at,
-            uid: self.config.uid,
-            gid: self.config.gid,
-            ttl: Duration::ZERO,
-        }
-    }
-
-    /// Closes a listing, giving back the references its snapshot held.
-    pub fn releasedir(&self, fh: u64) {
-        if let Some(Handle::Dir(listing)) = self.handles.remove(fh) {
-            self.release_entries(&listing.close());
-        }
-    }
-
-    /// Opens a file for thread `pid`. Everything but `runs/new/`, `ctl` and `.vm0fs/pins` is read-only: asking to
-    /// write is `EACCES`. Reading `runs/new/<agent>` shows what the reader's own write came to (`outcomes`).
+    /// Opens a file for thread `pid`. What can be opened for writing is a file of a writable volume, `runs/new/`,
+    /// a run's `ctl`, `.vm0fs/pins` and `.vm0fs/sync`; asking to write anything else is `EACCES`. Reading
+    /// `runs/new/<agent>` shows what the reader's own write came to (`runs::outcomes`).
     pub fn open(&self, ino: u64, flags: i32, pid: u32) -> Result<Opened> {
         let node = self.node(ino)?;
         if let (Node::Runs(RunNode::NewRun { agent, .. }), libc::O_RDONLY) =
@@ -392,8 +249,6 @@ impl Vm0Fs {
         }
     }
 
-    /// Closes a handle; a `runs/new/` write that was never flushed starts its run now (release errors reach
-    /// nobody, so they are only logged).
     /// The cached file behind an open handle, for the kernel to read directly (FUSE passthrough).
     pub fn backing_file(&self, fh: u64) -> Option<Arc<std::fs::File>> {
         match self.handles.get(fh) {
@@ -402,15 +257,14 @@ impl Vm0Fs {
         }
     }
 
+    /// Closes a handle (the last close of an open file): a log stops being followed for it, a volume file's
+    /// writer is given back to its stage, and a `runs/new/` write that was never flushed starts its run now
+    /// (release errors reach nobody, so they are only logged).
     pub fn release(&self, fh: u64) {
         match self.handles.remove(fh) {
             Some(Handle::Log(run_id)) => self.live_logs.closed(&run_id),
-            Some(Handle::Staged(h)) => {
-                h.volume.close_write();
-                if let Ok(stage) = self.stage() {
-                    stage.note_change(&h.volume);
-                }
-            }
+            // The writer's drop (with the handle's last reference) gives the count back and tells the publisher.
+            Some(Handle::Staged(h)) => drop(h),
             Some(Handle::NewRun(write)) => {
                 if let Err(e) = self.start_run(&write) {
                     tracing::warn!("{}", e.chain());
@@ -420,7 +274,8 @@ impl Vm0Fs {
         }
     }
 
-    /// Creates `name` in `parent` and opens it for writing, where the parent's namespace allows it (`runs/new/`).
+    /// Creates `name` in `parent` and opens it for writing, where the parent's namespace allows it: a file in a
+    /// writable volume, or `runs/new/<agent>` (which exists already; creating it opens it).
     pub fn create(&self, parent: u64, name: &OsStr, mode: u32) -> Result<(Attr, Opened)> {
         let (node, handle) = self.node(parent)?.namespace().create(self, name, mode)?;
         let attr = self.entry_attr(&node)?;
@@ -444,7 +299,9 @@ impl Vm0Fs {
         self.attr(ino, &node)
     }
 
-    /// Writes to `runs/new/<agent>` (accumulated) or `ctl` (acted on at once); `pid` is the writing process.
+    /// Writes to an open file; `pid` is the writing thread. A volume file's bytes go to its staged copy;
+    /// `runs/new/<agent>` accumulates them until the writer closes it; `ctl`, `.vm0fs/pins` and `.vm0fs/sync`
+    /// act on each write at once.
     pub fn write(&self, fh: u64, offset: u64, data: &[u8], pid: u32) -> Result<u32> {
         match self.handles.get(fh)? {
             Handle::NewRun(write) => write
@@ -456,7 +313,7 @@ impl Vm0Fs {
                 self.control_command(data)?;
                 Ok(data.len() as u32)
             }
-            Handle::Staged(h) => Ok(h.volume.write(&h.writer, offset, data)? as u32),
+            Handle::Staged(h) => Ok(h.writer.write_at(offset, data)? as u32),
             Handle::Sync(outcome) => {
                 self.sync_command(data, &outcome)?;
                 Ok(data.len() as u32)
@@ -470,11 +327,7 @@ impl Vm0Fs {
     /// other processes (a `sleep` forked by the writing shell closes its copy of the descriptor) start nothing.
     pub fn flush(&self, fh: u64, pid: u32) -> Result<()> {
         match self.handles.get(fh) {
-            Ok(Handle::Staged(h)) => self.fsync(fh).inspect(|_| {
-                if let Ok(stage) = self.stage() {
-                    stage.note_change(&h.volume);
-                }
-            }),
+            Ok(Handle::Staged(_)) => self.fsync(fh),
             Ok(Handle::NewRun(write)) => self.flush_new_run(&write, pid),
             _ => Ok(()),
         }
@@ -681,7 +534,7 @@ impl Vm0Fs {
 
     /// At unmount: publishes what is staged, waiting at most `within`; logs the volumes that stay staged.
     pub fn publish_staged(&self, within: Duration) {
-        let Ok(stage) = self.stage() else {
+        let Ok(stage) = self.volumes.stage() else {
             return;
         };
         let left = stage.shutdown(within);
@@ -701,12 +554,4 @@ impl Vm0Fs {
             Err(e) => e,
         }
     }
-}
-
-/// Whether a directory's listing can never change: inside a storage version (see `listing` on deferred listings).
-fn listing_is_immutable(node: &Node) -> bool {
-    matches!(
-        node,
-        Node::Storage(StorageNode::Entry { .. } | StorageNode::Root { pin: Some(_), .. })
-    )
 }
