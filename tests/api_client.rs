@@ -480,6 +480,56 @@ fn retry_after_on_429_is_honoured() {
     assert_errno(&err, libc::EAGAIN);
 }
 
+/// A client made with `probe_every` that cannot connect even after its retries holds the next calls back: they
+/// fail at once (`Offline`, `EIO`) and are not sent, until its probe gets an answer; a client made without it
+/// sends every call.
+#[test]
+fn a_client_that_cannot_connect_holds_calls_back_until_its_probe_gets_an_answer() {
+    let mut emu = start(&[]);
+    let probing = HttpOptions {
+        probe_every: Some(Duration::from_millis(100)),
+        ..fast()
+    };
+    let api = HttpApi::new(emu.base_url(), emu.token(), probing).expect("client");
+    let plain = client(&emu);
+    api.list_agents().expect("the API answers");
+    emu.stop_process();
+
+    let err = api.list_agents().expect_err("the API is gone");
+    assert_eq!(err.kind, ApiErrorKind::Transport, "{err}");
+    let down = api.reachability();
+    assert!(down.unreachable_since.is_some());
+    assert!(down.calls.retried > 0, "{:?}", down.calls);
+    let err = api.get_run("any").expect_err("held back");
+    assert_eq!(err.kind, ApiErrorKind::Offline, "{err}");
+    assert_errno(&err, libc::EIO);
+    assert!(err.to_string().contains("not sent"), "{err}");
+    let held = api.reachability().calls;
+    assert_eq!(
+        (held.sent, held.retried),
+        (down.calls.sent, down.calls.retried)
+    );
+    assert_eq!(held.held_back, down.calls.held_back + 1);
+
+    for _ in 0..2 {
+        let err = plain.list_agents().expect_err("the API is gone");
+        assert_eq!(err.kind, ApiErrorKind::Transport, "{err}");
+    }
+    assert_eq!(plain.reachability().calls.held_back, 0);
+
+    emu.start_again();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while api.reachability().unreachable_since.is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the probe never saw the API back"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(api.reachability().calls.probes > 0);
+    api.list_agents().expect("sent again");
+}
+
 #[test]
 fn a_stalled_server_hits_the_deadline() {
     let emu = start(&[]);

@@ -438,8 +438,16 @@ fn an_unreachable_api_keeps_cached_files_readable_and_listings_recover() {
         "Input/output error",
     );
 
-    // Back on the same port: everything comes through again.
+    // Back on the same port: once the mount's probe has seen it (every 2 s), everything comes through again.
     emulator.start_again();
+    assert!(
+        wait_for(Duration::from_secs(60), || {
+            let status = std::fs::read(mount.path(".vm0fs/status")).unwrap_or_default();
+            serde_json::from_slice::<serde_json::Value>(&status)
+                .is_ok_and(|s| s["api_unreachable_since"].is_null())
+        }),
+        "the mount did not notice the API is back"
+    );
     let runs = ok(&format!("ls {}", q(&mount.path("runs"))));
     assert!(runs.lines().count() > 30);
     ok(&format!(

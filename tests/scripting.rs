@@ -374,7 +374,7 @@ fn requests(emulator: &Emulator) -> u64 {
 
 #[test]
 fn a_refresh_of_a_large_runs_listing_is_one_request_when_nothing_changed() {
-    // No demo data: its runs that stay running would each ask for their detail.
+    // Generated runs only (no demo data): the runs counted are these.
     let emulator = Emulator::start(&FAST_RUNS);
     let (status, body) = emulator.post_json("/_control/generate/runs?count=10000", &Value::Null);
     assert_eq!(status, 200, "{body}");

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `ls runs` on a large account behind a slow API (docs/BENCHMARKS.md, "runs/ that scales"): the emulator with
-# BENCH_RUNS (10000) completed runs and BENCH_LATENCY_MS (300) of latency on every API request; one mount; the first
-# `ls runs`, then `ls runs` and `ls -l runs` each after the listing's 2 s TTL has lapsed, BENCH_REPEAT (3) times.
-# Prints one line per measurement, and the API requests each took (the emulator's counter).
+# BENCH_RUNS (10000) runs, of which the BENCH_MOVING (30) newest are still pending and the rest completed, and
+# BENCH_LATENCY_MS (300) of latency on every API request; one mount; the first `ls runs`, then `ls runs` and
+# `ls -l runs` each after the listing's 2 s TTL has lapsed, BENCH_REPEAT (3) times. Prints one line per
+# measurement, and the API requests each took (the emulator's counter).
 #
 # Usage: scripts/bench/runs_refresh.sh [VM0FS_BINARY]   (default: target/release/vm0fs; the emulator is taken from
 # beside it, so build both: cargo build --release --workspace --bins). Give another build's vm0fs to compare.
@@ -11,6 +12,7 @@ cd "$(dirname "$0")/../.."
 vm0fs=$(realpath "${1:-target/release/vm0fs}")
 emulator=$(dirname "$vm0fs")/vm0-emulator
 runs=${BENCH_RUNS:-10000}
+moving=${BENCH_MOVING:-30}
 latency=${BENCH_LATENCY_MS:-300}
 repeat=${BENCH_REPEAT:-3}
 token=vm0_live_demo
@@ -35,7 +37,7 @@ for _ in $(seq 600); do
   sleep 0.05
 done
 [ -n "$url" ] || { echo "the emulator did not start" >&2; cat "$work/emu.log" >&2; exit 1; }
-curl -sSf -X POST "$url/_control/generate/runs?count=$runs" >/dev/null
+curl -sSf -X POST "$url/_control/generate/runs?count=$runs&moving=$moving" >/dev/null
 curl -sSf -X POST -H 'Content-Type: application/json' -d "{\"latency_ms\": $latency}" "$url/_control/faults" >/dev/null
 requests() { curl -sSf "$url/_control/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["requests"])'; }
 
@@ -55,7 +57,7 @@ measure() { # label command...
     "$(($(requests) - before))"
 }
 
-echo "$("$vm0fs" --version), $runs runs, $latency ms latency"
+echo "$("$vm0fs" --version), $runs runs ($moving of them pending), $latency ms latency"
 measure "first ls runs" ls "$work/mnt/runs"
 for i in $(seq "$repeat"); do
   sleep 2.5

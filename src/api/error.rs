@@ -18,6 +18,8 @@ pub enum ApiErrorKind {
     Transport,
     /// The server answered 2xx but the body was not what the contract says (bad JSON, wrong types, HTML).
     InvalidResponse,
+    /// Not sent: the API is known to be out of reach (`http::health`); it may answer later.
+    Offline,
 }
 
 #[derive(Debug, Clone)]
@@ -64,6 +66,17 @@ impl ApiError {
         }
     }
 
+    /// A call that was not sent because the API is known to be out of reach.
+    pub fn offline(endpoint: &str, message: String) -> Self {
+        ApiError {
+            kind: ApiErrorKind::Offline,
+            endpoint: endpoint.to_string(),
+            status: None,
+            detail: None,
+            message,
+        }
+    }
+
     /// The errno a filesystem operation fails with (CONTRACT.md Part 1 item 7).
     pub fn errno(&self) -> i32 {
         match (self.kind, self.status) {
@@ -78,10 +91,11 @@ impl ApiError {
         }
     }
 
-    /// Whether the same idempotent request may succeed if sent again: 5xx, 429 and transport failures.
+    /// Whether the same idempotent request may succeed if sent again: 5xx, 429, transport failures, and a call
+    /// held back while the API is out of reach (once it answers again).
     pub fn is_retryable(&self) -> bool {
         match self.kind {
-            ApiErrorKind::Transport => true,
+            ApiErrorKind::Transport | ApiErrorKind::Offline => true,
             ApiErrorKind::Http => matches!(self.status, Some(429 | 500..=599)),
             ApiErrorKind::InvalidResponse => false,
         }

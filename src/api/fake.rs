@@ -40,6 +40,10 @@ pub struct FakeApi {
     pub offline: AtomicBool,
     /// The ids of every `get_run`, in order.
     pub run_gets: Mutex<Vec<String>>,
+    /// How many runs a page of `runs_page` holds (its cursor is an index); 0: one page holds them all.
+    pub runs_page_size: usize,
+    /// How many pages of runs were asked for.
+    pub runs_pages: AtomicUsize,
 }
 
 fn not_found(what: &str) -> ApiError {
@@ -211,10 +215,21 @@ impl Vm0Api for FakeApi {
     fn list_runs(&self) -> Result<Vec<Run>, ApiError> {
         Ok(self.runs.iter().map(summary).collect())
     }
-    fn runs_page(&self, _cursor: Option<&str>) -> Result<Page<Run>, ApiError> {
+    fn runs_page(&self, cursor: Option<&str>) -> Result<Page<Run>, ApiError> {
+        self.runs_pages.fetch_add(1, Ordering::SeqCst);
+        let start: usize = cursor.and_then(|c| c.parse().ok()).unwrap_or(0);
+        let size = match self.runs_page_size {
+            0 => self.runs.len(),
+            n => n,
+        };
+        let end = start.saturating_add(size).min(self.runs.len());
+        let has_more = end < self.runs.len();
         Ok(Page {
-            data: self.runs.iter().map(summary).collect(),
-            pagination: Pagination::default(),
+            data: self.runs[start.min(end)..end].iter().map(summary).collect(),
+            pagination: Pagination {
+                has_more,
+                next_cursor: has_more.then(|| end.to_string()),
+            },
         })
     }
     fn latest_run(&self) -> Result<Option<Run>, ApiError> {

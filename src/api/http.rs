@@ -8,6 +8,9 @@
 //! cancelling a run) are sent again only when the connection failed before a byte of the request left, because a
 //! second run started by a timeout is worse than an error the user can see.
 //!
+//! While the API cannot be reached, calls to it are not sent but fail at once, and it is probed in the background
+//! (`health`), for the mount only (`HttpOptions::probe_every`).
+//!
 //! Redirects are never followed by reqwest: the download route's `302` is followed here, by a request built
 //! without the `Authorization` header, because the emulator's blob route shares the API's origin and reqwest would
 //! then forward the token. The token lives in one sensitive `HeaderValue`, is sent only to the API base URL, and is
@@ -20,6 +23,7 @@
 // `ApiError` is the error type of the `Vm0Api` trait (176 bytes); boxing it inside the client only to unbox it at
 // the trait boundary would buy nothing. Shrinking it (boxing `detail`) is a decision for `error.rs`.
 
+mod health;
 mod retry;
 mod sse;
 
@@ -27,6 +31,7 @@ use std::fmt;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -43,7 +48,8 @@ use super::models::{
     PushPrepareResponse, Run, RunDetail, RunMetrics, SseEvent, Storage, StorageDetail, StorageKind,
     StorageVersion, UploadRequest, UploadResponse, UploadTarget, recase_keys,
 };
-use super::{ApiError, ApiErrorKind, Download, DownloadFile, Vm0Api};
+use super::{ApiError, ApiErrorKind, Download, DownloadFile, Reachability, Vm0Api};
+use health::Health;
 
 /// The page size asked for when following a list to its end: the API's maximum (CONTRACT.md 1.5).
 const PAGE_LIMIT: &str = "100";
@@ -81,6 +87,10 @@ pub struct HttpOptions {
     pub max_backoff: Duration,
     /// A server's `Retry-After` is honoured up to this. Default 10 s.
     pub max_retry_after: Duration,
+    /// Once a call could not connect even after its retries, calls to the API fail at once, without being sent,
+    /// and the API is asked this often in the background until it answers (`health`). Default `None`: every
+    /// call is sent (the mount sets it).
+    pub probe_every: Option<Duration>,
 }
 
 impl Default for HttpOptions {
@@ -94,6 +104,7 @@ impl Default for HttpOptions {
             base_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(5),
             max_retry_after: Duration::from_secs(10),
+            probe_every: None,
         }
     }
 }
@@ -166,8 +177,18 @@ impl HttpApi {
                 )
             })?;
         auth.set_sensitive(true);
-        let fetcher = Fetcher::new(&options, options.read_timeout)?;
-        let sse_fetcher = Fetcher::new(&options, options.sse_read_timeout)?;
+        // The probe: the smallest authenticated request, within the connect deadline.
+        let mut probe = api_call(
+            &base,
+            &auth,
+            Method::GET,
+            &["agents"],
+            &[("limit", "1".into())],
+        );
+        probe.total_deadline = Some(options.connect_timeout);
+        let health = Arc::new(Health::new(options.probe_every, probe));
+        let fetcher = Fetcher::new(&options, options.read_timeout, health.clone())?;
+        let sse_fetcher = Fetcher::new(&options, options.sse_read_timeout, health)?;
         Ok(HttpApi {
             base,
             auth,
@@ -219,26 +240,9 @@ impl HttpApi {
 
     /// A request to `/v1/<segments>?<query>` with the token, retried if idempotent (GET).
     fn call(&self, method: Method, segments: &[&str], query: &[(&str, String)]) -> Call {
-        let mut url = self.base.clone();
-        if let Ok(mut path) = url.path_segments_mut() {
-            path.pop_if_empty().push("v1").extend(segments);
-        }
-        if !query.is_empty() {
-            url.query_pairs_mut()
-                .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
-        }
-        let idempotent = method == Method::GET;
-        Call {
-            label: format!("{method} /v1/{}", segments.join("/")),
-            method,
-            url,
-            auth: Some(self.auth.clone()),
-            body: None,
-            file: None,
-            accept: "application/json",
-            idempotent,
-            total_deadline: Some(self.fetcher.opts.request_timeout),
-        }
+        let mut call = api_call(&self.base, &self.auth, method, segments, query);
+        call.total_deadline = Some(self.fetcher.opts.request_timeout);
+        call
     }
 
     /// Sends `call` and returns its JSON body.
@@ -594,6 +598,10 @@ impl Vm0Api for HttpApi {
     fn commit_push(&self, request: &PushCommitRequest) -> Result<PushCommitResponse, ApiError> {
         self.post_storages("commit", request, false, "push commit")
     }
+
+    fn reachability(&self) -> Reachability {
+        self.fetcher.health.report()
+    }
 }
 
 impl HttpApi {
@@ -633,6 +641,37 @@ impl HttpApi {
     }
 }
 
+/// A request to `<base>/v1/<segments>?<query>` with the token (`auth`), retried if idempotent (GET), without a
+/// total deadline.
+fn api_call(
+    base: &Url,
+    auth: &HeaderValue,
+    method: Method,
+    segments: &[&str],
+    query: &[(&str, String)],
+) -> Call {
+    let mut url = base.clone();
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.pop_if_empty().push("v1").extend(segments);
+    }
+    if !query.is_empty() {
+        url.query_pairs_mut()
+            .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+    }
+    let idempotent = method == Method::GET;
+    Call {
+        label: format!("{method} /v1/{}", segments.join("/")),
+        method,
+        url,
+        auth: Some(auth.clone()),
+        body: None,
+        file: None,
+        accept: "application/json",
+        idempotent,
+        total_deadline: None,
+    }
+}
+
 /// One request as the retry loop sees it.
 struct Call {
     method: Method,
@@ -650,16 +689,19 @@ struct Call {
     total_deadline: Option<Duration>,
 }
 
-/// A reqwest client and the retry policy. Holds no token, so a file of a `files[]` download can keep one.
+/// A reqwest client and the retry policy. Holds no token (but the probe of `health`, which never leaves it), so a
+/// file of a `files[]` download can keep one.
 #[derive(Clone)]
 struct Fetcher {
     client: Client,
     opts: HttpOptions,
+    /// Whether the API can be reached; shared by every fetcher of one client.
+    health: Arc<Health>,
 }
 
 impl Fetcher {
     /// A client that never follows redirects, with `idle` as its per-read deadline.
-    fn new(opts: &HttpOptions, idle: Duration) -> Result<Fetcher, ApiError> {
+    fn new(opts: &HttpOptions, idle: Duration, health: Arc<Health>) -> Result<Fetcher, ApiError> {
         let client = Client::builder()
             .redirect(redirect::Policy::none())
             .connect_timeout(opts.connect_timeout)
@@ -672,21 +714,35 @@ impl Fetcher {
         Ok(Fetcher {
             client,
             opts: opts.clone(),
+            health,
         })
     }
 
     /// Sends `call` until it succeeds or the retry policy gives up. A 2xx or 3xx response is handed to `on_ok`,
-    /// whose transport errors (a body cut off) are retried like the request's own.
+    /// whose transport errors (a body cut off) are retried like the request's own. A call to the API (one that
+    /// carries the token) is not sent while the API is known to be out of reach, and one that cannot connect after
+    /// its retries marks it so (`health`).
     fn run<T>(
         &self,
         call: &Call,
         mut on_ok: impl FnMut(Response) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
+        let to_api = call.auth.is_some();
+        if to_api && let Some(held_back) = self.health.hold_back(&call.label) {
+            return Err(held_back);
+        }
         let mut attempt = 0u32;
         loop {
             let started = Instant::now();
+            if to_api {
+                self.health.sent(attempt > 0);
+            }
             let sent = self.send_once(call);
             let elapsed_ms = started.elapsed().as_millis() as u64;
+            let could_not_connect = sent.as_ref().is_err_and(reqwest::Error::is_connect);
+            if to_api && sent.is_ok() {
+                self.health.answered();
+            }
             let (err, server_asked, may_retry) = match sent {
                 Ok(resp) => {
                     let status = resp.status();
@@ -718,8 +774,17 @@ impl Fetcher {
                     (e, None, retry)
                 }
             };
-            // A caller that was signalled (Ctrl-C) is not kept for retries it no longer waits for.
-            if !may_retry || attempt >= self.opts.max_retries || crate::caller::gave_up() {
+            // A caller that was signalled (Ctrl-C) is not kept for retries it no longer waits for, nor one whose
+            // API another call found out of reach meanwhile.
+            let out_of_reach = to_api && self.health.is_down();
+            if !may_retry
+                || attempt >= self.opts.max_retries
+                || crate::caller::gave_up()
+                || out_of_reach
+            {
+                if to_api && could_not_connect {
+                    self.health.unreachable(self, &err);
+                }
                 return Err(err);
             }
             let wait = retry::delay(

@@ -13,6 +13,9 @@ pub use vm0_api as models;
 
 use std::io::Read;
 use std::path::Path;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
 
 pub use error::{ApiError, ApiErrorKind};
 use models::{
@@ -35,6 +38,27 @@ pub struct DownloadFile {
     pub path: String,
     pub size: u64,
     pub open: Box<dyn FnOnce() -> Result<Box<dyn Read + Send>, ApiError> + Send>,
+}
+
+/// What a client knows of whether the API can be reached, and what it sent (`vm0fs status` shows it).
+#[derive(Debug, Clone, Default)]
+pub struct Reachability {
+    /// Since when calls to the API are held back because it could not be reached; `None` while it answers.
+    pub unreachable_since: Option<SystemTime>,
+    pub calls: CallCounts,
+}
+
+/// The requests a client sent to the API since it was made (requests to the blob host are not counted).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallCounts {
+    /// Requests sent to the API, each retry included; probes are not.
+    pub sent: u64,
+    /// Of those, the retries of a call that had failed.
+    pub retried: u64,
+    /// Calls not sent because the API was out of reach: they failed at once.
+    pub held_back: u64,
+    /// Requests sent only to learn whether the API answers again.
+    pub probes: u64,
 }
 
 /// The VM0 API v1 (CONTRACT.md section 2). Every list is complete: implementations follow `next_cursor` to the end.
@@ -128,4 +152,10 @@ pub trait Vm0Api: Send + Sync {
     /// `POST /api/storages/commit` (7.2 step 5): the version becomes the head. Never sent again once it may
     /// have reached the server; after a lost reply the caller reads the head, as after a `/v1` commit.
     fn commit_push(&self, request: &PushCommitRequest) -> Result<PushCommitResponse, ApiError>;
+
+    /// Whether the API can be reached, as far as this client knows, and what it sent. A client that never holds
+    /// calls back (the in-memory fake) knows nothing.
+    fn reachability(&self) -> Reachability {
+        Reachability::default()
+    }
 }

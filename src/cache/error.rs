@@ -10,7 +10,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::api::ApiError;
+use crate::api::{ApiError, ApiErrorKind};
 
 /// Why `fetch` could not provide the extracted tree of an archive version.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -147,10 +147,11 @@ impl Failure {
         }
     }
 
-    /// Whether starting the download again from scratch may succeed.
+    /// Whether starting the download again from scratch may succeed. Not while the API is known to be out of
+    /// reach: the next attempt would be held back too, and the caller would only wait for the same answer.
     pub(crate) fn is_retryable(&self) -> bool {
         match self {
-            Failure::Api(e) => e.is_retryable(),
+            Failure::Api(e) => e.is_retryable() && e.kind != ApiErrorKind::Offline,
             Failure::Transport(_) | Failure::Truncated(_) => true,
             _ => false,
         }

@@ -37,6 +37,8 @@ const WAIT_NOTICE_EVERY: Duration = Duration::from_secs(5);
 /// How long a clean unmount waits for the staged volumes to be published; what is left is published after the
 /// next mount.
 const UNMOUNT_PUBLISH_WAIT: Duration = Duration::from_secs(30);
+/// While the API cannot be reached, calls to it fail at once and it is asked this often whether it answers again.
+const PROBE_EVERY: Duration = Duration::from_secs(2);
 
 pub fn run(args: &MountArgs, matches: &ArgMatches) -> i32 {
     let settings = match settings::resolve(args, matches) {
@@ -306,7 +308,11 @@ fn serve(
     waiting: &(dyn Fn(&str) + Sync),
     ready: impl FnOnce(&str),
 ) -> Result<(), String> {
-    let api = HttpApi::new(&settings.api_url, token, HttpOptions::default())
+    let options = HttpOptions {
+        probe_every: Some(PROBE_EVERY),
+        ..HttpOptions::default()
+    };
+    let api = HttpApi::new(&settings.api_url, token, options)
         .map_err(|e| format!("cannot use the API URL {}: {e}", settings.api_url))?;
     if let Err(failed) = check_api_telling(&api, &settings.api_url, waiting) {
         if !(failed.unreachable && crate::fs::Saved::holds_anything(&prepared.cache_dir)) {

@@ -25,6 +25,7 @@ use super::Vm0Fs;
 use super::error::{Error, Result};
 use super::inodes::Node;
 use super::tree::StorageNode;
+use crate::api::CallCounts;
 use crate::api::models::StorageKind;
 use crate::cache::CacheStatus;
 use crate::stage::{Mode, PublishProgress, Published, VolumeStage};
@@ -46,6 +47,10 @@ pub struct MountStatus {
     /// RFC 3339, UTC: since when the API has not answered; absent while it answers (and from older mounts).
     #[serde(default)]
     pub api_unreachable_since: Option<String>,
+    /// The requests sent to the API since the mount, its retries, the calls held back (failed at once) while it
+    /// could not be reached, and the probes that asked whether it answers again. Absent from older mounts.
+    #[serde(default)]
+    pub api_calls: Option<CallCounts>,
     pub cache: CacheStatus,
     /// Each volume with staged changes or a recent publish: one line saying where it stands.
     #[serde(default)]
@@ -109,6 +114,7 @@ impl Vm0Fs {
             uptime_secs: uptime.as_secs_f64(),
             inodes: Some(self.inodes.len()),
             api_unreachable_since: self.meta.unreachable_since().map(to_the_second),
+            api_calls: Some(self.meta.api().reachability().calls),
             cache: self.cache.status(),
             volumes: self.volumes.stage().map(|s| s.status()).unwrap_or_default(),
             publishing: self

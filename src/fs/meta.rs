@@ -24,7 +24,7 @@ use super::waiting::may_wait;
 use crate::api::models::{
     Agent, AgentVersion, Run, RunDetail, RunMetrics, SseEvent, Storage, StorageKind, StorageVersion,
 };
-use crate::api::{ApiError, Vm0Api};
+use crate::api::{ApiError, ApiErrorKind, Vm0Api};
 
 /// How long a run that is not terminal is believed: the issue asks for status at most a second or two stale.
 const MOVING_RUN_TTL: Duration = Duration::from_secs(1);
@@ -72,12 +72,14 @@ impl Meta {
         &self.api
     }
 
-    /// Since when the API has not been reachable (`None`: it answered last time it was asked).
+    /// Since when the API has not been reachable (`None`: it answered last time it was asked): since the client
+    /// holds calls back (it could not connect), or since an answer the retries could not get (a 5xx storm).
     pub fn unreachable_since(&self) -> Option<SystemTime> {
-        *self
+        let failing = *self
             .unreachable_since
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(|e| e.into_inner());
+        self.api.reachability().unreachable_since.or(failing)
     }
 
     fn set_reachable(&self, reachable: bool) {
@@ -130,7 +132,10 @@ impl Meta {
                 Ok(value)
             }
             Err(e) if e.is_retryable() => {
-                self.set_reachable(false);
+                // A client that holds calls back knows itself when the API is out of reach, and when it is back.
+                if self.api.reachability().unreachable_since.is_none() {
+                    self.set_reachable(false);
+                }
                 let stale = map.last(key).or_else(|| {
                     let saved: V = self.saved.load(kind, name)?;
                     let ttl = ttl_of(&saved);
@@ -138,7 +143,12 @@ impl Meta {
                 });
                 match stale {
                     Some(stale) => {
-                        tracing::warn!("{e}; serving what was known before, for another TTL");
+                        // Held back: the outage was announced once (`api::http::health`).
+                        if e.kind == ApiErrorKind::Offline {
+                            tracing::debug!("{e}; serving what was known before, for another TTL");
+                        } else {
+                            tracing::warn!("{e}; serving what was known before, for another TTL");
+                        }
                         map.refresh(key, ttl_of(&stale));
                         Ok(stale)
                     }
@@ -213,11 +223,30 @@ impl Meta {
             .current(self.api.as_ref(), self.runs_ttl(), on_page)?)
     }
 
-    /// The run as the last listing of `runs/` saw it, however old, without asking the API. Enough to know that
-    /// a run exists (runs are not deleted) and to date a terminal run's directory for `ls -l runs/`, which must
-    /// not cost one request per run; its files always ask for the detail.
+    /// The run as the last listing of `runs/` saw it, however old, without asking the API: enough to know that a
+    /// run exists (runs are not deleted).
     pub fn listed_run(&self, id: &str) -> Option<Run> {
         self.runs.last().get(id).cloned()
+    }
+
+    /// The run as a listing of `runs/` shows it now, to date its directory: `ls -l runs/` costs the listing's
+    /// pages, not one request per run. A run that had ended when listed cannot change; any other comes from a
+    /// listing younger than its TTL (a page of a first listing too), else from a refresh of the listing (which meets
+    /// every moving run again, see `runs::listing`). `None` when no listing holds the run, or while a first listing
+    /// that stopped halfway is all there is: its files' detail says then.
+    pub fn listed_run_now(&self, id: &str) -> Result<Option<Run>> {
+        match self.runs.last().get(id) {
+            None => return Ok(None),
+            Some(run) if run.status.is_terminal() => return Ok(Some(run.clone())),
+            Some(_) => {}
+        }
+        if let Some(recent) = self.runs.recent(self.runs_ttl()) {
+            return Ok(recent.get(id).cloned());
+        }
+        if !self.runs.is_complete() {
+            return Ok(None);
+        }
+        Ok(self.runs()?.get(id).cloned())
     }
 
     /// The one run whose id starts with `prefix`, from the listing (refreshed once when it names none); `ENOENT`

@@ -229,19 +229,27 @@ fn add_raw_archive(ctx: &Ctx, kind: StorageKind, name: &str, body: &[u8]) -> Res
     }
 }
 
-/// `POST /_control/generate/runs?count=N`: N completed runs with a few logs and metrics, one state save.
+/// `POST /_control/generate/runs?count=N&moving=K`: N runs with a few logs and metrics, one state save; all
+/// completed but the K newest, which stay pending for a day (runs that are still moving, whose status a client
+/// must keep asking about).
 pub(crate) async fn generate_runs(State(ctx): State<Arc<Ctx>>, q: Params) -> Response {
-    let count: usize = match num(&q, "count", 100) {
-        Ok(c) => c,
-        Err(r) => return r,
+    let (count, moving): (usize, usize) = match (num(&q, "count", 100), num(&q, "moving", 0)) {
+        (Ok(c), Ok(m)) => (c, m),
+        (Err(r), _) | (_, Err(r)) => return r,
     };
     if count > 200_000 {
         return bad("`count` is at most 200000");
     }
-    blocking(move || add_runs(&ctx, count)).await
+    if moving > count {
+        return bad("`moving` is at most `count`");
+    }
+    blocking(move || add_runs(&ctx, count, moving)).await
 }
 
-fn add_runs(ctx: &Ctx, count: usize) -> Response {
+/// How long a generated moving run stays pending.
+const MOVING_PENDING_MS: u64 = 24 * 3600 * 1000;
+
+fn add_runs(ctx: &Ctx, count: usize, moving: usize) -> Response {
     let mut st = ctx.store.lock();
     if st.agents.iter().all(|a| a.versions.is_empty()) {
         let now = now_ms();
@@ -275,6 +283,11 @@ fn add_runs(ctx: &Ctx, count: usize) -> Response {
             &ctx.timing,
             sim::RunExtras::default(),
         );
+        if i >= count - moving {
+            r.pending_ms = MOVING_PENDING_MS;
+            st.runs.push(r);
+            continue;
+        }
         let started = created + 200;
         let done = started + 800;
         let log = |ms: i64, kind: &str, message: String, metadata: Option<Value>| {
@@ -326,7 +339,10 @@ fn add_runs(ctx: &Ctx, count: usize) -> Response {
     let first = st.runs.len() - count;
     let rows: Vec<Row<'_>> = st.runs[first..].iter().map(Row::Run).collect();
     ctx.store.write(&rows);
-    raw_json(200, &json!({"created": count, "total_runs": st.runs.len()}))
+    raw_json(
+        200,
+        &json!({"created": count, "moving": moving, "total_runs": st.runs.len()}),
+    )
 }
 
 /// `POST /_control/generate/storage?kind=artifacts&name=NAME&big_file_mb=512&small_files=20000&small_size=1024`:

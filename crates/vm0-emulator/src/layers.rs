@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -24,13 +24,15 @@ use crate::ctx::Ctx;
 use crate::faults::Verdict;
 use crate::reply::{api_error, s3_error, with_retry_after};
 
-/// Counts every request outside `/_control/`.
+/// Counts every request outside `/_control/`, by its route (`GET /v1/runs/{id}`).
 pub(crate) async fn count_requests(
     State(ctx): State<Arc<Ctx>>,
+    route: MatchedPath,
     req: Request,
     next: Next,
 ) -> Response {
-    ctx.stats.request();
+    ctx.stats
+        .request(format!("{} {}", req.method(), route.as_str()));
     next.run(req).await
 }
 

@@ -68,13 +68,14 @@ use vm0_api::Casing;
         GET|POST /_control/faults     the fault config (POST replaces it: latency_ms, path_prefix, error_rate,\n                                \
         error_status, error_count, retry_after_secs, truncate_blobs, blob_bytes_per_sec,\n                                \
         blob_forbidden_count, bad_body, bad_body_count)\n  \
-        GET  /_control/stats          counters: requests, blob_downloads per version, blob_requests,\n                                \
+        GET  /_control/stats          counters: requests, requests_by_route, blob_downloads per version, blob_requests,\n                                \
         blob_requests_with_authorization, upload_puts, upload_requests_with_token,\n                                commits (accepted), runs_created\n  \
         POST /_control/storages/<volumes|artifacts>/raw?name=NAME   add a raw .tar.gz body as the head version\n  \
         POST /_control/storages/<volumes|artifacts>/<name>/head     a new head, as if another client published it:\n                                \
         {\"files\": {\"path\": \"content\" | null}, \"keep_head\": false, \"message\": null} (null removes a\n                                \
         path of the kept head; the storage is created if missing)\n  \
-        POST /_control/generate/runs?count=N                        add N completed runs\n  \
+        POST /_control/generate/runs?count=N&moving=K               add N runs, completed but the K newest\n                                \
+        (pending for a day)\n  \
         POST /_control/generate/storage?kind=&name=&big_file_mb=&small_files=&small_size=   a big version\n  \
         GET  /_storage/...  PUT /_upload/...   the presigned blob URLs that downloads redirect to and uploads PUT to\n\n\
         Uploads (POST /v1/<volumes|artifacts>/<id>/upload, PUT each file, POST .../commit) are refused as the API \

@@ -197,7 +197,13 @@ mod tests {
             2,
             "control routes are not counted"
         );
-        assert_eq!(ctx.stats.snapshot().into_json()["requests"], 2);
+        let stats = ctx.stats.snapshot().into_json();
+        assert_eq!(stats["requests"], 2);
+        assert_eq!(
+            stats["requests_by_route"],
+            json!({"GET /v1/volumes": 2}),
+            "counted by route"
+        );
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! The counters of `GET /_control/stats`: what the client did, as plain numbers a test compares before and
-//! after an action (requests, blob downloads per version, uploads, commits, and the requests that carried the API
-//! token to the blob host, which must stay at 0).
+//! after an action (requests, also by route, blob downloads per version, uploads, commits, and the requests that
+//! carried the API token to the blob host, which must stay at 0). Requests by route (`GET /v1/runs/{id}`) let a
+//! test say which requests an action cost, not only how many: a listing that must cost its pages and nothing else.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
@@ -21,6 +22,8 @@ pub(crate) struct Counters {
     v1_upload_refusals: u64,
     runs_created: u64,
     requests: u64,
+    /// `METHOD /route/{param}` → requests, for every counted request.
+    requests_by_route: BTreeMap<String, u64>,
 }
 
 impl Counters {
@@ -41,8 +44,11 @@ impl Stats {
         self.lock().clone()
     }
 
-    pub fn request(&self) {
-        self.lock().requests += 1;
+    /// One request to `route` (`GET /v1/runs/{id}`).
+    pub fn request(&self, route: String) {
+        let mut s = self.lock();
+        s.requests += 1;
+        *s.requests_by_route.entry(route).or_default() += 1;
     }
 
     pub fn blob_request(&self, with_authorization: bool) {

@@ -118,13 +118,37 @@ impl RunNode {
     }
 }
 
+/// Whether `file` of `run` exists: `output`, `error` and `artifact` only once the run has ended with one. For a
+/// run last seen moving while the API cannot be reached, whether it has ended is not known: `EIO` (not `ENOENT`,
+/// which would say there is none).
 fn run_file_exists(fs: &Vm0Fs, run: &RunDetail, file: RunFile) -> Result<bool> {
+    let ends_with_it = matches!(file, RunFile::Output | RunFile::Artifact | RunFile::Error);
+    if ends_with_it && !run.status.is_terminal() {
+        if let Some(since) = fs.meta.unreachable_since() {
+            return Err(not_known_offline(run, file, since));
+        }
+    }
     Ok(match file {
         RunFile::Output => fs.meta.run_output(run)?.is_some(),
         RunFile::Artifact => artifact_link(run).is_some(),
         RunFile::Error => run_error(run).is_some(),
         _ => true,
     })
+}
+
+/// Why whether a run that was last seen moving has `file` cannot be told: the API is out of reach.
+fn not_known_offline(run: &RunDetail, file: RunFile, since: SystemTime) -> Error {
+    let since = chrono::DateTime::<chrono::Local>::from(since).format("%H:%M:%S");
+    Error::new(
+        libc::EIO,
+        format!(
+            "runs/{}/{}: not known: the run was last seen {} and the API has not been reachable since {since}; \
+             try again once it answers (`vm0fs status` shows when)",
+            run.id,
+            name_of_file(&RUN_FILES, file),
+            run.status.as_str()
+        ),
+    )
 }
 
 impl Namespace for RunNode {
@@ -196,14 +220,14 @@ impl Namespace for RunNode {
                 Ok(fs.make_attr(ino, FileKind::File, size, 0o644, mtime, MOVING_TTL))
             }
             RunNode::Run { id } => {
-                // `ls -l runs/` must not cost one request per run: the listing dates a run that had ended when
-                // listed (it cannot change any more); one still moving then asks its detail.
-                let (mtime, ttl) = match fs.meta.listed_run(id) {
-                    Some(run) if run.status.is_terminal() => (
+                // `ls -l runs/` costs the listing's pages, not one request per run: a listed run, moving or not, is
+                // dated from the listing; only one that no listing holds yet asks its detail.
+                let (mtime, ttl) = match fs.meta.listed_run_now(id)? {
+                    Some(run) => (
                         run_times(&run.created_at, &run.started_at, &run.completed_at, fixed),
-                        FIXED_TTL,
+                        status_ttl(run.status),
                     ),
-                    _ => {
+                    None => {
                         let run = fs.meta.run(id)?;
                         (run_mtime(&run, fixed), run_ttl(&run))
                     }
@@ -240,7 +264,12 @@ impl Namespace for RunNode {
             RunNode::Run { id } => {
                 let run = fs.meta.run(id)?;
                 for (file_name, file) in RUN_FILES {
-                    if run_file_exists(fs, &run, file)? {
+                    // Offline, a moving run's `output` and the like are not known: not listed.
+                    let exists = match run_file_exists(fs, &run, file) {
+                        Err(e) if e.errno == libc::EIO && !run.status.is_terminal() => false,
+                        other => other?,
+                    };
+                    if exists {
                         let kind = if file == RunFile::Artifact {
                             FileKind::Symlink
                         } else {
@@ -341,9 +370,10 @@ impl Namespace for RunNode {
         }
     }
 
-    fn xattrs(&self, fs: &Vm0Fs) -> Result<Vec<(&'static str, String)>> {
+    fn xattrs(&self, _fs: &Vm0Fs) -> Result<Vec<(&'static str, String)>> {
         Ok(match self {
-            RunNode::Run { id } => vec![("user.vm0.id", fs.meta.run(id)?.id.clone())],
+            // The id is the node's own: `ls -l`, which asks every entry for its ACL, asks the API nothing here.
+            RunNode::Run { id } => vec![("user.vm0.id", id.clone())],
             _ => Vec::new(),
         })
     }
@@ -462,7 +492,12 @@ fn artifact_link(run: &RunDetail) -> Option<String> {
 }
 
 fn run_ttl(run: &RunDetail) -> Duration {
-    if run.status.is_terminal() {
+    status_ttl(run.status)
+}
+
+/// The attribute TTL of a run with this status: short while it moves, long once it has ended.
+fn status_ttl(status: RunStatus) -> Duration {
+    if status.is_terminal() {
         FIXED_TTL
     } else {
         MOVING_TTL
