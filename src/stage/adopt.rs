@@ -10,8 +10,8 @@ use super::journal::Record;
 use super::manifest::ManifestFile;
 use super::overlay::Content;
 use super::records::over_version;
-use super::short;
 use super::state::State;
+use super::status::short;
 use super::volume::VolumeStage;
 
 impl VolumeStage {

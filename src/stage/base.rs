@@ -5,8 +5,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::error::StageError;
 use super::overlay::Tree;
-use super::{StageError, short};
+use super::status::short;
 use crate::api::Vm0Api;
 use crate::api::models::StorageKind;
 use crate::cache::{ArchiveCache, ArchiveInfo, DownloadSource};

@@ -44,23 +44,22 @@ mod writer;
 use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use crate::api::Vm0Api;
 use crate::cache::ArchiveCache;
 use base::walk_base;
 pub use discard::Discarded;
-pub use error::{PublishError, StageError};
+use error::io_error;
+pub use error::{PublishError, Result, StageError};
 use journal::{Journal, Record};
 use layout::VolumeLayout;
 pub use manifest::LocalOnly;
 use overlay::Tree;
 use space::Space;
 use state::State;
-pub use status::{Mode, Phase, PublishProgress, Published};
-
-pub type Result<T> = std::result::Result<T, StageError>;
+pub use status::{Mode, Phase, PublishProgress, Published, short};
 
 /// How the staging area is set up (`vm0fs mount` flags).
 #[derive(Debug, Clone)]
@@ -73,7 +72,7 @@ pub struct StageConfig {
     pub max_staged_bytes: u64,
 }
 
-pub use volume::{EntryAttr, EntryKind, VolumeStage};
+pub use volume::{EntryAttr, EntryKind, HeadsMoved, VolumeStage};
 pub use writer::StagedWriter;
 
 /// The staging area of a mount.
@@ -86,9 +85,6 @@ pub struct Stage {
     publisher: Arc<publisher::Publisher>,
     heads_moved: HeadsMoved,
 }
-
-/// Called after a publish moved a volume's head, so that what caches the API's answers asks again.
-pub type HeadsMoved = Arc<dyn Fn() + Send + Sync>;
 
 impl Stage {
     /// Opens `<cache dir>/stage/` and starts the publisher, which replays and publishes what an earlier mount left.
@@ -189,10 +185,12 @@ impl Stage {
             },
             _ => (Tree::default(), None),
         };
+        let notify: Weak<dyn volume::Notify> =
+            Arc::downgrade(&self.publisher) as Weak<publisher::Publisher>;
         Ok(Arc::new_cyclic(|me| VolumeStage {
             me: me.clone(),
             following: Mutex::default(),
-            publisher: Arc::downgrade(&self.publisher),
+            publisher: notify,
             storage_id: storage_id.to_string(),
             name: name.to_string(),
             layout,
@@ -329,11 +327,26 @@ impl Stage {
     }
 }
 
-/// The first 8 hex of a version id, the form people see.
-pub fn short(version: &str) -> &str {
-    version.get(..8).unwrap_or(version)
-}
+impl Stage {
+    /// Drops the staged changes of `volume`; the next use of the volume shows its head.
+    pub fn discard(&self, volume: &Arc<VolumeStage>) -> Result<Discarded> {
+        let done = self.publisher.discard(volume)?;
+        let mut volumes = self.lock_volumes();
+        if volumes
+            .get(volume.storage_id())
+            .is_some_and(|v| Arc::ptr_eq(v, volume))
+        {
+            volumes.remove(volume.storage_id());
+        }
+        Ok(done)
+    }
 
-fn io_error(what: &str, e: io::Error) -> StageError {
-    StageError::io(what, e)
+    /// The stage with changes of a volume named `name`, whether or not the server still lists it (a volume
+    /// deleted on the server keeps its staged changes, and `vm0fs sync` and `vm0fs discard` still reach them).
+    pub fn staged_named(&self, name: &str) -> Option<Arc<VolumeStage>> {
+        self.lock_volumes()
+            .values()
+            .find(|v| v.name == name && v.lock().journal.is_some())
+            .cloned()
+    }
 }

@@ -25,8 +25,7 @@
 use super::error::PublishError;
 use super::manifest::{self, ManifestFile};
 use super::rebase::{RebaseError, Rebased};
-use super::short;
-use super::status::{Mode, Phase};
+use super::status::{Mode, Phase, short};
 use super::upload::{self, Protocol};
 use super::volume::VolumeStage;
 use crate::api::models::StorageKind;

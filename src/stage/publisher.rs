@@ -21,7 +21,7 @@ use super::error::{PublishError, StageError};
 use super::publish::{Attempt, follow, publish};
 use super::status::{Mode, Published};
 use super::upload::Protocol;
-use super::volume::VolumeStage;
+use super::volume::{Notify, VolumeStage};
 use crate::api::Vm0Api;
 
 /// Backoff between retries of a failed publish: doubling from the first, up to the last.
@@ -69,11 +69,6 @@ impl Publisher {
 
     pub fn changed(&self, volume: &Arc<VolumeStage>) {
         self.send(Msg::Changed(volume.clone()));
-    }
-
-    /// The server lists a head other than the one `volume`'s changes are based on: rebase them onto it.
-    pub fn follow(&self, volume: &Arc<VolumeStage>) {
-        self.send(Msg::Follow(volume.clone()));
     }
 
     pub fn sync(&self, volume: &Arc<VolumeStage>, mode: Mode) -> Result<Published, PublishError> {
@@ -245,5 +240,16 @@ fn publish_retrying(
             }
             other => return other,
         }
+    }
+}
+
+impl Notify for Publisher {
+    fn changed(&self, volume: &Arc<VolumeStage>) {
+        Publisher::changed(self, volume);
+    }
+
+    /// Rebases `volume`'s changes onto the head the server lists (`publish::follow`).
+    fn follow(&self, volume: &Arc<VolumeStage>) {
+        self.send(Msg::Follow(volume.clone()));
     }
 }

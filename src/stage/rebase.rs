@@ -20,12 +20,13 @@ use std::io;
 use std::path::PathBuf;
 
 use super::base::{self, walk_base};
+use super::error::{StageError, io_error};
 use super::journal::Record;
 use super::manifest::{self, ManifestFile};
 use super::overlay::{Content, Node, Tree};
 use super::records::records_between;
+use super::status::short;
 use super::volume::VolumeStage;
-use super::{StageError, io_error, short};
 
 /// Path → SHA-256 hex of the regular files of one side.
 pub type Hashes = BTreeMap<String, String>;

@@ -11,18 +11,30 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::SystemTime;
 
+use super::error::{Result, StageError, io_error};
 use super::journal::{Journal, Record};
 use super::layout::VolumeLayout;
 use super::manifest::{Frozen, LocalOnly, ManifestFile};
 use super::overlay::{Content, Node};
-use super::publisher::Publisher;
 use super::records::touch_record;
 use super::space::Space;
 use super::state::State;
 use super::status::Phase;
-use super::{HeadsMoved, Result, StageError, io_error, upload};
+use super::upload;
 use crate::api::Vm0Api;
 use crate::cache::ArchiveCache;
+
+/// Called after a publish moved a volume's head, so that what caches the API's answers asks again.
+pub type HeadsMoved = Arc<dyn Fn() + Send + Sync>;
+
+/// What a stage tells the publisher (the publisher thread's handle implements it): a stage names the publisher
+/// through this alone, so the two modules do not import each other.
+pub(super) trait Notify: Send + Sync {
+    /// The volume changed: its quiet period starts again.
+    fn changed(&self, volume: &Arc<VolumeStage>);
+    /// The server lists a head other than the one the volume's changes are based on.
+    fn follow(&self, volume: &Arc<VolumeStage>);
+}
 
 /// What kind of entry, and its target for a symlink.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,7 +72,7 @@ pub struct VolumeStage {
     /// The mount's staged-bytes budget, shared by every volume.
     pub(super) space: Arc<Space>,
     /// Told of every change, so that the filesystem never has to; weak, as the publisher's thread holds stages.
-    pub(super) publisher: Weak<Publisher>,
+    pub(super) publisher: Weak<dyn Notify>,
     /// This stage itself, for the messages to the publisher.
     pub(super) me: Weak<VolumeStage>,
     /// The listed head the publisher was last asked to rebase onto (`head_listed`), so it is asked once.

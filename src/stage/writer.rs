@@ -9,11 +9,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use super::error::{Result, StageError, io_error};
 use super::journal::Record;
 use super::overlay::{Content, Node};
 use super::state::State;
 use super::volume::{EntryAttr, EntryKind, VolumeStage, key};
-use super::{Result, StageError, io_error};
 
 /// A file open for writing: its staged file, counted as a writer of its volume for as long as this value lives.
 /// Dropping it gives the count back and tells the publisher (mountpoint-s3's `WriteHandleSlot`): an error between
