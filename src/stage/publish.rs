@@ -148,7 +148,10 @@ fn publish_once(
             })?;
         Ok(v.to_string())
     };
-    if base.is_none() && manifest.is_empty() {
+    // Asked even when the tree is its base's content: what `vm0fs sync` prints must be the server's head.
+    let (head, head_has_files) = upload::server_head(api, &volume.upload_target())?;
+    let nothing_to_send = base.as_deref() == Some(id.as_str());
+    if base.is_none() && head.is_none() && manifest.is_empty() {
         return Err(PublishError {
             errno: libc::ENODATA,
             message: format!("{label} holds no files and has no version yet: nothing to publish"),
@@ -156,9 +159,6 @@ fn publish_once(
             step: "manifest",
         });
     }
-    // Asked even when the tree is its base's content: what `vm0fs sync` prints must be the server's head.
-    let (head, head_has_files) = upload::server_head(api, &volume.upload_target())?;
-    let nothing_to_send = base.as_deref() == Some(id.as_str());
     if head.as_deref() == Some(id.as_str()) {
         if !nothing_to_send {
             tracing::info!(volume = %label, version = short(&id), "already published (an earlier commit went through)");

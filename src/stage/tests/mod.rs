@@ -150,16 +150,31 @@ fn mount(cache_dir: &Path) -> Mounted {
     mount_with(cache_dir, Arc::new(FakeApi::default()), None)
 }
 
-/// A stage on `cache_dir` over `api`, with the volume `model` at `head` (when it has one).
-fn mount_with(cache_dir: &Path, api: Arc<dyn Vm0Api>, head: Option<&str>) -> Mounted {
-    let cache = Arc::new(
-        ArchiveCache::open(CacheConfig {
+/// The archive cache in `cache_dir`. An earlier mount of it in this process may still be letting go of it (a
+/// download thread of its cache ends just after its caller got the tree): its lock is waited for, a bounded time.
+fn open_cache(cache_dir: &Path) -> ArchiveCache {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let opened = ArchiveCache::open(CacheConfig {
             dir: cache_dir.to_path_buf(),
             max_bytes: 1 << 30,
             limits: ExtractLimits::default(),
-        })
-        .unwrap(),
-    );
+        });
+        match opened {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => return other.unwrap(),
+        }
+    }
+}
+
+/// A stage on `cache_dir` over `api`, with the volume `model` at `head` (when it has one).
+fn mount_with(cache_dir: &Path, api: Arc<dyn Vm0Api>, head: Option<&str>) -> Mounted {
+    let cache = Arc::new(open_cache(cache_dir));
     let config = StageConfig {
         cache_dir: cache_dir.to_path_buf(),
         commit_delay: Duration::ZERO,
@@ -198,6 +213,7 @@ proptest! {
     }
 }
 
+mod moving_head;
 mod storages;
 use storages::Storages;
 

@@ -1,6 +1,7 @@
 //! A server for the stage's publish tests: one volume whose head can be moved, whose commit reply can be lost,
 //! and whose head can move while an upload is under way.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 
 use crate::api::fake::FakeApi;
@@ -20,7 +21,17 @@ pub struct Storages {
     /// A head another client publishes while the next upload is under way.
     pub(super) head_during_upload: std::sync::Mutex<Option<String>>,
     pub(super) uploads: std::sync::atomic::AtomicUsize,
+    /// The files of each version with content (path → bytes), for downloads and for the model's checks.
+    pub(super) versions: std::sync::Mutex<HashMap<String, Files>>,
+    /// The bytes PUT in the open session, by path.
+    put: std::sync::Mutex<Files>,
+    /// Commits of the version that is the head already: a publish sent twice. (A version id can come back, when
+    /// the content goes back to an earlier version's, and committing it then moves the head.)
+    pub(super) twice: std::sync::atomic::AtomicUsize,
 }
+
+/// A version's files: path → bytes.
+pub(super) type Files = BTreeMap<String, Vec<u8>>;
 
 const T0: &str = "2026-01-15T10:00:00.000Z";
 
@@ -30,6 +41,49 @@ impl Storages {
     }
     pub fn set_head(&self, v: &str) {
         *self.head.lock().unwrap() = Some(v.to_string());
+    }
+
+    /// The files of the head (none without a head).
+    pub fn head_files(&self) -> Files {
+        let head = self.head();
+        let versions = self.versions.lock().unwrap();
+        head.and_then(|h| versions.get(&h).cloned())
+            .unwrap_or_default()
+    }
+
+    /// Another client publishes `changes` (path → bytes, `None` deletes) over the head: its version id.
+    pub fn publish_elsewhere(
+        &self,
+        storage_id: &str,
+        changes: &[(&str, Option<Vec<u8>>)],
+    ) -> String {
+        let mut files = self.head_files();
+        for (path, bytes) in changes {
+            match bytes {
+                Some(b) => files.insert(path.to_string(), b.clone()),
+                None => files.remove(*path),
+            };
+        }
+        let version = self.record(storage_id, files);
+        self.set_head(&version);
+        version
+    }
+
+    /// Keeps `files` as a version: its id (the content hash, as the server computes it).
+    fn record(&self, storage_id: &str, files: Files) -> String {
+        use sha2::{Digest, Sha256};
+        let manifest: Vec<ManifestFile> = files
+            .iter()
+            .map(|(path, bytes)| ManifestFile {
+                path: path.clone(),
+                source: Default::default(),
+                size: bytes.len() as u64,
+                sha256: hex::encode(Sha256::digest(bytes)),
+            })
+            .collect();
+        let version = version_id(storage_id, &manifest);
+        self.versions.lock().unwrap().insert(version.clone(), files);
+        version
     }
 }
 
@@ -89,7 +143,7 @@ impl Vm0Api for Storages {
             name: "model".into(),
             current_version_id: self.head(),
             size: 0,
-            file_count: 0,
+            file_count: self.head_files().len() as u64,
             created_at: T0.into(),
             updated_at: T0.into(),
             current_version: None,
@@ -108,7 +162,19 @@ impl Vm0Api for Storages {
         id: &str,
         version: Option<&str>,
     ) -> Result<Download, ApiError> {
-        self.other.download(kind, id, version)
+        let files = version.and_then(|v| self.versions.lock().unwrap().get(v).cloned());
+        match files {
+            Some(files) if !files.is_empty() => {
+                let entries: Vec<(&str, &[u8])> = files
+                    .iter()
+                    .map(|(p, b)| (p.as_str(), b.as_slice()))
+                    .collect();
+                Ok(Download::TarGz(Box::new(std::io::Cursor::new(
+                    crate::api::fake::archive(&entries),
+                ))))
+            }
+            _ => self.other.download(kind, id, version),
+        }
     }
     fn create_storage(&self, kind: StorageKind, name: &str) -> Result<StorageDetail, ApiError> {
         self.other.create_storage(kind, name)
@@ -120,6 +186,7 @@ impl Vm0Api for Storages {
         request: &UploadRequest,
     ) -> Result<UploadResponse, ApiError> {
         *self.session.lock().unwrap() = request.files.clone();
+        self.put.lock().unwrap().clear();
         self.uploads.fetch_add(1, Ordering::SeqCst);
         if let Some(theirs) = self.head_during_upload.lock().unwrap().take() {
             self.set_head(&theirs);
@@ -139,10 +206,10 @@ impl Vm0Api for Storages {
             expires_at: T0.into(),
         })
     }
-    fn put_upload(&self, _t: &UploadTarget, file: &std::path::Path) -> Result<(), ApiError> {
-        std::fs::metadata(file)
-            .map(drop)
-            .map_err(|e| ApiError::transport("PUT", e.to_string()))
+    fn put_upload(&self, t: &UploadTarget, file: &std::path::Path) -> Result<(), ApiError> {
+        let bytes = std::fs::read(file).map_err(|e| ApiError::transport("PUT", e.to_string()))?;
+        self.put.lock().unwrap().insert(t.path.clone(), bytes);
+        Ok(())
     }
     fn commit(
         &self,
@@ -163,6 +230,13 @@ impl Vm0Api for Storages {
             })
             .collect();
         let version = version_id(id, &files);
+        if self.head().as_deref() == Some(version.as_str()) {
+            self.twice.fetch_add(1, Ordering::SeqCst);
+        }
+        let put = std::mem::take(&mut *self.put.lock().unwrap());
+        if put.len() == files.len() {
+            self.record(id, put);
+        }
         self.set_head(&version);
         self.commits.fetch_add(1, Ordering::SeqCst);
         if self.lose_next_reply.swap(false, Ordering::SeqCst) {
