@@ -24,6 +24,17 @@ use super::upload;
 use crate::api::Vm0Api;
 use crate::cache::ArchiveCache;
 
+/// The tree as the publisher reads it, at one instant: the one read of the stage a publish makes.
+pub(super) struct Snapshot {
+    /// The count of changes it is as of: a publish or rebase applies only while it is still the tree's.
+    pub generation: u64,
+    /// The version the changes are based on.
+    pub base: Option<String>,
+    pub files: Vec<Frozen>,
+    /// What it holds that no version can.
+    pub local: LocalOnly,
+}
+
 /// Called after a publish moved a volume's head, so that what caches the API's answers asks again.
 pub type HeadsMoved = Arc<dyn Fn() + Send + Sync>;
 
@@ -493,7 +504,7 @@ impl VolumeStage {
     }
 
     /// What the publisher uploads: every file and where its bytes are, with the generation and head they are of.
-    pub(super) fn freeze(&self) -> (u64, Option<String>, Vec<Frozen>, LocalOnly) {
+    pub(super) fn freeze(&self) -> Snapshot {
         let st = self.lock();
         let files = st
             .tree
@@ -507,12 +518,12 @@ impl VolumeStage {
                 },
             })
             .collect();
-        (
-            st.generation,
-            st.head.clone(),
+        Snapshot {
+            generation: st.generation,
+            base: st.head.clone(),
             files,
-            LocalOnly::of(&st.tree),
-        )
+            local: LocalOnly::of(&st.tree),
+        }
     }
 
     /// Records that the tree as of `generation` is `version`, now the head, and adopts it into the cache.
