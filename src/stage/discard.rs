@@ -6,11 +6,11 @@
 //! their writes would land nowhere. The stage object itself is marked discarded and forgotten by the mount; the
 //! next use of the volume makes a fresh one over the head. Nothing on the server changes: every version stays.
 
-use std::sync::Arc;
-
+use super::error::{Result, StageError, io_error};
 use super::manifest::LocalOnly;
 use super::overlay::Content;
-use super::{Phase, Result, Stage, StageError, VolumeStage, io_error};
+use super::status::Phase;
+use super::volume::VolumeStage;
 
 /// What a discard dropped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,29 +68,5 @@ impl VolumeStage {
     /// Whether `vm0fs discard` dropped this stage.
     pub(super) fn discarded(&self) -> bool {
         self.lock().discarded
-    }
-}
-
-impl Stage {
-    /// Drops the staged changes of `volume`; the next use of the volume shows its head.
-    pub fn discard(&self, volume: &Arc<VolumeStage>) -> Result<Discarded> {
-        let done = self.publisher.discard(volume)?;
-        let mut volumes = self.lock_volumes();
-        if volumes
-            .get(volume.storage_id())
-            .is_some_and(|v| Arc::ptr_eq(v, volume))
-        {
-            volumes.remove(volume.storage_id());
-        }
-        Ok(done)
-    }
-
-    /// The stage with changes of a volume named `name`, whether or not the server still lists it (a volume
-    /// deleted on the server keeps its staged changes, and `vm0fs sync` and `vm0fs discard` still reach them).
-    pub fn staged_named(&self, name: &str) -> Option<Arc<VolumeStage>> {
-        self.lock_volumes()
-            .values()
-            .find(|v| v.name == name && v.lock().journal.is_some())
-            .cloned()
     }
 }
