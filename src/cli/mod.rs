@@ -72,8 +72,11 @@ file). Without -f the log is vm0fs.log in the cache directory."
     Mount(MountArgs),
     /// Unmount a vm0fs mount
     #[command(
-        after_help = "Also clears a dead mount (`Transport endpoint is not connected`). Exit status 1 when \
-it cannot unmount (busy: use --lazy; not a mount point)."
+        after_help = "Returns once the process that served the mount has ended: it first publishes the volumes \
+with unpublished changes, and holds its cache directory until it ends, so `vm0fs unmount DIR && vm0fs mount DIR` \
+works. On a terminal it says what it waits for; Ctrl-C stops the waiting (the process finishes in the background) \
+and exits 130. --lazy does not wait. Also clears a dead mount (`Transport endpoint is not connected`). Exit status \
+1 when it cannot unmount (busy: use --lazy; not a mount point)."
     )]
     Unmount(UnmountArgs),
     /// Show your vm0fs mounts: API, uptime, cache use, downloads in flight with their progress
@@ -222,7 +225,8 @@ pub struct MountArgs {
 pub struct UnmountArgs {
     /// The mount point of a vm0fs mount, or any path inside one
     pub mountpoint: PathBuf,
-    /// Detach the mount even while it is busy (processes inside keep their open files)
+    /// Detach the mount even while it is busy (processes inside keep their open files); does not wait for its
+    /// process to end
     #[arg(short, long)]
     pub lazy: bool,
 }

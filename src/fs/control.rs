@@ -50,6 +50,10 @@ pub struct MountStatus {
     /// Each volume with staged changes or a recent publish: one line saying where it stands.
     #[serde(default)]
     pub volumes: Vec<String>,
+    /// The volumes (`volumes/<name>`) whose changes are not all published: what the process publishes at unmount
+    /// before it ends (what `vm0fs unmount` says it waits for). Absent from mounts older than this field.
+    #[serde(default)]
+    pub unpublished: Vec<String>,
     /// The publishes uploading now, with their bytes (what `vm0fs sync` draws its bar from). Absent from mounts
     /// older than this field.
     #[serde(default)]
@@ -116,6 +120,7 @@ impl Vm0Fs {
             volumes: self.stage().map(|s| s.status()).unwrap_or_default(),
             publishing: self.stage().map(|s| s.publishing()).unwrap_or_default(),
             requests: self.request_counts.get().map(|counts| counts.snapshot()),
+            unpublished: self.stage().map(|s| s.unpublished()).unwrap_or_default(),
         };
         let mut json = serde_json::to_vec_pretty(&status).unwrap_or_default();
         json.push(b'\n');
@@ -179,7 +184,10 @@ impl Vm0Fs {
                 } else {
                     Mode::Careful
                 };
-                let published = self.stage()?.publish(&volume, mode)?;
+                let published = self
+                    .stage()?
+                    .publish(&volume, mode)
+                    .map_err(|e| Error::new(e.errno, e.message))?;
                 published_line(name, &published)
             }
         };

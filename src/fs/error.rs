@@ -19,7 +19,6 @@ use tracing::Level;
 use crate::api::ApiError;
 use crate::cache::CacheError;
 use crate::errno::io_message;
-use crate::stage::PublishError;
 
 #[derive(Debug, Clone)]
 pub struct Error {
@@ -119,13 +118,6 @@ impl From<CacheError> for Error {
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
         Error::new(e.raw_os_error().unwrap_or(libc::EIO), io_message(&e)).caused_by(e)
-    }
-}
-
-/// A publish that did not happen: its message already names the volume and the step.
-impl From<PublishError> for Error {
-    fn from(e: PublishError) -> Self {
-        Error::new(e.errno, e.message)
     }
 }
 

@@ -390,6 +390,17 @@ impl Stage {
         vols.iter().filter_map(|v| v.status_line()).collect()
     }
 
+    /// The volumes (`volumes/<name>`) with changes not published yet: what an unmount publishes before the
+    /// process ends.
+    pub fn unpublished(&self) -> Vec<String> {
+        let mut labels: Vec<String> = (self.lock_volumes().values())
+            .filter(|v| v.dirty())
+            .map(|v| v.label())
+            .collect();
+        labels.sort();
+        labels
+    }
+
     /// The publishes uploading now: for each, `volumes/<name>` and its bytes sent of all it sends.
     pub fn publishing(&self) -> Vec<PublishProgress> {
         let vols: Vec<Arc<VolumeStage>> = self.lock_volumes().values().cloned().collect();
