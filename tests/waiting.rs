@@ -145,3 +145,83 @@ fn a_mount_on_a_cache_in_use_says_so_before_anything_else() {
     );
     assert!(!is_mounted(&mnt));
 }
+
+/// Runs `command` (a shell command line) on a terminal of its own (script(1)); returns its exit code and what it
+/// showed. Its input stays open until it has ended.
+fn on_a_terminal(command: &str) -> (Option<i32>, String) {
+    let mut script = Command::new("script")
+        .args(["-qfec", command, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run script(1)");
+    let shown = common::collect(script.stdout.take().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = script.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = script.kill();
+            panic!(
+                "`{command}` did not end within 120 s: {:?}",
+                shown.lock().unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // The drain thread may still hold the last bytes: wait (bounded) until the output stops growing.
+    let mut seen = usize::MAX;
+    while seen != shown.lock().unwrap().len() {
+        seen = shown.lock().unwrap().len();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let text = shown.lock().unwrap().clone();
+    (status.code(), text)
+}
+
+#[test]
+fn sync_with_the_api_down_says_what_it_retries_and_gives_up_at_its_timeout_naming_volume_api_and_cause()
+ {
+    let mut emu = Emulator::start(&["--seed", "demo"]);
+    let m = Mount::start(&emu, NO_AUTO_PUBLISH);
+    let vol = m.path("volumes/later");
+    std::fs::create_dir(&vol).unwrap();
+    std::fs::write(vol.join("a.txt"), "staged while the API is down\n").unwrap();
+    emu.stop_process();
+    let (code, shown) = on_a_terminal(&format!(
+        "{} sync --timeout 10 {}",
+        env!("CARGO_BIN_EXE_vm0fs"),
+        q(&vol)
+    ));
+    assert_eq!(code, Some(1), "{shown}");
+    assert!(
+        shown.contains("attempt 1 failed: volumes/later: ") && shown.contains("next attempt in"),
+        "on a terminal it says what it retries and when: {shown}"
+    );
+    let last = shown
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default();
+    for said in [
+        "vm0fs: volumes/later was not published: volumes/later: ",
+        " failed: ",
+        "gave up after",
+        &format!("[the VM0 API at {}]", emu.base_url()),
+        "the changes stay staged",
+    ] {
+        assert!(
+            last.contains(said),
+            "{said:?} is not in the last line: {shown}"
+        );
+    }
+    emu.start_again();
+    let published = common::volumes::sync(&vol);
+    assert_eq!(
+        published,
+        format!("volumes/later@{}", &head(&emu, "later").unwrap()[..8]),
+        "nothing was lost"
+    );
+}

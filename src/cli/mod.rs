@@ -105,7 +105,10 @@ rebased onto the new head and published together; when both sides changed the sa
 the command names the paths and exits with status 1, and the changes stay staged: then --force publishes the \
 local tree as it is (the head it replaces stays readable as volumes/<name>@<version>), or `vm0fs discard` drops \
 the changes. Also exits with status 1 and the reason when the API refuses or there is nothing to publish. Without \
-this, a changed volume is published after --commit-delay of quiet and at unmount."
+this, a changed volume is published after --commit-delay of quiet and at unmount. When the API cannot be reached \
+or fails, the publish is tried again a few times (about 45 s), or until --timeout; on a terminal the command says \
+what failed and when the next attempt is. The message it ends with names the volume, the API and the cause; the \
+changes stay staged."
     )]
     Sync(SyncArgs),
     /// Drop the staged changes of volumes: they show their head again
@@ -160,6 +163,18 @@ pub struct SyncArgs {
     /// paths (the head it replaces stays readable as volumes/<name>@<version>)
     #[arg(long)]
     pub force: bool,
+    /// Wait at most SECONDS for the publish: failures that may pass (the API cannot be reached, a server error)
+    /// are tried again until then. Without it, a few attempts over about 45 s
+    #[arg(long, value_name = "SECONDS", value_parser = parse_timeout)]
+    pub timeout: Option<f64>,
+}
+
+/// A `--timeout`: a number of seconds, zero or more.
+fn parse_timeout(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() && seconds >= 0.0 => Ok(seconds),
+        _ => Err(format!("{text:?} is not a number of seconds")),
+    }
 }
 
 #[derive(Args, Debug, Clone)]

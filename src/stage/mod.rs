@@ -75,6 +75,18 @@ pub struct PublishProgress {
     pub volume: String,
     pub done_bytes: u64,
     pub total_bytes: u64,
+    /// Set while `vm0fs sync`'s publish waits to try again (absent from mounts older than this field).
+    #[serde(default)]
+    pub retry: Option<RetryNote>,
+}
+
+/// A publish waiting to try again: how many attempts failed, why the last one did, and when the next starts.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RetryNote {
+    pub failed_attempts: u32,
+    pub cause: String,
+    /// When the next attempt starts, in milliseconds since the Unix epoch.
+    pub next_attempt_unix_ms: u64,
 }
 
 /// How the staging area is set up (`vm0fs mount` flags).
@@ -365,17 +377,19 @@ impl Stage {
     /// Publishes a volume now and waits: the new version's id, or why not.
     pub fn sync(&self, volume: &Arc<VolumeStage>) -> std::result::Result<String, PublishError> {
         self.publisher
-            .sync(volume, Mode::Careful)
+            .sync(volume, Mode::Careful, None)
             .map(|p| p.version)
     }
 
-    /// Publishes a volume now in `mode` and waits: the new version and the head it replaced, or why not.
+    /// Publishes a volume now in `mode` and waits: the new version and the head it replaced, or why not. A
+    /// failure that may pass is retried a few times, or with `timeout` for as long as it allows.
     pub fn publish(
         &self,
         volume: &Arc<VolumeStage>,
         mode: Mode,
+        timeout: Option<Duration>,
     ) -> std::result::Result<Published, PublishError> {
-        self.publisher.sync(volume, mode)
+        self.publisher.sync(volume, mode, timeout)
     }
 
     /// Tells the publisher that `volume` changed (its quiet period starts again).
@@ -410,6 +424,13 @@ impl Stage {
                     volume: v.label(),
                     done_bytes: done,
                     total_bytes: total,
+                    retry: None,
+                }),
+                Phase::Retrying(note) => Some(PublishProgress {
+                    volume: v.label(),
+                    done_bytes: 0,
+                    total_bytes: 0,
+                    retry: Some(note),
                 }),
                 _ => None,
             })
