@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# The vm0fs demo: builds, starts the local VM0 API emulator with demo data, mounts it, and shows the tree.
-# Everything lives under $VM0FS_DEMO_DIR (default /tmp/vm0fs-demo). With a terminal it keeps the mount until you
-# press Enter; without one (or with --no-wait) it cleans up at once. --keep leaves both running and says how to stop.
+# The vm0fs demo: builds, starts the local VM0 API emulator with demo data, mounts it, shows the tree, and then the
+# round trip: a file put into a new volume, `vm0fs sync`, a run whose request names that volume, its log followed
+# with `tail -f` until it ends, and the artifact it produced copied out with `cp -rL`. Each step is printed as the
+# command and its output. Everything lives under $VM0FS_DEMO_DIR (default /tmp/vm0fs-demo); $VM0FS_DEMO_BIN, when
+# set, is a directory holding vm0fs and vm0-emulator already built (no build then). With a terminal it keeps the
+# mount until you press Enter; without one (or with --no-wait) it cleans up at once. --keep leaves both running and
+# says how to stop.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,8 +23,12 @@ if ! command -v fusermount3 >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v 
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse3 >/dev/null
 fi
 
-cargo build --locked --workspace --bins
-bin=target/debug
+if [ -n "${VM0FS_DEMO_BIN:-}" ]; then
+  bin=$VM0FS_DEMO_BIN
+else
+  cargo build --locked --workspace --bins
+  bin=target/debug
+fi
 
 # A mount left by an earlier demo that was killed.
 if grep -q " $demo/mnt " /proc/self/mountinfo; then "$bin/vm0fs" unmount --lazy "$demo/mnt" || true; fi
@@ -53,10 +61,32 @@ show ls "$m/agents" "$m/volumes" "$m/artifacts"
 show sh -c "ls $m/runs | head -5"
 show cat "$m/agents/coder/agent.json"
 show cat "$m/runs/latest/status"
-show sh -c "head -5 $m/runs/latest/logs"
 show find "$m/volumes/input-data"
 show cat "$m/volumes/configs/app.yaml"
 show ls -l "$m/artifacts/report"
+
+echo
+echo "The round trip: a file into a new volume, published, read by a run; the run's artifact copied out."
+show mkdir "$m/volumes/demo-notes"
+show sh -c "echo 'Ship the demo on Friday.' > $m/volumes/demo-notes/notes.md"
+show "$bin/vm0fs" sync "$m/volumes/demo-notes"
+request='{"prompt": "Summarise notes.md", "volumes": {"demo-notes": "latest"}, "artifact_name": "demo-report"}'
+show sh -c "printf '%s\n' '$request' > $m/runs/new/coder.json"
+printf '\n$ %s\n' "cat $m/runs/new/coder.json"
+id=$(cat "$m/runs/new/coder.json")
+echo "$id"
+# `vm0fs wait` ends when the run does; `tail --pid` follows the log until then.
+"$bin/vm0fs" wait --timeout 120 "$m/runs/$id" >/dev/null &
+waiter=$!
+show tail -f --pid="$waiter" "$m/runs/$id/logs"
+wait "$waiter" || true
+show cat "$m/runs/$id/status"
+for _ in $(seq 1 100); do [ -L "$m/runs/$id/artifact" ] && break; sleep 0.1; done
+show ls -l "$m/runs/$id/artifact"
+rm -rf "$demo/out" && mkdir -p "$demo/out"
+show cp -rL "$m/runs/$id/artifact" "$demo/out/"
+show find "$demo/out"
+show cat "$demo/out/artifact/result.md"
 
 case "$mode" in
   keep) echo; echo "Left running. Stop with: $bin/vm0fs unmount $m && kill $emulator_pid" ;;

@@ -510,6 +510,34 @@ fn a_slow_api_check_says_what_it_waits_for() {
     );
 }
 
+/// A warning met while a background mount starts reaches the terminal before `vm0fs mount` returns, not only
+/// `vm0fs.log`: here, no `fusermount3`, so no auto-unmount.
+#[test]
+fn a_background_mount_prints_its_warnings_before_it_detaches() {
+    let emulator = Emulator::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let daemon = Daemon::guard(&mnt);
+    let out = run(
+        mount_command(&emulator, &mnt, &dir.path().join("cache"), &[])
+            .env("FUSERMOUNT_PATH", "/nonexistent/fusermount3"),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("vm0fs: warning: mounting with auto-unmount failed")
+            && err.contains("if vm0fs is killed, run `vm0fs unmount"),
+        "{err}"
+    );
+    let out = run(vm0fs().arg("unmount").arg(&mnt));
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        daemon.wait_exited(Duration::from_secs(15)),
+        "the daemon outlived its mount"
+    );
+}
+
 /// A proxy set in the environment is used, and named (without its credentials) when the API cannot be reached
 /// through it; NO_PROXY excludes the API's host.
 #[test]
@@ -545,4 +573,67 @@ fn an_unreachable_proxy_is_named_and_no_proxy_bypasses_it() {
         ],
     );
     assert!(mount.path("agents").is_dir());
+}
+
+/// `--help` and the man page list every `mount(8)` option the helper takes and lay the tree out as a list with
+/// writing volumes and `vm0fs sync`; `sync --help` gives the exit statuses the command returns.
+#[test]
+fn help_and_man_list_every_mount_option_and_the_writable_tree() {
+    let help = text(&run(vm0fs().arg("--help")).stdout);
+    let man = text(&run(vm0fs().arg("man")).stdout);
+    for page in [&help, &man] {
+        for option in [
+            "api_url=",
+            "token_file=",
+            "cache_dir=",
+            "cache_size=",
+            "max_archive_size=",
+            "max_archive_entries=",
+            "metadata_ttl=",
+            "commit_delay=",
+            "max_staged_size=",
+            "config=",
+        ] {
+            assert!(page.contains(option), "{option} missing from:\n{page}");
+        }
+        assert!(
+            page.contains("vm0fs sync volumes/<name>") && page.contains("mkdir volumes/<name>"),
+            "{page}"
+        );
+    }
+    assert!(
+        help.lines().any(|l| l.starts_with("  volumes/<name>/ "))
+            && help.lines().any(|l| l.starts_with("  runs/new/<agent> ")),
+        "the tree is a list, one path a line:\n{help}"
+    );
+    let sync_help = text(&run(vm0fs().args(["sync", "--help"])).stdout);
+    assert!(
+        sync_help.contains(
+            "Exit status: 0 when every volume named is published or had nothing to publish"
+        ) && !sync_help.contains("or there is nothing to publish"),
+        "{sync_help}"
+    );
+}
+
+/// What `sync --help` says: nothing to publish prints the head and exits 0.
+#[test]
+fn sync_with_nothing_to_publish_prints_the_head_and_exits_0() {
+    let emulator = Emulator::start(&["--seed", "demo"]);
+    let mount = Mount::start(&emulator, &["--commit-delay", "0"]);
+    let volume = mount.path("volumes/input-data");
+    let head = String::from_utf8(
+        std::process::Command::new("getfattr")
+            .args(["--only-values", "-n", "user.vm0.version"])
+            .arg(&volume)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let out = run(vm0fs().arg("sync").arg(&volume));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        text(&out.stdout).trim(),
+        format!("volumes/input-data@{}", &head.trim()[..8])
+    );
 }

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::emulator::{Emulator, FAST_RUNS};
-use common::mount::{Mount, q, sh, tail_f};
+use common::mount::{Mount, ok, q, sh, tail_f};
 use serde_json::Value;
 
 fn run_detail(emulator: &Emulator, id: &str) -> Value {
@@ -326,5 +326,25 @@ fn a_run_that_names_an_artifact_links_to_its_version() {
     assert!(
         String::from_utf8_lossy(&listing.stdout).contains("result.md"),
         "{listing:?}"
+    );
+    // The README's way out: `cp -rL` copies the files; plain `cp -r` copies the link (a dangling one outside).
+    let out = tempfile::tempdir().unwrap();
+    ok(&format!("cp -rL {} {}", q(&link), q(out.path())));
+    let copied = out.path().join("artifact/result.md");
+    assert!(
+        std::fs::symlink_metadata(&copied).unwrap().is_file(),
+        "{copied:?}"
+    );
+    assert!(
+        std::fs::read_to_string(&copied)
+            .unwrap()
+            .contains("make a report")
+    );
+    ok(&format!("cp -r {} {}/plain", q(&link), q(out.path())));
+    assert!(
+        std::fs::symlink_metadata(out.path().join("plain"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
     );
 }

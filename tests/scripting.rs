@@ -117,13 +117,44 @@ os.close(fd)
     assert_eq!(prompt_of(&emulator, &id), "same descriptor");
 }
 
+/// Distant relatives in one session read back the run id: a nephew (`tee` in a subshell), and cousins (each under
+/// its own `timeout`); a reader of another session fails with `ENOENT` instead of reading an empty file.
 #[test]
-fn vim_starts_from_an_empty_file_and_sends_only_what_was_typed() {
+fn a_run_id_is_read_back_by_distant_relatives_and_never_empty() {
+    let emulator = fast_emulator();
+    let mount = Mount::start(&emulator, &[]);
+    let file = q(&mount.path("runs/new/coder"));
+    let id = ok(&format!(
+        "(echo nephew | tee {file} >/dev/null); cat {file}"
+    ));
+    assert_eq!(prompt_of(&emulator, id.trim()), "nephew", "{id:?}");
+    let id = ok(&format!(
+        "timeout 20 sh -c \"echo cousin > {file}\"; timeout 10 cat {file}"
+    ));
+    assert_eq!(prompt_of(&emulator, id.trim()), "cousin", "{id:?}");
+    let out = sh(&format!("setsid -w cat {file}"));
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("No such file or directory"),
+        "{out:?}"
+    );
+    assert!(
+        mount.logged("runs/new/coder: no run was started through it by process"),
+        "{}",
+        mount.stderr()
+    );
+}
+
+#[test]
+fn vim_starts_from_an_empty_buffer_and_sends_only_what_was_typed() {
     let emulator = fast_emulator();
     let mount = Mount::start(&emulator, &[]);
     let file = mount.path("runs/new/coder");
-    // Someone else (another process tree) started a run through this file before.
-    ok(&format!("sh -c \"(printf 'earlier\\n' > {})\"", q(&file)));
+    // Someone else (another session) started a run through this file before.
+    ok(&format!(
+        "setsid -w sh -c \"printf 'earlier\\n' > {}\"",
+        q(&file)
+    ));
     let before = emulator.stats()["runs_created"].as_u64().unwrap();
     let out = Command::new("vim")
         .args([
@@ -137,7 +168,8 @@ fn vim_starts_from_an_empty_file_and_sends_only_what_was_typed() {
             "-c",
             "normal! iTyped in vim",
             "-c",
-            "wq",
+            // Nobody of this session wrote, so vim cannot read the file (`ENOENT`) and opens it read-only.
+            "wq!",
         ])
         .arg(&file)
         .output()

@@ -402,3 +402,72 @@ fn status_counts_the_requests_of_a_known_workload_by_opcode() {
         "{text}"
     );
 }
+
+/// Without `fusermount3` the mount is made twice (auto-unmount, then plain): the counters shown are those of the
+/// adapter that serves, and nothing warns that counters were set twice.
+#[test]
+fn status_counts_requests_of_a_mount_made_without_fusermount3() {
+    let emulator = Emulator::start(&["--seed", "demo"]);
+    let mount = Mount::start_with_env(
+        &emulator,
+        &[],
+        &[("FUSERMOUNT_PATH", "/nonexistent/fusermount3")],
+    );
+    std::fs::metadata(mount.path("volumes/input-data")).unwrap();
+    let status = status_json(&mount);
+    assert!(
+        status["requests"]["lookup"]["count"].as_u64().unwrap_or(0) >= 2,
+        "the lookups of volumes/ and input-data were counted: {status}"
+    );
+    assert!(mount.logged("mounting without it"));
+    assert!(
+        !mount.stderr().contains("already set"),
+        "{}",
+        mount.stderr()
+    );
+}
+
+/// The text of `vm0fs status` for a volume with local-only items: counts only of what there is, in words
+/// (`1 symlink, 1 empty directory`), no `(ies)`, and times to the second; `ls -l volumes` sizes the volume by its
+/// head (`user.vm0.size`) before and after.
+#[test]
+fn status_says_what_is_kept_locally_in_words_and_ls_sizes_the_volume_by_its_head() {
+    let emulator = Emulator::start(&["--seed", "demo"]);
+    let mount = Mount::start(&emulator, &["--commit-delay", "0"]);
+    let volume = mount.path("volumes/input-data");
+    let size = || std::fs::metadata(&volume).unwrap().len();
+    let head_size: u64 = ok(&format!(
+        "getfattr --only-values -n user.vm0.size {}",
+        q(&volume)
+    ))
+    .trim()
+    .parse()
+    .unwrap();
+    assert!(head_size > 0);
+    assert_eq!(size(), head_size);
+    std::os::unix::fs::symlink("README.md", volume.join("readme-link")).unwrap();
+    std::fs::create_dir(volume.join("empty")).unwrap();
+    assert_eq!(size(), head_size, "ls -l volumes with local-only items");
+    let text = ok(&format!(
+        "{} status {}",
+        q(Path::new(env!("CARGO_BIN_EXE_vm0fs"))),
+        q(mount.mountpoint())
+    ));
+    let line = text
+        .lines()
+        .find(|l| l.contains("volumes/input-data:"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains(": 1 symlink, 1 empty directory") && !line.contains("(ies)"),
+        "{line}"
+    );
+    assert!(!line.contains(" 0 ") && !line.contains("(s)"), "{line}");
+    let mounted_at = status_json(&mount)["mounted_at"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        mounted_at.len() == "2026-12-07T20:41:22Z".len() && mounted_at.ends_with('Z'),
+        "{mounted_at}"
+    );
+}

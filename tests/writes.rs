@@ -342,3 +342,67 @@ fn a_git_clone_and_a_vim_edit_are_published_and_check_out_clean(protocol: Protoc
     assert_eq!(status.trim(), "M README", "{status}");
     assert_eq!(versions(&emu, "cloned").len(), 1);
 }
+
+/// `setxattr(2)` of `name` on `path`; returns the errno.
+fn setxattr_errno(path: &std::path::Path, name: &str, value: &[u8]) -> i32 {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let name = std::ffi::CString::new(name).unwrap();
+    // SAFETY: valid C strings and a value buffer of the length given.
+    let n = unsafe {
+        libc::setxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(n, -1, "{name:?} cannot be set on {path:?}");
+    std::io::Error::last_os_error().raw_os_error().unwrap()
+}
+
+/// An access ACL in the kernel's xattr format: owner rw, user 65534 r, group r, mask r, others r (not
+/// expressible as a mode, so the kernel passes it on instead of turning it into a chmod).
+fn access_acl() -> Vec<u8> {
+    let mut value = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in [
+        (0x01u16, 6u16, u32::MAX),
+        (0x02, 4, 65534),
+        (0x04, 4, u32::MAX),
+        (0x10, 4, u32::MAX),
+        (0x20, 4, u32::MAX),
+    ] {
+        value.extend(tag.to_le_bytes());
+        value.extend(perm.to_le_bytes());
+        value.extend(id.to_le_bytes());
+    }
+    value
+}
+
+/// `cp -a` and `sed -i` set ACLs and security labels on every file they write; refusing them is routine (debug),
+/// while refusing another attribute stays a warning.
+#[test]
+fn refusing_an_acl_or_a_security_label_is_not_a_warning() {
+    let emu = emulator();
+    let mount = mount(&emu);
+    let file = mount.path("volumes/input-data/acl-probe.txt");
+    std::fs::write(&file, "x").unwrap();
+    assert_eq!(
+        setxattr_errno(&file, "system.posix_acl_access", &access_acl()),
+        libc::EOPNOTSUPP
+    );
+    assert_eq!(
+        setxattr_errno(&file, "security.selinux", b"system_u:object_r:tmp_t:s0\0"),
+        libc::EOPNOTSUPP
+    );
+    // Logged after the two above (each is logged before its answer), so once it shows, they would have too.
+    assert_eq!(setxattr_errno(&file, "user.other", b"x"), libc::EOPNOTSUPP);
+    assert!(mount.logged("\"user.other\""), "{}", mount.stderr());
+    let log = mount.stderr();
+    let noisy: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") && (l.contains("posix_acl") || l.contains("security.")))
+        .collect();
+    assert!(noisy.is_empty(), "{noisy:?}");
+}

@@ -39,22 +39,31 @@ const EXIT_USAGE: i32 = 2;
     long_about = "Mount the VM0 platform as files: agents, runs, volumes and artifacts become directories that \
 ordinary tools (ls, cp, diff, tail -f, grep -r) work on. The API token is read from VM0_API_KEY or from a token \
 file; other settings come from flags, the environment, and $XDG_CONFIG_HOME/vm0fs/config.toml.",
-    after_help = "The tree: agents/<name>/{agent.json,versions.json}. runs/ holds one directory per run id, newest \
-first (runs/latest links to the newest; 8 or more characters of an id reach a run too); runs/<id>/ has status, \
-run.json, prompt, logs (grows while the run runs), metrics.json, output, error (a failed or timed-out run's \
-error), artifact (a link to the artifact version it produced) and ctl (write `cancel`; reading it shows how). \
-Write a prompt to runs/new/<agent> and close it to start a run, then read the same file for its id (each writer \
-reads its own); runs/new/<agent>.json takes a JSON request body instead. volumes/<name>/ and artifacts/<name>/ \
-hold the files of the head version; <name>@<8+ hex> is a pinned version, <name>@latest the head, and \
-<name>@/ lists every version as a directory named by 8 hex characters of its id, newest first (mtime: when \
-it was made; size and message in user.vm0.size and user.vm0.message). Extended attributes: user.vm0.id, \
-user.vm0.version and user.vm0.size (getfattr -d). The hidden .vm0fs/ holds status (JSON for `vm0fs status`) and pins. \
-`vm0fs wait RUN` waits for runs to end.\n\n\
+    after_help = "The tree:\n\
+\x20 agents/<name>/            agent.json and versions.json\n\
+\x20 runs/<id>/                one directory per run, newest first; 8 or more characters of an id reach it too:\n\
+\x20                           status, run.json, prompt, logs (grows while the run runs; tail -f), metrics.json,\n\
+\x20                           output, error (of a failed or timed-out run), artifact (a link to the artifact\n\
+\x20                           version it produced: cp -rL to copy its files), ctl (write `cancel`)\n\
+\x20 runs/latest               a link to the newest run\n\
+\x20 runs/new/<agent>          write a prompt and close it to start a run; read it back for the run id (each\n\
+\x20                           writer reads its own); runs/new/<agent>.json takes a JSON request body\n\
+\x20 volumes/<name>/           the head version's files, writable: cp, mkdir, rm, editors; a changed volume is\n\
+\x20                           published as a new version after --commit-delay of quiet, at unmount, or now with\n\
+\x20                           `vm0fs sync volumes/<name>`; mkdir volumes/<name> makes a new volume\n\
+\x20 artifacts/<name>/         the head version's files, read-only\n\
+\x20 <name>@<8+ hex>, @latest  a pinned version, and the head, read-only (in volumes/ and artifacts/)\n\
+\x20 <name>@/                  every version as a directory named by 8 hex characters of its id, newest first\n\
+\x20                           (mtime: when it was made; size and message in user.vm0.size, user.vm0.message)\n\
+\x20 .vm0fs/                   hidden: status (JSON for `vm0fs status`) and pins\n\n\
+Extended attributes: user.vm0.id, user.vm0.version and user.vm0.size (getfattr -d). `vm0fs wait RUN` waits for \
+runs to end.\n\n\
 mount(8) form: vm0fs SOURCE MOUNTPOINT [-o OPTIONS] is what `mount -t fuse.vm0fs` runs: \
 SOURCE is an http(s) API URL or any word (vm0); OPTIONS are the mount flags written key=value with underscores \
-(api_url=, token_file=, cache_dir=, cache_size=, max_archive_size=, max_archive_entries=, metadata_ttl=, config=, \
-allow_other, ro, nonempty, noexec, verbose), and generic mount options (defaults, rw, nodev, nosuid, noatime, _netdev, nofail, \
-noauto, user, x-*, ...) are ignored. It mounts in the background, like `vm0fs mount`."
+(api_url=, token_file=, cache_dir=, cache_size=, max_archive_size=, max_archive_entries=, metadata_ttl=, \
+commit_delay=, max_staged_size=, config=, allow_other, ro, nonempty, noexec, verbose), and generic mount options \
+(defaults, rw, nodev, nosuid, noatime, _netdev, nofail, noauto, user, x-*, ...) are ignored. It mounts in the \
+background, like `vm0fs mount`."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -104,11 +113,14 @@ version. When the head moved on the server since the changes were based on it, c
 rebased onto the new head and published together; when both sides changed the same paths, nothing is published, \
 the command names the paths and exits with status 1, and the changes stay staged: then --force publishes the \
 local tree as it is (the head it replaces stays readable as volumes/<name>@<version>), or `vm0fs discard` drops \
-the changes. Also exits with status 1 and the reason when the API refuses or there is nothing to publish. Without \
+the changes. A volume with nothing to publish prints the head it shows (volumes/<name>@<8 hex>). Without \
 this, a changed volume is published after --commit-delay of quiet and at unmount. When the API cannot be reached \
 or fails, the publish is tried again a few times (about 45 s), or until --timeout; on a terminal the command says \
 what failed and when the next attempt is. The message it ends with names the volume, the API and the cause; the \
-changes stay staged."
+changes stay staged.",
+        after_help = "Exit status: 0 when every volume named is published or had nothing to publish; 1 when any \
+was not (a conflict, an API refusal or failure, a PATH outside a volume's head, a new volume holding no files); 2 \
+for a usage error."
     )]
     Sync(SyncArgs),
     /// Drop the staged changes of volumes: they show their head again

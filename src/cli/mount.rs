@@ -3,7 +3,8 @@
 //! Without `-f` the command forks before anything starts a thread (the HTTP client runs one), and the parent waits
 //! on a pipe until the child reports that the mount is live (`OK`) or why it is not (`ERR <message>`); so `vm0fs
 //! mount` returns with the mount usable, or fails with the real reason and a non-zero status. While the API check
-//! is slow the child sends `WAIT <message>` lines, which the parent prints, so nobody stares at a silent terminal.
+//! is slow the child sends `WAIT <message>` lines, which the parent prints, so nobody stares at a silent terminal;
+//! each warning logged before `OK` is also sent (`WARN <message>`) and printed, so that it is seen, not only logged.
 //! The child logs to `vm0fs.log` in the cache directory. With `-f`, systemd is told `READY=1` and `STOPPING=1`
 //! (see `notify.rs`). SIGINT and SIGTERM unmount cleanly; the mount asks `fusermount3` to auto-unmount, so even
 //! `kill -9` leaves no dead mount behind (where `fusermount3` is missing it warns and mounts without that net).
@@ -55,7 +56,7 @@ pub fn run(args: &MountArgs, matches: &ArgMatches) -> i32 {
         Err(message) => return usage_error(&message),
     };
     if settings.foreground {
-        init_logging(settings.verbose, None);
+        init_logging(settings.verbose, None, None);
         let waiting = |message: &str| eprintln!("vm0fs: {message}");
         let result = serve(&settings, &prepared, &token, &waiting, |_| {
             notify("READY=1")
@@ -237,7 +238,8 @@ fn mountpoint_error(path: &Path, e: &std::io::Error) -> String {
     }
 }
 
-fn init_logging(verbose: u8, log_file: Option<File>) {
+fn init_logging(verbose: u8, log_file: Option<File>, to_parent: Option<WarningsToParent>) {
+    use tracing_subscriber::prelude::*;
     let default = match verbose {
         0 => "vm0fs=info,warn",
         1 => "vm0fs=debug,info",
@@ -245,14 +247,57 @@ fn init_logging(verbose: u8, log_file: Option<File>) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("VM0FS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let registry = tracing_subscriber::registry().with(filter).with(to_parent);
     let _ = match log_file {
-        Some(file) => builder
-            .with_ansi(false)
-            .with_writer(std::sync::Mutex::new(file))
+        Some(file) => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
+                    .with_writer(std::sync::Mutex::new(file)),
+            )
             .try_init(),
-        None => builder.with_writer(std::io::stderr).try_init(),
+        None => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .try_init(),
     };
+}
+
+/// The pipe to the waiting parent of a background mount: `None` once the parent is gone.
+type Report = Arc<std::sync::Mutex<Option<File>>>;
+
+/// Sends one line to the parent, if it still waits. One message per line: the parent reads lines.
+fn tell_parent(report: &Report, line: &str) {
+    let mut report = report.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(file) = report.as_mut() {
+        let _ = file.write_all(format!("{}\n", line.replace('\n', " ")).as_bytes());
+    }
+}
+
+/// A logging layer that also sends each warning to the parent of a background mount (`WARN <message>`) while it
+/// waits, so that a warning met while mounting (no `fusermount3`, say) reaches the terminal, not only the log.
+struct WarningsToParent(Report);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for WarningsToParent {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        // Errors end the mount and reach the parent as `ERR`.
+        if *event.metadata().level() != tracing::Level::WARN {
+            return;
+        }
+        let mut message = MessageText(String::new());
+        event.record(&mut message);
+        tell_parent(&self.0, &format!("WARN {}", message.0));
+    }
+}
+
+/// The `message` field of an event, as text.
+struct MessageText(String);
+
+impl tracing::field::Visit for MessageText {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0 = format!("{value:?}");
+        }
+    }
 }
 
 /// Checks the API, opens the cache, mounts, calls `ready` once the mount is live, and serves until unmounted.
@@ -522,7 +567,7 @@ fn daemonize(settings: &Settings, prepared: &Prepared, token: &str) -> i32 {
     }
 }
 
-/// Serves in the child, telling the parent over `report`: `WAIT <message>` lines, then `OK` or `ERR <message>`.
+/// Serves in the child, telling the parent over `report`: `WAIT` and `WARN` lines, then `OK` or `ERR <message>`.
 fn run_child(
     settings: &Settings,
     prepared: &Prepared,
@@ -539,15 +584,13 @@ fn run_child(
         libc::dup2(log.as_raw_fd(), 1);
         libc::dup2(log.as_raw_fd(), 2);
     }
-    init_logging(settings.verbose, Some(log));
-    let report = std::sync::Mutex::new(Some(report));
-    let say = |line: &str| {
-        let mut report = report.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(file) = report.as_mut() {
-            // One message per line: the parent reads lines.
-            let _ = file.write_all(format!("{}\n", line.replace('\n', " ")).as_bytes());
-        }
-    };
+    let report: Report = Arc::new(std::sync::Mutex::new(Some(report)));
+    init_logging(
+        settings.verbose,
+        Some(log),
+        Some(WarningsToParent(report.clone())),
+    );
+    let say = |line: &str| tell_parent(&report, line);
     let waiting = |message: &str| {
         tracing::info!("{message}");
         say(&format!("WAIT {message}"));
@@ -567,7 +610,7 @@ fn run_child(
     }
 }
 
-/// Prints the child's `WAIT` lines until it says `OK` (the mount is live) or `ERR`, or dies.
+/// Prints the child's `WAIT` and `WARN` lines until it says `OK` (the mount is live) or `ERR`, or dies.
 fn wait_for_child(from_child: File, log_path: &Path) -> i32 {
     for line in BufReader::new(from_child).lines() {
         let Ok(line) = line else { break };
@@ -578,6 +621,8 @@ fn wait_for_child(from_child: File, log_path: &Path) -> i32 {
             return EXIT_FAILURE;
         } else if let Some(message) = line.strip_prefix("WAIT ") {
             eprintln!("vm0fs: {message}");
+        } else if let Some(message) = line.strip_prefix("WARN ") {
+            eprintln!("vm0fs: warning: {message}");
         }
     }
     eprintln!(

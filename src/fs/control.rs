@@ -109,18 +109,21 @@ impl Vm0Fs {
             pid: std::process::id(),
             mountpoint: self.config.mountpoint.clone(),
             api_url: self.config.api_url.clone(),
-            mounted_at: chrono::DateTime::<chrono::Utc>::from(self.mounted_at).to_rfc3339(),
+            mounted_at: to_the_second(self.mounted_at),
             uptime_secs: uptime.as_secs_f64(),
             inodes: Some(self.inodes.len()),
-            api_unreachable_since: self
-                .meta
-                .unreachable_since()
-                .map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339()),
+            api_unreachable_since: self.meta.unreachable_since().map(to_the_second),
             cache: self.cache.status(),
-            volumes: self.stage().map(|s| s.status()).unwrap_or_default(),
-            publishing: self.stage().map(|s| s.publishing()).unwrap_or_default(),
+            volumes: self.volumes.stage().map(|s| s.status()).unwrap_or_default(),
+            publishing: self
+                .volumes
+                .stage()
+                .map(|s| s.publishing())
+                .unwrap_or_default(),
             requests: self.request_counts.get().map(|counts| counts.snapshot()),
-            unpublished: self.stage().map(|s| s.unpublished()).unwrap_or_default(),
+            unpublished: (self.volumes.stage())
+                .map(|s| s.unpublished())
+                .unwrap_or_default(),
         };
         let mut json = serde_json::to_vec_pretty(&status).unwrap_or_default();
         json.push(b'\n');
@@ -186,10 +189,9 @@ impl Vm0Fs {
                 } else {
                     Mode::Careful
                 };
-                let published = self
-                    .stage()?
+                let published = (self.volumes.stage()?)
                     .publish(&volume, mode, timeout)
-                    .map_err(|e| self.publish_failed(e))?;
+                    .map_err(|e| self.naming_the_api(e))?;
                 published_line(name, &published)
             }
         };
@@ -197,35 +199,32 @@ impl Vm0Fs {
         Ok(said)
     }
 
-    /// A publish that did not happen; one that may pass names the API it could not get through to, and says that
-    /// nothing is lost.
-    fn publish_failed(&self, e: PublishError) -> Error {
-        if !e.retryable {
-            return Error::new(e.errno, e.message);
-        }
-        Error::new(
-            e.errno,
-            format!(
+    /// A publish that did not happen; one that may pass also names the API it could not get through to, and says
+    /// that nothing is lost.
+    fn naming_the_api(&self, mut e: PublishError) -> PublishError {
+        if e.retryable {
+            e.message = format!(
                 "{} [the VM0 API at {}]; the changes stay staged: `vm0fs sync` again once it answers, or they are \
                  published at unmount",
                 e.message, self.config.api_url
-            ),
-        )
+            );
+        }
+        e
     }
 
     /// The stage of volume `name`; for a volume the server no longer lists, the one its staged changes are in.
     fn volume_with_changes(&self, name: &str) -> Result<Arc<VolumeStage>> {
-        match self.volume_by_name(name) {
-            Err(e) if e.errno == libc::ENOENT => self.stage()?.staged_named(name).ok_or(e),
+        match self.volumes.by_name(name) {
+            Err(e) if e.errno == libc::ENOENT => self.volumes.stage()?.staged_named(name).ok_or(e),
             other => other,
         }
     }
 
     /// `vm0fs discard`: drops the staged changes and says what the view shows now.
     fn discard_volume(&self, name: &str, volume: &Arc<VolumeStage>) -> Result<String> {
-        let dropped = self.stage()?.discard(volume)?;
+        let dropped = self.volumes.stage()?.discard(volume)?;
         self.meta.storages_changed(StorageKind::Volume);
-        let now = match self.volume_by_name(name).map(|v| v.head()) {
+        let now = match self.volumes.by_name(name).map(|v| v.head()) {
             Ok(Some(head)) => format!("it shows its head volumes/{name}@{} again", short(&head)),
             Ok(None) => "it shows its head again (the volume has no version yet)".to_string(),
             Err(e) if e.errno == libc::ENOENT => {
@@ -233,10 +232,20 @@ impl Vm0Fs {
             }
             Err(e) => format!("its head cannot be read now ({})", e.message),
         };
+        let local = if dropped.local.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", and what existed on this machine only: {}",
+                dropped.local.counts()
+            )
+        };
         Ok(if dropped.had_changes {
             format!(
-                "volumes/{name}: dropped the staged changes ({} staged file(s), {} bytes); {now}",
-                dropped.files, dropped.bytes
+                "volumes/{name}: dropped the staged changes ({} staged file{}, {} bytes{local}); {now}",
+                dropped.files,
+                if dropped.files == 1 { "" } else { "s" },
+                dropped.bytes
             )
         } else {
             format!("volumes/{name}: nothing was staged; {now}")
@@ -360,6 +369,11 @@ fn usage(what: &str) -> Error {
              `unpin artifacts/<name>[@<version>]`, one per line"
         ),
     )
+}
+
+/// A time as people read it in a status: RFC 3339, UTC, to the second (`2026-12-07T20:41:22Z`).
+fn to_the_second(time: SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(time).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 #[cfg(test)]

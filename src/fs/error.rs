@@ -19,6 +19,7 @@ use tracing::Level;
 use crate::api::ApiError;
 use crate::cache::CacheError;
 use crate::errno::io_message;
+use crate::stage::{PublishError, StageError};
 
 #[derive(Debug, Clone)]
 pub struct Error {
@@ -112,6 +113,19 @@ impl From<ApiError> for Error {
 impl From<CacheError> for Error {
     fn from(e: CacheError) -> Self {
         Error::new(e.errno(), e.to_string()).caused_by(e)
+    }
+}
+
+impl From<StageError> for Error {
+    fn from(e: StageError) -> Self {
+        Error::new(e.errno(), e.message)
+    }
+}
+
+/// A publish that did not happen: its message already names the volume and the step.
+impl From<PublishError> for Error {
+    fn from(e: PublishError) -> Self {
+        Error::new(e.errno(), e.message)
     }
 }
 

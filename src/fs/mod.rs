@@ -28,6 +28,7 @@ mod tests;
 mod tree;
 mod ttl;
 mod types;
+mod volumes;
 mod waiting;
 mod writes;
 
@@ -42,7 +43,7 @@ pub use types::{Attr, DirEntry, FileKind, FsConfig, Invalidator, NAME_MAX, Opene
 
 use crate::api::Vm0Api;
 use crate::cache::ArchiveCache;
-use crate::stage::{Stage, StageConfig};
+use crate::stage::StageConfig;
 use handles::{Handle, Handles};
 use inodes::{InodeTable, Node};
 use meta::Meta;
@@ -50,6 +51,7 @@ use runs::live_logs::LiveLogs;
 use runs::outcomes::Outcomes;
 pub use saved::Saved;
 use tree::RunNode;
+use volumes::Volumes;
 
 /// The filesystem core: one per mount, shared by every worker thread.
 ///
@@ -81,8 +83,8 @@ pub struct Vm0Fs {
     handles: Handles,
     config: FsConfig,
     mounted_at: SystemTime,
-    /// The staging area of writable volumes, or why it could not be opened.
-    stage: std::result::Result<Arc<Stage>, String>,
+    /// The writable volumes: the gateway to the stage.
+    volumes: Volumes,
 }
 
 impl Vm0Fs {
@@ -97,23 +99,9 @@ impl Vm0Fs {
             config.metadata_ttl,
             Saved::new(&cache.status().dir),
         ));
-        // A publish moves a head: the volumes listing is asked again, so the head view reads the new version.
-        let listing = Arc::downgrade(&meta);
-        let heads_moved = Arc::new(move || {
-            if let Some(meta) = listing.upgrade() {
-                meta.storages_changed(crate::api::models::StorageKind::Volume);
-            }
-        });
-        let stage = Stage::open(stage_config, api, cache.clone(), heads_moved).map_err(|e| {
-            let why = format!(
-                "the staging area in {} cannot be opened: {e}",
-                cache.dir().display()
-            );
-            tracing::error!("{why}");
-            why
-        });
+        let volumes = Volumes::open(stage_config, api, &cache, &meta);
         Vm0Fs {
-            stage,
+            volumes,
             meta,
             live_logs: LiveLogs::new(Saved::new(&cache.status().dir)),
             new_run_outcomes: Outcomes::new(),
@@ -188,13 +176,14 @@ impl Vm0Fs {
 
     /// Opens a file for thread `pid`. What can be opened for writing is a file of a writable volume, `runs/new/`,
     /// a run's `ctl`, `.vm0fs/pins` and `.vm0fs/sync`; asking to write anything else is `EACCES`. Reading
-    /// `runs/new/<agent>` shows what the reader's own write came to (`runs::outcomes`).
+    /// `runs/new/<agent>` shows what the reader's own write came to (`runs::outcomes`), or fails with `ENOENT`
+    /// when nobody of the reader's session wrote.
     pub fn open(&self, ino: u64, flags: i32, pid: u32) -> Result<Opened> {
         let node = self.node(ino)?;
         if let (Node::Runs(RunNode::NewRun { agent, .. }), libc::O_RDONLY) =
             (&node, flags & libc::O_ACCMODE)
         {
-            return Ok(self.open_new_run_outcome(agent, pid));
+            return self.open_new_run_outcome(agent, pid);
         }
         if flags & libc::O_ACCMODE != libc::O_RDONLY {
             if let Some(handle) = node.namespace().open_write(self)? {
@@ -275,12 +264,8 @@ impl Vm0Fs {
     pub fn release(&self, fh: u64) {
         match self.handles.remove(fh) {
             Some(Handle::Log(run_id)) => self.live_logs.closed(&run_id),
-            Some(Handle::Staged(h)) => {
-                h.volume.close_write();
-                if let Ok(stage) = self.stage() {
-                    stage.note_change(&h.volume);
-                }
-            }
+            // The writer's drop (with the handle's last reference) gives the count back and tells the publisher.
+            Some(Handle::Staged(h)) => drop(h),
             Some(Handle::NewRun(write)) => {
                 if let Err(e) = self.start_run(&write) {
                     tracing::warn!("{}", e.chain());
@@ -329,7 +314,7 @@ impl Vm0Fs {
                 self.control_command(data)?;
                 Ok(data.len() as u32)
             }
-            Handle::Staged(h) => Ok(h.volume.write(&h.writer, offset, data)? as u32),
+            Handle::Staged(h) => Ok(h.writer.write_at(offset, data)? as u32),
             Handle::Sync(outcome) => {
                 self.sync_command(data, &outcome)?;
                 Ok(data.len() as u32)
@@ -343,11 +328,7 @@ impl Vm0Fs {
     /// other processes (a `sleep` forked by the writing shell closes its copy of the descriptor) start nothing.
     pub fn flush(&self, fh: u64, pid: u32) -> Result<()> {
         match self.handles.get(fh) {
-            Ok(Handle::Staged(h)) => self.fsync(fh).inspect(|_| {
-                if let Ok(stage) = self.stage() {
-                    stage.note_change(&h.volume);
-                }
-            }),
+            Ok(Handle::Staged(_)) => self.fsync(fh),
             Ok(Handle::NewRun(write)) => self.flush_new_run(&write, pid),
             _ => Ok(()),
         }
@@ -523,6 +504,17 @@ impl Vm0Fs {
 
     /// `setxattr`/`removexattr`: in a volume only `user.vm0.*` names exist, and those are read-only.
     pub fn refuse_xattr_change(&self, ino: u64, name: &OsStr) -> Error {
+        let refused = self.xattr_change_refusal(ino, name);
+        // `cp -a`, `sed -i` and `rsync -A` set ACLs and security labels on every file they write: refusing those
+        // is routine, not worth a warning per file.
+        if is_acl_or_label(name) {
+            refused.at_level(tracing::Level::DEBUG)
+        } else {
+            refused
+        }
+    }
+
+    fn xattr_change_refusal(&self, ino: u64, name: &OsStr) -> Error {
         match self.node(ino) {
             Ok(node)
                 if node.namespace().holds_volume_content()
@@ -554,7 +546,7 @@ impl Vm0Fs {
 
     /// At unmount: publishes what is staged, waiting at most `within`; logs the volumes that stay staged.
     pub fn publish_staged(&self, within: Duration) {
-        let Ok(stage) = self.stage() else {
+        let Ok(stage) = self.volumes.stage() else {
             return;
         };
         let left = stage.shutdown(within);
@@ -574,4 +566,10 @@ impl Vm0Fs {
             Err(e) => e,
         }
     }
+}
+
+/// An attribute that carries an ACL (`system.posix_acl_*`) or a security label (`security.*`, e.g. SELinux).
+fn is_acl_or_label(name: &OsStr) -> bool {
+    let name = name.as_encoded_bytes();
+    name.starts_with(b"system.posix_acl_") || name.starts_with(b"security.")
 }

@@ -7,8 +7,8 @@
 //! next use of the volume makes a fresh one over the head. Nothing on the server changes: every version stays.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
+use super::manifest::LocalOnly;
 use super::overlay::Content;
 use super::{Phase, Result, Stage, StageError, VolumeStage, io_error};
 
@@ -20,6 +20,8 @@ pub struct Discarded {
     pub bytes: u64,
     /// Whether there was anything staged at all.
     pub had_changes: bool,
+    /// What a version cannot hold, dropped with the rest (it existed on this machine only).
+    pub local: LocalOnly,
 }
 
 impl VolumeStage {
@@ -43,6 +45,7 @@ impl VolumeStage {
             .count();
         let bytes = st.staged_bytes(&self.layout);
         let had_changes = st.journal.is_some();
+        let local = LocalOnly::of(&st.tree);
         self.layout
             .remove()
             .map_err(|e| io_error(&format!("{}: deleting its staged changes", self.label()), e))?;
@@ -51,14 +54,14 @@ impl VolumeStage {
         if had_changes && let Some(v) = st.base_version.take() {
             self.hold_base(&v, false);
         }
-        let freed = bytes.min(self.staged_bytes.load(Ordering::Relaxed));
-        self.staged_bytes.fetch_sub(freed, Ordering::Relaxed);
+        self.space.release(bytes);
         drop(st);
         self.set_phase(Phase::Clean);
         Ok(Discarded {
             files,
             bytes,
             had_changes,
+            local,
         })
     }
 

@@ -118,15 +118,36 @@ impl LocalOnly {
     pub fn is_empty(&self) -> bool {
         *self == LocalOnly::default()
     }
+
+    /// What there is, in words, leaving out what there is none of: `1 symlink, 2 empty directories`.
+    pub fn counts(&self) -> String {
+        let counted = |n: usize, one: &str, many: &str| match n {
+            0 => None,
+            1 => Some(format!("1 {one}")),
+            n => Some(format!("{n} {many}")),
+        };
+        let kinds: Vec<String> = [
+            counted(self.symlinks, "symlink", "symlinks"),
+            counted(self.empty_dirs, "empty directory", "empty directories"),
+            counted(
+                self.modes,
+                "file mode other than 0644",
+                "file modes other than 0644",
+            ),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        kinds.join(", ")
+    }
 }
 
 impl std::fmt::Display for LocalOnly {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "kept on this machine only (a version holds regular files with mode 0644): {} symlink(s), \
-             {} empty director(ies), {} file mode(s) other than 0644",
-            self.symlinks, self.empty_dirs, self.modes
+            "kept on this machine only (a version holds regular files with mode 0644): {}",
+            self.counts()
         )
     }
 }

@@ -422,8 +422,20 @@ fn write_run_artifact(ctx: &Ctx, st: &mut State, i: usize) {
         }
     }
     let r = &st.runs[i];
+    // The volumes the run was given, as resolved when it started: what a round trip put in shows in what came out.
+    let volumes: String = r
+        .volumes
+        .iter()
+        .flatten()
+        .map(|(name, version)| format!("- volumes/{name}@{}\n", &version[..version.len().min(8)]))
+        .collect();
+    let volumes = if volumes.is_empty() {
+        String::new()
+    } else {
+        format!("\n## Volumes read\n\n{volumes}")
+    };
     let result = format!(
-        "# Result of run {}\n\nAgent: {}\n\n## Prompt\n\n{}\n\n## Output\n\n{}\n",
+        "# Result of run {}\n\nAgent: {}\n\n## Prompt\n\n{}\n{volumes}\n## Output\n\n{}\n",
         r.id,
         r.agent_name,
         r.prompt,

@@ -62,17 +62,30 @@ impl NewRunWrite {
 }
 
 impl Vm0Fs {
-    /// `runs/new/<agent>` opened read-only by thread `pid`: what the reader's own write came to (`outcomes`).
-    pub(in crate::fs) fn open_new_run_outcome(&self, agent: &str, pid: u32) -> Opened {
-        let shown = self
+    /// `runs/new/<agent>` opened read-only by thread `pid`: what the reader's own write came to (`outcomes`);
+    /// `ENOENT`, logged, when neither a relative of the reader nor its session wrote (an empty file would read as
+    /// a run started without an id, and a retry would start a second one).
+    pub(in crate::fs) fn open_new_run_outcome(&self, agent: &str, pid: u32) -> Result<Opened> {
+        let Some(shown) = self
             .new_run_outcomes
-            .for_reader(agent, Caller::of_thread(pid));
+            .for_reader(agent, Caller::of_thread(pid))
+        else {
+            return Err(Error::new(
+                libc::ENOENT,
+                format!(
+                    "runs/new/{agent}: no run was started through it by process {pid}, its relatives or its \
+                     session, so there is no run id to read back; write a prompt to it first (`echo … > \
+                     runs/new/{agent}`), then read it from the same shell or script"
+                ),
+            )
+            .at_level(tracing::Level::INFO));
+        };
         let fh = self.handles.insert(Handle::Content(Arc::new(shown)));
-        Opened {
+        Ok(Opened {
             fh,
             direct_io: true,
             keep_cache: false,
-        }
+        })
     }
 
     /// Read back through the descriptor that wrote: the run starts now, and this is its outcome.
