@@ -75,8 +75,9 @@ pub struct PublishProgress {
     pub volume: String,
     pub done_bytes: u64,
     pub total_bytes: u64,
-    /// Set while `vm0fs sync`'s publish waits to try again (absent from mounts older than this field).
-    #[serde(default)]
+    /// Set while `vm0fs sync`'s publish waits to try again; absent otherwise (and from mounts older than this
+    /// field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryNote>,
 }
 
