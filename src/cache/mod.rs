@@ -47,16 +47,15 @@ mod extract;
 mod flight;
 mod index;
 mod layout;
+mod lock;
 mod progress;
 
 #[cfg(test)]
 mod tests;
 
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::sync::{Mutex, MutexGuard};
@@ -164,13 +163,19 @@ const SYNC_DELAY: Duration = Duration::from_secs(30);
 const SYNC_TICK: Duration = Duration::from_secs(5);
 
 impl ArchiveCache {
+    /// Fails with `WouldBlock`, naming the process, if another process has the cache directory `dir` open; takes
+    /// nothing (see `lock`).
+    pub fn check_free(dir: &Path) -> io::Result<()> {
+        lock::check_free(dir)
+    }
+
     /// Creates `dir` (mode 0700) if needed, removes staging leftovers from a crash, indexes complete entries.
     ///
     /// Fails with `WouldBlock` if another process has this cache directory open.
     pub fn open(config: CacheConfig) -> io::Result<ArchiveCache> {
         let layout = Layout::new(config.dir);
         layout.create_dirs()?;
-        let lock = lock_exclusive(&layout)?;
+        let lock = lock::lock_exclusive(&layout)?;
         layout.clear_staging()?;
         let mut found = layout.scan()?;
         found.sort_by_key(|(_, used, _)| *used);
@@ -706,31 +711,4 @@ fn again_if_unwanted<T>(op: impl Fn() -> Result<T, CacheError>) -> Result<T, Cac
 /// Whether `rel` is a non-empty relative path of plain names (no `..`, no root, no `.`).
 fn is_plain_relative(rel: &Path) -> bool {
     rel.components().next().is_some() && rel.components().all(|c| matches!(c, Component::Normal(_)))
-}
-
-/// Takes an exclusive `flock` on `<dir>/lock`, failing at once if another process holds it.
-fn lock_exclusive(layout: &Layout) -> io::Result<File> {
-    let path = layout.lock_file();
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)?;
-    // SAFETY: flock only uses the descriptor, which `file` keeps open.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let err = io::Error::last_os_error();
-        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            return Err(io::Error::new(
-                io::ErrorKind::WouldBlock,
-                format!(
-                    "the cache directory {} is in use by another vm0fs process; give each mount its own cache directory",
-                    layout.root().display()
-                ),
-            ));
-        }
-        return Err(err);
-    }
-    Ok(file)
 }

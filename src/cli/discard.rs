@@ -19,7 +19,7 @@ pub struct DiscardArgs {
 pub fn run(args: &DiscardArgs) -> i32 {
     let mut failed = false;
     for path in &args.paths {
-        match sync_one(path, Some("discard")) {
+        match sync_one(path, Some("discard"), None) {
             Ok(line) => println!("{line}"),
             Err(message) => {
                 eprintln!("vm0fs: {message}");

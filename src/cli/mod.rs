@@ -81,8 +81,11 @@ file). Without -f the log is vm0fs.log in the cache directory."
     Mount(MountArgs),
     /// Unmount a vm0fs mount
     #[command(
-        after_help = "Also clears a dead mount (`Transport endpoint is not connected`). Exit status 1 when \
-it cannot unmount (busy: use --lazy; not a mount point)."
+        after_help = "Returns once the process that served the mount has ended: it first publishes the volumes \
+with unpublished changes, and holds its cache directory until it ends, so `vm0fs unmount DIR && vm0fs mount DIR` \
+works. On a terminal it says what it waits for; Ctrl-C stops the waiting (the process finishes in the background) \
+and exits 130. --lazy does not wait. Also clears a dead mount (`Transport endpoint is not connected`). Exit status \
+1 when it cannot unmount (busy: use --lazy; not a mount point)."
     )]
     Unmount(UnmountArgs),
     /// Show your vm0fs mounts: API, uptime, cache use, downloads in flight with their progress
@@ -111,7 +114,10 @@ rebased onto the new head and published together; when both sides changed the sa
 the command names the paths and exits with status 1, and the changes stay staged: then --force publishes the \
 local tree as it is (the head it replaces stays readable as volumes/<name>@<version>), or `vm0fs discard` drops \
 the changes. A volume with nothing to publish prints the head it shows (volumes/<name>@<8 hex>). Without \
-this, a changed volume is published after --commit-delay of quiet and at unmount.",
+this, a changed volume is published after --commit-delay of quiet and at unmount. When the API cannot be reached \
+or fails, the publish is tried again a few times (about 45 s), or until --timeout; on a terminal the command says \
+what failed and when the next attempt is. The message it ends with names the volume, the API and the cause; the \
+changes stay staged.",
         after_help = "Exit status: 0 when every volume named is published or had nothing to publish; 1 when any \
 was not (a conflict, an API refusal or failure, a PATH outside a volume's head, a new volume holding no files); 2 \
 for a usage error."
@@ -169,6 +175,18 @@ pub struct SyncArgs {
     /// paths (the head it replaces stays readable as volumes/<name>@<version>)
     #[arg(long)]
     pub force: bool,
+    /// Wait at most SECONDS for the publish: failures that may pass (the API cannot be reached, a server error)
+    /// are tried again until then. Without it, a few attempts over about 45 s
+    #[arg(long, value_name = "SECONDS", value_parser = parse_timeout)]
+    pub timeout: Option<f64>,
+}
+
+/// A `--timeout`: a number of seconds, zero or more.
+fn parse_timeout(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() && seconds >= 0.0 => Ok(seconds),
+        _ => Err(format!("{text:?} is not a number of seconds")),
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -234,7 +252,8 @@ pub struct MountArgs {
 pub struct UnmountArgs {
     /// The mount point of a vm0fs mount, or any path inside one
     pub mountpoint: PathBuf,
-    /// Detach the mount even while it is busy (processes inside keep their open files)
+    /// Detach the mount even while it is busy (processes inside keep their open files); does not wait for its
+    /// process to end
     #[arg(short, long)]
     pub lazy: bool,
 }

@@ -162,6 +162,9 @@ fn prepare(settings: &Settings) -> Result<Prepared, String> {
             crate::errno::io_message(&e)
         )
     })?;
+    // Before the API is asked: a cache in use (another mount, or one still publishing after its unmount) is the
+    // first thing said, not an error after a long wait or a notice that the mount goes on from the cache.
+    ArchiveCache::check_free(&cache_dir).map_err(|e| crate::errno::io_message(&e))?;
     Ok(Prepared {
         mountpoint,
         cache_dir,

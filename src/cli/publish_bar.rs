@@ -3,7 +3,8 @@
 //! The publish runs in the mount and `vm0fs sync` only waits for it (see `sync`), so the bar is drawn from what
 //! the mount says about it: a thread reads `.vm0fs/status` every tenth of a second and shows the bytes sent of
 //! all the publish sends (`publishing` in the status), or that the files are being read and hashed before the
-//! upload starts. It writes to stderr and only when stderr is a terminal: scripts and tests see the plain
+//! upload starts, or, while a failed attempt waits to be tried again, why it failed and when the next attempt
+//! starts. It writes to stderr and only when stderr is a terminal: scripts and tests see the plain
 //! `volumes/<name>@<8 hex>` line on stdout and nothing else.
 
 use std::io::IsTerminal;
@@ -11,11 +12,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::fs::MountStatus;
+use crate::stage::{PublishProgress, RetryNote};
 
 const POLL: Duration = Duration::from_millis(100);
 
@@ -65,7 +67,24 @@ fn draw(status: &Path, volume: &str, stop: &AtomicBool) {
     let mut uploading = false;
     while !stop.load(Ordering::Relaxed) {
         match progress(status, volume) {
-            Some((done, total)) => {
+            Some(PublishProgress {
+                retry: Some(note), ..
+            }) => {
+                if uploading {
+                    uploading = false;
+                    bar.reset();
+                    if let Ok(style) = ProgressStyle::with_template("{prefix} {spinner} {msg}") {
+                        bar.set_style(style);
+                    }
+                }
+                bar.set_message(retry_message(&note, SystemTime::now()));
+                bar.tick();
+            }
+            Some(PublishProgress {
+                done_bytes: done,
+                total_bytes: total,
+                ..
+            }) => {
                 if !uploading {
                     uploading = true;
                     bar.reset();
@@ -85,13 +104,21 @@ fn draw(status: &Path, volume: &str, stop: &AtomicBool) {
     bar.finish_and_clear();
 }
 
-/// The bytes sent and to send of `volume`'s publish, when the mount says it is uploading.
-fn progress(status: &Path, volume: &str) -> Option<(u64, u64)> {
+/// Where `volume`'s publish stands, when the mount says it uploads or waits to try again.
+fn progress(status: &Path, volume: &str) -> Option<PublishProgress> {
     let text = std::fs::read(status).ok()?;
     let status: MountStatus = serde_json::from_slice(&text).ok()?;
-    status
-        .publishing
-        .iter()
-        .find(|p| p.volume == volume)
-        .map(|p| (p.done_bytes, p.total_bytes))
+    status.publishing.into_iter().find(|p| p.volume == volume)
+}
+
+/// `attempt 2 failed: <cause>; next attempt in 4 s`, as of `now`.
+fn retry_message(note: &RetryNote, now: SystemTime) -> String {
+    let next = SystemTime::UNIX_EPOCH + Duration::from_millis(note.next_attempt_unix_ms);
+    let left = next.duration_since(now).unwrap_or_default();
+    format!(
+        "attempt {} failed: {}; next attempt in {} s",
+        note.failed_attempts,
+        note.cause,
+        left.as_secs_f64().ceil()
+    )
 }

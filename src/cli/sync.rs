@@ -5,7 +5,8 @@
 //! there is one path to a new version whatever asked for it. The write returns when the version is committed, or
 //! fails with the errno of why not; the same open file is then read for the line to show
 //! (`volumes/<name>@<8 hex>`, or `error: <reason>`). Each PATH may be the volume's directory or any path inside it.
-//! `--force` writes `force volumes/<name>`, and `vm0fs discard` writes `discard volumes/<name>` the same way.
+//! `--force` writes `force volumes/<name>`, and `vm0fs discard` writes `discard volumes/<name>` the same way;
+//! `--timeout SECONDS` adds ` timeout=SECONDS`, and the mount retries a failure that may pass until then.
 //! While it waits, a progress bar shows the upload on a terminal (`publish_bar`).
 
 use std::fs::OpenOptions;
@@ -20,7 +21,7 @@ pub fn run(args: &SyncArgs) -> i32 {
     let mut failed = false;
     let verb = if args.force { Some("force") } else { None };
     for path in &args.paths {
-        match sync_one(path, verb) {
+        match sync_one(path, verb, args.timeout) {
             Ok(line) => println!("{line}"),
             Err(message) => {
                 eprintln!("vm0fs: {message}");
@@ -44,8 +45,13 @@ fn volume_of(rel: &Path) -> Option<String> {
     }
 }
 
-/// Sends `[verb ]volumes/<name>` for the volume `path` lies in; what the mount said, or why it failed.
-pub(super) fn sync_one(path: &Path, verb: Option<&str>) -> Result<String, String> {
+/// Sends `[verb ]volumes/<name>[ timeout=<seconds>]` for the volume `path` lies in; what the mount said, or why
+/// it failed.
+pub(super) fn sync_one(
+    path: &Path,
+    verb: Option<&str>,
+    timeout: Option<f64>,
+) -> Result<String, String> {
     let shown = path.display();
     let (mountpoint, rel) = mount_holding(path)?;
     let volume = volume_of(&rel).ok_or_else(|| {
@@ -64,9 +70,10 @@ pub(super) fn sync_one(path: &Path, verb: Option<&str>) -> Result<String, String
                 control.display()
             )
         })?;
+    let within = timeout.map_or_else(String::new, |s| format!(" timeout={s}"));
     let command = match verb {
-        Some(verb) => format!("{verb} {volume}\n"),
-        None => format!("{volume}\n"),
+        Some(verb) => format!("{verb} {volume}{within}\n"),
+        None => format!("{volume}{within}\n"),
     };
     // A discard uploads nothing: no bar.
     let bar = match verb {

@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -28,7 +28,7 @@ use super::tree::StorageNode;
 use crate::api::CallCounts;
 use crate::api::models::StorageKind;
 use crate::cache::CacheStatus;
-use crate::stage::{Mode, PublishProgress, Published, VolumeStage};
+use crate::stage::{Mode, PublishError, PublishProgress, Published, VolumeStage};
 
 /// What `.vm0fs/status` shows, and `vm0fs status` reads.
 #[derive(Debug, Serialize, Deserialize)]
@@ -55,6 +55,10 @@ pub struct MountStatus {
     /// Each volume with staged changes or a recent publish: one line saying where it stands.
     #[serde(default)]
     pub volumes: Vec<String>,
+    /// The volumes (`volumes/<name>`) whose changes are not all published: what the process publishes at unmount
+    /// before it ends (what `vm0fs unmount` says it waits for). Absent from mounts older than this field.
+    #[serde(default)]
+    pub unpublished: Vec<String>,
     /// The publishes uploading now, with their bytes (what `vm0fs sync` draws its bar from). Absent from mounts
     /// older than this field.
     #[serde(default)]
@@ -123,6 +127,9 @@ impl Vm0Fs {
                 .map(|s| s.publishing())
                 .unwrap_or_default(),
             requests: self.request_counts.get().map(|counts| counts.snapshot()),
+            unpublished: (self.volumes.stage())
+                .map(|s| s.unpublished())
+                .unwrap_or_default(),
         };
         let mut json = serde_json::to_vec_pretty(&status).unwrap_or_default();
         json.push(b'\n');
@@ -158,8 +165,10 @@ impl Vm0Fs {
         Ok(())
     }
 
-    /// One line of `.vm0fs/sync`: `[force |discard ]volumes/<name>`; answers what to show.
+    /// One line of `.vm0fs/sync`: `[force |discard ]volumes/<name>[ timeout=<seconds>]`; answers what to show.
+    /// Without a timeout a failure that may pass is tried a few times (about 45 s); with one, until it is up.
     fn sync_one(&self, line: &str) -> Result<String> {
+        let (line, timeout) = sync_timeout(line)?;
         let (verb, target) = match line.split_once(' ') {
             Some((verb @ ("force" | "discard"), rest)) => (verb, rest.trim()),
             _ => ("sync", line),
@@ -186,12 +195,27 @@ impl Vm0Fs {
                 } else {
                     Mode::Careful
                 };
-                let published = self.volumes.stage()?.publish(&volume, mode)?;
+                let published = (self.volumes.stage()?)
+                    .publish(&volume, mode, timeout)
+                    .map_err(|e| self.naming_the_api(e))?;
                 published_line(name, &published)
             }
         };
         self.meta.storages_changed(StorageKind::Volume);
         Ok(said)
+    }
+
+    /// A publish that did not happen; one that may pass also names the API it could not get through to, and says
+    /// that nothing is lost.
+    fn naming_the_api(&self, mut e: PublishError) -> PublishError {
+        if e.retryable {
+            e.message = format!(
+                "{} [the VM0 API at {}]; the changes stay staged: `vm0fs sync` again once it answers, or they are \
+                 published at unmount",
+                e.message, self.config.api_url
+            );
+        }
+        e
     }
 
     /// The stage of volume `name`; for a volume the server no longer lists, the one its staged changes are in.
@@ -281,6 +305,22 @@ impl Vm0Fs {
         tracing::info!("{archive}: {done}");
         Ok(version.id)
     }
+}
+
+/// A `.vm0fs/sync` line without its ` timeout=<seconds>`, and that timeout.
+fn sync_timeout(line: &str) -> Result<(&str, Option<Duration>)> {
+    let Some((rest, seconds)) = line.rsplit_once(" timeout=") else {
+        return Ok((line, None));
+    };
+    let timeout = (seconds.trim().parse::<f64>().ok())
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .ok_or_else(|| {
+            Error::new(
+                libc::EINVAL,
+                format!(".vm0fs/sync: {line:?}: the timeout is not a number of seconds"),
+            )
+        })?;
+    Ok((rest.trim_end(), Some(timeout)))
 }
 
 /// The attribute names whose reading pins and unpins a storage directory's version.

@@ -59,7 +59,7 @@ pub use manifest::LocalOnly;
 use overlay::Tree;
 use space::Space;
 use state::State;
-pub use status::{Mode, Phase, PublishProgress, Published, short};
+pub use status::{Mode, Phase, PublishProgress, Published, RetryNote, short};
 
 /// How the staging area is set up (`vm0fs mount` flags).
 #[derive(Debug, Clone)]
@@ -285,17 +285,19 @@ impl Stage {
     /// Publishes a volume now and waits: the new version's id, or why not.
     pub fn sync(&self, volume: &Arc<VolumeStage>) -> std::result::Result<String, PublishError> {
         self.publisher
-            .sync(volume, Mode::Careful)
+            .sync(volume, Mode::Careful, None)
             .map(|p| p.version)
     }
 
-    /// Publishes a volume now in `mode` and waits: the new version and the head it replaced, or why not.
+    /// Publishes a volume now in `mode` and waits: the new version and the head it replaced, or why not. A
+    /// failure that may pass is retried a few times, or with `timeout` for as long as it allows.
     pub fn publish(
         &self,
         volume: &Arc<VolumeStage>,
         mode: Mode,
+        timeout: Option<Duration>,
     ) -> std::result::Result<Published, PublishError> {
-        self.publisher.sync(volume, mode)
+        self.publisher.sync(volume, mode, timeout)
     }
 
     /// Each volume with changes, or with a publish outcome to show: one line each, for `vm0fs status`.
@@ -303,6 +305,17 @@ impl Stage {
         let mut vols: Vec<Arc<VolumeStage>> = self.lock_volumes().values().cloned().collect();
         vols.sort_by(|a, b| a.name.cmp(&b.name));
         vols.iter().filter_map(|v| v.status_line()).collect()
+    }
+
+    /// The volumes (`volumes/<name>`) with changes not published yet: what an unmount publishes before the
+    /// process ends.
+    pub fn unpublished(&self) -> Vec<String> {
+        let mut labels: Vec<String> = (self.lock_volumes().values())
+            .filter(|v| v.dirty())
+            .map(|v| v.label())
+            .collect();
+        labels.sort();
+        labels
     }
 
     /// The publishes uploading now: for each, `volumes/<name>` and its bytes sent of all it sends.
@@ -314,6 +327,13 @@ impl Stage {
                     volume: v.label(),
                     done_bytes: done,
                     total_bytes: total,
+                    retry: None,
+                }),
+                Phase::Retrying(note) => Some(PublishProgress {
+                    volume: v.label(),
+                    done_bytes: 0,
+                    total_bytes: 0,
+                    retry: Some(note),
                 }),
                 _ => None,
             })

@@ -14,12 +14,12 @@ use std::collections::HashMap;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::discard::Discarded;
 use super::error::{PublishError, StageError};
 use super::publish::{Attempt, follow, publish};
-use super::status::{Mode, Published};
+use super::status::{Mode, Phase, Published, RetryNote};
 use super::upload::Protocol;
 use super::volume::{Notify, VolumeStage};
 use crate::api::Vm0Api;
@@ -38,6 +38,7 @@ enum Msg {
     Sync(
         Arc<VolumeStage>,
         Mode,
+        Option<Duration>,
         Sender<Result<Published, PublishError>>,
     ),
     Discard(Arc<VolumeStage>, Discarding),
@@ -71,7 +72,14 @@ impl Publisher {
         self.send(Msg::Changed(volume.clone()));
     }
 
-    pub fn sync(&self, volume: &Arc<VolumeStage>, mode: Mode) -> Result<Published, PublishError> {
+    /// Publishes `volume` now and waits; `timeout` bounds the retries of failures that may pass (without it, a
+    /// few attempts are made).
+    pub fn sync(
+        &self,
+        volume: &Arc<VolumeStage>,
+        mode: Mode,
+        timeout: Option<Duration>,
+    ) -> Result<Published, PublishError> {
         let (tx, rx) = mpsc::channel();
         let gone = || PublishError {
             errno: libc::EIO,
@@ -79,7 +87,7 @@ impl Publisher {
             retryable: false,
             step: "sync",
         };
-        if !self.send(Msg::Sync(volume.clone(), mode, tx)) {
+        if !self.send(Msg::Sync(volume.clone(), mode, timeout, tx)) {
             return Err(gone());
         }
         rx.recv().unwrap_or_else(|_| Err(gone()))
@@ -142,10 +150,13 @@ fn run(api: &dyn Vm0Api, delay: Duration, rx: &Receiver<Msg>) {
                 );
             }
             Ok(Msg::Changed(_)) => {}
-            Ok(Msg::Sync(v, mode, reply)) => {
-                let deadline = Instant::now() + RETRY_MAX;
+            Ok(Msg::Sync(v, mode, timeout, reply)) => {
+                let (attempts, deadline) = match timeout {
+                    Some(timeout) => (u32::MAX, Instant::now() + timeout),
+                    None => (SYNC_ATTEMPTS, Instant::now() + RETRY_MAX),
+                };
                 let attempt = Attempt::new(mode, &protocol);
-                let result = publish_retrying(api, &v, attempt, SYNC_ATTEMPTS, deadline);
+                let result = publish_retrying(api, &v, attempt, attempts, deadline);
                 if result.is_ok() {
                     due.remove(&v.storage_id);
                 }
@@ -214,7 +225,9 @@ fn backoff(failures: u32) -> Duration {
         .min(RETRY_MAX)
 }
 
-/// Publishes, retrying what may pass up to `attempts` times or until `deadline`.
+/// Publishes, retrying what may pass up to `attempts` times or until `deadline`. While it waits to try again, the
+/// volume's phase says why and when (`vm0fs sync` shows it on a terminal); a failure it gives up on says how many
+/// attempts were made over how long.
 fn publish_retrying(
     api: &dyn Vm0Api,
     volume: &VolumeStage,
@@ -222,6 +235,7 @@ fn publish_retrying(
     attempts: u32,
     deadline: Instant,
 ) -> Result<Published, PublishError> {
+    let started = Instant::now();
     let mut failures = 0;
     loop {
         let mut attempt = Attempt::new(first.mode, first.protocol);
@@ -234,13 +248,34 @@ fn publish_retrying(
                 failures += 1;
                 let wait = backoff(failures);
                 if Instant::now() + wait > deadline {
-                    return Err(e);
+                    return Err(gave_up(e, failures, started));
                 }
+                volume.set_phase(Phase::Retrying(RetryNote {
+                    failed_attempts: failures,
+                    cause: e.message.clone(),
+                    next_attempt_unix_ms: unix_ms(SystemTime::now() + wait),
+                }));
                 thread::sleep(wait);
             }
+            Err(e) if e.retryable && failures > 0 => return Err(gave_up(e, failures + 1, started)),
             other => return other,
         }
     }
+}
+
+/// A failure that may pass, after the last attempt: the same, saying how many attempts were made over how long.
+fn gave_up(mut e: PublishError, attempts: u32, started: Instant) -> PublishError {
+    e.message = format!(
+        "{} (gave up after {attempts} attempt(s) over {} s)",
+        e.message,
+        started.elapsed().as_secs()
+    );
+    e
+}
+
+fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Notify for Publisher {

@@ -24,6 +24,8 @@ pub enum Phase {
         message: String,
         retrying: bool,
     },
+    /// `vm0fs sync`'s publish failed in a way that may pass and waits to try again.
+    Retrying(RetryNote),
 }
 
 impl std::fmt::Display for Phase {
@@ -44,6 +46,11 @@ impl std::fmt::Display for Phase {
                 }
                 Ok(())
             }
+            Phase::Retrying(note) => write!(
+                f,
+                "attempt {} failed: {}; trying again",
+                note.failed_attempts, note.cause
+            ),
         }
     }
 }
@@ -71,4 +78,17 @@ pub struct PublishProgress {
     pub volume: String,
     pub done_bytes: u64,
     pub total_bytes: u64,
+    /// Set while `vm0fs sync`'s publish waits to try again; absent otherwise (and from mounts older than this
+    /// field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryNote>,
+}
+
+/// A publish waiting to try again: how many attempts failed, why the last one did, and when the next starts.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RetryNote {
+    pub failed_attempts: u32,
+    pub cause: String,
+    /// When the next attempt starts, in milliseconds since the Unix epoch.
+    pub next_attempt_unix_ms: u64,
 }

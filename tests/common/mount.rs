@@ -176,6 +176,14 @@ impl Mount {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// The exit status of the mount's process if it has ended, without waiting; the guard then has no process
+    /// left to stop.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok().flatten()?;
+        self.child = None;
+        Some(status)
+    }
+
     /// Whether the mount's log says `text`, waiting (bounded) for the thread that drains its stderr: a line the
     /// mount wrote before answering a request may still be in the pipe when the request returns.
     pub fn logged(&self, text: &str) -> bool {
