@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, SystemTime};
 
-use super::{Call, Fetcher};
+use super::fetcher::{Call, Fetcher};
 use crate::api::{ApiError, CallCounts, Reachability};
 
 #[derive(Default)]
