@@ -4,7 +4,8 @@
 //! the code. The layers: `cli` parses and daemonises, `fuse` (the thin fuser adapter) calls `fs` (the
 //! filesystem core), which talks to `cache` (the on-disk archive cache) and to `api` (the `Vm0Api` trait and its
 //! HTTP client). The wire models live in the `vm0-api` crate, shared with the `vm0-emulator` crate beside this
-//! one; nothing here depends on the emulator (README, Layout).
+//! one; nothing here depends on the emulator (README, Layout). `symlinks` is a leaf both `stage` and `cache` use:
+//! the one rule for which symlinks a version holds.
 
 pub mod api;
 pub mod cache;
@@ -13,3 +14,4 @@ pub mod cli;
 pub mod fs;
 pub mod fuse;
 pub mod stage;
+mod symlinks;
