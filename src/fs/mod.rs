@@ -24,6 +24,7 @@ mod saved;
 mod tests;
 mod tree;
 mod ttl;
+mod volumes;
 mod waiting;
 mod writes;
 
@@ -38,7 +39,7 @@ pub use inodes::ROOT_INO;
 use crate::api::Vm0Api;
 use crate::api::models::Run;
 use crate::cache::ArchiveCache;
-use crate::stage::{Stage, StageConfig};
+use crate::stage::StageConfig;
 use handles::{Handle, Handles, NewRunWrite};
 use inodes::{InodeTable, Node};
 use listing::Listing;
@@ -47,6 +48,7 @@ use meta::Meta;
 use outcomes::{Caller, Outcomes};
 pub use saved::Saved;
 use tree::{RunFile, RunNode, StorageNode};
+use volumes::Volumes;
 
 /// The longest name of one path component, in bytes (`statfs` says so too); a longer one is `ENAMETOOLONG`.
 pub const NAME_MAX: usize = 255;
@@ -157,8 +159,8 @@ pub struct Vm0Fs {
     handles: Handles,
     config: FsConfig,
     mounted_at: SystemTime,
-    /// The staging area of writable volumes, or why it could not be opened.
-    stage: std::result::Result<Arc<Stage>, String>,
+    /// The writable volumes: the gateway to the stage.
+    volumes: Volumes,
 }
 
 impl Vm0Fs {
@@ -173,23 +175,9 @@ impl Vm0Fs {
             config.metadata_ttl,
             Saved::new(&cache.status().dir),
         ));
-        // A publish moves a head: the volumes listing is asked again, so the head view reads the new version.
-        let listing = Arc::downgrade(&meta);
-        let heads_moved = Arc::new(move || {
-            if let Some(meta) = listing.upgrade() {
-                meta.storages_changed(crate::api::models::StorageKind::Volume);
-            }
-        });
-        let stage = Stage::open(stage_config, api, cache.clone(), heads_moved).map_err(|e| {
-            let why = format!(
-                "the staging area in {} cannot be opened: {e}",
-                cache.dir().display()
-            );
-            tracing::error!("{why}");
-            why
-        });
+        let volumes = Volumes::open(stage_config, api, &cache, &meta);
         Vm0Fs {
-            stage,
+            volumes,
             meta,
             live_logs: LiveLogs::new(Saved::new(&cache.status().dir)),
             new_run_outcomes: Outcomes::new(),
@@ -532,12 +520,8 @@ impl Vm0Fs {
     pub fn release(&self, fh: u64) {
         match self.handles.remove(fh) {
             Some(Handle::Log(run_id)) => self.live_logs.closed(&run_id),
-            Some(Handle::Staged(h)) => {
-                h.volume.close_write();
-                if let Ok(stage) = self.stage() {
-                    stage.note_change(&h.volume);
-                }
-            }
+            // The writer's drop (with the handle's last reference) gives the count back and tells the publisher.
+            Some(Handle::Staged(h)) => drop(h),
             Some(Handle::NewRun(write)) => {
                 if let Err(e) = self.start_run(&write) {
                     tracing::warn!("{}", e.chain());
@@ -610,7 +594,7 @@ impl Vm0Fs {
                 self.control_command(data)?;
                 Ok(data.len() as u32)
             }
-            Handle::Staged(h) => Ok(h.volume.write(&h.writer, offset, data)? as u32),
+            Handle::Staged(h) => Ok(h.writer.write_at(offset, data)? as u32),
             Handle::Sync(outcome) => {
                 self.sync_command(data, &outcome)?;
                 Ok(data.len() as u32)
@@ -657,11 +641,7 @@ impl Vm0Fs {
     /// other processes (a `sleep` forked by the writing shell closes its copy of the descriptor) start nothing.
     pub fn flush(&self, fh: u64, pid: u32) -> Result<()> {
         match self.handles.get(fh) {
-            Ok(Handle::Staged(h)) => self.fsync(fh).inspect(|_| {
-                if let Ok(stage) = self.stage() {
-                    stage.note_change(&h.volume);
-                }
-            }),
+            Ok(Handle::Staged(_)) => self.fsync(fh),
             Ok(Handle::NewRun(write)) => {
                 let by_writer = {
                     let write = write.lock().unwrap_or_else(|e| e.into_inner());
@@ -971,7 +951,7 @@ impl Vm0Fs {
 
     /// At unmount: publishes what is staged, waiting at most `within`; logs the volumes that stay staged.
     pub fn publish_staged(&self, within: Duration) {
-        let Ok(stage) = self.stage() else {
+        let Ok(stage) = self.volumes.stage() else {
             return;
         };
         let left = stage.shutdown(within);
