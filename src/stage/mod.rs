@@ -51,6 +51,7 @@ use manifest::{Frozen, ManifestFile};
 use overlay::{Content, Node, Times, Tree};
 use space::Space;
 pub use status::{Mode, Phase, PublishProgress, Published};
+use upload::{TreeEntry, TreeKind};
 
 pub type Result<T> = std::result::Result<T, StageError>;
 
@@ -1208,8 +1209,49 @@ impl VolumeStage {
         self.phase.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// What the publisher uploads: every file and where its bytes are, with the generation and head they are of.
-    fn freeze(&self) -> (u64, Option<String>, Vec<Frozen>, LocalOnly) {
+    /// Every entry of the tree as the push flow's archive holds it: kind, mode and modification time. A time
+    /// this mount never set nor read from a staged file is the base version's (its cached tree), else now.
+    fn tree_entries(&self, st: &State) -> Vec<TreeEntry> {
+        let now = SystemTime::now();
+        let base_time = |path: &str| {
+            let root = st.base_root.as_ref()?;
+            std::fs::symlink_metadata(root.join(path))
+                .ok()?
+                .modified()
+                .ok()
+        };
+        st.tree
+            .entries()
+            .filter(|(path, _)| !path.is_empty())
+            .map(|(path, node)| {
+                let attr = self.attr(st, path, node);
+                let mtime = match attr.mtime {
+                    SystemTime::UNIX_EPOCH => base_time(path).unwrap_or(now),
+                    known => known,
+                };
+                let kind = match node {
+                    Node::File { content, .. } => TreeKind::File {
+                        source: st.backing(&self.layout, content),
+                        size: attr.size,
+                    },
+                    Node::Dir { .. } => TreeKind::Dir,
+                    Node::Symlink { target } => TreeKind::Symlink {
+                        target: target.clone(),
+                    },
+                };
+                TreeEntry {
+                    path: path.to_string(),
+                    mode: attr.mode,
+                    mtime,
+                    kind,
+                }
+            })
+            .collect()
+    }
+
+    /// What the publisher uploads: every file and where its bytes are, with the generation and head they are of,
+    /// and every entry of the tree (for the push flow's archive).
+    fn freeze(&self) -> (u64, Option<String>, Vec<Frozen>, LocalOnly, Vec<TreeEntry>) {
         let st = self.lock();
         let files = st
             .tree
@@ -1228,6 +1270,7 @@ impl VolumeStage {
             st.head.clone(),
             files,
             LocalOnly::of(&st.tree),
+            self.tree_entries(&st),
         )
     }
 

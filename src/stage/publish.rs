@@ -320,7 +320,7 @@ fn publish_once(
             step: "discard",
         });
     }
-    let (generation, base, files, local) = volume.freeze();
+    let (generation, base, files, local, tree) = volume.freeze();
     let label = volume.label();
     let manifest = manifest::hash_files(files).map_err(|e| PublishError {
         errno: e.raw_os_error().unwrap_or(libc::EIO),
@@ -370,7 +370,7 @@ fn publish_once(
     }
     let progress = |done, total| volume.set_phase(Phase::Publishing { done, total });
     let target = volume.upload_target();
-    let sent = upload::send(api, &target, &manifest, attempt.protocol, &progress)?;
+    let sent = upload::send(api, &target, &manifest, &tree, attempt.protocol, &progress)?;
     if volume.lock().generation != generation {
         return Err(PublishError {
             errno: libc::EAGAIN,

@@ -236,9 +236,9 @@ fn tar_entry<R: Read>(
             };
             writer.file(&name, &rel, mode, mtime, src)
         }
-        EntryType::Directory => writer.dir(&name, &rel, mtime),
+        EntryType::Directory => writer.dir(&name, &rel, mode, mtime),
         EntryType::Symlink => match link {
-            Some(target) => writer.symlink(&name, &rel, &target),
+            Some(target) => writer.symlink(&name, &rel, &target, mtime),
             None => {
                 writer.skip(&name, "symlink without a target");
                 Ok(())

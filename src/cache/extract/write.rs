@@ -23,7 +23,9 @@
 //! renamed over it), so a later entry of the same name as either never changes the other.
 //!
 //! Modes: files keep their tar permission bits minus every write bit and minus setuid/setgid/sticky, and are
-//! always owner-readable; directories are 0755 so that eviction (`remove_dir_all`) can delete their contents.
+//! always owner-readable; directories keep their read and search bits and are always owner-`rwx`, so that
+//! eviction (`remove_dir_all`) can delete their contents (a directory only implied by a path is 0755). Times: a
+//! file's and a symlink's are set when it is made, a directory's at the end, after its contents are written.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -60,7 +62,8 @@ pub(crate) struct TreeWriter {
     written: u64,
     files: u64,
     buf: Vec<u8>,
-    dir_times: Vec<(PathBuf, SystemTime)>,
+    /// Directories with an entry of their own: their mode and time, applied in `finish`.
+    dir_times: Vec<(PathBuf, u32, SystemTime)>,
     /// Symlinks whose target climbs with `..`, by name, judged in `finish`: the entry's name and the target.
     held_back: HashMap<Vec<OsString>, HeldBack>,
     /// Told of every byte written and every entry complete.
@@ -72,6 +75,7 @@ struct HeldBack {
     name: Vec<u8>,
     rel: RelPath,
     target: Vec<u8>,
+    mtime: SystemTime,
 }
 
 /// Where a new non-directory is made: at its name, or at `scratch` when an earlier entry holds the name.
@@ -175,16 +179,17 @@ impl TreeWriter {
         Ok(())
     }
 
-    /// A directory (and its parents). Its mtime is applied at the end, after its contents are written.
+    /// A directory (and its parents). Its mode and mtime are applied at the end, after its contents are written.
     pub(crate) fn dir(
         &mut self,
         name: &[u8],
         rel: &RelPath,
+        mode: u32,
         mtime: SystemTime,
     ) -> Result<(), Failure> {
         self.held_back.remove(rel.parts());
         match self.make_dirs(rel.parts())? {
-            Some(path) => self.dir_times.push((path, mtime)),
+            Some(path) => self.dir_times.push((path, mode, mtime)),
             None => self.skip(name, "a file of that name is already in the way"),
         }
         Ok(())
@@ -197,6 +202,7 @@ impl TreeWriter {
         name: &[u8],
         rel: &RelPath,
         target: &[u8],
+        mtime: SystemTime,
     ) -> Result<(), Failure> {
         let link: PathBuf = rel.parts().iter().collect();
         if !symlink_kept(&link, target, |_| true) {
@@ -217,20 +223,28 @@ impl TreeWriter {
                     name: name.to_vec(),
                     rel: rel.clone(),
                     target: target.to_vec(),
+                    mtime,
                 },
             );
             return Ok(());
         }
-        self.make_symlink(name, rel, target)
+        self.make_symlink(name, rel, target, mtime)
     }
 
-    fn make_symlink(&mut self, name: &[u8], rel: &RelPath, target: &[u8]) -> Result<(), Failure> {
+    fn make_symlink(
+        &mut self,
+        name: &[u8],
+        rel: &RelPath,
+        target: &[u8],
+        mtime: SystemTime,
+    ) -> Result<(), Failure> {
         use std::os::unix::ffi::OsStrExt;
         let Some(leaf) = self.prepare_leaf(name, rel)? else {
             return Ok(());
         };
         std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), leaf.make_at())
             .and_then(|()| leaf.put_in_place())
+            .and_then(|()| set_symlink_mtime(&leaf.path, mtime))
             .map_err(|e| Failure::local(format!("creating the symlink {rel}"), e))?;
         self.made(rel.parts());
         Ok(())
@@ -277,7 +291,7 @@ impl TreeWriter {
             let is_real_dir =
                 |p: &Path| fs::symlink_metadata(root.join(p)).is_ok_and(|m| m.is_dir());
             if symlink_kept(&path, &link.target, is_real_dir) {
-                self.make_symlink(&link.name, &link.rel, &link.target)?;
+                self.make_symlink(&link.name, &link.rel, &link.target, link.mtime)?;
             } else {
                 self.skip(
                     &link.name,
@@ -288,18 +302,24 @@ impl TreeWriter {
         self.apply_dir_times()
     }
 
-    /// Applies directory mtimes (deepest last written first does not matter: a child's time never moves its parent's).
+    /// Applies directory modes and mtimes (deepest last written first does not matter: a child's time never moves
+    /// its parent's).
     fn apply_dir_times(&mut self) -> Result<(), Failure> {
-        for (path, mtime) in self.dir_times.drain(..).rev() {
+        for (path, mode, mtime) in self.dir_times.drain(..).rev() {
             let dir = OpenOptions::new()
                 .read(true)
                 .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY)
                 .open(&path);
             // A directory replaced later in the archive is not fatal; its time is cosmetic.
             if let Ok(dir) = dir {
-                dir.set_modified(mtime).map_err(|e| {
-                    Failure::local(format!("setting the time of {}", path.display()), e)
-                })?;
+                dir.set_permissions(Permissions::from_mode(dir_mode(mode)))
+                    .and_then(|()| dir.set_modified(mtime))
+                    .map_err(|e| {
+                        Failure::local(
+                            format!("setting the mode and time of {}", path.display()),
+                            e,
+                        )
+                    })?;
             }
         }
         Ok(())
@@ -418,6 +438,37 @@ fn same_inode(a: &Path, b: &Path) -> bool {
     }
 }
 
+/// The mode an extracted directory gets: its read and search bits, and always owner-`rwx`.
+fn dir_mode(tar_mode: u32) -> u32 {
+    (tar_mode & 0o555) | 0o700
+}
+
+/// Sets a symlink's own modification time (`utimensat` with `AT_SYMLINK_NOFOLLOW`; std has no `lutimes`).
+fn set_symlink_mtime(path: &Path, mtime: SystemTime) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let since = mtime.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let at = libc::timespec {
+        tv_sec: libc::time_t::try_from(since.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: since.subsec_nanos().into(),
+    };
+    let times = [at, at];
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    // SAFETY: `path` is a NUL-terminated string and `times` two timespecs, both alive for the call.
+    let done = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if done == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// The mode an extracted file gets: no write bits, no setuid/setgid/sticky, always owner-readable.
 pub(crate) fn file_mode(tar_mode: u32) -> u32 {
     (tar_mode & 0o555) | 0o400
@@ -467,7 +518,7 @@ mod tests {
         put(&mut w, "dir-link/sub/evil", b"evil").unwrap();
         put(&mut w, "file-link", b"evil").unwrap();
         put(&mut w, "dangling", b"evil").unwrap();
-        w.dir(b"dir-link/d", &rel("dir-link/d"), UNIX_EPOCH)
+        w.dir(b"dir-link/d", &rel("dir-link/d"), 0o755, UNIX_EPOCH)
             .unwrap();
         std::os::unix::fs::symlink(outside.join("victim"), root.join("again")).unwrap();
         w.hardlink(b"copy", &rel("copy"), &rel("again")).unwrap();
