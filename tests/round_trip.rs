@@ -65,7 +65,8 @@ fn on_the_push_flow_a_tree_comes_back_as_it_was_from_a_fresh_mount() {
         let vol = m.path("volumes/tree");
         std::fs::create_dir(&vol).unwrap();
         copy_into(src.path(), &vol);
-        sync(&vol);
+        let said = sync(&vol);
+        assert_eq!(said.lines().count(), 1, "the version holds it all: {said}");
         m.unmount();
     }
     let fresh = Mount::start(&emu, &[]);
@@ -103,7 +104,23 @@ fn on_the_v1_flow_the_regular_files_come_back() {
         let vol = m.path("volumes/tree");
         std::fs::create_dir(&vol).unwrap();
         copy_into(src.path(), &vol);
-        sync(&vol);
+        let said = sync(&vol);
+        let last = said.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("kept on this machine only: 3 symlinks, ")
+                && last.contains("empty directories")
+                && last.contains("file modes")
+                && last.ends_with("(the server's /v1 upload takes regular files only)"),
+            "{said}"
+        );
+        assert!(
+            said.lines()
+                .next()
+                .unwrap_or_default()
+                .starts_with("volumes/tree@"),
+            "{said}"
+        );
+        assert!(m.logged("kept on this machine only: 3 symlinks"));
         m.unmount();
     }
     let fresh = Mount::start(&emu, &[]);
@@ -116,4 +133,38 @@ fn on_the_v1_flow_the_regular_files_come_back() {
     };
     assert_eq!(files(&vol), files(src.path()));
     assert!(!vol.join("sub/up").exists() && !vol.join("empty").exists());
+}
+
+/// On the push flow, a change of a mode alone makes no new version (the id names the files' content): `vm0fs sync`
+/// and `vm0fs status` say it waits, and the next change of a file publishes it.
+#[test]
+fn on_the_push_flow_a_mode_change_alone_waits_for_a_change_of_content() {
+    let emu = Protocol::Push.emulator(&[]);
+    let m = Mount::start(&emu, &["--commit-delay", "0"]);
+    let vol = m.path("volumes/waits");
+    std::fs::create_dir(&vol).unwrap();
+    ok(&format!("echo hi > {}/run.sh", q(&vol)));
+    let first = sync(&vol);
+    ok(&format!("chmod 0755 {}/run.sh", q(&vol)));
+    let said = sync(&vol);
+    let mut lines = said.lines();
+    assert_eq!(lines.next(), Some(first.as_str()), "{said}");
+    assert!(
+        lines.next().unwrap_or_default().starts_with("waiting: "),
+        "{said}"
+    );
+    let status = vm0fs().arg("status").arg(m.mountpoint()).output().unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains("waiting: changes of modes"), "{status}");
+    ok(&format!("echo more > {}/other.txt", q(&vol)));
+    let second = sync(&vol);
+    assert_eq!(second.lines().count(), 1, "{second}");
+    assert_ne!(second, first);
+    m.unmount();
+    let fresh = Mount::start(&emu, &[]);
+    let mode = ok(&format!(
+        "stat -c %a {}",
+        q(&fresh.path("volumes/waits/run.sh"))
+    ));
+    assert_eq!(mode.trim(), "755");
 }

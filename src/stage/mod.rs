@@ -314,6 +314,7 @@ impl Stage {
                 discarded: false,
             }),
             phase: Mutex::new(Phase::Clean),
+            shape: Mutex::new(ShapeNote::Local),
         }))
     }
 
@@ -700,7 +701,26 @@ pub struct VolumeStage {
     heads_moved: HeadsMoved,
     state: Mutex<State>,
     phase: Mutex<Phase>,
+    /// What the last publish said of the things only the push flow's archive holds (`vm0fs status`).
+    shape: Mutex<ShapeNote>,
 }
+
+/// Where the modes, symlinks, empty directories and times of a volume stand after its last publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum ShapeNote {
+    /// Not published yet, or on the `/v1` flow: they stay on this machine (`LocalOnly` says which).
+    #[default]
+    Local,
+    /// On the push flow, in the version.
+    Published,
+    /// On the push flow, changed without a change of content: the version id is the same, so they wait for the
+    /// next change of a file.
+    Waiting,
+}
+
+/// What `vm0fs status`, `vm0fs sync` and the log say of changes that wait for a change of content.
+const WAITING: &str = "waiting: changes of modes, symlinks, empty directories or times alone make no new version \
+                       (a version's id names its files' content); they are published with the next change of a file";
 
 /// Makes a path relative to the volume usable as a tree key, refusing what cannot be one.
 fn key(path: &str) -> &str {
@@ -1201,6 +1221,10 @@ impl VolumeStage {
         self.lock().writers > 0
     }
 
+    fn set_shape_note(&self, note: ShapeNote) {
+        *self.shape.lock().unwrap_or_else(|e| e.into_inner()) = note;
+    }
+
     fn set_phase(&self, phase: Phase) {
         *self.phase.lock().unwrap_or_else(|e| e.into_inner()) = phase;
     }
@@ -1400,8 +1424,10 @@ impl VolumeStage {
             (Phase::Clean, _) => line.push_str(", staged (not published yet)"),
             (p, _) => line.push_str(&format!(", {p}")),
         }
-        if !local.is_empty() {
-            line.push_str(&format!("; {local}"));
+        match *self.shape.lock().unwrap_or_else(|e| e.into_inner()) {
+            ShapeNote::Local if !local.is_empty() => line.push_str(&format!("; {local}")),
+            ShapeNote::Waiting => line.push_str(&format!("; {WAITING}")),
+            _ => {}
         }
         Some(line)
     }

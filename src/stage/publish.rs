@@ -30,11 +30,12 @@ use std::time::{Duration, Instant};
 
 use super::discard::Discarded;
 use super::error::{PublishError, StageError};
+use super::manifest::LocalOnly;
 use super::manifest::{self, ManifestFile};
 use super::rebase::{RebaseError, Rebased};
 use super::status::{Mode, Phase, Published};
 use super::upload::{self, Protocol};
-use super::{VolumeStage, short};
+use super::{ShapeNote, VolumeStage, WAITING, short};
 use crate::api::models::StorageKind;
 use crate::api::{ApiErrorKind, Vm0Api};
 
@@ -54,6 +55,8 @@ const NAMED_PATHS: usize = 10;
 struct Attempt<'p> {
     mode: Mode,
     replaced: Option<String>,
+    /// What of the tree the version does not hold (see `Published::note`).
+    note: Option<String>,
     rebases: u32,
     protocol: &'p Cell<Protocol>,
 }
@@ -63,6 +66,7 @@ impl Attempt<'_> {
         Attempt {
             mode,
             replaced: None,
+            note: None,
             rebases: 0,
             protocol,
         }
@@ -264,6 +268,7 @@ fn publish_retrying(
         let result = publish(api, volume, &mut attempt).map(|version| Published {
             version,
             replaced: attempt.replaced,
+            note: attempt.note,
         });
         match result {
             Err(e) if e.retryable && failures + 1 < attempts => {
@@ -329,9 +334,7 @@ fn publish_once(
         step: "read",
     })?;
     let id = manifest::version_id(&volume.storage_id, &manifest);
-    if !local.is_empty() {
-        tracing::warn!(volume = %label, "{local}");
-    }
+    let dirty = volume.dirty();
     let done = |v: &str| -> Result<String, PublishError> {
         volume
             .published(generation, v, &manifest)
@@ -344,6 +347,7 @@ fn publish_once(
         Ok(v.to_string())
     };
     if base.as_deref() == Some(id.as_str()) {
+        note_shape(volume, attempt, &local, dirty);
         return done(&id);
     }
     if base.is_none() && manifest.is_empty() {
@@ -371,6 +375,7 @@ fn publish_once(
     let progress = |done, total| volume.set_phase(Phase::Publishing { done, total });
     let target = volume.upload_target();
     let sent = upload::send(api, &target, &manifest, &tree, attempt.protocol, &progress)?;
+    note_shape(volume, attempt, &local, false);
     if volume.lock().generation != generation {
         return Err(PublishError {
             errno: libc::EAGAIN,
@@ -401,6 +406,9 @@ fn publish_once(
                     "the server's version id is not the content hash computed here");
             }
             tracing::info!(volume = %label, version = short(&version), files = manifest.len(), "published");
+            if let Some(note) = &attempt.note {
+                tracing::warn!(volume = %label, version = short(&version), "{note}");
+            }
             done(&version)
         }
         Err(e) => {
@@ -417,6 +425,24 @@ fn publish_once(
             Err(failure)
         }
     }
+}
+
+/// Says what of the tree the version does not hold: on `/v1`, what stays on this machine; on the push flow,
+/// nothing, unless the content did not change while the tree did (`unsent`): then its modes, links or times wait.
+fn note_shape(volume: &VolumeStage, attempt: &mut Attempt, local: &LocalOnly, unsent: bool) {
+    let (shape, note) = match attempt.protocol.get() {
+        Protocol::V1 => (
+            ShapeNote::Local,
+            (!local.is_empty()).then(|| local.to_string()),
+        ),
+        Protocol::Push if unsent => (ShapeNote::Waiting, Some(WAITING.to_string())),
+        Protocol::Push => (ShapeNote::Published, None),
+    };
+    if unsent && let Some(note) = &note {
+        tracing::warn!(volume = %volume.label(), "{note}");
+    }
+    volume.set_shape_note(shape);
+    attempt.note = note;
 }
 
 /// The step of a publish that found conflicts.

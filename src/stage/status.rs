@@ -60,6 +60,9 @@ pub struct Published {
     pub version: String,
     /// The head that was not the base and is no longer the head (its version stays readable).
     pub replaced: Option<String>,
+    /// What of the tree the version does not hold, when something: kept on this machine (`/v1`), or waiting
+    /// for the next change of content (push flow).
+    pub note: Option<String>,
 }
 
 /// One publish uploading its files: `volumes/<name>`, and its bytes sent of all it sends (`vm0fs status`).
