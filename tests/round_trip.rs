@@ -92,6 +92,25 @@ fn on_the_push_flow_a_tree_comes_back_as_it_was_from_a_fresh_mount() {
         q(&vol.join("repo"))
     ));
     ok(&format!("{}/bin/run.sh | grep -qx hi", q(&vol)));
+
+    // A change made over that version keeps everything else: the stage starts from the whole base tree.
+    ok(&format!(
+        "echo more >> {}/plain.txt && echo more >> {}/plain.txt && touch -d @1300000000 {}/plain.txt {}/plain.txt",
+        q(&vol),
+        q(src.path()),
+        q(&vol),
+        q(src.path())
+    ));
+    sync(&vol);
+    fresh.unmount();
+    let again = Mount::start(&emu, &[]);
+    let vol = again.path("volumes/tree");
+    ok(&format!(
+        "diff -r --no-dereference {} {}",
+        q(src.path()),
+        q(&vol)
+    ));
+    assert_eq!(listing(&vol, writable), listing(src.path(), writable));
 }
 
 #[test]

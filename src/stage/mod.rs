@@ -445,10 +445,12 @@ fn io_error(what: &str, e: io::Error) -> StageError {
     StageError::io(what, e)
 }
 
-/// The regular files of an extracted base tree, with their modes.
+/// The entries of an extracted base tree: files and directories with their modes (a cached entry has no write
+/// bits, the volume shows the owner's), and symlinks, so that a version made on the push flow keeps them all once
+/// its volume has changes. Names and targets that are not UTF-8 are left out (the stage names entries by text).
 fn walk_base(root: &Path) -> io::Result<Tree> {
     use std::os::unix::fs::PermissionsExt;
-    let mut files = Vec::new();
+    let mut entries = Vec::new();
     let mut dirs = vec![PathBuf::new()];
     while let Some(rel) = dirs.pop() {
         for entry in std::fs::read_dir(root.join(&rel))? {
@@ -458,16 +460,32 @@ fn walk_base(root: &Path) -> io::Result<Tree> {
             };
             let path = rel.join(&name);
             let meta = entry.metadata()?;
-            if meta.is_dir() {
-                dirs.push(path);
+            let mode = (meta.permissions().mode() & 0o7777) | 0o200;
+            let node = if meta.is_dir() {
+                dirs.push(path.clone());
+                Node::Dir { mode }
             } else if meta.is_file() {
-                // A cached file is stored without write bits; the volume shows the archive's mode.
-                let mode = (meta.permissions().mode() & 0o7777) | 0o200;
-                files.push((path.to_string_lossy().into_owned(), mode));
-            }
+                let content = Content::Base(path.to_string_lossy().into_owned());
+                Node::File {
+                    content,
+                    mode,
+                    mtime: None,
+                }
+            } else if meta.file_type().is_symlink() {
+                match std::fs::read_link(root.join(&path))?
+                    .into_os_string()
+                    .into_string()
+                {
+                    Ok(target) => Node::Symlink { target },
+                    Err(_) => continue,
+                }
+            } else {
+                continue;
+            };
+            entries.push((path.to_string_lossy().into_owned(), node));
         }
     }
-    Ok(Tree::from_files(files))
+    Ok(Tree::from_base(entries))
 }
 
 /// The mode of every file of a version (CONTRACT.md 6.4), as the volume shows it.
