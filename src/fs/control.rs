@@ -211,9 +211,17 @@ impl Vm0Fs {
             }
             Err(e) => format!("its head cannot be read now ({})", e.message),
         };
+        let local = if dropped.local.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", and what existed on this machine only: {}",
+                dropped.local.counts()
+            )
+        };
         Ok(if dropped.had_changes {
             format!(
-                "volumes/{name}: dropped the staged changes ({} staged file(s), {} bytes); {now}",
+                "volumes/{name}: dropped the staged changes ({} staged file(s), {} bytes{local}); {now}",
                 dropped.files, dropped.bytes
             )
         } else {

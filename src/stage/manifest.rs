@@ -118,6 +118,14 @@ impl LocalOnly {
     pub fn is_empty(&self) -> bool {
         *self == LocalOnly::default()
     }
+
+    /// `N symlink(s), N empty director(ies), N file mode(s) other than 0644`.
+    pub fn counts(&self) -> String {
+        format!(
+            "{} symlink(s), {} empty director(ies), {} file mode(s) other than 0644",
+            self.symlinks, self.empty_dirs, self.modes
+        )
+    }
 }
 
 impl LocalOnly {

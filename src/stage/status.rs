@@ -2,7 +2,10 @@
 //! show, apart from the code that produces them, so that every part of the stage can name them without importing
 //! the publisher.
 
-use super::short;
+/// The first 8 hex of a version id, the form people see.
+pub fn short(version: &str) -> &str {
+    version.get(..8).unwrap_or(version)
+}
 
 /// Where a volume's publishing stands, for `vm0fs status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,3 +75,21 @@ pub struct PublishProgress {
     pub done_bytes: u64,
     pub total_bytes: u64,
 }
+
+/// Where the modes, symlinks, empty directories and times of a volume stand after its last publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) enum ShapeNote {
+    /// Not published yet, or on the `/v1` flow: they stay on this machine (`LocalOnly` says which).
+    #[default]
+    Local,
+    /// On the push flow, in the version.
+    Published,
+    /// On the push flow, changed without a change of content: the version id is the same, so they wait for the
+    /// next change of a file.
+    Waiting,
+}
+
+/// What `vm0fs status`, `vm0fs sync` and the log say of changes that wait for a change of content.
+pub(super) const WAITING: &str = "waiting: changes of modes, symlinks, empty directories or times alone make no new \
+                                  version (a version's id names its files' content); they are published with the \
+                                  next change of a file";

@@ -106,7 +106,11 @@ impl VolumeNode {
         let found = match self {
             VolumeNode::Root { name } => {
                 let storage = fs.meta.storage(KIND, name)?;
-                stage.changed(&storage.id).map(|v| (v, PathBuf::new()))
+                let volume = stage.changed(&storage.id);
+                if let Some(v) = &volume {
+                    v.head_listed(storage.current_version_id.as_deref());
+                }
+                volume.map(|v| (v, PathBuf::new()))
             }
             VolumeNode::Entry { storage_id, path } => {
                 stage.changed(storage_id).map(|v| (v, path.clone()))

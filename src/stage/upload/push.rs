@@ -10,7 +10,7 @@ use std::io;
 use std::collections::HashMap;
 
 use super::archive::{TreeEntry, TreeKind, write_archive};
-use super::{FRESH_URLS, Progress, Sent, Target, push_files_of};
+use super::target::{FRESH_URLS, Progress, Sent, Target, push_files_of};
 use crate::api::models::{PushFile, PushManifest, PushPrepareRequest, PushUploads, StorageKind};
 use crate::api::{ApiError, Vm0Api};
 use crate::stage::error::PublishError;
