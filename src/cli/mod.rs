@@ -102,7 +102,15 @@ rebased onto the new head and published together; when both sides changed the sa
 the command names the paths and exits with status 1, and the changes stay staged: then --force publishes the \
 local tree as it is (the head it replaces stays readable as volumes/<name>@<version>), or `vm0fs discard` drops \
 the changes. Also exits with status 1 and the reason when the API refuses or there is nothing to publish. Without \
-this, a changed volume is published after --commit-delay of quiet and at unmount."
+this, a changed volume is published after --commit-delay of quiet and at unmount.",
+        after_help = concat!(
+            "What a version holds, by how the server takes it:\n\n",
+            "in the tree                   /v1 upload                 push flow\nregular files, paths, bytes   published                  published\ndirectories                   implied by file paths      published, modes and times\nempty directories             kept on this machine only  published\nsymlinks (inside the volume)  kept on this machine only  published, with times\nmodes (all of 0o7777)         kept here; files are 0644  published\nmodification times            the commit time            published, to the second\nhard links                    refused (EPERM)            refused (EPERM)\n\n",
+            "On /v1 the last line names what stays on this machine, e.g. `kept on this machine only: 3 symlinks, 1 \
+empty directory, 1 file mode (the server's /v1 upload takes regular files only)`. On the push flow a change of \
+modes, symlinks, empty directories or times alone keeps the version id (it names the files' content), so it waits \
+for the next change of a file, and the last line says `waiting: ...`."
+        )
     )]
     Sync(SyncArgs),
     /// Drop the staged changes of volumes: they show their head again
