@@ -187,3 +187,31 @@ fn on_the_push_flow_a_mode_change_alone_waits_for_a_change_of_content() {
     ));
     assert_eq!(mode.trim(), "755");
 }
+
+/// An archive made elsewhere with a hard link and a symlink climbing with `..` is read with both: the link
+/// count of the pair is 2 (one cached file), and the symlink is kept (the stage would accept it too).
+#[test]
+fn an_archive_with_a_hard_link_and_a_climbing_symlink_is_read_with_both() {
+    let emu = Protocol::Push.emulator(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    ok(&format!(
+        "mkdir -p {s}/sub && echo data > {s}/a && ln {s}/a {s}/b && ln -s ../a {s}/sub/up && \
+         tar -C {s} -czf {t} a b sub",
+        s = q(&src),
+        t = q(&tmp.path().join("a.tar.gz"))
+    ));
+    let bytes = std::fs::read(tmp.path().join("a.tar.gz")).unwrap();
+    emu.add_raw_archive("volumes", "linked", &bytes);
+    let m = Mount::start(&emu, &[]);
+    let vol = m.path("volumes/linked");
+    assert_eq!(ok(&format!("stat -c %h {}/b", q(&vol))).trim(), "2");
+    assert_eq!(
+        ok(&format!("cat {}/b {}/sub/up", q(&vol), q(&vol))),
+        "data\ndata\n"
+    );
+    assert_eq!(
+        std::fs::read_link(vol.join("sub/up")).unwrap(),
+        Path::new("../a")
+    );
+}
