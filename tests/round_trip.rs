@@ -67,6 +67,20 @@ fn on_the_push_flow_a_tree_comes_back_as_it_was_from_a_fresh_mount() {
         copy_into(src.path(), &vol);
         let said = sync(&vol);
         assert_eq!(said.lines().count(), 1, "the version holds it all: {said}");
+        // A change dropped with `vm0fs discard` leaves the view on that version, symlinks and all, and the next
+        // publish keeps them (the stage is made again over the version as the server holds it).
+        ok(&format!("echo scratch > {}/scratch.txt", q(&vol)));
+        let out = vm0fs().arg("discard").arg(&vol).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            std::fs::read_link(vol.join("sub/up")).unwrap(),
+            Path::new("../bin/run.sh")
+        );
+        assert!(vol.join("empty").is_dir());
         m.unmount();
     }
     let fresh = Mount::start(&emu, &[]);
