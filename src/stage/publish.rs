@@ -28,7 +28,7 @@ use super::manifest::{self, ManifestFile};
 use super::rebase::{RebaseError, Rebased};
 use super::status::{Mode, Phase, ShapeNote, WAITING, short};
 use super::upload::{self, Protocol};
-use super::volume::VolumeStage;
+use super::volume::{Snapshot, VolumeStage};
 use crate::api::models::StorageKind;
 use crate::api::{ApiErrorKind, Vm0Api};
 use std::cell::Cell;
@@ -72,7 +72,12 @@ pub(super) fn follow(api: &dyn Vm0Api, volume: &VolumeStage) {
     let label = volume.label();
     let result = (|| {
         let (head, head_has_files) = upload::server_head(api, &volume.upload_target())?;
-        let (generation, base, files, _, _) = volume.freeze();
+        let Snapshot {
+            generation,
+            base,
+            files,
+            ..
+        } = volume.freeze();
         if head == base {
             return Ok(());
         }
@@ -134,7 +139,13 @@ fn publish_once(
             step: "discard",
         });
     }
-    let (generation, base, files, local, tree) = volume.freeze();
+    let Snapshot {
+        generation,
+        base,
+        files,
+        local,
+        tree,
+    } = volume.freeze();
     let label = volume.label();
     let manifest = hash(&label, files)?;
     let id = manifest::version_id(&volume.storage_id, &manifest);

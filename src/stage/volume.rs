@@ -26,6 +26,19 @@ use super::upload::TreeEntry;
 use crate::api::Vm0Api;
 use crate::cache::ArchiveCache;
 
+/// The tree as the publisher reads it, at one instant: the one read of the stage a publish makes.
+pub(super) struct Snapshot {
+    /// The count of changes it is as of: a publish or rebase applies only while it is still the tree's.
+    pub generation: u64,
+    /// The version the changes are based on.
+    pub base: Option<String>,
+    pub files: Vec<Frozen>,
+    /// What it holds that no version can.
+    pub local: LocalOnly,
+    /// Every entry of the tree with its kind, mode and time: the push flow's archive.
+    pub tree: Vec<TreeEntry>,
+}
+
 /// Called after a publish moved a volume's head, so that what caches the API's answers asks again.
 pub type HeadsMoved = Arc<dyn Fn() + Send + Sync>;
 
@@ -502,7 +515,7 @@ impl VolumeStage {
 
     /// What the publisher uploads: every file and where its bytes are, with the generation and head they are of,
     /// and every entry of the tree (for the push flow's archive, `tree_entries`).
-    pub(super) fn freeze(&self) -> (u64, Option<String>, Vec<Frozen>, LocalOnly, Vec<TreeEntry>) {
+    pub(super) fn freeze(&self) -> Snapshot {
         let st = self.lock();
         let files = st
             .tree
@@ -516,13 +529,13 @@ impl VolumeStage {
                 },
             })
             .collect();
-        (
-            st.generation,
-            st.head.clone(),
+        Snapshot {
+            generation: st.generation,
+            base: st.head.clone(),
             files,
-            LocalOnly::of(&st.tree),
-            tree_entries(self, &st),
-        )
+            local: LocalOnly::of(&st.tree),
+            tree: tree_entries(self, &st),
+        }
     }
 
     /// Records that the tree as of `generation` is `version`, now the head, and adopts it into the cache.

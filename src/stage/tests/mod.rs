@@ -411,7 +411,7 @@ fn a_publish_after_an_edit_hashes_only_the_edited_file() {
     w.write_at(0, b"FIRST").unwrap();
     drop(w);
     let known = |v: &VolumeStage| -> Vec<(String, bool)> {
-        let (_, _, files, _, _) = v.freeze();
+        let files = v.freeze().files;
         files
             .into_iter()
             .map(|f| (f.path, f.known.is_some()))
