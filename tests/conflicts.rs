@@ -299,13 +299,24 @@ fn local_only_changes_follow_a_moved_head_and_sync_prints_the_servers_head(proto
     std::os::unix::fs::symlink("keep.txt", vol.join("link")).unwrap();
     std::fs::create_dir(vol.join("empty")).unwrap();
 
-    let line = sync(&vol);
+    let said = sync(&vol);
     assert_eq!(head(&emu, "modes").as_deref(), Some(theirs.as_str()));
     assert_eq!(
-        line,
+        said.lines().next().unwrap_or_default(),
         format!("volumes/modes@{}", &theirs[..8]),
         "sync printed a stale version"
     );
+    // Its last line says where the local-only items stand (issue 22): kept here on /v1; waiting for a change of
+    // content on the push flow, whose archive holds them.
+    let last = said.lines().last().unwrap_or_default();
+    match protocol {
+        Protocol::V1 => assert_eq!(
+            last,
+            "kept on this machine only: 1 symlink, 1 empty directory, 1 file mode (the server's /v1 upload \
+             takes regular files only)"
+        ),
+        Protocol::Push => assert!(last.starts_with("waiting: "), "{said}"),
+    }
     assert_eq!(
         version_count(&emu, "modes"),
         2,
@@ -342,7 +353,11 @@ fn local_only_changes_follow_a_moved_head_and_sync_prints_the_servers_head(proto
         names(&vol),
         ["a.txt", "b.txt", "c.txt", "empty", "keep.txt", "link"]
     );
-    assert_eq!(sync(&vol), format!("volumes/modes@{}", &later[..8]));
+    let said = sync(&vol);
+    assert_eq!(
+        said.lines().next().unwrap_or_default(),
+        format!("volumes/modes@{}", &later[..8])
+    );
 
     let out = run(&["discard"], &vol);
     assert!(out.status.success(), "{}", text(&out.stderr));

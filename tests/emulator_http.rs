@@ -1073,3 +1073,101 @@ fn the_control_route_moves_a_head_behind_the_clients_back() {
     );
     assert_eq!(code, 400);
 }
+
+/// A tar.gz with every kind of entry the push flow carries: modes, a symlink climbing with `..`, an empty
+/// directory, old mtimes and a hard link. Returns the archive and its regular files (the hard link's included).
+fn every_kind_of_entry(b_is: &str) -> (Vec<u8>, BTreeMap<String, Vec<u8>>) {
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::default(),
+    ));
+    let header = |kind: tar::EntryType, mode: u32, mtime: u64, size: u64| {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_mtime(mtime);
+        h.set_size(size);
+        h
+    };
+    let script = b"#!/bin/sh\necho hi\n";
+    let mut h = header(
+        tar::EntryType::Regular,
+        0o755,
+        1_000_000_000,
+        script.len() as u64,
+    );
+    tar.append_data(&mut h, "run.sh", &script[..]).unwrap();
+    let mut h = header(tar::EntryType::Directory, 0o750, 1_100_000_000, 0);
+    tar.append_data(&mut h, "empty/", &b""[..]).unwrap();
+    let mut h = header(tar::EntryType::Regular, 0o600, 1_200_000_000, 4);
+    tar.append_data(&mut h, "sub/a", &b"data"[..]).unwrap();
+    let mut h = header(tar::EntryType::Symlink, 0o777, 1_300_000_000, 0);
+    tar.append_link(&mut h, "sub/up", "../run.sh").unwrap();
+    let mut h = header(tar::EntryType::Link, 0o600, 1_200_000_000, 0);
+    tar.append_link(&mut h, "b", b_is).unwrap();
+    let bytes = tar.into_inner().unwrap().finish().unwrap();
+    let files = BTreeMap::from([
+        ("b".to_string(), b"data".to_vec()),
+        ("run.sh".to_string(), script.to_vec()),
+        ("sub/a".to_string(), b"data".to_vec()),
+    ]);
+    (bytes, files)
+}
+
+/// Prepares and PUTs a push of `archive` declaring `files`; returns the commit's status and body.
+fn push(
+    emu: &Emulator,
+    name: &str,
+    archive: &[u8],
+    files: &BTreeMap<String, Vec<u8>>,
+) -> (u16, Value) {
+    let declared: Vec<Value> = files
+        .iter()
+        .map(|(p, b)| json!({"path": p, "hash": sha(b), "size": b.len()}))
+        .collect();
+    let body = json!({"storageName": name, "storageType": "volume", "files": declared});
+    let (code, prepared) = emu.post_json("/api/storages/prepare", &body);
+    assert_eq!(code, 200, "{prepared}");
+    let url = |what: &str| {
+        prepared["uploads"][what]["presignedUrl"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(put_bytes(emu, &url("archive"), archive, false), 200);
+    assert_eq!(put_bytes(emu, &url("manifest"), b"{}", false), 200);
+    let mut commit = body.clone();
+    commit["versionId"] = prepared["versionId"].clone();
+    emu.post_json("/api/storages/commit", &commit)
+}
+
+#[test]
+fn a_push_is_stored_and_served_as_the_client_archived_it() {
+    let emu = Emulator::start(&[]);
+    let (archive, files) = every_kind_of_entry("sub/a");
+    let (code, committed) = push(&emu, "every-kind", &archive, &files);
+    assert_eq!(code, 200, "{committed}");
+    let id = emu.storage_id("volumes", "every-kind").unwrap();
+    let version = committed["versionId"].as_str().unwrap();
+    assert_eq!(
+        version,
+        content_hash(&id, &files),
+        "the id names the regular files only"
+    );
+    assert_eq!(committed["fileCount"], 3);
+    let (_, served) = download(&emu, "volumes", &id, "");
+    assert_eq!(
+        served, archive,
+        "the download is the pushed archive, byte for byte"
+    );
+
+    // A hard link to a file that is not before it, or whose bytes are not the declared ones, is refused.
+    let (archive, files) = every_kind_of_entry("nowhere");
+    let (code, refused) = push(&emu, "bad-link", &archive, &files);
+    assert_eq!(code, 400, "{refused}");
+    assert!(refused.to_string().contains("hard link"), "{refused}");
+    let (archive, mut files) = every_kind_of_entry("run.sh");
+    files.insert("b".into(), b"data".to_vec());
+    let (code, refused) = push(&emu, "bad-bytes", &archive, &files);
+    assert_eq!(code, 400, "{refused}");
+}

@@ -175,10 +175,14 @@ fn what_a_volume_cannot_hold_is_refused_with_its_errno() {
         let err = std::fs::write(a.path().join("new-file"), b"x").unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
     }
-    // A symlink that stays inside works.
+    // A symlink that stays inside works, climbing with `..` too; one that would climb out through another
+    // symlink (`d/l1 -> ..` is the root, so `d/e/l2 -> ../l1/..` is above it) is refused.
     ok(&format!(
-        "cd {v} && mkdir d && echo hi > d/t && ln -s d/t link && cat link"
+        "cd {v} && mkdir -p d/e && echo hi > d/t && ln -s d/t link && cat link && ln -s ../t d/e/up && \
+         ln -s .. d/l1 && ln -s ../l1/d/t d/e/via && cat d/e/via"
     ));
+    assert!(errno_of(&format!("ln -s ../l1/.. {v}/d/e/l2")).contains("Operation not permitted"));
+    assert!(errno_of(&format!("ln -s ../../.. {v}/d/e/l3")).contains("Operation not permitted"));
     assert!(m.logged("a volume holds files, directories and symlinks only"));
 }
 

@@ -118,9 +118,24 @@ this, a changed volume is published after --commit-delay of quiet and at unmount
 or fails, the publish is tried again a few times (about 45 s), or until --timeout; on a terminal the command says \
 what failed and when the next attempt is. The message it ends with names the volume, the API and the cause; the \
 changes stay staged.",
-        after_help = "Exit status: 0 when every volume named is published or had nothing to publish; 1 when any \
-was not (a conflict, an API refusal or failure, a PATH outside a volume's head, a new volume holding no files); 2 \
-for a usage error."
+        after_help = concat!(
+            "What a version holds, by how the server takes it:\n\n",
+            "in the tree                   /v1 upload                 push flow\n",
+            "regular files, paths, bytes   published                  published\n",
+            "directories                   implied by file paths      published, modes and times\n",
+            "empty directories             kept on this machine only  published\n",
+            "symlinks (inside the volume)  kept on this machine only  published, with times\n",
+            "modes (all of 0o7777)         kept here; files are 0644  published\n",
+            "modification times            the commit time            published, to the second\n",
+            "hard links                    refused (EPERM)            refused (EPERM)\n\n",
+            "On /v1 the last line names what stays on this machine, e.g. `kept on this machine only: 3 symlinks, 1 \
+empty directory, 1 file mode (the server's /v1 upload takes regular files only)`. On the push flow a change of \
+modes, symlinks, empty directories or times alone keeps the version id (it names the files' content), so it waits \
+for the next change of a file, and the last line says `waiting: ...`.\n\n",
+            "Exit status: 0 when every volume named is published or had nothing to publish; 1 when any was not (a \
+conflict, an API refusal or failure, a PATH outside a volume's head, a new volume holding no files); 2 for a usage \
+error."
+        )
     )]
     Sync(SyncArgs),
     /// Drop the staged changes of volumes: they show their head again

@@ -327,15 +327,20 @@ fn sync_timeout(line: &str) -> Result<(&str, Option<Duration>)> {
 pub const PIN_XATTR: &str = "user.vm0.pin";
 pub const UNPIN_XATTR: &str = "user.vm0.unpin";
 
-/// What `vm0fs sync` prints for a published volume: `volumes/<name>@<8 hex>`, and what `--force` replaced.
+/// What `vm0fs sync` prints for a published volume: `volumes/<name>@<8 hex>`, what `--force` replaced, and a last
+/// line naming what the version does not hold (kept on this machine, or waiting for a change of content).
 fn published_line(name: &str, published: &Published) -> String {
     let line = format!("volumes/{name}@{}", short(&published.version));
-    match &published.replaced {
+    let line = match &published.replaced {
         Some(old) => format!(
             "{line} (forced: the local tree as it is replaced the head volumes/{name}@{old8}, which stays \
              readable under that name)",
             old8 = short(old)
         ),
+        None => line,
+    };
+    match &published.note {
+        Some(note) => format!("{line}\n{note}"),
         None => line,
     }
 }

@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::journal::Record;
-use super::manifest::ManifestFile;
+use super::manifest::{LocalOnly, ManifestFile};
 use super::overlay::Content;
 use super::records::over_version;
 use super::state::State;
-use super::status::short;
+use super::status::{ShapeNote, short};
 use super::volume::VolumeStage;
 
 impl VolumeStage {
@@ -29,6 +29,12 @@ impl VolumeStage {
     /// the entry is renamed into the cache; the staged files are deleted.
     pub(super) fn adopt(&self, st: &mut State, version: &str, manifest: &[ManifestFile]) {
         if st.writers > 0 || st.journal.is_none() || st.tree.files().next().is_none() {
+            return;
+        }
+        if *self.shape.lock().unwrap_or_else(|e| e.into_inner()) == ShapeNote::Published
+            && !LocalOnly::of(&st.tree).is_empty()
+        {
+            self.retire_for_the_pushed_archive(st, version);
             return;
         }
         let Some(cache) = self.cache.upgrade() else {
@@ -100,5 +106,29 @@ impl VolumeStage {
             }
         }
         tracing::info!(volume = %label, files = files.len(), "the published files are now the version's cached archive");
+    }
+}
+
+impl VolumeStage {
+    /// The push flow published the tree with what an adopted entry cannot hold (symlinks, empty directories,
+    /// modes: an adoption links files only, and would journal the rest over a version that holds it, which a
+    /// discard would then lose). So nothing is adopted: the staged changes are dropped, the stage retires, and the
+    /// volume's next use makes a fresh one over `version`, read from its archive as the server gives it back.
+    fn retire_for_the_pushed_archive(&self, st: &mut State, version: &str) {
+        let bytes = st.staged_bytes(&self.layout);
+        if let Err(e) = self.layout.remove() {
+            tracing::warn!(volume = %self.label(), error = %e,
+                "could not delete the published staging directory; its changes stay journaled");
+            return;
+        }
+        st.journal = None;
+        st.discarded = true;
+        if let Some(v) = st.base_version.take() {
+            self.hold_base(&v, false);
+        }
+        self.space.release(bytes);
+        tracing::info!(volume = %self.label(), version = short(version),
+            "published with symlinks, empty directories or modes: the volume is read from that version's archive \
+             from now on");
     }
 }

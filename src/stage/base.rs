@@ -1,12 +1,12 @@
 //! The tree of a version as the stage reads it: its extracted archive in the cache (downloaded if missing), and
-//! the regular files in it.
+//! the entries in it (files, directories and symlinks).
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::error::StageError;
-use super::overlay::Tree;
+use super::overlay::{Content, Node, Tree};
 use super::status::short;
 use crate::api::Vm0Api;
 use crate::api::models::StorageKind;
@@ -34,10 +34,12 @@ pub(super) fn version_tree(
         .map_err(|e| StageError::new(e.errno(), format!("{label}: {e}")))
 }
 
-/// The regular files of an extracted base tree, with their modes.
+/// The entries of an extracted base tree: files and directories with their modes (a cached entry has no write
+/// bits, the volume shows the owner's), and symlinks, so that a version made on the push flow keeps them all once
+/// its volume has changes. Names and targets that are not UTF-8 are left out (the stage names entries by text).
 pub(super) fn walk_base(root: &Path) -> io::Result<Tree> {
     use std::os::unix::fs::PermissionsExt;
-    let mut files = Vec::new();
+    let mut entries = Vec::new();
     let mut dirs = vec![PathBuf::new()];
     while let Some(rel) = dirs.pop() {
         for entry in std::fs::read_dir(root.join(&rel))? {
@@ -47,14 +49,30 @@ pub(super) fn walk_base(root: &Path) -> io::Result<Tree> {
             };
             let path = rel.join(&name);
             let meta = entry.metadata()?;
-            if meta.is_dir() {
-                dirs.push(path);
+            let mode = (meta.permissions().mode() & 0o7777) | 0o200;
+            let node = if meta.is_dir() {
+                dirs.push(path.clone());
+                Node::Dir { mode }
             } else if meta.is_file() {
-                // A cached file is stored without write bits; the volume shows the archive's mode.
-                let mode = (meta.permissions().mode() & 0o7777) | 0o200;
-                files.push((path.to_string_lossy().into_owned(), mode));
-            }
+                let content = Content::Base(path.to_string_lossy().into_owned());
+                Node::File {
+                    content,
+                    mode,
+                    mtime: None,
+                }
+            } else if meta.file_type().is_symlink() {
+                match std::fs::read_link(root.join(&path))?
+                    .into_os_string()
+                    .into_string()
+                {
+                    Ok(target) => Node::Symlink { target },
+                    Err(_) => continue,
+                }
+            } else {
+                continue;
+            };
+            entries.push((path.to_string_lossy().into_owned(), node));
         }
     }
-    Ok(Tree::from_files(files))
+    Ok(Tree::from_base(entries))
 }

@@ -142,12 +142,33 @@ impl LocalOnly {
     }
 }
 
+impl LocalOnly {
+    /// The counts as words: `3 symlinks, 1 empty directory, 1 file mode`.
+    fn counted(&self) -> String {
+        let count = |n: usize, one: &str, many: &str| match n {
+            0 => None,
+            1 => Some(format!("1 {one}")),
+            n => Some(format!("{n} {many}")),
+        };
+        [
+            count(self.symlinks, "symlink", "symlinks"),
+            count(self.empty_dirs, "empty directory", "empty directories"),
+            count(self.modes, "file mode", "file modes"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(", ")
+    }
+}
+
+/// On a server with only the `/v1` upload: what stays on this machine, and why.
 impl std::fmt::Display for LocalOnly {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "kept on this machine only (a version holds regular files with mode 0644): {}",
-            self.counts()
+            "kept on this machine only: {} (the server's /v1 upload takes regular files only)",
+            self.counted()
         )
     }
 }
@@ -210,5 +231,25 @@ mod tests {
             }
         );
         assert!(LocalOnly::of(&Tree::from_files([("f".to_string(), 0o644)])).is_empty());
+    }
+
+    #[test]
+    fn what_stays_local_is_named_in_words() {
+        let local = LocalOnly {
+            symlinks: 3,
+            empty_dirs: 1,
+            modes: 1,
+        };
+        assert_eq!(
+            local.to_string(),
+            "kept on this machine only: 3 symlinks, 1 empty directory, 1 file mode (the server's /v1 upload \
+             takes regular files only)"
+        );
+        let one = LocalOnly {
+            symlinks: 0,
+            empty_dirs: 2,
+            modes: 0,
+        };
+        assert_eq!(one.counted(), "2 empty directories");
     }
 }

@@ -32,6 +32,7 @@ mod publish;
 mod publisher;
 mod rebase;
 mod records;
+mod shape;
 mod space;
 mod state;
 mod status;
@@ -216,6 +217,7 @@ impl Stage {
                 discarded: false,
             }),
             phase: Mutex::new(Phase::Clean),
+            shape: Mutex::new(Default::default()),
         }))
     }
 
@@ -243,7 +245,9 @@ impl Stage {
             let st = v.lock();
             // Without changes, its base must still be in the cache (nothing holds it): else start again.
             let base_cached = st.base_root.as_ref().is_none_or(|root| root.is_dir());
-            if st.journal.is_some() || (st.head.as_deref() == head && base_cached) {
+            if !st.discarded
+                && (st.journal.is_some() || (st.head.as_deref() == head && base_cached))
+            {
                 drop(st);
                 return Ok(v.clone());
             }

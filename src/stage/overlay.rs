@@ -103,6 +103,22 @@ impl Tree {
         tree
     }
 
+    /// The tree of a base version: its entries (files read from the version, directories, symlinks), each
+    /// directory on the way implied (0755) where the version has no entry for it.
+    pub fn from_base(entries: impl IntoIterator<Item = (String, Node)>) -> Tree {
+        let mut tree = Tree::default();
+        for (path, node) in entries {
+            let mut dir = parent_of(&path);
+            while !dir.is_empty() && !tree.nodes.contains_key(dir) {
+                tree.nodes
+                    .insert(dir.to_string(), Node::Dir { mode: 0o755 });
+                dir = parent_of(dir);
+            }
+            tree.nodes.insert(path, node);
+        }
+        tree
+    }
+
     pub fn get(&self, path: &str) -> Option<&Node> {
         self.nodes.get(path)
     }

@@ -23,9 +23,10 @@
 //! `<name>@<version>`, and the next publish from anywhere is based on ours.
 
 use super::error::PublishError;
+use super::manifest::LocalOnly;
 use super::manifest::{self, ManifestFile};
 use super::rebase::{RebaseError, Rebased};
-use super::status::{Mode, Phase, short};
+use super::status::{Mode, Phase, ShapeNote, WAITING, short};
 use super::upload::{self, Protocol};
 use super::volume::{Snapshot, VolumeStage};
 use crate::api::models::StorageKind;
@@ -42,6 +43,8 @@ const NAMED_PATHS: usize = 10;
 pub(super) struct Attempt<'p> {
     pub(super) mode: Mode,
     pub(super) replaced: Option<String>,
+    /// What of the tree the version does not hold (see `Published::note`).
+    pub(super) note: Option<String>,
     pub(super) rebases: u32,
     pub(super) protocol: &'p Cell<Protocol>,
 }
@@ -51,6 +54,7 @@ impl Attempt<'_> {
         Attempt {
             mode,
             replaced: None,
+            note: None,
             rebases: 0,
             protocol,
         }
@@ -140,13 +144,11 @@ fn publish_once(
         base,
         files,
         local,
+        tree,
     } = volume.freeze();
     let label = volume.label();
     let manifest = hash(&label, files)?;
     let id = manifest::version_id(&volume.storage_id, &manifest);
-    if !local.is_empty() {
-        tracing::warn!(volume = %label, "{local}");
-    }
     let done = |v: &str| -> Result<String, PublishError> {
         volume
             .published(generation, v, &manifest)
@@ -161,6 +163,8 @@ fn publish_once(
     // Asked even when the tree is its base's content: what `vm0fs sync` prints must be the server's head.
     let (head, head_has_files) = upload::server_head(api, &volume.upload_target())?;
     let nothing_to_send = base.as_deref() == Some(id.as_str());
+    // The tree changed, its content did not: what changed is modes, links or times.
+    let unsent = nothing_to_send && volume.dirty();
     if base.is_none() && head.is_none() && manifest.is_empty() {
         return Err(PublishError {
             errno: libc::ENODATA,
@@ -173,6 +177,7 @@ fn publish_once(
         if !nothing_to_send {
             tracing::info!(volume = %label, version = short(&id), "already published (an earlier commit went through)");
         }
+        note_shape(volume, attempt, &local, unsent);
         return done(&id);
     }
     if head != base && !volume.has_changes() {
@@ -194,11 +199,13 @@ fn publish_once(
             "--force: publishing the local tree over a head that moved (it stays readable as a version)");
         attempt.replaced = head;
     } else if nothing_to_send {
+        note_shape(volume, attempt, &local, unsent);
         return done(&id);
     }
     let progress = |done, total| volume.set_phase(Phase::Publishing { done, total });
     let target = volume.upload_target();
-    let sent = upload::send(api, &target, &manifest, attempt.protocol, &progress)?;
+    let sent = upload::send(api, &target, &manifest, &tree, attempt.protocol, &progress)?;
+    note_shape(volume, attempt, &local, false);
     if volume.lock().generation != generation {
         return Err(PublishError {
             errno: libc::EAGAIN,
@@ -229,6 +236,9 @@ fn publish_once(
                     "the server's version id is not the content hash computed here");
             }
             tracing::info!(volume = %label, version = short(&version), files = manifest.len(), "published");
+            if let Some(note) = &attempt.note {
+                tracing::warn!(volume = %label, version = short(&version), "{note}");
+            }
             done(&version)
         }
         Err(e) => {
@@ -255,6 +265,24 @@ fn hash(label: &str, files: Vec<manifest::Frozen>) -> Result<Vec<ManifestFile>, 
         retryable: true,
         step: "read",
     })
+}
+
+/// Says what of the tree the version does not hold: on `/v1`, what stays on this machine; on the push flow,
+/// nothing, unless the content did not change while the tree did (`unsent`): then its modes, links or times wait.
+fn note_shape(volume: &VolumeStage, attempt: &mut Attempt, local: &LocalOnly, unsent: bool) {
+    let (shape, note) = match attempt.protocol.get() {
+        Protocol::V1 => (
+            ShapeNote::Local,
+            (!local.is_empty()).then(|| local.to_string()),
+        ),
+        Protocol::Push if unsent => (ShapeNote::Waiting, Some(WAITING.to_string())),
+        Protocol::Push => (ShapeNote::Published, None),
+    };
+    if unsent && let Some(note) = &note {
+        tracing::warn!(volume = %volume.label(), "{note}");
+    }
+    volume.set_shape_note(shape);
+    attempt.note = note;
 }
 
 /// The step of a publish that found conflicts.

@@ -242,6 +242,7 @@ fn publish_retrying(
         let result = publish(api, volume, &mut attempt).map(|version| Published {
             version,
             replaced: attempt.replaced,
+            note: attempt.note,
         });
         match result {
             Err(e) if e.retryable && failures + 1 < attempts => {

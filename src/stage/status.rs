@@ -70,6 +70,9 @@ pub struct Published {
     pub version: String,
     /// The head that was not the base and is no longer the head (its version stays readable).
     pub replaced: Option<String>,
+    /// What of the tree the version does not hold, when something: kept on this machine (`/v1`), or waiting
+    /// for the next change of content (push flow).
+    pub note: Option<String>,
 }
 
 /// One publish uploading its files: `volumes/<name>`, and its bytes sent of all it sends (`vm0fs status`).
@@ -92,3 +95,21 @@ pub struct RetryNote {
     /// When the next attempt starts, in milliseconds since the Unix epoch.
     pub next_attempt_unix_ms: u64,
 }
+
+/// Where the modes, symlinks, empty directories and times of a volume stand after its last publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) enum ShapeNote {
+    /// Not published yet, or on the `/v1` flow: they stay on this machine (`LocalOnly` says which).
+    #[default]
+    Local,
+    /// On the push flow, in the version.
+    Published,
+    /// On the push flow, changed without a change of content: the version id is the same, so they wait for the
+    /// next change of a file.
+    Waiting,
+}
+
+/// What `vm0fs status`, `vm0fs sync` and the log say of changes that wait for a change of content.
+pub(super) const WAITING: &str = "waiting: changes of modes, symlinks, empty directories or times alone make no new \
+                                  version (a version's id names its files' content); they are published with the \
+                                  next change of a file";

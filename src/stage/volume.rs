@@ -17,10 +17,12 @@ use super::layout::VolumeLayout;
 use super::manifest::{Frozen, LocalOnly, ManifestFile};
 use super::overlay::{Content, Node};
 use super::records::touch_record;
+use super::shape::tree_entries;
 use super::space::Space;
 use super::state::State;
-use super::status::Phase;
+use super::status::{Phase, ShapeNote, WAITING};
 use super::upload;
+use super::upload::TreeEntry;
 use crate::api::Vm0Api;
 use crate::cache::ArchiveCache;
 
@@ -33,6 +35,8 @@ pub(super) struct Snapshot {
     pub files: Vec<Frozen>,
     /// What it holds that no version can.
     pub local: LocalOnly,
+    /// Every entry of the tree with its kind, mode and time: the push flow's archive.
+    pub tree: Vec<TreeEntry>,
 }
 
 /// Called after a publish moved a volume's head, so that what caches the API's answers asks again.
@@ -91,6 +95,8 @@ pub struct VolumeStage {
     pub(super) heads_moved: HeadsMoved,
     pub(super) state: Mutex<State>,
     pub(super) phase: Mutex<Phase>,
+    /// What the last publish said of the things only the push flow's archive holds (`vm0fs status`).
+    pub(super) shape: Mutex<ShapeNote>,
 }
 
 /// Makes a path relative to the volume usable as a tree key, refusing what cannot be one.
@@ -495,6 +501,10 @@ impl VolumeStage {
         self.lock().writers > 0
     }
 
+    pub(super) fn set_shape_note(&self, note: ShapeNote) {
+        *self.shape.lock().unwrap_or_else(|e| e.into_inner()) = note;
+    }
+
     pub(super) fn set_phase(&self, phase: Phase) {
         *self.phase.lock().unwrap_or_else(|e| e.into_inner()) = phase;
     }
@@ -503,7 +513,8 @@ impl VolumeStage {
         self.phase.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// What the publisher uploads: every file and where its bytes are, with the generation and head they are of.
+    /// What the publisher uploads: every file and where its bytes are, with the generation and head they are of,
+    /// and every entry of the tree (for the push flow's archive, `tree_entries`).
     pub(super) fn freeze(&self) -> Snapshot {
         let st = self.lock();
         let files = st
@@ -523,6 +534,7 @@ impl VolumeStage {
             base: st.head.clone(),
             files,
             local: LocalOnly::of(&st.tree),
+            tree: tree_entries(self, &st),
         }
     }
 
@@ -574,8 +586,10 @@ impl VolumeStage {
             (Phase::Clean, _) => line.push_str("staged (not published yet)"),
             (p, _) => line.push_str(&p.to_string()),
         }
-        if !local.is_empty() {
-            line.push_str(&format!("; {local}"));
+        match *self.shape.lock().unwrap_or_else(|e| e.into_inner()) {
+            ShapeNote::Local if !local.is_empty() => line.push_str(&format!("; {local}")),
+            ShapeNote::Waiting => line.push_str(&format!("; {WAITING}")),
+            _ => {}
         }
         Some(line)
     }

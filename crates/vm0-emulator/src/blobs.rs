@@ -207,49 +207,76 @@ fn set_raw_name(header: &mut tar::Header, name: &str) {
     }
 }
 
-/// The regular files of a tar.gz held in memory, or `None` if it does not parse.
+/// The regular files of a tar.gz held in memory (a hard link counts as one), or `None` if it does not parse.
 pub(crate) fn count_files(bytes: &[u8]) -> Option<u64> {
     let mut archive = tar::Archive::new(GzDecoder::new(bytes));
     let mut n = 0;
     for entry in archive.entries().ok()? {
-        let entry = entry.ok()?;
-        if entry.header().entry_type().is_file() {
+        let kind = entry.ok()?.header().entry_type();
+        if kind.is_file() || kind.is_hard_link() {
             n += 1;
         }
     }
     Some(n)
 }
 
-/// Every regular file of an archive on disk, with its bytes, in archive order. Only for small archives (the
-/// caller checks the size first).
+/// Every regular file of an archive on disk, with its bytes, in archive order; a hard link to an earlier file is
+/// a file with that file's bytes (archives pushed by a client hold them). Only for small archives (the caller
+/// checks the size first).
 pub(crate) fn read_all(blob: &Path) -> io::Result<Vec<(String, Vec<u8>)>> {
     let mut archive = tar::Archive::new(GzDecoder::new(File::open(blob)?));
-    let mut out = Vec::new();
+    let mut out: Vec<(String, Vec<u8>)> = Vec::new();
     for entry in archive.entries()? {
         let mut entry = entry?;
-        if !entry.header().entry_type().is_file() {
-            continue;
-        }
+        let kind = entry.header().entry_type();
         let path = entry.path()?.to_string_lossy().into_owned();
-        let mut data = Vec::new();
-        entry.read_to_end(&mut data)?;
+        let data = if kind.is_file() {
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data)?;
+            data
+        } else if kind.is_hard_link() {
+            let target = entry.link_name()?.unwrap_or_default();
+            let target = target.to_string_lossy();
+            match out.iter().rev().find(|(p, _)| *p == target) {
+                Some((_, data)) => data.clone(),
+                None => continue,
+            }
+        } else {
+            continue;
+        };
         out.push((path, data));
     }
     Ok(out)
 }
 
-/// The bytes of one member of an archive on disk (the legacy per-file download), streaming through it.
+/// The bytes of one member of an archive on disk (the legacy per-file download), streaming through it; a hard
+/// link is served with its target's bytes.
 pub(crate) fn read_member(blob: &Path, wanted: &str) -> io::Result<Option<Vec<u8>>> {
+    read_member_via_links(blob, wanted, 8)
+}
+
+/// `read_member`, following at most `links` hard links (a hostile raw archive may link two names to each other).
+fn read_member_via_links(blob: &Path, wanted: &str, links: u32) -> io::Result<Option<Vec<u8>>> {
     let mut archive = tar::Archive::new(GzDecoder::new(File::open(blob)?));
+    let mut link_to = None;
     for entry in archive.entries()? {
         let mut entry = entry?;
-        if entry.path()?.to_string_lossy() == wanted {
-            let mut data = Vec::new();
-            entry.read_to_end(&mut data)?;
-            return Ok(Some(data));
+        if entry.path()?.to_string_lossy() != wanted {
+            continue;
         }
+        let kind = entry.header().entry_type();
+        if kind.is_hard_link() {
+            link_to = entry.link_name()?.map(|t| t.to_string_lossy().into_owned());
+            break;
+        }
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data)?;
+        return Ok(Some(data));
     }
-    Ok(None)
+    match link_to {
+        Some(target) if links > 0 => read_member_via_links(blob, &target, links - 1),
+        _ => Ok(None),
+    }
 }
 
 #[cfg(test)]

@@ -6,10 +6,16 @@
 //! upload, but its commit still moves the head. The PUT targets reuse the upload registry and the blob host's
 //! `/_upload/<session>/<id>` route of the `/v1` flow: one session per (storage, version), named after the
 //! version, holding `archive` and `manifest`. The commit refuses what the platform refuses: a missing upload
-//! (409, the session stays), and an archive whose files are not the ones declared (400). Bodies are camelCase in
+//! (409, the session stays), and an archive whose files are not the ones declared (400).
+//!
+//! The archive is the client's: once its regular files (a hard link counts as a file with its target's bytes)
+//! are checked against the declared ones, the uploaded bytes become the version's blob as they are, so a
+//! download gives back exactly what was pushed: modes, symlinks, empty directories, times and hard links
+//! included. The version id and the manifest still name the regular files only (CONTRACT.md 6.1). Bodies are camelCase in
 //! every era and errors are `{"error":{"message","code"}}` with UPPERCASE codes; more than `--max-push-bytes`
 //! declared (100 MiB by default, as on the platform) is 413 `PAYLOAD_TOO_LARGE`.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io;
 use std::path::Path;
@@ -18,16 +24,16 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::Response;
-use flate2::Compression;
 use flate2::read::GzDecoder;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
-use crate::blobs::{self, Source};
+use crate::blobs;
 use crate::catalog;
 use crate::ctx::Ctx;
 use crate::presign::{USER_ID, kind_word, presign};
 use crate::reply::{blocking, raw_json};
-use crate::store::FileRec;
+use crate::store::{FileRec, VersionRec, now_ms};
 use crate::uploads::{Declared, UploadSession};
 use vm0_api::StorageKind;
 
@@ -243,31 +249,12 @@ fn commit_version(
         ctx.uploads.insert(session_name, session);
         return push_error(409, "CONFLICT", message);
     }
-    let extracted = session.dir.join("files");
-    let sources = match unpack(&archive, &extracted, target) {
-        Ok(sources) => sources,
-        Err(e) => {
-            let _ = fs::remove_dir_all(&session.dir);
-            return bad(e);
-        }
-    };
-    let built = catalog::build_version(
-        &ctx.store,
-        &storage_id,
-        &sources,
-        message,
-        Compression::default(),
-    );
+    let stored = check_archive(&archive, target)
+        .and_then(|()| store_archive(ctx, &archive, &storage_id, target, message));
     let _ = fs::remove_dir_all(&session.dir);
-    let v = match built {
+    let v = match stored {
         Ok(v) => v,
-        Err(e) => {
-            return push_error(
-                500,
-                "INTERNAL_ERROR",
-                format!("Cannot build the archive: {e}"),
-            );
-        }
+        Err(response) => return response,
     };
     if v.id != version_id {
         return bad(format!(
@@ -285,7 +272,7 @@ fn committed(
     st: &mut crate::store::State,
     target: &Target,
     storage_id: &str,
-    v: crate::store::VersionRec,
+    v: VersionRec,
     deduplicated: bool,
 ) -> Response {
     match catalog::publish(&ctx.store, st, target.kind, storage_id, v) {
@@ -307,50 +294,96 @@ fn committed(
     }
 }
 
-/// Extracts the regular files of the pushed archive under `dir` and checks them against the declared files;
-/// returns them as archive sources, or why they do not match.
-fn unpack(archive: &Path, dir: &Path, target: &Target) -> Result<Vec<(String, Source)>, String> {
+/// Keeps the pushed archive, as it is, as the blob of the version its declared files make (a blob already there
+/// for that id is kept), and returns that version, not yet registered.
+fn store_archive(
+    ctx: &Ctx,
+    archive: &Path,
+    storage_id: &str,
+    target: &Target,
+    message: Option<String>,
+) -> Result<VersionRec, Response> {
+    let id = blobs::version_id(storage_id, &target.files);
+    let has_blob = !target.files.is_empty();
+    if has_blob {
+        let dest = ctx.store.blob_path(&id);
+        let kept = if dest.exists() {
+            Ok(())
+        } else {
+            fs::rename(archive, &dest)
+        };
+        kept.map_err(|e| {
+            push_error(
+                500,
+                "INTERNAL_ERROR",
+                format!("Cannot store the archive: {e}"),
+            )
+        })?;
+    }
+    Ok(VersionRec {
+        id,
+        size: target.files.iter().map(|f| f.size).sum(),
+        file_count: target.files.len() as u64,
+        message,
+        created_by: USER_ID.into(),
+        created_ms: now_ms(),
+        files: target.files.clone(),
+        has_blob,
+    })
+}
+
+/// Checks that the regular files of the pushed archive are the files declared (path, size and hash of each); a
+/// hard link to an earlier file counts as a file with its bytes. Other entries (directories, symlinks) are the
+/// client's to send.
+fn check_archive(archive: &Path, target: &Target) -> Result<(), Response> {
     if target.files.is_empty() {
-        return Ok(Vec::new());
+        return Ok(());
     }
-    let read = |e: io::Error| format!("The archive cannot be read as a tar.gz: {e}");
-    let mut tar = tar::Archive::new(GzDecoder::new(File::open(archive).map_err(read)?));
-    let mut found: Vec<FileRec> = Vec::new();
-    let mut sources = Vec::new();
-    for entry in tar.entries().map_err(read)? {
-        let mut entry = entry.map_err(read)?;
-        if !entry.header().entry_type().is_file() {
-            continue;
-        }
-        let path = entry.path().map_err(read)?.to_string_lossy().into_owned();
-        if !catalog::valid_rel_path(&path) {
-            return Err(format!("The archive holds an invalid path {path:?}"));
-        }
-        let dest = dir.join(&path);
-        if let Some(parent) = dest.parent() {
-            fs::create_dir_all(parent).map_err(read)?;
-        }
-        io::copy(&mut entry, &mut File::create(&dest).map_err(read)?).map_err(read)?;
-        let bytes = fs::read(&dest).map_err(read)?;
-        found.push(FileRec {
-            path: path.clone(),
-            size: bytes.len() as u64,
-            hash: blobs::sha256_hex(&bytes),
-        });
-        sources.push((path, Source::Disk(dest)));
-    }
-    found.sort_by(|a, b| a.path.cmp(&b.path));
-    sources.sort_by(|a, b| a.0.cmp(&b.0));
+    let found = archive_files(archive).map_err(bad)?;
     let same = found.len() == target.files.len()
         && found
             .iter()
             .zip(&target.files)
             .all(|(a, b)| a.path == b.path && a.size == b.size && a.hash == b.hash);
     if same {
-        Ok(sources)
+        Ok(())
     } else {
-        Err("The archive's files are not the files declared (path, size and hash of each)".into())
+        Err(bad(
+            "The archive's files are not the files declared (path, size and hash of each)",
+        ))
     }
+}
+
+/// The regular files of a tar.gz, sorted by path, hashed as they stream by.
+fn archive_files(archive: &Path) -> Result<Vec<FileRec>, String> {
+    let read = |e: io::Error| format!("The archive cannot be read as a tar.gz: {e}");
+    let mut tar = tar::Archive::new(GzDecoder::new(File::open(archive).map_err(read)?));
+    let mut found: BTreeMap<String, FileRec> = BTreeMap::new();
+    for entry in tar.entries().map_err(read)? {
+        let mut entry = entry.map_err(read)?;
+        let kind = entry.header().entry_type();
+        if !kind.is_file() && !kind.is_hard_link() {
+            continue;
+        }
+        let path = entry.path().map_err(read)?.to_string_lossy().into_owned();
+        if !catalog::valid_rel_path(&path) {
+            return Err(format!("The archive holds an invalid path {path:?}"));
+        }
+        let (size, hash) = if kind.is_hard_link() {
+            let link = entry.link_name().map_err(read)?.unwrap_or_default();
+            let link = link.to_string_lossy().into_owned();
+            let earlier = found.get(&link).ok_or_else(|| {
+                format!("The archive's hard link {path:?} names {link:?}, not a file before it")
+            })?;
+            (earlier.size, earlier.hash.clone())
+        } else {
+            let mut hasher = Sha256::new();
+            let size = io::copy(&mut entry, &mut hasher).map_err(read)?;
+            (size, hex::encode(hasher.finalize()))
+        };
+        found.insert(path.clone(), FileRec { path, size, hash });
+    }
+    Ok(found.into_values().collect())
 }
 
 #[cfg(test)]

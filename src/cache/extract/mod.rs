@@ -9,7 +9,7 @@
 //!
 //! Limits: `max_entries` counts every entry; `max_total_bytes` bounds both the sum of the sizes the headers
 //! announce (checked before an entry's data is read, so a gzip bomb stops before it is inflated, even when the
-//! entry would be skipped) and the bytes actually written (which also counts hardlink copies).
+//! entry would be skipped) and the bytes actually written (a hard link writes none: it is a second name).
 //!
 //! Each entry is reported to `Reports::partial` as soon as it is complete, so a reader may be served it before
 //! the stream has ended and gzip has checked its CRC (the trade-off is described in the cache module's doc).
@@ -32,7 +32,7 @@ use crate::cache::ExtractLimits;
 use crate::cache::error::Failure;
 use crate::cache::flight::Partial;
 use crate::cache::progress::Transfer;
-use path::{RelPath, safe_symlink_target};
+use path::RelPath;
 pub(crate) use write::file_mode;
 use write::{Source, TreeWriter, mtime_from_secs};
 
@@ -236,19 +236,16 @@ fn tar_entry<R: Read>(
             };
             writer.file(&name, &rel, mode, mtime, src)
         }
-        EntryType::Directory => writer.dir(&name, &rel, mtime),
+        EntryType::Directory => writer.dir(&name, &rel, mode, mtime),
         EntryType::Symlink => match link {
-            Some(target) if safe_symlink_target(&target) => writer.symlink(&name, &rel, &target),
-            _ => {
-                writer.skip(
-                    &name,
-                    "symlink target is absolute, climbs with `..`, or is invalid",
-                );
+            Some(target) => writer.symlink(&name, &rel, &target, mtime),
+            None => {
+                writer.skip(&name, "symlink without a target");
                 Ok(())
             }
         },
         EntryType::Link => match link.as_deref().map(RelPath::parse) {
-            Some(Ok(Some(target))) => writer.hardlink(&name, &rel, &target, mode, mtime),
+            Some(Ok(Some(target))) => writer.hardlink(&name, &rel, &target),
             _ => {
                 writer.skip(&name, "hardlink target is outside the archive or invalid");
                 Ok(())

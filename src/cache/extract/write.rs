@@ -12,19 +12,33 @@
 //! directory or symlink is created at its name; one that takes the name of an earlier file or symlink (the last
 //! one wins) is made at a scratch name beside the tree and renamed over it, in one step.
 //!
+//! Symlinks follow the one rule of `crate::symlinks`. One whose target only descends (no `..`) is kept whatever
+//! the tree holds, so it is made at once; one that climbs is kept only if it resolves inside through real
+//! directories, which depends on the entries still to come, so it is held back and judged in `finish`, against
+//! the finished tree, with `lstat` one component at a time. A later entry of the same name replaces a held-back
+//! link, as it would a made one. Until `finish`, no reader can be served a climbing link.
+//!
+//! A hard link whose target is a regular file already extracted becomes a second name of that file (`link(2)`,
+//! one inode, no bytes written); entries are never written in place (a file replacing another is a new inode
+//! renamed over it), so a later entry of the same name as either never changes the other.
+//!
 //! Modes: files keep their tar permission bits minus every write bit and minus setuid/setgid/sticky, and are
-//! always owner-readable; directories are 0755 so that eviction (`remove_dir_all`) can delete their contents.
+//! always owner-readable; directories keep their read and search bits and are always owner-`rwx`, so that
+//! eviction (`remove_dir_all`) can delete their contents (a directory only implied by a path is 0755). Times: a
+//! file's and a symlink's are set when it is made, a directory's at the end, after its contents are written.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::Reports;
 use super::path::RelPath;
 use crate::cache::error::Failure;
+use crate::symlinks::symlink_kept;
 
 /// Copy buffer size: large writes keep the extraction of big files cheap in syscalls.
 const COPY_BUF: usize = 1 << 20;
@@ -48,9 +62,20 @@ pub(crate) struct TreeWriter {
     written: u64,
     files: u64,
     buf: Vec<u8>,
-    dir_times: Vec<(PathBuf, SystemTime)>,
+    /// Directories with an entry of their own: their mode and time, applied in `finish`.
+    dir_times: Vec<(PathBuf, u32, SystemTime)>,
+    /// Symlinks whose target climbs with `..`, by name, judged in `finish`: the entry's name and the target.
+    held_back: HashMap<Vec<OsString>, HeldBack>,
     /// Told of every byte written and every entry complete.
     reports: Reports,
+}
+
+/// A symlink held back until `finish`.
+struct HeldBack {
+    name: Vec<u8>,
+    rel: RelPath,
+    target: Vec<u8>,
+    mtime: SystemTime,
 }
 
 /// Where a new non-directory is made: at its name, or at `scratch` when an earlier entry holds the name.
@@ -89,6 +114,7 @@ impl TreeWriter {
             files: 0,
             buf: vec![0; COPY_BUF],
             dir_times: Vec::new(),
+            held_back: HashMap::new(),
             reports: Reports::default(),
         }
     }
@@ -153,26 +179,64 @@ impl TreeWriter {
         Ok(())
     }
 
-    /// A directory (and its parents). Its mtime is applied at the end, after its contents are written.
+    /// A directory (and its parents). Its mode and mtime are applied at the end, after its contents are written.
     pub(crate) fn dir(
         &mut self,
         name: &[u8],
         rel: &RelPath,
+        mode: u32,
         mtime: SystemTime,
     ) -> Result<(), Failure> {
+        self.held_back.remove(rel.parts());
         match self.make_dirs(rel.parts())? {
-            Some(path) => self.dir_times.push((path, mtime)),
+            Some(path) => self.dir_times.push((path, mode, mtime)),
             None => self.skip(name, "a file of that name is already in the way"),
         }
         Ok(())
     }
 
-    /// A symlink whose target the caller has checked with `safe_symlink_target`.
+    /// A symlink: made at once when its target only descends, held back until `finish` when it climbs (see the
+    /// module's doc), skipped when `crate::symlinks` refuses it whatever the tree holds.
     pub(crate) fn symlink(
         &mut self,
         name: &[u8],
         rel: &RelPath,
         target: &[u8],
+        mtime: SystemTime,
+    ) -> Result<(), Failure> {
+        let link: PathBuf = rel.parts().iter().collect();
+        if !symlink_kept(&link, target, |_| true) {
+            self.skip(
+                name,
+                "symlink target is absolute, leaves the tree, or is invalid",
+            );
+            return Ok(());
+        }
+        if target.split(|&b| b == b'/').any(|part| part == b"..") {
+            if self.make_dirs(rel.parent_parts())?.is_none() {
+                self.skip(name, "a parent directory is not a directory");
+                return Ok(());
+            }
+            self.held_back.insert(
+                rel.parts().to_vec(),
+                HeldBack {
+                    name: name.to_vec(),
+                    rel: rel.clone(),
+                    target: target.to_vec(),
+                    mtime,
+                },
+            );
+            return Ok(());
+        }
+        self.make_symlink(name, rel, target, mtime)
+    }
+
+    fn make_symlink(
+        &mut self,
+        name: &[u8],
+        rel: &RelPath,
+        target: &[u8],
+        mtime: SystemTime,
     ) -> Result<(), Failure> {
         use std::os::unix::ffi::OsStrExt;
         let Some(leaf) = self.prepare_leaf(name, rel)? else {
@@ -180,19 +244,18 @@ impl TreeWriter {
         };
         std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), leaf.make_at())
             .and_then(|()| leaf.put_in_place())
+            .and_then(|()| set_symlink_mtime(&leaf.path, mtime))
             .map_err(|e| Failure::local(format!("creating the symlink {rel}"), e))?;
         self.made(rel.parts());
         Ok(())
     }
 
-    /// A hardlink: a copy of the target's bytes, when the target is a regular file already extracted here.
+    /// A hard link: a second name of its target, when the target is a regular file already extracted here.
     pub(crate) fn hardlink(
         &mut self,
         name: &[u8],
         rel: &RelPath,
         target: &RelPath,
-        mode: u32,
-        mtime: SystemTime,
     ) -> Result<(), Failure> {
         if rel == target {
             self.skip(name, "hardlink to itself");
@@ -202,33 +265,61 @@ impl TreeWriter {
             self.skip(name, "hardlink target is not a file extracted before it");
             return Ok(());
         };
-        let mut input = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&target_path)
-            .map_err(|e| Failure::local(format!("opening {target} to copy it"), e))?;
-        let what = format!("reading {target} to copy it");
-        let on_error = move |e| Failure::local(what.clone(), e);
-        let src = Source {
-            reader: &mut input,
-            expected: None,
-            on_error: &on_error,
+        let Some(leaf) = self.prepare_leaf(name, rel)? else {
+            return Ok(());
         };
-        self.file(name, rel, mode, mtime, src)
+        if leaf.scratch.is_some() && same_inode(&leaf.path, &target_path) {
+            return Ok(()); // already a name of that file: `rename` would leave the scratch name behind
+        }
+        fs::hard_link(&target_path, leaf.make_at())
+            .and_then(|()| leaf.put_in_place())
+            .map_err(|e| Failure::local(format!("linking {rel} to {target}"), e))?;
+        self.files += 1;
+        self.made(rel.parts());
+        Ok(())
     }
 
-    /// Applies directory mtimes (deepest last written first does not matter: a child's time never moves its parent's).
+    /// Judges the held-back symlinks against the finished tree (making the ones kept), then applies directory
+    /// mtimes.
     pub(crate) fn finish(&mut self) -> Result<(), Failure> {
-        for (path, mtime) in self.dir_times.drain(..).rev() {
+        let mut held_back: Vec<HeldBack> =
+            std::mem::take(&mut self.held_back).into_values().collect();
+        held_back.sort_by(|a, b| a.rel.parts().cmp(b.rel.parts()));
+        for link in held_back {
+            let path: PathBuf = link.rel.parts().iter().collect();
+            let root = &self.root;
+            let is_real_dir =
+                |p: &Path| fs::symlink_metadata(root.join(p)).is_ok_and(|m| m.is_dir());
+            if symlink_kept(&path, &link.target, is_real_dir) {
+                self.make_symlink(&link.name, &link.rel, &link.target, link.mtime)?;
+            } else {
+                self.skip(
+                    &link.name,
+                    "symlink target leaves the tree through a symlink or a missing directory",
+                );
+            }
+        }
+        self.apply_dir_times()
+    }
+
+    /// Applies directory modes and mtimes (deepest last written first does not matter: a child's time never moves
+    /// its parent's).
+    fn apply_dir_times(&mut self) -> Result<(), Failure> {
+        for (path, mode, mtime) in self.dir_times.drain(..).rev() {
             let dir = OpenOptions::new()
                 .read(true)
                 .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY)
                 .open(&path);
             // A directory replaced later in the archive is not fatal; its time is cosmetic.
             if let Ok(dir) = dir {
-                dir.set_modified(mtime).map_err(|e| {
-                    Failure::local(format!("setting the time of {}", path.display()), e)
-                })?;
+                dir.set_permissions(Permissions::from_mode(dir_mode(mode)))
+                    .and_then(|()| dir.set_modified(mtime))
+                    .map_err(|e| {
+                        Failure::local(
+                            format!("setting the mode and time of {}", path.display()),
+                            e,
+                        )
+                    })?;
             }
         }
         Ok(())
@@ -237,6 +328,7 @@ impl TreeWriter {
     /// Creates the parents of `rel` and says where to make a new non-directory for it: at its name, or at the
     /// scratch name when an earlier file or symlink holds it. `None`: skipped (and logged).
     fn prepare_leaf(&mut self, name: &[u8], rel: &RelPath) -> Result<Option<Leaf>, Failure> {
+        self.held_back.remove(rel.parts());
         let Some(parent) = self.make_dirs(rel.parent_parts())? else {
             self.skip(name, "a parent directory is not a directory");
             return Ok(None);
@@ -338,6 +430,45 @@ impl TreeWriter {
     }
 }
 
+/// Whether two paths name one inode (neither followed if a symlink).
+fn same_inode(a: &Path, b: &Path) -> bool {
+    match (fs::symlink_metadata(a), fs::symlink_metadata(b)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
+}
+
+/// The mode an extracted directory gets: its read and search bits, and always owner-`rwx`.
+fn dir_mode(tar_mode: u32) -> u32 {
+    (tar_mode & 0o555) | 0o700
+}
+
+/// Sets a symlink's own modification time (`utimensat` with `AT_SYMLINK_NOFOLLOW`; std has no `lutimes`).
+fn set_symlink_mtime(path: &Path, mtime: SystemTime) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let since = mtime.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let at = libc::timespec {
+        tv_sec: libc::time_t::try_from(since.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: since.subsec_nanos().into(),
+    };
+    let times = [at, at];
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    // SAFETY: `path` is a NUL-terminated string and `times` two timespecs, both alive for the call.
+    let done = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if done == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// The mode an extracted file gets: no write bits, no setuid/setgid/sticky, always owner-readable.
 pub(crate) fn file_mode(tar_mode: u32) -> u32 {
     (tar_mode & 0o555) | 0o400
@@ -387,11 +518,10 @@ mod tests {
         put(&mut w, "dir-link/sub/evil", b"evil").unwrap();
         put(&mut w, "file-link", b"evil").unwrap();
         put(&mut w, "dangling", b"evil").unwrap();
-        w.dir(b"dir-link/d", &rel("dir-link/d"), UNIX_EPOCH)
+        w.dir(b"dir-link/d", &rel("dir-link/d"), 0o755, UNIX_EPOCH)
             .unwrap();
         std::os::unix::fs::symlink(outside.join("victim"), root.join("again")).unwrap();
-        w.hardlink(b"copy", &rel("copy"), &rel("again"), 0o644, UNIX_EPOCH)
-            .unwrap();
+        w.hardlink(b"copy", &rel("copy"), &rel("again")).unwrap();
         w.finish().unwrap();
 
         let mut names: Vec<_> = fs::read_dir(&outside)

@@ -2,7 +2,7 @@
 
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use tar::EntryType;
 
@@ -96,7 +96,7 @@ fn symlinks_pointing_out_are_never_written_through() {
 }
 
 #[test]
-fn hardlinks_copy_inside_targets_only() {
+fn hardlinks_to_inside_targets_only_are_second_names() {
     let fx = Fixture::new();
     let cache = fx.open(1 << 30);
     let victim = format!("{}/victim.txt", fx.outside().display());
@@ -113,7 +113,124 @@ fn hardlinks_copy_inside_targets_only() {
     let tree = fetch(&cache, &vid(4), gz).unwrap();
     assert_eq!(list_tree(&tree), ["copy", "ln", "orig.txt"]);
     assert_eq!(fs::read(tree.join("copy")).unwrap(), b"original");
+    let (copy, orig) = (inode(&tree.join("copy")), inode(&tree.join("orig.txt")));
+    assert_eq!(copy, orig, "a hard link is a second name of its target");
+    assert_eq!(fs::metadata(tree.join("copy")).unwrap().nlink(), 2);
     fx.assert_outside_untouched();
+}
+
+/// A later entry of either name replaces that name only (a new inode renamed over it), never the other's bytes;
+/// a hard link repeated onto a name that already is its target's changes nothing.
+#[test]
+fn a_later_entry_of_a_hard_linked_name_leaves_the_other_name_alone() {
+    let fx = Fixture::new();
+    let cache = fx.open(1 << 30);
+    let gz = Tar::new()
+        .file("a", b"first")
+        .hardlink("b", "a")
+        .hardlink("b", "a")
+        .file("a", b"second")
+        .file("c", b"third")
+        .hardlink("d", "c")
+        .file("d", b"fourth")
+        .gz();
+    let tree = fetch(&cache, &vid(17), gz).unwrap();
+    assert_eq!(list_tree(&tree), ["a", "b", "c", "d"]);
+    assert_eq!(fs::read(tree.join("a")).unwrap(), b"second");
+    assert_eq!(fs::read(tree.join("b")).unwrap(), b"first");
+    assert_eq!(fs::read(tree.join("c")).unwrap(), b"third");
+    assert_eq!(fs::read(tree.join("d")).unwrap(), b"fourth");
+    assert_eq!(fs::metadata(tree.join("b")).unwrap().nlink(), 1);
+    fx.assert_staging_empty();
+    fx.assert_outside_untouched();
+}
+
+/// A climbing link is kept when it resolves inside through real directories (`sub/up -> ../run.sh`, which the
+/// stage accepts too); chains of links that climb out through another link or a missing directory are skipped,
+/// whatever order the archive gives them in.
+#[test]
+fn symlink_chains_climbing_out_are_skipped_and_links_climbing_through_directories_kept() {
+    let fx = Fixture::new();
+    let cache = fx.open(1 << 30);
+    let gz = Tar::new()
+        .file("run.sh", b"#!/bin/sh\n")
+        .symlink("sub/up", "../run.sh")
+        .file("sub/inner/x", b"x")
+        .symlink("sub/inner/top", "../../run.sh")
+        .symlink("sub/inner/round", "../inner/../up")
+        // The chain: d/l1 -> .. is the root; d/e/l2 -> ../l1/.. would be its parent, outside.
+        .symlink("d/e/l2", "../l1/..")
+        .symlink("d/l1", "..")
+        .symlink("d/e/l3", "../l1/../../outside/victim.txt")
+        .symlink("d/e/l4", "../l1/d/l1/..")
+        // Through a name that does not exist, or is a file.
+        .symlink("m1", "missing/../run.sh")
+        .symlink("m2", "run.sh/../run.sh")
+        .gz();
+    let tree = fetch(&cache, &vid(18), gz).unwrap();
+    assert_eq!(
+        list_tree(&tree),
+        [
+            "d/",
+            "d/e/",
+            "d/l1",
+            "run.sh",
+            "sub/",
+            "sub/inner/",
+            "sub/inner/round",
+            "sub/inner/top",
+            "sub/inner/x",
+            "sub/up"
+        ]
+    );
+    assert_eq!(fs::read(tree.join("sub/up")).unwrap(), b"#!/bin/sh\n");
+    assert_eq!(
+        fs::read(tree.join("sub/inner/top")).unwrap(),
+        b"#!/bin/sh\n"
+    );
+    assert_eq!(
+        fs::read(tree.join("sub/inner/round")).unwrap(),
+        b"#!/bin/sh\n"
+    );
+    assert_eq!(
+        fs::read_link(tree.join("sub/up")).unwrap().as_os_str(),
+        "../run.sh"
+    );
+    fx.assert_outside_untouched();
+}
+
+/// A climbing link is judged at the end; a later entry of its name wins over it, as over any earlier entry.
+#[test]
+fn a_held_back_symlink_is_replaced_by_a_later_entry_of_its_name() {
+    let fx = Fixture::new();
+    let cache = fx.open(1 << 30);
+    let gz = Tar::new()
+        .file("t", b"t")
+        .symlink("sub/a", "../t")
+        .file("sub/a", b"file wins")
+        .symlink("sub/b", "../t")
+        .dir("sub/b")
+        .symlink("sub/c", "../t")
+        .symlink("sub/c", "../t2")
+        .symlink("sub/d", "../t")
+        .symlink("sub/d", "t")
+        .gz();
+    let tree = fetch(&cache, &vid(19), gz).unwrap();
+    assert_eq!(
+        list_tree(&tree),
+        ["sub/", "sub/a", "sub/b/", "sub/c", "sub/d", "t"]
+    );
+    assert_eq!(fs::read(tree.join("sub/a")).unwrap(), b"file wins");
+    assert_eq!(
+        fs::read_link(tree.join("sub/c")).unwrap().as_os_str(),
+        "../t2"
+    );
+    assert_eq!(fs::read_link(tree.join("sub/d")).unwrap().as_os_str(), "t");
+    fx.assert_outside_untouched();
+}
+
+fn inode(path: &std::path::Path) -> u64 {
+    fs::symlink_metadata(path).unwrap().ino()
 }
 
 #[test]
@@ -259,7 +376,7 @@ fn gzip_bomb_stops_at_the_size_limit_before_inflating() {
 }
 
 #[test]
-fn skipped_entries_and_hardlink_copies_count_towards_the_size_limit() {
+fn skipped_entries_count_towards_the_size_limit_and_hard_links_do_not() {
     let fx = Fixture::new();
     let cache = fx.open_with(1 << 40, limits(1 << 20, 1000));
     let zeros = vec![0u8; 4 << 20];
@@ -267,16 +384,18 @@ fn skipped_entries_and_hardlink_copies_count_towards_the_size_limit() {
     let err = fetch(&cache, &vid(10), gz).unwrap_err();
     assert!(matches!(err, CacheError::TooLarge { .. }), "{err}");
 
+    assert_eq!(cache.usage(), (0, 0));
+    fx.assert_staging_empty();
+
+    // Hard links are second names, not copies: they add no bytes.
     let part = vec![7u8; 600 << 10];
     let gz = Tar::new()
         .file("a", &part)
         .hardlink("b", "a")
         .hardlink("c", "a")
         .gz();
-    let err = fetch(&cache, &vid(11), gz).unwrap_err();
-    assert!(matches!(err, CacheError::TooLarge { .. }), "{err}");
-    assert_eq!(cache.usage(), (0, 0));
-    fx.assert_staging_empty();
+    let tree = fetch(&cache, &vid(11), gz).unwrap();
+    assert_eq!(fs::metadata(tree.join("c")).unwrap().nlink(), 3);
 }
 
 #[test]

@@ -2,7 +2,7 @@
 
 use std::fs;
 use std::io::{self, Read};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -77,13 +77,39 @@ fn extracts_a_normal_archive_with_modes_and_times() {
             b"#!/bin/sh\n",
             1_600_000_005,
         )
+        .raw(
+            b"shared/",
+            EntryType::Directory,
+            0o750,
+            b"",
+            b"",
+            1_500_000_002,
+        )
+        .raw(
+            b"bin/up",
+            EntryType::Symlink,
+            0o777,
+            b"../empty",
+            b"",
+            1_600_000_006,
+        )
+        .raw(
+            b"bin/here",
+            EntryType::Symlink,
+            0o777,
+            b"run.sh",
+            b"",
+            1_600_000_007,
+        )
         .gz();
     let tree = fetch(&cache, &vid(1), gz).unwrap();
     assert_eq!(
         list_tree(&tree),
         [
             "bin/",
+            "bin/here",
             "bin/run.sh",
+            "bin/up",
             "data/",
             "data/deep/",
             "data/deep/er/",
@@ -92,6 +118,7 @@ fn extracts_a_normal_archive_with_modes_and_times() {
             "donn\u{e9}es/",
             "donn\u{e9}es/r\u{e9}sum\u{e9}.txt",
             "empty",
+            "shared/",
             "日本語.md"
         ]
     );
@@ -111,6 +138,13 @@ fn extracts_a_normal_archive_with_modes_and_times() {
     assert_eq!(mtime(&tree.join("data/input.csv")), 1_600_000_000);
     assert_eq!(mtime(&tree.join("日本語.md")), 1_600_000_003);
     assert_eq!(mtime(&tree.join("data")), 1_500_000_001);
+    // A directory keeps its read and search bits (always owner-rwx); a symlink its own time.
+    assert_eq!(mode(&tree.join("shared")), 0o750);
+    assert_eq!(mode(&tree.join("data")), 0o700);
+    assert_eq!(mtime(&tree.join("shared")), 1_500_000_002);
+    let link_time = |p: &str| fs::symlink_metadata(tree.join(p)).unwrap().mtime() as u64;
+    assert_eq!(link_time("bin/up"), 1_600_000_006);
+    assert_eq!(link_time("bin/here"), 1_600_000_007);
     let content = 8 + 3 + "é".len() as u64 + 4 + 10;
     assert_eq!(cache.usage(), (content, 1));
     assert_eq!(cache.lookup(&vid(1)), Some(tree.clone()));

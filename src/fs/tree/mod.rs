@@ -227,7 +227,12 @@ impl Vm0Fs {
         // Read-only: the tar mode without write bits (the cache already dropped setuid and friends).
         let perm = (meta.mode() & 0o555) as u16 | if kind == FileKind::Symlink { 0o777 } else { 0 };
         let mtime = meta.modified().unwrap_or(self.mounted_at);
-        self.make_attr(ino, kind, size, perm, mtime, ttl)
+        let mut attr = self.make_attr(ino, kind, size, perm, mtime, ttl);
+        if kind == FileKind::File {
+            // A hard link of the archive is a second name of one cached file: its link count says so.
+            attr.nlink = u32::try_from(meta.nlink()).unwrap_or(u32::MAX);
+        }
+        attr
     }
 
     fn make_attr(

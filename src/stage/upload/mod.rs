@@ -16,6 +16,8 @@ mod push;
 mod target;
 mod v1;
 
+pub use archive::{TreeEntry, TreeKind};
+
 use std::cell::Cell;
 
 use super::error::PublishError;
@@ -36,11 +38,13 @@ pub enum Protocol {
 }
 
 /// Sends the files of `manifest` with the mount's protocol, switching to the push flow for good when the server
-/// has no `/v1` upload.
+/// has no `/v1` upload. The push flow's archive holds `tree`, every entry of the volume (its files' bytes as the
+/// manifest hashed them); `/v1` sends the manifest's files alone.
 pub fn send(
     api: &dyn Vm0Api,
     target: &Target,
     manifest: &[ManifestFile],
+    tree: &[TreeEntry],
     protocol: &Cell<Protocol>,
     progress: Progress,
 ) -> Result<Sent, PublishError> {
@@ -55,7 +59,7 @@ pub fn send(
             other => return other.map(|session| Sent::V1 { session }),
         }
     }
-    push::push_files(api, target, manifest, progress)
+    push::push_files(api, target, manifest, tree, progress)
 }
 
 /// Commits what was sent: the new version's id.

@@ -1,13 +1,15 @@
 //! The storage push flow (CONTRACT.md 7.2 steps 2-4). It sends one archive rather than one PUT per file: prepare
 //! declares every file (path, SHA-256, size) and answers the version id; only when that version is new is the
-//! archive built (`archive`) in the volume's staging directory and PUT with its `manifest.json`, both deleted
+//! archive of the whole tree (modes, times, symlinks and empty directories included) built (`archive`) in the volume's staging directory and PUT with its `manifest.json`, both deleted
 //! once sent; `existing: true` skips the PUTs, and the commit still moves the head. A push over the server's
 //! limit (100 MB on the platform) is refused by prepare with 413, which reaches the user as `EFBIG` with what to
 //! do.
 
 use std::io;
 
-use super::archive::{ArchiveEntry, write_archive};
+use std::collections::HashMap;
+
+use super::archive::{TreeEntry, TreeKind, write_archive};
 use super::target::{FRESH_URLS, Progress, Sent, Target, push_files_of};
 use crate::api::models::{PushFile, PushManifest, PushPrepareRequest, PushUploads, StorageKind};
 use crate::api::{ApiError, Vm0Api};
@@ -19,6 +21,7 @@ pub(super) fn push_files(
     api: &dyn Vm0Api,
     target: &Target,
     manifest: &[ManifestFile],
+    tree: &[TreeEntry],
     progress: Progress,
 ) -> Result<Sent, PublishError> {
     let label = target.label();
@@ -49,7 +52,7 @@ pub(super) fn push_files(
                 "the server's prepare gave no upload URLs for a new version".into(),
             ));
         };
-        match put_archive_and_manifest(api, target, manifest, &request.files, &uploads) {
+        match put_archive_and_manifest(api, target, manifest, tree, &request.files, &uploads) {
             Ok(()) => {
                 progress(total, total);
                 return Ok(sent);
@@ -105,6 +108,7 @@ fn put_archive_and_manifest(
     api: &dyn Vm0Api,
     target: &Target,
     manifest: &[ManifestFile],
+    tree: &[TreeEntry],
     files: &[PushFile],
     uploads: &PushUploads,
 ) -> Result<(), Put> {
@@ -113,15 +117,7 @@ fn put_archive_and_manifest(
     let result = (|| {
         staging.create().map_err(Put::Local)?;
         if !manifest.is_empty() {
-            let entries: Vec<ArchiveEntry> = manifest
-                .iter()
-                .map(|f| ArchiveEntry {
-                    path: &f.path,
-                    source: &f.source,
-                    size: f.size,
-                })
-                .collect();
-            write_archive(&archive, &entries).map_err(Put::Local)?;
+            write_archive(&archive, &as_hashed(tree, manifest)).map_err(Put::Local)?;
             api.put_push(&uploads.archive.presigned_url, &archive, "application/gzip")
                 .map_err(Put::Api)?;
         }
@@ -143,4 +139,21 @@ fn put_archive_and_manifest(
     let _ = std::fs::remove_file(&archive);
     let _ = std::fs::remove_file(&manifest_json);
     result
+}
+
+/// `tree` with each file's bytes and size as the manifest hashed them: the archive holds what the version id
+/// names, or fails (a file changed since) and the publish tries again.
+fn as_hashed(tree: &[TreeEntry], manifest: &[ManifestFile]) -> Vec<TreeEntry> {
+    let hashed: HashMap<&str, &ManifestFile> =
+        manifest.iter().map(|f| (f.path.as_str(), f)).collect();
+    let mut entries = tree.to_vec();
+    for entry in &mut entries {
+        if let (TreeKind::File { source, size }, Some(file)) =
+            (&mut entry.kind, hashed.get(entry.path.as_str()))
+        {
+            *source = file.source.clone();
+            *size = file.size;
+        }
+    }
+    entries
 }

@@ -1,0 +1,50 @@
+//! The tree as the push flow's archive holds it: every entry with its kind, mode and modification time, read
+//! from the stage's state under its lock (by `VolumeStage::freeze`), so the archive and the manifest describe the
+//! same generation of the tree.
+
+use std::time::SystemTime;
+
+use super::overlay::Node;
+use super::state::State;
+use super::upload::{TreeEntry, TreeKind};
+use super::volume::VolumeStage;
+
+/// Every entry of the tree but its root, in path order (parents first). A time this mount never set nor read from
+/// a staged file is the base version's (its cached tree), else now.
+pub(super) fn tree_entries(volume: &VolumeStage, st: &State) -> Vec<TreeEntry> {
+    let now = SystemTime::now();
+    let base_time = |path: &str| {
+        let root = st.base_root.as_ref()?;
+        std::fs::symlink_metadata(root.join(path))
+            .ok()?
+            .modified()
+            .ok()
+    };
+    st.tree
+        .entries()
+        .filter(|(path, _)| !path.is_empty())
+        .map(|(path, node)| {
+            let attr = volume.attr(st, path, node);
+            let mtime = match attr.mtime {
+                SystemTime::UNIX_EPOCH => base_time(path).unwrap_or(now),
+                known => known,
+            };
+            let kind = match node {
+                Node::File { content, .. } => TreeKind::File {
+                    source: st.backing(&volume.layout, content),
+                    size: attr.size,
+                },
+                Node::Dir { .. } => TreeKind::Dir,
+                Node::Symlink { target } => TreeKind::Symlink {
+                    target: target.clone(),
+                },
+            };
+            TreeEntry {
+                path: path.to_string(),
+                mode: attr.mode,
+                mtime,
+                kind,
+            }
+        })
+        .collect()
+}
