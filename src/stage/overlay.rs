@@ -9,13 +9,19 @@
 //! of files are read from those files, so the tree never disagrees with them. The other times POSIX asks for (a
 //! directory's and a symlink's, every access and change time) are kept beside the entries, in memory only, and
 //! move with them; the caller says what time it is, so the tree stays free of clocks.
+//!
+//! A hard link is two entries with the same `Content`: one staged file (or one file of the base version, where
+//! the version's archive held a hard link) and one mode, kept alike on every name. The names of each staged file,
+//! and of each base file that has more than one, are indexed (`names`), in the order they were made, so that the
+//! link count, `chmod` and a copy-up of every name are a lookup, and the first of them is the file's identity
+//! while it lives (`primary`), whatever happens to the other names.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::time::SystemTime;
 
 /// Where the bytes of a file are.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Content {
     /// The file at this relative path in the base version's extracted tree.
     Base(String),
@@ -66,6 +72,8 @@ pub struct Tree {
     nodes: BTreeMap<String, Node>,
     /// Times of entries (and of the root, `""`) set in this mount.
     times: BTreeMap<String, Times>,
+    /// The names of each staged file, and of each base file with more than one, oldest first.
+    names: HashMap<Content, Vec<String>>,
 }
 
 fn parent_of(path: &str) -> &str {
@@ -114,9 +122,98 @@ impl Tree {
                     .insert(dir.to_string(), Node::Dir { mode: 0o755 });
                 dir = parent_of(dir);
             }
+            if let Node::File {
+                content: content @ Content::Base(rel),
+                ..
+            } = &node
+                && *rel != path
+            {
+                let names = tree.names.entry(content.clone()).or_default();
+                if names.is_empty() {
+                    names.push(rel.clone());
+                }
+                names.push(path.clone());
+            }
             tree.nodes.insert(path, node);
         }
         tree
+    }
+
+    /// `path` is a new name of `content`.
+    fn add_name(&mut self, content: &Content, path: &str) {
+        match self.names.get_mut(content) {
+            Some(names) => names.push(path.to_string()),
+            None if matches!(content, Content::Staged(_)) => {
+                self.names.insert(content.clone(), vec![path.to_string()]);
+            }
+            None => {}
+        }
+    }
+
+    /// `path` is no longer a name of `content`.
+    fn drop_name(&mut self, content: &Content, path: &str) {
+        if let Some(names) = self.names.get_mut(content) {
+            names.retain(|n| n != path);
+            let fewest = if matches!(content, Content::Staged(_)) {
+                1
+            } else {
+                2
+            };
+            if names.len() < fewest {
+                self.names.remove(content);
+            }
+        }
+    }
+
+    /// The names of the file at `path`, oldest first (just `path` for a file with one name).
+    pub fn names_of(&self, path: &str) -> Vec<String> {
+        match self.nodes.get(path) {
+            Some(Node::File { content, .. }) => self
+                .names
+                .get(content)
+                .filter(|names| names.len() > 1)
+                .cloned()
+                .unwrap_or_else(|| vec![path.to_string()]),
+            _ => vec![path.to_string()],
+        }
+    }
+
+    /// The name that stands for the file at `path` among all of its names: the oldest.
+    pub fn primary(&self, path: &str) -> String {
+        let mut names = self.names_of(path);
+        names.swap_remove(0)
+    }
+
+    /// How many names `content` has in the tree.
+    pub fn name_count(&self, content: &Content) -> usize {
+        self.names.get(content).map_or(1, Vec::len)
+    }
+
+    /// Whether some entry still names `content` (after one of its names went).
+    pub fn names_content(&self, content: &Content) -> bool {
+        match content {
+            Content::Staged(_) => self.names.contains_key(content),
+            Content::Base(_) => true,
+        }
+    }
+
+    /// `link(2)`: `to` becomes a second name of the file at `from` (same content, same mode). Directories and
+    /// symlinks are refused (`EPERM`, as Linux does for a directory).
+    pub fn link(&mut self, from: &str, to: &str) -> Result<(), Refusal> {
+        // As the kernel does: the source is resolved, then the new name's parent, then whether it is free.
+        self.parent_is_dir(from)?;
+        let source = self.nodes.get(from).ok_or(libc::ENOENT)?.clone();
+        self.parent_is_dir(to)?;
+        if to.is_empty() || self.nodes.contains_key(to) {
+            return Err(libc::EEXIST);
+        }
+        let Node::File { content, mode, .. } = source else {
+            return Err(libc::EPERM);
+        };
+        if !self.names.contains_key(&content) {
+            self.names.insert(content.clone(), vec![from.to_string()]);
+        }
+        self.put_file(to, content, mode)
     }
 
     pub fn get(&self, path: &str) -> Option<&Node> {
@@ -217,6 +314,12 @@ impl Tree {
             return Err(libc::EISDIR);
         }
         let mtime = None;
+        let same =
+            matches!(self.nodes.get(path), Some(Node::File { content: c, .. }) if *c == content);
+        if !same {
+            self.add_name(&content, path);
+        }
+        let group = self.names.get(&content).cloned().unwrap_or_default();
         let replaced = self.nodes.insert(
             path.to_string(),
             Node::File {
@@ -225,8 +328,17 @@ impl Tree {
                 mtime,
             },
         );
-        if !matches!(replaced, Some(Node::File { .. })) {
-            self.times.remove(path);
+        match &replaced {
+            Some(Node::File { .. }) if same => {}
+            Some(Node::File { content, .. }) => self.drop_name(content, path),
+            _ => {
+                self.times.remove(path);
+            }
+        }
+        for name in group.iter().filter(|n| *n != path) {
+            if let Some(Node::File { mode: m, .. }) = self.nodes.get_mut(name) {
+                *m = mode;
+            }
         }
         Ok(())
     }
@@ -272,7 +384,11 @@ impl Tree {
             Some(Node::Dir { .. }) => Err(libc::EISDIR),
             Some(_) => {
                 self.times.remove(path);
-                Ok(self.nodes.remove(path).unwrap_or(Node::Dir { mode: 0 }))
+                let node = self.nodes.remove(path).unwrap_or(Node::Dir { mode: 0 });
+                if let Node::File { content, .. } = &node {
+                    self.drop_name(content, path);
+                }
+                Ok(node)
             }
         }
     }
@@ -303,7 +419,8 @@ impl Tree {
         let Some(moving) = self.nodes.get(from).cloned() else {
             return Err(libc::ENOENT);
         };
-        if from == to {
+        if from == to || self.same_file(from, to) {
+            // POSIX: two names of one file stay as they are.
             return Ok(None);
         }
         if moving.is_dir() && is_inside(to, from) {
@@ -335,7 +452,14 @@ impl Tree {
                 moved_times.push((format!("{to}{}", &k[from.len()..]), t));
             }
         }
+        if let Some(Node::File { content, .. }) = &replaced {
+            self.drop_name(content, to);
+        }
         self.nodes.remove(from);
+        self.rename_name(&moving, from, to);
+        for (path, node) in &moved {
+            self.rename_name(node, &format!("{from}{}", &path[to.len()..]), path);
+        }
         self.nodes.insert(to.to_string(), moving);
         self.nodes.extend(moved);
         match self.times.remove(from) {
@@ -346,10 +470,39 @@ impl Tree {
         Ok(replaced)
     }
 
-    /// `chmod` of a file or directory (symlinks have no mode of their own).
+    /// Whether `a` and `b` are names of one file.
+    fn same_file(&self, a: &str, b: &str) -> bool {
+        match (self.nodes.get(a), self.nodes.get(b)) {
+            (Some(Node::File { content: x, .. }), Some(Node::File { content: y, .. })) => {
+                x == y && self.names.get(x).is_some_and(|n| n.len() > 1)
+            }
+            _ => false,
+        }
+    }
+
+    /// The name `from` of the file `node` is `to` now, in the same place among its names.
+    fn rename_name(&mut self, node: &Node, from: &str, to: &str) {
+        if let Node::File { content, .. } = node
+            && let Some(names) = self.names.get_mut(content)
+            && let Some(name) = names.iter_mut().find(|n| *n == from)
+        {
+            *name = to.to_string();
+        }
+    }
+
+    /// `chmod` of a file (every name of it) or directory (symlinks have no mode of their own).
     pub fn chmod(&mut self, path: &str, new_mode: u32) -> Result<(), Refusal> {
         match self.nodes.get_mut(path) {
-            Some(Node::File { mode, .. } | Node::Dir { mode }) => {
+            Some(Node::File { mode, .. }) => {
+                *mode = new_mode & 0o7777;
+                for name in self.names_of(path) {
+                    if let Some(Node::File { mode, .. }) = self.nodes.get_mut(&name) {
+                        *mode = new_mode & 0o7777;
+                    }
+                }
+                Ok(())
+            }
+            Some(Node::Dir { mode }) => {
                 *mode = new_mode & 0o7777;
                 Ok(())
             }
@@ -537,5 +690,70 @@ mod tests {
                 mtime: None
             })
         );
+    }
+
+    #[test]
+    fn a_link_is_a_second_name_of_one_content_that_follows_renames() {
+        let mut t = base();
+        t.put_file("d/s", Content::Staged(7), 0o644).unwrap();
+        assert_eq!(t.link("d", "x"), Err(libc::EPERM));
+        assert_eq!(t.link("d/s", "a.txt"), Err(libc::EEXIST));
+        assert_eq!(t.link("d/s", "no/x"), Err(libc::ENOENT));
+        t.link("d/s", "t").unwrap();
+        t.link("t", "u").unwrap();
+        assert_eq!(t.names_of("u"), ["d/s", "t", "u"]);
+        assert_eq!(t.name_count(&Content::Staged(7)), 3);
+        t.rename("d", "e").unwrap();
+        assert_eq!(
+            t.primary("t"),
+            "e/s",
+            "the first name follows its directory"
+        );
+        t.unlink("e/s").unwrap();
+        assert_eq!(t.names_of("u"), ["t", "u"]);
+        assert!(t.names_content(&Content::Staged(7)));
+        t.put_file("t", Content::Staged(8), 0o644).unwrap();
+        assert_eq!(t.names_of("u"), ["u"]);
+        t.rename("a.txt", "u").unwrap();
+        assert!(!t.names_content(&Content::Staged(7)), "the last name went");
+    }
+
+    #[test]
+    fn hard_links_of_the_base_are_one_file_until_a_copy_up_puts_every_name_on_one_staged_file() {
+        let mut t = Tree::from_base([
+            (
+                "a".to_string(),
+                Node::File {
+                    content: Content::Base("a".into()),
+                    mode: 0o644,
+                    mtime: None,
+                },
+            ),
+            (
+                "b".to_string(),
+                Node::File {
+                    content: Content::Base("a".into()),
+                    mode: 0o644,
+                    mtime: None,
+                },
+            ),
+        ]);
+        assert_eq!(t.names_of("b"), ["a", "b"]);
+        // A copy-up: each name is put on the staged file, as the journal's records replay it.
+        t.put_file("a", Content::Staged(1), 0o644).unwrap();
+        assert_eq!(
+            t.names_of("b"),
+            ["b"],
+            "a base file with one name left is not a link"
+        );
+        t.put_file("b", Content::Staged(1), 0o644).unwrap();
+        assert_eq!(t.name_count(&Content::Staged(1)), 2);
+        assert!(matches!(
+            t.get("b"),
+            Some(Node::File {
+                content: Content::Staged(1),
+                ..
+            })
+        ));
     }
 }

@@ -130,11 +130,11 @@ proptest! {
                 seen = theirs(&api.head_files());
             }
             let mut expected = snapshot_dir(reference.path());
-            expected.extend(seen.iter().map(|(p, b)| (p.clone(), Some(b.clone()))));
+            expected.extend(seen.iter().map(|(p, b)| (p.clone(), Some((b.clone(), 1)))));
             let shown = snapshot_stage(&m.volume);
             prop_assert_eq!(&shown, &expected, "after step {}: {:?}", i, s);
             if synced {
-                let files: Files = shown.into_iter().filter_map(|(p, b)| b.map(|b| (p, b))).collect();
+                let files: Files = shown.into_iter().filter_map(|(p, b)| b.map(|(b, _)| (p, b))).collect();
                 prop_assert_eq!(files, api.head_files(), "step {}: the synced head is not the view's files", i);
             }
             prop_assert_eq!(api.twice.load(Ordering::SeqCst), 0, "a version was committed twice");
