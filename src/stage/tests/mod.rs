@@ -562,6 +562,21 @@ fn a_link_to_a_base_file_is_one_staged_file_under_two_names() {
         v.lookup("b").is_some(),
         "a rename between two names of one file changes nothing"
     );
+    v.rename("a", "z", true).unwrap();
+    // The push flow's archive: the first name in path order has the bytes, the other links to it.
+    use super::upload::TreeKind;
+    let kinds: Vec<(String, TreeKind)> = v
+        .freeze()
+        .tree
+        .into_iter()
+        .map(|e| (e.path, e.kind))
+        .filter(|(p, _)| p != "b")
+        .collect();
+    assert_eq!(
+        kinds,
+        [("z".to_string(), TreeKind::HardLink { target: "b".into() })]
+    );
+    v.rename("z", "a", true).unwrap();
     drop(m);
     let m = mount_on(cache.path(), api.clone());
     let v = &m.volume;
