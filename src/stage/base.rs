@@ -86,3 +86,22 @@ pub(super) fn walk_base(root: &Path) -> io::Result<Tree> {
     }
     Ok(Tree::from_base(entries))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_names_of_one_extracted_file_are_read_as_one_file() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("d")).unwrap();
+        std::fs::write(root.path().join("a"), b"x").unwrap();
+        std::fs::hard_link(root.path().join("a"), root.path().join("d/b")).unwrap();
+        std::fs::write(root.path().join("c"), b"x").unwrap();
+        let tree = walk_base(root.path()).unwrap();
+        let mut names = tree.names_of("d/b");
+        names.sort();
+        assert_eq!(names, ["a", "d/b"]);
+        assert_eq!(tree.names_of("c"), ["c"]);
+    }
+}
