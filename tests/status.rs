@@ -402,3 +402,21 @@ fn status_counts_the_requests_of_a_known_workload_by_opcode() {
         "{text}"
     );
 }
+
+/// Without `fusermount3` the first mount attempt (auto-unmount) fails and a second adapter serves the mount: its
+/// counters are the ones `.vm0fs/status` shows (it showed the failed attempt's, always empty).
+#[test]
+fn requests_are_counted_when_the_mount_falls_back_from_auto_unmount() {
+    let emulator = Emulator::start(&["--seed", "demo"]);
+    let mount = Mount::start_with_env(
+        &emulator,
+        &[],
+        &[("FUSERMOUNT_PATH", "/nonexistent/fusermount3")],
+    );
+    std::fs::metadata(mount.path("volumes/input-data")).unwrap();
+    let status = status_json(&mount);
+    assert!(
+        status["requests"]["lookup"]["count"].as_u64().unwrap_or(0) >= 2,
+        "the lookups of volumes/ and input-data were counted: {status}"
+    );
+}

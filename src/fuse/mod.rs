@@ -90,26 +90,30 @@ pub fn mount(
     };
     fuse_config.n_threads = Some(2);
     let counters = Arc::new(Counters::default());
-    fs.set_request_counts(counters.clone());
     let adapter = FuseAdapter {
-        fs,
+        fs: fs.clone(),
         pool: WorkerPool::new(MAX_WORKERS),
-        counters,
+        counters: counters.clone(),
         passthrough: false,
         backing: Arc::default(),
     };
-    if !config.auto_unmount {
+    let session = if config.auto_unmount {
+        // Auto-unmount goes through our own `fusermount3` call (see `fusermount`), which needs no allow_other.
+        let mut helper_options: Vec<String> = options.iter().map(option_text).collect();
+        if config.allow_other {
+            helper_options.push("allow_other".into());
+        }
+        let fd = fusermount::mount(mountpoint, &helper_options, !config.allow_other)?;
+        let acl = fuse_config.acl;
+        Session::from_fd(adapter, fd, acl, fuse_config)?
+    } else {
         fuse_config.mount_options = options;
-        return Session::new(adapter, mountpoint, &fuse_config);
-    }
-    // Auto-unmount goes through our own `fusermount3` call (see `fusermount`), which needs no allow_other.
-    let mut helper_options: Vec<String> = options.iter().map(option_text).collect();
-    if config.allow_other {
-        helper_options.push("allow_other".into());
-    }
-    let fd = fusermount::mount(mountpoint, &helper_options, !config.allow_other)?;
-    let acl = fuse_config.acl;
-    Session::from_fd(adapter, fd, acl, fuse_config)
+        Session::new(adapter, mountpoint, &fuse_config)?
+    };
+    // Only the session that mounted counts: a failed attempt (auto-unmount without `fusermount3`) is retried
+    // with a new adapter, whose counters must be the ones `.vm0fs/status` shows.
+    fs.set_request_counts(counters);
+    Ok(session)
 }
 
 /// A mount option as `fusermount3 -o` takes it.
