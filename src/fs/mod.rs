@@ -519,20 +519,29 @@ impl Vm0Fs {
         }
     }
 
-    /// Closes a handle; a `runs/new/` write that was never flushed starts its run now (release errors reach
-    /// nobody, so they are only logged).
-    /// The cached file behind an open handle, for the kernel to read directly (FUSE passthrough).
-    pub fn backing_file(&self, fh: u64) -> Option<Arc<std::fs::File>> {
+    /// The file behind an open handle, for the kernel to read (and, for a staged file, write) directly (FUSE
+    /// passthrough): `f` gets it and whether the handle writes. `None` for a handle with no file behind it.
+    pub fn with_backing_file<R>(
+        &self,
+        fh: u64,
+        f: impl FnOnce(&std::fs::File, bool) -> R,
+    ) -> Option<R> {
         match self.handles.get(fh) {
-            Ok(Handle::Disk(file)) => Some(file),
+            Ok(Handle::Disk(file)) => Some(f(&file, false)),
+            Ok(Handle::Staged(h)) if h.volume.may_pass_through(&h.writer) => {
+                Some(f(h.writer.file(), true))
+            }
             _ => None,
         }
     }
 
+    /// Closes a handle; a `runs/new/` write that was never flushed starts its run now (release errors reach
+    /// nobody, so they are only logged).
     pub fn release(&self, fh: u64) {
         match self.handles.remove(fh) {
             Some(Handle::Log(run_id)) => self.live_logs.closed(&run_id),
             Some(Handle::Staged(h)) => {
+                h.volume.count_written(&h.writer);
                 h.volume.close_write();
                 if let Ok(stage) = self.stage() {
                     stage.note_change(&h.volume);
@@ -920,6 +929,23 @@ impl Vm0Fs {
             ns.set_times(self, atime, mtime)?;
         }
         self.attr(ino, &node)
+    }
+
+    /// Clears a file's set-user-ID bit, and its set-group-ID bit when it is group-executable, as the kernel does
+    /// on a write, truncate or chown by a caller without CAP_FSETID: vm0fs tells the kernel that it does this
+    /// itself (FUSE_HANDLE_KILLPRIV_V2), which spares a GETXATTR per write.
+    pub fn drop_set_id_bits(&self, ino: u64) -> Result<()> {
+        let node = self.node(ino)?;
+        let attr = self.attr(ino, &node)?;
+        let mode = u32::from(attr.perm);
+        let mut kept = mode & !0o4000;
+        if mode & 0o2010 == 0o2010 {
+            kept &= !0o2000;
+        }
+        if attr.kind == FileKind::File && kept != mode {
+            node.namespace().chmod(self, kept)?;
+        }
+        Ok(())
     }
 
     /// What a volume cannot hold (a hard link, a device, FIFO or socket): `EPERM` in a volume, saying why;

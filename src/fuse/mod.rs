@@ -12,6 +12,7 @@
 //! missing name at debug level, most failures as warnings, like mountpoint-s3) and replies. Operations that would
 //! change the tree go to the core, whose namespaces refuse them (`EROFS`) unless they allow them.
 
+mod backing;
 mod counters;
 mod fusermount;
 mod pool;
@@ -31,7 +32,8 @@ use fuser::{
 
 use tracing::{Level, Span};
 
-use crate::fs::{Attr, Error, FileKind, Vm0Fs};
+use crate::fs::{Attr, Error, FileKind, Opened, Vm0Fs};
+use backing::{BackingFile, Backings, OpenReply};
 use counters::{Counters, Op};
 use pool::WorkerPool;
 
@@ -95,7 +97,7 @@ pub fn mount(
         pool: WorkerPool::new(MAX_WORKERS),
         counters: counters.clone(),
         passthrough: false,
-        backing: Arc::default(),
+        backings: Arc::default(),
     };
     let session = if config.auto_unmount {
         // Auto-unmount goes through our own `fusermount3` call (see `fusermount`), which needs no allow_other.
@@ -148,15 +150,12 @@ pub struct FuseAdapter {
     pool: WorkerPool,
     /// Requests served, by opcode and by where they were answered (`.vm0fs/status`).
     counters: Arc<Counters>,
-    /// The kernel accepted FUSE passthrough: cached archive files are read by the kernel from the cache file
-    /// itself, with no request reaching us (kernel 6.9+, and CAP_SYS_ADMIN for the backing ioctl).
+    /// The kernel accepted FUSE passthrough: cached archive files and staged volume files are read (and the
+    /// staged ones written) by the kernel itself, with no request reaching us (kernel 6.9+, and CAP_SYS_ADMIN for
+    /// the backing ioctl). See `backing`.
     passthrough: bool,
-    /// The kernel's handle on each inode's backing file and how many opens use it. The kernel wants one backing
-    /// file per inode (a second one for an inode already open fails the open with EIO, and so does an open
-    /// without passthrough), and dropping the id closes it in the kernel, so it lives until the inode's last
-    /// release. A file of a volume's head keeps its inode when a new version is published, so while one open of
-    /// it lasts, later opens read the version that open found (passthrough mounts only).
-    backing: Arc<std::sync::Mutex<std::collections::HashMap<u64, (fuser::BackingId, usize)>>>,
+    /// The kernel's backing file of each inode open in passthrough (`backing`).
+    backings: Arc<Backings>,
 }
 
 impl FuseAdapter {
@@ -278,6 +277,91 @@ fn file_type(kind: FileKind) -> FileType {
     }
 }
 
+/// The reply to `open`, with what the core opened.
+struct OpenAnswer {
+    reply: ReplyOpen,
+    opened: Opened,
+}
+
+impl OpenReply for OpenAnswer {
+    fn fh(&self) -> u64 {
+        self.opened.fh
+    }
+
+    fn open_backing(&self, file: &std::fs::File) -> std::io::Result<fuser::BackingId> {
+        self.reply.open_backing(file)
+    }
+
+    fn send(self, backing: Option<&fuser::BackingId>) {
+        let fh = FileHandle(self.opened.fh);
+        match backing {
+            Some(id) => self.reply.opened_passthrough(fh, FopenFlags::empty(), id),
+            None => self.reply.opened(fh, fopen_flags(&self.opened)),
+        }
+    }
+}
+
+/// The reply to `create`, with the new entry and its open handle.
+struct CreateAnswer {
+    reply: ReplyCreate,
+    attr: Attr,
+    opened: Opened,
+}
+
+impl OpenReply for CreateAnswer {
+    fn fh(&self) -> u64 {
+        self.opened.fh
+    }
+
+    fn open_backing(&self, file: &std::fs::File) -> std::io::Result<fuser::BackingId> {
+        self.reply.open_backing(file)
+    }
+
+    fn send(self, backing: Option<&fuser::BackingId>) {
+        let (ttl, attr) = (&self.attr.ttl, &file_attr(&self.attr));
+        let fh = FileHandle(self.opened.fh);
+        match backing {
+            Some(id) => {
+                let flags = FopenFlags::empty();
+                self.reply
+                    .created_passthrough(ttl, attr, GENERATION, fh, flags, id)
+            }
+            None => {
+                let flags = fopen_flags(&self.opened);
+                self.reply.created(ttl, attr, GENERATION, fh, flags)
+            }
+        }
+    }
+}
+
+/// Sends the reply to an open of `ino`: in passthrough when the mount has it and the handle has a file behind it.
+fn answer_open(fs: &Vm0Fs, backings: Option<&Backings>, ino: u64, reply: impl OpenReply) {
+    let fh = reply.fh();
+    let mut reply = Some(reply);
+    if let Some(backings) = backings {
+        fs.with_backing_file(fh, |file, writes| {
+            if let Some(reply) = reply.take() {
+                backings.attach(fh, ino, &BackingFile { file, writes }, reply);
+            }
+        });
+    }
+    if let Some(reply) = reply {
+        reply.send(None);
+    }
+}
+
+/// The open flags the core asked for (used when the open is not in passthrough).
+fn fopen_flags(opened: &Opened) -> FopenFlags {
+    let mut flags = FopenFlags::empty();
+    if opened.direct_io {
+        flags |= FopenFlags::FOPEN_DIRECT_IO;
+    }
+    if opened.keep_cache {
+        flags |= FopenFlags::FOPEN_KEEP_CACHE;
+    }
+    flags
+}
+
 fn reply_xattr(reply: ReplyXattr, value: &[u8], size: u32) {
     if size == 0 {
         reply.size(value.len() as u32);
@@ -295,6 +379,14 @@ impl Filesystem for FuseAdapter {
         // one LOOKUP per name of every later batch.
         if let Err(missing) = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS) {
             tracing::info!("the kernel does not offer {missing:?}; listings use plain readdir");
+        }
+        // vm0fs clears the set-user-ID and set-group-ID bits itself on write, truncate and chown (see `setattr`
+        // and `write`), as the kernel would: otherwise the kernel asks for `security.capability` before every
+        // write to learn whether there are privileges to drop, a GETXATTR per `write(2)`.
+        if let Err(missing) = config.add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2) {
+            tracing::info!(
+                "the kernel does not offer {missing:?}; it checks privileges before each write"
+            );
         }
         self.passthrough = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(1).is_ok();
@@ -372,8 +464,16 @@ impl Filesystem for FuseAdapter {
             TimeOrNow::Now => now,
         };
         let times = (atime.map(time), mtime.map(time));
+        // The set-id bits a chown, or a truncate by a caller without CAP_FSETID (taken to be anyone but root),
+        // clears in the kernel's stead (see `init`), unless the same call sets a mode.
+        let drop_set_id = mode.is_none()
+            && (uid.is_some() || gid.is_some() || (size.is_some() && req.uid() != 0));
         self.spawn(req, span, Op::Setattr, move |fs| {
-            match fs.setattr(ino.0, mode, (uid, gid), size, times) {
+            let dropped = match drop_set_id {
+                true => fs.drop_set_id_bits(ino.0),
+                false => Ok(()),
+            };
+            match dropped.and_then(|()| fs.setattr(ino.0, mode, (uid, gid), size, times)) {
                 Ok(attr) => reply.attr(&attr.ttl, &file_attr(&attr)),
                 Err(e) => reply.error(errno("setattr", &e)),
             }
@@ -507,46 +607,13 @@ impl Filesystem for FuseAdapter {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let span = request_span("open", req, ino);
-        let passthrough = self.passthrough;
-        let backing = self.backing.clone();
+        let passthrough = self.passthrough.then(|| self.backings.clone());
         let pid = req.pid();
         self.spawn(req, span, Op::Open, move |fs| {
             match fs.open(ino.0, flags.0, pid) {
                 Ok(opened) => {
-                    let mut fopen = FopenFlags::empty();
-                    if opened.direct_io {
-                        fopen |= FopenFlags::FOPEN_DIRECT_IO;
-                    }
-                    if opened.keep_cache {
-                        fopen |= FopenFlags::FOPEN_KEEP_CACHE;
-                    }
-                    let Some(file) = fs.backing_file(opened.fh).filter(|_| passthrough) else {
-                        return reply.opened(FileHandle(opened.fh), fopen);
-                    };
-                    let mut backing = backing.lock().unwrap_or_else(|e| e.into_inner());
-                    if let Some((id, opens)) = backing.get_mut(&ino.0) {
-                        *opens += 1;
-                        return reply.opened_passthrough(
-                            FileHandle(opened.fh),
-                            FopenFlags::empty(),
-                            id,
-                        );
-                    }
-                    match reply.open_backing(&*file) {
-                        Ok(id) => {
-                            reply.opened_passthrough(
-                                FileHandle(opened.fh),
-                                FopenFlags::empty(),
-                                &id,
-                            );
-                            backing.insert(ino.0, (id, 1));
-                        }
-                        Err(e) => {
-                            // Without CAP_SYS_ADMIN the ioctl is refused: serve reads ourselves.
-                            tracing::debug!("passthrough refused ({e}); reading through vm0fs");
-                            reply.opened(FileHandle(opened.fh), fopen);
-                        }
-                    }
+                    let reply = OpenAnswer { reply, opened };
+                    answer_open(fs, passthrough.as_deref(), ino.0, reply);
                 }
                 Err(e) => reply.error(errno("open", &e)),
             }
@@ -580,7 +647,7 @@ impl Filesystem for FuseAdapter {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
@@ -588,8 +655,15 @@ impl Filesystem for FuseAdapter {
         let span = request_span("write", req, ino);
         let data = data.to_vec();
         let pid = req.pid();
+        // The kernel asks us to clear the set-id bits as it would have (see `init`).
+        let drop_set_id = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
         self.spawn(req, span, Op::Write, move |fs| {
-            match fs.write(fh.0, offset, &data, pid) {
+            let written = fs.write(fh.0, offset, &data, pid);
+            let written = match (written, drop_set_id) {
+                (Ok(n), true) => fs.drop_set_id_bits(ino.0).map(|()| n),
+                (other, _) => other,
+            };
+            match written {
                 Ok(written) => reply.written(written),
                 Err(e) => reply.error(errno("write", &e)),
             }
@@ -643,19 +717,10 @@ impl Filesystem for FuseAdapter {
     ) {
         let span = request_span("release", req, ino);
         // On a worker: releasing an unflushed `runs/new/` handle starts its run, an API call.
-        let backing = self.backing.clone();
+        let backings = self.backings.clone();
         self.spawn(req, span, Op::Release, move |fs| {
-            let passthrough = fs.backing_file(fh.0).is_some();
             fs.release(fh.0);
-            if passthrough {
-                let mut backing = backing.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some((_, opens)) = backing.get_mut(&ino.0) {
-                    *opens -= 1;
-                    if *opens == 0 {
-                        backing.remove(&ino.0);
-                    }
-                }
-            }
+            backings.detach(fh.0);
             reply.ok();
         });
     }
@@ -867,19 +932,18 @@ impl Filesystem for FuseAdapter {
     ) {
         let span = named_span("create", req, parent, name);
         let name = name.to_os_string();
+        let passthrough = self.passthrough.then(|| self.backings.clone());
         self.spawn(req, span, Op::Create, move |fs| {
             match fs.create(parent.0, &name, mode & !umask) {
-                Ok((attr, opened)) => reply.created(
-                    &attr.ttl,
-                    &file_attr(&attr),
-                    GENERATION,
-                    FileHandle(opened.fh),
-                    if opened.direct_io {
-                        FopenFlags::FOPEN_DIRECT_IO
-                    } else {
-                        FopenFlags::empty()
-                    },
-                ),
+                Ok((attr, opened)) => {
+                    let ino = attr.ino;
+                    let reply = CreateAnswer {
+                        reply,
+                        attr,
+                        opened,
+                    };
+                    answer_open(fs, passthrough.as_deref(), ino, reply);
+                }
                 Err(e) => reply.error(errno("create", &e)),
             }
         });

@@ -117,9 +117,28 @@ pub struct StagedWriter {
     file: File,
     /// The file's permission bits when it was opened.
     mode: u32,
+    /// The length of the file counted against `--max-staged-size` for this handle: its length at open, then
+    /// what `write` and `set_len` reserved. Bytes the kernel wrote past it (FUSE passthrough) are counted at
+    /// close (`VolumeStage::count_written`).
+    counted: AtomicU64,
 }
 
 impl StagedWriter {
+    fn new(file: File, mode: u32) -> StagedWriter {
+        let len = file.metadata().map_or(0, |m| m.len());
+        StagedWriter {
+            file,
+            mode,
+            counted: AtomicU64::new(len),
+        }
+    }
+
+    /// Whether the kernel may write the staged file directly (FUSE passthrough), bypassing `VolumeStage::write`:
+    /// not when a write must clear set-user-ID or set-group-ID bits, which only a write seen here can do.
+    pub fn may_pass_through(&self) -> bool {
+        self.mode & 0o6000 == 0
+    }
+
     /// The size and times of the open file, and its permission bits: what `fstat` shows once the file has no
     /// name any more (unlinked while open, it lives until its last close).
     pub fn attr(&self) -> io::Result<EntryAttr> {
@@ -133,6 +152,12 @@ impl StagedWriter {
             ctime: None,
             nlink: 1,
         })
+    }
+
+    /// The staged file itself, for the kernel to write directly (FUSE passthrough): such writes do not pass
+    /// through `VolumeStage::write`, so they are counted against `--max-staged-size` when the file is closed.
+    pub fn file(&self) -> &File {
+        &self.file
     }
 
     /// Reads of a file open for writing see what was written.
@@ -895,10 +920,7 @@ impl VolumeStage {
         st.stamp(&record, SystemTime::now());
         self.journal_change(&mut st, record)?;
         st.writers += 1;
-        Ok(StagedWriter {
-            file,
-            mode: mode & 0o7777,
-        })
+        Ok(StagedWriter::new(file, mode & 0o7777))
     }
 
     /// Opens file `path` for writing, copying it from the base version first if it is still shared with it.
@@ -928,7 +950,7 @@ impl VolumeStage {
                     );
                     st.generation += 1;
                 }
-                StagedWriter { file, mode }
+                StagedWriter::new(file, mode)
             }
             Content::Base(_) => {
                 let source = st.backing(&self.layout, &content);
@@ -947,7 +969,7 @@ impl VolumeStage {
                 };
                 let _ = st.apply(&record);
                 self.journal_change(&mut st, record)?;
-                StagedWriter { file, mode }
+                StagedWriter::new(file, mode)
             }
         };
         st.writers += 1;
@@ -991,6 +1013,7 @@ impl VolumeStage {
             .file
             .write_at(data, offset)
             .map_err(|e| io_error(&self.label(), e))?;
+        writer.counted.fetch_max(end, Ordering::Relaxed);
         self.lock().generation += 1;
         Ok(n)
     }
@@ -1007,8 +1030,29 @@ impl VolumeStage {
             let freed = (old - size).min(self.staged_bytes.load(Ordering::Relaxed));
             self.staged_bytes.fetch_sub(freed, Ordering::Relaxed);
         }
+        writer.counted.store(size, Ordering::Relaxed);
         self.lock().generation += 1;
         Ok(())
+    }
+
+    /// Whether a writer may be given FUSE passthrough: its file must not need set-id bits cleared, and the budget
+    /// must have room, since what the kernel writes directly is only counted at close (`count_written`). Once
+    /// `--max-staged-size` is reached, every writer goes through `write`, which refuses with ENOSPC.
+    pub fn may_pass_through(&self, writer: &StagedWriter) -> bool {
+        writer.may_pass_through()
+            && self.staged_bytes.load(Ordering::Relaxed) < self.max_staged_bytes
+    }
+
+    /// Counts what the kernel wrote to `writer`'s file directly (FUSE passthrough) past what was counted already,
+    /// and that the volume changed; called when the handle is closed.
+    pub fn count_written(&self, writer: &StagedWriter) {
+        let len = writer.file.metadata().map_or(0, |m| m.len());
+        let counted = writer.counted.fetch_max(len, Ordering::Relaxed);
+        if len > counted {
+            self.staged_bytes
+                .fetch_add(len - counted, Ordering::Relaxed);
+            self.lock().generation += 1;
+        }
     }
 
     /// The last handle of a written file closed.
