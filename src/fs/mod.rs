@@ -520,7 +520,8 @@ impl Vm0Fs {
     }
 
     /// The file behind an open handle, for the kernel to read (and, for a staged file, write) directly (FUSE
-    /// passthrough): `f` gets it and whether the handle writes. `None` for a handle with no file behind it.
+    /// passthrough): `f` gets it and whether the handle writes. `None` for a handle with no file behind it, and
+    /// for a staged file whose writes must come through vm0fs (`StagedWriter::may_pass_through`).
     pub fn with_backing_file<R>(
         &self,
         fh: u64,
@@ -528,9 +529,7 @@ impl Vm0Fs {
     ) -> Option<R> {
         match self.handles.get(fh) {
             Ok(Handle::Disk(file)) => Some(f(&file, false)),
-            Ok(Handle::Staged(h)) if h.volume.may_pass_through(&h.writer) => {
-                Some(f(h.writer.file(), true))
-            }
+            Ok(Handle::Staged(h)) if h.writer.may_pass_through() => Some(f(h.writer.file(), true)),
             _ => None,
         }
     }
@@ -540,13 +539,8 @@ impl Vm0Fs {
     pub fn release(&self, fh: u64) {
         match self.handles.remove(fh) {
             Some(Handle::Log(run_id)) => self.live_logs.closed(&run_id),
-            Some(Handle::Staged(h)) => {
-                h.volume.count_written(&h.writer);
-                h.volume.close_write();
-                if let Ok(stage) = self.stage() {
-                    stage.note_change(&h.volume);
-                }
-            }
+            // The writer's drop (with the handle's last reference) gives the count back and tells the publisher.
+            Some(Handle::Staged(h)) => drop(h),
             Some(Handle::NewRun(write)) => {
                 if let Err(e) = self.start_run(&write) {
                     tracing::warn!("{}", e.chain());
@@ -619,7 +613,7 @@ impl Vm0Fs {
                 self.control_command(data)?;
                 Ok(data.len() as u32)
             }
-            Handle::Staged(h) => Ok(h.volume.write(&h.writer, offset, data)? as u32),
+            Handle::Staged(h) => Ok(h.writer.write_at(offset, data)? as u32),
             Handle::Sync(outcome) => {
                 self.sync_command(data, &outcome)?;
                 Ok(data.len() as u32)
@@ -666,11 +660,7 @@ impl Vm0Fs {
     /// other processes (a `sleep` forked by the writing shell closes its copy of the descriptor) start nothing.
     pub fn flush(&self, fh: u64, pid: u32) -> Result<()> {
         match self.handles.get(fh) {
-            Ok(Handle::Staged(h)) => self.fsync(fh).inspect(|_| {
-                if let Ok(stage) = self.stage() {
-                    stage.note_change(&h.volume);
-                }
-            }),
+            Ok(Handle::Staged(_)) => self.fsync(fh),
             Ok(Handle::NewRun(write)) => {
                 let by_writer = {
                     let write = write.lock().unwrap_or_else(|e| e.into_inner());

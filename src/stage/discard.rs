@@ -7,7 +7,6 @@
 //! next use of the volume makes a fresh one over the head. Nothing on the server changes: every version stays.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use super::overlay::Content;
 use super::{Phase, Result, Stage, StageError, VolumeStage, io_error};
@@ -51,8 +50,7 @@ impl VolumeStage {
         if had_changes && let Some(v) = st.base_version.take() {
             self.hold_base(&v, false);
         }
-        let freed = bytes.min(self.staged_bytes.load(Ordering::Relaxed));
-        self.staged_bytes.fetch_sub(freed, Ordering::Relaxed);
+        self.space.release(bytes);
         drop(st);
         self.set_phase(Phase::Clean);
         Ok(Discarded {

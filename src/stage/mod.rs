@@ -5,7 +5,7 @@
 //! copied into the staging area (`layout`) when it is first written, so untouched files keep being read from the
 //! cache. Every change of names goes to the volume's `journal` and is fsynced before the operation returns; the
 //! publisher (`publish`) turns the tree into one new version through the upload protocol the server speaks
-//! (`push`), rebasing the changes first when the head moved elsewhere (`rebase`); `discard` drops them. After a
+//! (`upload`), rebasing the changes first when the head moved elsewhere (`rebase`); `discard` drops them. After a
 //! publish the tree becomes that version's cached archive and the stage starts over from it (`VolumeStage::adopt`).
 //!
 //! What each call guarantees:
@@ -18,15 +18,18 @@
 //!   publish is exactly-once because a version id is the hash of its content (`manifest`).
 
 mod discard;
+mod error;
 mod journal;
 mod layout;
 mod manifest;
 mod overlay;
 mod publish;
-mod push;
 mod rebase;
+mod space;
+mod status;
 #[cfg(test)]
 mod tests;
+mod upload;
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -41,41 +44,16 @@ use crate::api::Vm0Api;
 use crate::api::models::StorageKind;
 use crate::cache::{ArchiveCache, ArchiveInfo, DownloadSource};
 pub use discard::Discarded;
+pub use error::{PublishError, StageError};
 use journal::{Journal, Record};
 use layout::VolumeLayout;
 pub use manifest::LocalOnly;
 use manifest::{Frozen, ManifestFile};
 use overlay::{Content, Node, Times, Tree};
-pub use publish::{Mode, Phase, PublishError, Published};
-
-/// A refused or failed staging operation: the errno, and a sentence naming the volume and the path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StageError {
-    pub errno: i32,
-    pub message: String,
-}
-
-impl StageError {
-    fn new(errno: i32, message: String) -> StageError {
-        StageError { errno, message }
-    }
-}
-
-impl std::fmt::Display for StageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
+use space::Space;
+pub use status::{Mode, Phase, PublishProgress, Published};
 
 pub type Result<T> = std::result::Result<T, StageError>;
-
-/// One publish uploading its files: `volumes/<name>`, and its bytes sent of all it sends (`vm0fs status`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct PublishProgress {
-    pub volume: String,
-    pub done_bytes: u64,
-    pub total_bytes: u64,
-}
 
 /// How the staging area is set up (`vm0fs mount` flags).
 #[derive(Debug, Clone)]
@@ -111,32 +89,69 @@ pub struct EntryAttr {
     pub nlink: u32,
 }
 
-/// A file open for writing: its staged file. Writes go through `VolumeStage::write`.
-#[derive(Debug)]
+/// A file open for writing: its staged file, counted as a writer of its volume for as long as this value lives.
+/// Dropping it gives the count back and tells the publisher (mountpoint-s3's `WriteHandleSlot`): an error between
+/// opening and handing the handle to the kernel cannot leave a writer that never closes, which would hold off
+/// every publish, adoption and discard of the volume.
 pub struct StagedWriter {
     file: File,
     /// The file's permission bits when it was opened.
     mode: u32,
+    volume: Arc<VolumeStage>,
     /// The length of the file counted against `--max-staged-size` for this handle: its length at open, then
-    /// what `write` and `set_len` reserved. Bytes the kernel wrote past it (FUSE passthrough) are counted at
-    /// close (`VolumeStage::count_written`).
+    /// what `write_at` and `set_len` reserved. What the kernel wrote past it directly (FUSE passthrough) is
+    /// counted when the writer is dropped.
     counted: AtomicU64,
 }
 
+impl std::fmt::Debug for StagedWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StagedWriter")
+            .field("volume", &self.volume.label())
+            .field("mode", &self.mode)
+            .finish()
+    }
+}
+
+impl Drop for StagedWriter {
+    fn drop(&mut self) {
+        let len = self.file.metadata().map_or(0, |m| m.len());
+        let counted = self.counted.fetch_max(len, Ordering::Relaxed);
+        self.volume.space.charge(len.saturating_sub(counted));
+        {
+            let mut st = self.volume.lock();
+            if len > counted {
+                st.generation += 1;
+            }
+            st.writers = st.writers.saturating_sub(1);
+        }
+        self.volume.changed();
+    }
+}
+
 impl StagedWriter {
-    fn new(file: File, mode: u32) -> StagedWriter {
+    fn new(file: File, mode: u32, volume: Arc<VolumeStage>) -> StagedWriter {
         let len = file.metadata().map_or(0, |m| m.len());
         StagedWriter {
             file,
             mode,
+            volume,
             counted: AtomicU64::new(len),
         }
     }
 
-    /// Whether the kernel may write the staged file directly (FUSE passthrough), bypassing `VolumeStage::write`:
-    /// not when a write must clear set-user-ID or set-group-ID bits, which only a write seen here can do.
+    /// The staged file itself, for the kernel to read and write directly (FUSE passthrough) when
+    /// `may_pass_through` allows it.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Whether the kernel may write the staged file directly (FUSE passthrough), bypassing `write_at`: not when a
+    /// write must clear set-user-ID or set-group-ID bits, which only a write seen here can do, and not once
+    /// `--max-staged-size` is reached, since what the kernel writes is only counted when the writer is dropped;
+    /// from then on every write comes through `write_at`, which refuses with ENOSPC.
     pub fn may_pass_through(&self) -> bool {
-        self.mode & 0o6000 == 0
+        self.mode & 0o6000 == 0 && self.volume.space.has_room()
     }
 
     /// The size and times of the open file, and its permission bits: what `fstat` shows once the file has no
@@ -154,20 +169,46 @@ impl StagedWriter {
         })
     }
 
-    /// The staged file itself, for the kernel to write directly (FUSE passthrough): such writes do not pass
-    /// through `VolumeStage::write`, so they are counted against `--max-staged-size` when the file is closed.
-    pub fn file(&self) -> &File {
-        &self.file
-    }
-
     /// Reads of a file open for writing see what was written.
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         self.file.read_at(buf, offset)
     }
 
-    /// `fsync`/`close`: the bytes are on the local disk when this returns (not published).
+    /// `fsync`/`close`: the bytes are on the local disk when this returns (not published); the publisher's quiet
+    /// period starts again.
     pub fn sync(&self) -> io::Result<()> {
-        self.file.sync_data()
+        self.file.sync_data()?;
+        self.volume.changed();
+        Ok(())
+    }
+
+    /// `pwrite` into the file.
+    pub fn write_at(&self, offset: u64, data: &[u8]) -> Result<usize> {
+        let volume = &self.volume;
+        let old = self.file.metadata().map_or(0, |m| m.len());
+        let end = offset.saturating_add(data.len() as u64);
+        volume.reserve(end.saturating_sub(old))?;
+        let n = self
+            .file
+            .write_at(data, offset)
+            .map_err(|e| io_error(&volume.label(), e))?;
+        self.counted.fetch_max(end, Ordering::Relaxed);
+        volume.lock().generation += 1;
+        Ok(n)
+    }
+
+    /// `ftruncate` of the file.
+    pub fn set_len(&self, size: u64) -> Result<()> {
+        let volume = &self.volume;
+        let old = self.file.metadata().map_or(0, |m| m.len());
+        volume.reserve(size.saturating_sub(old))?;
+        self.file
+            .set_len(size)
+            .map_err(|e| io_error(&volume.label(), e))?;
+        volume.space.release(old.saturating_sub(size));
+        self.counted.store(size, Ordering::Relaxed);
+        volume.lock().generation += 1;
+        Ok(())
     }
 }
 
@@ -177,9 +218,8 @@ pub struct Stage {
     api: Arc<dyn Vm0Api>,
     cache: Arc<ArchiveCache>,
     volumes: Mutex<HashMap<String, Arc<VolumeStage>>>,
-    staged_bytes: Arc<AtomicU64>,
-    max_staged_bytes: u64,
-    publisher: publish::Publisher,
+    space: Arc<Space>,
+    publisher: Arc<publish::Publisher>,
     heads_moved: HeadsMoved,
 }
 
@@ -204,14 +244,13 @@ impl Stage {
         }
         layout::remove_discarded(&root);
         let left = layout::staged_volumes(&root)?;
-        let publisher = publish::Publisher::start(api.clone(), config.commit_delay);
+        let publisher = Arc::new(publish::Publisher::start(api.clone(), config.commit_delay));
         let stage = Arc::new(Stage {
             root,
             api,
             cache,
             volumes: Mutex::default(),
-            staged_bytes: Arc::default(),
-            max_staged_bytes: config.max_staged_bytes,
+            space: Arc::new(Space::new(config.max_staged_bytes)),
             publisher,
             heads_moved,
         });
@@ -255,8 +294,7 @@ impl Stage {
             }
             st.published_generation = None;
             st.delete_orphans(&volume.layout);
-            let bytes = st.staged_bytes(&volume.layout);
-            self.staged_bytes.fetch_add(bytes, Ordering::Relaxed);
+            self.space.charge(st.staged_bytes(&volume.layout));
         }
         tracing::info!(volume = %volume.label(), records = records.len(), "replayed the staged changes");
         Ok(self.keep(storage_id, volume))
@@ -284,14 +322,15 @@ impl Stage {
             },
             _ => (Tree::default(), None),
         };
-        Ok(Arc::new(VolumeStage {
+        Ok(Arc::new_cyclic(|me| VolumeStage {
+            me: me.clone(),
+            publisher: Arc::downgrade(&self.publisher),
             storage_id: storage_id.to_string(),
             name: name.to_string(),
             layout,
             api: self.api.clone(),
             cache: Arc::downgrade(&self.cache),
-            staged_bytes: self.staged_bytes.clone(),
-            max_staged_bytes: self.max_staged_bytes,
+            space: self.space.clone(),
             heads_moved: self.heads_moved.clone(),
             state: Mutex::new(State {
                 tree,
@@ -403,11 +442,6 @@ impl Stage {
         self.publisher.sync(volume, mode)
     }
 
-    /// Tells the publisher that `volume` changed (its quiet period starts again).
-    pub fn note_change(&self, volume: &Arc<VolumeStage>) {
-        self.publisher.changed(volume);
-    }
-
     /// Each volume with changes, or with a publish outcome to show: one line each, for `vm0fs status`.
     pub fn status(&self) -> Vec<String> {
         let mut vols: Vec<Arc<VolumeStage>> = self.lock_volumes().values().cloned().collect();
@@ -443,8 +477,7 @@ pub fn short(version: &str) -> &str {
 }
 
 fn io_error(what: &str, e: io::Error) -> StageError {
-    let errno = e.raw_os_error().unwrap_or(libc::EIO);
-    StageError::new(errno, format!("{what}: {e}"))
+    StageError::io(what, e)
 }
 
 /// The regular files of an extracted base tree, with their modes.
@@ -694,8 +727,12 @@ pub struct VolumeStage {
     cache: Weak<ArchiveCache>,
     /// Where versions other than the base come from (a rebase reads the new head and the old base).
     api: Arc<dyn Vm0Api>,
-    staged_bytes: Arc<AtomicU64>,
-    max_staged_bytes: u64,
+    /// The mount's staged-bytes budget, shared by every volume.
+    space: Arc<Space>,
+    /// Told of every change, so that the filesystem never has to; weak, as the publisher's thread holds stages.
+    publisher: Weak<publish::Publisher>,
+    /// This stage itself, for the messages to the publisher.
+    me: Weak<VolumeStage>,
     heads_moved: HeadsMoved,
     state: Mutex<State>,
     phase: Mutex<Phase>,
@@ -715,9 +752,25 @@ impl VolumeStage {
         &self.storage_id
     }
 
+    /// What the upload facade needs of this volume.
+    fn upload_target(&self) -> upload::Target<'_> {
+        upload::Target {
+            storage_id: &self.storage_id,
+            name: &self.name,
+            staging: &self.layout,
+        }
+    }
+
     /// `volumes/<name>`.
     pub fn label(&self) -> String {
         format!("volumes/{}", self.name)
+    }
+
+    /// Tells the publisher that this volume changed: its quiet period starts again.
+    fn changed(&self) {
+        if let (Some(publisher), Some(me)) = (self.publisher.upgrade(), self.me.upgrade()) {
+            publisher.changed(&me);
+        }
     }
 
     fn refuse(&self, errno: i32, path: &str, why: &str) -> StageError {
@@ -866,10 +919,12 @@ impl VolumeStage {
         })
     }
 
-    /// Journals a change already applied to the tree, and counts it.
+    /// Journals a change already applied to the tree, counts it and tells the publisher.
     fn journal_change(&self, st: &mut State, record: Record) -> Result<()> {
         st.generation += 1;
-        self.journal(st, record)
+        self.journal(st, record)?;
+        self.changed();
+        Ok(())
     }
 
     /// Applies a change to the tree (which decides whether it is allowed), then journals it.
@@ -900,7 +955,7 @@ impl VolumeStage {
     }
 
     /// Creates an empty file at `path` (the caller checked that nothing is there).
-    pub fn create(&self, path: &str, mode: u32) -> Result<StagedWriter> {
+    pub fn create(self: &Arc<Self>, path: &str, mode: u32) -> Result<StagedWriter> {
         let path = key(path);
         let mut st = self.lock();
         self.check_writable(&st)?;
@@ -920,11 +975,11 @@ impl VolumeStage {
         st.stamp(&record, SystemTime::now());
         self.journal_change(&mut st, record)?;
         st.writers += 1;
-        Ok(StagedWriter::new(file, mode & 0o7777))
+        Ok(StagedWriter::new(file, mode & 0o7777, self.clone()))
     }
 
     /// Opens file `path` for writing, copying it from the base version first if it is still shared with it.
-    pub fn open_write(&self, path: &str, truncate: bool) -> Result<StagedWriter> {
+    pub fn open_write(self: &Arc<Self>, path: &str, truncate: bool) -> Result<StagedWriter> {
         let path = key(path);
         let mut st = self.lock();
         self.check_writable(&st)?;
@@ -933,7 +988,7 @@ impl VolumeStage {
             Some(_) => return Err(self.refuse(libc::EISDIR, path, "not a file")),
             None => return Err(self.refuse(st.tree.absent(path), path, "no such file")),
         };
-        let writer = match content {
+        let file = match content {
             Content::Staged(id) => {
                 let file = OpenOptions::new()
                     .read(true)
@@ -944,13 +999,10 @@ impl VolumeStage {
                     let old = file.metadata().map_or(0, |m| m.len());
                     file.set_len(0)
                         .map_err(|e| io_error(&format!("{}/{path}", self.label()), e))?;
-                    self.staged_bytes.fetch_sub(
-                        old.min(self.staged_bytes.load(Ordering::Relaxed)),
-                        Ordering::Relaxed,
-                    );
+                    self.space.release(old);
                     st.generation += 1;
                 }
-                StagedWriter::new(file, mode)
+                file
             }
             Content::Base(_) => {
                 let source = st.backing(&self.layout, &content);
@@ -969,16 +1021,16 @@ impl VolumeStage {
                 };
                 let _ = st.apply(&record);
                 self.journal_change(&mut st, record)?;
-                StagedWriter::new(file, mode)
+                file
             }
         };
         st.writers += 1;
-        Ok(writer)
+        Ok(StagedWriter::new(file, mode, self.clone()))
     }
 
     fn copy_up(&self, source: &Path, dest: &mut File) -> Result<()> {
         let len = std::fs::metadata(source).map_or(0, |m| m.len());
-        self.reserve(0, len)?;
+        self.reserve(len)?;
         let mut from = File::open(source).map_err(|e| io_error(&self.label(), e))?;
         io::copy(&mut from, dest)
             .and_then(|_| dest.sync_data())
@@ -986,89 +1038,27 @@ impl VolumeStage {
     }
 
     /// Counts `grow` more staged bytes, or refuses with ENOSPC past `--max-staged-size`.
-    fn reserve(&self, already: u64, grow: u64) -> Result<()> {
-        let now = self.staged_bytes.load(Ordering::Relaxed);
-        if grow > 0 && now.saturating_sub(already) + grow > self.max_staged_bytes {
-            return Err(StageError::new(
+    fn reserve(&self, grow: u64) -> Result<()> {
+        self.space.reserve(grow).map_err(|full| {
+            StageError::new(
                 libc::ENOSPC,
                 format!(
                     "{}: the staging area is full ({} bytes staged, --max-staged-size {}); publish with \
                      `vm0fs sync` or remove staged files",
                     self.label(),
-                    now,
-                    self.max_staged_bytes
+                    full.used,
+                    full.limit
                 ),
-            ));
-        }
-        self.staged_bytes.fetch_add(grow, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// `pwrite` into a file open for writing.
-    pub fn write(&self, writer: &StagedWriter, offset: u64, data: &[u8]) -> Result<usize> {
-        let old = writer.file.metadata().map_or(0, |m| m.len());
-        let end = offset + data.len() as u64;
-        self.reserve(0, end.saturating_sub(old))?;
-        let n = writer
-            .file
-            .write_at(data, offset)
-            .map_err(|e| io_error(&self.label(), e))?;
-        writer.counted.fetch_max(end, Ordering::Relaxed);
-        self.lock().generation += 1;
-        Ok(n)
-    }
-
-    /// `ftruncate` of a file open for writing.
-    pub fn set_len(&self, writer: &StagedWriter, size: u64) -> Result<()> {
-        let old = writer.file.metadata().map_or(0, |m| m.len());
-        self.reserve(0, size.saturating_sub(old))?;
-        writer
-            .file
-            .set_len(size)
-            .map_err(|e| io_error(&self.label(), e))?;
-        if size < old {
-            let freed = (old - size).min(self.staged_bytes.load(Ordering::Relaxed));
-            self.staged_bytes.fetch_sub(freed, Ordering::Relaxed);
-        }
-        writer.counted.store(size, Ordering::Relaxed);
-        self.lock().generation += 1;
-        Ok(())
-    }
-
-    /// Whether a writer may be given FUSE passthrough: its file must not need set-id bits cleared, and the budget
-    /// must have room, since what the kernel writes directly is only counted at close (`count_written`). Once
-    /// `--max-staged-size` is reached, every writer goes through `write`, which refuses with ENOSPC.
-    pub fn may_pass_through(&self, writer: &StagedWriter) -> bool {
-        writer.may_pass_through()
-            && self.staged_bytes.load(Ordering::Relaxed) < self.max_staged_bytes
-    }
-
-    /// Counts what the kernel wrote to `writer`'s file directly (FUSE passthrough) past what was counted already,
-    /// and that the volume changed; called when the handle is closed.
-    pub fn count_written(&self, writer: &StagedWriter) {
-        let len = writer.file.metadata().map_or(0, |m| m.len());
-        let counted = writer.counted.fetch_max(len, Ordering::Relaxed);
-        if len > counted {
-            self.staged_bytes
-                .fetch_add(len - counted, Ordering::Relaxed);
-            self.lock().generation += 1;
-        }
-    }
-
-    /// The last handle of a written file closed.
-    pub fn close_write(&self) {
-        let mut st = self.lock();
-        st.writers = st.writers.saturating_sub(1);
+            )
+        })
     }
 
     /// `truncate(path, size)` without an open handle.
-    pub fn truncate(&self, path: &str, size: u64) -> Result<()> {
+    pub fn truncate(self: &Arc<Self>, path: &str, size: u64) -> Result<()> {
         let writer = self.open_write(path, size == 0)?;
-        let result = self
-            .set_len(&writer, size)
-            .and_then(|_| writer.sync().map_err(|e| io_error(&self.label(), e)));
-        self.close_write();
-        result
+        writer
+            .set_len(size)
+            .and_then(|_| writer.sync().map_err(|e| io_error(&self.label(), e)))
     }
 
     /// `utimensat` of `path` (`""`: the root). A file's modification time is set without copying it
@@ -1223,8 +1213,7 @@ impl VolumeStage {
             let path = self.layout.file(*id);
             let len = std::fs::metadata(&path).map_or(0, |m| m.len());
             if std::fs::remove_file(&path).is_ok() {
-                let freed = len.min(self.staged_bytes.load(Ordering::Relaxed));
-                self.staged_bytes.fetch_sub(freed, Ordering::Relaxed);
+                self.space.release(len);
             }
         }
     }

@@ -29,72 +29,15 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::discard::Discarded;
+use super::error::{PublishError, StageError};
 use super::manifest::{self, ManifestFile};
-use super::push::{self, Protocol};
 use super::rebase::{RebaseError, Rebased};
-use super::{StageError, VolumeStage, short};
-use crate::api::models::{StorageKind, UploadFileSpec, UploadRequest};
-use crate::api::{ApiError, ApiErrorKind, Vm0Api};
+use super::status::{Mode, Phase, Published};
+use super::upload::{self, Protocol};
+use super::{VolumeStage, short};
+use crate::api::models::StorageKind;
+use crate::api::{ApiErrorKind, Vm0Api};
 
-/// Where a volume's publishing stands, for `vm0fs status`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Phase {
-    /// Nothing happened since the mount (or the changes wait for their quiet period).
-    Clean,
-    Publishing {
-        done: u64,
-        total: u64,
-    },
-    Published(String),
-    /// The head moved and both sides changed the same paths: what happened and what to do (see `rebase`).
-    Conflict(String),
-    Failed {
-        step: &'static str,
-        message: String,
-        retrying: bool,
-    },
-}
-
-impl std::fmt::Display for Phase {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Phase::Clean => write!(f, "staged"),
-            Phase::Publishing { done, total } => write!(f, "publishing ({done} of {total} bytes)"),
-            Phase::Published(v) => write!(f, "published as {}", short(v)),
-            Phase::Conflict(why) => write!(f, "NOT PUBLISHED: {why}"),
-            Phase::Failed {
-                step,
-                message,
-                retrying,
-            } => {
-                write!(f, "failed at {step}: {message}")?;
-                if *retrying {
-                    write!(f, " (retrying)")?;
-                }
-                Ok(())
-            }
-        }
-    }
-}
-
-/// Why a publish did not happen.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PublishError {
-    pub errno: i32,
-    pub message: String,
-    /// Whether trying again later may succeed (network, server errors, a change during the publish).
-    pub retryable: bool,
-    pub(super) step: &'static str,
-}
-
-impl std::fmt::Display for PublishError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-/// How many times one publish asks for fresh upload URLs after a 403.
-const FRESH_URLS: u32 = 3;
 /// Backoff between retries of a failed publish: doubling from the first, up to the last.
 const RETRY_FIRST: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(60);
@@ -105,23 +48,6 @@ const SYNC_ATTEMPTS: u32 = 6;
 const REBASES: u32 = 3;
 /// How many conflicting paths a message names.
 const NAMED_PATHS: usize = 10;
-
-/// How a publish treats a head that moved on the server since the changes were based on it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Rebase onto it, or keep the changes staged when both sides changed the same paths.
-    Careful,
-    /// Publish the tree as it is over it (`vm0fs sync --force`).
-    Force,
-}
-
-/// What a published version replaced, for `vm0fs sync --force` to say.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Published {
-    pub version: String,
-    /// The head that was not the base and is no longer the head (its version stays readable).
-    pub replaced: Option<String>,
-}
 
 /// One publish's way through: its mode, what it replaced, how many rebases it made, and the mount's upload
 /// protocol (which it may switch, see `push`).
@@ -381,15 +307,6 @@ fn publish(
     result
 }
 
-pub(super) fn api_failure(volume: &VolumeStage, step: &'static str, e: &ApiError) -> PublishError {
-    PublishError {
-        errno: e.errno(),
-        message: format!("{}: {step} failed: {e}", volume.label()),
-        retryable: e.is_retryable() || e.status == Some(403),
-        step,
-    }
-}
-
 fn publish_once(
     api: &dyn Vm0Api,
     volume: &VolumeStage,
@@ -437,7 +354,7 @@ fn publish_once(
             step: "manifest",
         });
     }
-    let (head, head_has_files) = server_head(api, volume)?;
+    let (head, head_has_files) = upload::server_head(api, &volume.upload_target())?;
     if head.as_deref() == Some(id.as_str()) {
         tracing::info!(volume = %label, version = short(&id), "already published (an earlier commit went through)");
         return done(&id);
@@ -451,7 +368,9 @@ fn publish_once(
             "--force: publishing the local tree over a head that moved (it stays readable as a version)");
         attempt.replaced = head;
     }
-    let sent = push::send(api, volume, &manifest, attempt.protocol)?;
+    let progress = |done, total| volume.set_phase(Phase::Publishing { done, total });
+    let target = volume.upload_target();
+    let sent = upload::send(api, &target, &manifest, attempt.protocol, &progress)?;
     if volume.lock().generation != generation {
         return Err(PublishError {
             errno: libc::EAGAIN,
@@ -461,7 +380,7 @@ fn publish_once(
         });
     }
     if attempt.mode == Mode::Careful {
-        let (now, _) = server_head(api, volume)?;
+        let (now, _) = upload::server_head(api, &volume.upload_target())?;
         if now != base {
             return Err(PublishError {
                 errno: libc::EAGAIN,
@@ -475,7 +394,7 @@ fn publish_once(
         }
     }
     let message = format!("vm0fs: {} file(s)", manifest.len());
-    match push::commit(api, volume, sent, &manifest, message) {
+    match upload::commit(api, &target, sent, &manifest, message) {
         Ok(version) => {
             if version != id {
                 tracing::warn!(volume = %label, local = short(&id), server = short(&version),
@@ -485,7 +404,7 @@ fn publish_once(
             done(&version)
         }
         Err(e) => {
-            let failure = api_failure(volume, "commit", &e);
+            let failure = PublishError::api(&label, "commit", &e);
             let lost_reply =
                 e.kind == ApiErrorKind::Transport || e.status.is_some_and(|s| s >= 500);
             if lost_reply
@@ -497,28 +416,6 @@ fn publish_once(
             }
             Err(failure)
         }
-    }
-}
-
-/// The head of the volume on the server now, and whether it has files; a volume deleted there is an error that
-/// keeps the changes.
-pub(super) fn server_head(
-    api: &dyn Vm0Api,
-    volume: &VolumeStage,
-) -> Result<(Option<String>, bool), PublishError> {
-    match api.get_storage(StorageKind::Volume, &volume.storage_id) {
-        Ok(server) => Ok((server.current_version_id, server.file_count > 0)),
-        Err(e) if e.status == Some(404) => Err(PublishError {
-            errno: libc::ENOENT,
-            message: format!(
-                "{label} was deleted on the server; its staged changes are kept on this machine and not \
-                 published. `vm0fs discard` on the volume's path drops them",
-                label = volume.label()
-            ),
-            retryable: false,
-            step: "head check",
-        }),
-        Err(e) => Err(api_failure(volume, "head check", &e)),
     }
 }
 
@@ -594,60 +491,4 @@ fn conflict_message(label: &str, head: &str, base: &str, paths: &[String]) -> St
          `vm0fs discard PATH` drops the staged changes and shows the head",
         count = paths.len()
     )
-}
-
-/// Steps 2 and 3 of the upload: a session, and every file PUT to its URL. Returns the session id.
-pub(super) fn upload_all(
-    api: &dyn Vm0Api,
-    volume: &VolumeStage,
-    manifest: &[ManifestFile],
-) -> Result<String, PublishError> {
-    let request = UploadRequest {
-        files: manifest
-            .iter()
-            .map(|f| UploadFileSpec {
-                path: f.path.clone(),
-                size: f.size,
-                hash: Some(f.sha256.clone()),
-            })
-            .collect(),
-        message: None,
-    };
-    let total: u64 = manifest.iter().map(|f| f.size).sum();
-    let by_path: HashMap<&str, &ManifestFile> =
-        manifest.iter().map(|f| (f.path.as_str(), f)).collect();
-    let mut round = 0;
-    'fresh: loop {
-        volume.set_phase(Phase::Publishing { done: 0, total });
-        let session = api
-            .upload(StorageKind::Volume, &volume.storage_id, &request)
-            .map_err(|e| api_failure(volume, "upload", &e))?;
-        let mut sent = 0;
-        for target in &session.files {
-            let Some(file) = by_path.get(target.path.as_str()) else {
-                return Err(PublishError {
-                    errno: libc::EIO,
-                    message: format!(
-                        "{}: the server gave an upload URL for {:?}, which was not declared",
-                        volume.label(),
-                        target.path
-                    ),
-                    retryable: false,
-                    step: "upload",
-                });
-            };
-            match api.put_upload(target, &file.source) {
-                Ok(()) => {}
-                Err(e) if e.status == Some(403) && round < FRESH_URLS => {
-                    tracing::info!(volume = %volume.label(), "an upload URL was refused (expired?); asking for fresh ones");
-                    round += 1;
-                    continue 'fresh;
-                }
-                Err(e) => return Err(api_failure(volume, "PUT", &e)),
-            }
-            sent += file.size;
-            volume.set_phase(Phase::Publishing { done: sent, total });
-        }
-        return Ok(session.upload_session_id);
-    }
 }

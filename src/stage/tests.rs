@@ -120,7 +120,7 @@ fn on_disk(root: &Path, op: &Op, fill: u8) -> Result<(), i32> {
     }
 }
 
-fn on_stage(v: &VolumeStage, op: &Op, fill: u8) -> Result<(), i32> {
+fn on_stage(v: &Arc<VolumeStage>, op: &Op, fill: u8) -> Result<(), i32> {
     let result = match *op {
         Op::Write { path, offset, len } => (|| {
             let p = PATHS[path];
@@ -128,11 +128,8 @@ fn on_stage(v: &VolumeStage, op: &Op, fill: u8) -> Result<(), i32> {
                 Some(_) => v.open_write(p, false)?,
                 None => v.create(p, 0o644)?,
             };
-            let r = v
-                .write(&w, offset as u64, &vec![fill; len as usize])
-                .map(drop);
-            v.close_write();
-            r
+            w.write_at(offset as u64, &vec![fill; len as usize])
+                .map(drop)
         })(),
         Op::Truncate { path, len } => v.truncate(PATHS[path], len as u64),
         Op::Unlink { path } => v.unlink(PATHS[path]),
@@ -408,11 +405,10 @@ fn mount_on(cache_dir: &Path, api: Arc<Storages>) -> Mounted {
     mount_with(cache_dir, api, head.as_deref())
 }
 
-fn write_file(v: &VolumeStage, path: &str, bytes: &[u8]) {
+fn write_file(v: &Arc<VolumeStage>, path: &str, bytes: &[u8]) {
     let w = v.create(path, 0o644).unwrap();
-    v.write(&w, 0, bytes).unwrap();
+    w.write_at(0, bytes).unwrap();
     w.sync().unwrap();
-    v.close_write();
 }
 
 #[test]
@@ -491,7 +487,6 @@ fn discard_waits_for_writers_then_drops_everything_staged() {
     assert_eq!(busy.errno, libc::EBUSY, "{busy}");
     assert!(busy.message.contains("open for writing"), "{busy}");
     drop(open);
-    m.volume.close_write();
     let dropped = m.stage.discard(&m.volume).unwrap();
     assert!(dropped.had_changes);
     assert_eq!((dropped.files, dropped.bytes), (1, 5));
@@ -537,8 +532,8 @@ fn a_published_tree_becomes_the_cached_archive_and_leaves_the_stage() {
     assert_eq!(m.volume.lookup("g").unwrap().mode, 0o644);
     // A change after the adoption copies the file up again and leaves the cached archive as it was.
     let w = m.volume.open_write("g", true).unwrap();
-    m.volume.write(&w, 0, b"changed").unwrap();
-    m.volume.close_write();
+    w.write_at(0, b"changed").unwrap();
+    drop(w);
     assert_eq!(std::fs::read(cached.join("g")).unwrap(), b"second");
     drop(m);
     // The next mount reads the head from the cache: the fake API serves no download.
@@ -596,8 +591,8 @@ fn a_publish_after_an_edit_hashes_only_the_edited_file() {
     write_file(&m.volume, "b", b"first b");
     m.stage.sync(&m.volume).unwrap();
     let w = m.volume.open_write("a", false).unwrap();
-    m.volume.write(&w, 0, b"FIRST").unwrap();
-    m.volume.close_write();
+    w.write_at(0, b"FIRST").unwrap();
+    drop(w);
     let known = |v: &VolumeStage| -> Vec<(String, bool)> {
         let (_, _, files, _) = v.freeze();
         files
@@ -631,4 +626,74 @@ fn journaled_times_read_back_to_the_nanosecond_before_and_after_the_epoch() {
         assert_eq!(super::from_unix(secs, nanos), t, "{t:?}");
         let _: SystemTime = t;
     }
+}
+
+/// Issue 21, defect 2: the filesystem can fail after the stage counted a writer (`Vm0Fs::create` failing on the
+/// new entry's attributes when a concurrent unlink removed it) and drop the writer without any close. The count
+/// comes back with the writer: the volume is not "being written" any more and a discard is not refused.
+#[test]
+fn a_writer_dropped_without_a_close_gives_its_count_back() {
+    let cache = tempfile::tempdir().unwrap();
+    let api = Arc::new(Storages::default());
+    let m = mount_on(cache.path(), api.clone());
+    let created = m.volume.create("raced", 0o644).unwrap();
+    m.volume.unlink("raced").unwrap();
+    assert!(m.volume.writing());
+    drop(created);
+    assert!(!m.volume.writing(), "the dropped writer still counts");
+    let opened = m.volume.open_write("kept", true);
+    assert!(opened.is_err(), "no such file");
+    write_file(&m.volume, "kept", b"bytes");
+    let dropped = m.stage.discard(&m.volume).unwrap();
+    assert!(dropped.had_changes);
+}
+
+/// The staged-bytes budget is given back by every way a staged byte goes: a shrink, a truncating open, an unlink
+/// and a discard; a write past the limit is refused with ENOSPC naming the limit.
+#[test]
+fn the_budget_is_given_back_by_every_way_a_staged_byte_goes() {
+    let cache = tempfile::tempdir().unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path();
+    let archives = Arc::new(
+        ArchiveCache::open(CacheConfig {
+            dir: cache_dir.to_path_buf(),
+            max_bytes: 1 << 30,
+            limits: ExtractLimits::default(),
+        })
+        .unwrap(),
+    );
+    let config = StageConfig {
+        cache_dir: store.path().to_path_buf(),
+        commit_delay: Duration::ZERO,
+        max_staged_bytes: 100,
+    };
+    let stage = Stage::open(
+        config,
+        Arc::new(FakeApi::default()),
+        archives,
+        Arc::new(|| {}),
+    )
+    .unwrap();
+    let v = stage.volume(STORAGE, "model", None, false).unwrap();
+    let w = v.create("a", 0o644).unwrap();
+    w.write_at(0, &[1; 100]).unwrap();
+    let full = w.write_at(100, &[1]).unwrap_err();
+    assert_eq!(full.errno, libc::ENOSPC);
+    assert!(full.message.contains("--max-staged-size 100"), "{full}");
+    w.set_len(40).unwrap();
+    w.write_at(40, &[2; 60]).unwrap();
+    drop(w);
+    drop(v.open_write("a", true).unwrap());
+    let w = v.create("b", 0o644).unwrap();
+    w.write_at(0, &[3; 100]).unwrap();
+    drop(w);
+    v.unlink("b").unwrap();
+    let w = v.create("c", 0o644).unwrap();
+    w.write_at(0, &[4; 100]).unwrap();
+    drop(w);
+    stage.discard(&v).unwrap();
+    let v = stage.volume(STORAGE, "model", None, false).unwrap();
+    let w = v.create("d", 0o644).unwrap();
+    w.write_at(0, &[5; 100]).unwrap();
 }

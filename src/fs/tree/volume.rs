@@ -405,7 +405,6 @@ impl Namespace for VolumeNode {
     fn create(&self, fs: &Vm0Fs, name: &OsStr, mode: u32) -> Result<(Node, Handle)> {
         let (volume, path) = self.child_path(fs, name)?;
         let writer = volume.create(text(&path)?, mode)?;
-        fs.stage()?.note_change(&volume);
         let node = VolumeNode::entry(&volume, path);
         Ok((node, VolumeNode::opened(volume, writer)))
     }
@@ -413,7 +412,6 @@ impl Namespace for VolumeNode {
     fn truncate(&self, fs: &Vm0Fs, size: u64) -> Result<()> {
         let (volume, path) = self.target(fs)?;
         volume.truncate(text(&path)?, size)?;
-        fs.stage()?.note_change(&volume);
         Ok(())
     }
 
@@ -422,7 +420,6 @@ impl Namespace for VolumeNode {
         volume.unlink(text(&path)?)?;
         fs.inodes
             .move_volume_paths(volume.storage_id(), &path, None);
-        fs.stage()?.note_change(&volume);
         Ok(())
     }
 
@@ -431,7 +428,6 @@ impl Namespace for VolumeNode {
         volume.rmdir(text(&path)?)?;
         fs.inodes
             .move_volume_paths(volume.storage_id(), &path, None);
-        fs.stage()?.note_change(&volume);
         Ok(())
     }
 
@@ -458,14 +454,12 @@ impl Namespace for VolumeNode {
             fs.inodes
                 .move_volume_paths(volume.storage_id(), &from, Some(&to_path));
         }
-        fs.stage()?.note_change(&volume);
         Ok(())
     }
 
     fn mkdir(&self, fs: &Vm0Fs, name: &OsStr, mode: u32) -> Result<Node> {
         let (volume, path) = self.child_path(fs, name)?;
         volume.mkdir(text(&path)?, mode)?;
-        fs.stage()?.note_change(&volume);
         Ok(VolumeNode::entry(&volume, path))
     }
 
@@ -484,7 +478,6 @@ impl Namespace for VolumeNode {
             ));
         }
         volume.symlink(text(&path)?, target)?;
-        fs.stage()?.note_change(&volume);
         Ok(VolumeNode::entry(&volume, path))
     }
 
@@ -497,7 +490,6 @@ impl Namespace for VolumeNode {
             ));
         }
         volume.chmod(text(&path)?, mode)?;
-        fs.stage()?.note_change(&volume);
         Ok(())
     }
 
@@ -509,7 +501,6 @@ impl Namespace for VolumeNode {
     ) -> Result<()> {
         let (volume, path) = self.target(fs)?;
         volume.set_times(text(&path)?, atime, mtime)?;
-        fs.stage()?.note_change(&volume);
         Ok(())
     }
 
