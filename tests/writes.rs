@@ -342,3 +342,55 @@ fn a_git_clone_and_a_vim_edit_are_published_and_check_out_clean(protocol: Protoc
     assert_eq!(status.trim(), "M README", "{status}");
     assert_eq!(versions(&emu, "cloned").len(), 1);
 }
+
+/// vm0fs clears set-id bits itself (it tells the kernel so, to spare a privilege check per write): a write or a
+/// truncate by a user without CAP_FSETID, and any chown, clear set-user-ID, and set-group-ID on a group-executable
+/// file, as on a local disk; root's own write keeps them.
+#[test]
+fn writes_truncates_and_chowns_clear_set_id_bits_as_the_kernel_would() {
+    let emu = emulator();
+    let m = Mount::start(&emu, &["--commit-delay", "0", "--allow-other"]);
+    let vol = m.path("volumes/setid");
+    std::fs::create_dir(&vol).unwrap();
+    let file = vol.join("tool");
+    std::fs::write(&file, b"#!/bin/sh\n").unwrap();
+    let mode = || std::fs::metadata(&file).unwrap().permissions().mode() & 0o7777;
+    let set_ids =
+        || std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o6777)).unwrap();
+    let as_nobody = |script: &str| {
+        ok(&format!(
+            "setpriv --reuid=65534 --regid=65534 --clear-groups sh -c {}",
+            q(std::path::Path::new(script))
+        ))
+    };
+
+    set_ids();
+    ok(&format!("echo root >> {}", q(&file)));
+    assert_eq!(mode(), 0o6777, "root (CAP_FSETID) keeps the bits on write");
+    as_nobody(&format!("echo nobody >> {}", q(&file)));
+    assert_eq!(mode(), 0o777, "a write by another user clears both bits");
+
+    set_ids();
+    as_nobody(&format!("truncate -s 3 {}", q(&file)));
+    assert_eq!(mode(), 0o777, "so does a truncate");
+    assert_eq!(std::fs::read(&file).unwrap(), b"#!/");
+
+    set_ids();
+    ok(&format!(
+        "chown {} {}",
+        unsafe { libc::geteuid() },
+        q(&file)
+    ));
+    assert_eq!(mode(), 0o777, "and a chown, even to the same owner");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o2745)).unwrap();
+    ok(&format!(
+        "chown {} {}",
+        unsafe { libc::geteuid() },
+        q(&file)
+    ));
+    assert_eq!(
+        mode(),
+        0o2745,
+        "set-group-ID stays on a file that is not group-executable"
+    );
+}

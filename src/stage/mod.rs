@@ -147,11 +147,11 @@ impl StagedWriter {
     }
 
     /// Whether the kernel may write the staged file directly (FUSE passthrough), bypassing `write_at`: not when a
-    /// write must clear set-user-ID or set-group-ID bits, which only a write seen here can do, and not once
-    /// `--max-staged-size` is reached, since what the kernel writes is only counted when the writer is dropped;
-    /// from then on every write comes through `write_at`, which refuses with ENOSPC.
+    /// write must clear set-user-ID or set-group-ID bits, which only a write seen here can do, and not once half
+    /// of `--max-staged-size` is used, since what the kernel writes is only counted when the writer is dropped;
+    /// from then on every write comes through `write_at`, which refuses with ENOSPC at the bound.
     pub fn may_pass_through(&self) -> bool {
-        self.mode & 0o6000 == 0 && self.volume.space.has_room()
+        self.mode & 0o6000 == 0 && self.volume.space.may_bypass()
     }
 
     /// The size and times of the open file, and its permission bits: what `fstat` shows once the file has no
