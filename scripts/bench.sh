@@ -7,7 +7,8 @@
 #               BENCH_REPEAT (5: cold copy, first byte)  BENCH_REPEAT_WARM (5: the other rows)  BENCH_LIVE_RUNS (2)
 #               BENCH_QUICK=1: a smoke run of about a minute (32 MB + 1000 small files, 1000 runs, one repetition)
 #               BENCH_ROWS="cold first warmread warmtree listing hol livelog memwalk peers volumes writes" to run only
-#               some rows (volumes: writing a volume, issue 14; writes: small files, venv and staged memory, issue 23)
+#               some rows (volumes: writing a volume, issue 14; writes: small files, venv and staged memory, issue 23;
+#               volwarmread: only the volume warm read row of `volumes`)
 #               BENCH_STAGED_FILES (100000): files staged by `memory, staged`
 #               BENCH_MANY_FILES (200000): entries of the archive walked by `memory, walk`
 #               BENCH_PEERS=0 skips the peers (rclone, squashfuse, archivemount, ratarmount); BENCH_PEER_TIMEOUT (120 s)
@@ -867,6 +868,7 @@ for r in $rows; do
     livelog) row "live log" row_livelog ;;
     volumes) row "volume upload" row_volupload; row "volume edit" row_voledit; row "volume warm read" row_volwarmread ;;
     writes) row "small files" row_smallfiles; row "venv" row_venv; row "memory, staged" row_memstaged ;;
+    volwarmread) row "volume warm read" row_volwarmread ;;   # (also in `volumes`) the staged warm read alone
     *) echo "bench.sh: unknown row $r in BENCH_ROWS" >&2; exit 2 ;;
   esac
 done
