@@ -394,3 +394,38 @@ fn writes_truncates_and_chowns_clear_set_id_bits_as_the_kernel_would() {
         "set-group-ID stays on a file that is not group-executable"
     );
 }
+
+/// `fsync` of a volume's file or directory returns once a group commit that covers it has run (the status
+/// counter `journal_flushes` has moved by then); `close` waits for none.
+#[test]
+fn fsync_of_a_file_or_a_directory_runs_a_commit_before_it_returns() {
+    let emu = emulator();
+    let m = mount(&emu);
+    let vol = m.path("volumes/durable");
+    std::fs::create_dir(&vol).unwrap();
+    let flushes = || {
+        let status: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(m.path(".vm0fs/status")).unwrap()).unwrap();
+        status["journal_flushes"].as_u64().unwrap()
+    };
+    let mut file = std::fs::File::create(vol.join("a.txt")).unwrap();
+    std::io::Write::write_all(&mut file, b"kept after a power loss\n").unwrap();
+    let before = flushes();
+    file.sync_all().unwrap();
+    assert!(flushes() > before, "fsync ran a commit");
+    file.sync_data().unwrap();
+    drop(file);
+
+    std::fs::create_dir(vol.join("d")).unwrap();
+    std::fs::write(vol.join("d/b.txt"), b"b").unwrap();
+    let before = flushes();
+    std::fs::File::open(vol.join("d"))
+        .unwrap()
+        .sync_all()
+        .unwrap();
+    assert!(flushes() > before, "fsync of a directory ran a commit");
+    assert_eq!(
+        std::fs::read(vol.join("a.txt")).unwrap(),
+        b"kept after a power loss\n"
+    );
+}

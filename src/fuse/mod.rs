@@ -705,6 +705,25 @@ impl Filesystem for FuseAdapter {
         });
     }
 
+    /// `fsync` of a directory: a volume's staged changes reach the disk (without it, the kernel would answer
+    /// every later one itself with success, having flushed nothing).
+    fn fsyncdir(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let span = request_span("fsyncdir", req, ino);
+        self.spawn(req, span, Op::Fsyncdir, move |fs| {
+            match fs.fsyncdir(ino.0) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("fsyncdir", &e)),
+            }
+        });
+    }
+
     fn release(
         &self,
         req: &Request,

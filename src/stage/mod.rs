@@ -3,20 +3,25 @@
 //! One `VolumeStage` per volume that has been opened for its head view (`volumes/<name>/`): the tree as it is now
 //! (`overlay`), over the base version's extracted tree in the archive cache, which is never written; a file is
 //! copied into the staging area (`layout`) when it is first written, so untouched files keep being read from the
-//! cache. Every change of names goes to the volume's `journal` and is fsynced before the operation returns; the
-//! publisher (`publish`) turns the tree into one new version through the upload protocol the server speaks
+//! cache. Every change of names goes to the volume's `journal` before the operation returns, and a group commit
+//! (`commit`) takes the journals and the written files to the disk together; the publisher (`publish`) turns the tree into one new version through the upload protocol the server speaks
 //! (`upload`), rebasing the changes first when the head moved elsewhere (`rebase`); `discard` drops them. After a
 //! publish the tree becomes that version's cached archive and the stage starts over from it (`VolumeStage::adopt`).
 //!
-//! What each call guarantees:
-//! - a change of names (create, unlink, rename, mkdir, rmdir, chmod, symlink) returns once it is in the journal on
-//!   disk: a crash after that keeps it;
-//! - `fsync` and `close` of a written file return once its bytes are on disk: a crash after that keeps them. Bytes
-//!   written but neither fsynced nor closed may be lost, as on any local filesystem;
-//! - neither publishes: a publish happens after `--commit-delay` of quiet, on `vm0fs sync`, or at unmount;
+//! What each call guarantees (the local disk's promise: ext4's, no less and no more):
+//! - a change (a change of names: create, unlink, rename, mkdir, rmdir, chmod, symlink; or bytes written) is safe
+//!   from a crash of vm0fs (`kill -9`, a panic) as soon as its call returns: it is in the journal's and the staged
+//!   file's page cache, which the kernel keeps when a process dies;
+//! - it is safe from a power loss once `fsync`/`fdatasync` of the file (or of any file or directory of a volume)
+//!   or `vm0fs sync` has returned, and at the latest a few seconds after it was made: the group commit flushes the
+//!   journal and the written files of every volume every 5 s and before every publish. After a power loss a
+//!   volume comes back as of its last commit, whole (the journal's frames and the cut of a torn tail);
+//! - `close` waits for nothing: the bytes are in the page cache already;
+//! - none of these publishes: a publish happens after `--commit-delay` of quiet, on `vm0fs sync`, or at unmount;
 //! - at the next mount the journal is replayed (the changes are visible at once) and the volume published. A
 //!   publish is exactly-once because a version id is the hash of its content (`manifest`).
 
+mod commit;
 mod discard;
 mod error;
 mod journal;
@@ -43,6 +48,7 @@ use std::time::{Duration, SystemTime};
 use crate::api::Vm0Api;
 use crate::api::models::StorageKind;
 use crate::cache::{ArchiveCache, ArchiveInfo, DownloadSource};
+use commit::Committer;
 pub use discard::Discarded;
 pub use error::{PublishError, StageError};
 use journal::{Journal, Record};
@@ -125,6 +131,7 @@ impl Drop for StagedWriter {
             }
             st.writers = st.writers.saturating_sub(1);
         }
+        self.volume.commit.changed();
         self.volume.changed();
     }
 }
@@ -174,10 +181,10 @@ impl StagedWriter {
         self.file.read_at(buf, offset)
     }
 
-    /// `fsync`/`close`: the bytes are on the local disk when this returns (not published); the publisher's quiet
-    /// period starts again.
+    /// `fsync`: the bytes, and every change staged before, are on the local disk when this returns (a group
+    /// commit, `commit`; nothing is published); the publisher's quiet period starts again.
     pub fn sync(&self) -> io::Result<()> {
-        self.file.sync_data()?;
+        self.volume.commit.commit()?;
         self.volume.changed();
         Ok(())
     }
@@ -219,6 +226,7 @@ pub struct Stage {
     cache: Arc<ArchiveCache>,
     volumes: Mutex<HashMap<String, Arc<VolumeStage>>>,
     space: Arc<Space>,
+    commit: Arc<Committer>,
     publisher: Arc<publish::Publisher>,
     heads_moved: HeadsMoved,
 }
@@ -245,7 +253,9 @@ impl Stage {
         layout::remove_discarded(&root);
         let left = layout::staged_volumes(&root)?;
         let publisher = Arc::new(publish::Publisher::start(api.clone(), config.commit_delay));
+        let commit = Committer::start(&root)?;
         let stage = Arc::new(Stage {
+            commit,
             root,
             api,
             cache,
@@ -331,6 +341,7 @@ impl Stage {
             api: self.api.clone(),
             cache: Arc::downgrade(&self.cache),
             space: self.space.clone(),
+            commit: self.commit.clone(),
             heads_moved: self.heads_moved.clone(),
             state: Mutex::new(State {
                 tree,
@@ -462,6 +473,16 @@ impl Stage {
                 _ => None,
             })
             .collect()
+    }
+
+    /// Group commits run so far (`vm0fs status`).
+    pub fn commits(&self) -> u64 {
+        self.commit.commits()
+    }
+
+    /// `fsync` of a directory of any volume: every staged change is on the local disk when this returns.
+    pub fn flush_to_disk(&self) -> io::Result<()> {
+        self.commit.commit()
     }
 
     /// At unmount: publishes what is staged, waiting at most `within`; returns the volumes that stay staged.
@@ -729,6 +750,8 @@ pub struct VolumeStage {
     api: Arc<dyn Vm0Api>,
     /// The mount's staged-bytes budget, shared by every volume.
     space: Arc<Space>,
+    /// The group commit of the staging area (`commit`): journal records and closed files wait for it.
+    commit: Arc<Committer>,
     /// Told of every change, so that the filesystem never has to; weak, as the publisher's thread holds stages.
     publisher: Weak<publish::Publisher>,
     /// This stage itself, for the messages to the publisher.
@@ -909,7 +932,9 @@ impl VolumeStage {
             match st.journal.as_mut() {
                 Some(j) => j.append(&record),
                 None => Err(io::Error::other("the journal is not open")),
-            }
+            }?;
+            self.commit.changed();
+            Ok(())
         })();
         result.map_err(|e| {
             let why = format!("the journal could not be written ({e})");
@@ -1056,9 +1081,7 @@ impl VolumeStage {
     /// `truncate(path, size)` without an open handle.
     pub fn truncate(self: &Arc<Self>, path: &str, size: u64) -> Result<()> {
         let writer = self.open_write(path, size == 0)?;
-        writer
-            .set_len(size)
-            .and_then(|_| writer.sync().map_err(|e| io_error(&self.label(), e)))
+        writer.set_len(size)
     }
 
     /// `utimensat` of `path` (`""`: the root). A file's modification time is set without copying it
