@@ -119,6 +119,9 @@ pub struct Opened {
     pub direct_io: bool,
     /// Immutable content (a file of a storage version): pages stay cached across opens.
     pub keep_cache: bool,
+    /// Closing it needs no FLUSH request: a volume file open for writing, whose bytes are in the page cache at
+    /// `close` and reach the disk with the stage's group commit.
+    pub no_flush: bool,
 }
 
 /// Tells the kernel that what it cached about an inode is out of date. Implemented by the FUSE adapter over
@@ -446,6 +449,7 @@ impl Vm0Fs {
                 fh,
                 direct_io: true,
                 keep_cache: false,
+                no_flush: false,
             });
         }
         if flags & libc::O_ACCMODE != libc::O_RDONLY {
@@ -457,6 +461,7 @@ impl Vm0Fs {
                     fh,
                     direct_io,
                     keep_cache: false,
+                    no_flush: !direct_io,
                 });
             }
             return Err(Error::new(
@@ -562,6 +567,7 @@ impl Vm0Fs {
                 fh,
                 direct_io,
                 keep_cache: false,
+                no_flush: !direct_io,
             },
         ))
     }

@@ -295,7 +295,9 @@ impl OpenReply for OpenAnswer {
     fn send(self, backing: Option<&fuser::BackingId>) {
         let fh = FileHandle(self.opened.fh);
         match backing {
-            Some(id) => self.reply.opened_passthrough(fh, FopenFlags::empty(), id),
+            Some(id) => self
+                .reply
+                .opened_passthrough(fh, passthrough_flags(&self.opened), id),
             None => self.reply.opened(fh, fopen_flags(&self.opened)),
         }
     }
@@ -322,7 +324,7 @@ impl OpenReply for CreateAnswer {
         let fh = FileHandle(self.opened.fh);
         match backing {
             Some(id) => {
-                let flags = FopenFlags::empty();
+                let flags = passthrough_flags(&self.opened);
                 self.reply
                     .created_passthrough(ttl, attr, GENERATION, fh, flags, id)
             }
@@ -359,7 +361,16 @@ fn fopen_flags(opened: &Opened) -> FopenFlags {
     if opened.keep_cache {
         flags |= FopenFlags::FOPEN_KEEP_CACHE;
     }
-    flags
+    flags | passthrough_flags(opened)
+}
+
+/// The open flags that also go with passthrough: `close` of a volume file sends no FLUSH (there is nothing to do
+/// at close; the group commit takes the bytes to the disk).
+fn passthrough_flags(opened: &Opened) -> FopenFlags {
+    match opened.no_flush {
+        true => FopenFlags::FOPEN_NOFLUSH,
+        false => FopenFlags::empty(),
+    }
 }
 
 fn reply_xattr(reply: ReplyXattr, value: &[u8], size: u32) {

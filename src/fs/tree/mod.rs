@@ -201,6 +201,7 @@ impl Vm0Fs {
             fh: self.handles.insert(handle),
             direct_io: true,
             keep_cache: false,
+            no_flush: false,
         }
     }
 
