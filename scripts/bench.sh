@@ -759,6 +759,7 @@ fresh_dir() { rm -rf "$1"; mkdir -p "$1"; }
 row_smallfiles() {
   local i n_req hwm peak=0
   ensure_small_tar
+  drop_bench_volumes
   for ((i = 1; i <= repeat_warm; i++)); do
     fresh_dir "$wdir/disk"; sync
     timed untar "$wdir/disk"
