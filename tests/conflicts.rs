@@ -97,6 +97,7 @@ both_protocols!(
     changes_to_the_same_path_are_kept_and_force_publishes_them_as_they_are,
     discard_drops_the_staged_changes_and_shows_the_head,
     a_volume_deleted_on_the_server_keeps_its_staged_changes_and_sync_says_so,
+    local_only_changes_follow_a_moved_head_and_sync_prints_the_servers_head,
 );
 
 fn changes_to_different_paths_are_rebased_and_published_with_both_sides(protocol: Protocol) {
@@ -275,4 +276,82 @@ fn a_volume_deleted_on_the_server_keeps_its_staged_changes_and_sync_says_so(prot
         "{said}"
     );
     assert!(!stage.exists());
+}
+
+/// Issue 21, defect 1: what a version cannot hold (a mode, a symlink, an empty directory) stays staged; it must
+/// not freeze the view on the version it was made over. Another machine publishes: `vm0fs sync` prints the
+/// server's head, the view shows their file with ours carried over it, a later head is followed without a sync,
+/// and `vm0fs discard` says which local-only items it drops.
+fn local_only_changes_follow_a_moved_head_and_sync_prints_the_servers_head(protocol: Protocol) {
+    use std::os::unix::fs::PermissionsExt;
+    let emu = protocol.emulator(&[]);
+    let m = Mount::start(&emu, &["--commit-delay", "0", "--metadata-ttl", "1"]);
+    let theirs = diverge(
+        &emu,
+        &m,
+        "modes",
+        &[("a.txt", "a"), ("keep.txt", "k")],
+        json!({"b.txt": "b from elsewhere"}),
+    );
+    let vol = m.path("volumes/modes");
+    let executable = std::fs::Permissions::from_mode(0o755);
+    std::fs::set_permissions(vol.join("a.txt"), executable).unwrap();
+    std::os::unix::fs::symlink("keep.txt", vol.join("link")).unwrap();
+    std::fs::create_dir(vol.join("empty")).unwrap();
+
+    let line = sync(&vol);
+    assert_eq!(head(&emu, "modes").as_deref(), Some(theirs.as_str()));
+    assert_eq!(
+        line,
+        format!("volumes/modes@{}", &theirs[..8]),
+        "sync printed a stale version"
+    );
+    assert_eq!(
+        version_count(&emu, "modes"),
+        2,
+        "nothing of ours needed publishing"
+    );
+    assert_eq!(names(&vol), ["a.txt", "b.txt", "empty", "keep.txt", "link"]);
+    assert_eq!(read(&vol.join("b.txt")), "b from elsewhere");
+    let mode = std::fs::metadata(vol.join("a.txt"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o777,
+        0o755,
+        "the local mode is carried over the new head"
+    );
+    assert_eq!(
+        std::fs::read_link(vol.join("link")).unwrap(),
+        Path::new("keep.txt")
+    );
+
+    // A later head is shown without any sync: the view is always the head plus what is staged.
+    let later = publish_elsewhere(&emu, "modes", json!({"c.txt": "c from elsewhere"}));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !names(&vol).contains(&"c.txt".to_string()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the view never showed the head {later}: {:?}",
+            names(&vol)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(
+        names(&vol),
+        ["a.txt", "b.txt", "c.txt", "empty", "keep.txt", "link"]
+    );
+    assert_eq!(sync(&vol), format!("volumes/modes@{}", &later[..8]));
+
+    let out = run(&["discard"], &vol);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(
+        said.contains("1 symlink(s)")
+            && said.contains("1 empty director(ies)")
+            && said.contains("1 file mode(s)"),
+        "discard does not say which local-only items it dropped: {said}"
+    );
+    assert_eq!(names(&vol), ["a.txt", "b.txt", "c.txt", "keep.txt"]);
 }

@@ -117,10 +117,14 @@ impl Vm0Fs {
                 .unreachable_since()
                 .map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339()),
             cache: self.cache.status(),
-            volumes: self.stage().map(|s| s.status()).unwrap_or_default(),
-            publishing: self.stage().map(|s| s.publishing()).unwrap_or_default(),
+            volumes: self.volumes.stage().map(|s| s.status()).unwrap_or_default(),
+            publishing: self
+                .volumes
+                .stage()
+                .map(|s| s.publishing())
+                .unwrap_or_default(),
             requests: self.request_counts.get().map(|counts| counts.snapshot()),
-            journal_flushes: self.stage().ok().map(|s| s.commits()),
+            journal_flushes: self.volumes.stage().ok().map(|s| s.commits()),
         };
         let mut json = serde_json::to_vec_pretty(&status).unwrap_or_default();
         json.push(b'\n');
@@ -184,10 +188,7 @@ impl Vm0Fs {
                 } else {
                     Mode::Careful
                 };
-                let published = self
-                    .stage()?
-                    .publish(&volume, mode)
-                    .map_err(|e| Error::new(e.errno, e.message))?;
+                let published = self.volumes.stage()?.publish(&volume, mode)?;
                 published_line(name, &published)
             }
         };
@@ -197,17 +198,17 @@ impl Vm0Fs {
 
     /// The stage of volume `name`; for a volume the server no longer lists, the one its staged changes are in.
     fn volume_with_changes(&self, name: &str) -> Result<Arc<VolumeStage>> {
-        match self.volume_by_name(name) {
-            Err(e) if e.errno == libc::ENOENT => self.stage()?.staged_named(name).ok_or(e),
+        match self.volumes.by_name(name) {
+            Err(e) if e.errno == libc::ENOENT => self.volumes.stage()?.staged_named(name).ok_or(e),
             other => other,
         }
     }
 
     /// `vm0fs discard`: drops the staged changes and says what the view shows now.
     fn discard_volume(&self, name: &str, volume: &Arc<VolumeStage>) -> Result<String> {
-        let dropped = self.stage()?.discard(volume)?;
+        let dropped = self.volumes.stage()?.discard(volume)?;
         self.meta.storages_changed(StorageKind::Volume);
-        let now = match self.volume_by_name(name).map(|v| v.head()) {
+        let now = match self.volumes.by_name(name).map(|v| v.head()) {
             Ok(Some(head)) => format!("it shows its head volumes/{name}@{} again", short(&head)),
             Ok(None) => "it shows its head again (the volume has no version yet)".to_string(),
             Err(e) if e.errno == libc::ENOENT => {
@@ -215,9 +216,17 @@ impl Vm0Fs {
             }
             Err(e) => format!("its head cannot be read now ({})", e.message),
         };
+        let local = if dropped.local.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", and what existed on this machine only: {}",
+                dropped.local.counts()
+            )
+        };
         Ok(if dropped.had_changes {
             format!(
-                "volumes/{name}: dropped the staged changes ({} staged file(s), {} bytes); {now}",
+                "volumes/{name}: dropped the staged changes ({} staged file(s), {} bytes{local}); {now}",
                 dropped.files, dropped.bytes
             )
         } else {

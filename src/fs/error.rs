@@ -15,6 +15,7 @@ use tracing::Level;
 
 use crate::api::ApiError;
 use crate::cache::CacheError;
+use crate::stage::{PublishError, StageError};
 
 #[derive(Debug, Clone)]
 pub struct Error {
@@ -108,6 +109,18 @@ impl From<ApiError> for Error {
 impl From<CacheError> for Error {
     fn from(e: CacheError) -> Self {
         Error::new(e.errno(), e.to_string()).caused_by(e)
+    }
+}
+
+impl From<StageError> for Error {
+    fn from(e: StageError) -> Self {
+        Error::new(e.errno(), e.message)
+    }
+}
+
+impl From<PublishError> for Error {
+    fn from(e: PublishError) -> Self {
+        Error::new(e.errno(), e.message)
     }
 }
 

@@ -24,6 +24,7 @@ mod saved;
 mod tests;
 mod tree;
 mod ttl;
+mod volumes;
 mod waiting;
 mod writes;
 
@@ -38,7 +39,7 @@ pub use inodes::ROOT_INO;
 use crate::api::Vm0Api;
 use crate::api::models::Run;
 use crate::cache::ArchiveCache;
-use crate::stage::{Stage, StageConfig};
+use crate::stage::StageConfig;
 use handles::{Handle, Handles, NewRunWrite};
 use inodes::{InodeTable, Node};
 use listing::Listing;
@@ -47,6 +48,7 @@ use meta::Meta;
 use outcomes::{Caller, Outcomes};
 pub use saved::Saved;
 use tree::{RunFile, RunNode, StorageNode};
+use volumes::Volumes;
 
 /// The longest name of one path component, in bytes (`statfs` says so too); a longer one is `ENAMETOOLONG`.
 pub const NAME_MAX: usize = 255;
@@ -160,8 +162,8 @@ pub struct Vm0Fs {
     handles: Handles,
     config: FsConfig,
     mounted_at: SystemTime,
-    /// The staging area of writable volumes, or why it could not be opened.
-    stage: std::result::Result<Arc<Stage>, String>,
+    /// The writable volumes: the gateway to the stage.
+    volumes: Volumes,
 }
 
 impl Vm0Fs {
@@ -176,23 +178,9 @@ impl Vm0Fs {
             config.metadata_ttl,
             Saved::new(&cache.status().dir),
         ));
-        // A publish moves a head: the volumes listing is asked again, so the head view reads the new version.
-        let listing = Arc::downgrade(&meta);
-        let heads_moved = Arc::new(move || {
-            if let Some(meta) = listing.upgrade() {
-                meta.storages_changed(crate::api::models::StorageKind::Volume);
-            }
-        });
-        let stage = Stage::open(stage_config, api, cache.clone(), heads_moved).map_err(|e| {
-            let why = format!(
-                "the staging area in {} cannot be opened: {e}",
-                cache.dir().display()
-            );
-            tracing::error!("{why}");
-            why
-        });
+        let volumes = Volumes::open(stage_config, api, &cache, &meta);
         Vm0Fs {
-            stage,
+            volumes,
             meta,
             live_logs: LiveLogs::new(Saved::new(&cache.status().dir)),
             new_run_outcomes: Outcomes::new(),
@@ -707,7 +695,7 @@ impl Vm0Fs {
         if !node.namespace().holds_volume_content() {
             return Ok(());
         }
-        self.stage()?.flush_to_disk().map_err(|e| {
+        self.volumes.stage()?.flush_to_disk().map_err(|e| {
             Error::new(
                 e.raw_os_error().unwrap_or(libc::EIO),
                 format!(
@@ -1013,7 +1001,7 @@ impl Vm0Fs {
 
     /// At unmount: publishes what is staged, waiting at most `within`; logs the volumes that stay staged.
     pub fn publish_staged(&self, within: Duration) {
-        let Ok(stage) = self.stage() else {
+        let Ok(stage) = self.volumes.stage() else {
             return;
         };
         let left = stage.shutdown(within);

@@ -6,10 +6,11 @@
 //! their writes would land nowhere. The stage object itself is marked discarded and forgotten by the mount; the
 //! next use of the volume makes a fresh one over the head. Nothing on the server changes: every version stays.
 
-use std::sync::Arc;
-
+use super::error::{Result, StageError, io_error};
+use super::manifest::LocalOnly;
 use super::overlay::Content;
-use super::{Phase, Result, Stage, StageError, VolumeStage, io_error};
+use super::status::Phase;
+use super::volume::VolumeStage;
 
 /// What a discard dropped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +20,8 @@ pub struct Discarded {
     pub bytes: u64,
     /// Whether there was anything staged at all.
     pub had_changes: bool,
+    /// What a version cannot hold, dropped with the rest (it existed on this machine only).
+    pub local: LocalOnly,
 }
 
 impl VolumeStage {
@@ -42,6 +45,7 @@ impl VolumeStage {
             .count();
         let bytes = st.staged_bytes(&self.layout);
         let had_changes = st.journal.is_some();
+        let local = LocalOnly::of(&st.tree);
         self.layout
             .remove()
             .map_err(|e| io_error(&format!("{}: deleting its staged changes", self.label()), e))?;
@@ -57,35 +61,12 @@ impl VolumeStage {
             files,
             bytes,
             had_changes,
+            local,
         })
     }
 
     /// Whether `vm0fs discard` dropped this stage.
     pub(super) fn discarded(&self) -> bool {
         self.lock().discarded
-    }
-}
-
-impl Stage {
-    /// Drops the staged changes of `volume`; the next use of the volume shows its head.
-    pub fn discard(&self, volume: &Arc<VolumeStage>) -> Result<Discarded> {
-        let done = self.publisher.discard(volume)?;
-        let mut volumes = self.lock_volumes();
-        if volumes
-            .get(volume.storage_id())
-            .is_some_and(|v| Arc::ptr_eq(v, volume))
-        {
-            volumes.remove(volume.storage_id());
-        }
-        Ok(done)
-    }
-
-    /// The stage with changes of a volume named `name`, whether or not the server still lists it (a volume
-    /// deleted on the server keeps its staged changes, and `vm0fs sync` and `vm0fs discard` still reach them).
-    pub fn staged_named(&self, name: &str) -> Option<Arc<VolumeStage>> {
-        self.lock_volumes()
-            .values()
-            .find(|v| v.name == name && v.lock().journal.is_some())
-            .cloned()
     }
 }

@@ -35,6 +35,13 @@ impl std::fmt::Display for StageError {
     }
 }
 
+pub type Result<T> = std::result::Result<T, StageError>;
+
+/// An I/O failure about `what` (a path or a label).
+pub(super) fn io_error(what: &str, e: std::io::Error) -> StageError {
+    StageError::io(what, e)
+}
+
 /// Why a publish did not happen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublishError {

@@ -118,15 +118,22 @@ impl LocalOnly {
     pub fn is_empty(&self) -> bool {
         *self == LocalOnly::default()
     }
+
+    /// `N symlink(s), N empty director(ies), N file mode(s) other than 0644`.
+    pub fn counts(&self) -> String {
+        format!(
+            "{} symlink(s), {} empty director(ies), {} file mode(s) other than 0644",
+            self.symlinks, self.empty_dirs, self.modes
+        )
+    }
 }
 
 impl std::fmt::Display for LocalOnly {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "kept on this machine only (a version holds regular files with mode 0644): {} symlink(s), \
-             {} empty director(ies), {} file mode(s) other than 0644",
-            self.symlinks, self.empty_dirs, self.modes
+            "kept on this machine only (a version holds regular files with mode 0644): {}",
+            self.counts()
         )
     }
 }

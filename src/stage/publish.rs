@@ -1,4 +1,5 @@
-//! The publisher: one thread that turns a volume's staged tree into one new version (CONTRACT.md 7.1 or 7.2).
+//! How a volume's staged tree becomes one new version (CONTRACT.md 7.1 or 7.2); the thread that runs it is
+//! `publisher`.
 //!
 //! One thread, so one publish runs at a time and never two of one volume. It waits on a channel with a timeout:
 //! a change of a volume (re)starts its quiet period (`--commit-delay`), `vm0fs sync` publishes at once and gets the
@@ -21,29 +22,16 @@
 //! check is sent right before the commit, after every upload); the version it overwrote stays readable as
 //! `<name>@<version>`, and the next publish from anywhere is based on ours.
 
-use std::cell::Cell;
-use std::collections::HashMap;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex};
-use std::thread;
-use std::time::{Duration, Instant};
-
-use super::discard::Discarded;
-use super::error::{PublishError, StageError};
+use super::error::PublishError;
 use super::manifest::{self, ManifestFile};
 use super::rebase::{RebaseError, Rebased};
-use super::status::{Mode, Phase, Published};
+use super::status::{Mode, Phase, short};
 use super::upload::{self, Protocol};
-use super::{VolumeStage, short};
+use super::volume::{Snapshot, VolumeStage};
 use crate::api::models::StorageKind;
 use crate::api::{ApiErrorKind, Vm0Api};
+use std::cell::Cell;
 
-/// Backoff between retries of a failed publish: doubling from the first, up to the last.
-const RETRY_FIRST: Duration = Duration::from_millis(500);
-const RETRY_MAX: Duration = Duration::from_secs(60);
-/// How many attempts `vm0fs sync` makes before it reports a failure that may pass (about 15 s of backoff): enough
-/// that a server failing one request in twenty almost never fails a sync (the soak test runs at that rate).
-const SYNC_ATTEMPTS: u32 = 6;
 /// How many rebases one publish makes before it calls the head too busy and tries again later.
 const REBASES: u32 = 3;
 /// How many conflicting paths a message names.
@@ -51,15 +39,15 @@ const NAMED_PATHS: usize = 10;
 
 /// One publish's way through: its mode, what it replaced, how many rebases it made, and the mount's upload
 /// protocol (which it may switch, see `push`).
-struct Attempt<'p> {
-    mode: Mode,
-    replaced: Option<String>,
-    rebases: u32,
-    protocol: &'p Cell<Protocol>,
+pub(super) struct Attempt<'p> {
+    pub(super) mode: Mode,
+    pub(super) replaced: Option<String>,
+    pub(super) rebases: u32,
+    pub(super) protocol: &'p Cell<Protocol>,
 }
 
 impl Attempt<'_> {
-    fn new(mode: Mode, protocol: &Cell<Protocol>) -> Attempt<'_> {
+    pub(super) fn new(mode: Mode, protocol: &Cell<Protocol>) -> Attempt<'_> {
         Attempt {
             mode,
             replaced: None,
@@ -69,218 +57,45 @@ impl Attempt<'_> {
     }
 }
 
-type Discarding = Sender<Result<Discarded, StageError>>;
-
-enum Msg {
-    Changed(Arc<VolumeStage>),
-    Sync(
-        Arc<VolumeStage>,
-        Mode,
-        Sender<Result<Published, PublishError>>,
-    ),
-    Discard(Arc<VolumeStage>, Discarding),
-    Drain(Vec<Arc<VolumeStage>>, Instant, Sender<Vec<String>>),
-}
-
-/// The handle on the publisher thread; the thread ends when this is dropped.
-pub struct Publisher {
-    tx: Mutex<Sender<Msg>>,
-}
-
-impl Publisher {
-    pub fn start(api: Arc<dyn Vm0Api>, delay: Duration) -> Publisher {
-        let (tx, rx) = mpsc::channel();
-        let spawned = thread::Builder::new()
-            .name("vm0fs-publish".into())
-            .spawn(move || run(&*api, delay, &rx));
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start the publisher thread; volumes will not be published");
+/// The head moved on the server while the view shows the staged changes over an older one: the changes are rebased
+/// onto it, without publishing anything, so that the view is the head plus what is staged even when what is staged
+/// is only what a version cannot hold (a mode, a symlink, an empty directory) and no publish is due. Conflicting
+/// changes keep the view where it is, and say so in `vm0fs status`.
+pub(super) fn follow(api: &dyn Vm0Api, volume: &VolumeStage) {
+    if volume.discarded() || !volume.has_changes() {
+        return;
+    }
+    let label = volume.label();
+    let result = (|| {
+        let (head, head_has_files) = upload::server_head(api, &volume.upload_target())?;
+        let Snapshot {
+            generation,
+            base,
+            files,
+            ..
+        } = volume.freeze();
+        if head == base {
+            return Ok(());
         }
-        Publisher { tx: Mutex::new(tx) }
-    }
-
-    fn send(&self, msg: Msg) -> bool {
-        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
-        tx.send(msg).is_ok()
-    }
-
-    pub fn changed(&self, volume: &Arc<VolumeStage>) {
-        self.send(Msg::Changed(volume.clone()));
-    }
-
-    pub fn sync(&self, volume: &Arc<VolumeStage>, mode: Mode) -> Result<Published, PublishError> {
-        let (tx, rx) = mpsc::channel();
-        let gone = || PublishError {
-            errno: libc::EIO,
-            message: format!("{}: the publisher has stopped", volume.label()),
-            retryable: false,
-            step: "sync",
-        };
-        if !self.send(Msg::Sync(volume.clone(), mode, tx)) {
-            return Err(gone());
-        }
-        rx.recv().unwrap_or_else(|_| Err(gone()))
-    }
-
-    /// Drops the staged changes of `volume`, between publishes.
-    pub fn discard(&self, volume: &Arc<VolumeStage>) -> Result<Discarded, StageError> {
-        let (tx, rx) = mpsc::channel();
-        let gone = || {
-            StageError::new(
-                libc::EIO,
-                format!("{}: the publisher has stopped", volume.label()),
-            )
-        };
-        if !self.send(Msg::Discard(volume.clone(), tx)) {
-            return Err(gone());
-        }
-        rx.recv().unwrap_or_else(|_| Err(gone()))
-    }
-
-    pub fn drain(&self, volumes: Vec<Arc<VolumeStage>>, within: Duration) -> Vec<String> {
-        let (tx, rx) = mpsc::channel();
-        let labels: Vec<String> = volumes
-            .iter()
-            .filter(|v| v.dirty())
-            .map(|v| v.label())
-            .collect();
-        if !self.send(Msg::Drain(volumes, Instant::now() + within, tx)) {
-            return labels;
-        }
-        rx.recv().unwrap_or(labels)
-    }
-}
-
-/// A volume waiting for its publish.
-struct Due {
-    volume: Arc<VolumeStage>,
-    at: Instant,
-    failures: u32,
-}
-
-fn run(api: &dyn Vm0Api, delay: Duration, rx: &Receiver<Msg>) {
-    let mut due: HashMap<String, Due> = HashMap::new();
-    let protocol = Cell::new(Protocol::default());
-    loop {
-        let next = due.values().map(|d| d.at).min();
-        let wait = next.map_or(Duration::from_secs(3600), |at| {
-            at.saturating_duration_since(Instant::now())
-        });
-        match rx.recv_timeout(wait) {
-            Ok(Msg::Changed(v)) if !delay.is_zero() => {
-                let at = Instant::now() + delay;
-                due.insert(
-                    v.storage_id.clone(),
-                    Due {
-                        volume: v,
-                        at,
-                        failures: 0,
-                    },
-                );
-            }
-            Ok(Msg::Changed(_)) => {}
-            Ok(Msg::Sync(v, mode, reply)) => {
-                let deadline = Instant::now() + RETRY_MAX;
-                let attempt = Attempt::new(mode, &protocol);
-                let result = publish_retrying(api, &v, attempt, SYNC_ATTEMPTS, deadline);
-                if result.is_ok() {
-                    due.remove(&v.storage_id);
-                }
-                let _ = reply.send(result);
-            }
-            Ok(Msg::Discard(v, reply)) => {
-                let result = v.discard_changes();
-                if result.is_ok() {
-                    due.remove(&v.storage_id);
-                }
-                let _ = reply.send(result);
-            }
-            Ok(Msg::Drain(vols, deadline, reply)) => {
-                let mut left = Vec::new();
-                for v in vols.iter().filter(|v| v.dirty()) {
-                    let attempt = Attempt::new(Mode::Careful, &protocol);
-                    if publish_retrying(api, v, attempt, u32::MAX, deadline).is_err() {
-                        left.push(v.label());
-                    }
-                }
-                let _ = reply.send(left);
-            }
-            Err(RecvTimeoutError::Timeout) => publish_due(api, delay, &mut due, &protocol),
-            Err(RecvTimeoutError::Disconnected) => return,
-        }
-    }
-}
-
-/// Publishes the volumes whose quiet period is over.
-fn publish_due(
-    api: &dyn Vm0Api,
-    delay: Duration,
-    due: &mut HashMap<String, Due>,
-    protocol: &Cell<Protocol>,
-) {
-    let now = Instant::now();
-    let ready: Vec<String> = due
-        .iter()
-        .filter(|(_, d)| d.at <= now)
-        .map(|(k, _)| k.clone())
-        .collect();
-    for id in ready {
-        let Some(mut d) = due.remove(&id) else {
-            continue;
-        };
-        if d.volume.writing() {
-            d.at = now + delay;
-            due.insert(id, d);
-            continue;
-        }
-        match publish(api, &d.volume, &mut Attempt::new(Mode::Careful, protocol)) {
-            Err(e) if e.retryable => {
-                d.failures += 1;
-                d.at = Instant::now() + backoff(d.failures);
-                due.insert(id, d);
-            }
-            _ => {}
-        }
-    }
-}
-
-fn backoff(failures: u32) -> Duration {
-    RETRY_FIRST
-        .saturating_mul(1 << failures.min(8))
-        .min(RETRY_MAX)
-}
-
-/// Publishes, retrying what may pass up to `attempts` times or until `deadline`.
-fn publish_retrying(
-    api: &dyn Vm0Api,
-    volume: &VolumeStage,
-    first: Attempt<'_>,
-    attempts: u32,
-    deadline: Instant,
-) -> Result<Published, PublishError> {
-    let mut failures = 0;
-    loop {
-        let mut attempt = Attempt::new(first.mode, first.protocol);
-        let result = publish(api, volume, &mut attempt).map(|version| Published {
-            version,
-            replaced: attempt.replaced,
-        });
-        match result {
-            Err(e) if e.retryable && failures + 1 < attempts => {
-                failures += 1;
-                let wait = backoff(failures);
-                if Instant::now() + wait > deadline {
-                    return Err(e);
-                }
-                thread::sleep(wait);
-            }
-            other => return other,
+        let manifest = hash(&label, files)?;
+        rebase_onto(
+            volume,
+            (generation, &base, &manifest),
+            (&head, head_has_files),
+        )
+    })();
+    if let Err(e) = result {
+        tracing::warn!(volume = %label, step = e.step, "the view stays on its version: {}", e.message);
+        if e.step == CONFLICT {
+            volume.set_phase(Phase::Conflict(e.message));
+        } else {
+            volume.follow_failed();
         }
     }
 }
 
 /// One publish of `volume`, its outcome recorded in its phase and the log.
-fn publish(
+pub(super) fn publish(
     api: &dyn Vm0Api,
     volume: &VolumeStage,
     attempt: &mut Attempt,
@@ -330,14 +145,14 @@ fn publish_once(
         retryable: true,
         step: "read",
     })?;
-    let (generation, base, files, local) = volume.freeze();
+    let Snapshot {
+        generation,
+        base,
+        files,
+        local,
+    } = volume.freeze();
     let label = volume.label();
-    let manifest = manifest::hash_files(files).map_err(|e| PublishError {
-        errno: e.raw_os_error().unwrap_or(libc::EIO),
-        message: format!("{label}: reading the staged files failed: {e}"),
-        retryable: true,
-        step: "read",
-    })?;
+    let manifest = hash(&label, files)?;
     let id = manifest::version_id(&volume.storage_id, &manifest);
     if !local.is_empty() {
         tracing::warn!(volume = %label, "{local}");
@@ -353,10 +168,10 @@ fn publish_once(
             })?;
         Ok(v.to_string())
     };
-    if base.as_deref() == Some(id.as_str()) {
-        return done(&id);
-    }
-    if base.is_none() && manifest.is_empty() {
+    // Asked even when the tree is its base's content: what `vm0fs sync` prints must be the server's head.
+    let (head, head_has_files) = upload::server_head(api, &volume.upload_target())?;
+    let nothing_to_send = base.as_deref() == Some(id.as_str());
+    if base.is_none() && head.is_none() && manifest.is_empty() {
         return Err(PublishError {
             errno: libc::ENODATA,
             message: format!("{label} holds no files and has no version yet: nothing to publish"),
@@ -364,10 +179,21 @@ fn publish_once(
             step: "manifest",
         });
     }
-    let (head, head_has_files) = upload::server_head(api, &volume.upload_target())?;
     if head.as_deref() == Some(id.as_str()) {
-        tracing::info!(volume = %label, version = short(&id), "already published (an earlier commit went through)");
+        if !nothing_to_send {
+            tracing::info!(volume = %label, version = short(&id), "already published (an earlier commit went through)");
+        }
         return done(&id);
+    }
+    if head != base && !volume.has_changes() {
+        // Nothing staged: the view follows the head by itself (the stage is made again over the listed head).
+        (volume.heads_moved)();
+        return head.ok_or_else(|| PublishError {
+            errno: libc::ENODATA,
+            message: format!("{label} has no version on the server any more"),
+            retryable: false,
+            step: "head check",
+        });
     }
     if head != base {
         if attempt.mode == Mode::Careful {
@@ -377,6 +203,8 @@ fn publish_once(
         tracing::warn!(volume = %label, head = head.as_deref().map_or("(none)", short),
             "--force: publishing the local tree over a head that moved (it stays readable as a version)");
         attempt.replaced = head;
+    } else if nothing_to_send {
+        return done(&id);
     }
     let progress = |done, total| volume.set_phase(Phase::Publishing { done, total });
     let target = volume.upload_target();
@@ -429,6 +257,16 @@ fn publish_once(
     }
 }
 
+/// The manifest of the frozen files.
+fn hash(label: &str, files: Vec<manifest::Frozen>) -> Result<Vec<ManifestFile>, PublishError> {
+    manifest::hash_files(files).map_err(|e| PublishError {
+        errno: e.raw_os_error().unwrap_or(libc::EIO),
+        message: format!("{label}: reading the staged files failed: {e}"),
+        retryable: true,
+        step: "read",
+    })
+}
+
 /// The step of a publish that found conflicts.
 const CONFLICT: &str = "conflict";
 
@@ -440,12 +278,8 @@ fn rebase_and_publish(
     (generation, base, manifest): (u64, &Option<String>, &[ManifestFile]),
     (head, head_has_files): (&Option<String>, bool),
 ) -> Result<String, PublishError> {
-    let label = volume.label();
-    let (head_short, base_short) = (
-        head.as_deref().map_or("(none)", short),
-        base.as_deref().map_or("(no version)", short),
-    );
     if attempt.rebases >= REBASES {
+        let label = volume.label();
         return Err(PublishError {
             errno: libc::EAGAIN,
             message: format!("{label}: the head keeps moving on the server; trying again later"),
@@ -454,6 +288,21 @@ fn rebase_and_publish(
         });
     }
     attempt.rebases += 1;
+    rebase_onto(volume, (generation, base, manifest), (head, head_has_files))?;
+    publish_once(api, volume, attempt)
+}
+
+/// Rebases the frozen tree onto `head`, or reports the conflicts.
+fn rebase_onto(
+    volume: &VolumeStage,
+    (generation, base, manifest): (u64, &Option<String>, &[ManifestFile]),
+    (head, head_has_files): (&Option<String>, bool),
+) -> Result<(), PublishError> {
+    let label = volume.label();
+    let (head_short, base_short) = (
+        head.as_deref().map_or("(none)", short),
+        base.as_deref().map_or("(no version)", short),
+    );
     let head_files = head.as_deref().filter(|_| head_has_files);
     match volume.rebase(
         generation,
@@ -466,7 +315,7 @@ fn rebase_and_publish(
             tracing::info!(volume = %label, from = base_short, onto = head_short, our_files = ours,
                 "the head moved on the server and the two sides changed different paths: rebased the staged \
                  changes onto it");
-            publish_once(api, volume, attempt)
+            Ok(())
         }
         Ok(Rebased::Conflicts(paths)) => Err(PublishError {
             errno: libc::ESTALE,

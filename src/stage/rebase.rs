@@ -18,14 +18,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::PathBuf;
-use std::sync::Arc;
 
+use super::base::{self, walk_base};
+use super::error::{StageError, io_error};
 use super::journal::Record;
 use super::manifest::{self, ManifestFile};
 use super::overlay::{Content, Node, Tree};
-use super::{StageError, VolumeStage, io_error, short, walk_base};
-use crate::api::models::StorageKind;
-use crate::cache::{ArchiveInfo, DownloadSource};
+use super::records::records_between;
+use super::status::short;
+use super::volume::VolumeStage;
 
 /// Path → SHA-256 hex of the regular files of one side.
 pub type Hashes = BTreeMap<String, String>;
@@ -126,81 +127,6 @@ fn hashes_of(root: Option<&PathBuf>) -> io::Result<Hashes> {
         .collect())
 }
 
-/// The records that turn `from` into `to` (after a `Base` record naming `from`'s version): removals deepest first,
-/// then additions and changes parents first.
-fn records_between(from: &Tree, to: &Tree) -> Vec<Record> {
-    let same_kind = |a: &Node, b: &Node| {
-        matches!(
-            (a, b),
-            (Node::Dir { .. }, Node::Dir { .. })
-                | (Node::File { .. }, Node::File { .. })
-                | (Node::Symlink { .. }, Node::Symlink { .. })
-        )
-    };
-    let mut records = Vec::new();
-    let gone: Vec<&str> = from
-        .entries()
-        .filter(|(p, n)| !to.get(p).is_some_and(|m| same_kind(n, m)))
-        .map(|(p, _)| p)
-        .collect();
-    for path in gone.into_iter().rev() {
-        records.push(Record::Remove {
-            path: path.to_string(),
-        });
-    }
-    for (path, node) in to.entries() {
-        let path = path.to_string();
-        let old = from.get(&path).filter(|old| same_kind(old, node));
-        match (node, old) {
-            (n, Some(o)) if n == o => {}
-            (Node::Dir { mode }, Some(_)) => records.push(Record::Chmod {
-                path: path.clone(),
-                mode: *mode,
-            }),
-            (Node::Dir { mode }, None) => records.push(Record::Mkdir {
-                path: path.clone(),
-                mode: *mode,
-            }),
-            (Node::Symlink { target }, _) => {
-                if old.is_some() {
-                    records.push(Record::Remove { path: path.clone() });
-                }
-                records.push(Record::Symlink {
-                    path: path.clone(),
-                    target: target.clone(),
-                })
-            }
-            (
-                Node::File {
-                    content: Content::Staged(file),
-                    mode,
-                    ..
-                },
-                _,
-            ) => records.push(Record::Put {
-                path: path.clone(),
-                file: *file,
-                mode: *mode,
-            }),
-            (Node::File { mode, .. }, _) => records.push(Record::Chmod {
-                path: path.clone(),
-                mode: *mode,
-            }),
-        }
-        // A time set on a file read from a version is journaled; a staged file keeps its own.
-        if let Node::File {
-            content: Content::Base(_),
-            mtime: Some(mtime),
-            ..
-        } = node
-            && old != Some(node)
-        {
-            records.push(super::touch_record(&path, *mtime));
-        }
-    }
-    records
-}
-
 /// A rebase that stopped: why, and whether trying again later may succeed (the tree changed meanwhile).
 #[derive(Debug)]
 pub struct RebaseError {
@@ -229,25 +155,20 @@ impl VolumeStage {
         let Some(version) = version else {
             return Ok(None);
         };
-        let label = format!("{}@{}", self.label(), short(version));
         let cache = self.cache.upgrade().ok_or_else(|| {
-            StageError::new(libc::EIO, format!("{label}: the mount is shutting down"))
+            StageError::new(
+                libc::EIO,
+                format!(
+                    "{}@{}: the mount is shutting down",
+                    self.label(),
+                    short(version)
+                ),
+            )
         })?;
-        let info = ArchiveInfo {
-            label: label.clone(),
-            size: None,
-        };
-        let (api, id, wanted) = (
-            self.api.clone(),
-            self.storage_id.clone(),
-            version.to_string(),
-        );
-        let source: Arc<DownloadSource> =
-            Arc::new(move || api.download(StorageKind::Volume, &id, Some(&wanted)));
-        match cache.tree(version, &info, source) {
+        match base::version_tree(&cache, &self.api, &self.storage_id, &self.label(), version) {
             Ok(root) => Ok(Some(root)),
-            Err(e) if missing_is_empty && e.errno() == libc::ENOENT => Ok(None),
-            Err(e) => Err(StageError::new(e.errno(), format!("{label}: {e}"))),
+            Err(e) if missing_is_empty && e.errno == libc::ENOENT => Ok(None),
+            Err(e) => Err(e),
         }
     }
 

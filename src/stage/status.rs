@@ -2,7 +2,10 @@
 //! show, apart from the code that produces them, so that every part of the stage can name them without importing
 //! the publisher.
 
-use super::short;
+/// The first 8 hex of a version id, the form people see.
+pub fn short(version: &str) -> &str {
+    version.get(..8).unwrap_or(version)
+}
 
 /// Where a volume's publishing stands, for `vm0fs status`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,6 +19,7 @@ use crate::cache::{ArchiveInfo, DownloadSource};
 use crate::fs::error::{Error, Result};
 use crate::fs::handles::Handle;
 use crate::fs::inodes::Node;
+use crate::fs::meta::Meta;
 use crate::fs::waiting::may_wait;
 use crate::fs::{Attr, DirEntry, FileKind, Opened, Vm0Fs};
 
@@ -30,7 +31,7 @@ pub(in crate::fs) struct Version {
     pub(in crate::fs) storage: Storage,
     pub(in crate::fs) id: String,
     pub(super) created_at: String,
-    pub(super) has_files: bool,
+    pub(in crate::fs) has_files: bool,
     /// Bytes of file content (the API's version `size`).
     pub(super) size: u64,
     /// What its author said of it, when the versions listing has it.
@@ -59,6 +60,43 @@ impl<'a> Archive<'a> {
     }
 }
 
+/// The version a storage root shows: its head, or the pinned one. `None` when there are no files to show.
+pub(in crate::fs) fn version_of(
+    meta: &Meta,
+    kind: StorageKind,
+    name: &str,
+    pin: Option<&str>,
+) -> Result<Option<Version>> {
+    let storage = meta.storage(kind, name)?;
+    let Some(id) = pin
+        .map(str::to_string)
+        .or_else(|| storage.current_version_id.clone())
+    else {
+        return Ok(None);
+    };
+    let listed = meta.storage_versions(kind, &storage.id, false)?;
+    let found = listed.iter().find(|v| v.id == id).cloned();
+    let (created_at, has_files, size, message) = match found {
+        Some(v) => (v.created_at, v.file_count > 0, v.size, v.message),
+        // The head moved after the versions were listed: trust the storage object.
+        None if pin.is_none() => (
+            storage.updated_at.clone(),
+            storage.file_count > 0,
+            storage.size,
+            None,
+        ),
+        None => return Err(Error::not_found(format!("{}/{name}@{id}", kind.plural()))),
+    };
+    Ok(Some(Version {
+        storage,
+        id,
+        created_at,
+        has_files,
+        size,
+        message,
+    }))
+}
+
 impl Vm0Fs {
     /// The version a storage root shows: its head, or the pinned one. `None` when there are no files to show.
     pub(in crate::fs) fn version(
@@ -67,34 +105,7 @@ impl Vm0Fs {
         name: &str,
         pin: Option<&str>,
     ) -> Result<Option<Version>> {
-        let storage = self.meta.storage(kind, name)?;
-        let Some(id) = pin
-            .map(str::to_string)
-            .or_else(|| storage.current_version_id.clone())
-        else {
-            return Ok(None);
-        };
-        let listed = self.meta.storage_versions(kind, &storage.id, false)?;
-        let found = listed.iter().find(|v| v.id == id).cloned();
-        let (created_at, has_files, size, message) = match found {
-            Some(v) => (v.created_at, v.file_count > 0, v.size, v.message),
-            // The head moved after the versions were listed: trust the storage object.
-            None if pin.is_none() => (
-                storage.updated_at.clone(),
-                storage.file_count > 0,
-                storage.size,
-                None,
-            ),
-            None => return Err(Error::not_found(format!("{}/{name}@{id}", kind.plural()))),
-        };
-        Ok(Some(Version {
-            storage,
-            id,
-            created_at,
-            has_files,
-            size,
-            message,
-        }))
+        version_of(&self.meta, kind, name, pin)
     }
 
     /// The full version id that a prefix of at least 8 hex characters names, or `ENOENT`.

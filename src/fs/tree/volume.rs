@@ -28,7 +28,7 @@ use crate::fs::handles::{Handle, StagedHandle};
 use crate::fs::inodes::Node;
 use crate::fs::waiting::may_wait;
 use crate::fs::{Attr, DirEntry, FileKind, Opened, Vm0Fs};
-use crate::stage::{EntryAttr, EntryKind, Stage, StageError, VolumeStage};
+use crate::stage::{EntryAttr, EntryKind, VolumeStage};
 
 const KIND: StorageKind = StorageKind::Volume;
 
@@ -38,12 +38,6 @@ pub enum VolumeNode {
     Root { name: String },
     /// A file or directory of the head; `path` is relative to the volume's root and not empty.
     Entry { storage_id: Arc<str>, path: PathBuf },
-}
-
-impl From<StageError> for Error {
-    fn from(e: StageError) -> Self {
-        Error::new(e.errno, e.message)
-    }
 }
 
 /// A path of the tree as the stage's key: the stage names files by UTF-8 paths (a version's paths are text).
@@ -57,33 +51,6 @@ fn text(path: &Path) -> Result<&str> {
 }
 
 impl Vm0Fs {
-    pub(in crate::fs) fn stage(&self) -> Result<&Arc<Stage>> {
-        self.stage
-            .as_ref()
-            .map_err(|why| Error::new(libc::EIO, format!("volumes are unavailable: {why}")))
-    }
-
-    /// The stage of volume `name`, following its head while nothing is staged.
-    pub(in crate::fs) fn volume_by_name(&self, name: &str) -> Result<Arc<VolumeStage>> {
-        let storage = self.meta.storage(KIND, name)?;
-        let version = self.version(KIND, name, None)?;
-        let head = version.as_ref().map(|v| v.id.as_str());
-        let has_files = version.as_ref().is_some_and(|v| v.has_files);
-        Ok(self.stage()?.volume(&storage.id, name, head, has_files)?)
-    }
-
-    fn volume_by_id(&self, storage_id: &str) -> Result<Arc<VolumeStage>> {
-        if let Some(v) = self.stage()?.loaded(storage_id) {
-            return Ok(v);
-        }
-        let storages = self.meta.storages(KIND)?;
-        let storage = storages
-            .iter()
-            .find(|s| s.id == storage_id)
-            .ok_or_else(|| Error::not_found(format!("volume {storage_id}")))?;
-        self.volume_by_name(&storage.name)
-    }
-
     /// The attributes of a volume file through a handle open for writing, when its name is gone (`fstat` after
     /// `unlink`): a link count of 0, as POSIX shows a file that lives on only through open descriptors.
     pub(in crate::fs) fn unlinked_attr(&self, ino: u64, handle: &StagedHandle) -> Result<Attr> {
@@ -134,11 +101,15 @@ impl VolumeNode {
     /// about a volume's head goes to a worker (`may_wait`): its stage takes locks that a publish can hold a while.
     fn staged(&self, fs: &Vm0Fs) -> Result<Option<(Arc<VolumeStage>, PathBuf)>> {
         may_wait()?;
-        let stage = fs.stage()?;
+        let stage = fs.volumes.stage()?;
         let found = match self {
             VolumeNode::Root { name } => {
                 let storage = fs.meta.storage(KIND, name)?;
-                stage.changed(&storage.id).map(|v| (v, PathBuf::new()))
+                let volume = stage.changed(&storage.id);
+                if let Some(v) = &volume {
+                    v.head_listed(storage.current_version_id.as_deref());
+                }
+                volume.map(|v| (v, PathBuf::new()))
             }
             VolumeNode::Entry { storage_id, path } => {
                 stage.changed(storage_id).map(|v| (v, path.clone()))
@@ -231,9 +202,9 @@ impl VolumeNode {
     /// The volume's stage and this node's path in it (`""` for the root).
     fn target(&self, fs: &Vm0Fs) -> Result<(Arc<VolumeStage>, PathBuf)> {
         match self {
-            VolumeNode::Root { name } => Ok((fs.volume_by_name(name)?, PathBuf::new())),
+            VolumeNode::Root { name } => Ok((fs.volumes.by_name(name)?, PathBuf::new())),
             VolumeNode::Entry { storage_id, path } => {
-                Ok((fs.volume_by_id(storage_id)?, path.clone()))
+                Ok((fs.volumes.by_id(storage_id)?, path.clone()))
             }
         }
     }

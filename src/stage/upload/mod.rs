@@ -13,18 +13,17 @@
 
 mod archive;
 mod push;
+mod target;
 mod v1;
 
 use std::cell::Cell;
 
 use super::error::PublishError;
-use super::layout::VolumeLayout;
 use super::manifest::ManifestFile;
-use crate::api::models::{CommitRequest, PushCommitRequest, PushFile, StorageKind};
+use crate::api::models::{CommitRequest, PushCommitRequest, StorageKind};
 use crate::api::{ApiError, Vm0Api};
-
-/// How many times one publish asks for fresh upload URLs after a 403 from a PUT.
-const FRESH_URLS: u32 = 3;
+use target::push_files_of;
+pub use target::{Progress, Sent, Target};
 
 /// The upload protocol a mount speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -34,30 +33,6 @@ pub enum Protocol {
     V1,
     /// `POST /api/storages/prepare`, PUT the archive and the manifest, `POST /api/storages/commit` (7.2).
     Push,
-}
-
-/// The volume a version is sent for.
-pub struct Target<'a> {
-    pub storage_id: &'a str,
-    pub name: &'a str,
-    /// Where the push flow builds its archive and manifest.
-    pub staging: &'a VolumeLayout,
-}
-
-impl Target<'_> {
-    /// `volumes/<name>`.
-    pub fn label(&self) -> String {
-        format!("volumes/{}", self.name)
-    }
-}
-
-/// Bytes sent of all that is sent, reported as the upload goes.
-pub type Progress<'a> = &'a dyn Fn(u64, u64);
-
-/// What was sent, for the commit that follows.
-pub enum Sent {
-    V1 { session: String },
-    Push { version_id: String },
 }
 
 /// Sends the files of `manifest` with the mount's protocol, switching to the push flow for good when the server
@@ -133,15 +108,4 @@ pub fn server_head(
         }),
         Err(e) => Err(PublishError::api(&target.label(), "head check", &e)),
     }
-}
-
-fn push_files_of(manifest: &[ManifestFile]) -> Vec<PushFile> {
-    manifest
-        .iter()
-        .map(|f| PushFile {
-            path: f.path.clone(),
-            hash: f.sha256.clone(),
-            size: f.size,
-        })
-        .collect()
 }

@@ -8,7 +8,7 @@
 use std::io;
 
 use super::archive::{ArchiveEntry, write_archive};
-use super::{FRESH_URLS, Progress, Sent, Target, push_files_of};
+use super::target::{FRESH_URLS, Progress, Sent, Target, push_files_of};
 use crate::api::models::{PushFile, PushManifest, PushPrepareRequest, PushUploads, StorageKind};
 use crate::api::{ApiError, Vm0Api};
 use crate::stage::error::PublishError;

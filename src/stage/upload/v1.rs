@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::{FRESH_URLS, Progress, Target};
+use super::target::{FRESH_URLS, Progress, Target};
 use crate::api::Vm0Api;
 use crate::api::models::{StorageKind, UploadFileSpec, UploadRequest};
 use crate::stage::error::PublishError;

@@ -150,16 +150,31 @@ fn mount(cache_dir: &Path) -> Mounted {
     mount_with(cache_dir, Arc::new(FakeApi::default()), None)
 }
 
-/// A stage on `cache_dir` over `api`, with the volume `model` at `head` (when it has one).
-fn mount_with(cache_dir: &Path, api: Arc<dyn Vm0Api>, head: Option<&str>) -> Mounted {
-    let cache = Arc::new(
-        ArchiveCache::open(CacheConfig {
+/// The archive cache in `cache_dir`. An earlier mount of it in this process may still be letting go of it (a
+/// download thread of its cache ends just after its caller got the tree): its lock is waited for, a bounded time.
+fn open_cache(cache_dir: &Path) -> ArchiveCache {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let opened = ArchiveCache::open(CacheConfig {
             dir: cache_dir.to_path_buf(),
             max_bytes: 1 << 30,
             limits: ExtractLimits::default(),
-        })
-        .unwrap(),
-    );
+        });
+        match opened {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => return other.unwrap(),
+        }
+    }
+}
+
+/// A stage on `cache_dir` over `api`, with the volume `model` at `head` (when it has one).
+fn mount_with(cache_dir: &Path, api: Arc<dyn Vm0Api>, head: Option<&str>) -> Mounted {
+    let cache = Arc::new(open_cache(cache_dir));
     let config = StageConfig {
         cache_dir: cache_dir.to_path_buf(),
         commit_delay: Duration::ZERO,
@@ -198,207 +213,9 @@ proptest! {
     }
 }
 
-/// The storage calls of the API in memory, for one volume: its head, the open upload session, the commits;
-/// everything else is the empty fake's. A commit can be made to go through while its reply is lost.
-#[derive(Default)]
-struct Storages {
-    other: FakeApi,
-    head: std::sync::Mutex<Option<String>>,
-    session: std::sync::Mutex<Vec<crate::api::models::UploadFileSpec>>,
-    commits: std::sync::atomic::AtomicUsize,
-    lose_next_reply: std::sync::atomic::AtomicBool,
-    /// A head another client publishes while the next upload is under way.
-    head_during_upload: std::sync::Mutex<Option<String>>,
-    uploads: std::sync::atomic::AtomicUsize,
-}
-
-mod storages {
-    use std::sync::atomic::Ordering;
-
-    use super::Storages;
-    use crate::api::models::*;
-    use crate::api::{ApiError, Download, Vm0Api};
-    use crate::stage::manifest::{ManifestFile, version_id};
-
-    const T0: &str = "2026-01-15T10:00:00.000Z";
-
-    impl Storages {
-        pub fn head(&self) -> Option<String> {
-            self.head.lock().unwrap().clone()
-        }
-        pub fn set_head(&self, v: &str) {
-            *self.head.lock().unwrap() = Some(v.to_string());
-        }
-    }
-
-    impl Vm0Api for Storages {
-        fn list_agents(&self) -> Result<Vec<Agent>, ApiError> {
-            self.other.list_agents()
-        }
-        fn find_agent(&self, name: &str) -> Result<Option<Agent>, ApiError> {
-            self.other.find_agent(name)
-        }
-        fn get_agent(&self, id: &str) -> Result<Agent, ApiError> {
-            self.other.get_agent(id)
-        }
-        fn list_agent_versions(&self, id: &str) -> Result<Vec<AgentVersion>, ApiError> {
-            self.other.list_agent_versions(id)
-        }
-        fn list_runs(&self) -> Result<Vec<Run>, ApiError> {
-            self.other.list_runs()
-        }
-        fn runs_page(&self, cursor: Option<&str>) -> Result<Page<Run>, ApiError> {
-            self.other.runs_page(cursor)
-        }
-        fn latest_run(&self) -> Result<Option<Run>, ApiError> {
-            self.other.latest_run()
-        }
-        fn create_run(&self, body: &serde_json::Value) -> Result<RunDetail, ApiError> {
-            self.other.create_run(body)
-        }
-        fn get_run(&self, id: &str) -> Result<RunDetail, ApiError> {
-            self.other.get_run(id)
-        }
-        fn cancel_run(&self, id: &str) -> Result<RunDetail, ApiError> {
-            self.other.cancel_run(id)
-        }
-        fn run_logs(&self, id: &str, q: &LogQuery) -> Result<Page<LogEntry>, ApiError> {
-            self.other.run_logs(id, q)
-        }
-        fn run_metrics(&self, id: &str) -> Result<RunMetrics, ApiError> {
-            self.other.run_metrics(id)
-        }
-        fn run_events(
-            &self,
-            id: &str,
-            last: Option<u64>,
-        ) -> Result<Box<dyn Iterator<Item = Result<SseEvent, ApiError>> + Send>, ApiError> {
-            self.other.run_events(id, last)
-        }
-        fn list_storages(&self, kind: StorageKind) -> Result<Vec<Storage>, ApiError> {
-            self.other.list_storages(kind)
-        }
-        fn find_storage(&self, kind: StorageKind, name: &str) -> Result<Option<Storage>, ApiError> {
-            self.other.find_storage(kind, name)
-        }
-        fn get_storage(&self, _kind: StorageKind, id: &str) -> Result<StorageDetail, ApiError> {
-            Ok(StorageDetail {
-                id: id.to_string(),
-                name: "model".into(),
-                current_version_id: self.head(),
-                size: 0,
-                file_count: 0,
-                created_at: T0.into(),
-                updated_at: T0.into(),
-                current_version: None,
-            })
-        }
-        fn list_storage_versions(
-            &self,
-            kind: StorageKind,
-            id: &str,
-        ) -> Result<Vec<StorageVersion>, ApiError> {
-            self.other.list_storage_versions(kind, id)
-        }
-        fn download(
-            &self,
-            kind: StorageKind,
-            id: &str,
-            version: Option<&str>,
-        ) -> Result<Download, ApiError> {
-            self.other.download(kind, id, version)
-        }
-        fn create_storage(&self, kind: StorageKind, name: &str) -> Result<StorageDetail, ApiError> {
-            self.other.create_storage(kind, name)
-        }
-        fn upload(
-            &self,
-            _kind: StorageKind,
-            _id: &str,
-            request: &UploadRequest,
-        ) -> Result<UploadResponse, ApiError> {
-            *self.session.lock().unwrap() = request.files.clone();
-            self.uploads.fetch_add(1, Ordering::SeqCst);
-            if let Some(theirs) = self.head_during_upload.lock().unwrap().take() {
-                self.set_head(&theirs);
-            }
-            let files = request
-                .files
-                .iter()
-                .map(|f| UploadTarget {
-                    path: f.path.clone(),
-                    upload_url: format!("http://blob/{}", f.path),
-                    upload_id: f.path.clone(),
-                })
-                .collect();
-            Ok(UploadResponse {
-                upload_session_id: "s".into(),
-                files,
-                expires_at: T0.into(),
-            })
-        }
-        fn put_upload(&self, _t: &UploadTarget, file: &std::path::Path) -> Result<(), ApiError> {
-            std::fs::metadata(file)
-                .map(drop)
-                .map_err(|e| ApiError::transport("PUT", e.to_string()))
-        }
-        fn commit(
-            &self,
-            _kind: StorageKind,
-            id: &str,
-            _request: &CommitRequest,
-        ) -> Result<StorageVersion, ApiError> {
-            let files: Vec<ManifestFile> = self
-                .session
-                .lock()
-                .unwrap()
-                .iter()
-                .map(|f| ManifestFile {
-                    path: f.path.clone(),
-                    source: Default::default(),
-                    size: f.size,
-                    sha256: f.hash.clone().unwrap_or_default(),
-                })
-                .collect();
-            let version = version_id(id, &files);
-            self.set_head(&version);
-            self.commits.fetch_add(1, Ordering::SeqCst);
-            if self.lose_next_reply.swap(false, Ordering::SeqCst) {
-                return Err(ApiError::transport(
-                    "POST commit",
-                    "the reply was lost".into(),
-                ));
-            }
-            Ok(StorageVersion {
-                id: version,
-                volume_id: Some(id.to_string()),
-                artifact_id: None,
-                size: 0,
-                file_count: files.len() as u64,
-                message: None,
-                created_by: "test".into(),
-                created_at: T0.into(),
-            })
-        }
-        fn prepare_push(
-            &self,
-            request: &PushPrepareRequest,
-        ) -> Result<PushPrepareResponse, ApiError> {
-            self.other.prepare_push(request)
-        }
-        fn put_push(
-            &self,
-            url: &str,
-            file: &std::path::Path,
-            content_type: &'static str,
-        ) -> Result<(), ApiError> {
-            self.other.put_push(url, file, content_type)
-        }
-        fn commit_push(&self, request: &PushCommitRequest) -> Result<PushCommitResponse, ApiError> {
-            self.other.commit_push(request)
-        }
-    }
-}
+mod moving_head;
+mod storages;
+use storages::Storages;
 
 fn mount_on(cache_dir: &Path, api: Arc<Storages>) -> Mounted {
     let head = api.head();
@@ -594,7 +411,7 @@ fn a_publish_after_an_edit_hashes_only_the_edited_file() {
     w.write_at(0, b"FIRST").unwrap();
     drop(w);
     let known = |v: &VolumeStage| -> Vec<(String, bool)> {
-        let (_, _, files, _) = v.freeze();
+        let files = v.freeze().files;
         files
             .into_iter()
             .map(|f| (f.path, f.known.is_some()))
@@ -620,10 +437,10 @@ fn journaled_times_read_back_to_the_nanosecond_before_and_after_the_epoch() {
         UNIX_EPOCH - Duration::from_secs(3),
         UNIX_EPOCH,
     ] {
-        let Record::Touch { secs, nanos, .. } = super::touch_record("f", t) else {
+        let Record::Touch { secs, nanos, .. } = super::records::touch_record("f", t) else {
             panic!("not a Touch record");
         };
-        assert_eq!(super::from_unix(secs, nanos), t, "{t:?}");
+        assert_eq!(super::records::from_unix(secs, nanos), t, "{t:?}");
         let _: SystemTime = t;
     }
 }

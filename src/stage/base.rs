@@ -1,0 +1,60 @@
+//! The tree of a version as the stage reads it: its extracted archive in the cache (downloaded if missing), and
+//! the regular files in it.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::error::StageError;
+use super::overlay::Tree;
+use super::status::short;
+use crate::api::Vm0Api;
+use crate::api::models::StorageKind;
+use crate::cache::{ArchiveCache, ArchiveInfo, DownloadSource};
+
+/// The extracted tree of `version` of the volume `storage_id` (`label`: `volumes/<name>`) in the archive cache,
+/// downloaded if missing. A version without files has no archive (CONTRACT.md 6.3): that is `ENOENT`.
+pub(super) fn version_tree(
+    cache: &Arc<ArchiveCache>,
+    api: &Arc<dyn Vm0Api>,
+    storage_id: &str,
+    label: &str,
+    version: &str,
+) -> Result<PathBuf, StageError> {
+    let label = format!("{label}@{}", short(version));
+    let info = ArchiveInfo {
+        label: label.clone(),
+        size: None,
+    };
+    let (api, id, wanted) = (api.clone(), storage_id.to_string(), version.to_string());
+    let source: Arc<DownloadSource> =
+        Arc::new(move || api.download(StorageKind::Volume, &id, Some(&wanted)));
+    cache
+        .tree(version, &info, source)
+        .map_err(|e| StageError::new(e.errno(), format!("{label}: {e}")))
+}
+
+/// The regular files of an extracted base tree, with their modes.
+pub(super) fn walk_base(root: &Path) -> io::Result<Tree> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut files = Vec::new();
+    let mut dirs = vec![PathBuf::new()];
+    while let Some(rel) = dirs.pop() {
+        for entry in std::fs::read_dir(root.join(&rel))? {
+            let entry = entry?;
+            let Some(name) = entry.file_name().to_str().map(String::from) else {
+                continue;
+            };
+            let path = rel.join(&name);
+            let meta = entry.metadata()?;
+            if meta.is_dir() {
+                dirs.push(path);
+            } else if meta.is_file() {
+                // A cached file is stored without write bits; the volume shows the archive's mode.
+                let mode = (meta.permissions().mode() & 0o7777) | 0o200;
+                files.push((path.to_string_lossy().into_owned(), mode));
+            }
+        }
+    }
+    Ok(Tree::from_files(files))
+}
