@@ -11,10 +11,16 @@
 //! core carry their errno and their log level; the adapter logs them at that level with their chain of causes (a
 //! missing name at debug level, most failures as warnings, like mountpoint-s3) and replies. Operations that would
 //! change the tree go to the core, whose namespaces refuse them (`EROFS`) unless they allow them.
+//!
+//! What the kernel can do without us, it does: cached files and staged volume files are opened in passthrough
+//! (`backing`, `opening`), so their reads and writes never come here; a volume file open for writing sends no
+//! FLUSH at close; and the mount takes the clearing of set-id bits on itself (FUSE_HANDLE_KILLPRIV_V2, see
+//! `init`), which spares the kernel's privilege check (a GETXATTR) before each write.
 
 mod backing;
 mod counters;
 mod fusermount;
+mod opening;
 mod pool;
 
 use std::ffi::OsStr;
@@ -32,9 +38,10 @@ use fuser::{
 
 use tracing::{Level, Span};
 
-use crate::fs::{Attr, Error, FileKind, Opened, Vm0Fs};
-use backing::{BackingFile, Backings, OpenReply};
+use crate::fs::{Attr, Error, FileKind, Vm0Fs};
+use backing::Backings;
 use counters::{Counters, Op};
+use opening::{CreateAnswer, OpenAnswer, answer_open};
 use pool::WorkerPool;
 
 /// The most requests served at once: well above the kernel's `max_background` so that slow API calls never
@@ -274,102 +281,6 @@ fn file_type(kind: FileKind) -> FileType {
         FileKind::Directory => FileType::Directory,
         FileKind::File => FileType::RegularFile,
         FileKind::Symlink => FileType::Symlink,
-    }
-}
-
-/// The reply to `open`, with what the core opened.
-struct OpenAnswer {
-    reply: ReplyOpen,
-    opened: Opened,
-}
-
-impl OpenReply for OpenAnswer {
-    fn fh(&self) -> u64 {
-        self.opened.fh
-    }
-
-    fn open_backing(&self, file: &std::fs::File) -> std::io::Result<fuser::BackingId> {
-        self.reply.open_backing(file)
-    }
-
-    fn send(self, backing: Option<&fuser::BackingId>) {
-        let fh = FileHandle(self.opened.fh);
-        match backing {
-            Some(id) => self
-                .reply
-                .opened_passthrough(fh, passthrough_flags(&self.opened), id),
-            None => self.reply.opened(fh, fopen_flags(&self.opened)),
-        }
-    }
-}
-
-/// The reply to `create`, with the new entry and its open handle.
-struct CreateAnswer {
-    reply: ReplyCreate,
-    attr: Attr,
-    opened: Opened,
-}
-
-impl OpenReply for CreateAnswer {
-    fn fh(&self) -> u64 {
-        self.opened.fh
-    }
-
-    fn open_backing(&self, file: &std::fs::File) -> std::io::Result<fuser::BackingId> {
-        self.reply.open_backing(file)
-    }
-
-    fn send(self, backing: Option<&fuser::BackingId>) {
-        let (ttl, attr) = (&self.attr.ttl, &file_attr(&self.attr));
-        let fh = FileHandle(self.opened.fh);
-        match backing {
-            Some(id) => {
-                let flags = passthrough_flags(&self.opened);
-                self.reply
-                    .created_passthrough(ttl, attr, GENERATION, fh, flags, id)
-            }
-            None => {
-                let flags = fopen_flags(&self.opened);
-                self.reply.created(ttl, attr, GENERATION, fh, flags)
-            }
-        }
-    }
-}
-
-/// Sends the reply to an open of `ino`: in passthrough when the mount has it and the handle has a file behind it.
-fn answer_open(fs: &Vm0Fs, backings: Option<&Backings>, ino: u64, reply: impl OpenReply) {
-    let fh = reply.fh();
-    let mut reply = Some(reply);
-    if let Some(backings) = backings {
-        fs.with_backing_file(fh, |file, writes| {
-            if let Some(reply) = reply.take() {
-                backings.attach(fh, ino, &BackingFile { file, writes }, reply);
-            }
-        });
-    }
-    if let Some(reply) = reply {
-        reply.send(None);
-    }
-}
-
-/// The open flags the core asked for (used when the open is not in passthrough).
-fn fopen_flags(opened: &Opened) -> FopenFlags {
-    let mut flags = FopenFlags::empty();
-    if opened.direct_io {
-        flags |= FopenFlags::FOPEN_DIRECT_IO;
-    }
-    if opened.keep_cache {
-        flags |= FopenFlags::FOPEN_KEEP_CACHE;
-    }
-    flags | passthrough_flags(opened)
-}
-
-/// The open flags that also go with passthrough: `close` of a volume file sends no FLUSH (there is nothing to do
-/// at close; the group commit takes the bytes to the disk).
-fn passthrough_flags(opened: &Opened) -> FopenFlags {
-    match opened.no_flush {
-        true => FopenFlags::FOPEN_NOFLUSH,
-        false => FopenFlags::empty(),
     }
 }
 
