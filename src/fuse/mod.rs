@@ -11,9 +11,16 @@
 //! core carry their errno and their log level; the adapter logs them at that level with their chain of causes (a
 //! missing name at debug level, most failures as warnings, like mountpoint-s3) and replies. Operations that would
 //! change the tree go to the core, whose namespaces refuse them (`EROFS`) unless they allow them.
+//!
+//! What the kernel can do without us, it does: cached files and staged volume files are opened in passthrough
+//! (`backing`, `opening`), so their reads and writes never come here; a volume file open for writing sends no
+//! FLUSH at close; and the mount takes the clearing of set-id bits on itself (FUSE_HANDLE_KILLPRIV_V2, see
+//! `init`), which spares the kernel's privilege check (a GETXATTR) before each write.
 
+mod backing;
 mod counters;
 mod fusermount;
+mod opening;
 mod pool;
 
 use std::ffi::OsStr;
@@ -32,7 +39,9 @@ use fuser::{
 use tracing::{Level, Span};
 
 use crate::fs::{Attr, Error, FileKind, Vm0Fs};
+use backing::Backings;
 use counters::{Counters, Op};
+use opening::{CreateAnswer, OpenAnswer, answer_open};
 use pool::WorkerPool;
 
 /// The most requests served at once: well above the kernel's `max_background` so that slow API calls never
@@ -95,7 +104,7 @@ pub fn mount(
         pool: WorkerPool::new(MAX_WORKERS),
         counters: counters.clone(),
         passthrough: false,
-        backing: Arc::default(),
+        backings: Arc::default(),
     };
     let session = if config.auto_unmount {
         // Auto-unmount goes through our own `fusermount3` call (see `fusermount`), which needs no allow_other.
@@ -148,15 +157,12 @@ pub struct FuseAdapter {
     pool: WorkerPool,
     /// Requests served, by opcode and by where they were answered (`.vm0fs/status`).
     counters: Arc<Counters>,
-    /// The kernel accepted FUSE passthrough: cached archive files are read by the kernel from the cache file
-    /// itself, with no request reaching us (kernel 6.9+, and CAP_SYS_ADMIN for the backing ioctl).
+    /// The kernel accepted FUSE passthrough: cached archive files and staged volume files are read (and the
+    /// staged ones written) by the kernel itself, with no request reaching us (kernel 6.9+, and CAP_SYS_ADMIN for
+    /// the backing ioctl). See `backing`.
     passthrough: bool,
-    /// The kernel's handle on each inode's backing file and how many opens use it. The kernel wants one backing
-    /// file per inode (a second one for an inode already open fails the open with EIO, and so does an open
-    /// without passthrough), and dropping the id closes it in the kernel, so it lives until the inode's last
-    /// release. A file of a volume's head keeps its inode when a new version is published, so while one open of
-    /// it lasts, later opens read the version that open found (passthrough mounts only).
-    backing: Arc<std::sync::Mutex<std::collections::HashMap<u64, (fuser::BackingId, usize)>>>,
+    /// The kernel's backing file of each inode open in passthrough (`backing`).
+    backings: Arc<Backings>,
 }
 
 impl FuseAdapter {
@@ -296,6 +302,14 @@ impl Filesystem for FuseAdapter {
         if let Err(missing) = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS) {
             tracing::info!("the kernel does not offer {missing:?}; listings use plain readdir");
         }
+        // vm0fs clears the set-user-ID and set-group-ID bits itself on write, truncate and chown (see `setattr`
+        // and `write`), as the kernel would: otherwise the kernel asks for `security.capability` before every
+        // write to learn whether there are privileges to drop, a GETXATTR per `write(2)`.
+        if let Err(missing) = config.add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2) {
+            tracing::info!(
+                "the kernel does not offer {missing:?}; it checks privileges before each write"
+            );
+        }
         self.passthrough = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(1).is_ok();
         tracing::debug!(
@@ -372,8 +386,16 @@ impl Filesystem for FuseAdapter {
             TimeOrNow::Now => now,
         };
         let times = (atime.map(time), mtime.map(time));
+        // The set-id bits a chown, or a truncate by a caller without CAP_FSETID (taken to be anyone but root),
+        // clears in the kernel's stead (see `init`), unless the same call sets a mode.
+        let drop_set_id = mode.is_none()
+            && (uid.is_some() || gid.is_some() || (size.is_some() && req.uid() != 0));
         self.spawn(req, span, Op::Setattr, move |fs| {
-            match fs.setattr(ino.0, mode, (uid, gid), size, times) {
+            let dropped = match drop_set_id {
+                true => fs.drop_set_id_bits(ino.0),
+                false => Ok(()),
+            };
+            match dropped.and_then(|()| fs.setattr(ino.0, mode, (uid, gid), size, times)) {
                 Ok(attr) => reply.attr(&attr.ttl, &file_attr(&attr)),
                 Err(e) => reply.error(errno("setattr", &e)),
             }
@@ -507,46 +529,13 @@ impl Filesystem for FuseAdapter {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let span = request_span("open", req, ino);
-        let passthrough = self.passthrough;
-        let backing = self.backing.clone();
+        let passthrough = self.passthrough.then(|| self.backings.clone());
         let pid = req.pid();
         self.spawn(req, span, Op::Open, move |fs| {
             match fs.open(ino.0, flags.0, pid) {
                 Ok(opened) => {
-                    let mut fopen = FopenFlags::empty();
-                    if opened.direct_io {
-                        fopen |= FopenFlags::FOPEN_DIRECT_IO;
-                    }
-                    if opened.keep_cache {
-                        fopen |= FopenFlags::FOPEN_KEEP_CACHE;
-                    }
-                    let Some(file) = fs.backing_file(opened.fh).filter(|_| passthrough) else {
-                        return reply.opened(FileHandle(opened.fh), fopen);
-                    };
-                    let mut backing = backing.lock().unwrap_or_else(|e| e.into_inner());
-                    if let Some((id, opens)) = backing.get_mut(&ino.0) {
-                        *opens += 1;
-                        return reply.opened_passthrough(
-                            FileHandle(opened.fh),
-                            FopenFlags::empty(),
-                            id,
-                        );
-                    }
-                    match reply.open_backing(&*file) {
-                        Ok(id) => {
-                            reply.opened_passthrough(
-                                FileHandle(opened.fh),
-                                FopenFlags::empty(),
-                                &id,
-                            );
-                            backing.insert(ino.0, (id, 1));
-                        }
-                        Err(e) => {
-                            // Without CAP_SYS_ADMIN the ioctl is refused: serve reads ourselves.
-                            tracing::debug!("passthrough refused ({e}); reading through vm0fs");
-                            reply.opened(FileHandle(opened.fh), fopen);
-                        }
-                    }
+                    let reply = OpenAnswer { reply, opened };
+                    answer_open(fs, passthrough.as_deref(), ino.0, reply);
                 }
                 Err(e) => reply.error(errno("open", &e)),
             }
@@ -580,7 +569,7 @@ impl Filesystem for FuseAdapter {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
@@ -588,8 +577,15 @@ impl Filesystem for FuseAdapter {
         let span = request_span("write", req, ino);
         let data = data.to_vec();
         let pid = req.pid();
+        // The kernel asks us to clear the set-id bits as it would have (see `init`).
+        let drop_set_id = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
         self.spawn(req, span, Op::Write, move |fs| {
-            match fs.write(fh.0, offset, &data, pid) {
+            let written = fs.write(fh.0, offset, &data, pid);
+            let written = match (written, drop_set_id) {
+                (Ok(n), true) => fs.drop_set_id_bits(ino.0).map(|()| n),
+                (other, _) => other,
+            };
+            match written {
                 Ok(written) => reply.written(written),
                 Err(e) => reply.error(errno("write", &e)),
             }
@@ -631,6 +627,25 @@ impl Filesystem for FuseAdapter {
         });
     }
 
+    /// `fsync` of a directory: a volume's staged changes reach the disk (without it, the kernel would answer
+    /// every later one itself with success, having flushed nothing).
+    fn fsyncdir(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let span = request_span("fsyncdir", req, ino);
+        self.spawn(req, span, Op::Fsyncdir, move |fs| {
+            match fs.fsyncdir(ino.0) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("fsyncdir", &e)),
+            }
+        });
+    }
+
     fn release(
         &self,
         req: &Request,
@@ -643,19 +658,10 @@ impl Filesystem for FuseAdapter {
     ) {
         let span = request_span("release", req, ino);
         // On a worker: releasing an unflushed `runs/new/` handle starts its run, an API call.
-        let backing = self.backing.clone();
+        let backings = self.backings.clone();
         self.spawn(req, span, Op::Release, move |fs| {
-            let passthrough = fs.backing_file(fh.0).is_some();
             fs.release(fh.0);
-            if passthrough {
-                let mut backing = backing.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some((_, opens)) = backing.get_mut(&ino.0) {
-                    *opens -= 1;
-                    if *opens == 0 {
-                        backing.remove(&ino.0);
-                    }
-                }
-            }
+            backings.detach(fh.0);
             reply.ok();
         });
     }
@@ -867,19 +873,18 @@ impl Filesystem for FuseAdapter {
     ) {
         let span = named_span("create", req, parent, name);
         let name = name.to_os_string();
+        let passthrough = self.passthrough.then(|| self.backings.clone());
         self.spawn(req, span, Op::Create, move |fs| {
             match fs.create(parent.0, &name, mode & !umask) {
-                Ok((attr, opened)) => reply.created(
-                    &attr.ttl,
-                    &file_attr(&attr),
-                    GENERATION,
-                    FileHandle(opened.fh),
-                    if opened.direct_io {
-                        FopenFlags::FOPEN_DIRECT_IO
-                    } else {
-                        FopenFlags::empty()
-                    },
-                ),
+                Ok((attr, opened)) => {
+                    let ino = attr.ino;
+                    let reply = CreateAnswer {
+                        reply,
+                        attr,
+                        opened,
+                    };
+                    answer_open(fs, passthrough.as_deref(), ino, reply);
+                }
                 Err(e) => reply.error(errno("create", &e)),
             }
         });

@@ -66,6 +66,11 @@ pub struct Tree {
     nodes: BTreeMap<String, Node>,
     /// Times of entries (and of the root, `""`) set in this mount.
     times: BTreeMap<String, Times>,
+    /// The number of subdirectories of each directory that has any (the root is `""`): a directory's link count,
+    /// asked by every `stat` of it, and a create in a directory makes the kernel ask its attributes again, so
+    /// counting its children each time would make a `tar x` of n files into one directory cost n² steps. Kept by
+    /// `insert` and `remove`, the only ways a node enters or leaves `nodes`.
+    subdirs: BTreeMap<String, usize>,
 }
 
 fn parent_of(path: &str) -> &str {
@@ -84,14 +89,17 @@ impl Tree {
         let mut tree = Tree::default();
         for (path, mode) in files {
             let mut dir = parent_of(&path);
+            let mut missing = Vec::new();
             while !dir.is_empty() && !tree.nodes.contains_key(dir) {
-                tree.nodes
-                    .insert(dir.to_string(), Node::Dir { mode: 0o755 });
+                missing.push(dir.to_string());
                 dir = parent_of(dir);
+            }
+            for dir in missing {
+                tree.insert(dir, Node::Dir { mode: 0o755 });
             }
             let content = Content::Base(path.clone());
             let mtime = None;
-            tree.nodes.insert(
+            tree.insert(
                 path,
                 Node::File {
                     content,
@@ -169,7 +177,42 @@ impl Tree {
 
     /// The number of directories directly in directory `dir`.
     pub fn subdirs(&self, dir: &str) -> usize {
-        self.children(dir).filter(|(_, n)| n.is_dir()).count()
+        self.subdirs.get(dir).copied().unwrap_or(0)
+    }
+
+    /// Puts `node` at `path`, returning the node it replaced, and keeps `subdirs`.
+    fn insert(&mut self, path: String, node: Node) -> Option<Node> {
+        let parent = parent_of(&path).to_string();
+        let adds = node.is_dir();
+        let replaced = self.nodes.insert(path, node);
+        if replaced.as_ref().is_some_and(Node::is_dir) {
+            self.count_subdir(parent.clone(), false);
+        }
+        if adds {
+            self.count_subdir(parent, true);
+        }
+        replaced
+    }
+
+    /// Takes the node at `path` out, and keeps `subdirs`.
+    fn remove(&mut self, path: &str) -> Option<Node> {
+        let removed = self.nodes.remove(path);
+        if removed.as_ref().is_some_and(Node::is_dir) {
+            self.count_subdir(parent_of(path).to_string(), false);
+        }
+        removed
+    }
+
+    fn count_subdir(&mut self, dir: String, added: bool) {
+        let count = self.subdirs.entry(dir.clone()).or_default();
+        if added {
+            *count += 1;
+        } else {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.subdirs.remove(&dir);
+            }
+        }
     }
 
     /// Every file: (path, content).
@@ -217,7 +260,7 @@ impl Tree {
             return Err(libc::EISDIR);
         }
         let mtime = None;
-        let replaced = self.nodes.insert(
+        let replaced = self.insert(
             path.to_string(),
             Node::File {
                 content,
@@ -249,8 +292,7 @@ impl Tree {
             return Err(libc::EEXIST);
         }
         let target = target.to_string();
-        self.nodes
-            .insert(path.to_string(), Node::Symlink { target });
+        self.insert(path.to_string(), Node::Symlink { target });
         self.times.remove(path);
         Ok(())
     }
@@ -260,7 +302,7 @@ impl Tree {
             return Err(libc::EEXIST);
         }
         self.parent_is_dir(path)?;
-        self.nodes.insert(path.to_string(), Node::Dir { mode });
+        self.insert(path.to_string(), Node::Dir { mode });
         self.times.remove(path);
         Ok(())
     }
@@ -272,7 +314,7 @@ impl Tree {
             Some(Node::Dir { .. }) => Err(libc::EISDIR),
             Some(_) => {
                 self.times.remove(path);
-                Ok(self.nodes.remove(path).unwrap_or(Node::Dir { mode: 0 }))
+                Ok(self.remove(path).unwrap_or(Node::Dir { mode: 0 }))
             }
         }
     }
@@ -283,7 +325,7 @@ impl Tree {
             None => Err(self.absent(path)),
             Some(Node::Dir { .. }) if self.below(path).next().is_some() => Err(libc::ENOTEMPTY),
             Some(Node::Dir { .. }) => {
-                self.nodes.remove(path);
+                self.remove(path);
                 self.times.remove(path);
                 Ok(())
             }
@@ -330,14 +372,16 @@ impl Tree {
         let old: Vec<String> = self.below(from).map(|(k, _)| k.clone()).collect();
         let mut moved_times: Vec<(String, Times)> = Vec::new();
         for k in old {
-            self.nodes.remove(&k);
+            self.remove(&k);
             if let Some(t) = self.times.remove(&k) {
                 moved_times.push((format!("{to}{}", &k[from.len()..]), t));
             }
         }
-        self.nodes.remove(from);
-        self.nodes.insert(to.to_string(), moving);
-        self.nodes.extend(moved);
+        self.remove(from);
+        self.insert(to.to_string(), moving);
+        for (k, n) in moved {
+            self.insert(k, n);
+        }
         match self.times.remove(from) {
             Some(t) => self.times.insert(to.to_string(), t),
             None => self.times.remove(to),
@@ -537,5 +581,33 @@ mod tests {
                 mtime: None
             })
         );
+    }
+
+    /// The kept count of subdirectories is the one counted from the children, through every change that moves
+    /// directories (the link count `stat` shows).
+    #[test]
+    fn subdirectory_counts_follow_mkdir_rename_and_rmdir() {
+        let mut t = Tree::from_files([("a/b/f".to_string(), 0o644), ("c".to_string(), 0o644)]);
+        let counted = |t: &Tree, dir: &str| t.children(dir).filter(|(_, n)| n.is_dir()).count();
+        let check = |t: &Tree| {
+            for dir in ["", "a", "a/b", "x", "x/b", "x/b/y", "z"] {
+                assert_eq!(t.subdirs(dir), counted(t, dir), "{dir}: {t:?}");
+            }
+        };
+        check(&t);
+        t.mkdir("a/b/y", 0o755).unwrap();
+        t.mkdir("z", 0o755).unwrap();
+        check(&t);
+        assert_eq!(t.subdirs(""), 2);
+        t.rename("a", "x").unwrap();
+        check(&t);
+        assert_eq!(t.subdirs("x/b"), 1);
+        t.rename("z", "x/b/y").unwrap();
+        check(&t);
+        t.rmdir("x/b/y").unwrap();
+        t.unlink("x/b/f").unwrap();
+        check(&t);
+        assert_eq!(t.subdirs("x/b"), 0);
+        assert_eq!(t.subdirs(""), 1);
     }
 }

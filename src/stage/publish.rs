@@ -139,6 +139,16 @@ fn publish_once(
             step: "discard",
         });
     }
+    // What is published is on the local disk first: a power loss after the commit on the server finds it staged.
+    volume.commit.commit().map_err(|e| PublishError {
+        errno: e.raw_os_error().unwrap_or(libc::EIO),
+        message: format!(
+            "{}: flushing the staged changes to disk failed: {e}",
+            volume.label()
+        ),
+        retryable: true,
+        step: "read",
+    })?;
     let Snapshot {
         generation,
         base,

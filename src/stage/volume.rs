@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::SystemTime;
 
+use super::commit::Committer;
 use super::error::{Result, StageError, io_error};
 use super::journal::{Journal, Record};
 use super::layout::VolumeLayout;
@@ -86,6 +87,8 @@ pub struct VolumeStage {
     pub(super) api: Arc<dyn Vm0Api>,
     /// The mount's staged-bytes budget, shared by every volume.
     pub(super) space: Arc<Space>,
+    /// The group commit of the staging area (`commit`): journal records and closed files wait for it.
+    pub(super) commit: Arc<Committer>,
     /// Told of every change, so that the filesystem never has to; weak, as the publisher's thread holds stages.
     pub(super) publisher: Weak<dyn Notify>,
     /// This stage itself, for the messages to the publisher.
@@ -304,7 +307,9 @@ impl VolumeStage {
             match st.journal.as_mut() {
                 Some(j) => j.append(&record),
                 None => Err(io::Error::other("the journal is not open")),
-            }
+            }?;
+            self.commit.changed();
+            Ok(())
         })();
         result.map_err(|e| {
             let why = format!("the journal could not be written ({e})");

@@ -85,6 +85,7 @@ impl Vm0Fs {
             fh,
             direct_io: true,
             keep_cache: false,
+            no_flush: false,
         })
     }
 

@@ -197,6 +197,7 @@ impl Vm0Fs {
             fh,
             direct_io: false,
             keep_cache,
+            no_flush: false,
         })
     }
 
