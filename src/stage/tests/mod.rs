@@ -214,11 +214,9 @@ proptest! {
 }
 
 mod moving_head;
-mod storages;
-use storages::Storages;
 
-fn mount_on(cache_dir: &Path, api: Arc<Storages>) -> Mounted {
-    let head = api.head();
+fn mount_on(cache_dir: &Path, api: Arc<FakeApi>) -> Mounted {
+    let head = api.head(STORAGE);
     mount_with(cache_dir, api, head.as_deref())
 }
 
@@ -232,45 +230,38 @@ fn write_file(v: &Arc<VolumeStage>, path: &str, bytes: &[u8]) {
 fn a_commit_whose_reply_is_lost_is_not_sent_again() {
     use std::sync::atomic::Ordering;
     let cache = tempfile::tempdir().unwrap();
-    let api = Arc::new(Storages::default());
+    let api = Arc::new(FakeApi::with_volume(STORAGE, "model"));
     let m = mount_on(cache.path(), api.clone());
     write_file(&m.volume, "f", b"bytes");
-    api.lose_next_reply.store(true, Ordering::SeqCst);
+    api.publishing.lose_next_reply.store(true, Ordering::SeqCst);
     let version = m
         .stage
         .sync(&m.volume)
         .expect("published despite the lost reply");
-    assert_eq!(api.head().as_deref(), Some(version.as_str()));
-    assert_eq!(api.commits.load(Ordering::SeqCst), 1);
+    assert_eq!(api.head(STORAGE).as_deref(), Some(version.as_str()));
+    assert_eq!(api.publishing.commits.load(Ordering::SeqCst), 1);
     // Published is journaled: after a remount, nothing is sent again.
     drop(m);
     let m = mount_on(cache.path(), api.clone());
     assert_eq!(m.stage.sync(&m.volume).unwrap(), version);
-    assert_eq!(api.commits.load(Ordering::SeqCst), 1);
+    assert_eq!(api.publishing.commits.load(Ordering::SeqCst), 1);
 }
 
 #[test]
 fn a_head_moved_elsewhere_is_rebased_onto_never_overwritten() {
     use std::sync::atomic::Ordering;
     let cache = tempfile::tempdir().unwrap();
-    let api = Arc::new(Storages::default());
+    let api = Arc::new(FakeApi::with_volume(STORAGE, "model"));
     let m = mount_on(cache.path(), api.clone());
     write_file(&m.volume, "f", b"mine");
     // Someone else published an empty version meanwhile (the fake's heads have no files): disjoint changes.
     let theirs = "e".repeat(64);
-    api.set_head(&theirs);
+    api.set_head(STORAGE, &theirs);
     let published = m.stage.sync(&m.volume).unwrap();
     assert_ne!(published, theirs);
-    assert_eq!(api.commits.load(Ordering::SeqCst), 1);
-    assert_eq!(api.head(), Some(published.clone()));
-    let sent: Vec<String> = api
-        .session
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|f| f.path.clone())
-        .collect();
-    assert_eq!(sent, ["f"]);
+    assert_eq!(api.publishing.commits.load(Ordering::SeqCst), 1);
+    assert_eq!(api.head(STORAGE), Some(published.clone()));
+    assert_eq!(api.publishing.session_paths(), ["f"]);
     assert_eq!(m.volume.head(), Some(published));
     assert!(m.volume.lookup("f").is_some());
 }
@@ -279,24 +270,24 @@ fn a_head_moved_elsewhere_is_rebased_onto_never_overwritten() {
 fn a_head_that_moves_during_the_upload_is_seen_before_the_commit_and_rebased_onto() {
     use std::sync::atomic::Ordering;
     let cache = tempfile::tempdir().unwrap();
-    let api = Arc::new(Storages::default());
+    let api = Arc::new(FakeApi::with_volume(STORAGE, "model"));
     let m = mount_on(cache.path(), api.clone());
     write_file(&m.volume, "f", b"mine");
     let theirs = "d".repeat(64);
-    *api.head_during_upload.lock().unwrap() = Some(theirs.clone());
+    *api.publishing.head_during_upload.lock().unwrap() = Some(theirs.clone());
     let published = m.stage.sync(&m.volume).unwrap();
     // The first upload was not committed: the head check right before the commit saw theirs, and the retry
     // rebased onto it (an empty version in this fake), uploaded again and committed once.
-    assert_eq!(api.uploads.load(Ordering::SeqCst), 2);
-    assert_eq!(api.commits.load(Ordering::SeqCst), 1);
+    assert_eq!(api.publishing.uploads.load(Ordering::SeqCst), 2);
+    assert_eq!(api.publishing.commits.load(Ordering::SeqCst), 1);
     assert_ne!(published, theirs);
-    assert_eq!(api.head(), Some(published));
+    assert_eq!(api.head(STORAGE), Some(published));
 }
 
 #[test]
 fn discard_waits_for_writers_then_drops_everything_staged() {
     let cache = tempfile::tempdir().unwrap();
-    let api = Arc::new(Storages::default());
+    let api = Arc::new(FakeApi::with_volume(STORAGE, "model"));
     let m = mount_on(cache.path(), api.clone());
     write_file(&m.volume, "kept-until-discard", b"bytes");
     let open = m.volume.open_write("kept-until-discard", false).unwrap();
@@ -319,13 +310,18 @@ fn discard_waits_for_writers_then_drops_everything_staged() {
     // The old stage refuses changes; nothing of it is published.
     assert_eq!(m.volume.mkdir("d", 0o755).unwrap_err().errno, libc::ESTALE);
     assert!(m.stage.sync(&m.volume).is_err());
-    assert_eq!(api.commits.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(
+        api.publishing
+            .commits
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
 }
 
 #[test]
 fn a_published_tree_becomes_the_cached_archive_and_leaves_the_stage() {
     let cache = tempfile::tempdir().unwrap();
-    let api = Arc::new(Storages::default());
+    let api = Arc::new(FakeApi::with_volume(STORAGE, "model"));
     let m = mount_on(cache.path(), api.clone());
     m.volume.mkdir("d", 0o755).unwrap();
     write_file(&m.volume, "d/f", b"first");
@@ -368,7 +364,7 @@ fn a_published_tree_becomes_the_cached_archive_and_leaves_the_stage() {
 #[test]
 fn what_a_version_cannot_hold_stays_staged_over_the_adopted_version() {
     let cache = tempfile::tempdir().unwrap();
-    let api = Arc::new(Storages::default());
+    let api = Arc::new(FakeApi::with_volume(STORAGE, "model"));
     let m = mount_on(cache.path(), api.clone());
     write_file(&m.volume, "run.sh", b"#!/bin/sh");
     m.volume.chmod("run.sh", 0o755).unwrap();
@@ -402,7 +398,7 @@ fn what_a_version_cannot_hold_stays_staged_over_the_adopted_version() {
 #[test]
 fn a_publish_after_an_edit_hashes_only_the_edited_file() {
     let cache = tempfile::tempdir().unwrap();
-    let api = Arc::new(Storages::default());
+    let api = Arc::new(FakeApi::with_volume(STORAGE, "model"));
     let m = mount_on(cache.path(), api.clone());
     write_file(&m.volume, "a", b"first a");
     write_file(&m.volume, "b", b"first b");
@@ -419,7 +415,7 @@ fn a_publish_after_an_edit_hashes_only_the_edited_file() {
     };
     assert_eq!(known(&m.volume), [("a".into(), false), ("b".into(), true)]);
     let second = m.stage.sync(&m.volume).unwrap();
-    assert_eq!(api.head().as_deref(), Some(second.as_str()));
+    assert_eq!(api.head(STORAGE).as_deref(), Some(second.as_str()));
     drop(m);
     // The hashes are kept with the cached archive, across mounts.
     let m = mount_on(cache.path(), api.clone());
@@ -451,7 +447,7 @@ fn journaled_times_read_back_to_the_nanosecond_before_and_after_the_epoch() {
 #[test]
 fn a_writer_dropped_without_a_close_gives_its_count_back() {
     let cache = tempfile::tempdir().unwrap();
-    let api = Arc::new(Storages::default());
+    let api = Arc::new(FakeApi::with_volume(STORAGE, "model"));
     let m = mount_on(cache.path(), api.clone());
     let created = m.volume.create("raced", 0o644).unwrap();
     m.volume.unlink("raced").unwrap();

@@ -13,10 +13,10 @@ use std::sync::atomic::Ordering;
 
 use proptest::prelude::*;
 
-use super::storages::{Files, Storages};
 use super::{
     Mounted, Op, STORAGE, mount_with, on_disk, on_stage, op, snapshot_dir, snapshot_stage,
 };
+use crate::api::fake::{FakeApi, Files};
 
 #[derive(Debug, Clone)]
 enum Step {
@@ -46,9 +46,9 @@ fn theirs(files: &Files) -> Files {
 }
 
 /// The stage as the filesystem sees it: asked for with the head the server lists.
-fn view(cache: &std::path::Path, api: &Arc<Storages>, m: Option<Mounted>) -> Mounted {
-    let head = api.head();
-    let has_files = !api.head_files().is_empty();
+fn view(cache: &std::path::Path, api: &Arc<FakeApi>, m: Option<Mounted>) -> Mounted {
+    let head = api.head(STORAGE);
+    let has_files = !api.head_files(STORAGE).is_empty();
     match m {
         None => mount_with(cache, api.clone(), head.as_deref()),
         Some(m) => {
@@ -88,7 +88,7 @@ proptest! {
     fn the_view_is_the_head_plus_what_is_staged(steps in proptest::collection::vec(step(), 1..30)) {
         let reference = tempfile::tempdir().unwrap();
         let cache = tempfile::tempdir().unwrap();
-        let api = Arc::new(Storages::default());
+        let api = Arc::new(FakeApi::with_volume(STORAGE, "model"));
         let mut m = view(cache.path(), &api, None);
         // The other client's files the view shows.
         let mut seen = Files::new();
@@ -110,24 +110,24 @@ proptest! {
                 }
                 Step::Sync => match m.stage.sync(&m.volume) {
                     Ok(version) => {
-                        prop_assert_eq!(Some(version), api.head(), "step {}: sync returned another head", i);
+                        prop_assert_eq!(Some(version), api.head(STORAGE), "step {}: sync returned another head", i);
                         synced = true;
-                        seen = theirs(&api.head_files());
+                        seen = theirs(&api.head_files(STORAGE));
                     }
                     Err(e) => {
                         prop_assert_eq!(e.errno, libc::ENODATA, "step {}: {}", i, e);
-                        prop_assert!(api.head().is_none());
+                        prop_assert!(api.head(STORAGE).is_none());
                     }
                 },
                 Step::Discard => {
                     m.stage.discard(&m.volume).unwrap();
-                    reset_reference(reference.path(), &api.head_files());
+                    reset_reference(reference.path(), &api.head_files(STORAGE));
                 }
             }
             let clean = m.stage.changed(STORAGE).is_none();
             m = view(cache.path(), &api, Some(m));
             if clean || m.stage.changed(STORAGE).is_none() {
-                seen = theirs(&api.head_files());
+                seen = theirs(&api.head_files(STORAGE));
             }
             let mut expected = snapshot_dir(reference.path());
             expected.extend(seen.iter().map(|(p, b)| (p.clone(), Some(b.clone()))));
@@ -135,9 +135,9 @@ proptest! {
             prop_assert_eq!(&shown, &expected, "after step {}: {:?}", i, s);
             if synced {
                 let files: Files = shown.into_iter().filter_map(|(p, b)| b.map(|b| (p, b))).collect();
-                prop_assert_eq!(files, api.head_files(), "step {}: the synced head is not the view's files", i);
+                prop_assert_eq!(files, api.head_files(STORAGE), "step {}: the synced head is not the view's files", i);
             }
-            prop_assert_eq!(api.twice.load(Ordering::SeqCst), 0, "a version was committed twice");
+            prop_assert_eq!(api.publishing.twice.load(Ordering::SeqCst), 0, "a version was committed twice");
         }
     }
 }
