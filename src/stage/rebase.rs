@@ -91,6 +91,15 @@ pub fn merge(
             conflicts.insert(link.clone());
         }
     }
+    // Our symlinks and empty directories need their parents to be directories: a merged file there collides.
+    for ours in others.symlinks.iter().chain(&others.empty_dirs) {
+        let parents = ours.match_indices('/').map(|(i, _)| &ours[..i]);
+        conflicts.extend(
+            parents
+                .filter(|p| merged.contains_key(*p))
+                .map(String::from),
+        );
+    }
     if conflicts.is_empty() {
         Ok(merged)
     } else {
@@ -547,6 +556,22 @@ mod tests {
             merge(&base, &Hashes::new(), &theirs, &others).unwrap_err(),
             ["empty", "link"]
         );
+    }
+
+    /// Found by the model (stage/tests/moving_head.rs): our empty directory `b/a` needs `b` to be a directory
+    /// while their new head makes `b` a file. Missed, the rebase failed with EISDIR ("cannot place it in the
+    /// rebased tree") instead of reporting the conflict.
+    #[test]
+    fn a_file_of_theirs_above_our_empty_directory_or_symlink_conflicts() {
+        let base = hashes(&[("b/e/a", "1")]);
+        let theirs = hashes(&[("b", "2")]);
+        let others = OurOthers {
+            symlinks: ["s/link".to_string()].into(),
+            empty_dirs: ["b/a".to_string()].into(),
+        };
+        assert_eq!(merge(&base, &base, &theirs, &others).unwrap_err(), ["b"]);
+        let theirs = hashes(&[("b/e/a", "1"), ("s", "2")]);
+        assert_eq!(merge(&base, &base, &theirs, &others).unwrap_err(), ["s"]);
     }
 
     #[test]

@@ -122,7 +122,7 @@ impl FakeApi {
     }
 
     /// Another client publishes `changes` (path → bytes, `None` deletes) over the head of `storage_id`: the new
-    /// head's id.
+    /// head's id. A file put where a directory of the head was (or below a file of it) replaces it.
     pub fn publish_elsewhere(
         &self,
         storage_id: &str,
@@ -131,7 +131,14 @@ impl FakeApi {
         let mut files = self.head_files(storage_id);
         for (path, bytes) in changes {
             match bytes {
-                Some(b) => files.insert(path.to_string(), b.clone()),
+                Some(b) => {
+                    // As in the other client's directory: a file replaces what was in its way.
+                    let below = format!("{path}/");
+                    files.retain(|p, _| {
+                        !p.starts_with(&below) && !path.starts_with(&format!("{p}/"))
+                    });
+                    files.insert(path.to_string(), b.clone())
+                }
                 None => files.remove(*path),
             };
         }

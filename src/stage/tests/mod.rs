@@ -25,8 +25,14 @@ enum Op {
     Rename { from: usize, to: usize },
     Mkdir { path: usize },
     Rmdir { path: usize },
+    Chmod { path: usize, mode: u32 },
+    Symlink { path: usize },
     Remount,
 }
+
+/// Where every symlink of the model points: nowhere, so that following one fails the same way in a directory
+/// and through the kernel (ENOENT), and never reaches outside the reference directory.
+const LINK_TARGET: &str = "missing/x";
 
 fn op() -> impl Strategy<Value = Op> {
     let p = 0..PATHS.len();
@@ -37,14 +43,26 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (p.clone(), p.clone()).prop_map(|(from, to)| Op::Rename { from, to }),
         2 => p.clone().prop_map(|path| Op::Mkdir { path }),
         1 => p.clone().prop_map(|path| Op::Rmdir { path }),
+        1 => (p.clone(), prop_oneof![Just(0o755), Just(0o700), Just(0o644)])
+            .prop_map(|(path, mode)| Op::Chmod { path, mode }),
+        1 => p.clone().prop_map(|path| Op::Symlink { path }),
         1 => Just(Op::Remount),
     ]
 }
 
-/// A file's bytes or a directory, by path.
-type Snapshot = BTreeMap<String, Option<Vec<u8>>>;
+/// One entry of a tree, as a user sees it: a directory or a file with its permission bits, or a symlink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Entry {
+    Dir(u32),
+    File(Vec<u8>, u32),
+    Link(String),
+}
+
+/// The entries of a tree, by path.
+type Snapshot = BTreeMap<String, Entry>;
 
 fn snapshot_dir(root: &Path) -> Snapshot {
+    use std::os::unix::fs::PermissionsExt;
     let mut out = BTreeMap::new();
     let mut dirs = vec![String::new()];
     while let Some(dir) = dirs.pop() {
@@ -56,12 +74,18 @@ fn snapshot_dir(root: &Path) -> Snapshot {
             } else {
                 format!("{dir}/{name}")
             };
-            if e.file_type().unwrap().is_dir() {
-                out.insert(rel.clone(), None);
-                dirs.push(rel);
+            let meta = std::fs::symlink_metadata(e.path()).unwrap();
+            let mode = meta.permissions().mode() & 0o7777;
+            let entry = if meta.is_dir() {
+                dirs.push(rel.clone());
+                Entry::Dir(mode)
+            } else if meta.file_type().is_symlink() {
+                let to = std::fs::read_link(e.path()).unwrap();
+                Entry::Link(to.to_string_lossy().into_owned())
             } else {
-                out.insert(rel, Some(std::fs::read(e.path()).unwrap()));
-            }
+                Entry::File(std::fs::read(e.path()).unwrap(), mode)
+            };
+            out.insert(rel, entry);
         }
     }
     out
@@ -77,16 +101,18 @@ fn snapshot_stage(v: &VolumeStage) -> Snapshot {
             } else {
                 format!("{dir}/{name}")
             };
-            match attr.kind {
+            let entry = match attr.kind {
                 EntryKind::Dir => {
-                    out.insert(rel.clone(), None);
-                    dirs.push(rel);
+                    dirs.push(rel.clone());
+                    Entry::Dir(attr.mode)
                 }
-                _ => {
+                EntryKind::Symlink(to) => Entry::Link(to),
+                EntryKind::File => {
                     let bytes = std::fs::read(v.read_path(&rel).unwrap()).unwrap();
-                    out.insert(rel, Some(bytes));
+                    Entry::File(bytes, attr.mode)
                 }
-            }
+            };
+            out.insert(rel, entry);
         }
     }
     out
@@ -96,16 +122,24 @@ fn errno(r: std::io::Result<()>) -> Result<(), i32> {
     r.map_err(|e| e.raw_os_error().unwrap_or(-1))
 }
 
+/// `op` on a plain directory. What a mode depends on the umask for is set to what the stage uses (0644 for a new
+/// file, 0755 for a new directory).
 fn on_disk(root: &Path, op: &Op, fill: u8) -> Result<(), i32> {
-    use std::os::unix::fs::FileExt;
+    use std::os::unix::fs::{FileExt, PermissionsExt};
     let at = |i: usize| root.join(PATHS[i]);
+    let set_mode =
+        |i: usize, mode: u32| std::fs::set_permissions(at(i), PermissionsExt::from_mode(mode));
     match *op {
         Op::Write { path, offset, len } => errno((|| {
+            let new = std::fs::symlink_metadata(at(path)).is_err();
             let f = std::fs::OpenOptions::new()
                 .write(true)
                 .create(true)
                 .truncate(false)
                 .open(at(path))?;
+            if new {
+                set_mode(path, 0o644)?;
+            }
             f.write_all_at(&vec![fill; len as usize], offset as u64)
         })()),
         Op::Truncate { path, len } => errno((|| {
@@ -114,13 +148,43 @@ fn on_disk(root: &Path, op: &Op, fill: u8) -> Result<(), i32> {
         })()),
         Op::Unlink { path } => errno(std::fs::remove_file(at(path))),
         Op::Rename { from, to } => errno(std::fs::rename(at(from), at(to))),
-        Op::Mkdir { path } => errno(std::fs::create_dir(at(path))),
+        Op::Mkdir { path } => {
+            errno(std::fs::create_dir(at(path)).and_then(|()| set_mode(path, 0o755)))
+        }
         Op::Rmdir { path } => errno(std::fs::remove_dir(at(path))),
+        Op::Chmod { path, mode } => errno(set_mode(path, mode)),
+        Op::Symlink { path } => errno(std::os::unix::fs::symlink(LINK_TARGET, at(path))),
         Op::Remount => Ok(()),
     }
 }
 
+/// Whether the kernel, resolving `path` before it asks the filesystem, meets a symlink: on a component above the
+/// last, or on the last one too when the call follows it (open, truncate, chmod). Every model symlink dangles, so
+/// such a call fails with ENOENT before the stage is asked.
+fn resolves_through_a_symlink(v: &VolumeStage, path: &str, follows_last: bool) -> bool {
+    let is_link = |p: &str| matches!(v.lookup(p).map(|a| a.kind), Some(EntryKind::Symlink(_)));
+    let mut upper = path.match_indices('/').map(|(i, _)| &path[..i]);
+    upper.any(is_link) || (follows_last && is_link(path))
+}
+
+/// `op` on the stage, as the kernel would ask for it.
 fn on_stage(v: &Arc<VolumeStage>, op: &Op, fill: u8) -> Result<(), i32> {
+    let (path, follows) = match *op {
+        Op::Write { path, .. } | Op::Truncate { path, .. } | Op::Chmod { path, .. } => (path, true),
+        Op::Unlink { path } | Op::Mkdir { path } | Op::Rmdir { path } | Op::Symlink { path } => {
+            (path, false)
+        }
+        Op::Rename { from, to } => {
+            if resolves_through_a_symlink(v, PATHS[to], false) {
+                return Err(libc::ENOENT);
+            }
+            (from, false)
+        }
+        Op::Remount => return Ok(()),
+    };
+    if resolves_through_a_symlink(v, PATHS[path], follows) {
+        return Err(libc::ENOENT);
+    }
     let result = match *op {
         Op::Write { path, offset, len } => (|| {
             let p = PATHS[path];
@@ -136,6 +200,8 @@ fn on_stage(v: &Arc<VolumeStage>, op: &Op, fill: u8) -> Result<(), i32> {
         Op::Rename { from, to } => v.rename(PATHS[from], PATHS[to], true),
         Op::Mkdir { path } => v.mkdir(PATHS[path], 0o755),
         Op::Rmdir { path } => v.rmdir(PATHS[path]),
+        Op::Chmod { path, mode } => v.chmod(PATHS[path], mode),
+        Op::Symlink { path } => v.symlink(PATHS[path], LINK_TARGET),
         Op::Remount => Ok(()),
     };
     result.map_err(|e| e.errno)
