@@ -387,3 +387,25 @@ fn follow_replaces_our_published_directory_with_their_file() {
     ];
     check(&steps).unwrap();
 }
+
+/// Their file where our empty directory needs a directory: a conflict, not a rebase that fails with EISDIR (the
+/// stage's merge missed it; `rebase::tests` keeps the unit case).
+#[test]
+fn their_file_above_our_empty_directory_is_a_conflict() {
+    let steps = [
+        Step::Elsewhere {
+            path: 3,
+            bytes: Some(0),
+        },
+        Step::Local(Op::Mkdir { path: 3 }),
+        Step::Local(Op::Rename { from: 2, to: 1 }),
+        Step::Sync,
+        Step::Elsewhere {
+            path: 1,
+            bytes: Some(0),
+        },
+        Step::Sync,
+        Step::Follow,
+    ];
+    check(&steps).unwrap();
+}
