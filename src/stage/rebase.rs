@@ -20,7 +20,7 @@ use std::io;
 use std::path::PathBuf;
 
 use super::base::{self, walk_base};
-use super::error::{StageError, io_error};
+use super::error::{RebaseError, StageError, io_error};
 use super::journal::Record;
 use super::manifest::{self, ManifestFile};
 use super::overlay::{Content, Node, Tree};
@@ -134,22 +134,6 @@ fn hashes_of(root: Option<&PathBuf>) -> io::Result<Hashes> {
         .into_iter()
         .map(|f| (f.path, f.sha256))
         .collect())
-}
-
-/// A rebase that stopped: why, and whether trying again later may succeed (the tree changed meanwhile).
-#[derive(Debug)]
-pub struct RebaseError {
-    pub error: StageError,
-    pub retryable: bool,
-}
-
-impl From<StageError> for RebaseError {
-    fn from(error: StageError) -> Self {
-        RebaseError {
-            error,
-            retryable: false,
-        }
-    }
 }
 
 impl VolumeStage {
