@@ -116,6 +116,17 @@ pub enum Rebased {
     Conflicts(Vec<String>),
 }
 
+/// A rebase worked out, for `VolumeStage::install`: the tree as of `generation` becomes `target`, over the new
+/// head's tree, with the journal rewritten as `records` ("new base + the changes over it").
+struct RebasePlan {
+    generation: u64,
+    head: Option<String>,
+    head_root: Option<PathBuf>,
+    their_tree: Tree,
+    target: Tree,
+    records: Vec<Record>,
+}
+
 /// A version's files hashed, from its extracted tree (none for no version or a version without files).
 fn hashes_of(root: Option<&PathBuf>) -> io::Result<Hashes> {
     let Some(root) = root else {
@@ -256,7 +267,14 @@ impl VolumeStage {
             version: head.map(String::from),
         }];
         records.extend(records_between(&their_tree, &target));
-        self.install(generation, head, head_root, their_tree, target, &records)?;
+        self.install(RebasePlan {
+            generation,
+            head: head.map(String::from),
+            head_root,
+            their_tree,
+            target,
+            records,
+        })?;
         {
             let mut st = self.lock();
             if st.base_version.as_deref() == head {
@@ -408,17 +426,18 @@ impl VolumeStage {
         Ok(())
     }
 
-    /// Makes the rebased tree the volume's tree, and the new head its base, if nothing changed since
-    /// `generation`: the journal is rewritten first, so the tree never runs ahead of the disk.
-    fn install(
-        &self,
-        generation: u64,
-        head: Option<&str>,
-        head_root: Option<PathBuf>,
-        their_tree: Tree,
-        target: Tree,
-        records: &[Record],
-    ) -> Result<(), RebaseError> {
+    /// Makes the rebased tree of `plan` the volume's tree, and the new head its base, if nothing changed since
+    /// the plan's generation: the journal is rewritten first, so the tree never runs ahead of the disk.
+    fn install(&self, plan: RebasePlan) -> Result<(), RebaseError> {
+        let RebasePlan {
+            generation,
+            head,
+            head_root,
+            their_tree,
+            target,
+            records,
+        } = plan;
+        let head = head.as_deref();
         let mut st = self.lock();
         if st.generation != generation || st.writers > 0 {
             return Err(self.changed_meanwhile());
@@ -434,7 +453,7 @@ impl VolumeStage {
             .into());
         }
         let rewritten = match st.journal.as_mut() {
-            Some(journal) => journal.rewrite(&self.layout.journal(), records),
+            Some(journal) => journal.rewrite(&self.layout.journal(), &records),
             None => Err(io::Error::other("the journal is not open")),
         };
         if let Err(e) = rewritten {
