@@ -61,7 +61,8 @@ use std::sync::Arc;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::api::{ApiError, Download};
+use crate::api::models::StorageKind;
+use crate::api::{ApiError, Download, Vm0Api};
 pub use adopt::Adoption;
 pub use error::CacheError;
 use error::Failure;
@@ -128,6 +129,18 @@ pub struct CacheStatus {
 
 /// Starts a download of an archive; called again for each retry.
 pub type DownloadSource = dyn Fn() -> Result<Download, ApiError> + Send + Sync;
+
+/// The download of `version` of storage `storage_id`: the one way a version's archive is fetched, for the
+/// read-only trees and the write path alike.
+pub fn version_source(
+    api: Arc<dyn Vm0Api>,
+    kind: StorageKind,
+    storage_id: &str,
+    version: &str,
+) -> Arc<DownloadSource> {
+    let (storage_id, version) = (storage_id.to_string(), version.to_string());
+    Arc::new(move || api.download(kind, &storage_id, Some(&version)))
+}
 
 /// Where an entry of an archive can be read, from `ArchiveCache::entry`.
 #[derive(Debug, Clone, PartialEq, Eq)]

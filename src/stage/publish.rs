@@ -25,7 +25,7 @@
 use super::error::PublishError;
 use super::manifest::LocalOnly;
 use super::manifest::{self, ManifestFile};
-use super::rebase::{RebaseError, Rebased};
+use super::rebase::Rebased;
 use super::status::{Mode, Phase, ShapeNote, WAITING, short};
 use super::upload::{self, Protocol};
 use super::volume::{Snapshot, VolumeStage};
@@ -351,12 +351,7 @@ fn rebase_onto(
             retryable: false,
             step: CONFLICT,
         }),
-        Err(RebaseError { error, retryable }) => Err(PublishError {
-            errno: error.errno,
-            message: error.message,
-            retryable,
-            step: "rebase",
-        }),
+        Err(e) => Err(e.into()),
     }
 }
 
