@@ -150,9 +150,11 @@ fn random_op(r: &mut Seeded) -> Op {
         },
         7 | 8 => Op::Mkdir { path: p },
         9 => Op::Rmdir { path: p },
+        // Modes a version gives back as they were to files and directories alike: a directory always comes back
+        // with its owner's `rwx`, as the README says (a directory made 0644 comes back 0744).
         10 => Op::Chmod {
             path: p,
-            mode: [0o755, 0o700, 0o644][r.below(3)],
+            mode: [0o755, 0o700, 0o750][r.below(3)],
         },
         _ => Op::Symlink { path: p },
     }
@@ -183,14 +185,30 @@ fn apply(root: &Path, op: Op, fill: u8) -> Result<(), i32> {
     result.map_err(|e| e.raw_os_error().unwrap_or(-1))
 }
 
-/// Makes `root` hold `tree` (files 0644 and directories 0755, as a version shows them).
-fn reset(root: &Path, tree: &BTreeMap<String, Vec<u8>>) {
+/// Makes `root` hold `tree`, a version as a pinned view shows it, as the head shows it: its files, directories
+/// and symlinks with their modes, the owner's write bit added (a pinned view is read-only; the head is not). A
+/// version on `/v1` holds files only; on the push flow it holds the rest too.
+fn reset(root: &Path, tree: &Tree) {
     std::fs::remove_dir_all(root).unwrap();
     std::fs::create_dir(root).unwrap();
-    for (path, bytes) in tree {
+    for (path, entry) in tree {
         let at = root.join(path);
         std::fs::create_dir_all(at.parent().unwrap()).unwrap();
-        std::fs::write(at, bytes).unwrap();
+        match entry {
+            Entry::Dir(_) => std::fs::create_dir_all(&at).unwrap(),
+            Entry::File(bytes, mode) => {
+                std::fs::write(&at, bytes).unwrap();
+                std::fs::set_permissions(&at, PermissionsExt::from_mode(*mode | 0o200)).unwrap();
+            }
+            Entry::Link(target) => std::os::unix::fs::symlink(target, &at).unwrap(),
+        }
+    }
+    // Directory modes last: a directory without write permission takes no new entries.
+    for (path, entry) in tree.iter().rev() {
+        if let Entry::Dir(mode) = entry {
+            std::fs::set_permissions(root.join(path), PermissionsExt::from_mode(*mode | 0o200))
+                .unwrap();
+        }
     }
 }
 
@@ -256,13 +274,7 @@ fn a_seeded_sequence_keeps_the_view_the_head_plus_what_is_staged(protocol: Proto
                     &root,
                     &ours(&snapshot(
                         &observer.path(&format!("volumes/model@{}", &server[..8])),
-                    ))
-                    .into_iter()
-                    .filter_map(|(p, e)| match e {
-                        Entry::File(b, _) => Some((p, b)),
-                        _ => None,
-                    })
-                    .collect(),
+                    )),
                 );
             }
             _ => {

@@ -31,6 +31,12 @@ impl VolumeStage {
         if st.writers > 0 || st.journal.is_none() || st.tree.files().next().is_none() {
             return;
         }
+        // The version is the base already (the content did not change: on the push flow, a change of modes,
+        // links or times alone): its tree is cached as the server gave it, and the journal already makes ours
+        // over it. Adopting would journal our tree over a files-only version instead, which the cached tree is not.
+        if st.base_version.as_deref() == Some(version) {
+            return;
+        }
         if *self.shape.lock().unwrap_or_else(|e| e.into_inner()) == ShapeNote::Published
             && !LocalOnly::of(&st.tree).is_empty()
         {

@@ -292,9 +292,11 @@ impl Stage {
         has_journal.then_some(volume)
     }
 
-    /// The stage of a volume already opened by name.
+    /// The stage of a volume already opened by name, unless it was discarded or retired after a publish (then
+    /// the volume's next use by name makes a fresh one: a write must never reach a stage that is no more).
     pub fn loaded(&self, storage_id: &str) -> Option<Arc<VolumeStage>> {
-        self.lock_volumes().get(storage_id).cloned()
+        let volume = self.lock_volumes().get(storage_id).cloned()?;
+        (!volume.discarded()).then_some(volume)
     }
 
     /// Publishes a volume now and waits: the new version's id, or why not.

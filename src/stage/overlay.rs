@@ -117,12 +117,15 @@ impl Tree {
         let mut tree = Tree::default();
         for (path, node) in entries {
             let mut dir = parent_of(&path);
+            let mut missing = Vec::new();
             while !dir.is_empty() && !tree.nodes.contains_key(dir) {
-                tree.nodes
-                    .insert(dir.to_string(), Node::Dir { mode: 0o755 });
+                missing.push(dir.to_string());
                 dir = parent_of(dir);
             }
-            tree.nodes.insert(path, node);
+            for dir in missing {
+                tree.insert(dir, Node::Dir { mode: 0o755 });
+            }
+            tree.insert(path, node);
         }
         tree
     }
@@ -609,5 +612,30 @@ mod tests {
         check(&t);
         assert_eq!(t.subdirs("x/b"), 0);
         assert_eq!(t.subdirs(""), 1);
+    }
+
+    /// A base version's tree (its directories listed, or implied by the paths under them) counts its
+    /// subdirectories as one built by `mkdir` does: a rebase compares the two trees whole.
+    #[test]
+    fn a_base_tree_counts_its_subdirectories() {
+        let dir = || Node::Dir { mode: 0o755 };
+        let base = Tree::from_base([
+            ("d".to_string(), dir()),
+            ("d/e/f".to_string(), dir()),
+            (
+                "g/h".to_string(),
+                Node::Symlink {
+                    target: "../d".into(),
+                },
+            ),
+        ]);
+        let mut built = Tree::default();
+        for path in ["d", "d/e", "d/e/f", "g"] {
+            built.mkdir(path, 0o755).unwrap();
+        }
+        built.symlink("g/h", "../d").unwrap();
+        assert_eq!(base.subdirs(""), 2);
+        assert_eq!(base.subdirs("d/e"), 1);
+        assert_eq!(base, built);
     }
 }
