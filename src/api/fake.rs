@@ -9,6 +9,7 @@
 //! crates' tests with the `fake` feature (off by default).
 
 mod server;
+use crate::sync::Locked;
 pub use server::{Files, Publishing};
 
 use std::collections::HashMap;
@@ -133,10 +134,7 @@ impl FakeApi {
     }
 
     fn volumes(&self) -> Vec<Storage> {
-        self.volumes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.volumes.locked().clone()
     }
 }
 
@@ -252,10 +250,7 @@ impl Vm0Api for FakeApi {
         ))
     }
     fn get_run(&self, id: &str) -> Result<RunDetail, ApiError> {
-        self.run_gets
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(id.to_string());
+        self.run_gets.locked().push(id.to_string());
         self.runs
             .iter()
             .find(|r| r.id == id)
@@ -433,28 +428,25 @@ impl FailingApi {
 
     /// Makes the `nth` call (counting from 1, calls already made included) of `method` fail with `error`.
     pub fn fail(self, method: Method, nth: usize, error: ApiError) -> Self {
-        self.planned
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Planned { method, nth, error });
+        self.planned.locked().push(Planned { method, nth, error });
         self
     }
 
     /// How many times `method` was called so far.
     pub fn calls(&self, method: Method) -> usize {
-        let calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        let calls = self.calls.locked();
         calls.get(&method).copied().unwrap_or(0)
     }
 
     /// Counts a call of `method` and gives the planned error for it, if any.
     fn call(&self, method: Method) -> Result<(), ApiError> {
         let nth = {
-            let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+            let mut calls = self.calls.locked();
             let count = calls.entry(method).or_insert(0);
             *count += 1;
             *count
         };
-        let planned = self.planned.lock().unwrap_or_else(|e| e.into_inner());
+        let planned = self.planned.locked();
         match planned.iter().find(|p| p.method == method && p.nth == nth) {
             Some(p) => Err(p.error.clone()),
             None => Ok(()),

@@ -53,6 +53,7 @@ mod progress;
 #[cfg(test)]
 mod tests;
 
+use crate::sync::Locked;
 use std::collections::HashSet;
 use std::fs::File;
 use std::io;
@@ -628,7 +629,7 @@ impl ArchiveCache {
     }
 
     fn lock_unsynced(&self) -> MutexGuard<'_, Vec<(String, Instant)>> {
-        self.unsynced.lock().unwrap_or_else(|e| e.into_inner())
+        self.unsynced.locked()
     }
 
     /// Makes a sealed staging directory the entry for its version, then evicts down to the budget.
@@ -689,11 +690,11 @@ impl ArchiveCache {
     }
 
     fn lock_index(&self) -> MutexGuard<'_, Index> {
-        self.index.lock().unwrap_or_else(|e| e.into_inner())
+        self.index.locked()
     }
 
     fn lock_failed(&self) -> MutexGuard<'_, HashSet<String>> {
-        self.failed.lock().unwrap_or_else(|e| e.into_inner())
+        self.failed.locked()
     }
 }
 

@@ -14,6 +14,7 @@
 //! serialize prefetches, because the kernel holds the file's inode lock across each `write(2)`, while listings of
 //! different directories run in parallel.
 
+use crate::sync::Locked;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::sync::{Arc, Mutex};
@@ -161,10 +162,7 @@ impl Vm0Fs {
                 Ok(said) => format!("{said}\n"),
                 Err(e) => format!("error: {}\n", e.message),
             };
-            outcome
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .extend_from_slice(shown.as_bytes());
+            outcome.locked().extend_from_slice(shown.as_bytes());
             result?;
         }
         Ok(())

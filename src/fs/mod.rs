@@ -32,6 +32,7 @@ mod volumes;
 mod waiting;
 mod writes;
 
+use crate::sync::Locked;
 use std::ffi::OsStr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
@@ -314,10 +315,7 @@ impl Vm0Fs {
     /// act on each write at once.
     pub fn write(&self, fh: u64, offset: u64, data: &[u8], pid: u32) -> Result<u32> {
         match self.handles.get(fh)? {
-            Handle::NewRun(write) => write
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .write(offset, data, pid),
+            Handle::NewRun(write) => write.locked().write(offset, data, pid),
             Handle::Ctl(run_id) => self.write_ctl(&run_id, data),
             Handle::Pins => {
                 self.control_command(data)?;

@@ -12,6 +12,7 @@
 //! found, as a file of a published head does), and goes without passthrough when it writes, since its bytes must
 //! reach its own file.
 
+use crate::sync::Locked;
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
@@ -58,7 +59,7 @@ impl Backings {
     /// id (registering one for a first open) or without passthrough.
     pub fn attach(&self, fh: u64, ino: u64, backing: &BackingFile<'_>, reply: impl OpenReply) {
         let identity = backing.file.metadata().map(|m| (m.dev(), m.ino())).ok();
-        let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        let mut table = self.table.locked();
         let Table { by_inode, handles } = &mut *table;
         if let Some(backed) = by_inode.get_mut(&ino) {
             if backing.writes && identity != Some(backed.file) {
@@ -91,7 +92,7 @@ impl Backings {
 
     /// Handle `fh` was released: its inode's backing id is given back with the last handle that uses it.
     pub fn detach(&self, fh: u64) {
-        let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        let mut table = self.table.locked();
         let Some(ino) = table.handles.remove(&fh) else {
             return;
         };

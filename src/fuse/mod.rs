@@ -17,32 +17,32 @@
 //! FLUSH at close; and the mount takes the clearing of set-id bits on itself (FUSE_HANDLE_KILLPRIV_V2, see
 //! `init`), which spares the kernel's privilege check (a GETXATTR) before each write.
 
+mod adapter;
 mod backing;
 mod counters;
 mod fusermount;
 mod opening;
 mod pool;
+mod session;
+
+pub use adapter::FuseAdapter;
+use adapter::{errno, file_attr, file_type, named_span, reply_xattr, request_span};
+pub use session::{KernelInvalidator, MountConfig, mount};
 
 use std::ffi::OsStr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use fuser::{
-    AccessFlags, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, InitFlags, KernelConfig, LockOwner, MountOption, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl,
-    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, Session, SessionACL,
-    TimeOrNow, WriteFlags,
+    AccessFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use tracing::{Level, Span};
-
-use crate::fs::{Attr, Error, FileKind, Vm0Fs};
-use backing::Backings;
-use counters::{Counters, Op};
+use crate::fs::Vm0Fs;
+use counters::Op;
 use opening::{CreateAnswer, OpenAnswer, answer_open};
-use pool::WorkerPool;
 
 /// The most requests served at once: well above the kernel's `max_background` so that slow API calls never
 /// starve cached reads, yet bounded so that a storm of requests cannot exhaust threads.
@@ -57,242 +57,6 @@ const STATFS_BLOCK: u32 = 4096;
 /// The `st_blksize` of directories: glibc sizes the buffer of `readdir` from it (up to 1 MiB), and the kernel
 /// (6.16+) sizes each READDIRPLUS to that buffer, so one request lists about 4,000 names instead of about 100.
 const DIR_BLOCK_SIZE: u32 = 1024 * 1024;
-
-/// How the mount is made (the flags of `vm0fs mount`).
-pub struct MountConfig {
-    /// Let other users see the mount (`--allow-other`); otherwise only its owner and root can.
-    pub allow_other: bool,
-    /// Ask `fusermount3` to unmount when the process dies, even by `kill -9`.
-    pub auto_unmount: bool,
-    /// Mount read-only (`--read-only`): the kernel refuses every write, runs/new and ctl included, with EROFS.
-    pub read_only: bool,
-    /// Programs in the mount cannot be run (`--noexec`).
-    pub noexec: bool,
-}
-
-/// Mounts `fs` at `mountpoint`; the mount is live when this returns (fuser completes INIT before its session exists).
-pub fn mount(
-    fs: Arc<Vm0Fs>,
-    mountpoint: &Path,
-    config: &MountConfig,
-) -> std::io::Result<Session<FuseAdapter>> {
-    let mut options = vec![
-        MountOption::FSName("vm0fs".into()),
-        MountOption::Subtype("vm0fs".into()),
-        MountOption::DefaultPermissions,
-        MountOption::NoAtime,
-        MountOption::NoDev,
-        MountOption::NoSuid,
-    ];
-    if config.read_only {
-        options.push(MountOption::RO);
-    }
-    if config.noexec {
-        options.push(MountOption::NoExec);
-    }
-    let mut fuse_config = Config::default();
-    // `Owner`: the kernel lets only the owner (and fuser checks the uid too); `All` with `--allow-other`.
-    fuse_config.acl = if config.allow_other {
-        SessionACL::All
-    } else {
-        SessionACL::Owner
-    };
-    fuse_config.n_threads = Some(2);
-    let counters = Arc::new(Counters::default());
-    let adapter = FuseAdapter {
-        fs: fs.clone(),
-        pool: WorkerPool::new(MAX_WORKERS),
-        counters: counters.clone(),
-        passthrough: false,
-        backings: Arc::default(),
-    };
-    let session = if config.auto_unmount {
-        // Auto-unmount goes through our own `fusermount3` call (see `fusermount`), which needs no allow_other.
-        let mut helper_options: Vec<String> = options.iter().map(option_text).collect();
-        if config.allow_other {
-            helper_options.push("allow_other".into());
-        }
-        let fd = fusermount::mount(mountpoint, &helper_options, !config.allow_other)?;
-        let acl = fuse_config.acl;
-        Session::from_fd(adapter, fd, acl, fuse_config)?
-    } else {
-        fuse_config.mount_options = options;
-        Session::new(adapter, mountpoint, &fuse_config)?
-    };
-    // Only the adapter that serves gets shown: a failed attempt (no `fusermount3`, then a plain mount) must not
-    // leave its never-counting counters in the core's place.
-    fs.set_request_counts(counters);
-    Ok(session)
-}
-
-/// A mount option as `fusermount3 -o` takes it.
-fn option_text(option: &MountOption) -> String {
-    match option {
-        MountOption::FSName(name) => format!("fsname={name}"),
-        MountOption::Subtype(subtype) => format!("subtype={subtype}"),
-        MountOption::DefaultPermissions => "default_permissions".into(),
-        MountOption::NoAtime => "noatime".into(),
-        MountOption::NoDev => "nodev".into(),
-        MountOption::NoSuid => "nosuid".into(),
-        MountOption::RO => "ro".into(),
-        other => format!("{other:?}").to_lowercase(),
-    }
-}
-
-/// The core's way to tell the kernel that cached attributes are stale: fuser's `Notifier`.
-pub struct KernelInvalidator(pub fuser::Notifier);
-
-impl crate::fs::Invalidator for KernelInvalidator {
-    fn attributes_changed(&self, ino: u64) {
-        // Attributes only (len 0): invalidating the pages of an open file can deadlock in the kernel, and live
-        // files are read with direct I/O anyway.
-        if let Err(e) = self.0.inval_inode(INodeNo(ino), 0, 0) {
-            tracing::debug!("invalidating inode {ino}: {e}");
-        }
-    }
-}
-
-pub struct FuseAdapter {
-    fs: Arc<Vm0Fs>,
-    pool: WorkerPool,
-    /// Requests served, by opcode and by where they were answered (`.vm0fs/status`).
-    counters: Arc<Counters>,
-    /// The kernel accepted FUSE passthrough: cached archive files and staged volume files are read (and the
-    /// staged ones written) by the kernel itself, with no request reaching us (kernel 6.9+, and CAP_SYS_ADMIN for
-    /// the backing ioctl). See `backing`.
-    passthrough: bool,
-    /// The kernel's backing file of each inode open in passthrough (`backing`).
-    backings: Arc<Backings>,
-}
-
-impl FuseAdapter {
-    /// Runs `job` (a request of opcode `op`) on a worker with the core, inside the request's span and on behalf of
-    /// the request's caller (so that a wait inside can see the caller give up, see `caller`), timing it until it
-    /// has replied.
-    fn spawn(
-        &self,
-        req: &Request,
-        span: Span,
-        op: Op,
-        job: impl FnOnce(&Arc<Vm0Fs>) + Send + 'static,
-    ) {
-        let timing = self.counters.start(op).pooled();
-        let fs = self.fs.clone();
-        let pid = req.pid();
-        self.pool.run(move || {
-            let _entered = span.enter();
-            crate::caller::serve(pid, || job(&fs));
-            drop(timing);
-        });
-    }
-
-    /// Answers a request of opcode `op` with what `call` returns, passed to `send` with the reply: on this thread
-    /// when `call` needs nothing that can wait (memory, the cache on disk), else on a worker (see `fs::waiting`).
-    fn answer<T, R: Send + 'static>(
-        &self,
-        req: &Request,
-        span: Span,
-        op: Op,
-        reply: R,
-        call: impl Fn(&Arc<Vm0Fs>) -> crate::fs::Result<T> + Send + 'static,
-        send: impl FnOnce(R, crate::fs::Result<T>) + Send + 'static,
-    ) {
-        let timing = self.counters.start(op);
-        let inline = {
-            let _entered = span.enter();
-            self.fs.without_waiting(|_| call(&self.fs))
-        };
-        match inline {
-            Some(result) => {
-                let _entered = span.enter();
-                send(reply, result)
-            }
-            None => {
-                let timing = timing.pooled();
-                let fs = self.fs.clone();
-                let pid = req.pid();
-                self.pool.run(move || {
-                    let _entered = span.enter();
-                    crate::caller::serve(pid, || send(reply, call(&fs)));
-                    drop(timing);
-                });
-            }
-        }
-    }
-}
-
-/// The span of one request, created when it arrives and entered by the worker that runs it, so that every log line
-/// of the request, in any layer, says which request, inode and process it belongs to.
-fn request_span(op: &'static str, req: &Request, ino: INodeNo) -> Span {
-    tracing::info_span!(
-        "req",
-        id = req.unique().0,
-        op,
-        ino = ino.0,
-        pid = req.pid(),
-        name = tracing::field::Empty
-    )
-}
-
-/// `request_span` of a request about a name in the directory `parent`.
-fn named_span(op: &'static str, req: &Request, parent: INodeNo, name: &OsStr) -> Span {
-    let span = request_span(op, req, parent);
-    span.record("name", tracing::field::debug(name));
-    span
-}
-
-/// Logs a failed request at the level the core chose, with its chain of causes, and gives its errno.
-fn errno(op: &str, error: &Error) -> Errno {
-    let chain = error.chain();
-    match error.level {
-        Level::ERROR => tracing::error!("{op}: {chain}"),
-        Level::WARN => tracing::warn!("{op}: {chain}"),
-        Level::INFO => tracing::info!("{op}: {chain}"),
-        _ => tracing::debug!("{op}: {chain}"),
-    }
-    Errno::from_i32(error.errno)
-}
-
-fn file_attr(attr: &Attr) -> FileAttr {
-    FileAttr {
-        ino: INodeNo(attr.ino),
-        size: attr.size,
-        blocks: attr.size.div_ceil(512),
-        atime: attr.atime,
-        mtime: attr.mtime,
-        ctime: attr.ctime,
-        crtime: attr.mtime,
-        kind: file_type(attr.kind),
-        perm: attr.perm,
-        nlink: attr.nlink,
-        uid: attr.uid,
-        gid: attr.gid,
-        rdev: 0,
-        blksize: match attr.kind {
-            FileKind::Directory => DIR_BLOCK_SIZE,
-            _ => BLOCK_SIZE,
-        },
-        flags: 0,
-    }
-}
-
-fn file_type(kind: FileKind) -> FileType {
-    match kind {
-        FileKind::Directory => FileType::Directory,
-        FileKind::File => FileType::RegularFile,
-        FileKind::Symlink => FileType::Symlink,
-    }
-}
-
-fn reply_xattr(reply: ReplyXattr, value: &[u8], size: u32) {
-    if size == 0 {
-        reply.size(value.len() as u32);
-    } else if value.len() > size as usize {
-        reply.error(Errno::ERANGE);
-    } else {
-        reply.data(value);
-    }
-}
 
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {

@@ -1,6 +1,7 @@
 //! A published tree becomes its version's cached archive: nothing is downloaded again, and the stage starts over
 //! from the version with only what a version cannot hold left journaled over it.
 
+use crate::sync::Locked;
 use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
@@ -37,9 +38,7 @@ impl VolumeStage {
         if st.base_version.as_deref() == Some(version) {
             return;
         }
-        if *self.shape.lock().unwrap_or_else(|e| e.into_inner()) == ShapeNote::Published
-            && !LocalOnly::of(&st.tree).is_empty()
-        {
+        if *self.shape.locked() == ShapeNote::Published && !LocalOnly::of(&st.tree).is_empty() {
             self.retire_for_the_pushed_archive(st, version);
             return;
         }

@@ -12,6 +12,7 @@
 //! for a commit that started after their change and return with it. The number of commits is shown in
 //! `vm0fs status` (`journal_flushes`).
 
+use crate::sync::Locked;
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -81,7 +82,7 @@ impl Committer {
     }
 
     fn commit_up_to(&self, target: u64) -> io::Result<()> {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = self.state.locked();
         loop {
             if st.durable >= target {
                 return Ok(());
@@ -99,7 +100,7 @@ impl Committer {
             let covers = self.changes.load(Ordering::Acquire);
             drop(st);
             let synced = self.syncfs();
-            st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            st = self.state.locked();
             st.leader = false;
             self.commits.fetch_add(1, Ordering::Relaxed);
             match synced {

@@ -48,6 +48,7 @@ mod upload;
 mod volume;
 mod writer;
 
+use crate::sync::Locked;
 use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
@@ -139,7 +140,7 @@ impl Stage {
     }
 
     fn lock_volumes(&self) -> MutexGuard<'_, HashMap<String, Arc<VolumeStage>>> {
-        self.volumes.lock().unwrap_or_else(|e| e.into_inner())
+        self.volumes.locked()
     }
 
     /// Loads a volume from its journal (after a crash or an unmount with changes left).

@@ -5,6 +5,7 @@
 //! and a discard `discard`, each an `impl VolumeStage` of its own file. Every change is journaled and fsynced
 //! before it returns, then told to the publisher (`changed`), so the filesystem never has to.
 
+use crate::sync::Locked;
 use std::fs::OpenOptions;
 use std::io;
 use std::path::PathBuf;
@@ -109,7 +110,7 @@ pub(super) fn key(path: &str) -> &str {
 
 impl VolumeStage {
     pub(super) fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.locked()
     }
 
     pub fn storage_id(&self) -> &str {
@@ -150,7 +151,7 @@ impl VolumeStage {
             return;
         };
         {
-            let mut asked = self.following.lock().unwrap_or_else(|e| e.into_inner());
+            let mut asked = self.following.locked();
             if asked.as_deref() == Some(head) {
                 return;
             }
@@ -163,7 +164,7 @@ impl VolumeStage {
 
     /// A rebase onto a listed head failed in a way that may pass: the next listing asks again.
     pub(super) fn follow_failed(&self) {
-        *self.following.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *self.following.locked() = None;
     }
 
     /// Whether anything is staged (the volume has a journal).
@@ -507,15 +508,15 @@ impl VolumeStage {
     }
 
     pub(super) fn set_shape_note(&self, note: ShapeNote) {
-        *self.shape.lock().unwrap_or_else(|e| e.into_inner()) = note;
+        *self.shape.locked() = note;
     }
 
     pub(super) fn set_phase(&self, phase: Phase) {
-        *self.phase.lock().unwrap_or_else(|e| e.into_inner()) = phase;
+        *self.phase.locked() = phase;
     }
 
     pub fn phase(&self) -> Phase {
-        self.phase.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.phase.locked().clone()
     }
 
     /// What the publisher uploads: every file and where its bytes are, with the generation and head they are of,
@@ -591,7 +592,7 @@ impl VolumeStage {
             (Phase::Clean, _) => line.push_str("staged (not published yet)"),
             (p, _) => line.push_str(&p.to_string()),
         }
-        match *self.shape.lock().unwrap_or_else(|e| e.into_inner()) {
+        match *self.shape.locked() {
             ShapeNote::Local if !local.is_empty() => line.push_str(&format!("; {local}")),
             ShapeNote::Waiting => line.push_str(&format!("; {WAITING}")),
             _ => {}

@@ -7,6 +7,7 @@
 //! publisher must survive are switches: a commit that goes through while its reply is lost, a head that moves
 //! while an upload is under way. The heads themselves live in `FakeApi::volumes`, as the listings show them.
 
+use crate::sync::Locked;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -43,7 +44,7 @@ pub struct Publishing {
 }
 
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    m.locked()
 }
 
 /// The version id of `files` in storage `storage_id`, as the server computes it (CONTRACT.md 6.1).

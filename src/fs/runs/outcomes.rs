@@ -25,6 +25,7 @@
 //! that wrote (opened read-write) starts the run at that read and answers its id. An outcome is kept until the
 //! mount ends or `KEPT` newer ones push it out.
 
+use crate::sync::Locked;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
@@ -124,7 +125,7 @@ impl Outcomes {
 
     /// Keeps what `writer`'s write to `runs/new/<agent>` came to (a run id, an error, or nothing).
     pub fn record(&self, agent: &str, writer: Caller, shown: Vec<u8>) {
-        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let mut kept = self.kept.locked();
         if kept.len() >= KEPT {
             kept.pop_front();
         }
@@ -139,7 +140,7 @@ impl Outcomes {
     /// `None` when neither wrote.
     pub fn for_reader(&self, agent: &str, reader: Option<Caller>) -> Option<Vec<u8>> {
         let reader = reader.as_ref()?;
-        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let kept = self.kept.locked();
         let relations: [&dyn Fn(&Caller) -> bool; 6] = [
             &|w| w.thread == reader.thread && w.process == reader.process,
             &|w| w.process == reader.process,
