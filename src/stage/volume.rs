@@ -19,7 +19,7 @@ use super::layout::VolumeLayout;
 use super::manifest::{Frozen, LocalOnly, ManifestFile};
 use super::overlay::{Content, Node};
 use super::records::touch_record;
-use super::shape::tree_entries;
+use super::shape::{Shown, tree_entries};
 use super::space::Space;
 use super::state::State;
 use super::status::{Phase, ShapeNote, WAITING};
@@ -540,7 +540,14 @@ impl VolumeStage {
             base: st.head.clone(),
             files,
             local: LocalOnly::of(&st.tree),
-            tree: tree_entries(self, &st),
+            tree: tree_entries(&st, &self.layout, |path, node| {
+                let attr = self.attr(&st, path, node);
+                Shown {
+                    size: attr.size,
+                    mode: attr.mode,
+                    mtime: attr.mtime,
+                }
+            }),
         }
     }
 
