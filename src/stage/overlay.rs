@@ -86,29 +86,16 @@ fn is_inside(path: &str, dir: &str) -> bool {
 impl Tree {
     /// A tree of `files` (relative path, mode), with the directories they need (mode 0755).
     pub fn from_files(files: impl IntoIterator<Item = (String, u32)>) -> Tree {
-        let mut tree = Tree::default();
-        for (path, mode) in files {
-            let mut dir = parent_of(&path);
-            let mut missing = Vec::new();
-            while !dir.is_empty() && !tree.nodes.contains_key(dir) {
-                missing.push(dir.to_string());
-                dir = parent_of(dir);
-            }
-            for dir in missing {
-                tree.insert(dir, Node::Dir { mode: 0o755 });
-            }
+        Tree::from_base(files.into_iter().map(|(path, mode)| {
             let content = Content::Base(path.clone());
             let mtime = None;
-            tree.insert(
-                path,
-                Node::File {
-                    content,
-                    mode,
-                    mtime,
-                },
-            );
-        }
-        tree
+            let file = Node::File {
+                content,
+                mode,
+                mtime,
+            };
+            (path, file)
+        }))
     }
 
     /// The tree of a base version: its entries (files read from the version, directories, symlinks), each
