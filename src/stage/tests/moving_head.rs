@@ -240,6 +240,16 @@ fn check(steps: &[Step]) -> Result<(), TestCaseError> {
                 let expected = on_disk(root, op, i as u8);
                 let got = on_stage(&m.volume, op, i as u8);
                 prop_assert_eq!(got, expected, "step {}: {:?}", i, s);
+                // Whatever the step's outcome (errors included), its writer's slot and every byte it reserved
+                // came back: no writer is counted, and the budget holds exactly the bytes staged on disk.
+                prop_assert!(!m.volume.writing(), "step {}: a writer's slot was kept", i);
+                let staged = m.volume.lock().staged_bytes(&m.volume.layout);
+                prop_assert_eq!(
+                    m.volume.space.used(),
+                    staged,
+                    "step {}: the budget drifted",
+                    i
+                );
             }
             Step::Elsewhere { path, bytes } => {
                 let content = bytes.map(|b| vec![b; 3]);
