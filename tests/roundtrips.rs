@@ -10,6 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::emulator::Emulator;
+use common::kernel_caches::KernelCaches;
 use common::mount::{Mount, ok, q, sh};
 use serde_json::{Value, json};
 
@@ -47,6 +48,7 @@ fn tree_artifact(emulator: &Emulator, dirs: usize, files: usize) -> tempfile::Te
 
 #[test]
 fn a_walk_of_a_cached_archive_costs_no_request_per_file() {
+    let _caches = KernelCaches::relied_on();
     let emulator = Emulator::start(&[]);
     let _src = tree_artifact(&emulator, 3, 400);
     // A long TTL, so that a slow walk on a loaded machine does not see the top-level names expire midway.
@@ -128,6 +130,7 @@ fn only_user_vm0_attributes_are_supported() {
 
 #[test]
 fn runs_listing_is_not_kept_by_the_kernel_while_listings_inside_a_version_are() {
+    let _caches = KernelCaches::relied_on();
     let emulator = Emulator::start(&["--seed", "demo"]);
     let mount = Mount::start(&emulator, &["--metadata-ttl", "1"]);
     let runs = mount.path("runs");
@@ -173,6 +176,7 @@ fn runs_listing_is_not_kept_by_the_kernel_while_listings_inside_a_version_are() 
 /// SETATTRs (times, owner, mode), RELEASE.
 #[test]
 fn tar_x_into_a_volume_sends_no_write_no_flush_and_no_privilege_check_per_write() {
+    let _caches = KernelCaches::relied_on();
     const FILES: usize = 300;
     let emulator = Emulator::start(&[]);
     let mount = Mount::start(&emulator, &["--commit-delay", "0"]);
