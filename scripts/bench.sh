@@ -6,8 +6,10 @@
 # Sizes (env):  BENCH_BIG_MB (512)  BENCH_SMALL_FILES (20000)  BENCH_SMALL_SIZE (26214 bytes)  BENCH_RUNS (10000)
 #               BENCH_REPEAT (5: cold copy, first byte)  BENCH_REPEAT_WARM (5: the other rows)  BENCH_LIVE_RUNS (2)
 #               BENCH_QUICK=1: a smoke run of about a minute (32 MB + 1000 small files, 1000 runs, one repetition)
-#               BENCH_ROWS="cold first warmread warmtree listing hol livelog memwalk peers volumes" to run only some
-#               rows (volumes: writing a volume, issue 14)
+#               BENCH_ROWS="cold first warmread warmtree listing hol livelog memwalk peers volumes writes" to run only
+#               some rows (volumes: writing a volume, issue 14; writes: small files, venv and staged memory, issue 23;
+#               volwarmread: only the volume warm read row of `volumes`)
+#               BENCH_STAGED_FILES (100000): files staged by `memory, staged`
 #               BENCH_MANY_FILES (200000): entries of the archive walked by `memory, walk`
 #               BENCH_PEERS=0 skips the peers (rclone, squashfuse, archivemount, ratarmount); BENCH_PEER_TIMEOUT (120 s)
 #               caps each peer measurement; BENCH_PEER_REPEAT (default: the vm0fs rows' repetitions)
@@ -24,7 +26,8 @@ else
   n_runs=${BENCH_RUNS:-10000}; repeat=${BENCH_REPEAT:-5}; repeat_warm=${BENCH_REPEAT_WARM:-5}
   live_runs=${BENCH_LIVE_RUNS:-2}
 fi
-rows=${BENCH_ROWS:-"cold first warmread warmtree listing hol livelog memwalk peers volumes"}
+rows=${BENCH_ROWS:-"cold first warmread warmtree listing hol livelog memwalk peers volumes writes"}
+staged_files=${BENCH_STAGED_FILES:-100000}
 peers_on=${BENCH_PEERS:-1}
 peer_timeout=${BENCH_PEER_TIMEOUT:-120}
 peer_repeat=${BENCH_PEER_REPEAT:-}   # repetitions of each peer measurement (default: those of the vm0fs rows)
@@ -91,6 +94,19 @@ install_peers() {
 }
 mkdir -p "$repo/target/bench"
 case " $rows " in *" peers "*) [ "$peers_on" = 1 ] && install_peers ;; esac
+# The writes rows compare with bindfs (a plain FUSE passthrough of a directory: the floor of any FUSE filesystem)
+# and, as a peer, rclone's write cache; both from Debian.
+write_missing=()
+if [[ " $rows " == *" writes "* ]]; then
+  for p in bindfs rclone; do command -v "$p" >/dev/null 2>&1 || write_missing+=("$p"); done
+  if [ ${#write_missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing ${write_missing[*]}"
+    apt-get update -qq >/dev/null 2>&1 || true
+    for p in "${write_missing[@]}"; do DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$p" >/dev/null 2>&1 || true; done
+  fi
+  write_missing=()
+  for p in bindfs rclone; do command -v "$p" >/dev/null 2>&1 || write_missing+=("$p"); done
+fi
 
 say "building (release)"
 cargo build --release --locked --workspace --bins >&2
@@ -717,6 +733,127 @@ row_volwarmread() {
   done
 }
 
+
+# ---------------------------------------------------------------------------------------------------------------
+# Writes at the disk's speed (issue 23). Every vm0fs side is a new mount (--commit-delay 0: nothing is published
+# while it is timed); its staged changes are discarded before it is unmounted, so that unmounting publishes nothing.
+wdir=$run/writes          # on the cache's disk, like the staging area
+wcache=$run/cache-writes
+small_tar=$run/small.tar
+
+ensure_small_tar() { # the bench's small files as one tar, read once so that every side reads it from the page cache
+  ensure_warm
+  [ -s "$small_tar" ] || tar -C "$tree_dir" -cf "$small_tar" small
+  cat "$small_tar" >/dev/null
+}
+untar() { tar -C "$1" -xf "$small_tar"; }
+discard_and_unmount() { # volume-path
+  "$bin/vm0fs" discard "$1" >/dev/null
+  unmount_vm0fs "$mnt"
+}
+hwm_mib() { awk '/VmHWM/{printf "%.2f", $2/1024}' "/proc/$1/status"; }
+fresh_dir() { rm -rf "$1"; mkdir -p "$1"; }
+
+# small files: tar x of the small files into a new volume, into bindfs over a directory of the cache's disk, into
+# that directory; the requests per file from the mount's counters; and rclone's write cache as the peer
+row_smallfiles() {
+  local i n_req hwm peak=0
+  ensure_small_tar
+  drop_bench_volumes
+  for ((i = 1; i <= repeat_warm; i++)); do
+    fresh_dir "$wdir/disk"; sync
+    timed untar "$wdir/disk"
+    sample "small files, vs the disk" baseline "$T"
+    say "small files $i/$repeat_warm: the directory ${T}s"
+    if [ ${#write_missing[@]} = 0 ]; then
+      fresh_dir "$wdir/bindfs-src"; sync
+      peer_mount bindfs bindfs -f --no-allow-other "$wdir/bindfs-src" "$pmnt"
+      timed untar "$pmnt"
+      peer_unmount
+      sample "small files, vs bindfs" baseline "$T"
+      say "small files $i/$repeat_warm: bindfs ${T}s"
+      if [ "$peers_on" = 1 ]; then
+        fresh_dir "$wdir/rclone-src"; fresh_dir "$wdir/rclone-cache"; sync
+        peer_mount rclone rclone mount "$wdir/rclone-src" "$pmnt" --vfs-cache-mode writes --cache-dir "$wdir/rclone-cache"
+        timed untar "$pmnt"
+        peer_unmount
+        sample "small files|rclone" peer "$T"
+        say "small files $i/$repeat_warm: rclone --vfs-cache-mode writes ${T}s"
+      fi
+    else
+      sample "small files, vs bindfs" na "not installed: ${write_missing[*]} (Debian packages)"
+    fi
+    rm -rf "$wcache"; sync
+    mount_vm0fs "$mnt" "$url" "$wcache" --commit-delay 0
+    mkdir "$mnt/volumes/bench-tar-$i"
+    cat "$mnt/.vm0fs/status" >"$run/status-before.json"
+    timed untar "$mnt/volumes/bench-tar-$i"
+    cat "$mnt/.vm0fs/status" >"$run/status-after.json"
+    sample "small files, vs bindfs" vm0fs "$T"
+    sample "small files, vs the disk" vm0fs "$T"
+    n_req=$("${py[@]}" per_file "$run/status-before.json" "$run/status-after.json" "$small_files")
+    sample "requests per file" vm0fs "$n_req"
+    mix=$("${py[@]}" mix "$run/status-before.json" "$run/status-after.json")
+    [ "$i" = 1 ] && echo "- requests of one tar x of the $small_files small files into a volume (new mount): $mix" >>"$requests_md"
+    hwm=$(hwm_mib "$vm0fs_pid")
+    say "small files $i/$repeat_warm: vm0fs ${T}s, $n_req requests per file, VmHWM ${hwm} MiB"
+    peak=$(awk -v a="$peak" -v b="$hwm" 'BEGIN{print (b > a) ? b : a}')
+    discard_and_unmount "$mnt/volumes/bench-tar-$i"
+    drop_volume "bench-tar-$i"
+  done
+  echo "$peak" >"$run/writes-peak"
+}
+
+# venv: python3 -m venv --copies into a new volume against the same on the cache's disk
+row_venv() {
+  local i hwm
+  for ((i = 1; i <= repeat_warm; i++)); do
+    fresh_dir "$wdir/venv-disk"; sync
+    timed python3 -m venv --copies "$wdir/venv-disk/venv"
+    sample "venv" baseline "$T"
+    rm -rf "$wcache"; sync
+    mount_vm0fs "$mnt" "$url" "$wcache" --commit-delay 0
+    mkdir "$mnt/volumes/bench-venv-$i"
+    timed python3 -m venv --copies "$mnt/volumes/bench-venv-$i/venv"
+    sample "venv" vm0fs "$T"
+    hwm=$(hwm_mib "$vm0fs_pid")
+    say "venv $i/$repeat_warm: vm0fs ${T}s, VmHWM ${hwm} MiB"
+    awk -v a="$(cat "$run/writes-peak" 2>/dev/null || echo 0)" -v b="$hwm" 'BEGIN{print (b > a) ? b : a}' >"$run/writes-peak.new"
+    mv "$run/writes-peak.new" "$run/writes-peak"
+    discard_and_unmount "$mnt/volumes/bench-venv-$i"
+    drop_volume "bench-venv-$i"
+  done
+  rm -rf "$wdir/venv-disk"
+}
+
+# memory, staged: VmHWM with BENCH_STAGED_FILES files staged in one volume (1,000 to a directory); and the peak
+# VmHWM of the small files and venv rows above
+stage_many() { # dir count
+  python3 - "$1" "$2" <<'PY'
+import os, sys
+root, n = sys.argv[1], int(sys.argv[2])
+for i in range(n):
+    d = os.path.join(root, "%03d" % (i // 1000))
+    if i % 1000 == 0:
+        os.mkdir(d)
+    with open(os.path.join(d, "%06d.txt" % i), "w") as f:
+        f.write("%d\n" % i)
+PY
+}
+row_memstaged() {
+  local hwm
+  [ -s "$run/writes-peak" ] && sample "memory, writes" vm0fs "$(cat "$run/writes-peak")"
+  rm -rf "$wcache"
+  mount_vm0fs "$mnt" "$url" "$wcache" --commit-delay 0
+  mkdir "$mnt/volumes/bench-staged"
+  timed stage_many "$mnt/volumes/bench-staged" "$staged_files"
+  hwm=$(hwm_mib "$vm0fs_pid")
+  sample "memory, staged" vm0fs "$hwm"
+  say "memory, staged: $staged_files files staged in ${T}s, VmHWM ${hwm} MiB"
+  discard_and_unmount "$mnt/volumes/bench-staged"
+  drop_volume bench-staged
+}
+
 # ---------------------------------------------------------------------------------------------------------------
 
 for r in $rows; do
@@ -731,6 +868,8 @@ for r in $rows; do
     hol) row "head-of-line" row_hol ;;
     livelog) row "live log" row_livelog ;;
     volumes) row "volume upload" row_volupload; row "volume edit" row_voledit; row "volume warm read" row_volwarmread ;;
+    writes) row "small files" row_smallfiles; row "venv" row_venv; row "memory, staged" row_memstaged ;;
+    volwarmread) row "volume warm read" row_volwarmread ;;   # (also in `volumes`) the staged warm read alone
     *) echo "bench.sh: unknown row $r in BENCH_ROWS" >&2; exit 2 ;;
   esac
 done

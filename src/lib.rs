@@ -4,9 +4,9 @@
 //! the code. The layers, `cli -> fuse -> fs -> {stage, cache, api}`: `cli` parses and daemonises, `fuse` (the thin
 //! fuser adapter) calls `fs` (the filesystem core), which talks to `stage` (the staged writes of volumes and their
 //! publishing), to `cache` (the on-disk archive cache) and to `api` (the `Vm0Api` trait and its HTTP client);
-//! `stage` uses `cache` and `api`. `errno`, `caller` and `symlinks` (the one rule for which symlinks a version
-//! holds) are leaves any layer may use. The wire models live in the `vm0-api` crate, shared with the
-//! `vm0-emulator` crate beside this one; nothing here depends on the emulator (README, Layout).
+//! `stage` uses `cache` and `api`. `errno`, `caller`, `sync` (lock helpers) and `symlinks` (the one rule for
+//! which symlinks a version holds) are leaves any layer may use. The wire models live in the `vm0-api` crate,
+//! shared with the `vm0-emulator` crate beside this one; nothing here depends on the emulator (README, Layout).
 
 pub mod api;
 pub mod cache;
@@ -17,3 +17,4 @@ pub mod fs;
 pub mod fuse;
 pub mod stage;
 mod symlinks;
+mod sync;

@@ -37,7 +37,18 @@ fn sync(path: &Path) -> String {
         "vm0fs sync failed: {}",
         text(&out.stderr)
     );
-    text(&out.stdout)
+    said_by_sync(&text(&out.stdout), &text(&out.stderr))
+}
+
+/// What `vm0fs sync` said: its stdout, which is the version alone (one line, for `$(vm0fs sync …)`), then the notes
+/// it wrote to stderr (`vm0fs: kept on this machine only: …`), one line each.
+fn said_by_sync(stdout: &str, stderr: &str) -> String {
+    assert_eq!(stdout.trim_end().lines().count(), 1, "stdout: {stdout}");
+    let notes = stderr.lines().filter_map(|l| l.strip_prefix("vm0fs: "));
+    std::iter::once(stdout.trim_end())
+        .chain(notes)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Another client publishes: `files` (path → content, `null` deletes) over the current head of `name`.

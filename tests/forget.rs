@@ -10,6 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::emulator::{Emulator, FAST_RUNS};
+use common::kernel_caches::KernelCaches;
 use common::mount::{Mount, ok, q, tail_f};
 use common::noise;
 
@@ -73,6 +74,7 @@ fn drop_caches_until_below(mount: &Mount, below: u64) -> u64 {
 
 #[test]
 fn dropped_caches_give_the_inodes_back_and_everything_still_resolves() {
+    let _caches = KernelCaches::dropped();
     let emulator = Emulator::start(&[]);
     let src = tempfile::tempdir().unwrap();
     write_tree(src.path());
@@ -104,6 +106,7 @@ fn dropped_caches_give_the_inodes_back_and_everything_still_resolves() {
 
 #[test]
 fn an_open_file_and_tail_f_keep_working_across_dropped_caches() {
+    let _caches = KernelCaches::dropped();
     let emulator = Emulator::start(&[&["--seed", "demo"][..], &FAST_RUNS].concat());
     let src = tempfile::tempdir().unwrap();
     let content = noise(256 << 10, 7);

@@ -52,7 +52,15 @@ fn sync(path: &Path) -> String {
         "vm0fs sync failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.trim_end().lines().count(), 1, "stdout: {stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The version is stdout alone (for `$(vm0fs sync …)`); a note on what it holds comes on stderr.
+    let notes = stderr.lines().filter_map(|l| l.strip_prefix("vm0fs: "));
+    std::iter::once(stdout.trim())
+        .chain(notes)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[test]

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::emulator::Emulator;
+use common::kernel_caches::KernelCaches;
 use common::mount::{Mount, ok, q, sh};
 use serde_json::{Value, json};
 
@@ -47,6 +48,7 @@ fn tree_artifact(emulator: &Emulator, dirs: usize, files: usize) -> tempfile::Te
 
 #[test]
 fn a_walk_of_a_cached_archive_costs_no_request_per_file() {
+    let _caches = KernelCaches::relied_on();
     let emulator = Emulator::start(&[]);
     let _src = tree_artifact(&emulator, 3, 400);
     // A long TTL, so that a slow walk on a loaded machine does not see the top-level names expire midway.
@@ -128,6 +130,7 @@ fn only_user_vm0_attributes_are_supported() {
 
 #[test]
 fn runs_listing_is_not_kept_by_the_kernel_while_listings_inside_a_version_are() {
+    let _caches = KernelCaches::relied_on();
     let emulator = Emulator::start(&["--seed", "demo"]);
     let mount = Mount::start(&emulator, &["--metadata-ttl", "1"]);
     let runs = mount.path("runs");
@@ -164,4 +167,57 @@ fn runs_listing_is_not_kept_by_the_kernel_while_listings_inside_a_version_are() 
         "runs/ shows the new run once its listing's TTL is over"
     );
     assert!(sent(&before, &requests(&mount), "readdirplus") > 0);
+}
+
+/// `tar x` of small files into a volume: with passthrough (a root mount), the kernel writes the staged files
+/// itself, so no WRITE reaches vm0fs, and the kill-privileges check (a GETXATTR of `security.capability`) is asked
+/// at most twice per file (the first write and the chown), not before every write, and `close` sends no FLUSH.
+/// What is left per file: LOOKUP, CREATE, the directory's GETATTR (the create changed it), two GETXATTRs, three
+/// SETATTRs (times, owner, mode), RELEASE.
+#[test]
+fn tar_x_into_a_volume_sends_no_write_no_flush_and_no_privilege_check_per_write() {
+    let _caches = KernelCaches::relied_on();
+    const FILES: usize = 300;
+    let emulator = Emulator::start(&[]);
+    let mount = Mount::start(&emulator, &["--commit-delay", "0"]);
+    let src = tempfile::tempdir().unwrap();
+    std::fs::create_dir(src.path().join("d")).unwrap();
+    for f in 0..FILES {
+        // About three of tar's 10 KiB records: three or four write(2) calls per file.
+        let bytes = common::noise(26_000, f as u64);
+        std::fs::write(src.path().join(format!("d/f{f:04}")), bytes).unwrap();
+    }
+    let tarball = src.path().join("tree.tar");
+    ok(&format!("tar -C {} -cf {} d", q(src.path()), q(&tarball)));
+    let volume = mount.path("volumes/untarred");
+    std::fs::create_dir(&volume).unwrap();
+
+    let before = requests(&mount);
+    ok(&format!("tar -C {} -xf {}", q(&volume), q(&tarball)));
+    let after = requests(&mount);
+    let per_file = |op: &str| sent(&before, &after, op) as f64 / FILES as f64;
+    assert!(
+        per_file("getxattr") <= 2.1,
+        "the kernel leaves set-id bits to vm0fs (FUSE_HANDLE_KILLPRIV_V2): {after}"
+    );
+    assert!(per_file("getattr") <= 1.1, "{after}");
+    assert!(
+        sent(&before, &after, "flush") <= 1,
+        "close waits for nothing (one FLUSH is the status file's own): {after}"
+    );
+    if unsafe { libc::geteuid() } == 0 {
+        assert_eq!(
+            sent(&before, &after, "write"),
+            0,
+            "the staged files are written by the kernel in passthrough: {after}"
+        );
+    }
+    for f in [0, FILES - 1] {
+        let name = format!("f{f:04}");
+        assert_eq!(
+            std::fs::read(volume.join("d").join(&name)).unwrap(),
+            common::noise(26_000, f as u64),
+            "{name}"
+        );
+    }
 }

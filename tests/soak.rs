@@ -344,7 +344,9 @@ fn files_under(dir: &Path) -> Model {
     let mut out = Model::new();
     let mut todo = vec![PathBuf::new()];
     while let Some(rel) = todo.pop() {
-        for entry in std::fs::read_dir(dir.join(&rel)).unwrap() {
+        let listing = std::fs::read_dir(dir.join(&rel))
+            .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.join(&rel).display()));
+        for entry in listing {
             let entry = entry.unwrap();
             let path = rel.join(entry.file_name());
             if entry.file_type().unwrap().is_dir() {

@@ -11,6 +11,7 @@ Subcommands:
   livelog MNT RUN_ID URL TOKEN   run `tail -f MNT/runs/RUN_ID/logs`, print a JSON report of per-line delays
   table SAMPLES MACHINE OUT      print the markdown table and write it (with details) to OUT; exit 1 if a row errored
   mix BEFORE AFTER               the FUSE requests served between two `.vm0fs/status` snapshots, by opcode
+  per_file BEFORE AFTER FILES    the FUSE requests served between two `.vm0fs/status` snapshots, per file
   pages URL TOKEN                fetch every page of /v1/runs over one keep-alive connection; print the page count
   upload_body SHA256SUMS         the body of POST /v1/volumes/:id/upload from `sha256sum` output (sizes from disk)
   put_config UPLOAD_REPLY DIR    a curl config (-K) that PUTs each file of DIR to its upload URL from the reply
@@ -159,7 +160,13 @@ ROWS = [
     ("volume edit", "s", None, "report", None, "— (time of one small edit + sync)"),
     ("volume edit, disk read", "MiB", None, "report", None, "— (vm0fs read_bytes)"),
     ("volume edit, read(2)", "MiB", None, "report", None, "— (vm0fs rchar)"),
-    ("volume warm read", "MiB/s", "rate", "ratio_ge", 0.9, "≥ 0.9× the throughput"),
+    ("volume warm read", "MiB/s", "rate", "ratio_ge", 0.95, "≥ 0.95× the throughput"),
+    ("small files, vs bindfs", "s", "time", "ratio_le", 0.5, "≤ 0.5× bindfs"),
+    ("small files, vs the disk", "s", "time", "ratio_le", 10.0, "≤ 10× the directory"),
+    ("requests per file", "n", None, "abs_le", 6.0, "≤ 6"),
+    ("venv", "s", "time", "ratio_le", 2.0, "≤ 2× the time"),
+    ("memory, writes", "MiB", None, "abs_le", 64.0, "≤ 64 MiB (peak of small files and venv)"),
+    ("memory, staged", "MiB", None, "abs_le", 64.0, "≤ 64 MiB"),
 ]
 
 # figure, unit, whether more is better, the peers measured for it
@@ -168,6 +175,7 @@ PEER_FIGURES = [
     ("warm read", "MiB/s", True, ["rclone", "squashfuse", "archivemount", "ratarmount"]),
     ("first byte", "s", False, ["archivemount", "ratarmount"]),
     ("cold copy", "s", False, ["archivemount", "ratarmount"]),
+    ("small files", "s", False, ["rclone"]),
 ]
 
 
@@ -179,7 +187,7 @@ def peer_table(samples, notes):
     out = ["| figure | vm0fs | " + " | ".join(peers) + " | ahead of every peer |",
            "|---|---|" + "---|" * len(peers) + "---|"]
     for figure, unit, more_better, measured in PEER_FIGURES:
-        v = samples.get((figure, "vm0fs"), [])
+        v = samples.get((figure, "vm0fs"), []) or samples.get((figure + ", vs bindfs", "vm0fs"), [])
         cells, ahead = [], True if v else None
         vm = statistics.median(v) if v else None
         for peer in peers:
@@ -201,6 +209,8 @@ def peer_table(samples, notes):
 
 
 def fmt(v, unit):
+    if unit == "n":
+        return "%.2f" % v
     if unit == "MiB/s":
         return "%.0f MiB/s" % v
     if unit == "MiB":
@@ -374,6 +384,14 @@ def cmd_mix(before_path, after_path):
         total, pooled, ", ".join("%s %d (%.0f µs)" % (op, n, us) for n, op, us, _ in mix)))
 
 
+def cmd_per_file(before_path, after_path, files):
+    """FUSE requests per file between two `.vm0fs/status` snapshots."""
+    def total(path):
+        with open(path) as f:
+            return sum(s["count"] for s in (json.load(f).get("requests") or {}).values())
+    print("%.2f" % ((total(after_path) - total(before_path)) / int(files)))
+
+
 def main():
     args = sys.argv[1:]
     if not args:
@@ -387,6 +405,8 @@ def main():
         cmd_table(*rest)
     elif cmd == "mix" and len(rest) == 2:
         cmd_mix(*rest)
+    elif cmd == "per_file" and len(rest) == 3:
+        cmd_per_file(*rest)
     elif cmd == "pages" and len(rest) == 2:
         cmd_pages(*rest)
     elif cmd == "upload_body" and len(rest) == 1:

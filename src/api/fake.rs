@@ -4,7 +4,13 @@
 //! logs, one volume with two versions), and counts what tests ask about (downloads, run fetches). `FailingApi`
 //! wraps any `Vm0Api` and fails the Nth call of a chosen method with a chosen `ApiError`, as mountpoint-s3's
 //! failure client does, so the cache, the core and the write path can test their failure handling one failure at
-//! a time. Compiled for tests, and for other crates' tests with the `fake` feature (off by default).
+//! a time. Its `publishing` half (`fake/server.rs`) takes `/v1` uploads and commits and keeps each version's
+//! files, so the write path is tested against a server whose head moves. Compiled for tests, and for other
+//! crates' tests with the `fake` feature (off by default).
+
+mod server;
+use crate::sync::Locked;
+pub use server::{Files, Publishing};
 
 use std::collections::HashMap;
 use std::io::Cursor;
@@ -21,7 +27,8 @@ pub const V1: &str = "1111111111111111111111111111111111111111111111111111111111
 /// The head of the sample volume `data` (holds `dir/a.txt` and `empty`).
 pub const V2: &str = "2222222222222222222222222222222222222222222222222222222222222222";
 
-/// An API held in memory. Only volumes are stored (`artifacts/` lists nothing); `create_run` refuses (400).
+/// An API held in memory. Only volumes are stored (`artifacts/` lists nothing); `create_run`, `create_storage`
+/// and the push flow refuse (400).
 #[derive(Default)]
 pub struct FakeApi {
     pub agents: Vec<Agent>,
@@ -44,6 +51,8 @@ pub struct FakeApi {
     pub runs_page_size: usize,
     /// How many pages of runs were asked for.
     pub runs_pages: AtomicUsize,
+    /// The versions published through this fake, and the publishing faults to inject.
+    pub publishing: Publishing,
 }
 
 fn not_found(what: &str) -> ApiError {
@@ -125,10 +134,7 @@ impl FakeApi {
     }
 
     fn volumes(&self) -> Vec<Storage> {
-        self.volumes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.volumes.locked().clone()
     }
 }
 
@@ -244,10 +250,7 @@ impl Vm0Api for FakeApi {
         ))
     }
     fn get_run(&self, id: &str) -> Result<RunDetail, ApiError> {
-        self.run_gets
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(id.to_string());
+        self.run_gets.locked().push(id.to_string());
         self.runs
             .iter()
             .find(|r| r.id == id)
@@ -303,8 +306,8 @@ impl Vm0Api for FakeApi {
     fn find_storage(&self, _kind: StorageKind, name: &str) -> Result<Option<Storage>, ApiError> {
         Ok(self.volumes().into_iter().find(|s| s.name == name))
     }
-    fn get_storage(&self, _kind: StorageKind, _id: &str) -> Result<StorageDetail, ApiError> {
-        Err(not_found("volume"))
+    fn get_storage(&self, _kind: StorageKind, id: &str) -> Result<StorageDetail, ApiError> {
+        self.storage_detail(id).ok_or_else(|| not_found("volume"))
     }
     fn list_storage_versions(
         &self,
@@ -321,12 +324,12 @@ impl Vm0Api for FakeApi {
         version: Option<&str>,
     ) -> Result<Download, ApiError> {
         self.downloads.fetch_add(1, Ordering::SeqCst);
-        let bytes = self
-            .archives
-            .get(version.unwrap_or(V2))
-            .cloned()
-            .ok_or_else(|| not_found("version"))?;
-        Ok(Download::TarGz(Box::new(Cursor::new(bytes))))
+        let version = version.unwrap_or(V2);
+        if let Some(bytes) = self.archives.get(version) {
+            return Ok(Download::TarGz(Box::new(Cursor::new(bytes.clone()))));
+        }
+        self.published_archive(version)
+            .ok_or_else(|| not_found("version"))
     }
     fn create_storage(&self, _kind: StorageKind, _name: &str) -> Result<StorageDetail, ApiError> {
         Err(not_in_this_fake("POST /v1/volumes"))
@@ -334,21 +337,21 @@ impl Vm0Api for FakeApi {
     fn upload(
         &self,
         _kind: StorageKind,
-        _id: &str,
-        _request: &UploadRequest,
+        id: &str,
+        request: &UploadRequest,
     ) -> Result<UploadResponse, ApiError> {
-        Err(not_in_this_fake("POST /v1/volumes/:id/upload"))
+        Ok(self.open_session(id, request))
     }
-    fn put_upload(&self, _target: &UploadTarget, _file: &std::path::Path) -> Result<(), ApiError> {
-        Err(not_in_this_fake("PUT upload"))
+    fn put_upload(&self, target: &UploadTarget, file: &std::path::Path) -> Result<(), ApiError> {
+        self.put_bytes(target, file)
     }
     fn commit(
         &self,
         _kind: StorageKind,
-        _id: &str,
+        id: &str,
         _request: &CommitRequest,
     ) -> Result<StorageVersion, ApiError> {
-        Err(not_in_this_fake("POST /v1/volumes/:id/commit"))
+        self.commit_session(id)
     }
     fn prepare_push(&self, _request: &PushPrepareRequest) -> Result<PushPrepareResponse, ApiError> {
         Err(not_in_this_fake("POST /api/storages/prepare"))
@@ -366,7 +369,7 @@ impl Vm0Api for FakeApi {
     }
 }
 
-/// Uploads are tested against the emulator (tests/api_client.rs, tests/writes.rs), not here.
+/// The push flow and new volumes are tested against the emulator (tests/api_client.rs, tests/writes.rs).
 fn not_in_this_fake(endpoint: &str) -> ApiError {
     ApiError::http(endpoint, 400, None, "not in this fake".into())
 }
@@ -425,28 +428,25 @@ impl FailingApi {
 
     /// Makes the `nth` call (counting from 1, calls already made included) of `method` fail with `error`.
     pub fn fail(self, method: Method, nth: usize, error: ApiError) -> Self {
-        self.planned
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Planned { method, nth, error });
+        self.planned.locked().push(Planned { method, nth, error });
         self
     }
 
     /// How many times `method` was called so far.
     pub fn calls(&self, method: Method) -> usize {
-        let calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        let calls = self.calls.locked();
         calls.get(&method).copied().unwrap_or(0)
     }
 
     /// Counts a call of `method` and gives the planned error for it, if any.
     fn call(&self, method: Method) -> Result<(), ApiError> {
         let nth = {
-            let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+            let mut calls = self.calls.locked();
             let count = calls.entry(method).or_insert(0);
             *count += 1;
             *count
         };
-        let planned = self.planned.lock().unwrap_or_else(|e| e.into_inner());
+        let planned = self.planned.locked();
         match planned.iter().find(|p| p.method == method && p.nth == nth) {
             Some(p) => Err(p.error.clone()),
             None => Ok(()),

@@ -25,6 +25,7 @@
 //! extractor stops the download (its staging is removed before the flight ends). A caller that joins just as it
 //! stops gets `Unwanted` and starts a new flight (`ArchiveCache::tree`).
 
+use crate::sync::Locked;
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Component, Path, PathBuf};
@@ -103,7 +104,7 @@ fn existing_entry(tree: &Path, rel: &Path) -> Option<PathBuf> {
 
 impl Flight {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.locked()
     }
 
     /// Waits for a change, or at most `caller::POLL`, so that the caller can be asked whether it still waits.
@@ -139,7 +140,7 @@ impl Flights {
     /// Leads the flight for `key` (named `label` in messages) if none is in progress, else follows the one in
     /// progress.
     pub(crate) fn join(&self, key: &str, label: &str) -> Joined {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.map.locked();
         if let Some(flight) = map.get(key) {
             return Joined::Follow(Follower::new(flight.clone()));
         }
@@ -296,10 +297,7 @@ impl Leader {
     fn publish(&mut self, result: Outcome) {
         self.completed = true;
         // Leave the map first: a caller arriving from now on starts a new flight (and finds the cache entry).
-        self.map
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.key);
+        self.map.locked().remove(&self.key);
         let mut state = self.flight.lock();
         state.result = Some(result);
         state.tree = None;

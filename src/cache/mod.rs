@@ -53,6 +53,7 @@ mod progress;
 #[cfg(test)]
 mod tests;
 
+use crate::sync::Locked;
 use std::collections::HashSet;
 use std::fs::File;
 use std::io;
@@ -61,7 +62,8 @@ use std::sync::Arc;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::api::{ApiError, Download};
+use crate::api::models::StorageKind;
+use crate::api::{ApiError, Download, Vm0Api};
 pub use adopt::Adoption;
 pub use error::CacheError;
 use error::Failure;
@@ -128,6 +130,18 @@ pub struct CacheStatus {
 
 /// Starts a download of an archive; called again for each retry.
 pub type DownloadSource = dyn Fn() -> Result<Download, ApiError> + Send + Sync;
+
+/// The download of `version` of storage `storage_id`: the one way a version's archive is fetched, for the
+/// read-only trees and the write path alike.
+pub fn version_source(
+    api: Arc<dyn Vm0Api>,
+    kind: StorageKind,
+    storage_id: &str,
+    version: &str,
+) -> Arc<DownloadSource> {
+    let (storage_id, version) = (storage_id.to_string(), version.to_string());
+    Arc::new(move || api.download(kind, &storage_id, Some(&version)))
+}
 
 /// Where an entry of an archive can be read, from `ArchiveCache::entry`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -615,7 +629,7 @@ impl ArchiveCache {
     }
 
     fn lock_unsynced(&self) -> MutexGuard<'_, Vec<(String, Instant)>> {
-        self.unsynced.lock().unwrap_or_else(|e| e.into_inner())
+        self.unsynced.locked()
     }
 
     /// Makes a sealed staging directory the entry for its version, then evicts down to the budget.
@@ -676,11 +690,11 @@ impl ArchiveCache {
     }
 
     fn lock_index(&self) -> MutexGuard<'_, Index> {
-        self.index.lock().unwrap_or_else(|e| e.into_inner())
+        self.index.locked()
     }
 
     fn lock_failed(&self) -> MutexGuard<'_, HashSet<String>> {
-        self.failed.lock().unwrap_or_else(|e| e.into_inner())
+        self.failed.locked()
     }
 }
 

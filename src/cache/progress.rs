@@ -7,6 +7,7 @@
 //! download form). A download that runs longer than `LOG_EVERY` logs its progress at that interval, so a first
 //! read of a large archive shows in the log while a small one stays quiet.
 
+use crate::sync::Locked;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -168,7 +169,7 @@ impl Transfers {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Transfer>>> {
-        self.map.lock().unwrap_or_else(|e| e.into_inner())
+        self.map.locked()
     }
 }
 

@@ -128,7 +128,7 @@ changes stay staged.",
             "modes (all of 0o7777)         kept here; files are 0644  published\n",
             "modification times            the commit time            published, to the second\n",
             "hard links                    refused (EPERM)            refused (EPERM)\n\n",
-            "On /v1 the last line names what stays on this machine, e.g. `kept on this machine only: 3 symlinks, 1 \
+            "On /v1 a last line, on stderr, names what stays on this machine, e.g. `kept on this machine only: 3 symlinks, 1 \
 empty directory, 1 file mode (the server's /v1 upload takes regular files only)`. On the push flow a change of \
 modes, symlinks, empty directories or times alone keeps the version id (it names the files' content), so it waits \
 for the next change of a file, and the last line says `waiting: ...`.\n\n",

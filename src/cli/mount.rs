@@ -9,6 +9,7 @@
 //! (see `notify.rs`). SIGINT and SIGTERM unmount cleanly; the mount asks `fusermount3` to auto-unmount, so even
 //! `kill -9` leaves no dead mount behind (where `fusermount3` is missing it warns and mounts without that net).
 
+use crate::sync::Locked;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -269,7 +270,7 @@ type Report = Arc<std::sync::Mutex<Option<File>>>;
 
 /// Sends one line to the parent, if it still waits. One message per line: the parent reads lines.
 fn tell_parent(report: &Report, line: &str) {
-    let mut report = report.lock().unwrap_or_else(|e| e.into_inner());
+    let mut report = report.locked();
     if let Some(file) = report.as_mut() {
         let _ = file.write_all(format!("{}\n", line.replace('\n', " ")).as_bytes());
     }
@@ -604,7 +605,7 @@ fn run_child(
     let result = serve(settings, prepared, token, &waiting, |_| {
         say("OK");
         // The parent is gone after OK; nothing more is said.
-        report.lock().unwrap_or_else(|e| e.into_inner()).take();
+        report.locked().take();
     });
     match result {
         Ok(()) => 0,

@@ -11,6 +11,7 @@
 //! few times a second to draw one progress bar per archive (on a terminal; elsewhere one line per archive when it
 //! is done). The exit status is 1 if any path failed.
 
+use crate::sync::Locked;
 use std::collections::VecDeque;
 use std::path::{Component, Path, PathBuf};
 use std::sync::mpsc;
@@ -177,7 +178,7 @@ fn run_all(targets: Vec<Target>, verb: Verb) -> bool {
         let (targets, queue, tx) = (targets.clone(), queue.clone(), tx.clone());
         std::thread::spawn(move || {
             loop {
-                let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
+                let next = queue.locked().pop_front();
                 let Some(i) = next else { return };
                 let started = Instant::now();
                 let result = send(&targets[i], verb).map(|()| started.elapsed());

@@ -160,6 +160,11 @@ fn describe(status: &MountStatus) -> String {
     if let Some(requests) = status.requests.as_ref().filter(|r| !r.is_empty()) {
         text.push_str(&format!("  requests   {}\n", request_mix(requests)));
     }
+    if let Some(flushes) = status.journal_flushes.filter(|n| *n > 0) {
+        text.push_str(&format!(
+            "  commits    {flushes} (staged changes flushed to disk)\n"
+        ));
+    }
     text
 }
 

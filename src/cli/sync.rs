@@ -4,7 +4,9 @@
 //! publishes through its own staging area and publisher (the one that also publishes after `--commit-delay`), so
 //! there is one path to a new version whatever asked for it. The write returns when the version is committed, or
 //! fails with the errno of why not; the same open file is then read for the line to show
-//! (`volumes/<name>@<8 hex>`, or `error: <reason>`). Each PATH may be the volume's directory or any path inside it.
+//! (`volumes/<name>@<8 hex>`, or `error: <reason>`), printed on stdout; a second line, what the version could not
+//! hold (`kept on this machine only: …`) or that a change waits (`waiting: …`), goes to stderr. Each PATH may be
+//! the volume's directory or any path inside it.
 //! `--force` writes `force volumes/<name>`, and `vm0fs discard` writes `discard volumes/<name>` the same way;
 //! `--timeout SECONDS` adds ` timeout=SECONDS`, and the mount retries a failure that may pass until then.
 //! While it waits, a progress bar shows the upload on a terminal (`publish_bar`).
@@ -22,7 +24,15 @@ pub fn run(args: &SyncArgs) -> i32 {
     let verb = if args.force { Some("force") } else { None };
     for path in &args.paths {
         match sync_one(path, verb, args.timeout) {
-            Ok(line) => println!("{line}"),
+            Ok(said) => {
+                // The version on stdout alone, so that `v=$(vm0fs sync volumes/x)` is the version; a note on what
+                // the version could not hold goes to stderr.
+                let (version, notes) = said.split_once('\n').unwrap_or((&said, ""));
+                println!("{version}");
+                for note in notes.lines().filter(|l| !l.is_empty()) {
+                    eprintln!("vm0fs: {note}");
+                }
+            }
             Err(message) => {
                 eprintln!("vm0fs: {message}");
                 failed = true;

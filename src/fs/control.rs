@@ -14,6 +14,7 @@
 //! serialize prefetches, because the kernel holds the file's inode lock across each `write(2)`, while listings of
 //! different directories run in parallel.
 
+use crate::sync::Locked;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::sync::{Arc, Mutex};
@@ -67,6 +68,10 @@ pub struct MountStatus {
     /// left out. Absent from mounts older than this field.
     #[serde(default)]
     pub requests: Option<BTreeMap<String, RequestStats>>,
+    /// Group commits of the staging area run since the mount: each took every volume's journal and written files
+    /// to the disk (`stage::commit`). Absent from mounts older than this field.
+    #[serde(default)]
+    pub journal_flushes: Option<u64>,
 }
 
 /// How many requests of one opcode were served, and the time spent on them, split by where they were answered.
@@ -130,6 +135,7 @@ impl Vm0Fs {
             unpublished: (self.volumes.stage())
                 .map(|s| s.unpublished())
                 .unwrap_or_default(),
+            journal_flushes: self.volumes.stage().ok().map(|s| s.commits()),
         };
         let mut json = serde_json::to_vec_pretty(&status).unwrap_or_default();
         json.push(b'\n');
@@ -156,10 +162,7 @@ impl Vm0Fs {
                 Ok(said) => format!("{said}\n"),
                 Err(e) => format!("error: {}\n", e.message),
             };
-            outcome
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .extend_from_slice(shown.as_bytes());
+            outcome.locked().extend_from_slice(shown.as_bytes());
             result?;
         }
         Ok(())

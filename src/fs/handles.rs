@@ -4,6 +4,7 @@
 //! archive file, or the snapshot of a directory. Holding the descriptor (not a path) is what lets a file keep
 //! reading after the cache evicts its archive: on Linux the unlinked file lives until the last descriptor closes.
 
+use crate::sync::Locked;
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -95,7 +96,7 @@ impl Handles {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (Handle, Option<u64>)>> {
-        self.open.lock().unwrap_or_else(|e| e.into_inner())
+        self.open.locked()
     }
 }
 
@@ -112,7 +113,7 @@ pub fn read_static(handle: &Handle, offset: u64, size: u32) -> Result<Vec<u8>> {
             Ok(buf)
         }
         Handle::Sync(outcome) => {
-            let outcome = outcome.lock().unwrap_or_else(|e| e.into_inner());
+            let outcome = outcome.locked();
             Ok(slice_at(&outcome, offset, size).to_vec())
         }
         Handle::Log(_) | Handle::NewRun(_) | Handle::Ctl(_) | Handle::Pins => {

@@ -12,6 +12,7 @@
 //! so most of its opens are never read: its listing is deferred to the first `readdir` (`deferred`, then `fill`),
 //! and an `ls -lR` over a tree already walked costs an open and a close per directory, not a listing.
 
+use crate::sync::Locked;
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 use super::DirEntry;
@@ -86,7 +87,7 @@ impl Listing {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.locked()
     }
 
     /// Appends entries; once the listing is closed they are handed back, for the caller to release.

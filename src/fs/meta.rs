@@ -9,6 +9,7 @@
 //! saved in the cache directory by this mount or an earlier one (`saved`), so that cached archives stay reachable
 //! across a remount during an outage. Since when the API has been unreachable is kept for `vm0fs status`.
 
+use crate::sync::Locked;
 use std::cell::Cell;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -75,18 +76,12 @@ impl Meta {
     /// Since when the API has not been reachable (`None`: it answered last time it was asked): since the client
     /// holds calls back (it could not connect), or since an answer the retries could not get (a 5xx storm).
     pub fn unreachable_since(&self) -> Option<SystemTime> {
-        let failing = *self
-            .unreachable_since
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let failing = *self.unreachable_since.locked();
         self.api.reachability().unreachable_since.or(failing)
     }
 
     fn set_reachable(&self, reachable: bool) {
-        let mut since = self
-            .unreachable_since
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut since = self.unreachable_since.locked();
         match (reachable, *since) {
             (true, _) => *since = None,
             (false, None) => *since = Some(SystemTime::now()),

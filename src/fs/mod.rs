@@ -32,6 +32,7 @@ mod volumes;
 mod waiting;
 mod writes;
 
+use crate::sync::Locked;
 use std::ffi::OsStr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
@@ -194,6 +195,7 @@ impl Vm0Fs {
                     fh,
                     direct_io,
                     keep_cache: false,
+                    no_flush: !direct_io,
                 });
             }
             return Err(Error::new(
@@ -250,10 +252,17 @@ impl Vm0Fs {
         }
     }
 
-    /// The cached file behind an open handle, for the kernel to read directly (FUSE passthrough).
-    pub fn backing_file(&self, fh: u64) -> Option<Arc<std::fs::File>> {
+    /// The file behind an open handle, for the kernel to read (and, for a staged file, write) directly (FUSE
+    /// passthrough): `f` gets it and whether the handle writes. `None` for a handle with no file behind it, and
+    /// for a staged file whose writes must come through vm0fs (`StagedWriter::may_pass_through`).
+    pub fn with_backing_file<R>(
+        &self,
+        fh: u64,
+        f: impl FnOnce(&std::fs::File, bool) -> R,
+    ) -> Option<R> {
         match self.handles.get(fh) {
-            Ok(Handle::Disk(file)) => Some(file),
+            Ok(Handle::Disk(file)) => Some(f(&file, false)),
+            Ok(Handle::Staged(h)) if h.writer.may_pass_through() => Some(f(h.writer.file(), true)),
             _ => None,
         }
     }
@@ -288,6 +297,7 @@ impl Vm0Fs {
                 fh,
                 direct_io,
                 keep_cache: false,
+                no_flush: !direct_io,
             },
         ))
     }
@@ -305,10 +315,7 @@ impl Vm0Fs {
     /// act on each write at once.
     pub fn write(&self, fh: u64, offset: u64, data: &[u8], pid: u32) -> Result<u32> {
         match self.handles.get(fh)? {
-            Handle::NewRun(write) => write
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .write(offset, data, pid),
+            Handle::NewRun(write) => write.locked().write(offset, data, pid),
             Handle::Ctl(run_id) => self.write_ctl(&run_id, data),
             Handle::Pins => {
                 self.control_command(data)?;
@@ -328,7 +335,9 @@ impl Vm0Fs {
     /// other processes (a `sleep` forked by the writing shell closes its copy of the descriptor) start nothing.
     pub fn flush(&self, fh: u64, pid: u32) -> Result<()> {
         match self.handles.get(fh) {
-            Ok(Handle::Staged(_)) => self.fsync(fh),
+            // Nothing to wait for at close: the bytes are in the page cache, which a crash of vm0fs keeps, and the
+            // group commit takes them to the disk (`stage::commit`).
+            Ok(Handle::Staged(_)) => Ok(()),
             Ok(Handle::NewRun(write)) => self.flush_new_run(&write, pid),
             _ => Ok(()),
         }
@@ -484,6 +493,41 @@ impl Vm0Fs {
             ns.set_times(self, atime, mtime)?;
         }
         self.attr(ino, &node)
+    }
+
+    /// `fsync` of a directory: in a volume, every staged change (of every volume) is on the local disk when this
+    /// returns (the stage's group commit); elsewhere nothing is kept that a disk could hold.
+    pub fn fsyncdir(&self, ino: u64) -> Result<()> {
+        let node = self.node(ino)?;
+        if !node.namespace().holds_volume_content() {
+            return Ok(());
+        }
+        self.volumes.stage()?.flush_to_disk().map_err(|e| {
+            Error::new(
+                e.raw_os_error().unwrap_or(libc::EIO),
+                format!(
+                    "{}: the staged changes could not be flushed to disk: {e}",
+                    tree::describe(&node)
+                ),
+            )
+        })
+    }
+
+    /// Clears a file's set-user-ID bit, and its set-group-ID bit when it is group-executable, as the kernel does
+    /// on a write, truncate or chown by a caller without CAP_FSETID: vm0fs tells the kernel that it does this
+    /// itself (FUSE_HANDLE_KILLPRIV_V2), which spares a GETXATTR per write.
+    pub fn drop_set_id_bits(&self, ino: u64) -> Result<()> {
+        let node = self.node(ino)?;
+        let attr = self.attr(ino, &node)?;
+        let mode = u32::from(attr.perm);
+        let mut kept = mode & !0o4000;
+        if mode & 0o2010 == 0o2010 {
+            kept &= !0o2000;
+        }
+        if attr.kind == FileKind::File && kept != mode {
+            node.namespace().chmod(self, kept)?;
+        }
+        Ok(())
     }
 
     /// What a volume cannot hold (a hard link, a device, FIFO or socket): `EPERM` in a volume, saying why;

@@ -12,6 +12,7 @@
 //! or read are logged and skipped: this is a fallback, never a reason to fail a request. Keys become file names
 //! through hex, so no id can name a path.
 
+use crate::sync::Locked;
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::Write;
@@ -60,7 +61,7 @@ impl Saved {
         let mut hasher = DefaultHasher::new();
         body.hash(&mut hasher);
         let hash = hasher.finish();
-        let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        let mut written = self.written.locked();
         if written.get(&path) == Some(&hash) {
             return;
         }

@@ -5,6 +5,7 @@
 //! (a terminal run) is kept with `Ttl::Forever`. Fetches happen outside the lock, so a slow request never blocks
 //! readers of other keys; two threads that miss the same key at once may both fetch, which is harmless.
 
+use crate::sync::Locked;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
@@ -60,7 +61,7 @@ impl<K: Eq + Hash + Clone, V> TtlMap<K, V> {
 
     /// The value of `key` if it is still fresh.
     pub fn fresh(&self, key: &K) -> Option<Arc<V>> {
-        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let slots = self.slots.locked();
         slots
             .get(key)
             .filter(|s| s.is_fresh())
@@ -69,14 +70,14 @@ impl<K: Eq + Hash + Clone, V> TtlMap<K, V> {
 
     /// The last value of `key`, however old: for answers where a stale value is still right.
     pub fn last(&self, key: &K) -> Option<Arc<V>> {
-        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let slots = self.slots.locked();
         slots.get(key).map(|s| s.value.clone())
     }
 
     /// Makes the value of `key` fresh again for `ttl`, as if just fetched (a stale value served while the API is
     /// unreachable, so that the next lookups do not each wait for the API again).
     pub fn refresh(&self, key: &K, ttl: Ttl) {
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slots = self.slots.locked();
         if let Some(slot) = slots.get_mut(key) {
             slot.fetched = Instant::now();
             slot.ttl = ttl;
@@ -86,7 +87,7 @@ impl<K: Eq + Hash + Clone, V> TtlMap<K, V> {
     /// Stores a value fetched elsewhere (a create or cancel answer carries the new detail).
     pub fn put(&self, key: K, value: V, ttl: Ttl) -> Arc<V> {
         let value = Arc::new(value);
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slots = self.slots.locked();
         if slots.len() > 100_000 {
             slots.retain(|_, s| s.is_fresh());
         }
@@ -103,7 +104,7 @@ impl<K: Eq + Hash + Clone, V> TtlMap<K, V> {
 
     /// Forgets `key`, so the next read fetches it again.
     pub fn invalidate(&self, key: &K) {
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slots = self.slots.locked();
         slots.remove(key);
     }
 }

@@ -78,6 +78,9 @@ pub struct Opened {
     pub direct_io: bool,
     /// Immutable content (a file of a storage version): pages stay cached across opens.
     pub keep_cache: bool,
+    /// Closing it needs no FLUSH request: a volume file open for writing, whose bytes are in the page cache at
+    /// `close` and reach the disk with the stage's group commit.
+    pub no_flush: bool,
 }
 
 /// Tells the kernel that what it cached about an inode is out of date. Implemented by the FUSE adapter over

@@ -11,29 +11,38 @@
 //! core carry their errno and their log level; the adapter logs them at that level with their chain of causes (a
 //! missing name at debug level, most failures as warnings, like mountpoint-s3) and replies. Operations that would
 //! change the tree go to the core, whose namespaces refuse them (`EROFS`) unless they allow them.
+//!
+//! What the kernel can do without us, it does: cached files and staged volume files are opened in passthrough
+//! (`backing`, `opening`), so their reads and writes never come here; a volume file open for writing sends no
+//! FLUSH at close; and the mount takes the clearing of set-id bits on itself (FUSE_HANDLE_KILLPRIV_V2, see
+//! `init`), which spares the kernel's privilege check (a GETXATTR) before each write.
 
+mod adapter;
+mod backing;
 mod counters;
 mod fusermount;
+mod opening;
 mod pool;
+mod session;
+
+pub use adapter::FuseAdapter;
+use adapter::{errno, file_attr, file_type, named_span, reply_xattr, request_span};
+pub use session::{KernelInvalidator, MountConfig, mount};
 
 use std::ffi::OsStr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use fuser::{
-    AccessFlags, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, InitFlags, KernelConfig, LockOwner, MountOption, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl,
-    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, Session, SessionACL,
-    TimeOrNow, WriteFlags,
+    AccessFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use tracing::{Level, Span};
-
-use crate::fs::{Attr, Error, FileKind, Vm0Fs};
-use counters::{Counters, Op};
-use pool::WorkerPool;
+use crate::fs::Vm0Fs;
+use counters::Op;
+use opening::{CreateAnswer, OpenAnswer, answer_open};
 
 /// The most requests served at once: well above the kernel's `max_background` so that slow API calls never
 /// starve cached reads, yet bounded so that a storm of requests cannot exhaust threads.
@@ -49,245 +58,6 @@ const STATFS_BLOCK: u32 = 4096;
 /// (6.16+) sizes each READDIRPLUS to that buffer, so one request lists about 4,000 names instead of about 100.
 const DIR_BLOCK_SIZE: u32 = 1024 * 1024;
 
-/// How the mount is made (the flags of `vm0fs mount`).
-pub struct MountConfig {
-    /// Let other users see the mount (`--allow-other`); otherwise only its owner and root can.
-    pub allow_other: bool,
-    /// Ask `fusermount3` to unmount when the process dies, even by `kill -9`.
-    pub auto_unmount: bool,
-    /// Mount read-only (`--read-only`): the kernel refuses every write, runs/new and ctl included, with EROFS.
-    pub read_only: bool,
-    /// Programs in the mount cannot be run (`--noexec`).
-    pub noexec: bool,
-}
-
-/// Mounts `fs` at `mountpoint`; the mount is live when this returns (fuser completes INIT before its session exists).
-pub fn mount(
-    fs: Arc<Vm0Fs>,
-    mountpoint: &Path,
-    config: &MountConfig,
-) -> std::io::Result<Session<FuseAdapter>> {
-    let mut options = vec![
-        MountOption::FSName("vm0fs".into()),
-        MountOption::Subtype("vm0fs".into()),
-        MountOption::DefaultPermissions,
-        MountOption::NoAtime,
-        MountOption::NoDev,
-        MountOption::NoSuid,
-    ];
-    if config.read_only {
-        options.push(MountOption::RO);
-    }
-    if config.noexec {
-        options.push(MountOption::NoExec);
-    }
-    let mut fuse_config = Config::default();
-    // `Owner`: the kernel lets only the owner (and fuser checks the uid too); `All` with `--allow-other`.
-    fuse_config.acl = if config.allow_other {
-        SessionACL::All
-    } else {
-        SessionACL::Owner
-    };
-    fuse_config.n_threads = Some(2);
-    let counters = Arc::new(Counters::default());
-    let adapter = FuseAdapter {
-        fs: fs.clone(),
-        pool: WorkerPool::new(MAX_WORKERS),
-        counters: counters.clone(),
-        passthrough: false,
-        backing: Arc::default(),
-    };
-    let session = if config.auto_unmount {
-        // Auto-unmount goes through our own `fusermount3` call (see `fusermount`), which needs no allow_other.
-        let mut helper_options: Vec<String> = options.iter().map(option_text).collect();
-        if config.allow_other {
-            helper_options.push("allow_other".into());
-        }
-        let fd = fusermount::mount(mountpoint, &helper_options, !config.allow_other)?;
-        let acl = fuse_config.acl;
-        Session::from_fd(adapter, fd, acl, fuse_config)?
-    } else {
-        fuse_config.mount_options = options;
-        Session::new(adapter, mountpoint, &fuse_config)?
-    };
-    // Only the adapter that serves gets shown: a failed attempt (no `fusermount3`, then a plain mount) must not
-    // leave its never-counting counters in the core's place.
-    fs.set_request_counts(counters);
-    Ok(session)
-}
-
-/// A mount option as `fusermount3 -o` takes it.
-fn option_text(option: &MountOption) -> String {
-    match option {
-        MountOption::FSName(name) => format!("fsname={name}"),
-        MountOption::Subtype(subtype) => format!("subtype={subtype}"),
-        MountOption::DefaultPermissions => "default_permissions".into(),
-        MountOption::NoAtime => "noatime".into(),
-        MountOption::NoDev => "nodev".into(),
-        MountOption::NoSuid => "nosuid".into(),
-        MountOption::RO => "ro".into(),
-        other => format!("{other:?}").to_lowercase(),
-    }
-}
-
-/// The core's way to tell the kernel that cached attributes are stale: fuser's `Notifier`.
-pub struct KernelInvalidator(pub fuser::Notifier);
-
-impl crate::fs::Invalidator for KernelInvalidator {
-    fn attributes_changed(&self, ino: u64) {
-        // Attributes only (len 0): invalidating the pages of an open file can deadlock in the kernel, and live
-        // files are read with direct I/O anyway.
-        if let Err(e) = self.0.inval_inode(INodeNo(ino), 0, 0) {
-            tracing::debug!("invalidating inode {ino}: {e}");
-        }
-    }
-}
-
-pub struct FuseAdapter {
-    fs: Arc<Vm0Fs>,
-    pool: WorkerPool,
-    /// Requests served, by opcode and by where they were answered (`.vm0fs/status`).
-    counters: Arc<Counters>,
-    /// The kernel accepted FUSE passthrough: cached archive files are read by the kernel from the cache file
-    /// itself, with no request reaching us (kernel 6.9+, and CAP_SYS_ADMIN for the backing ioctl).
-    passthrough: bool,
-    /// The kernel's handle on each inode's backing file and how many opens use it. The kernel wants one backing
-    /// file per inode (a second one for an inode already open fails the open with EIO, and so does an open
-    /// without passthrough), and dropping the id closes it in the kernel, so it lives until the inode's last
-    /// release. A file of a volume's head keeps its inode when a new version is published, so while one open of
-    /// it lasts, later opens read the version that open found (passthrough mounts only).
-    backing: Arc<std::sync::Mutex<std::collections::HashMap<u64, (fuser::BackingId, usize)>>>,
-}
-
-impl FuseAdapter {
-    /// Runs `job` (a request of opcode `op`) on a worker with the core, inside the request's span and on behalf of
-    /// the request's caller (so that a wait inside can see the caller give up, see `caller`), timing it until it
-    /// has replied.
-    fn spawn(
-        &self,
-        req: &Request,
-        span: Span,
-        op: Op,
-        job: impl FnOnce(&Arc<Vm0Fs>) + Send + 'static,
-    ) {
-        let timing = self.counters.start(op).pooled();
-        let fs = self.fs.clone();
-        let pid = req.pid();
-        self.pool.run(move || {
-            let _entered = span.enter();
-            crate::caller::serve(pid, || job(&fs));
-            drop(timing);
-        });
-    }
-
-    /// Answers a request of opcode `op` with what `call` returns, passed to `send` with the reply: on this thread
-    /// when `call` needs nothing that can wait (memory, the cache on disk), else on a worker (see `fs::waiting`).
-    fn answer<T, R: Send + 'static>(
-        &self,
-        req: &Request,
-        span: Span,
-        op: Op,
-        reply: R,
-        call: impl Fn(&Arc<Vm0Fs>) -> crate::fs::Result<T> + Send + 'static,
-        send: impl FnOnce(R, crate::fs::Result<T>) + Send + 'static,
-    ) {
-        let timing = self.counters.start(op);
-        let inline = {
-            let _entered = span.enter();
-            self.fs.without_waiting(|_| call(&self.fs))
-        };
-        match inline {
-            Some(result) => {
-                let _entered = span.enter();
-                send(reply, result)
-            }
-            None => {
-                let timing = timing.pooled();
-                let fs = self.fs.clone();
-                let pid = req.pid();
-                self.pool.run(move || {
-                    let _entered = span.enter();
-                    crate::caller::serve(pid, || send(reply, call(&fs)));
-                    drop(timing);
-                });
-            }
-        }
-    }
-}
-
-/// The span of one request, created when it arrives and entered by the worker that runs it, so that every log line
-/// of the request, in any layer, says which request, inode and process it belongs to.
-fn request_span(op: &'static str, req: &Request, ino: INodeNo) -> Span {
-    tracing::info_span!(
-        "req",
-        id = req.unique().0,
-        op,
-        ino = ino.0,
-        pid = req.pid(),
-        name = tracing::field::Empty
-    )
-}
-
-/// `request_span` of a request about a name in the directory `parent`.
-fn named_span(op: &'static str, req: &Request, parent: INodeNo, name: &OsStr) -> Span {
-    let span = request_span(op, req, parent);
-    span.record("name", tracing::field::debug(name));
-    span
-}
-
-/// Logs a failed request at the level the core chose, with its chain of causes, and gives its errno.
-fn errno(op: &str, error: &Error) -> Errno {
-    let chain = error.chain();
-    match error.level {
-        Level::ERROR => tracing::error!("{op}: {chain}"),
-        Level::WARN => tracing::warn!("{op}: {chain}"),
-        Level::INFO => tracing::info!("{op}: {chain}"),
-        _ => tracing::debug!("{op}: {chain}"),
-    }
-    Errno::from_i32(error.errno)
-}
-
-fn file_attr(attr: &Attr) -> FileAttr {
-    FileAttr {
-        ino: INodeNo(attr.ino),
-        size: attr.size,
-        blocks: attr.size.div_ceil(512),
-        atime: attr.atime,
-        mtime: attr.mtime,
-        ctime: attr.ctime,
-        crtime: attr.mtime,
-        kind: file_type(attr.kind),
-        perm: attr.perm,
-        nlink: attr.nlink,
-        uid: attr.uid,
-        gid: attr.gid,
-        rdev: 0,
-        blksize: match attr.kind {
-            FileKind::Directory => DIR_BLOCK_SIZE,
-            _ => BLOCK_SIZE,
-        },
-        flags: 0,
-    }
-}
-
-fn file_type(kind: FileKind) -> FileType {
-    match kind {
-        FileKind::Directory => FileType::Directory,
-        FileKind::File => FileType::RegularFile,
-        FileKind::Symlink => FileType::Symlink,
-    }
-}
-
-fn reply_xattr(reply: ReplyXattr, value: &[u8], size: u32) {
-    if size == 0 {
-        reply.size(value.len() as u32);
-    } else if value.len() > size as usize {
-        reply.error(Errno::ERANGE);
-    } else {
-        reply.data(value);
-    }
-}
-
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Readdirplus always, not `READDIRPLUS_AUTO`: with AUTO the kernel lists only the first batch of a
@@ -295,6 +65,14 @@ impl Filesystem for FuseAdapter {
         // one LOOKUP per name of every later batch.
         if let Err(missing) = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS) {
             tracing::info!("the kernel does not offer {missing:?}; listings use plain readdir");
+        }
+        // vm0fs clears the set-user-ID and set-group-ID bits itself on write, truncate and chown (see `setattr`
+        // and `write`), as the kernel would: otherwise the kernel asks for `security.capability` before every
+        // write to learn whether there are privileges to drop, a GETXATTR per `write(2)`.
+        if let Err(missing) = config.add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2) {
+            tracing::info!(
+                "the kernel does not offer {missing:?}; it checks privileges before each write"
+            );
         }
         self.passthrough = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(1).is_ok();
@@ -372,8 +150,16 @@ impl Filesystem for FuseAdapter {
             TimeOrNow::Now => now,
         };
         let times = (atime.map(time), mtime.map(time));
+        // The set-id bits a chown, or a truncate by a caller without CAP_FSETID (taken to be anyone but root),
+        // clears in the kernel's stead (see `init`), unless the same call sets a mode.
+        let drop_set_id = mode.is_none()
+            && (uid.is_some() || gid.is_some() || (size.is_some() && req.uid() != 0));
         self.spawn(req, span, Op::Setattr, move |fs| {
-            match fs.setattr(ino.0, mode, (uid, gid), size, times) {
+            let dropped = match drop_set_id {
+                true => fs.drop_set_id_bits(ino.0),
+                false => Ok(()),
+            };
+            match dropped.and_then(|()| fs.setattr(ino.0, mode, (uid, gid), size, times)) {
                 Ok(attr) => reply.attr(&attr.ttl, &file_attr(&attr)),
                 Err(e) => reply.error(errno("setattr", &e)),
             }
@@ -507,46 +293,13 @@ impl Filesystem for FuseAdapter {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let span = request_span("open", req, ino);
-        let passthrough = self.passthrough;
-        let backing = self.backing.clone();
+        let passthrough = self.passthrough.then(|| self.backings.clone());
         let pid = req.pid();
         self.spawn(req, span, Op::Open, move |fs| {
             match fs.open(ino.0, flags.0, pid) {
                 Ok(opened) => {
-                    let mut fopen = FopenFlags::empty();
-                    if opened.direct_io {
-                        fopen |= FopenFlags::FOPEN_DIRECT_IO;
-                    }
-                    if opened.keep_cache {
-                        fopen |= FopenFlags::FOPEN_KEEP_CACHE;
-                    }
-                    let Some(file) = fs.backing_file(opened.fh).filter(|_| passthrough) else {
-                        return reply.opened(FileHandle(opened.fh), fopen);
-                    };
-                    let mut backing = backing.lock().unwrap_or_else(|e| e.into_inner());
-                    if let Some((id, opens)) = backing.get_mut(&ino.0) {
-                        *opens += 1;
-                        return reply.opened_passthrough(
-                            FileHandle(opened.fh),
-                            FopenFlags::empty(),
-                            id,
-                        );
-                    }
-                    match reply.open_backing(&*file) {
-                        Ok(id) => {
-                            reply.opened_passthrough(
-                                FileHandle(opened.fh),
-                                FopenFlags::empty(),
-                                &id,
-                            );
-                            backing.insert(ino.0, (id, 1));
-                        }
-                        Err(e) => {
-                            // Without CAP_SYS_ADMIN the ioctl is refused: serve reads ourselves.
-                            tracing::debug!("passthrough refused ({e}); reading through vm0fs");
-                            reply.opened(FileHandle(opened.fh), fopen);
-                        }
-                    }
+                    let reply = OpenAnswer { reply, opened };
+                    answer_open(fs, passthrough.as_deref(), ino.0, reply);
                 }
                 Err(e) => reply.error(errno("open", &e)),
             }
@@ -580,7 +333,7 @@ impl Filesystem for FuseAdapter {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
@@ -588,8 +341,15 @@ impl Filesystem for FuseAdapter {
         let span = request_span("write", req, ino);
         let data = data.to_vec();
         let pid = req.pid();
+        // The kernel asks us to clear the set-id bits as it would have (see `init`).
+        let drop_set_id = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
         self.spawn(req, span, Op::Write, move |fs| {
-            match fs.write(fh.0, offset, &data, pid) {
+            let written = fs.write(fh.0, offset, &data, pid);
+            let written = match (written, drop_set_id) {
+                (Ok(n), true) => fs.drop_set_id_bits(ino.0).map(|()| n),
+                (other, _) => other,
+            };
+            match written {
                 Ok(written) => reply.written(written),
                 Err(e) => reply.error(errno("write", &e)),
             }
@@ -631,6 +391,25 @@ impl Filesystem for FuseAdapter {
         });
     }
 
+    /// `fsync` of a directory: a volume's staged changes reach the disk (without it, the kernel would answer
+    /// every later one itself with success, having flushed nothing).
+    fn fsyncdir(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let span = request_span("fsyncdir", req, ino);
+        self.spawn(req, span, Op::Fsyncdir, move |fs| {
+            match fs.fsyncdir(ino.0) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("fsyncdir", &e)),
+            }
+        });
+    }
+
     fn release(
         &self,
         req: &Request,
@@ -643,19 +422,10 @@ impl Filesystem for FuseAdapter {
     ) {
         let span = request_span("release", req, ino);
         // On a worker: releasing an unflushed `runs/new/` handle starts its run, an API call.
-        let backing = self.backing.clone();
+        let backings = self.backings.clone();
         self.spawn(req, span, Op::Release, move |fs| {
-            let passthrough = fs.backing_file(fh.0).is_some();
             fs.release(fh.0);
-            if passthrough {
-                let mut backing = backing.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some((_, opens)) = backing.get_mut(&ino.0) {
-                    *opens -= 1;
-                    if *opens == 0 {
-                        backing.remove(&ino.0);
-                    }
-                }
-            }
+            backings.detach(fh.0);
             reply.ok();
         });
     }
@@ -867,19 +637,18 @@ impl Filesystem for FuseAdapter {
     ) {
         let span = named_span("create", req, parent, name);
         let name = name.to_os_string();
+        let passthrough = self.passthrough.then(|| self.backings.clone());
         self.spawn(req, span, Op::Create, move |fs| {
             match fs.create(parent.0, &name, mode & !umask) {
-                Ok((attr, opened)) => reply.created(
-                    &attr.ttl,
-                    &file_attr(&attr),
-                    GENERATION,
-                    FileHandle(opened.fh),
-                    if opened.direct_io {
-                        FopenFlags::FOPEN_DIRECT_IO
-                    } else {
-                        FopenFlags::empty()
-                    },
-                ),
+                Ok((attr, opened)) => {
+                    let ino = attr.ino;
+                    let reply = CreateAnswer {
+                        reply,
+                        attr,
+                        opened,
+                    };
+                    answer_open(fs, passthrough.as_deref(), ino, reply);
+                }
                 Err(e) => reply.error(errno("create", &e)),
             }
         });

@@ -7,6 +7,7 @@
 //! `stat`. A job that panics is caught: its reply is dropped, which fuser answers with `EIO`, and the worker lives
 //! on.
 
+use crate::sync::Locked;
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Condvar, Mutex};
@@ -70,7 +71,7 @@ impl WorkerPool {
 
 impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+        self.queue.locked()
     }
 }
 

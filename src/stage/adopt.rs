@@ -1,6 +1,7 @@
 //! A published tree becomes its version's cached archive: nothing is downloaded again, and the stage starts over
 //! from the version with only what a version cannot hold left journaled over it.
 
+use crate::sync::Locked;
 use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
@@ -31,9 +32,13 @@ impl VolumeStage {
         if st.writers > 0 || st.journal.is_none() || st.tree.files().next().is_none() {
             return;
         }
-        if *self.shape.lock().unwrap_or_else(|e| e.into_inner()) == ShapeNote::Published
-            && !LocalOnly::of(&st.tree).is_empty()
-        {
+        // The version is the base already (the content did not change: on the push flow, a change of modes,
+        // links or times alone): its tree is cached as the server gave it, and the journal already makes ours
+        // over it. Adopting would journal our tree over a files-only version instead, which the cached tree is not.
+        if st.base_version.as_deref() == Some(version) {
+            return;
+        }
+        if *self.shape.locked() == ShapeNote::Published && !LocalOnly::of(&st.tree).is_empty() {
             self.retire_for_the_pushed_archive(st, version);
             return;
         }

@@ -10,7 +10,7 @@ use super::overlay::{Content, Node, Tree};
 use super::status::short;
 use crate::api::Vm0Api;
 use crate::api::models::StorageKind;
-use crate::cache::{ArchiveCache, ArchiveInfo, DownloadSource};
+use crate::cache::{ArchiveCache, ArchiveInfo, version_source};
 
 /// The extracted tree of `version` of the volume `storage_id` (`label`: `volumes/<name>`) in the archive cache,
 /// downloaded if missing. A version without files has no archive (CONTRACT.md 6.3): that is `ENOENT`.
@@ -26,9 +26,7 @@ pub(super) fn version_tree(
         label: label.clone(),
         size: None,
     };
-    let (api, id, wanted) = (api.clone(), storage_id.to_string(), version.to_string());
-    let source: Arc<DownloadSource> =
-        Arc::new(move || api.download(StorageKind::Volume, &id, Some(&wanted)));
+    let source = version_source(api.clone(), StorageKind::Volume, storage_id, version);
     cache
         .tree(version, &info, source)
         .map_err(|e| StageError::new(e.errno(), format!("{label}: {e}")))

@@ -1,8 +1,9 @@
 //! The stage's errors, each carrying the errno the filesystem answers with and a sentence naming the volume.
 //!
-//! One vocabulary for the whole write path: a staging operation refused (`StageError`) and a publish that did not
-//! happen (`PublishError`, which also says whether trying again may succeed and at which step it stopped). The
-//! conversion into the filesystem's error lives beside the filesystem's own (`fs/error.rs`).
+//! One vocabulary for the whole write path: a staging operation refused (`StageError`), a rebase that stopped
+//! (`RebaseError`, a `StageError` that may pass when tried again) and a publish that did not happen
+//! (`PublishError`, which also says whether trying again may succeed and at which step it stopped); each answers
+//! `errno()`. The conversion into the filesystem's error lives beside the filesystem's own (`fs/error.rs`).
 
 use crate::api::ApiError;
 
@@ -71,5 +72,38 @@ impl PublishError {
 impl std::fmt::Display for PublishError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.message)
+    }
+}
+
+/// A rebase that stopped: why, and whether trying again later may succeed (the tree changed meanwhile).
+#[derive(Debug)]
+pub struct RebaseError {
+    pub error: StageError,
+    pub retryable: bool,
+}
+
+impl RebaseError {
+    pub fn errno(&self) -> i32 {
+        self.error.errno
+    }
+}
+
+impl From<StageError> for RebaseError {
+    fn from(error: StageError) -> Self {
+        RebaseError {
+            error,
+            retryable: false,
+        }
+    }
+}
+
+impl From<RebaseError> for PublishError {
+    fn from(e: RebaseError) -> Self {
+        PublishError {
+            errno: e.errno(),
+            message: e.error.message,
+            retryable: e.retryable,
+            step: "rebase",
+        }
     }
 }

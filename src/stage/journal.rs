@@ -1,12 +1,14 @@
-//! The journal of one writable volume: every change of names, appended and fsynced before the operation returns.
+//! The journal of one writable volume: every change of names, appended before the operation returns and made
+//! durable by the stage's group commit (`commit`).
 //!
 //! File contents live in staged files; what the journal keeps is the namespace (create, unlink, rename, mkdir,
 //! chmod, symlink) and the publishes, because that is where FUSE filesystems that stage on disk lose data after a
 //! crash (a file whose bytes survived but whose name did not). Each record is framed as `length (u32 LE) · CRC-32
 //! of the payload (u32 LE) · payload (JSON)`. A crash can leave at most a torn last record: `replay` keeps every
 //! complete record before the first frame that is short or fails its CRC, and cuts the file there, so the next
-//! append follows the last good record. JSON keeps the file readable by a person in an emergency; the records are
-//! small next to the fsync that follows each.
+//! append follows the last good record. JSON keeps the file readable by a person in an emergency. An appended
+//! record is in the kernel's page cache when `append` returns, so it survives a crash of vm0fs; a power loss keeps
+//! the records of the last commit.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -135,10 +137,9 @@ impl Journal {
         Ok((Journal { file }, records))
     }
 
-    /// Appends `record` and waits until it is on disk.
+    /// Appends `record` (one `write(2)` of its whole frame; the group commit makes it durable).
     pub fn append(&mut self, record: &Record) -> io::Result<()> {
-        self.file.write_all(&frame(record)?)?;
-        self.file.sync_data()
+        self.file.write_all(&frame(record)?)
     }
 
     /// Replaces the whole journal by `records` (after a publish, to keep it short), atomically: written beside it,

@@ -5,23 +5,29 @@
 //! (`volumes/<name>/`): the tree as it is now (`overlay`), over the base version's extracted tree in the archive
 //! cache (`base`), which is never written; a file is copied into the staging area (`layout`) when it is first
 //! written (`writer`, within the mount's budget, `space`), so untouched files keep being read from the cache.
-//! Every change of names goes to the volume's `journal` and is fsynced before the operation returns, then is told
-//! to the publisher thread (`publisher`), which turns the tree into one new version (`publish`) through the upload
-//! protocol the server speaks (`upload`), rebasing the changes first when the head moved elsewhere (`rebase`,
-//! `records`); `discard` drops them. After a publish the tree becomes that version's cached archive and the stage
+//! Every change of names goes to the volume's `journal` before the operation returns (a group commit, `commit`,
+//! takes the journals and the written files to the disk together), then is told to the publisher thread
+//! (`publisher`), which turns the tree into one new version (`publish`) through the upload protocol the server
+//! speaks (`upload`), rebasing the changes first when the head moved elsewhere (`rebase`, `records`); `discard`
+//! drops them. After a publish the tree becomes that version's cached archive and the stage
 //! starts over from it (`adopt`).
 //!
-//! What each call guarantees:
-//! - a change of names (create, unlink, rename, mkdir, rmdir, chmod, symlink) returns once it is in the journal on
-//!   disk: a crash after that keeps it;
-//! - `fsync` and `close` of a written file return once its bytes are on disk: a crash after that keeps them. Bytes
-//!   written but neither fsynced nor closed may be lost, as on any local filesystem;
-//! - neither publishes: a publish happens after `--commit-delay` of quiet, on `vm0fs sync`, or at unmount;
+//! What each call guarantees (the local disk's promise: ext4's, no less and no more):
+//! - a change (a change of names: create, unlink, rename, mkdir, rmdir, chmod, symlink; or bytes written) is safe
+//!   from a crash of vm0fs (`kill -9`, a panic) as soon as its call returns: it is in the journal's and the staged
+//!   file's page cache, which the kernel keeps when a process dies;
+//! - it is safe from a power loss once `fsync`/`fdatasync` of the file (or of any file or directory of a volume)
+//!   or `vm0fs sync` has returned, and at the latest a few seconds after it was made: the group commit flushes the
+//!   journal and the written files of every volume every 5 s and before every publish. After a power loss a
+//!   volume comes back as of its last commit, whole (the journal's frames and the cut of a torn tail);
+//! - `close` waits for nothing: the bytes are in the page cache already;
+//! - none of these publishes: a publish happens after `--commit-delay` of quiet, on `vm0fs sync`, or at unmount;
 //! - at the next mount the journal is replayed (the changes are visible at once) and the volume published. A
 //!   publish is exactly-once because a version id is the hash of its content (`manifest`).
 
 mod adopt;
 mod base;
+mod commit;
 mod discard;
 mod error;
 mod journal;
@@ -42,6 +48,7 @@ mod upload;
 mod volume;
 mod writer;
 
+use crate::sync::Locked;
 use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
@@ -51,6 +58,7 @@ use std::time::Duration;
 use crate::api::Vm0Api;
 use crate::cache::ArchiveCache;
 use base::walk_base;
+use commit::Committer;
 pub use discard::Discarded;
 use error::io_error;
 pub use error::{PublishError, Result, StageError};
@@ -83,6 +91,7 @@ pub struct Stage {
     cache: Arc<ArchiveCache>,
     volumes: Mutex<HashMap<String, Arc<VolumeStage>>>,
     space: Arc<Space>,
+    commit: Arc<Committer>,
     publisher: Arc<publisher::Publisher>,
     heads_moved: HeadsMoved,
 }
@@ -109,7 +118,9 @@ impl Stage {
             api.clone(),
             config.commit_delay,
         ));
+        let commit = Committer::start(&root)?;
         let stage = Arc::new(Stage {
+            commit,
             root,
             api,
             cache,
@@ -129,7 +140,7 @@ impl Stage {
     }
 
     fn lock_volumes(&self) -> MutexGuard<'_, HashMap<String, Arc<VolumeStage>>> {
-        self.volumes.lock().unwrap_or_else(|e| e.into_inner())
+        self.volumes.locked()
     }
 
     /// Loads a volume from its journal (after a crash or an unmount with changes left).
@@ -198,6 +209,7 @@ impl Stage {
             api: self.api.clone(),
             cache: Arc::downgrade(&self.cache),
             space: self.space.clone(),
+            commit: self.commit.clone(),
             heads_moved: self.heads_moved.clone(),
             state: Mutex::new(State {
                 tree,
@@ -281,9 +293,11 @@ impl Stage {
         has_journal.then_some(volume)
     }
 
-    /// The stage of a volume already opened by name.
+    /// The stage of a volume already opened by name, unless it was discarded or retired after a publish (then
+    /// the volume's next use by name makes a fresh one: a write must never reach a stage that is no more).
     pub fn loaded(&self, storage_id: &str) -> Option<Arc<VolumeStage>> {
-        self.lock_volumes().get(storage_id).cloned()
+        let volume = self.lock_volumes().get(storage_id).cloned()?;
+        (!volume.discarded()).then_some(volume)
     }
 
     /// Publishes a volume now and waits: the new version's id, or why not.
@@ -342,6 +356,16 @@ impl Stage {
                 _ => None,
             })
             .collect()
+    }
+
+    /// Group commits run so far (`vm0fs status`).
+    pub fn commits(&self) -> u64 {
+        self.commit.commits()
+    }
+
+    /// `fsync` of a directory of any volume: every staged change is on the local disk when this returns.
+    pub fn flush_to_disk(&self) -> io::Result<()> {
+        self.commit.commit()
     }
 
     /// At unmount: publishes what is staged, waiting at most `within`; returns the volumes that stay staged.

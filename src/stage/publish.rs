@@ -25,7 +25,7 @@
 use super::error::PublishError;
 use super::manifest::LocalOnly;
 use super::manifest::{self, ManifestFile};
-use super::rebase::{RebaseError, Rebased};
+use super::rebase::Rebased;
 use super::status::{Mode, Phase, ShapeNote, WAITING, short};
 use super::upload::{self, Protocol};
 use super::volume::{Snapshot, VolumeStage};
@@ -139,6 +139,16 @@ fn publish_once(
             step: "discard",
         });
     }
+    // What is published is on the local disk first: a power loss after the commit on the server finds it staged.
+    volume.commit.commit().map_err(|e| PublishError {
+        errno: e.raw_os_error().unwrap_or(libc::EIO),
+        message: format!(
+            "{}: flushing the staged changes to disk failed: {e}",
+            volume.label()
+        ),
+        retryable: true,
+        step: "read",
+    })?;
     let Snapshot {
         generation,
         base,
@@ -341,12 +351,7 @@ fn rebase_onto(
             retryable: false,
             step: CONFLICT,
         }),
-        Err(RebaseError { error, retryable }) => Err(PublishError {
-            errno: error.errno,
-            message: error.message,
-            retryable,
-            step: "rebase",
-        }),
+        Err(e) => Err(e.into()),
     }
 }
 

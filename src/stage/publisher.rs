@@ -9,6 +9,7 @@
 //! answered to `vm0fs sync` until the next change or sync tries again. `vm0fs discard` runs on this thread too,
 //! so it never overlaps a publish.
 
+use crate::sync::Locked;
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -64,7 +65,7 @@ impl Publisher {
     }
 
     fn send(&self, msg: Msg) -> bool {
-        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = self.tx.locked();
         tx.send(msg).is_ok()
     }
 

@@ -20,7 +20,7 @@ use std::io;
 use std::path::PathBuf;
 
 use super::base::{self, walk_base};
-use super::error::{StageError, io_error};
+use super::error::{RebaseError, StageError, io_error};
 use super::journal::Record;
 use super::manifest::{self, ManifestFile};
 use super::overlay::{Content, Node, Tree};
@@ -91,6 +91,15 @@ pub fn merge(
             conflicts.insert(link.clone());
         }
     }
+    // Our symlinks and empty directories need their parents to be directories: a merged file there collides.
+    for ours in others.symlinks.iter().chain(&others.empty_dirs) {
+        let parents = ours.match_indices('/').map(|(i, _)| &ours[..i]);
+        conflicts.extend(
+            parents
+                .filter(|p| merged.contains_key(*p))
+                .map(String::from),
+        );
+    }
     if conflicts.is_empty() {
         Ok(merged)
     } else {
@@ -105,6 +114,17 @@ pub enum Rebased {
     Onto { ours: usize },
     /// Both sides changed these paths: nothing was changed.
     Conflicts(Vec<String>),
+}
+
+/// A rebase worked out, for `VolumeStage::install`: the tree as of `generation` becomes `target`, over the new
+/// head's tree, with the journal rewritten as `records` ("new base + the changes over it").
+struct RebasePlan {
+    generation: u64,
+    head: Option<String>,
+    head_root: Option<PathBuf>,
+    their_tree: Tree,
+    target: Tree,
+    records: Vec<Record>,
 }
 
 /// A version's files hashed, from its extracted tree (none for no version or a version without files).
@@ -125,22 +145,6 @@ fn hashes_of(root: Option<&PathBuf>) -> io::Result<Hashes> {
         .into_iter()
         .map(|f| (f.path, f.sha256))
         .collect())
-}
-
-/// A rebase that stopped: why, and whether trying again later may succeed (the tree changed meanwhile).
-#[derive(Debug)]
-pub struct RebaseError {
-    pub error: StageError,
-    pub retryable: bool,
-}
-
-impl From<StageError> for RebaseError {
-    fn from(error: StageError) -> Self {
-        RebaseError {
-            error,
-            retryable: false,
-        }
-    }
 }
 
 impl VolumeStage {
@@ -263,7 +267,14 @@ impl VolumeStage {
             version: head.map(String::from),
         }];
         records.extend(records_between(&their_tree, &target));
-        self.install(generation, head, head_root, their_tree, target, &records)?;
+        self.install(RebasePlan {
+            generation,
+            head: head.map(String::from),
+            head_root,
+            their_tree,
+            target,
+            records,
+        })?;
         {
             let mut st = self.lock();
             if st.base_version.as_deref() == head {
@@ -429,17 +440,18 @@ impl VolumeStage {
         Ok(())
     }
 
-    /// Makes the rebased tree the volume's tree, and the new head its base, if nothing changed since
-    /// `generation`: the journal is rewritten first, so the tree never runs ahead of the disk.
-    fn install(
-        &self,
-        generation: u64,
-        head: Option<&str>,
-        head_root: Option<PathBuf>,
-        their_tree: Tree,
-        target: Tree,
-        records: &[Record],
-    ) -> Result<(), RebaseError> {
+    /// Makes the rebased tree of `plan` the volume's tree, and the new head its base, if nothing changed since
+    /// the plan's generation: the journal is rewritten first, so the tree never runs ahead of the disk.
+    fn install(&self, plan: RebasePlan) -> Result<(), RebaseError> {
+        let RebasePlan {
+            generation,
+            head,
+            head_root,
+            their_tree,
+            target,
+            records,
+        } = plan;
+        let head = head.as_deref();
         let mut st = self.lock();
         if st.generation != generation || st.writers > 0 {
             return Err(self.changed_meanwhile());
@@ -455,7 +467,7 @@ impl VolumeStage {
             .into());
         }
         let rewritten = match st.journal.as_mut() {
-            Some(journal) => journal.rewrite(&self.layout.journal(), records),
+            Some(journal) => journal.rewrite(&self.layout.journal(), &records),
             None => Err(io::Error::other("the journal is not open")),
         };
         if let Err(e) = rewritten {
@@ -581,6 +593,22 @@ mod tests {
             merge(&base, &Hashes::new(), &theirs, &others).unwrap_err(),
             ["empty", "link"]
         );
+    }
+
+    /// Found by the model (stage/tests/moving_head.rs): our empty directory `b/a` needs `b` to be a directory
+    /// while their new head makes `b` a file. Missed, the rebase failed with EISDIR ("cannot place it in the
+    /// rebased tree") instead of reporting the conflict.
+    #[test]
+    fn a_file_of_theirs_above_our_empty_directory_or_symlink_conflicts() {
+        let base = hashes(&[("b/e/a", "1")]);
+        let theirs = hashes(&[("b", "2")]);
+        let others = OurOthers {
+            symlinks: ["s/link".to_string()].into(),
+            empty_dirs: ["b/a".to_string()].into(),
+        };
+        assert_eq!(merge(&base, &base, &theirs, &others).unwrap_err(), ["b"]);
+        let theirs = hashes(&[("b/e/a", "1"), ("s", "2")]);
+        assert_eq!(merge(&base, &base, &theirs, &others).unwrap_err(), ["s"]);
     }
 
     #[test]

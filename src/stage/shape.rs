@@ -4,15 +4,28 @@
 
 use std::time::SystemTime;
 
+use super::layout::VolumeLayout;
 use super::overlay::Node;
 use super::state::State;
 use super::upload::{TreeEntry, TreeKind};
-use super::volume::VolumeStage;
+
+/// What the archive needs of an entry's attributes as the volume shows them: size, mode, modification time.
+pub(super) struct Shown {
+    pub size: u64,
+    pub mode: u32,
+    pub mtime: SystemTime,
+}
 
 /// Every entry of the tree but its root, in path order (parents first). A time this mount never set nor read from
 /// a staged file is the base version's (its cached tree), else now. Of the names of one file, the first in path
 /// order carries its bytes and the others are hard links to it (an extractor meets the file before its links).
-pub(super) fn tree_entries(volume: &VolumeStage, st: &State) -> Vec<TreeEntry> {
+/// `shown` gives an entry's attributes as the volume shows them (`VolumeStage::attr`), passed in so that this
+/// module needs nothing of the volume's.
+pub(super) fn tree_entries(
+    st: &State,
+    layout: &VolumeLayout,
+    shown: impl Fn(&str, &Node) -> Shown,
+) -> Vec<TreeEntry> {
     let now = SystemTime::now();
     let base_time = |path: &str| {
         let root = st.base_root.as_ref()?;
@@ -25,7 +38,7 @@ pub(super) fn tree_entries(volume: &VolumeStage, st: &State) -> Vec<TreeEntry> {
         .entries()
         .filter(|(path, _)| !path.is_empty())
         .map(|(path, node)| {
-            let attr = volume.attr(st, path, node);
+            let attr = shown(path, node);
             let mtime = match attr.mtime {
                 SystemTime::UNIX_EPOCH => base_time(path).unwrap_or(now),
                 known => known,
@@ -41,7 +54,7 @@ pub(super) fn tree_entries(volume: &VolumeStage, st: &State) -> Vec<TreeEntry> {
                     }
                 }
                 Node::File { content, .. } => TreeKind::File {
-                    source: st.backing(&volume.layout, content),
+                    source: st.backing(layout, content),
                     size: attr.size,
                 },
                 Node::Dir { .. } => TreeKind::Dir,

@@ -55,6 +55,12 @@ impl Space {
             });
     }
 
+    /// Whether writes may bypass `reserve` (FUSE passthrough, counted with `charge` when the file is closed): only
+    /// while at most half the limit is used, so that the bound is checked at every write as it comes near.
+    pub fn may_bypass(&self) -> bool {
+        self.used.load(Ordering::Acquire) <= self.limit / 2
+    }
+
     /// Gives back `bytes` that are staged no more.
     pub fn release(&self, bytes: u64) {
         let _ = self

@@ -5,19 +5,21 @@
 //! and a discard `discard`, each an `impl VolumeStage` of its own file. Every change is journaled and fsynced
 //! before it returns, then told to the publisher (`changed`), so the filesystem never has to.
 
+use crate::sync::Locked;
 use std::fs::OpenOptions;
 use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::SystemTime;
 
+use super::commit::Committer;
 use super::error::{Result, StageError, io_error};
 use super::journal::{Journal, Record};
 use super::layout::VolumeLayout;
 use super::manifest::{Frozen, LocalOnly, ManifestFile};
 use super::overlay::{Content, Node};
 use super::records::touch_record;
-use super::shape::tree_entries;
+use super::shape::{Shown, tree_entries};
 use super::space::Space;
 use super::state::State;
 use super::status::{Phase, ShapeNote, WAITING};
@@ -87,6 +89,8 @@ pub struct VolumeStage {
     pub(super) api: Arc<dyn Vm0Api>,
     /// The mount's staged-bytes budget, shared by every volume.
     pub(super) space: Arc<Space>,
+    /// The group commit of the staging area (`commit`): journal records and closed files wait for it.
+    pub(super) commit: Arc<Committer>,
     /// Told of every change, so that the filesystem never has to; weak, as the publisher's thread holds stages.
     pub(super) publisher: Weak<dyn Notify>,
     /// This stage itself, for the messages to the publisher.
@@ -107,7 +111,7 @@ pub(super) fn key(path: &str) -> &str {
 
 impl VolumeStage {
     pub(super) fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.locked()
     }
 
     pub fn storage_id(&self) -> &str {
@@ -148,7 +152,7 @@ impl VolumeStage {
             return;
         };
         {
-            let mut asked = self.following.lock().unwrap_or_else(|e| e.into_inner());
+            let mut asked = self.following.locked();
             if asked.as_deref() == Some(head) {
                 return;
             }
@@ -161,7 +165,7 @@ impl VolumeStage {
 
     /// A rebase onto a listed head failed in a way that may pass: the next listing asks again.
     pub(super) fn follow_failed(&self) {
-        *self.following.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *self.following.locked() = None;
     }
 
     /// Whether anything is staged (the volume has a journal).
@@ -306,7 +310,9 @@ impl VolumeStage {
             match st.journal.as_mut() {
                 Some(j) => j.append(&record),
                 None => Err(io::Error::other("the journal is not open")),
-            }
+            }?;
+            self.commit.changed();
+            Ok(())
         })();
         result.map_err(|e| {
             let why = format!("the journal could not be written ({e})");
@@ -548,15 +554,15 @@ impl VolumeStage {
     }
 
     pub(super) fn set_shape_note(&self, note: ShapeNote) {
-        *self.shape.lock().unwrap_or_else(|e| e.into_inner()) = note;
+        *self.shape.locked() = note;
     }
 
     pub(super) fn set_phase(&self, phase: Phase) {
-        *self.phase.lock().unwrap_or_else(|e| e.into_inner()) = phase;
+        *self.phase.locked() = phase;
     }
 
     pub fn phase(&self) -> Phase {
-        self.phase.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.phase.locked().clone()
     }
 
     /// What the publisher uploads: every file and where its bytes are, with the generation and head they are of,
@@ -580,7 +586,14 @@ impl VolumeStage {
             base: st.head.clone(),
             files,
             local: LocalOnly::of(&st.tree),
-            tree: tree_entries(self, &st),
+            tree: tree_entries(&st, &self.layout, |path, node| {
+                let attr = self.attr(&st, path, node);
+                Shown {
+                    size: attr.size,
+                    mode: attr.mode,
+                    mtime: attr.mtime,
+                }
+            }),
         }
     }
 
@@ -632,7 +645,7 @@ impl VolumeStage {
             (Phase::Clean, _) => line.push_str("staged (not published yet)"),
             (p, _) => line.push_str(&p.to_string()),
         }
-        match *self.shape.lock().unwrap_or_else(|e| e.into_inner()) {
+        match *self.shape.locked() {
             ShapeNote::Local if !local.is_empty() => line.push_str(&format!("; {local}")),
             ShapeNote::Waiting => line.push_str(&format!("; {WAITING}")),
             _ => {}

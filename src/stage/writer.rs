@@ -7,6 +7,7 @@ use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use super::error::{Result, StageError, io_error};
@@ -24,6 +25,10 @@ pub struct StagedWriter {
     /// The file's permission bits when it was opened.
     mode: u32,
     volume: Arc<VolumeStage>,
+    /// The length of the file counted against `--max-staged-size` for this handle: its length at open, then
+    /// what `write_at` and `set_len` reserved. What the kernel wrote past it directly (FUSE passthrough) is
+    /// counted when the writer is dropped.
+    counted: AtomicU64,
 }
 
 impl std::fmt::Debug for StagedWriter {
@@ -37,15 +42,46 @@ impl std::fmt::Debug for StagedWriter {
 
 impl Drop for StagedWriter {
     fn drop(&mut self) {
+        let len = self.file.metadata().map_or(0, |m| m.len());
+        let counted = self.counted.fetch_max(len, Ordering::Relaxed);
+        self.volume.space.charge(len.saturating_sub(counted));
         {
             let mut st = self.volume.lock();
+            if len > counted {
+                st.generation += 1;
+            }
             st.writers = st.writers.saturating_sub(1);
         }
+        self.volume.commit.changed();
         self.volume.changed();
     }
 }
 
 impl StagedWriter {
+    fn new(file: File, mode: u32, volume: Arc<VolumeStage>) -> StagedWriter {
+        let len = file.metadata().map_or(0, |m| m.len());
+        StagedWriter {
+            file,
+            mode,
+            volume,
+            counted: AtomicU64::new(len),
+        }
+    }
+
+    /// The staged file itself, for the kernel to read and write directly (FUSE passthrough) when
+    /// `may_pass_through` allows it.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Whether the kernel may write the staged file directly (FUSE passthrough), bypassing `write_at`: not when a
+    /// write must clear set-user-ID or set-group-ID bits, which only a write seen here can do, and not once half
+    /// of `--max-staged-size` is used, since what the kernel writes is only counted when the writer is dropped;
+    /// from then on every write comes through `write_at`, which refuses with ENOSPC at the bound.
+    pub fn may_pass_through(&self) -> bool {
+        self.mode & 0o6000 == 0 && self.volume.space.may_bypass()
+    }
+
     /// The size and times of the open file, and its permission bits: what `fstat` shows once the file has no
     /// name any more (unlinked while open, it lives until its last close).
     pub fn attr(&self) -> io::Result<EntryAttr> {
@@ -66,10 +102,10 @@ impl StagedWriter {
         self.file.read_at(buf, offset)
     }
 
-    /// `fsync`/`close`: the bytes are on the local disk when this returns (not published); the publisher's quiet
-    /// period starts again.
+    /// `fsync`: the bytes, and every change staged before, are on the local disk when this returns (a group
+    /// commit, `commit`; nothing is published); the publisher's quiet period starts again.
     pub fn sync(&self) -> io::Result<()> {
-        self.file.sync_data()?;
+        self.volume.commit.commit()?;
         self.volume.changed();
         Ok(())
     }
@@ -84,6 +120,7 @@ impl StagedWriter {
             .file
             .write_at(data, offset)
             .map_err(|e| io_error(&volume.label(), e))?;
+        self.counted.fetch_max(end, Ordering::Relaxed);
         volume.lock().generation += 1;
         Ok(n)
     }
@@ -97,6 +134,7 @@ impl StagedWriter {
             .set_len(size)
             .map_err(|e| io_error(&volume.label(), e))?;
         volume.space.release(old.saturating_sub(size));
+        self.counted.store(size, Ordering::Relaxed);
         volume.lock().generation += 1;
         Ok(())
     }
@@ -140,11 +178,7 @@ impl VolumeStage {
         st.stamp(&record, SystemTime::now());
         self.journal_change(&mut st, record)?;
         st.writers += 1;
-        Ok(StagedWriter {
-            file,
-            mode: mode & 0o7777,
-            volume: self.clone(),
-        })
+        Ok(StagedWriter::new(file, mode & 0o7777, self.clone()))
     }
 
     /// Opens file `path` for writing, copying it from the base version first if it is still shared with it.
@@ -176,11 +210,7 @@ impl VolumeStage {
             Content::Base(_) => self.copy_up_names(&mut st, path, &content, mode, !truncate)?,
         };
         st.writers += 1;
-        Ok(StagedWriter {
-            file,
-            mode,
-            volume: self.clone(),
-        })
+        Ok(StagedWriter::new(file, mode, self.clone()))
     }
 
     /// Gives the file at `path`, still read from the base version as `content`, a staged file of its own (with
@@ -239,8 +269,6 @@ impl VolumeStage {
     /// `truncate(path, size)` without an open handle.
     pub fn truncate(self: &Arc<Self>, path: &str, size: u64) -> Result<()> {
         let writer = self.open_write(path, size == 0)?;
-        writer
-            .set_len(size)
-            .and_then(|_| writer.sync().map_err(|e| io_error(&self.label(), e)))
+        writer.set_len(size)
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod daemon;
 pub mod emulator;
+pub mod kernel_caches;
 pub mod mount;
 pub mod protocol;
 pub mod volumes;

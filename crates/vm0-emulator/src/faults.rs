@@ -5,6 +5,7 @@
 //! requests, which makes retry tests deterministic where `error_rate` cannot be. This module only holds the
 //! config and decides; `layers` applies the decisions to requests and responses as middleware.
 
+use crate::sync::Locked;
 use std::sync::{Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
@@ -93,7 +94,7 @@ impl Faults {
     }
 
     pub fn lock(&self) -> MutexGuard<'_, FaultConfig> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.0.locked()
     }
 
     /// The delay and the verdict for a request to `path` (counting down `bad_body_count` and `error_count`).

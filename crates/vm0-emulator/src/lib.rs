@@ -41,6 +41,7 @@ mod sse;
 mod stats;
 mod storage;
 mod store;
+mod sync;
 mod uploads;
 
 use std::io::Write;

@@ -3,6 +3,7 @@
 //! carried the API token to the blob host, which must stay at 0). Requests by route (`GET /v1/runs/{id}`) let a
 //! test say which requests an action cost, not only how many: a listing that must cost its pages and nothing else.
 
+use crate::sync::Locked;
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
@@ -37,7 +38,7 @@ pub(crate) struct Stats(Mutex<Counters>);
 
 impl Stats {
     fn lock(&self) -> MutexGuard<'_, Counters> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.0.locked()
     }
 
     pub fn snapshot(&self) -> Counters {

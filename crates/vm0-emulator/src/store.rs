@@ -11,6 +11,7 @@
 //! Records keep times as Unix milliseconds (cheap to compare and schedule on) and render ISO-8601 on the way out.
 //! Lock order: the state, then the database.
 
+use crate::sync::Locked;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -227,7 +228,7 @@ impl Store {
     }
 
     pub fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.locked()
     }
 
     pub fn dir(&self) -> &Path {
@@ -241,7 +242,7 @@ impl Store {
     /// Writes rows in one transaction. Call with the state lock held, so writes follow the order of changes.
     /// A failure is logged, not returned: the in-memory state stays authoritative for this process.
     pub fn write(&self, rows: &[Row<'_>]) {
-        let mut db = self.db.lock().unwrap_or_else(|e| e.into_inner());
+        let mut db = self.db.locked();
         let result = (|| -> rusqlite::Result<()> {
             let tx = db.transaction()?;
             for row in rows {

@@ -5,6 +5,7 @@
 //! registry is shared by the API side (`storage`: create and commit) and the blob host (`blobhost`: the PUTs),
 //! which is why it is a module of its own rather than part of either.
 
+use crate::sync::Locked;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
@@ -41,7 +42,7 @@ pub(crate) struct Uploads(Mutex<HashMap<String, UploadSession>>);
 
 impl Uploads {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, UploadSession>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.0.locked()
     }
 
     pub fn insert(&self, id: String, session: UploadSession) {

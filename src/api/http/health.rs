@@ -13,6 +13,7 @@
 //! what the client did (requests sent to the API, retries, calls held back, probes), so that tests and
 //! `vm0fs status` can tell an answer given without asking from one that waited.
 
+use crate::sync::Locked;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
@@ -55,7 +56,7 @@ impl Health {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.locked()
     }
 
     /// Whether calls to the API are held back now.

@@ -13,6 +13,7 @@
 //! of `runs/` can stream its entries to `readdir` (`ls -f`, `find`) before the last page is in. One refresh at
 //! a time: callers that find the listing stale while another refreshes it wait for that refresh and share it.
 
+use crate::sync::Locked;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -82,7 +83,7 @@ impl RunsListing {
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, Held> {
-        self.held.lock().unwrap_or_else(|e| e.into_inner())
+        self.held.locked()
     }
 
     /// The listing if it is younger than `ttl`.
@@ -130,7 +131,7 @@ impl RunsListing {
         if let Some(runs) = self.fresh(ttl) {
             return Ok(runs);
         }
-        let _one_at_a_time = self.refreshing.lock().unwrap_or_else(|e| e.into_inner());
+        let _one_at_a_time = self.refreshing.locked();
         if let Some(runs) = self.fresh(ttl) {
             return Ok(runs);
         }

@@ -12,6 +12,7 @@
 //! size. Once the run is terminal the rest is drained and the log is fixed; a fixed log is also saved in the cache
 //! directory (`saved`), so that it reads the same after a remount while the API is down.
 
+use crate::sync::Locked;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -159,7 +160,7 @@ impl LiveLogs {
     }
 
     fn state(&self, run_id: &str) -> Arc<Mutex<LogState>> {
-        let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut logs = self.logs.locked();
         logs.entry(run_id.to_string()).or_default().clone()
     }
 
@@ -174,7 +175,7 @@ impl LiveLogs {
         terminal: bool,
     ) -> crate::fs::Result<(Vec<u8>, bool)> {
         let state = self.state(run_id);
-        let mut log = state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut log = state.locked();
         log.interest_at = Some(Instant::now());
         let stale = log.fetched_at.is_none_or(|t| t.elapsed() >= POLL_INTERVAL);
         if !log.complete && stale {
@@ -187,7 +188,7 @@ impl LiveLogs {
     /// Bytes `offset..offset+size` of the log as it is now (reads of an open log never wait for the network).
     pub fn read(&self, run_id: &str, offset: u64, size: u32) -> Vec<u8> {
         let state = self.state(run_id);
-        let mut log = state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut log = state.locked();
         log.interest_at = Some(Instant::now());
         let start = usize::try_from(offset)
             .unwrap_or(usize::MAX)
@@ -199,18 +200,18 @@ impl LiveLogs {
     /// Bytes of the log held now.
     pub fn len(&self, run_id: &str) -> u64 {
         let state = self.state(run_id);
-        let log = state.lock().unwrap_or_else(|e| e.into_inner());
+        let log = state.locked();
         log.text.len() as u64
     }
 
     pub fn opened(&self, run_id: &str) {
         let state = self.state(run_id);
-        state.lock().unwrap_or_else(|e| e.into_inner()).open_handles += 1;
+        state.locked().open_handles += 1;
     }
 
     pub fn closed(&self, run_id: &str) {
         let state = self.state(run_id);
-        let mut log = state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut log = state.locked();
         log.open_handles = log.open_handles.saturating_sub(1);
         log.interest_at = Some(Instant::now());
     }
@@ -220,13 +221,13 @@ impl LiveLogs {
     /// waiting for one under the map would stall every other log (see the lock order on `Vm0Fs`).
     pub fn due(&self) -> Vec<String> {
         let logs: Vec<_> = {
-            let logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+            let logs = self.logs.locked();
             logs.iter()
                 .map(|(id, state)| (id.clone(), state.clone()))
                 .collect()
         };
         logs.into_iter()
-            .filter(|(_, state)| state.lock().unwrap_or_else(|e| e.into_inner()).due())
+            .filter(|(_, state)| state.locked().due())
             .map(|(id, _)| id)
             .collect()
     }
@@ -234,7 +235,7 @@ impl LiveLogs {
     /// Fetches what is new for a watched log; returns whether it grew.
     pub fn poll(&self, api: &dyn Vm0Api, run_id: &str, terminal: bool) -> Result<bool, ApiError> {
         let state = self.state(run_id);
-        let mut log = state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut log = state.locked();
         if log.complete {
             return Ok(false);
         }

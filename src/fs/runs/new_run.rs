@@ -6,6 +6,7 @@
 //! who open the file read-only afterwards. Kept apart from the dispatch in `fs/mod.rs`, which only routes the
 //! `NewRun` handle here.
 
+use crate::sync::Locked;
 use std::sync::{Arc, Mutex};
 
 use super::outcomes::Caller;
@@ -85,6 +86,7 @@ impl Vm0Fs {
             fh,
             direct_io: true,
             keep_cache: false,
+            no_flush: false,
         })
     }
 
@@ -96,7 +98,7 @@ impl Vm0Fs {
         size: u32,
     ) -> Vec<u8> {
         let _ = self.start_run(write);
-        let write = write.lock().unwrap_or_else(|e| e.into_inner());
+        let write = write.locked();
         let shown = write.shown.as_deref().unwrap_or_default();
         handles::slice_at(shown, offset, size).to_vec()
     }
@@ -104,7 +106,7 @@ impl Vm0Fs {
     /// A `close(2)` by thread `pid`: starts the run if `pid` wrote last, or returns the outcome already known.
     pub(in crate::fs) fn flush_new_run(&self, write: &Mutex<NewRunWrite>, pid: u32) -> Result<()> {
         let by_writer = {
-            let write = write.lock().unwrap_or_else(|e| e.into_inner());
+            let write = write.locked();
             write.outcome.is_some() || write.writer_pid == Some(pid)
         };
         if by_writer {
@@ -117,7 +119,7 @@ impl Vm0Fs {
     /// Starts the run a handle's write asks for, once: later calls return the first outcome. Blank text starts
     /// nothing and is no error (an editor that saves an empty buffer); it clears what the writer read back.
     pub(in crate::fs) fn start_run(&self, write: &Mutex<NewRunWrite>) -> Result<()> {
-        let mut write = write.lock().unwrap_or_else(|e| e.into_inner());
+        let mut write = write.locked();
         if let Some(outcome) = &write.outcome {
             return outcome.clone();
         }

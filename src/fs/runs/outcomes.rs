@@ -14,7 +14,9 @@
 //! 6. where none of those wrote, the newest writer of the reader's Unix session (`getsid`) with the reader's uid:
 //!    the more distant relatives a shell makes (`(echo p | tee f); cat f`, where `tee` is `cat`'s nephew, or
 //!    `timeout 20 sh -c 'echo p > f'; timeout 10 cat f`, cousins) are all in the session of the terminal or
-//!    script that ran them, and a run id read back empty would make a retry start a duplicate run.
+//!    script that ran them, and a run id read back empty would make a retry start a duplicate run. In a container
+//!    whose session leader is outside its pid namespace, the kernel shows the session as 0 to every process
+//!    started from outside; those are taken as one session (the one the container's runtime made).
 //!
 //! Where nobody of the reader's session wrote, there is no outcome to show and the open fails with `ENOENT`
 //! (logged), rather than giving an empty file that reads as "started, no id". Processes are told apart by pid and
@@ -25,6 +27,7 @@
 //! that wrote (opened read-write) starts the run at that read and answers its id. An outcome is kept until the
 //! mount ends or `KEPT` newer ones push it out.
 
+use crate::sync::Locked;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
@@ -46,7 +49,9 @@ pub struct Caller {
     thread: u32,
     process: ProcId,
     ancestors: Vec<ProcId>,
-    /// The session id (`getsid`), 0 when unknown; a pid is not reused while a session of that id lives.
+    /// The session id (`getsid`); a pid is not reused while a session of that id lives. It is 0 for a process
+    /// whose session leader lives outside vm0fs's pid namespace (everything a container's runtime starts, such
+    /// as `docker exec` and CI jobs): those processes count as one session, as they would from outside.
     session: u32,
     uid: u32,
 }
@@ -124,7 +129,7 @@ impl Outcomes {
 
     /// Keeps what `writer`'s write to `runs/new/<agent>` came to (a run id, an error, or nothing).
     pub fn record(&self, agent: &str, writer: Caller, shown: Vec<u8>) {
-        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let mut kept = self.kept.locked();
         if kept.len() >= KEPT {
             kept.pop_front();
         }
@@ -139,14 +144,14 @@ impl Outcomes {
     /// `None` when neither wrote.
     pub fn for_reader(&self, agent: &str, reader: Option<Caller>) -> Option<Vec<u8>> {
         let reader = reader.as_ref()?;
-        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let kept = self.kept.locked();
         let relations: [&dyn Fn(&Caller) -> bool; 6] = [
             &|w| w.thread == reader.thread && w.process == reader.process,
             &|w| w.process == reader.process,
             &|w| w.ancestors.contains(&reader.process),
             &|w| reader.ancestors.contains(&w.process),
             &|w| w.parent().is_some() && w.parent() == reader.parent(),
-            &|w| w.session != 0 && w.session == reader.session && w.uid == reader.uid,
+            &|w| w.session == reader.session && w.uid == reader.uid,
         ];
         relations
             .iter()
@@ -272,6 +277,27 @@ mod tests {
         let mut other_session = caller(20, 20, 5);
         other_session.session = 77;
         assert!(outcomes.for_reader("coder", Some(other_session)).is_none());
+    }
+
+    /// In a container whose session leader is outside its pid namespace, `/proc` shows session 0 to the writer
+    /// and the reader alike (CI's jobs): they are one session, as seen from outside.
+    #[test]
+    fn a_session_outside_the_pid_namespace_is_one_session() {
+        let outcomes = Outcomes::new();
+        let mut nephew = caller(12, 12, 11);
+        nephew.session = 0;
+        outcomes.record("coder", nephew, b"run-1\n".to_vec());
+        let mut reader = caller(20, 20, 5);
+        reader.session = 0;
+        assert_eq!(
+            outcomes.for_reader("coder", Some(reader)),
+            Some(b"run-1\n".to_vec())
+        );
+        assert!(
+            outcomes
+                .for_reader("coder", Some(caller(20, 20, 5)))
+                .is_none()
+        );
     }
 
     #[test]

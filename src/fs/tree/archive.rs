@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use super::{FIXED_TTL, MIN_VERSION_PREFIX, MOVING_TTL, kind_of};
 use crate::api::models::{Storage, StorageKind};
-use crate::cache::{ArchiveInfo, DownloadSource};
+use crate::cache::{ArchiveInfo, DownloadSource, version_source};
 use crate::fs::error::{Error, Result};
 use crate::fs::handles::Handle;
 use crate::fs::inodes::Node;
@@ -197,6 +197,7 @@ impl Vm0Fs {
             fh,
             direct_io: false,
             keep_cache,
+            no_flush: false,
         })
     }
 
@@ -282,10 +283,7 @@ impl Vm0Fs {
     /// How the cache downloads a version, when it has to.
     fn archive_source(&self, archive: Archive<'_>) -> Arc<DownloadSource> {
         let api = self.meta.api().clone();
-        let kind = archive.kind;
-        let storage_id = archive.storage_id.to_string();
-        let version_id = archive.version_id.to_string();
-        Arc::new(move || api.download(kind, &storage_id, Some(&version_id)))
+        version_source(api, archive.kind, archive.storage_id, archive.version_id)
     }
 
     /// How a download is shown in `vm0fs status` and the log, from the listings the mount already holds.

@@ -202,6 +202,7 @@ impl Vm0Fs {
             fh: self.handles.insert(handle),
             direct_io: true,
             keep_cache: false,
+            no_flush: false,
         }
     }
 

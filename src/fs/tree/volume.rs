@@ -287,6 +287,7 @@ impl Namespace for VolumeNode {
             fh: fs.handles.insert(Handle::Disk(Arc::new(file))),
             direct_io: false,
             keep_cache: false,
+            no_flush: false,
         })
     }
 

@@ -26,8 +26,14 @@ enum Op {
     Link { from: usize, to: usize },
     Mkdir { path: usize },
     Rmdir { path: usize },
+    Chmod { path: usize, mode: u32 },
+    Symlink { path: usize },
     Remount,
 }
+
+/// Where every symlink of the model points: nowhere, so that following one fails the same way in a directory
+/// and through the kernel (ENOENT), and never reaches outside the reference directory.
+const LINK_TARGET: &str = "missing/x";
 
 fn op() -> impl Strategy<Value = Op> {
     let p = 0..PATHS.len();
@@ -39,14 +45,27 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (p.clone(), p.clone()).prop_map(|(from, to)| Op::Link { from, to }),
         2 => p.clone().prop_map(|path| Op::Mkdir { path }),
         1 => p.clone().prop_map(|path| Op::Rmdir { path }),
+        1 => (p.clone(), prop_oneof![Just(0o755), Just(0o700), Just(0o644)])
+            .prop_map(|(path, mode)| Op::Chmod { path, mode }),
+        1 => p.clone().prop_map(|path| Op::Symlink { path }),
         1 => Just(Op::Remount),
     ]
 }
 
-/// A file's bytes and link count, or a directory, by path.
-type Snapshot = BTreeMap<String, Option<(Vec<u8>, u64)>>;
+/// One entry of a tree, as a user sees it: a directory or a file with its permission bits and link count, or a
+/// symlink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Entry {
+    Dir(u32),
+    File(Vec<u8>, u32, u64),
+    Link(String),
+}
+
+/// The entries of a tree, by path.
+type Snapshot = BTreeMap<String, Entry>;
 
 fn snapshot_dir(root: &Path) -> Snapshot {
+    use std::os::unix::fs::PermissionsExt;
     let mut out = BTreeMap::new();
     let mut dirs = vec![String::new()];
     while let Some(dir) = dirs.pop() {
@@ -58,14 +77,19 @@ fn snapshot_dir(root: &Path) -> Snapshot {
             } else {
                 format!("{dir}/{name}")
             };
-            if e.file_type().unwrap().is_dir() {
-                out.insert(rel.clone(), None);
-                dirs.push(rel);
+            let meta = std::fs::symlink_metadata(e.path()).unwrap();
+            let mode = meta.permissions().mode() & 0o7777;
+            let entry = if meta.is_dir() {
+                dirs.push(rel.clone());
+                Entry::Dir(mode)
+            } else if meta.file_type().is_symlink() {
+                let to = std::fs::read_link(e.path()).unwrap();
+                Entry::Link(to.to_string_lossy().into_owned())
             } else {
                 use std::os::unix::fs::MetadataExt;
-                let nlink = e.metadata().unwrap().nlink();
-                out.insert(rel, Some((std::fs::read(e.path()).unwrap(), nlink)));
-            }
+                Entry::File(std::fs::read(e.path()).unwrap(), mode, meta.nlink())
+            };
+            out.insert(rel, entry);
         }
     }
     out
@@ -81,16 +105,18 @@ fn snapshot_stage(v: &VolumeStage) -> Snapshot {
             } else {
                 format!("{dir}/{name}")
             };
-            match attr.kind {
+            let entry = match attr.kind {
                 EntryKind::Dir => {
-                    out.insert(rel.clone(), None);
-                    dirs.push(rel);
+                    dirs.push(rel.clone());
+                    Entry::Dir(attr.mode)
                 }
-                _ => {
+                EntryKind::Symlink(to) => Entry::Link(to),
+                EntryKind::File => {
                     let bytes = std::fs::read(v.read_path(&rel).unwrap()).unwrap();
-                    out.insert(rel, Some((bytes, u64::from(attr.nlink))));
+                    Entry::File(bytes, attr.mode, u64::from(attr.nlink))
                 }
-            }
+            };
+            out.insert(rel, entry);
         }
     }
     out
@@ -100,16 +126,24 @@ fn errno(r: std::io::Result<()>) -> Result<(), i32> {
     r.map_err(|e| e.raw_os_error().unwrap_or(-1))
 }
 
+/// `op` on a plain directory. What a mode depends on the umask for is set to what the stage uses (0644 for a new
+/// file, 0755 for a new directory).
 fn on_disk(root: &Path, op: &Op, fill: u8) -> Result<(), i32> {
-    use std::os::unix::fs::FileExt;
+    use std::os::unix::fs::{FileExt, PermissionsExt};
     let at = |i: usize| root.join(PATHS[i]);
+    let set_mode =
+        |i: usize, mode: u32| std::fs::set_permissions(at(i), PermissionsExt::from_mode(mode));
     match *op {
         Op::Write { path, offset, len } => errno((|| {
+            let new = std::fs::symlink_metadata(at(path)).is_err();
             let f = std::fs::OpenOptions::new()
                 .write(true)
                 .create(true)
                 .truncate(false)
                 .open(at(path))?;
+            if new {
+                set_mode(path, 0o644)?;
+            }
             f.write_all_at(&vec![fill; len as usize], offset as u64)
         })()),
         Op::Truncate { path, len } => errno((|| {
@@ -118,14 +152,52 @@ fn on_disk(root: &Path, op: &Op, fill: u8) -> Result<(), i32> {
         })()),
         Op::Unlink { path } => errno(std::fs::remove_file(at(path))),
         Op::Rename { from, to } => errno(std::fs::rename(at(from), at(to))),
-        Op::Link { from, to } => errno(std::fs::hard_link(at(from), at(to))),
-        Op::Mkdir { path } => errno(std::fs::create_dir(at(path))),
+        Op::Link { from, to } => errno((|| {
+            std::fs::hard_link(at(from), at(to))?;
+            if at(to).symlink_metadata()?.is_symlink() {
+                // The stage refuses a hard link of a symlink (it has no staged file to share); Linux makes one.
+                std::fs::remove_file(at(to))?;
+                return Err(std::io::Error::from_raw_os_error(libc::EPERM));
+            }
+            Ok(())
+        })()),
+        Op::Mkdir { path } => {
+            errno(std::fs::create_dir(at(path)).and_then(|()| set_mode(path, 0o755)))
+        }
         Op::Rmdir { path } => errno(std::fs::remove_dir(at(path))),
+        Op::Chmod { path, mode } => errno(set_mode(path, mode)),
+        Op::Symlink { path } => errno(std::os::unix::fs::symlink(LINK_TARGET, at(path))),
         Op::Remount => Ok(()),
     }
 }
 
+/// Whether the kernel, resolving `path` before it asks the filesystem, meets a symlink: on a component above the
+/// last, or on the last one too when the call follows it (open, truncate, chmod). Every model symlink dangles, so
+/// such a call fails with ENOENT before the stage is asked.
+fn resolves_through_a_symlink(v: &VolumeStage, path: &str, follows_last: bool) -> bool {
+    let is_link = |p: &str| matches!(v.lookup(p).map(|a| a.kind), Some(EntryKind::Symlink(_)));
+    let mut upper = path.match_indices('/').map(|(i, _)| &path[..i]);
+    upper.any(is_link) || (follows_last && is_link(path))
+}
+
+/// `op` on the stage, as the kernel would ask for it.
 fn on_stage(v: &Arc<VolumeStage>, op: &Op, fill: u8) -> Result<(), i32> {
+    let (path, follows) = match *op {
+        Op::Write { path, .. } | Op::Truncate { path, .. } | Op::Chmod { path, .. } => (path, true),
+        Op::Unlink { path } | Op::Mkdir { path } | Op::Rmdir { path } | Op::Symlink { path } => {
+            (path, false)
+        }
+        Op::Rename { from, to } | Op::Link { from, to } => {
+            if resolves_through_a_symlink(v, PATHS[to], false) {
+                return Err(libc::ENOENT);
+            }
+            (from, false)
+        }
+        Op::Remount => return Ok(()),
+    };
+    if resolves_through_a_symlink(v, PATHS[path], follows) {
+        return Err(libc::ENOENT);
+    }
     let result = match *op {
         Op::Write { path, offset, len } => (|| {
             let p = PATHS[path];
@@ -142,6 +214,8 @@ fn on_stage(v: &Arc<VolumeStage>, op: &Op, fill: u8) -> Result<(), i32> {
         Op::Link { from, to } => v.link(PATHS[from], PATHS[to]),
         Op::Mkdir { path } => v.mkdir(PATHS[path], 0o755),
         Op::Rmdir { path } => v.rmdir(PATHS[path]),
+        Op::Chmod { path, mode } => v.chmod(PATHS[path], mode),
+        Op::Symlink { path } => v.symlink(PATHS[path], LINK_TARGET),
         Op::Remount => Ok(()),
     };
     result.map_err(|e| e.errno)
@@ -220,11 +294,9 @@ proptest! {
 }
 
 mod moving_head;
-mod storages;
-use storages::Storages;
 
-fn mount_on(cache_dir: &Path, api: Arc<Storages>) -> Mounted {
-    let head = api.head();
+fn mount_on(cache_dir: &Path, api: Arc<FakeApi>) -> Mounted {
+    let head = api.head(STORAGE);
     mount_with(cache_dir, api, head.as_deref())
 }
 
@@ -238,45 +310,38 @@ fn write_file(v: &Arc<VolumeStage>, path: &str, bytes: &[u8]) {
 fn a_commit_whose_reply_is_lost_is_not_sent_again() {
     use std::sync::atomic::Ordering;
     let cache = tempfile::tempdir().unwrap();
-    let api = Arc::new(Storages::default());
+    let api = Arc::new(FakeApi::with_volume(STORAGE, "model"));
     let m = mount_on(cache.path(), api.clone());
     write_file(&m.volume, "f", b"bytes");
-    api.lose_next_reply.store(true, Ordering::SeqCst);
+    api.publishing.lose_next_reply.store(true, Ordering::SeqCst);
     let version = m
         .stage
         .sync(&m.volume)
         .expect("published despite the lost reply");
-    assert_eq!(api.head().as_deref(), Some(version.as_str()));
-    assert_eq!(api.commits.load(Ordering::SeqCst), 1);
+    assert_eq!(api.head(STORAGE).as_deref(), Some(version.as_str()));
+    assert_eq!(api.publishing.commits.load(Ordering::SeqCst), 1);
     // Published is journaled: after a remount, nothing is sent again.
     drop(m);
     let m = mount_on(cache.path(), api.clone());
     assert_eq!(m.stage.sync(&m.volume).unwrap(), version);
-    assert_eq!(api.commits.load(Ordering::SeqCst), 1);
+    assert_eq!(api.publishing.commits.load(Ordering::SeqCst), 1);
 }
 
 #[test]
 fn a_head_moved_elsewhere_is_rebased_onto_never_overwritten() {
     use std::sync::atomic::Ordering;
     let cache = tempfile::tempdir().unwrap();
-    let api = Arc::new(Storages::default());
+    let api = Arc::new(FakeApi::with_volume(STORAGE, "model"));
     let m = mount_on(cache.path(), api.clone());
     write_file(&m.volume, "f", b"mine");
     // Someone else published an empty version meanwhile (the fake's heads have no files): disjoint changes.
     let theirs = "e".repeat(64);
-    api.set_head(&theirs);
+    api.set_head(STORAGE, &theirs);
     let published = m.stage.sync(&m.volume).unwrap();
     assert_ne!(published, theirs);
-    assert_eq!(api.commits.load(Ordering::SeqCst), 1);
-    assert_eq!(api.head(), Some(published.clone()));
-    let sent: Vec<String> = api
-        .session
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|f| f.path.clone())
-        .collect();
-    assert_eq!(sent, ["f"]);
+    assert_eq!(api.publishing.commits.load(Ordering::SeqCst), 1);
+    assert_eq!(api.head(STORAGE), Some(published.clone()));
+    assert_eq!(api.publishing.session_paths(), ["f"]);
     assert_eq!(m.volume.head(), Some(published));
     assert!(m.volume.lookup("f").is_some());
 }
@@ -285,24 +350,24 @@ fn a_head_moved_elsewhere_is_rebased_onto_never_overwritten() {
 fn a_head_that_moves_during_the_upload_is_seen_before_the_commit_and_rebased_onto() {
     use std::sync::atomic::Ordering;
     let cache = tempfile::tempdir().unwrap();
-    let api = Arc::new(Storages::default());
+    let api = Arc::new(FakeApi::with_volume(STORAGE, "model"));
     let m = mount_on(cache.path(), api.clone());
     write_file(&m.volume, "f", b"mine");
     let theirs = "d".repeat(64);
-    *api.head_during_upload.lock().unwrap() = Some(theirs.clone());
+    *api.publishing.head_during_upload.lock().unwrap() = Some(theirs.clone());
     let published = m.stage.sync(&m.volume).unwrap();
     // The first upload was not committed: the head check right before the commit saw theirs, and the retry
     // rebased onto it (an empty version in this fake), uploaded again and committed once.
-    assert_eq!(api.uploads.load(Ordering::SeqCst), 2);
-    assert_eq!(api.commits.load(Ordering::SeqCst), 1);
+    assert_eq!(api.publishing.uploads.load(Ordering::SeqCst), 2);
+    assert_eq!(api.publishing.commits.load(Ordering::SeqCst), 1);
     assert_ne!(published, theirs);
-    assert_eq!(api.head(), Some(published));
+    assert_eq!(api.head(STORAGE), Some(published));
 }
 
 #[test]
 fn discard_waits_for_writers_then_drops_everything_staged() {
     let cache = tempfile::tempdir().unwrap();
-    let api = Arc::new(Storages::default());
+    let api = Arc::new(FakeApi::with_volume(STORAGE, "model"));
     let m = mount_on(cache.path(), api.clone());
     write_file(&m.volume, "kept-until-discard", b"bytes");
     let open = m.volume.open_write("kept-until-discard", false).unwrap();
@@ -325,13 +390,18 @@ fn discard_waits_for_writers_then_drops_everything_staged() {
     // The old stage refuses changes; nothing of it is published.
     assert_eq!(m.volume.mkdir("d", 0o755).unwrap_err().errno, libc::ESTALE);
     assert!(m.stage.sync(&m.volume).is_err());
-    assert_eq!(api.commits.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(
+        api.publishing
+            .commits
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
 }
 
 #[test]
 fn a_published_tree_becomes_the_cached_archive_and_leaves_the_stage() {
     let cache = tempfile::tempdir().unwrap();
-    let api = Arc::new(Storages::default());
+    let api = Arc::new(FakeApi::with_volume(STORAGE, "model"));
     let m = mount_on(cache.path(), api.clone());
     m.volume.mkdir("d", 0o755).unwrap();
     write_file(&m.volume, "d/f", b"first");
@@ -374,7 +444,7 @@ fn a_published_tree_becomes_the_cached_archive_and_leaves_the_stage() {
 #[test]
 fn what_a_version_cannot_hold_stays_staged_over_the_adopted_version() {
     let cache = tempfile::tempdir().unwrap();
-    let api = Arc::new(Storages::default());
+    let api = Arc::new(FakeApi::with_volume(STORAGE, "model"));
     let m = mount_on(cache.path(), api.clone());
     write_file(&m.volume, "run.sh", b"#!/bin/sh");
     m.volume.chmod("run.sh", 0o755).unwrap();
@@ -408,7 +478,7 @@ fn what_a_version_cannot_hold_stays_staged_over_the_adopted_version() {
 #[test]
 fn a_publish_after_an_edit_hashes_only_the_edited_file() {
     let cache = tempfile::tempdir().unwrap();
-    let api = Arc::new(Storages::default());
+    let api = Arc::new(FakeApi::with_volume(STORAGE, "model"));
     let m = mount_on(cache.path(), api.clone());
     write_file(&m.volume, "a", b"first a");
     write_file(&m.volume, "b", b"first b");
@@ -425,7 +495,7 @@ fn a_publish_after_an_edit_hashes_only_the_edited_file() {
     };
     assert_eq!(known(&m.volume), [("a".into(), false), ("b".into(), true)]);
     let second = m.stage.sync(&m.volume).unwrap();
-    assert_eq!(api.head().as_deref(), Some(second.as_str()));
+    assert_eq!(api.head(STORAGE).as_deref(), Some(second.as_str()));
     drop(m);
     // The hashes are kept with the cached archive, across mounts.
     let m = mount_on(cache.path(), api.clone());
@@ -457,7 +527,7 @@ fn journaled_times_read_back_to_the_nanosecond_before_and_after_the_epoch() {
 #[test]
 fn a_writer_dropped_without_a_close_gives_its_count_back() {
     let cache = tempfile::tempdir().unwrap();
-    let api = Arc::new(Storages::default());
+    let api = Arc::new(FakeApi::with_volume(STORAGE, "model"));
     let m = mount_on(cache.path(), api.clone());
     let created = m.volume.create("raced", 0o644).unwrap();
     m.volume.unlink("raced").unwrap();
@@ -527,7 +597,7 @@ fn the_budget_is_given_back_by_every_way_a_staged_byte_goes() {
 #[test]
 fn a_link_to_a_base_file_is_one_staged_file_under_two_names() {
     let cache = tempfile::tempdir().unwrap();
-    let api = Arc::new(Storages::default());
+    let api = Arc::new(FakeApi::with_volume(STORAGE, "model"));
     let m = mount_on(cache.path(), api.clone());
     write_file(&m.volume, "a", b"base bytes");
     m.stage.sync(&m.volume).unwrap();
@@ -590,4 +660,24 @@ fn a_link_to_a_base_file_is_one_staged_file_under_two_names() {
         std::fs::read(v.read_path("b").unwrap()).unwrap(),
         b"BASE bytes"
     );
+}
+
+/// A publish that rebases over a version made elsewhere keeps a staged hard link one file: a write through one
+/// name is read through the other afterwards.
+#[test]
+fn a_link_is_kept_through_a_rebase() {
+    let cache = tempfile::tempdir().unwrap();
+    let api = Arc::new(FakeApi::with_volume(STORAGE, "model"));
+    let m = mount_on(cache.path(), api.clone());
+    write_file(&m.volume, "a", b"ours");
+    m.volume.link("a", "b").unwrap();
+    api.publish_elsewhere(STORAGE, &[("c", Some(b"theirs".to_vec()))]);
+    m.stage.sync(&m.volume).unwrap();
+    let v = &m.volume;
+    assert_eq!(v.lookup("c").map(|a| a.kind), Some(EntryKind::File));
+    assert_eq!(v.lookup("b").unwrap().nlink, 2);
+    let w = v.open_write("a", false).unwrap();
+    w.write_at(0, b"OURS").unwrap();
+    drop(w);
+    assert_eq!(std::fs::read(v.read_path("b").unwrap()).unwrap(), b"OURS");
 }
