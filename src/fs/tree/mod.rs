@@ -109,6 +109,11 @@ pub(super) trait Namespace {
         Err(Error::read_only(self.describe()))
     }
 
+    /// `link(2)`: `name` here becomes a second name of `source`.
+    fn link(&self, _fs: &Vm0Fs, _name: &OsStr, _source: &Node) -> Result<Node> {
+        Err(Error::read_only(self.describe()))
+    }
+
     fn mkdir(&self, _fs: &Vm0Fs, _name: &OsStr, _mode: u32) -> Result<Node> {
         Err(Error::read_only(self.describe()))
     }
