@@ -76,10 +76,7 @@ fn ln_in_a_volume_makes_one_file_under_two_names() {
     let (ino, nlink) = ino_nlink(&vol.join("a"));
     assert_eq!((ino_nlink(&vol.join("sub/b")), nlink), ((ino, 2), 2));
     std::fs::write(vol.join("a"), b"after remount").unwrap();
-    assert_eq!(
-        std::fs::read(vol.join("sub/b")).unwrap(),
-        b"after remount"
-    );
+    assert_eq!(std::fs::read(vol.join("sub/b")).unwrap(), b"after remount");
 }
 
 /// `tar x` of an archive holding hard links, and `rsync -aH` of a tree with a linked pair, give pairs that are

@@ -86,6 +86,8 @@ pub struct Vm0Fs {
     mounted_at: SystemTime,
     /// The writable volumes: the gateway to the stage.
     volumes: Volumes,
+    /// The first names of hard-linked files, by version (`tree::archive`).
+    hard_links: tree::HardLinks,
 }
 
 impl Vm0Fs {
@@ -113,6 +115,7 @@ impl Vm0Fs {
             handles: Handles::new(),
             config,
             mounted_at: SystemTime::now(),
+            hard_links: Default::default(),
         }
     }
 

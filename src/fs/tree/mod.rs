@@ -28,7 +28,7 @@ use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, SystemTime};
 
 pub use agents::AgentNode;
-pub(in crate::fs) use archive::version_of;
+pub(in crate::fs) use archive::{HardLinks, version_of};
 pub use control::ControlNode;
 pub use runs::{RunFile, RunNode};
 pub use storage::StorageNode;

@@ -155,9 +155,9 @@ impl VolumeNode {
                 let version = self.archive_head(fs, storage_id)?;
                 let archive = Archive::of(KIND, &version);
                 let path = path.join(name);
-                if !fs.archive_holds(archive, &path)? {
+                let Some(path) = fs.archive_name(archive, &path)? else {
                     return Err(missing(self, name));
-                }
+                };
                 Ok(VolumeNode::entry_at(archive, path))
             }
         }
@@ -228,7 +228,9 @@ impl VolumeNode {
         if attr.kind != EntryKind::File || attr.nlink < 2 {
             return VolumeNode::entry(volume, path);
         }
-        let oldest = text(&path).ok().and_then(|p| volume.names_of(p).into_iter().next());
+        let oldest = text(&path)
+            .ok()
+            .and_then(|p| volume.names_of(p).into_iter().next());
         VolumeNode::entry(volume, oldest.map_or(path, PathBuf::from))
     }
 
@@ -485,9 +487,9 @@ impl Namespace for VolumeNode {
             }
         };
         volume.link(text(from)?, text(&to)?)?;
-        let attr = volume.lookup(text(&to)?).ok_or_else(|| {
-            Error::not_found(format!("{}/{}", volume.label(), to.display()))
-        })?;
+        let attr = volume
+            .lookup(text(&to)?)
+            .ok_or_else(|| Error::not_found(format!("{}/{}", volume.label(), to.display())))?;
         Ok(VolumeNode::entry_named(&volume, to, &attr))
     }
 
