@@ -184,6 +184,14 @@ impl Tree {
         names.swap_remove(0)
     }
 
+    /// The oldest name of `content`, when it is indexed (a staged file, or a base file with several names).
+    pub fn oldest_name(&self, content: &Content) -> Option<&str> {
+        self.names
+            .get(content)
+            .and_then(|n| n.first())
+            .map(String::as_str)
+    }
+
     /// How many names `content` has in the tree.
     pub fn name_count(&self, content: &Content) -> usize {
         self.names.get(content).map_or(1, Vec::len)
@@ -426,8 +434,15 @@ impl Tree {
             None => Err(self.absent(path)),
             Some(Node::Dir { .. }) => Err(libc::EISDIR),
             Some(_) => {
-                self.times.remove(path);
-                Ok(self.remove(path).unwrap_or(Node::Dir { mode: 0 }))
+                let times = self.times.remove(path);
+                let removed = self.remove(path).unwrap_or(Node::Dir { mode: 0 });
+                // The file's times stay with it while it has a name: under its oldest name left.
+                if let (Some(times), Node::File { content, .. }) = (times, &removed)
+                    && let Some(oldest) = self.oldest_name(content)
+                {
+                    self.times.insert(oldest.to_string(), times);
+                }
+                Ok(removed)
             }
         }
     }
@@ -551,15 +566,18 @@ impl Tree {
         }
     }
 
-    /// The times of `path` set in this mount.
+    /// The times of `path` set in this mount (a file's with several names are kept under its oldest name).
     pub fn times(&self, path: &str) -> Times {
-        self.times.get(path).copied().unwrap_or_default()
+        self.times
+            .get(&self.primary(path))
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Sets what `set` changes in the times of `path` (the root is `""`).
     pub fn set_times(&mut self, path: &str, set: impl FnOnce(&mut Times)) {
         if path.is_empty() || self.nodes.contains_key(path) {
-            set(self.times.entry(path.to_string()).or_default());
+            set(self.times.entry(self.primary(path)).or_default());
         }
     }
 

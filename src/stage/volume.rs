@@ -435,7 +435,14 @@ impl VolumeStage {
         let record = Record::Remove {
             path: path.to_string(),
         };
-        st.stamp(&record, SystemTime::now());
+        let now = SystemTime::now();
+        st.stamp(&record, now);
+        // A file that keeps another name changed: one link fewer.
+        if let Node::File { content, .. } = &node
+            && let Some(left) = st.tree.oldest_name(content).map(str::to_string)
+        {
+            st.tree.set_times(&left, |t| t.ctime = Some(now));
+        }
         self.journal_change(&mut st, record)?;
         self.forget_unnamed(&st, &node);
         Ok(())

@@ -264,8 +264,11 @@ impl Vm0Fs {
         for entry in fs::read_dir(root.join(dir))? {
             let entry = entry?;
             let file_type = entry.file_type()?;
+            // A file's attributes are read even without `attr_ttl`: its link count says whether it goes by
+            // another name (one `fstatat`, as a listing with attributes pays for every entry).
             let meta = match attr_ttl {
                 Some(_) => Some(entry.metadata()?),
+                None if file_type.is_file() => Some(entry.metadata()?),
                 None => None,
             };
             names.push((entry.file_name(), kind_of(&file_type), meta));
@@ -273,8 +276,6 @@ impl Vm0Fs {
         names.sort_by(|a, b| a.0.cmp(&b.0));
         for (name, file_kind, meta) in names {
             let path = dir.join(&name);
-            // A plain `readdir` (no attributes) numbers a second name on its own: its `d_ino` is a hint, and
-            // telling it would cost an `lstat` per entry; `stat` and `readdirplus` give the file's one inode.
             let child = match &meta {
                 Some(m) if m.is_file() && m.nlink() > 1 => {
                     node_at(self.first_name(archive, &path, m.ino())?)

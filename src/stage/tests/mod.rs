@@ -681,3 +681,42 @@ fn a_link_is_kept_through_a_rebase() {
     drop(w);
     assert_eq!(std::fs::read(v.read_path("b").unwrap()).unwrap(), b"OURS");
 }
+
+/// The steps of `tests/hard_links.rs` with a publish after any one of them, then a remount: the pair is one file.
+#[test]
+fn a_pair_survives_a_publish_at_any_point_and_a_remount() {
+    type Step = fn(&Arc<VolumeStage>);
+    let steps: [Step; 6] = [
+        |v| {
+            v.mkdir("sub", 0o755).unwrap();
+            write_file(v, "a", b"first");
+        },
+        |v| v.link("a", "sub/b").unwrap(),
+        |v| v.rename("a", "c", true).unwrap(),
+        |v| v.rename("c", "sub/b", true).unwrap(),
+        |v| v.unlink("c").unwrap(),
+        |v| v.link("sub/b", "a").unwrap(),
+    ];
+    for publish_after in 0..steps.len() {
+        let cache = tempfile::tempdir().unwrap();
+        let api = Arc::new(FakeApi::with_volume(STORAGE, "model"));
+        let m = mount_on(cache.path(), api.clone());
+        for (i, step) in steps.iter().enumerate() {
+            step(&m.volume);
+            if i == publish_after {
+                m.stage.sync(&m.volume).unwrap();
+            }
+        }
+        drop(m);
+        let m = mount_on(cache.path(), api.clone());
+        let nlinks = (
+            m.volume.lookup("a").map(|a| a.nlink),
+            m.volume.lookup("sub/b").map(|a| a.nlink),
+        );
+        assert_eq!(
+            nlinks,
+            (Some(2), Some(2)),
+            "published after step {publish_after}"
+        );
+    }
+}
