@@ -21,7 +21,7 @@ fn ino_nlink(path: &Path) -> (u64, u64) {
 fn ln_in_a_volume_makes_one_file_under_two_names() {
     let emu = Protocol::Push.emulator(&[]);
     let cache = tempfile::tempdir().unwrap();
-    let m = Mount::start_with_cache(&emu, cache.path(), &["--commit-delay", "0"]);
+    let m = Mount::start_with_cache(&emu, cache.path(), &["--commit-delay", "3600"]);
     let vol = m.path("volumes/links");
     std::fs::create_dir(&vol).unwrap();
     let (a, b, c) = (vol.join("a"), vol.join("sub/b"), vol.join("c"));
@@ -48,6 +48,9 @@ fn ln_in_a_volume_makes_one_file_under_two_names() {
     assert!(!refused.status.success());
     let err = std::fs::hard_link(vol.join("sub"), vol.join("dir2")).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
+    std::os::unix::fs::symlink("a", vol.join("sym")).unwrap();
+    let err = std::fs::hard_link(vol.join("sym"), vol.join("sym2")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
     let other = m.path("volumes/other");
     std::fs::create_dir(&other).unwrap();
     let err = std::fs::hard_link(&a, other.join("a")).unwrap_err();
@@ -71,7 +74,7 @@ fn ln_in_a_volume_makes_one_file_under_two_names() {
     // A remount (the stage's journal replayed) keeps a pair.
     ok(&format!("ln {} {}", q(&b), q(&a)));
     m.unmount();
-    let m = Mount::start_with_cache(&emu, cache.path(), &["--commit-delay", "0"]);
+    let m = Mount::start_with_cache(&emu, cache.path(), &["--commit-delay", "3600"]);
     let vol = m.path("volumes/links");
     // An entry served while its version still downloads has a number of its own (its other names may not be
     // there yet): the pair is one inode once the version is all here, which a listing waits for.
@@ -80,6 +83,14 @@ fn ln_in_a_volume_makes_one_file_under_two_names() {
     assert_eq!((ino_nlink(&vol.join("sub/b")), nlink), ((ino, 2), 2));
     std::fs::write(vol.join("a"), b"after remount").unwrap();
     assert_eq!(std::fs::read(vol.join("sub/b")).unwrap(), b"after remount");
+    // A rename over the oldest name leaves the other name its inode; the file renamed there is another.
+    let (a, b) = (vol.join("a"), vol.join("sub/b"));
+    std::fs::write(vol.join("x"), b"x").unwrap();
+    std::fs::rename(vol.join("x"), &a).unwrap();
+    assert_eq!(ino_nlink(&b), (ino, 1));
+    assert_ne!(ino_nlink(&a).0, ino);
+    assert_eq!(std::fs::read(&b).unwrap(), b"after remount");
+    assert_eq!(std::fs::read(&a).unwrap(), b"x");
 }
 
 /// `tar x` of an archive holding hard links, and `rsync -aH` of a tree with a linked pair, give pairs that are
@@ -95,7 +106,7 @@ fn tar_and_rsync_keep_hard_links_in_a_volume() {
         s = q(&src),
         t = q(&tmp.path().join("t.tar"))
     ));
-    let m = Mount::start(&emu, &["--commit-delay", "0"]);
+    let m = Mount::start(&emu, &["--commit-delay", "3600"]);
     let vol = m.path("volumes/unpacked");
     std::fs::create_dir(&vol).unwrap();
     ok(&format!(
