@@ -178,10 +178,18 @@ impl Tree {
         }
     }
 
-    /// The name that stands for the file at `path` among all of its names: the oldest.
-    pub fn primary(&self, path: &str) -> String {
-        let mut names = self.names_of(path);
-        names.swap_remove(0)
+    /// The name that stands for the file at `path` among all of its names: the oldest (`path` itself for
+    /// anything with one name). Asked by every `stat` (times are kept under it), so it copies nothing.
+    pub fn primary<'a>(&'a self, path: &'a str) -> &'a str {
+        match self.nodes.get(path) {
+            Some(Node::File { content, .. }) => self
+                .names
+                .get(content)
+                .filter(|names| names.len() > 1)
+                .and_then(|names| names.first())
+                .map_or(path, String::as_str),
+            _ => path,
+        }
     }
 
     /// The oldest name of `content`, when it is indexed (a staged file, or a base file with several names).
@@ -569,7 +577,7 @@ impl Tree {
     /// The times of `path` set in this mount (a file's with several names are kept under its oldest name).
     pub fn times(&self, path: &str) -> Times {
         self.times
-            .get(&self.primary(path))
+            .get(self.primary(path))
             .copied()
             .unwrap_or_default()
     }
@@ -577,7 +585,8 @@ impl Tree {
     /// Sets what `set` changes in the times of `path` (the root is `""`).
     pub fn set_times(&mut self, path: &str, set: impl FnOnce(&mut Times)) {
         if path.is_empty() || self.nodes.contains_key(path) {
-            set(self.times.entry(self.primary(path)).or_default());
+            let key = self.primary(path).to_string();
+            set(self.times.entry(key).or_default());
         }
     }
 

@@ -46,7 +46,7 @@ pub(super) fn over_version(tree: &Tree) -> (Tree, Vec<Record>) {
             // A second name of a file: a version holds it as a file of its own; here it is a link again.
             records.push(Record::Remove { path: path.clone() });
             records.push(Record::Link {
-                from: primary,
+                from: primary.to_string(),
                 to: path.clone(),
             });
         }
