@@ -14,7 +14,8 @@
 //! the version's archive held a hard link) and one mode, kept alike on every name. The names of each staged file,
 //! and of each base file that has more than one, are indexed (`names`), in the order they were made, so that the
 //! link count, `chmod` and a copy-up of every name are a lookup, and the first of them is the file's identity
-//! while it lives (`primary`), whatever happens to the other names.
+//! while it lives (`primary`), whatever happens to the other names: its times are kept under that name, and go
+//! to the oldest name left when it is unlinked.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
@@ -822,6 +823,21 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    /// A linked file's times are one set, whichever name sets or reads them, and stay with the file when its
+    /// oldest name goes.
+    #[test]
+    fn the_times_of_a_linked_file_are_kept_once_under_its_oldest_name() {
+        let mut t = base();
+        t.put_file("s", Content::Staged(9), 0o644).unwrap();
+        t.link("s", "u").unwrap();
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000);
+        t.set_times("u", |times| times.atime = Some(at));
+        assert_eq!(t.times("s").atime, Some(at));
+        t.unlink("s").unwrap();
+        assert_eq!(t.times("u").atime, Some(at));
+        assert_eq!(t.primary("u"), "u");
     }
 
     /// The kept count of subdirectories is the one counted from the children, through every change that moves

@@ -245,7 +245,9 @@ impl VolumeNode {
         }
     }
 
-    /// The names of the file at `path`, when it has more than one (else empty: nothing to keep).
+    /// The names of the file at `path`, when it has more than one (else empty: nothing to keep). Read before the
+    /// change and used after it: the kernel holds the file's inode lock across `link`, `unlink` and `rename` of
+    /// any of its names (they are one inode here), so no other change of its names comes between.
     fn other_names(volume: &VolumeStage, path: &Path) -> Result<Vec<String>> {
         let path = text(path)?;
         Ok(match volume.lookup(path) {
