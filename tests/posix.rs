@@ -24,7 +24,7 @@ use common::emulator::Emulator;
 use common::mount::{Mount, vm0fs};
 
 /// pjdfstest cases that pass on a volume (run as root, with `PJDFSTEST_CONFIG`).
-const PJDFSTEST_PASSES: usize = 175;
+const PJDFSTEST_PASSES: usize = 182;
 
 /// The features of the volume that pjdfstest may test, and the users it switches to (Debian has both).
 const PJDFSTEST_CONFIG: &str = r#"
@@ -55,10 +55,6 @@ enum Cases {
 /// The pjdfstest cases that do not apply to a volume, and why.
 const EXCLUDED: &[(Cases, &str)] = &[
     (
-        Cases::Group("link"),
-        "hard links: a volume holds files, directories and symlinks only (link is EPERM)",
-    ),
-    (
         Cases::Group("mkfifo"),
         "FIFOs: a volume cannot hold them (mkfifo is EPERM)",
     ),
@@ -87,21 +83,13 @@ const EXCLUDED: &[(Cases, &str)] = &[
         "the case opens a FIFO or a socket, which a volume cannot hold",
     ),
     (
-        Cases::Named(&[
-            "rename::preserve_metadata::regular",
-            "rename::to_multiply_linked::regular",
-            "unlink::unchanged_ctime_failed::regular",
-            "unlink::update_ctime_success::regular",
-        ]),
-        "the case makes a hard link first, which a volume cannot hold",
-    ),
-    (
         Cases::Group("chown"),
         "ownership: every file belongs to the user who mounted (a version holds no owners), so chown is EPERM",
     ),
     (
         Cases::Named(&[
             "chmod::clear_isgid_bit",
+            "link::share_metadata::regular",
             "mkdir::uid_gid_eq_euid_egid",
             "open::uid_gid_eq_euid_egid",
         ]),
@@ -114,6 +102,7 @@ const EXCLUDED: &[(Cases, &str)] = &[
             "chmod::eloop_comp",
             "chmod::eloop_final_comp",
             "chmod::enoent_symlink",
+            "link::eloop_comp",
             "mkdir::eloop_comp",
             "open::eloop_comp",
             "rename::eloop_comp",

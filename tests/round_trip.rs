@@ -10,7 +10,8 @@ use common::mount::{Mount, ok, q, vm0fs};
 use common::protocol::Protocol;
 
 /// The source tree: an executable, files of several modes, relative symlinks (one climbing with `..`), an empty
-/// directory, and a git repository after `git gc`; every time a whole second (a tar header holds seconds).
+/// directory, a hard-linked pair (`data/pair.txt`, `bin/pair.txt`), and a git repository after `git gc`; every
+/// time a whole second (a tar header holds seconds).
 fn make_source(src: &Path) {
     let s = q(src);
     ok(&format!(
@@ -18,6 +19,7 @@ fn make_source(src: &Path) {
          printf '#!/bin/sh\\necho hi\\n' > bin/run.sh && chmod 0755 bin/run.sh && \
          echo secret > data/private/key && chmod 0600 data/private/key && chmod 0700 data/private && \
          echo shared > data/shared.txt && chmod 0640 data/shared.txt && echo plain > plain.txt && \
+         echo pair > data/pair.txt && ln data/pair.txt bin/pair.txt && \
          ln -s ../bin/run.sh sub/up && ln -s ../../data/shared.txt sub/inner/far && ln -s plain.txt here && \
          git init -q repo && cd repo && git config user.email t@example.com && git config user.name t && \
          echo one > one.txt && git add one.txt && git commit -qm one && echo two > two.txt && git add two.txt && \
@@ -36,13 +38,21 @@ fn listing(root: &Path, filter: &str) -> String {
     ))
 }
 
-/// `cp -r` of what `src` holds, keeping modes and times (the volume's root keeps its own mode).
+/// `cp -r` of what `src` holds, keeping modes, times and hard links (the volume's root keeps its own mode).
 fn copy_into(src: &Path, vol: &Path) {
     ok(&format!(
-        "cd {} && cp -r --preserve=mode,timestamps -- * {}/",
+        "cd {} && cp -r --preserve=mode,timestamps,links -- * {}/",
         q(src),
         q(vol)
     ));
+}
+
+/// The inode number and link count of each name of the hard-linked pair under `root`.
+fn pair(root: &Path) -> Vec<String> {
+    ["data/pair.txt", "bin/pair.txt"]
+        .iter()
+        .map(|name| ok(&format!("stat -c '%i %h' {}", q(&root.join(name)))))
+        .collect()
 }
 
 fn sync(path: &Path) -> String {
@@ -114,6 +124,12 @@ fn on_the_push_flow_a_tree_comes_back_as_it_was_from_a_fresh_mount() {
         q(&vol.join("repo"))
     ));
     ok(&format!("{}/bin/run.sh | grep -qx hi", q(&vol)));
+    // The hard-linked pair is one file again: one inode number, a link count of 2.
+    let names = pair(&vol);
+    assert!(
+        names[0] == names[1] && names[0].trim().ends_with(" 2"),
+        "{names:?}"
+    );
 
     // A change made over that version keeps everything else: the stage starts from the whole base tree.
     ok(&format!(
@@ -151,6 +167,7 @@ fn on_the_v1_flow_the_regular_files_come_back() {
             last.starts_with("kept on this machine only: 3 symlinks, ")
                 && last.contains("empty directories")
                 && last.contains("file modes")
+                && last.contains("1 hard link (published as a file of its own)")
                 && last.ends_with("(the server's /v1 upload takes regular files only)"),
             "{said}"
         );
@@ -174,6 +191,12 @@ fn on_the_v1_flow_the_regular_files_come_back() {
     };
     assert_eq!(files(&vol), files(src.path()));
     assert!(!vol.join("sub/up").exists() && !vol.join("empty").exists());
+    // The pair comes back as two files of the same bytes, each of its own.
+    let names = pair(&vol);
+    assert!(
+        names[0] != names[1] && names.iter().all(|n| n.trim().ends_with(" 1")),
+        "{names:?}"
+    );
 }
 
 /// On the push flow, a change of a mode alone makes no new version (the id names the files' content): `vm0fs sync`

@@ -23,7 +23,7 @@
 use std::collections::HashMap;
 use std::fs::{self, DirBuilder, Permissions};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::ArchiveCache;
@@ -139,8 +139,11 @@ impl Adoption<'_> {
         let meta = fs::metadata(source)?;
         let mode = meta.permissions().mode() & 0o7777;
         let archived = file_mode(ARCHIVED_MODE);
-        let linked =
-            (mode & 0o200 != 0 || mode == archived) && fs::hard_link(source, &dest).is_ok();
+        // A source placed already (a second name of a staged file) is copied: a version's files are files of
+        // their own, as a download of it gives them.
+        let linked = (mode & 0o200 != 0 || mode == archived)
+            && meta.nlink() == 1
+            && fs::hard_link(source, &dest).is_ok();
         if !linked {
             fs::copy(source, &dest)?;
             fs::set_permissions(&dest, Permissions::from_mode(archived))?;

@@ -127,7 +127,7 @@ changes stay staged.",
             "symlinks (inside the volume)  kept on this machine only  published, with times\n",
             "modes (all of 0o7777)         kept here; files are 0644  published\n",
             "modification times            the commit time            published, to the second\n",
-            "hard links                    refused (EPERM)            refused (EPERM)\n\n",
+            "hard links (ln, rsync -H)     two files, the same bytes  published, one inode\n\n",
             "On /v1 a last line, on stderr, names what stays on this machine, e.g. `kept on this machine only: 3 symlinks, 1 \
 empty directory, 1 file mode (the server's /v1 upload takes regular files only)`. On the push flow a change of \
 modes, symlinks, empty directories or times alone keeps the version id (it names the files' content), so it waits \

@@ -86,6 +86,8 @@ pub struct Vm0Fs {
     mounted_at: SystemTime,
     /// The writable volumes: the gateway to the stage.
     volumes: Volumes,
+    /// The first names of hard-linked files, by version (`tree::archive`).
+    hard_links: tree::HardLinks,
 }
 
 impl Vm0Fs {
@@ -113,6 +115,7 @@ impl Vm0Fs {
             handles: Handles::new(),
             config,
             mounted_at: SystemTime::now(),
+            hard_links: Default::default(),
         }
     }
 
@@ -439,6 +442,20 @@ impl Vm0Fs {
         from.namespace().rename(self, name, &to, new_name, replace)
     }
 
+    /// `link(2)`: `new_name` in `new_parent` becomes a second name of `ino`, inside one volume. A node outside
+    /// the volumes is refused as before (read-only, or `EPERM` for a volume's directory).
+    pub fn link(&self, ino: u64, new_parent: u64, new_name: &OsStr) -> Result<Attr> {
+        let source = self.node(ino)?;
+        if !source.namespace().holds_volume_content() {
+            return Err(self.refuse_special(ino, "a hard link"));
+        }
+        let node = self
+            .node(new_parent)?
+            .namespace()
+            .link(self, new_name, &source)?;
+        self.entry_attr(&node)
+    }
+
     /// Makes the directory `name` in `parent`, where the parent's namespace allows it.
     pub fn mkdir(&self, parent: u64, name: &OsStr, mode: u32) -> Result<Attr> {
         let node = self.node(parent)?.namespace().mkdir(self, name, mode)?;
@@ -530,7 +547,8 @@ impl Vm0Fs {
         Ok(())
     }
 
-    /// What a volume cannot hold (a hard link, a device, FIFO or socket): `EPERM` in a volume, saying why;
+    /// What a volume cannot hold (a device, FIFO or socket; a hard link from outside the volumes): `EPERM` in a
+    /// volume, saying why;
     /// elsewhere the tree is read-only.
     pub fn refuse_special(&self, ino: u64, what: &str) -> Error {
         match self.node(ino) {

@@ -281,13 +281,17 @@ impl Filesystem for FuseAdapter {
         &self,
         req: &Request,
         ino: INodeNo,
-        _newparent: INodeNo,
-        _newname: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        let span = request_span("link", req, ino);
+        let span = named_span("link", req, newparent, newname);
+        let name = newname.to_os_string();
         self.spawn(req, span, Op::Link, move |fs| {
-            reply.error(errno("link", &fs.refuse_special(ino.0, "a hard link")))
+            match fs.link(ino.0, newparent.0, &name) {
+                Ok(attr) => reply.entry(&attr.ttl, &file_attr(&attr), GENERATION),
+                Err(e) => reply.error(errno("link", &e)),
+            }
         });
     }
 

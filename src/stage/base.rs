@@ -34,10 +34,13 @@ pub(super) fn version_tree(
 
 /// The entries of an extracted base tree: files and directories with their modes (a cached entry has no write
 /// bits, the volume shows the owner's), and symlinks, so that a version made on the push flow keeps them all once
-/// its volume has changes. Names and targets that are not UTF-8 are left out (the stage names entries by text).
+/// its volume has changes, and hard links (the names of one extracted file read as one file, its first name's).
+/// Names and targets that are not UTF-8 are left out (the stage names entries by text).
 pub(super) fn walk_base(root: &Path) -> io::Result<Tree> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let mut entries = Vec::new();
+    // A file with several names in the tree (a hard link of the version's archive) is read as one: its first name.
+    let mut first_names: std::collections::HashMap<(u64, u64), String> = Default::default();
     let mut dirs = vec![PathBuf::new()];
     while let Some(rel) = dirs.pop() {
         for entry in std::fs::read_dir(root.join(&rel))? {
@@ -52,7 +55,14 @@ pub(super) fn walk_base(root: &Path) -> io::Result<Tree> {
                 dirs.push(path.clone());
                 Node::Dir { mode }
             } else if meta.is_file() {
-                let content = Content::Base(path.to_string_lossy().into_owned());
+                let mut rel = path.to_string_lossy().into_owned();
+                if meta.nlink() > 1 {
+                    rel = first_names
+                        .entry((meta.dev(), meta.ino()))
+                        .or_insert(rel)
+                        .clone();
+                }
+                let content = Content::Base(rel);
                 Node::File {
                     content,
                     mode,
@@ -73,4 +83,23 @@ pub(super) fn walk_base(root: &Path) -> io::Result<Tree> {
         }
     }
     Ok(Tree::from_base(entries))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_names_of_one_extracted_file_are_read_as_one_file() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("d")).unwrap();
+        std::fs::write(root.path().join("a"), b"x").unwrap();
+        std::fs::hard_link(root.path().join("a"), root.path().join("d/b")).unwrap();
+        std::fs::write(root.path().join("c"), b"x").unwrap();
+        let tree = walk_base(root.path()).unwrap();
+        let mut names = tree.names_of("d/b");
+        names.sort();
+        assert_eq!(names, ["a", "d/b"]);
+        assert_eq!(tree.names_of("c"), ["c"]);
+    }
 }

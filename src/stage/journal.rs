@@ -50,6 +50,11 @@ pub enum Record {
         path: String,
         target: String,
     },
+    /// `to` is a second name of the file at `from` (`link(2)`).
+    Link {
+        from: String,
+        to: String,
+    },
     /// `touch` of a file still read from the base version: its time, in seconds and nanoseconds since the epoch.
     Touch {
         path: String,

@@ -99,6 +99,8 @@ pub struct LocalOnly {
     pub empty_dirs: usize,
     /// Files whose mode is not 0644 (a version gives every file 0644).
     pub modes: usize,
+    /// Second names of files (a version's `/v1` upload makes each a file of its own).
+    pub hard_links: usize,
 }
 
 impl LocalOnly {
@@ -110,6 +112,9 @@ impl LocalOnly {
                 Node::Dir { .. } if tree.children(path).next().is_none() => local.empty_dirs += 1,
                 Node::File { mode, .. } if mode & 0o777 != 0o644 => local.modes += 1,
                 _ => {}
+            }
+            if matches!(node, Node::File { .. }) && tree.primary(path) != path {
+                local.hard_links += 1;
             }
         }
         local
@@ -134,6 +139,7 @@ impl LocalOnly {
                 "file mode other than 0644",
                 "file modes other than 0644",
             ),
+            counted(self.hard_links, "hard link", "hard links"),
         ]
         .into_iter()
         .flatten()
@@ -154,6 +160,11 @@ impl LocalOnly {
             count(self.symlinks, "symlink", "symlinks"),
             count(self.empty_dirs, "empty directory", "empty directories"),
             count(self.modes, "file mode", "file modes"),
+            count(
+                self.hard_links,
+                "hard link (published as a file of its own)",
+                "hard links (each published as a file of its own)",
+            ),
         ]
         .into_iter()
         .flatten()
@@ -221,13 +232,15 @@ mod tests {
         t.mkdir("empty", 0o755).unwrap();
         t.symlink("l", "f").unwrap();
         t.put_file("x", Content::Staged(1), 0o755).unwrap();
+        t.link("x", "y").unwrap();
         let local = LocalOnly::of(&t);
         assert_eq!(
             local,
             LocalOnly {
                 symlinks: 1,
                 empty_dirs: 1,
-                modes: 1
+                modes: 2,
+                hard_links: 1,
             }
         );
         assert!(LocalOnly::of(&Tree::from_files([("f".to_string(), 0o644)])).is_empty());
@@ -239,16 +252,18 @@ mod tests {
             symlinks: 3,
             empty_dirs: 1,
             modes: 1,
+            hard_links: 1,
         };
         assert_eq!(
             local.to_string(),
-            "kept on this machine only: 3 symlinks, 1 empty directory, 1 file mode (the server's /v1 upload \
-             takes regular files only)"
+            "kept on this machine only: 3 symlinks, 1 empty directory, 1 file mode, 1 hard link (published as a \
+             file of its own) (the server's /v1 upload takes regular files only)"
         );
         let one = LocalOnly {
             symlinks: 0,
             empty_dirs: 2,
             modes: 0,
+            hard_links: 0,
         };
         assert_eq!(one.counted(), "2 empty directories");
     }

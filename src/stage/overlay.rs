@@ -9,13 +9,20 @@
 //! of files are read from those files, so the tree never disagrees with them. The other times POSIX asks for (a
 //! directory's and a symlink's, every access and change time) are kept beside the entries, in memory only, and
 //! move with them; the caller says what time it is, so the tree stays free of clocks.
+//!
+//! A hard link is two entries with the same `Content`: one staged file (or one file of the base version, where
+//! the version's archive held a hard link) and one mode, kept alike on every name. The names of each staged file,
+//! and of each base file that has more than one, are indexed (`names`), in the order they were made, so that the
+//! link count, `chmod` and a copy-up of every name are a lookup, and the first of them is the file's identity
+//! while it lives (`primary`), whatever happens to the other names: its times are kept under that name, and go
+//! to the oldest name left when it is unlinked.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::time::SystemTime;
 
 /// Where the bytes of a file are.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Content {
     /// The file at this relative path in the base version's extracted tree.
     Base(String),
@@ -66,6 +73,9 @@ pub struct Tree {
     nodes: BTreeMap<String, Node>,
     /// Times of entries (and of the root, `""`) set in this mount.
     times: BTreeMap<String, Times>,
+    /// The names of each staged file, and of each base file with more than one, oldest first. Kept by `insert`
+    /// and `remove` too; a rename changes a name in place first, so that the order survives it.
+    names: HashMap<Content, Vec<String>>,
     /// The number of subdirectories of each directory that has any (the root is `""`): a directory's link count,
     /// asked by every `stat` of it, and a create in a directory makes the kernel ask its attributes again, so
     /// counting its children each time would make a `tar x` of n files into one directory cost n² steps. Kept by
@@ -112,9 +122,115 @@ impl Tree {
             for dir in missing {
                 tree.insert(dir, Node::Dir { mode: 0o755 });
             }
+            if let Node::File {
+                content: content @ Content::Base(rel),
+                ..
+            } = &node
+                && *rel != path
+            {
+                // A hard link of the version: its target is the file's first name.
+                let names = tree.names.entry(content.clone()).or_default();
+                if names.is_empty() {
+                    names.push(rel.clone());
+                }
+            }
             tree.insert(path, node);
         }
         tree
+    }
+
+    /// `path` is a new name of `content`.
+    fn add_name(&mut self, content: &Content, path: &str) {
+        match self.names.get_mut(content) {
+            Some(names) if names.iter().any(|n| n == path) => {}
+            Some(names) => names.push(path.to_string()),
+            None if matches!(content, Content::Staged(_)) => {
+                self.names.insert(content.clone(), vec![path.to_string()]);
+            }
+            None => {}
+        }
+    }
+
+    /// `path` is no longer a name of `content`.
+    fn drop_name(&mut self, content: &Content, path: &str) {
+        if let Some(names) = self.names.get_mut(content) {
+            names.retain(|n| n != path);
+            let fewest = if matches!(content, Content::Staged(_)) {
+                1
+            } else {
+                2
+            };
+            if names.len() < fewest {
+                self.names.remove(content);
+            }
+        }
+    }
+
+    /// The names of the file at `path`, oldest first (just `path` for a file with one name).
+    pub fn names_of(&self, path: &str) -> Vec<String> {
+        match self.nodes.get(path) {
+            Some(Node::File { content, .. }) => self
+                .names
+                .get(content)
+                .filter(|names| names.len() > 1)
+                .cloned()
+                .unwrap_or_else(|| vec![path.to_string()]),
+            _ => vec![path.to_string()],
+        }
+    }
+
+    /// The name that stands for the file at `path` among all of its names: the oldest (`path` itself for
+    /// anything with one name). Asked by every `stat` (times are kept under it), so it copies nothing.
+    pub fn primary<'a>(&'a self, path: &'a str) -> &'a str {
+        match self.nodes.get(path) {
+            Some(Node::File { content, .. }) => self
+                .names
+                .get(content)
+                .filter(|names| names.len() > 1)
+                .and_then(|names| names.first())
+                .map_or(path, String::as_str),
+            _ => path,
+        }
+    }
+
+    /// The oldest name of `content`, when it is indexed (a staged file, or a base file with several names).
+    pub fn oldest_name(&self, content: &Content) -> Option<&str> {
+        self.names
+            .get(content)
+            .and_then(|n| n.first())
+            .map(String::as_str)
+    }
+
+    /// How many names `content` has in the tree.
+    pub fn name_count(&self, content: &Content) -> usize {
+        self.names.get(content).map_or(1, Vec::len)
+    }
+
+    /// Whether some entry still names `content` (after one of its names went).
+    pub fn names_content(&self, content: &Content) -> bool {
+        match content {
+            Content::Staged(_) => self.names.contains_key(content),
+            Content::Base(_) => true,
+        }
+    }
+
+    /// `link(2)`: `to` becomes a second name of the file at `from` (same content, same mode). Directories and
+    /// symlinks are refused (`EPERM`, as Linux does for a directory).
+    pub fn link(&mut self, from: &str, to: &str) -> Result<(), Refusal> {
+        // As the kernel does: the source is resolved, then the new name's parent, then whether it is free.
+        self.parent_is_dir(from)?;
+        let source = self.nodes.get(from).ok_or(libc::ENOENT)?.clone();
+        self.parent_is_dir(to)?;
+        if to.is_empty() || self.nodes.contains_key(to) {
+            return Err(libc::EEXIST);
+        }
+        let Node::File { content, mode, .. } = source else {
+            return Err(libc::EPERM);
+        };
+        if !self.names.contains_key(&content) {
+            self.names.insert(content.clone(), vec![from.to_string()]);
+        }
+        self.put_file(to, content, mode)
     }
 
     pub fn get(&self, path: &str) -> Option<&Node> {
@@ -170,11 +286,27 @@ impl Tree {
         self.subdirs.get(dir).copied().unwrap_or(0)
     }
 
-    /// Puts `node` at `path`, returning the node it replaced, and keeps `subdirs`.
+    /// Puts `node` at `path`, returning the node it replaced, and keeps `subdirs` and `names`.
     fn insert(&mut self, path: String, node: Node) -> Option<Node> {
         let parent = parent_of(&path).to_string();
         let adds = node.is_dir();
-        let replaced = self.nodes.insert(path, node);
+        let content = match &node {
+            Node::File { content, .. } => Some(content.clone()),
+            _ => None,
+        };
+        let replaced = self.nodes.insert(path.clone(), node);
+        let old = match &replaced {
+            Some(Node::File { content, .. }) => Some(content),
+            _ => None,
+        };
+        if old != content.as_ref() {
+            if let Some(old) = old {
+                self.drop_name(&old.clone(), &path);
+            }
+            if let Some(content) = content {
+                self.add_name(&content, &path);
+            }
+        }
         if replaced.as_ref().is_some_and(Node::is_dir) {
             self.count_subdir(parent.clone(), false);
         }
@@ -184,9 +316,12 @@ impl Tree {
         replaced
     }
 
-    /// Takes the node at `path` out, and keeps `subdirs`.
+    /// Takes the node at `path` out, and keeps `subdirs` and `names`.
     fn remove(&mut self, path: &str) -> Option<Node> {
         let removed = self.nodes.remove(path);
+        if let Some(Node::File { content, .. }) = &removed {
+            self.drop_name(content, path);
+        }
         if removed.as_ref().is_some_and(Node::is_dir) {
             self.count_subdir(parent_of(path).to_string(), false);
         }
@@ -261,6 +396,11 @@ impl Tree {
         if !matches!(replaced, Some(Node::File { .. })) {
             self.times.remove(path);
         }
+        for name in self.names_of(path).iter().filter(|n| *n != path) {
+            if let Some(Node::File { mode: m, .. }) = self.nodes.get_mut(name) {
+                *m = mode;
+            }
+        }
         Ok(())
     }
 
@@ -303,8 +443,15 @@ impl Tree {
             None => Err(self.absent(path)),
             Some(Node::Dir { .. }) => Err(libc::EISDIR),
             Some(_) => {
-                self.times.remove(path);
-                Ok(self.remove(path).unwrap_or(Node::Dir { mode: 0 }))
+                let times = self.times.remove(path);
+                let removed = self.remove(path).unwrap_or(Node::Dir { mode: 0 });
+                // The file's times stay with it while it has a name: under its oldest name left.
+                if let (Some(times), Node::File { content, .. }) = (times, &removed)
+                    && let Some(oldest) = self.oldest_name(content)
+                {
+                    self.times.insert(oldest.to_string(), times);
+                }
+                Ok(removed)
             }
         }
     }
@@ -335,7 +482,8 @@ impl Tree {
         let Some(moving) = self.nodes.get(from).cloned() else {
             return Err(libc::ENOENT);
         };
-        if from == to {
+        if from == to || self.same_file(from, to) {
+            // POSIX: two names of one file stay as they are.
             return Ok(None);
         }
         if moving.is_dir() && is_inside(to, from) {
@@ -360,6 +508,12 @@ impl Tree {
             .map(|(k, n)| (format!("{to}{}", &k[from.len()..]), n.clone()))
             .collect();
         let old: Vec<String> = self.below(from).map(|(k, _)| k.clone()).collect();
+        // Each moving file keeps its place among its names: renamed in place before `remove` and `insert`
+        // (which then find the name already gone and already there).
+        self.rename_name(&moving, from, to);
+        for (path, node) in &moved {
+            self.rename_name(node, &format!("{from}{}", &path[to.len()..]), path);
+        }
         let mut moved_times: Vec<(String, Times)> = Vec::new();
         for k in old {
             self.remove(&k);
@@ -380,10 +534,39 @@ impl Tree {
         Ok(replaced)
     }
 
-    /// `chmod` of a file or directory (symlinks have no mode of their own).
+    /// Whether `a` and `b` are names of one file.
+    fn same_file(&self, a: &str, b: &str) -> bool {
+        match (self.nodes.get(a), self.nodes.get(b)) {
+            (Some(Node::File { content: x, .. }), Some(Node::File { content: y, .. })) => {
+                x == y && self.names.get(x).is_some_and(|n| n.len() > 1)
+            }
+            _ => false,
+        }
+    }
+
+    /// The name `from` of the file `node` is `to` now, in the same place among its names.
+    fn rename_name(&mut self, node: &Node, from: &str, to: &str) {
+        if let Node::File { content, .. } = node
+            && let Some(names) = self.names.get_mut(content)
+            && let Some(name) = names.iter_mut().find(|n| *n == from)
+        {
+            *name = to.to_string();
+        }
+    }
+
+    /// `chmod` of a file (every name of it) or directory (symlinks have no mode of their own).
     pub fn chmod(&mut self, path: &str, new_mode: u32) -> Result<(), Refusal> {
         match self.nodes.get_mut(path) {
-            Some(Node::File { mode, .. } | Node::Dir { mode }) => {
+            Some(Node::File { mode, .. }) => {
+                *mode = new_mode & 0o7777;
+                for name in self.names_of(path) {
+                    if let Some(Node::File { mode, .. }) = self.nodes.get_mut(&name) {
+                        *mode = new_mode & 0o7777;
+                    }
+                }
+                Ok(())
+            }
+            Some(Node::Dir { mode }) => {
                 *mode = new_mode & 0o7777;
                 Ok(())
             }
@@ -392,15 +575,19 @@ impl Tree {
         }
     }
 
-    /// The times of `path` set in this mount.
+    /// The times of `path` set in this mount (a file's with several names are kept under its oldest name).
     pub fn times(&self, path: &str) -> Times {
-        self.times.get(path).copied().unwrap_or_default()
+        self.times
+            .get(self.primary(path))
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Sets what `set` changes in the times of `path` (the root is `""`).
     pub fn set_times(&mut self, path: &str, set: impl FnOnce(&mut Times)) {
         if path.is_empty() || self.nodes.contains_key(path) {
-            set(self.times.entry(path.to_string()).or_default());
+            let key = self.primary(path).to_string();
+            set(self.times.entry(key).or_default());
         }
     }
 
@@ -571,6 +758,86 @@ mod tests {
                 mtime: None
             })
         );
+    }
+
+    #[test]
+    fn a_link_is_a_second_name_of_one_content_that_follows_renames() {
+        let mut t = base();
+        t.put_file("d/s", Content::Staged(7), 0o644).unwrap();
+        assert_eq!(t.link("d", "x"), Err(libc::EPERM));
+        assert_eq!(t.link("d/s", "a.txt"), Err(libc::EEXIST));
+        assert_eq!(t.link("d/s", "no/x"), Err(libc::ENOENT));
+        t.link("d/s", "t").unwrap();
+        t.link("t", "u").unwrap();
+        assert_eq!(t.names_of("u"), ["d/s", "t", "u"]);
+        assert_eq!(t.name_count(&Content::Staged(7)), 3);
+        t.rename("d", "e").unwrap();
+        assert_eq!(
+            t.primary("t"),
+            "e/s",
+            "the first name follows its directory"
+        );
+        t.unlink("e/s").unwrap();
+        assert_eq!(t.names_of("u"), ["t", "u"]);
+        assert!(t.names_content(&Content::Staged(7)));
+        t.put_file("t", Content::Staged(8), 0o644).unwrap();
+        assert_eq!(t.names_of("u"), ["u"]);
+        t.rename("a.txt", "u").unwrap();
+        assert!(!t.names_content(&Content::Staged(7)), "the last name went");
+    }
+
+    #[test]
+    fn hard_links_of_the_base_are_one_file_until_a_copy_up_puts_every_name_on_one_staged_file() {
+        let mut t = Tree::from_base([
+            (
+                "a".to_string(),
+                Node::File {
+                    content: Content::Base("a".into()),
+                    mode: 0o644,
+                    mtime: None,
+                },
+            ),
+            (
+                "b".to_string(),
+                Node::File {
+                    content: Content::Base("a".into()),
+                    mode: 0o644,
+                    mtime: None,
+                },
+            ),
+        ]);
+        assert_eq!(t.names_of("b"), ["a", "b"]);
+        // A copy-up: each name is put on the staged file, as the journal's records replay it.
+        t.put_file("a", Content::Staged(1), 0o644).unwrap();
+        assert_eq!(
+            t.names_of("b"),
+            ["b"],
+            "a base file with one name left is not a link"
+        );
+        t.put_file("b", Content::Staged(1), 0o644).unwrap();
+        assert_eq!(t.name_count(&Content::Staged(1)), 2);
+        assert!(matches!(
+            t.get("b"),
+            Some(Node::File {
+                content: Content::Staged(1),
+                ..
+            })
+        ));
+    }
+
+    /// A linked file's times are one set, whichever name sets or reads them, and stay with the file when its
+    /// oldest name goes.
+    #[test]
+    fn the_times_of_a_linked_file_are_kept_once_under_its_oldest_name() {
+        let mut t = base();
+        t.put_file("s", Content::Staged(9), 0o644).unwrap();
+        t.link("s", "u").unwrap();
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000);
+        t.set_times("u", |times| times.atime = Some(at));
+        assert_eq!(t.times("s").atime, Some(at));
+        t.unlink("s").unwrap();
+        assert_eq!(t.times("u").atime, Some(at));
+        assert_eq!(t.primary("u"), "u");
     }
 
     /// The kept count of subdirectories is the one counted from the children, through every change that moves

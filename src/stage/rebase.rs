@@ -340,6 +340,9 @@ impl VolumeStage {
                 };
             }
         }
+        // The names that keep our bytes, and the copy made of each base file we keep (one for all its names).
+        let mut kept_ours = BTreeSet::new();
+        let mut copy_of: BTreeMap<String, u64> = BTreeMap::new();
         for (path, side) in merged {
             ensure_dirs(&mut target, path);
             let our_node = ours.get(path);
@@ -349,6 +352,9 @@ impl VolumeStage {
             };
             let same_bytes =
                 their_hashes.get(path).is_some() && their_hashes.get(path) == our_hashes.get(path);
+            if matches!(side, Side::Ours) || same_bytes {
+                kept_ours.insert(path.clone());
+            }
             let content = match (side, our_node) {
                 (Side::Theirs, _) => Content::Base(path.clone()),
                 _ if same_bytes => Content::Base(path.clone()),
@@ -366,12 +372,19 @@ impl VolumeStage {
                         ..
                     }),
                 ) => {
-                    let id = {
-                        let mut st = self.lock();
-                        st.next_file += 1;
-                        st.next_file - 1
+                    let id = match copy_of.get(rel) {
+                        Some(id) => *id,
+                        None => {
+                            let id = {
+                                let mut st = self.lock();
+                                st.next_file += 1;
+                                st.next_file - 1
+                            };
+                            copies.push((rel.clone(), id));
+                            copy_of.insert(rel.clone(), id);
+                            id
+                        }
                     };
-                    copies.push((rel.clone(), id));
                     Content::Staged(id)
                 }
                 (Side::Ours, _) => {
@@ -394,6 +407,7 @@ impl VolumeStage {
                 )
             })?;
         }
+        relink(&mut target, ours, &kept_ours);
         Ok((target, copies))
     }
 
@@ -491,6 +505,26 @@ impl VolumeStage {
             }
         }
         Ok(())
+    }
+}
+
+/// Our hard links whose every name keeps our bytes in `target` are links there too (a name that takes the other
+/// side's bytes leaves its link).
+fn relink(target: &mut Tree, ours: &Tree, kept_ours: &BTreeSet<String>) {
+    for (path, _) in ours.files() {
+        let names = ours.names_of(path);
+        let whole = names
+            .iter()
+            .all(|n| kept_ours.contains(n) && matches!(target.get(n), Some(Node::File { .. })));
+        if names.len() < 2 || names[0] != path || !whole {
+            continue;
+        }
+        for name in &names[1..] {
+            if target.names_of(name).first() != Some(&names[0]) {
+                let _ = target.unlink(name);
+                let _ = target.link(&names[0], name);
+            }
+        }
     }
 }
 

@@ -10,7 +10,8 @@ use super::overlay::{Content, Node, Tree};
 const VERSION_FILE_MODE: u32 = 0o644;
 
 /// `tree` just published: the tree of its version (its files at the version's mode, each read from the version's
-/// cached tree) and the records that make `tree` from it again, the things a version cannot hold.
+/// cached tree) and the records that make `tree` from it again, the things a version cannot hold (a second name of
+/// a file, a version's file of its own, is made a link again).
 pub(super) fn over_version(tree: &Tree) -> (Tree, Vec<Record>) {
     let files = tree
         .files()
@@ -38,6 +39,17 @@ pub(super) fn over_version(tree: &Tree) -> (Tree, Vec<Record>) {
             }),
             _ => {}
         }
+        if let Node::File { .. } = node
+            && let primary = tree.primary(&path)
+            && primary != path
+        {
+            // A second name of a file: a version holds it as a file of its own; here it is a link again.
+            records.push(Record::Remove { path: path.clone() });
+            records.push(Record::Link {
+                from: primary.to_string(),
+                to: path.clone(),
+            });
+        }
         if let Node::File {
             mtime: Some(mtime), ..
         } = node
@@ -48,6 +60,8 @@ pub(super) fn over_version(tree: &Tree) -> (Tree, Vec<Record>) {
             let applied = match &record {
                 Record::Mkdir { path, mode } => version.mkdir(path, *mode),
                 Record::Symlink { path, target } => version.symlink(path, target),
+                Record::Remove { path } => version.unlink(path).map(drop),
+                Record::Link { from, to } => version.link(from, to),
                 Record::Chmod { path, mode } => version.chmod(path, *mode),
                 Record::Touch { path, secs, nanos } => {
                     version.touch(path, from_unix(*secs, *nanos))
@@ -118,6 +132,9 @@ pub(super) fn records_between(from: &Tree, to: &Tree) -> Vec<Record> {
     }
     for (path, node) in to.entries() {
         let path = path.to_string();
+        if matches!(node, Node::File { .. }) && to.primary(&path) != path {
+            continue; // A second name of a file: linked below, once its first name is there.
+        }
         let old = from.get(&path).filter(|old| same_kind(old, node));
         match (node, old) {
             (n, Some(o)) if n == o => {}
@@ -164,6 +181,21 @@ pub(super) fn records_between(from: &Tree, to: &Tree) -> Vec<Record> {
             && old != Some(node)
         {
             records.push(touch_record(&path, *mtime));
+        }
+    }
+    for (path, _) in to.files() {
+        let names = to.names_of(path);
+        if names.len() < 2 || names[0] != path {
+            continue;
+        }
+        for name in &names[1..] {
+            if matches!(from.get(name), Some(Node::File { .. })) {
+                records.push(Record::Remove { path: name.clone() });
+            }
+            records.push(Record::Link {
+                from: path.to_string(),
+                to: name.clone(),
+            });
         }
     }
     records

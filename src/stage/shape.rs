@@ -17,8 +17,10 @@ pub(super) struct Shown {
 }
 
 /// Every entry of the tree but its root, in path order (parents first). A time this mount never set nor read from
-/// a staged file is the base version's (its cached tree), else now. `shown` gives an entry's attributes as the
-/// volume shows them (`VolumeStage::attr`), passed in so that this module needs nothing of the volume's.
+/// a staged file is the base version's (its cached tree), else now. Of the names of one file, the first in path
+/// order carries its bytes and the others are hard links to it (an extractor meets the file before its links).
+/// `shown` gives an entry's attributes as the volume shows them (`VolumeStage::attr`), passed in so that this
+/// module needs nothing of the volume's.
 pub(super) fn tree_entries(
     st: &State,
     layout: &VolumeLayout,
@@ -41,7 +43,16 @@ pub(super) fn tree_entries(
                 SystemTime::UNIX_EPOCH => base_time(path).unwrap_or(now),
                 known => known,
             };
+            let first_name = match node {
+                Node::File { .. } => st.tree.names_of(path).into_iter().min(),
+                _ => None,
+            };
             let kind = match node {
+                Node::File { .. } if first_name.as_deref().is_some_and(|first| first != path) => {
+                    TreeKind::HardLink {
+                        target: first_name.unwrap_or_default(),
+                    }
+                }
                 Node::File { content, .. } => TreeKind::File {
                     source: st.backing(layout, content),
                     size: attr.size,

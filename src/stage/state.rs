@@ -52,6 +52,7 @@ impl State {
             Record::Rename { from, to } => self.tree.rename(from, to).map(drop),
             Record::Chmod { path, mode } => self.tree.chmod(path, *mode),
             Record::Symlink { path, target } => self.tree.symlink(path, target),
+            Record::Link { from, to } => self.tree.link(from, to),
             Record::Touch { path, secs, nanos } => self.tree.touch(path, from_unix(*secs, *nanos)),
             Record::Published { version } => {
                 self.head = Some(version.clone());
@@ -75,6 +76,10 @@ impl State {
                     }
                 });
                 tree.entries_changed_beside(path, now);
+            }
+            Record::Link { to: path, .. } => {
+                tree.entries_changed_beside(path, now);
+                tree.set_times(path, |t| t.ctime = Some(now));
             }
             Record::Put { path, .. } | Record::Remove { path } => {
                 tree.entries_changed_beside(path, now)
@@ -116,13 +121,18 @@ impl State {
         }
     }
 
+    /// The bytes of the staged files, each counted once however many names it has.
     pub(super) fn staged_bytes(&self, layout: &VolumeLayout) -> u64 {
-        self.tree
+        let ids: std::collections::BTreeSet<u64> = self
+            .tree
             .files()
             .filter_map(|(_, c)| match c {
-                Content::Staged(id) => std::fs::metadata(layout.file(*id)).ok(),
+                Content::Staged(id) => Some(*id),
                 Content::Base(_) => None,
             })
+            .collect();
+        ids.into_iter()
+            .filter_map(|id| std::fs::metadata(layout.file(id)).ok())
             .map(|m| m.len())
             .sum()
     }

@@ -72,7 +72,8 @@ pub struct EntryAttr {
     /// Access and change times set in this mount (else the modification time is shown for them).
     pub atime: Option<SystemTime>,
     pub ctime: Option<SystemTime>,
-    /// Names of it: 1 for a file or symlink; a directory's own, its `.` and each subdirectory's `..`.
+    /// Names of it: a file's names (more than 1 for a hard link), 1 for a symlink; a directory's own, its `.`
+    /// and each subdirectory's `..`.
     pub nlink: u32,
 }
 
@@ -217,6 +218,7 @@ impl VolumeStage {
                 mode,
                 mtime: touched,
             } => {
+                nlink = st.tree.name_count(content) as u32;
                 let meta = std::fs::metadata(st.backing(&self.layout, content)).ok();
                 let size = meta.as_ref().map_or(0, |m| m.len());
                 let mtime = touched.or_else(|| meta.and_then(|m| m.modified().ok()));
@@ -433,10 +435,61 @@ impl VolumeStage {
         let record = Record::Remove {
             path: path.to_string(),
         };
-        st.stamp(&record, SystemTime::now());
+        let now = SystemTime::now();
+        st.stamp(&record, now);
+        // A file that keeps another name changed: one link fewer.
+        if let Node::File { content, .. } = &node
+            && let Some(left) = st.tree.oldest_name(content).map(str::to_string)
+        {
+            st.tree.set_times(&left, |t| t.ctime = Some(now));
+        }
         self.journal_change(&mut st, record)?;
-        self.forget(&node);
+        self.forget_unnamed(&st, &node);
         Ok(())
+    }
+
+    /// `link(2)` inside the volume: `to` becomes a second name of file `from`, one staged file under both. A
+    /// file still read from the base version is copied up first, so that a write through either name is seen
+    /// through the other.
+    pub fn link(&self, from: &str, to: &str) -> Result<()> {
+        let (from, to) = (key(from), key(to));
+        let mut st = self.lock();
+        self.check_writable(&st)?;
+        if let Some(Node::File {
+            content: content @ Content::Base(_),
+            mode,
+            ..
+        }) = st.tree.get(from).cloned().as_ref()
+            && st.tree.get(to).is_none()
+            && st
+                .tree
+                .is_dir(to.rsplit_once('/').map_or("", |(dir, _)| dir))
+        {
+            self.copy_up_names(&mut st, from, content, *mode, true)?;
+        }
+        let record = Record::Link {
+            from: from.to_string(),
+            to: to.to_string(),
+        };
+        if let Err(errno) = st.apply(&record) {
+            return Err(self.refuse(errno, to, &format!("cannot make it a link to {from:?}")));
+        }
+        st.stamp(&record, SystemTime::now());
+        self.journal_change(&mut st, record)
+    }
+
+    /// The names of the file at `path` (more than one for a hard link), oldest first: the first stands for the
+    /// file wherever it is named (its inode).
+    pub fn names_of(&self, path: &str) -> Vec<String> {
+        self.lock().tree.names_of(key(path))
+    }
+
+    /// Deletes the staged file of `node`, which just lost a name, if no name is left.
+    fn forget_unnamed(&self, st: &State, node: &Node) {
+        match node {
+            Node::File { content, .. } if st.tree.names_content(content) => {}
+            _ => self.forget(node),
+        }
     }
 
     pub fn rmdir(&self, path: &str) -> Result<()> {
@@ -473,7 +526,7 @@ impl VolumeStage {
         st.stamp(&record, SystemTime::now());
         self.journal_change(&mut st, record)?;
         if let Some(node) = replaced {
-            self.forget(&node);
+            self.forget_unnamed(&st, &node);
         }
         Ok(())
     }

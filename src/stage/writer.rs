@@ -207,28 +207,38 @@ impl VolumeStage {
                 }
                 file
             }
-            Content::Base(_) => {
-                let source = st.backing(&self.layout, &content);
-                let (id, mut file) = self.new_staged_file(&mut st)?;
-                if !truncate {
-                    let copied = self.copy_up(&source, &mut file);
-                    if let Err(e) = copied {
-                        let _ = std::fs::remove_file(self.layout.file(id));
-                        return Err(e);
-                    }
-                }
-                let record = Record::Put {
-                    path: path.to_string(),
-                    file: id,
-                    mode,
-                };
-                let _ = st.apply(&record);
-                self.journal_change(&mut st, record)?;
-                file
-            }
+            Content::Base(_) => self.copy_up_names(&mut st, path, &content, mode, !truncate)?,
         };
         st.writers += 1;
         Ok(StagedWriter::new(file, mode, self.clone()))
+    }
+
+    /// Gives the file at `path`, still read from the base version as `content`, a staged file of its own (with
+    /// its bytes when `copy`), and makes every name of it name that staged file, journaled one `Put` each.
+    pub(super) fn copy_up_names(
+        &self,
+        st: &mut State,
+        path: &str,
+        content: &Content,
+        mode: u32,
+        copy: bool,
+    ) -> Result<File> {
+        let source = st.backing(&self.layout, content);
+        let (id, mut file) = self.new_staged_file(st)?;
+        if copy && let Err(e) = self.copy_up(&source, &mut file) {
+            let _ = std::fs::remove_file(self.layout.file(id));
+            return Err(e);
+        }
+        for name in st.tree.names_of(path) {
+            let record = Record::Put {
+                path: name,
+                file: id,
+                mode,
+            };
+            let _ = st.apply(&record);
+            self.journal_change(st, record)?;
+        }
+        Ok(file)
     }
 
     pub(super) fn copy_up(&self, source: &Path, dest: &mut File) -> Result<()> {

@@ -4,11 +4,16 @@
 //! Inside an archive that is still downloading, a lookup, `getattr`, `open` or `readlink` of a path is answered
 //! as soon as that entry is extracted (`ArchiveCache::entry`, never keeping the provisional path it gives), while
 //! a listing, and a name the archive turns out not to hold, wait for the whole archive.
+//!
+//! A hard link of an archive is one cached file under several names (the extractor makes it so), and one inode
+//! here: its nodes go by the first of its names in path order, found by one walk of the version's tree the first
+//! time a file with several names is met (`first_names`); a version without one is never walked.
 
+use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -142,10 +147,47 @@ impl Vm0Fs {
         Err(Error::not_found(what))
     }
 
-    /// Whether `path` is in the archive (`ENOENT` after the whole archive is known not to hold it).
-    pub(super) fn archive_holds(&self, archive: Archive<'_>, path: &Path) -> Result<bool> {
-        let (found, _) = self.on_archive_entry(archive, path, fs::symlink_metadata)?;
-        Ok(found.is_ok())
+    /// The name that a node of the entry `path` goes by, or `None` when the archive does not hold it (`ENOENT`
+    /// only after the whole archive is known not to). That is `path` itself, but for a file with several names
+    /// (a hard link of the archive, one cached file): the first of its names in path order, so that every name
+    /// of it is one inode. An entry served while the archive still downloads goes by its own name.
+    pub(super) fn archive_name(
+        &self,
+        archive: Archive<'_>,
+        path: &Path,
+    ) -> Result<Option<PathBuf>> {
+        let (found, early) = self.on_archive_entry(archive, path, fs::symlink_metadata)?;
+        let Ok(meta) = found else {
+            return Ok(None);
+        };
+        if early || !meta.is_file() || meta.nlink() < 2 {
+            return Ok(Some(path.to_path_buf()));
+        }
+        Ok(Some(self.first_name(archive, path, meta.ino())?))
+    }
+
+    /// The first name in path order of the file with inode number `ino` in the cached tree of `archive`, found
+    /// by one walk of the tree per version (kept while the mount runs); `path` when the walk misses it.
+    fn first_name(&self, archive: Archive<'_>, path: &Path, ino: u64) -> Result<PathBuf> {
+        let known = self
+            .hard_links
+            .lock()
+            .ok()
+            .and_then(|held| held.get(archive.version_id).cloned());
+        let names = match known {
+            Some(names) => names,
+            None => {
+                let names = Arc::new(first_names(&self.tree(archive)?)?);
+                if let Ok(mut held) = self.hard_links.lock() {
+                    held.insert(archive.version_id.to_string(), names.clone());
+                }
+                names
+            }
+        };
+        Ok(names
+            .get(&ino)
+            .cloned()
+            .unwrap_or_else(|| path.to_path_buf()))
     }
 
     /// The attributes of an entry. A top-level entry is reached through `<name>/`, whose head may move, and so
@@ -222,15 +264,24 @@ impl Vm0Fs {
         for entry in fs::read_dir(root.join(dir))? {
             let entry = entry?;
             let file_type = entry.file_type()?;
+            // A file's attributes are read even without `attr_ttl`: its link count says whether it goes by
+            // another name (one `fstatat`, as a listing with attributes pays for every entry).
             let meta = match attr_ttl {
                 Some(_) => Some(entry.metadata()?),
+                None if file_type.is_file() => Some(entry.metadata()?),
                 None => None,
             };
             names.push((entry.file_name(), kind_of(&file_type), meta));
         }
         names.sort_by(|a, b| a.0.cmp(&b.0));
         for (name, file_kind, meta) in names {
-            let child = node_at(dir.join(&name));
+            let path = dir.join(&name);
+            let child = match &meta {
+                Some(m) if m.is_file() && m.nlink() > 1 => {
+                    node_at(self.first_name(archive, &path, m.ino())?)
+                }
+                _ => node_at(path),
+            };
             let mut entry = self.entry(&child, file_kind, name);
             if let (Some(meta), Some(ttl)) = (meta, attr_ttl) {
                 entry.attr = Some(self.disk_attr(entry.ino, &meta, ttl));
@@ -314,6 +365,31 @@ impl Vm0Fs {
         }
     }
 }
+
+/// The files of an extracted tree that have more than one name: inode number -> the first name in path order.
+fn first_names(root: &Path) -> io::Result<HashMap<u64, PathBuf>> {
+    let mut first: HashMap<u64, PathBuf> = HashMap::new();
+    let mut dirs = vec![PathBuf::new()];
+    while let Some(dir) = dirs.pop() {
+        for entry in fs::read_dir(root.join(&dir))? {
+            let entry = entry?;
+            let path = dir.join(entry.file_name());
+            let meta = entry.metadata()?;
+            if meta.is_dir() {
+                dirs.push(path);
+            } else if meta.is_file() && meta.nlink() > 1 {
+                let name = first.entry(meta.ino()).or_insert_with(|| path.clone());
+                if path < *name {
+                    *name = path;
+                }
+            }
+        }
+    }
+    Ok(first)
+}
+
+/// The first names of the hard-linked files of each version whose tree was walked (`first_names`), by version id.
+pub(in crate::fs) type HardLinks = std::sync::Mutex<HashMap<String, Arc<HashMap<u64, PathBuf>>>>;
 
 /// The `ENOENT` of a name an archive does not hold.
 pub(super) fn not_in_archive(name: &OsStr) -> Error {

@@ -28,7 +28,7 @@ use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, SystemTime};
 
 pub use agents::AgentNode;
-pub(in crate::fs) use archive::version_of;
+pub(in crate::fs) use archive::{HardLinks, version_of};
 pub use control::ControlNode;
 pub use runs::{RunFile, RunNode};
 pub use storage::StorageNode;
@@ -106,6 +106,11 @@ pub(super) trait Namespace {
         _to_name: &OsStr,
         _replace: bool,
     ) -> Result<()> {
+        Err(Error::read_only(self.describe()))
+    }
+
+    /// `link(2)`: `name` here becomes a second name of `source`.
+    fn link(&self, _fs: &Vm0Fs, _name: &OsStr, _source: &Node) -> Result<Node> {
         Err(Error::read_only(self.describe()))
     }
 

@@ -112,9 +112,9 @@ impl Vm0Fs {
             .ok_or_else(|| not_in_archive(name))?;
         let archive = Archive::of(kind, version);
         let path = PathBuf::from(name);
-        if !self.archive_holds(archive, &path)? {
+        let Some(path) = self.archive_name(archive, &path)? else {
             return Err(not_in_archive(name));
-        }
+        };
         Ok(node_at(archive, path))
     }
 
@@ -249,9 +249,9 @@ impl Namespace for StorageNode {
             } => {
                 let archive = Archive::new(*kind, storage_id, version_id);
                 let path = path.join(name);
-                if !fs.archive_holds(archive, &path)? {
+                let Some(path) = fs.archive_name(archive, &path)? else {
                     return Err(missing(self, name));
-                }
+                };
                 Ok(StorageNode::entry_at(archive, path))
             }
         }

@@ -12,7 +12,12 @@
 //!
 //! What a volume cannot hold is refused here, at once, with the errno the caller can act on: a symlink that
 //! `crate::symlinks` refuses (`EPERM`: absolute, leaving the volume, or climbing through a symlink), a rename to another volume (`EXDEV`, so `mv` copies instead). Hard links,
-//! devices, FIFOs, sockets and foreign xattrs are refused by `Vm0Fs` for every volume node. Pinned versions
+//! devices, FIFOs, sockets and foreign xattrs are refused by `Vm0Fs` for every volume node.
+//!
+//! A hard link (`link(2)` inside one volume; `EXDEV` from another) is a second name of one staged file, and one
+//! inode: a file with several names is named in the inode table by its oldest name, which the stage keeps through
+//! renames; when that name goes (an unlink, a rename over it), the inode moves to the oldest name left, so the
+//! number the kernel holds for the other names stays theirs. Pinned versions
 //! (`<name>@<version>`) stay read-only in `storage.rs`.
 
 use std::ffi::OsStr;
@@ -150,9 +155,9 @@ impl VolumeNode {
                 let version = self.archive_head(fs, storage_id)?;
                 let archive = Archive::of(KIND, &version);
                 let path = path.join(name);
-                if !fs.archive_holds(archive, &path)? {
+                let Some(path) = fs.archive_name(archive, &path)? else {
                     return Err(missing(self, name));
-                }
+                };
                 Ok(VolumeNode::entry_at(archive, path))
             }
         }
@@ -217,6 +222,40 @@ impl VolumeNode {
         })
     }
 
+    /// The node of the staged entry at `path`, whose attributes are `attr`: a file with several names is one
+    /// inode, named by its oldest name (`VolumeStage::names_of`), so that every name gives the kernel one number.
+    fn entry_named(volume: &VolumeStage, path: PathBuf, attr: &EntryAttr) -> Node {
+        if attr.kind != EntryKind::File || attr.nlink < 2 {
+            return VolumeNode::entry(volume, path);
+        }
+        let oldest = text(&path)
+            .ok()
+            .and_then(|p| volume.names_of(p).into_iter().next());
+        VolumeNode::entry(volume, oldest.map_or(path, PathBuf::from))
+    }
+
+    /// Where the inode named by `path` goes when `path` stops being a name (an unlink, or a rename over it):
+    /// to the oldest name left of its file (`names`, taken before the change), else nowhere.
+    fn survivor(volume: &VolumeStage, path: &Path, names: &[String]) -> Option<PathBuf> {
+        match names {
+            [oldest, next, ..] if Path::new(oldest) == path => {
+                volume.names_of(next).into_iter().next().map(PathBuf::from)
+            }
+            _ => None,
+        }
+    }
+
+    /// The names of the file at `path`, when it has more than one (else empty: nothing to keep). Read before the
+    /// change and used after it: the kernel holds the file's inode lock across `link`, `unlink` and `rename` of
+    /// any of its names (they are one inode here), so no other change of its names comes between.
+    fn other_names(volume: &VolumeStage, path: &Path) -> Result<Vec<String>> {
+        let path = text(path)?;
+        Ok(match volume.lookup(path) {
+            Some(attr) if attr.kind == EntryKind::File && attr.nlink > 1 => volume.names_of(path),
+            _ => Vec::new(),
+        })
+    }
+
     /// The volume and the path of `name` in this directory.
     fn child_path(&self, fs: &Vm0Fs, name: &OsStr) -> Result<(Arc<VolumeStage>, PathBuf)> {
         let (volume, dir) = self.target(fs)?;
@@ -235,7 +274,7 @@ impl Namespace for VolumeNode {
         };
         let path = dir.join(name);
         match volume.lookup(text(&path)?) {
-            Some(_) => Ok(VolumeNode::entry(&volume, path)),
+            Some(attr) => Ok(VolumeNode::entry_named(&volume, path, &attr)),
             None => Err(missing(self, name)),
         }
     }
@@ -261,7 +300,7 @@ impl Namespace for VolumeNode {
             return self.archive_children(fs, out);
         };
         for (name, attr) in volume.list(text(&dir)?)? {
-            let node = VolumeNode::entry(&volume, dir.join(&name));
+            let node = VolumeNode::entry_named(&volume, dir.join(&name), &attr);
             let kind = fs.volume_attr(0, &attr).kind;
             out.push(fs.entry(&node, kind, name));
         }
@@ -376,9 +415,11 @@ impl Namespace for VolumeNode {
 
     fn unlink(&self, fs: &Vm0Fs, name: &OsStr) -> Result<()> {
         let (volume, path) = self.child_path(fs, name)?;
+        let names = VolumeNode::other_names(&volume, &path)?;
         volume.unlink(text(&path)?)?;
+        let survivor = VolumeNode::survivor(&volume, &path, &names);
         fs.inodes
-            .move_volume_paths(volume.storage_id(), &path, None);
+            .move_volume_paths(volume.storage_id(), &path, survivor.as_deref());
         Ok(())
     }
 
@@ -406,14 +447,52 @@ impl Namespace for VolumeNode {
         if to_volume.storage_id() != volume.storage_id() {
             return Err(cross_volume(self, to));
         }
+        let replaced_names = VolumeNode::other_names(&volume, &to_path)?;
+        // Two names of one file: rename(2) leaves both as they are.
+        let one_file = replaced_names.iter().any(|n| Path::new(n) == from);
         volume.rename(text(&from)?, text(&to_path)?, replace)?;
-        if from != to_path {
+        if from != to_path && !one_file {
+            let survivor = VolumeNode::survivor(&volume, &to_path, &replaced_names);
             fs.inodes
-                .move_volume_paths(volume.storage_id(), &to_path, None);
+                .move_volume_paths(volume.storage_id(), &to_path, survivor.as_deref());
             fs.inodes
                 .move_volume_paths(volume.storage_id(), &from, Some(&to_path));
         }
         Ok(())
+    }
+
+    fn link(&self, fs: &Vm0Fs, name: &OsStr, source: &Node) -> Result<Node> {
+        let (volume, to) = self.child_path(fs, name)?;
+        let from = match source {
+            Node::Volume(VolumeNode::Entry { storage_id, path })
+                if **storage_id == *volume.storage_id() =>
+            {
+                path
+            }
+            Node::Volume(VolumeNode::Root { name }) => {
+                return Err(Error::new(
+                    libc::EPERM,
+                    format!("volumes/{name}: a directory cannot have a second name"),
+                ));
+            }
+            other => {
+                return Err(Error::new(
+                    libc::EXDEV,
+                    format!(
+                        "{} -> {}/{}: a hard link cannot leave a volume (each volume publishes its own \
+                         versions); copy the file instead",
+                        other.namespace().describe(),
+                        volume.label(),
+                        to.display()
+                    ),
+                ));
+            }
+        };
+        volume.link(text(from)?, text(&to)?)?;
+        let attr = volume
+            .lookup(text(&to)?)
+            .ok_or_else(|| Error::not_found(format!("{}/{}", volume.label(), to.display())))?;
+        Ok(VolumeNode::entry_named(&volume, to, &attr))
     }
 
     fn mkdir(&self, fs: &Vm0Fs, name: &OsStr, mode: u32) -> Result<Node> {

@@ -23,6 +23,7 @@ enum Op {
     Truncate { path: usize, len: u16 },
     Unlink { path: usize },
     Rename { from: usize, to: usize },
+    Link { from: usize, to: usize },
     Mkdir { path: usize },
     Rmdir { path: usize },
     Chmod { path: usize, mode: u32 },
@@ -41,6 +42,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (p.clone(), 0u16..4000).prop_map(|(path, len)| Op::Truncate { path, len }),
         1 => p.clone().prop_map(|path| Op::Unlink { path }),
         2 => (p.clone(), p.clone()).prop_map(|(from, to)| Op::Rename { from, to }),
+        2 => (p.clone(), p.clone()).prop_map(|(from, to)| Op::Link { from, to }),
         2 => p.clone().prop_map(|path| Op::Mkdir { path }),
         1 => p.clone().prop_map(|path| Op::Rmdir { path }),
         1 => (p.clone(), prop_oneof![Just(0o755), Just(0o700), Just(0o644)])
@@ -50,11 +52,12 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// One entry of a tree, as a user sees it: a directory or a file with its permission bits, or a symlink.
+/// One entry of a tree, as a user sees it: a directory or a file with its permission bits and link count, or a
+/// symlink.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Entry {
     Dir(u32),
-    File(Vec<u8>, u32),
+    File(Vec<u8>, u32, u64),
     Link(String),
 }
 
@@ -83,7 +86,8 @@ fn snapshot_dir(root: &Path) -> Snapshot {
                 let to = std::fs::read_link(e.path()).unwrap();
                 Entry::Link(to.to_string_lossy().into_owned())
             } else {
-                Entry::File(std::fs::read(e.path()).unwrap(), mode)
+                use std::os::unix::fs::MetadataExt;
+                Entry::File(std::fs::read(e.path()).unwrap(), mode, meta.nlink())
             };
             out.insert(rel, entry);
         }
@@ -109,7 +113,7 @@ fn snapshot_stage(v: &VolumeStage) -> Snapshot {
                 EntryKind::Symlink(to) => Entry::Link(to),
                 EntryKind::File => {
                     let bytes = std::fs::read(v.read_path(&rel).unwrap()).unwrap();
-                    Entry::File(bytes, attr.mode)
+                    Entry::File(bytes, attr.mode, u64::from(attr.nlink))
                 }
             };
             out.insert(rel, entry);
@@ -148,6 +152,15 @@ fn on_disk(root: &Path, op: &Op, fill: u8) -> Result<(), i32> {
         })()),
         Op::Unlink { path } => errno(std::fs::remove_file(at(path))),
         Op::Rename { from, to } => errno(std::fs::rename(at(from), at(to))),
+        Op::Link { from, to } => errno((|| {
+            std::fs::hard_link(at(from), at(to))?;
+            if at(to).symlink_metadata()?.is_symlink() {
+                // The stage refuses a hard link of a symlink (it has no staged file to share); Linux makes one.
+                std::fs::remove_file(at(to))?;
+                return Err(std::io::Error::from_raw_os_error(libc::EPERM));
+            }
+            Ok(())
+        })()),
         Op::Mkdir { path } => {
             errno(std::fs::create_dir(at(path)).and_then(|()| set_mode(path, 0o755)))
         }
@@ -174,7 +187,7 @@ fn on_stage(v: &Arc<VolumeStage>, op: &Op, fill: u8) -> Result<(), i32> {
         Op::Unlink { path } | Op::Mkdir { path } | Op::Rmdir { path } | Op::Symlink { path } => {
             (path, false)
         }
-        Op::Rename { from, to } => {
+        Op::Rename { from, to } | Op::Link { from, to } => {
             if resolves_through_a_symlink(v, PATHS[to], false) {
                 return Err(libc::ENOENT);
             }
@@ -198,6 +211,7 @@ fn on_stage(v: &Arc<VolumeStage>, op: &Op, fill: u8) -> Result<(), i32> {
         Op::Truncate { path, len } => v.truncate(PATHS[path], len as u64),
         Op::Unlink { path } => v.unlink(PATHS[path]),
         Op::Rename { from, to } => v.rename(PATHS[from], PATHS[to], true),
+        Op::Link { from, to } => v.link(PATHS[from], PATHS[to]),
         Op::Mkdir { path } => v.mkdir(PATHS[path], 0o755),
         Op::Rmdir { path } => v.rmdir(PATHS[path]),
         Op::Chmod { path, mode } => v.chmod(PATHS[path], mode),
@@ -575,4 +589,134 @@ fn the_budget_is_given_back_by_every_way_a_staged_byte_goes() {
     let v = stage.volume(STORAGE, "model", None, false).unwrap();
     let w = v.create("d", 0o644).unwrap();
     w.write_at(0, &[5; 100]).unwrap();
+}
+
+/// `link` of a file still read from the base version copies it up once for both names: a write through one name
+/// is read through the other, the budget counts the bytes once, an unlink of one name keeps the other, and a
+/// remount (journal replay) keeps the pair.
+#[test]
+fn a_link_to_a_base_file_is_one_staged_file_under_two_names() {
+    let cache = tempfile::tempdir().unwrap();
+    let api = Arc::new(FakeApi::with_volume(STORAGE, "model"));
+    let m = mount_on(cache.path(), api.clone());
+    write_file(&m.volume, "a", b"base bytes");
+    m.stage.sync(&m.volume).unwrap();
+    drop(m);
+    let m = mount_on(cache.path(), api.clone());
+    let v = &m.volume;
+    assert_eq!(v.lookup("a").unwrap().nlink, 1);
+    v.link("a", "b").unwrap();
+    assert_eq!(v.link("a", "b").unwrap_err().errno, libc::EEXIST);
+    assert_eq!(v.link("nope", "c").unwrap_err().errno, libc::ENOENT);
+    assert_eq!(
+        (v.lookup("a").unwrap().nlink, v.lookup("b").unwrap().nlink),
+        (2, 2)
+    );
+    assert_eq!(v.names_of("b"), ["a", "b"]);
+    let w = v.open_write("b", false).unwrap();
+    w.write_at(0, b"BASE").unwrap();
+    drop(w);
+    assert_eq!(
+        std::fs::read(v.read_path("a").unwrap()).unwrap(),
+        b"BASE bytes"
+    );
+    assert_eq!(
+        v.lock().staged_bytes(&v.layout),
+        10,
+        "one staged file, counted once"
+    );
+    v.chmod("a", 0o755).unwrap();
+    assert_eq!(v.lookup("b").unwrap().mode, 0o755);
+    v.rename("b", "a", true).unwrap();
+    assert!(
+        v.lookup("b").is_some(),
+        "a rename between two names of one file changes nothing"
+    );
+    v.rename("a", "z", true).unwrap();
+    // The push flow's archive: the first name in path order has the bytes, the other links to it.
+    use super::upload::TreeKind;
+    let kinds: Vec<(String, TreeKind)> = v
+        .freeze()
+        .tree
+        .into_iter()
+        .map(|e| (e.path, e.kind))
+        .filter(|(p, _)| p != "b")
+        .collect();
+    assert_eq!(
+        kinds,
+        [("z".to_string(), TreeKind::HardLink { target: "b".into() })]
+    );
+    v.rename("z", "a", true).unwrap();
+    drop(m);
+    let m = mount_on(cache.path(), api.clone());
+    let v = &m.volume;
+    assert_eq!(
+        (v.lookup("a").unwrap().nlink, v.lookup("b").unwrap().mode),
+        (2, 0o755)
+    );
+    v.unlink("a").unwrap();
+    assert_eq!(v.lookup("b").unwrap().nlink, 1);
+    assert_eq!(
+        std::fs::read(v.read_path("b").unwrap()).unwrap(),
+        b"BASE bytes"
+    );
+}
+
+/// A publish that rebases over a version made elsewhere keeps a staged hard link one file: a write through one
+/// name is read through the other afterwards.
+#[test]
+fn a_link_is_kept_through_a_rebase() {
+    let cache = tempfile::tempdir().unwrap();
+    let api = Arc::new(FakeApi::with_volume(STORAGE, "model"));
+    let m = mount_on(cache.path(), api.clone());
+    write_file(&m.volume, "a", b"ours");
+    m.volume.link("a", "b").unwrap();
+    api.publish_elsewhere(STORAGE, &[("c", Some(b"theirs".to_vec()))]);
+    m.stage.sync(&m.volume).unwrap();
+    let v = &m.volume;
+    assert_eq!(v.lookup("c").map(|a| a.kind), Some(EntryKind::File));
+    assert_eq!(v.lookup("b").unwrap().nlink, 2);
+    let w = v.open_write("a", false).unwrap();
+    w.write_at(0, b"OURS").unwrap();
+    drop(w);
+    assert_eq!(std::fs::read(v.read_path("b").unwrap()).unwrap(), b"OURS");
+}
+
+/// The steps of `tests/hard_links.rs` with a publish after any one of them, then a remount: the pair is one file.
+#[test]
+fn a_pair_survives_a_publish_at_any_point_and_a_remount() {
+    type Step = fn(&Arc<VolumeStage>);
+    let steps: [Step; 6] = [
+        |v| {
+            v.mkdir("sub", 0o755).unwrap();
+            write_file(v, "a", b"first");
+        },
+        |v| v.link("a", "sub/b").unwrap(),
+        |v| v.rename("a", "c", true).unwrap(),
+        |v| v.rename("c", "sub/b", true).unwrap(),
+        |v| v.unlink("c").unwrap(),
+        |v| v.link("sub/b", "a").unwrap(),
+    ];
+    for publish_after in 0..steps.len() {
+        let cache = tempfile::tempdir().unwrap();
+        let api = Arc::new(FakeApi::with_volume(STORAGE, "model"));
+        let m = mount_on(cache.path(), api.clone());
+        for (i, step) in steps.iter().enumerate() {
+            step(&m.volume);
+            if i == publish_after {
+                m.stage.sync(&m.volume).unwrap();
+            }
+        }
+        drop(m);
+        let m = mount_on(cache.path(), api.clone());
+        let nlinks = (
+            m.volume.lookup("a").map(|a| a.nlink),
+            m.volume.lookup("sub/b").map(|a| a.nlink),
+        );
+        assert_eq!(
+            nlinks,
+            (Some(2), Some(2)),
+            "published after step {publish_after}"
+        );
+    }
 }

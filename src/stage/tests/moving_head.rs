@@ -41,7 +41,9 @@ enum Step {
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        8 => op().prop_map(Step::Local),
+        // No hard links: this model's rebase rewrites its reference tree path by path, which would part them;
+        // the stage keeps them through a rebase (`a_link_is_kept_through_a_rebase`).
+        8 => op().prop_filter("no hard links", |op| !matches!(op, Op::Link { .. })).prop_map(Step::Local),
         3 => (0..REMOTE.len(), proptest::option::of(any::<u8>()))
             .prop_map(|(path, bytes)| Step::Elsewhere { path, bytes }),
         2 => Just(Step::Sync),
@@ -70,7 +72,7 @@ fn fresh(files: &Files) -> Snapshot {
         for dir in ancestors(path) {
             view.insert(dir.to_string(), Entry::Dir(0o755));
         }
-        view.insert(path.clone(), Entry::File(bytes.clone(), 0o644));
+        view.insert(path.clone(), Entry::File(bytes.clone(), 0o644, 1));
     }
     view
 }
@@ -79,7 +81,7 @@ fn fresh(files: &Files) -> Snapshot {
 fn files_of(view: &Snapshot) -> Files {
     view.iter()
         .filter_map(|(p, e)| match e {
-            Entry::File(bytes, _) => Some((p.clone(), bytes.clone())),
+            Entry::File(bytes, ..) => Some((p.clone(), bytes.clone())),
             _ => None,
         })
         .collect()
@@ -148,15 +150,28 @@ fn merge(base: &Files, view: &Snapshot, theirs: &Files) -> Option<Snapshot> {
     }
     for (path, bytes) in merged {
         let mode = match view.get(&path) {
-            Some(Entry::File(_, mode)) => *mode,
+            Some(Entry::File(_, mode, _)) => *mode,
             _ => 0o644,
         };
-        place(&mut out, &path, Entry::File(bytes, mode));
+        place(&mut out, &path, Entry::File(bytes, mode, 1));
     }
     Some(out)
 }
 
 /// Makes the reference directory `view`.
+/// `view` with every file's link count 1: this model rewrites its reference tree file by file on a rebase, so link
+/// counts are checked by the local model (`the_stage_behaves_like_a_local_directory`) and the unit tests only.
+fn without_link_counts(view: &Snapshot) -> Snapshot {
+    let one = |(path, entry): (&String, &Entry)| {
+        let entry = match entry {
+            Entry::File(bytes, mode, _) => Entry::File(bytes.clone(), *mode, 1),
+            other => other.clone(),
+        };
+        (path.clone(), entry)
+    };
+    view.iter().map(one).collect()
+}
+
 fn write_reference(root: &Path, view: &Snapshot) {
     use std::os::unix::fs::PermissionsExt;
     for e in std::fs::read_dir(root).unwrap() {
@@ -174,7 +189,7 @@ fn write_reference(root: &Path, view: &Snapshot) {
                 std::fs::create_dir(&at).unwrap();
                 *mode
             }
-            Entry::File(bytes, mode) => {
+            Entry::File(bytes, mode, _) => {
                 std::fs::write(&at, bytes).unwrap();
                 *mode
             }
@@ -339,7 +354,7 @@ fn check(steps: &[Step]) -> Result<(), TestCaseError> {
         let staged = m.stage.changed(STORAGE).is_some();
         let expected = snapshot_dir(root);
         prop_assert!(
-            staged || expected == fresh(&base.files),
+            staged || without_link_counts(&expected) == fresh(&base.files),
             "after step {}: {:?}: changes were dropped",
             i,
             s
@@ -354,8 +369,8 @@ fn check(steps: &[Step]) -> Result<(), TestCaseError> {
         }
         m = view(cache.path(), &api, Some(m));
         prop_assert_eq!(
-            &snapshot_stage(&m.volume),
-            &snapshot_dir(root),
+            without_link_counts(&snapshot_stage(&m.volume)),
+            without_link_counts(&snapshot_dir(root)),
             "after step {}: {:?}",
             i,
             s

@@ -2,7 +2,9 @@
 //! written by the `tar` crate. It takes a plain list of entries, so what a version may hold can grow here alone.
 //!
 //! Each entry keeps its mode (all of 0o7777), its modification time, and its kind: regular files, directories
-//! (empty ones included, which is why every directory has an entry of its own), and symlinks with their targets.
+//! (empty ones included, which is why every directory has an entry of its own), symlinks with their targets, and
+//! hard links (a second name of a file is a tar hard link to the file's first name in the list, never its bytes
+//! again).
 //! Headers are ustar; a name or a target that does not fit ustar's fields gets a PAX extended header (`path`,
 //! `linkpath`) before it, never a GNU extension. The order is the list's (the stage gives its tree in path order,
 //! parents first) and nothing in a header depends on the machine (owner 0, no user or group names), so the same
@@ -37,6 +39,10 @@ pub enum TreeKind {
     Symlink {
         target: String,
     },
+    /// A second name of the regular file at `target`, an earlier entry of the list.
+    HardLink {
+        target: String,
+    },
 }
 
 /// A gzip'd tar of `entries` at `path`. A file whose size changed since it was hashed fails it (the publish tries
@@ -68,6 +74,7 @@ fn append<W: Write>(tar: &mut tar::Builder<W>, entry: &TreeEntry) -> io::Result<
         TreeKind::File { size, .. } => (EntryType::Regular, *size, None),
         TreeKind::Dir => (EntryType::Directory, 0, None),
         TreeKind::Symlink { target } => (EntryType::Symlink, 0, Some(target.as_str())),
+        TreeKind::HardLink { target } => (EntryType::Link, 0, Some(target.as_str())),
     };
     header.set_entry_type(kind);
     header.set_size(size);
@@ -338,5 +345,45 @@ mod tests {
             text.split(' ').next().unwrap().parse::<usize>().unwrap(),
             long.len()
         );
+    }
+
+    #[test]
+    fn a_second_name_is_a_tar_hard_link_that_unpacks_as_one_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bytes = tmp.path().join("bytes");
+        std::fs::write(&bytes, b"shared").unwrap();
+        let entry = |path: &str, kind| TreeEntry {
+            path: path.to_string(),
+            mode: 0o640,
+            mtime: at(3),
+            kind,
+        };
+        let list = [
+            entry(
+                "a",
+                TreeKind::File {
+                    source: bytes,
+                    size: 6,
+                },
+            ),
+            entry("b", TreeKind::HardLink { target: "a".into() }),
+        ];
+        let archive = tmp.path().join("l.tar.gz");
+        write_archive(&archive, &list).unwrap();
+        let back = read_back(&archive);
+        assert_eq!(
+            (back[1].1, back[1].4.as_deref(), back[1].5.len()),
+            (EntryType::Link, Some("a"), 0)
+        );
+        let out = tmp.path().join("out");
+        let gz = flate2::read::GzDecoder::new(File::open(&archive).unwrap());
+        tar::Archive::new(gz).unpack(&out).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let (a, b) = (
+            std::fs::metadata(out.join("a")).unwrap(),
+            std::fs::metadata(out.join("b")).unwrap(),
+        );
+        assert_eq!((a.ino(), a.nlink()), (b.ino(), 2));
+        assert_eq!(std::fs::read(out.join("b")).unwrap(), b"shared");
     }
 }
