@@ -1,7 +1,7 @@
 //! Hard links inside a volume, through a real mount: `ln` makes a second name of one file (one inode, link count
 //! 2, a write through one name read through the other), which survives the unlink or rename of either name and a
-//! remount; `tar x` of an archive with hard links and `rsync -aH` keep their pairs; a link out of the volume is
-//! `EXDEV`.
+//! remount; `tar x` of an archive with hard links and `rsync -aH` keep their pairs; a link out of the volume, or into
+//! it from elsewhere, is `EXDEV`.
 
 mod common;
 
@@ -19,7 +19,7 @@ fn ino_nlink(path: &Path) -> (u64, u64) {
 
 #[test]
 fn ln_in_a_volume_makes_one_file_under_two_names() {
-    let emu = Protocol::Push.emulator(&[]);
+    let emu = Protocol::Push.emulator(&["--seed", "demo"]);
     let cache = tempfile::tempdir().unwrap();
     let m = Mount::start_with_cache(&emu, cache.path(), &["--commit-delay", "3600"]);
     let vol = m.path("volumes/links");
@@ -54,6 +54,9 @@ fn ln_in_a_volume_makes_one_file_under_two_names() {
     let other = m.path("volumes/other");
     std::fs::create_dir(&other).unwrap();
     let err = std::fs::hard_link(&a, other.join("a")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EXDEV), "{err}");
+    let artifact = m.path("artifacts/report/report.md");
+    let err = std::fs::hard_link(&artifact, vol.join("report.md")).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EXDEV), "{err}");
     // A rename of the oldest name keeps the inode; so does its unlink, for the name left.
     std::fs::rename(&a, &c).unwrap();

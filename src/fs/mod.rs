@@ -442,17 +442,17 @@ impl Vm0Fs {
         from.namespace().rename(self, name, &to, new_name, replace)
     }
 
-    /// `link(2)`: `new_name` in `new_parent` becomes a second name of `ino`, inside one volume. A node outside
-    /// the volumes is refused as before (read-only, or `EPERM` for a volume's directory).
+    /// `link(2)`: `new_name` in `new_parent` becomes a second name of `ino`, inside one volume. Into a volume
+    /// from anywhere else it is `EXDEV` (the volume says so: `ln` and `cp -l` users copy instead); between two
+    /// nodes outside the volumes, the tree is read-only.
     pub fn link(&self, ino: u64, new_parent: u64, new_name: &OsStr) -> Result<Attr> {
         let source = self.node(ino)?;
-        if !source.namespace().holds_volume_content() {
+        let parent = self.node(new_parent)?;
+        if !source.namespace().holds_volume_content() && !parent.namespace().holds_volume_content()
+        {
             return Err(self.refuse_special(ino, "a hard link"));
         }
-        let node = self
-            .node(new_parent)?
-            .namespace()
-            .link(self, new_name, &source)?;
+        let node = parent.namespace().link(self, new_name, &source)?;
         self.entry_attr(&node)
     }
 
