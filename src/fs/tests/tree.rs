@@ -265,5 +265,5 @@ fn pins_are_set_and_shown_through_the_control_file() {
     assert_eq!(status["cache"]["pinned"], 0, "pinned and cached: none yet");
     assert_eq!(write("pin volumes/nope").unwrap_err().errno, libc::ENOENT);
     assert_eq!(write("get volumes/data").unwrap_err().errno, libc::EINVAL);
-    h.fs.release(opened.fh);
+    h.fs.release(opened.fh).unwrap();
 }
