@@ -2,8 +2,11 @@
 //! journal they go to, and what the publisher reads (`freeze`) and writes back (`published`).
 //!
 //! The state under the lock is `state::State`; the writers are `writer`, adoption `adopt`, a rebase `rebase`
-//! and a discard `discard`, each an `impl VolumeStage` of its own file. Every change is journaled and fsynced
-//! before it returns, then told to the publisher (`changed`), so the filesystem never has to.
+//! and a discard `discard`, each an `impl VolumeStage` of its own file. Every change is journaled before it
+//! returns (made durable by the group commit, `commit`), then noted for the publisher (`changed`: it is told once
+//! per burst of changes), so the filesystem never has to. The lock is never held across a network call; the steps
+//! that hold it over the whole tree say so (`long_step`), so that the filesystem can send requests elsewhere
+//! rather than wait on the thread that read them.
 
 use crate::sync::Locked;
 use std::fs::OpenOptions;
