@@ -116,7 +116,7 @@ pub struct VolumeStage {
 /// A step that holds a volume's lock over its whole tree (a publish's snapshot, an adoption, a rebase's install,
 /// a discard): while one runs, requests about the volume go to a worker rather than wait on the thread that read
 /// them (`VolumeStage::busy`). Counted for as long as this value lives.
-pub(super) struct LongStep<'a>(&'a AtomicUsize);
+pub(crate) struct LongStep<'a>(&'a AtomicUsize);
 
 impl Drop for LongStep<'_> {
     fn drop(&mut self) {
@@ -179,7 +179,7 @@ impl VolumeStage {
 
     /// Marks a step that holds the lock over the whole tree, for as long as the value returned lives (taken
     /// before the lock).
-    pub(super) fn long_step(&self) -> LongStep<'_> {
+    pub(crate) fn long_step(&self) -> LongStep<'_> {
         self.long_steps.fetch_add(1, Ordering::AcqRel);
         LongStep(&self.long_steps)
     }
