@@ -592,3 +592,41 @@ fn kill_9_at_random_points_of_a_tar_x_leaves_a_prefix_of_it() {
         drop(m);
     }
 }
+
+/// Automatic publishing (a quiet period, no `vm0fs sync`): the publisher is told of a volume's changes once until
+/// it takes the volume up, not at every change, so a change made after a publish must tell it again; it is
+/// published in its turn, as the first was.
+#[test]
+fn automatic_publishing_publishes_each_burst_of_changes_without_a_sync() {
+    let emu = Emulator::start(&[]);
+    let m = Mount::start(&emu, &["--commit-delay", "0.2"]);
+    let vol = m.path("volumes/auto");
+    std::fs::create_dir(&vol).unwrap();
+    let mut published = None;
+    for name in ["first", "second"] {
+        // A burst of changes: a create, its bytes and a close (the publisher waits while a file is open).
+        std::fs::write(vol.join(name), name).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let now = head(&emu, "auto");
+            if now.is_some() && now != published {
+                published = now;
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} was not published within 60 s of its last change"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+    assert_eq!(versions(&emu, "auto").len(), 2);
+    drop(m);
+    let fresh = mount(&emu);
+    for name in ["first", "second"] {
+        assert_eq!(
+            std::fs::read(fresh.path("volumes/auto").join(name)).unwrap(),
+            name.as_bytes()
+        );
+    }
+}

@@ -272,8 +272,12 @@ impl Vm0Fs {
 
     /// Closes a handle (the last close of an open file): a log stops being followed for it, a volume file's
     /// writer is given back to its stage, and a `runs/new/` write that was never flushed starts its run now
-    /// (release errors reach nobody, so they are only logged).
-    pub fn release(&self, fh: u64) {
+    /// (release errors reach nobody, so they are only logged). Only that start waits (`waiting`): it is known
+    /// before the handle is taken, so a release that would wait has done nothing.
+    pub fn release(&self, fh: u64) -> Result<()> {
+        if let Ok(Handle::NewRun(_)) = self.handles.get(fh) {
+            waiting::may_wait()?;
+        }
         match self.handles.remove(fh) {
             Some(Handle::Log(run_id)) => self.live_logs.closed(&run_id),
             // The writer's drop (with the handle's last reference) gives the count back and tells the publisher.
@@ -285,6 +289,7 @@ impl Vm0Fs {
             }
             _ => {}
         }
+        Ok(())
     }
 
     /// Creates `name` in `parent` and opens it for writing, where the parent's namespace allows it: a file in a

@@ -68,9 +68,14 @@ impl Volumes {
         Ok(self.stage()?.volume(&storage.id, name, head, has_files)?)
     }
 
+    /// The stage of the volume whose storage id is `storage_id`, if it is open already (memory only).
+    pub fn loaded(&self, storage_id: &str) -> Result<Option<Arc<VolumeStage>>> {
+        Ok(self.stage()?.loaded(storage_id))
+    }
+
     /// The stage of the volume whose storage id is `storage_id`.
     pub fn by_id(&self, storage_id: &str) -> Result<Arc<VolumeStage>> {
-        if let Some(v) = self.stage()?.loaded(storage_id) {
+        if let Some(v) = self.loaded(storage_id)? {
             return Ok(v);
         }
         let storages = self.meta.storages(KIND)?;

@@ -1,10 +1,12 @@
 //! The fuser adapter: decode a request, run the core's method on a worker, encode the reply. No logic of its own.
 //!
 //! The requests about the tree (lookup, getattr, readlink, opendir, readdir, readdirplus, getxattr, listxattr)
-//! are answered on the event-loop thread that read them when the core needs nothing that can wait (the cached
-//! tree, fresh listings: see `fs::waiting`), and handed to the worker pool (see `pool.rs`) only when it would wait
-//! for the network, a download or a volume's stage; the rest (open, read, writes and the like) always go to the
-//! pool, so the event loop never waits for the network. `forget` and `releasedir` (table updates) and the answers
+//! and the ones a `tar x` into a volume sends per file (create, setattr other than a truncation, release) are
+//! answered on the event-loop thread that read them when the core needs nothing that can wait (the cached tree,
+//! fresh listings, a volume's open stage: see `fs::waiting`), and handed to the worker pool (see `pool.rs`) only
+//! when it would wait for the network, a download, or a volume's stage busy with a publish; the rest (open, read,
+//! write, truncation and the like) always go to the pool, so the event loop never waits for the network. A hand-off
+//! costs more than most answers (a queue, a wake-up and a thread switch per request). `forget` and `releasedir` (table updates) and the answers
 //! known without the core run on the event loop. Each request is counted by opcode and by where it was answered
 //! (`counters.rs`), and gets a span (`req`: request id, operation, inode, pid, the name when there is one),
 //! entered wherever it runs, so every log line it causes in any layer can be traced back to it. Errors from the
@@ -31,6 +33,7 @@ pub use session::{KernelInvalidator, MountConfig, mount};
 
 use std::ffi::OsStr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use fuser::{
@@ -154,16 +157,22 @@ impl Filesystem for FuseAdapter {
         // clears in the kernel's stead (see `init`), unless the same call sets a mode.
         let drop_set_id = mode.is_none()
             && (uid.is_some() || gid.is_some() || (size.is_some() && req.uid() != 0));
-        self.spawn(req, span, Op::Setattr, move |fs| {
-            let dropped = match drop_set_id {
-                true => fs.drop_set_id_bits(ino.0),
-                false => Ok(()),
-            };
-            match dropped.and_then(|()| fs.setattr(ino.0, mode, (uid, gid), size, times)) {
-                Ok(attr) => reply.attr(&attr.ttl, &file_attr(&attr)),
-                Err(e) => reply.error(errno("setattr", &e)),
+        let change = move |fs: &Arc<Vm0Fs>| {
+            if drop_set_id {
+                fs.drop_set_id_bits(ino.0)?;
             }
-        });
+            fs.setattr(ino.0, mode, (uid, gid), size, times)
+        };
+        let send = |reply: ReplyAttr, result: crate::fs::Result<crate::fs::Attr>| match result {
+            Ok(attr) => reply.attr(&attr.ttl, &file_attr(&attr)),
+            Err(e) => reply.error(errno("setattr", &e)),
+        };
+        // A new size may copy a whole file up from the base version first: always on a worker. A mode, owner or
+        // times (`tar`'s chown, chmod and utimens of each file) is a change in memory and a journal record.
+        match size {
+            Some(_) => self.spawn(req, span, Op::Setattr, move |fs| send(reply, change(fs))),
+            None => self.answer(req, span, Op::Setattr, reply, change, send),
+        }
     }
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -425,13 +434,22 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let span = request_span("release", req, ino);
-        // On a worker: releasing an unflushed `runs/new/` handle starts its run, an API call.
+        // Releasing an unflushed `runs/new/` handle starts its run, an API call (a worker); the rest is memory.
         let backings = self.backings.clone();
-        self.spawn(req, span, Op::Release, move |fs| {
-            fs.release(fh.0);
-            backings.detach(fh.0);
-            reply.ok();
-        });
+        self.answer(
+            req,
+            span,
+            Op::Release,
+            reply,
+            move |fs| fs.release(fh.0),
+            move |reply, released| {
+                backings.detach(fh.0);
+                match released {
+                    Ok(()) => reply.ok(),
+                    Err(e) => reply.error(errno("release", &e)),
+                }
+            },
+        );
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -642,8 +660,15 @@ impl Filesystem for FuseAdapter {
         let span = named_span("create", req, parent, name);
         let name = name.to_os_string();
         let passthrough = self.passthrough.then(|| self.backings.clone());
-        self.spawn(req, span, Op::Create, move |fs| {
-            match fs.create(parent.0, &name, mode & !umask) {
+        let fs = self.fs.clone();
+        // On this thread when the volume's stage is open (a new file is a journal record and an empty staged file).
+        self.answer(
+            req,
+            span,
+            Op::Create,
+            reply,
+            move |fs| fs.create(parent.0, &name, mode & !umask),
+            move |reply, created| match created {
                 Ok((attr, opened)) => {
                     let ino = attr.ino;
                     let reply = CreateAnswer {
@@ -651,11 +676,11 @@ impl Filesystem for FuseAdapter {
                         attr,
                         opened,
                     };
-                    answer_open(fs, passthrough.as_deref(), ino, reply);
+                    answer_open(&fs, passthrough.as_deref(), ino, reply);
                 }
                 Err(e) => reply.error(errno("create", &e)),
-            }
-        });
+            },
+        );
     }
 
     /// No file here is a device: every ioctl (Python's `open()` asks `TCGETS` to learn whether it is a tty) is

@@ -27,6 +27,7 @@ pub struct Discarded {
 impl VolumeStage {
     /// Drops the journal and the staged files; see the module doc.
     pub(super) fn discard_changes(&self) -> Result<Discarded> {
+        let _long = self.long_step();
         let mut st = self.lock();
         if st.writers > 0 {
             return Err(StageError::new(

@@ -52,8 +52,9 @@ use crate::sync::Locked;
 use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::api::Vm0Api;
 use crate::cache::ArchiveCache;
@@ -202,6 +203,9 @@ impl Stage {
         Ok(Arc::new_cyclic(|me| VolumeStage {
             me: me.clone(),
             following: Mutex::default(),
+            publisher_told: AtomicBool::new(false),
+            last_change: Mutex::new(Instant::now()),
+            long_steps: AtomicUsize::new(0),
             publisher: notify,
             storage_id: storage_id.to_string(),
             name: name.to_string(),
@@ -284,6 +288,14 @@ impl Stage {
         }
         volumes.insert(storage_id.to_string(), volume.clone());
         volume
+    }
+
+    /// Whether the stage of `storage_id` runs a step that holds its lock over the whole tree now
+    /// (`VolumeStage::busy`); memory only, no lock of the volume taken.
+    pub fn busy(&self, storage_id: &str) -> bool {
+        self.lock_volumes()
+            .get(storage_id)
+            .is_some_and(|v| v.busy())
     }
 
     /// The stage of a volume that has changes (a journal), if it is one.

@@ -156,6 +156,8 @@ fn run(api: &dyn Vm0Api, delay: Duration, rx: &Receiver<Msg>) {
                     Some(timeout) => (u32::MAX, Instant::now() + timeout),
                     None => (SYNC_ATTEMPTS, Instant::now() + RETRY_MAX),
                 };
+                // Changes made from here on tell the publisher again; those before are in this publish.
+                v.taken_up();
                 let attempt = Attempt::new(mode, &protocol);
                 let result = publish_retrying(api, &v, attempt, attempts, deadline);
                 if result.is_ok() {
@@ -164,6 +166,7 @@ fn run(api: &dyn Vm0Api, delay: Duration, rx: &Receiver<Msg>) {
                 let _ = reply.send(result);
             }
             Ok(Msg::Discard(v, reply)) => {
+                v.taken_up();
                 let result = v.discard_changes();
                 if result.is_ok() {
                     due.remove(&v.storage_id);
@@ -209,6 +212,15 @@ fn publish_due(
             due.insert(id, d);
             continue;
         }
+        // Changes after the one that made the volume due did not tell the publisher: the quiet period runs from
+        // the last of them.
+        let quiet_until = d.volume.last_change() + delay;
+        if quiet_until > now {
+            d.at = quiet_until;
+            due.insert(id, d);
+            continue;
+        }
+        d.volume.taken_up();
         match publish(api, &d.volume, &mut Attempt::new(Mode::Careful, protocol)) {
             Err(e) if e.retryable => {
                 d.failures += 1;

@@ -452,6 +452,7 @@ impl VolumeStage {
             records,
         } = plan;
         let head = head.as_deref();
+        let _long = self.long_step();
         let mut st = self.lock();
         if st.generation != generation || st.writers > 0 {
             return Err(self.changed_meanwhile());

@@ -2,15 +2,19 @@
 //! journal they go to, and what the publisher reads (`freeze`) and writes back (`published`).
 //!
 //! The state under the lock is `state::State`; the writers are `writer`, adoption `adopt`, a rebase `rebase`
-//! and a discard `discard`, each an `impl VolumeStage` of its own file. Every change is journaled and fsynced
-//! before it returns, then told to the publisher (`changed`), so the filesystem never has to.
+//! and a discard `discard`, each an `impl VolumeStage` of its own file. Every change is journaled before it
+//! returns (made durable by the group commit, `commit`), then noted for the publisher (`changed`: it is told once
+//! per burst of changes), so the filesystem never has to. The lock is never held across a network call; the steps
+//! that hold it over the whole tree say so (`long_step`), so that the filesystem can send requests elsewhere
+//! rather than wait on the thread that read them.
 
 use crate::sync::Locked;
 use std::fs::OpenOptions;
 use std::io;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use super::commit::Committer;
 use super::error::{Result, StageError, io_error};
@@ -102,6 +106,23 @@ pub struct VolumeStage {
     pub(super) phase: Mutex<Phase>,
     /// What the last publish said of the things only the push flow's archive holds (`vm0fs status`).
     pub(super) shape: Mutex<ShapeNote>,
+    /// The publisher was told of a change and has not taken the volume up since (`changed`, `taken_up`).
+    pub(super) publisher_told: AtomicBool,
+    /// When the last change was made: where the volume's quiet period starts.
+    pub(super) last_change: Mutex<Instant>,
+    /// Steps running now that hold the lock over the whole tree (`LongStep`).
+    pub(super) long_steps: AtomicUsize,
+}
+
+/// A step that holds a volume's lock over its whole tree (a publish's snapshot, an adoption, a rebase's install,
+/// a discard): while one runs, requests about the volume go to a worker rather than wait on the thread that read
+/// them (`VolumeStage::busy`). Counted for as long as this value lives.
+pub(crate) struct LongStep<'a>(&'a AtomicUsize);
+
+impl Drop for LongStep<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Makes a path relative to the volume usable as a tree key, refusing what cannot be one.
@@ -132,11 +153,42 @@ impl VolumeStage {
         format!("volumes/{}", self.name)
     }
 
-    /// Tells the publisher that this volume changed: its quiet period starts again.
+    /// Notes that this volume changed: its quiet period starts again. The publisher is told once until it takes
+    /// the volume up (`taken_up`), not at every change: a `tar x` makes three changes per file, and a message each
+    /// would wake the publisher's thread three times per file for nothing. It reads `last_change` when the quiet
+    /// period it was told of ends.
     pub(super) fn changed(&self) {
+        *self.last_change.locked() = Instant::now();
+        if self.publisher_told.swap(true, Ordering::AcqRel) {
+            return;
+        }
         if let (Some(publisher), Some(me)) = (self.publisher.upgrade(), self.me.upgrade()) {
             publisher.changed(&me);
         }
+    }
+
+    /// The publisher takes the volume up (to publish or discard it, before it reads the tree): the next change
+    /// tells it again.
+    pub(super) fn taken_up(&self) {
+        self.publisher_told.store(false, Ordering::Release);
+    }
+
+    /// When the last change was made.
+    pub(super) fn last_change(&self) -> Instant {
+        *self.last_change.locked()
+    }
+
+    /// Marks a step that holds the lock over the whole tree, for as long as the value returned lives (taken
+    /// before the lock).
+    pub(crate) fn long_step(&self) -> LongStep<'_> {
+        self.long_steps.fetch_add(1, Ordering::AcqRel);
+        LongStep(&self.long_steps)
+    }
+
+    /// Whether a step that holds the lock over the whole tree runs now: a request that must not wait is better
+    /// answered elsewhere.
+    pub fn busy(&self) -> bool {
+        self.long_steps.load(Ordering::Acquire) > 0
     }
 
     /// The server lists `head` as the volume's head. A stage with changes over another version asks the publisher
@@ -575,6 +627,7 @@ impl VolumeStage {
     /// What the publisher uploads: every file and where its bytes are, with the generation and head they are of,
     /// and every entry of the tree (for the push flow's archive, `tree_entries`).
     pub(super) fn freeze(&self) -> Snapshot {
+        let _long = self.long_step();
         let st = self.lock();
         let files = st
             .tree
@@ -611,6 +664,7 @@ impl VolumeStage {
         version: &str,
         manifest: &[ManifestFile],
     ) -> Result<()> {
+        let _long = self.long_step();
         let mut st = self.lock();
         if st.head.as_deref() != Some(version) {
             let record = Record::Published {

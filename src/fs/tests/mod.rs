@@ -137,7 +137,7 @@ impl Harness {
             .open(self.path(path).unwrap(), libc::O_RDONLY, std::process::id())
             .unwrap();
         let data = self.fs.read(opened.fh, 0, 1 << 20).unwrap();
-        self.fs.release(opened.fh);
+        self.fs.release(opened.fh).unwrap();
         data
     }
 }

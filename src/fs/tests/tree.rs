@@ -265,5 +265,48 @@ fn pins_are_set_and_shown_through_the_control_file() {
     assert_eq!(status["cache"]["pinned"], 0, "pinned and cached: none yet");
     assert_eq!(write("pin volumes/nope").unwrap_err().errno, libc::ENOENT);
     assert_eq!(write("get volumes/data").unwrap_err().errno, libc::EINVAL);
-    h.fs.release(opened.fh);
+    h.fs.release(opened.fh).unwrap();
+}
+
+/// A volume whose stage is open is created in, stat'ed and changed on the thread that read the request, with no
+/// worker (`waiting`); while a step holds the stage's lock over its whole tree (a publish's snapshot, an adoption),
+/// the same requests give up at once with nothing done, to be run on a worker instead.
+#[test]
+fn volume_requests_are_answered_inline_unless_a_long_step_holds_the_stage() {
+    let h = harness();
+    let dir = h.path("volumes/data/dir").unwrap();
+    // The first change opens the stage (which may download the base version): where waiting is allowed.
+    let (_, opened) = h.fs.create(dir, OsStr::new("first.txt"), 0o644).unwrap();
+    h.fs.release(opened.fh).unwrap();
+
+    let created =
+        h.fs.without_waiting(|fs| fs.create(dir, OsStr::new("second.txt"), 0o644));
+    let (second, opened) = created.expect("a create is answered inline").unwrap();
+    let released = h.fs.without_waiting(|fs| fs.release(opened.fh));
+    assert!(
+        matches!(released, Some(Ok(()))),
+        "a release is answered inline"
+    );
+    let chmod = |fs: &Vm0Fs| fs.setattr(second.ino, Some(0o600), (None, None), None, (None, None));
+    let changed =
+        h.fs.without_waiting(chmod)
+            .expect("a chmod is answered inline");
+    assert_eq!(changed.unwrap().perm, 0o600);
+
+    let volume = h.fs.volumes.by_name("data").unwrap();
+    let long = volume.long_step();
+    assert!(h.fs.without_waiting(|fs| fs.getattr(second.ino)).is_none());
+    assert!(
+        h.fs.without_waiting(|fs| fs.lookup(dir, OsStr::new("second.txt")))
+            .is_none()
+    );
+    let third = |fs: &Vm0Fs| fs.create(dir, OsStr::new("third.txt"), 0o644);
+    assert!(h.fs.without_waiting(third).is_none());
+    drop(long);
+    assert_eq!(
+        h.fs.lookup(dir, OsStr::new("third.txt")).unwrap_err().errno,
+        libc::ENOENT,
+        "a create that gave up made nothing"
+    );
+    assert!(h.fs.without_waiting(|fs| fs.getattr(second.ino)).is_some());
 }

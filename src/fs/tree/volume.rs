@@ -33,7 +33,7 @@ use crate::fs::handles::{Handle, StagedHandle};
 use crate::fs::inodes::Node;
 use crate::fs::waiting::may_wait;
 use crate::fs::{Attr, DirEntry, FileKind, Opened, Vm0Fs};
-use crate::stage::{EntryAttr, EntryKind, VolumeStage};
+use crate::stage::{EntryAttr, EntryKind, Stage, VolumeStage};
 use crate::symlinks::symlink_kept;
 
 const KIND: StorageKind = StorageKind::Volume;
@@ -103,14 +103,16 @@ impl Vm0Fs {
 }
 
 impl VolumeNode {
-    /// The stage of this volume if it has changes (read through it), else `None` (read the archive). Everything
-    /// about a volume's head goes to a worker (`may_wait`): its stage takes locks that a publish can hold a while.
+    /// The stage of this volume if it has changes (read through it), else `None` (read the archive). Memory only
+    /// (the API's listing of the volume, for the root, waits where `meta` fetches): a stage's lock is never held
+    /// across a network call, so this is answered on the thread that read the request (`fs::waiting`), unless a
+    /// publish, adoption, rebase or discard holds the lock over the whole tree now (`busy`).
     fn staged(&self, fs: &Vm0Fs) -> Result<Option<(Arc<VolumeStage>, PathBuf)>> {
-        may_wait()?;
         let stage = fs.volumes.stage()?;
         let found = match self {
             VolumeNode::Root { name } => {
                 let storage = fs.meta.storage(KIND, name)?;
+                wait_if_busy(stage, &storage.id)?;
                 let volume = stage.changed(&storage.id);
                 if let Some(v) = &volume {
                     v.head_listed(storage.current_version_id.as_deref());
@@ -118,6 +120,7 @@ impl VolumeNode {
                 volume.map(|v| (v, PathBuf::new()))
             }
             VolumeNode::Entry { storage_id, path } => {
+                wait_if_busy(stage, storage_id)?;
                 stage.changed(storage_id).map(|v| (v, path.clone()))
             }
         };
@@ -205,11 +208,21 @@ impl VolumeNode {
         }
     }
 
-    /// The volume's stage and this node's path in it (`""` for the root).
+    /// The volume's stage and this node's path in it (`""` for the root). A stage already open is found in
+    /// memory, so the change runs on the thread that read the request; opening one may download its base
+    /// version, so that goes to a worker (`may_wait`) before anything is done.
     fn target(&self, fs: &Vm0Fs) -> Result<(Arc<VolumeStage>, PathBuf)> {
         match self {
-            VolumeNode::Root { name } => Ok((fs.volumes.by_name(name)?, PathBuf::new())),
+            VolumeNode::Root { name } => {
+                may_wait()?;
+                Ok((fs.volumes.by_name(name)?, PathBuf::new()))
+            }
             VolumeNode::Entry { storage_id, path } => {
+                wait_if_busy(fs.volumes.stage()?, storage_id)?;
+                if let Some(volume) = fs.volumes.loaded(storage_id)? {
+                    return Ok((volume, path.clone()));
+                }
+                may_wait()?;
                 Ok((fs.volumes.by_id(storage_id)?, path.clone()))
             }
         }
@@ -547,6 +560,14 @@ impl Namespace for VolumeNode {
 
     fn holds_volume_content(&self) -> bool {
         true
+    }
+}
+
+/// Gives the request to a worker (`may_wait`) while the stage of `storage_id` is held by a long step.
+fn wait_if_busy(stage: &Stage, storage_id: &str) -> Result<()> {
+    match stage.busy(storage_id) {
+        true => may_wait(),
+        false => Ok(()),
     }
 }
 
