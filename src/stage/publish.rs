@@ -31,7 +31,10 @@ use super::upload::{self, Protocol};
 use super::volume::{Snapshot, VolumeStage};
 use crate::api::models::StorageKind;
 use crate::api::{ApiErrorKind, Vm0Api};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::thread::ScopedJoinHandle;
+use std::time::Instant;
 
 /// How many rebases one publish makes before it calls the head too busy and tries again later.
 const REBASES: u32 = 3;
@@ -139,27 +142,57 @@ fn publish_once(
             step: "discard",
         });
     }
-    // What is published is on the local disk first: a power loss after the commit on the server finds it staged.
-    volume.commit.commit().map_err(|e| PublishError {
-        errno: e.raw_os_error().unwrap_or(libc::EIO),
-        message: format!(
-            "{}: flushing the staged changes to disk failed: {e}",
-            volume.label()
-        ),
-        retryable: true,
-        step: "read",
-    })?;
+    let snapshot = volume.freeze();
+    std::thread::scope(|scope| {
+        let flush = Flush(RefCell::new(Some(scope.spawn(|| volume.commit.commit()))));
+        publish_frozen(api, volume, attempt, snapshot, &flush)
+    })
+}
+
+/// The flush of the staged changes to the local disk (the group commit), started once the tree is frozen and
+/// running beside the hashing and the upload, which read the same bytes from the page cache. It is waited for
+/// before the server's commit and before the journal records a version: what is published is on the local disk
+/// first, so a power loss after the commit finds it staged.
+struct Flush<'scope>(RefCell<Option<ScopedJoinHandle<'scope, io::Result<()>>>>);
+
+impl Flush<'_> {
+    fn wait(&self, label: &str) -> Result<(), PublishError> {
+        let Some(running) = self.0.borrow_mut().take() else {
+            return Ok(());
+        };
+        running
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the flushing thread panicked")))
+            .map_err(|e| PublishError {
+                errno: e.raw_os_error().unwrap_or(libc::EIO),
+                message: format!("{label}: flushing the staged changes to disk failed: {e}"),
+                retryable: true,
+                step: "read",
+            })
+    }
+}
+
+fn publish_frozen(
+    api: &dyn Vm0Api,
+    volume: &VolumeStage,
+    attempt: &mut Attempt,
+    snapshot: Snapshot,
+    flush: &Flush,
+) -> Result<String, PublishError> {
     let Snapshot {
         generation,
         base,
         files,
         local,
         tree,
-    } = volume.freeze();
+    } = snapshot;
     let label = volume.label();
+    let hashing = Instant::now();
     let manifest = hash(&label, files)?;
+    let hash_ms = hashing.elapsed().as_millis() as u64;
     let id = manifest::version_id(&volume.storage_id, &manifest);
     let done = |v: &str| -> Result<String, PublishError> {
+        flush.wait(&label)?;
         volume
             .published(generation, v, &manifest)
             .map_err(|e| PublishError {
@@ -214,7 +247,9 @@ fn publish_once(
     }
     let progress = |done, total| volume.set_phase(Phase::Publishing { done, total });
     let target = volume.upload_target();
+    let sending = Instant::now();
     let sent = upload::send(api, &target, &manifest, &tree, attempt.protocol, &progress)?;
+    let upload_ms = sending.elapsed().as_millis() as u64;
     note_shape(volume, attempt, &local, false);
     if volume.lock().generation != generation {
         return Err(PublishError {
@@ -239,13 +274,16 @@ fn publish_once(
         }
     }
     let message = format!("vm0fs: {} file(s)", manifest.len());
+    flush.wait(&label)?;
+    let committing = Instant::now();
     match upload::commit(api, &target, sent, &manifest, message) {
         Ok(version) => {
             if version != id {
                 tracing::warn!(volume = %label, local = short(&id), server = short(&version),
                     "the server's version id is not the content hash computed here");
             }
-            tracing::info!(volume = %label, version = short(&version), files = manifest.len(), "published");
+            tracing::info!(volume = %label, version = short(&version), files = manifest.len(), hash_ms,
+                upload_ms, commit_ms = committing.elapsed().as_millis() as u64, "published");
             if let Some(note) = &attempt.note {
                 tracing::warn!(volume = %label, version = short(&version), "{note}");
             }
