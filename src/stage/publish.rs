@@ -1,21 +1,22 @@
 //! How a volume's staged tree becomes one new version (CONTRACT.md 7.1 or 7.2); the thread that runs it is
 //! `publisher`.
 //!
-//! One thread, so one publish runs at a time and never two of one volume. It waits on a channel with a timeout:
-//! a change of a volume (re)starts its quiet period (`--commit-delay`), `vm0fs sync` publishes at once and gets the
-//! result, an unmount drains until a deadline. A publish is: freeze (the file list and the generation of the
-//! tree) → hash every file and compute the version id the content will have → read the head on the server
-//! (equal to that id: already published, by a commit whose reply was lost; different from the version the
-//! changes were based on: someone else published, so the changes are rebased onto the new head when the two sides
-//! changed different paths, and kept staged as a conflict otherwise, see `rebase`; gone: the volume was deleted on
-//! the server, and the changes stay staged) → send the files with the mount's protocol (`push`: a session and a
-//! PUT per file, or a prepare and one archive; a 403 is an expired URL: start again with fresh ones) → check that
-//! nothing changed meanwhile, and read the head once more → commit, sent once; when its
-//! reply is lost the head tells whether it went through. A failure that may pass (network, 5xx, 429, expired URL,
-//! a head that moved during the upload) is retried with backoff and never drops a change; the others are shown in
-//! `vm0fs status` and answered to `vm0fs sync` until the next change or sync tries again. `vm0fs sync --force`
-//! publishes the tree as it is over whatever the head is (the earlier head stays readable as a version), and
-//! `vm0fs discard` drops the staged changes; both run on this thread too, so neither overlaps a publish.
+//! One thread, so one publish runs at a time and never two of one volume. It waits on a channel with a timeout: a
+//! change of a volume (re)starts its quiet period (`--commit-delay`), `vm0fs sync` publishes at once and gets the
+//! result, an unmount drains until a deadline. A publish is: freeze (the file list and the generation of the tree) →
+//! start the flush of the staged changes to the local disk beside what follows (`Flush`: it is waited for before
+//! anything is committed or recorded) → hash every file and compute the version id the content will have → read the
+//! head on the server (equal to that id: already published, by a commit whose reply was lost; different from the
+//! version the changes were based on: someone else published, so the changes are rebased onto the new head when the two
+//! sides changed different paths, and kept staged as a conflict otherwise, see `rebase`; gone: the volume was deleted
+//! on the server, and the changes stay staged) → send the files with the mount's protocol (`push`: a session and a PUT
+//! per file, or a prepare and one archive; a 403 is an expired URL: start again with fresh ones) → check that nothing
+//! changed meanwhile, and read the head once more → commit, sent once; when its reply is lost the head tells whether it
+//! went through. A failure that may pass (network, 5xx, 429, expired URL, a head that moved during the upload) is
+//! retried with backoff and never drops a change; the others are shown in `vm0fs status` and answered to `vm0fs sync`
+//! until the next change or sync tries again. `vm0fs sync --force` publishes the tree as it is over whatever the head
+//! is (the earlier head stays readable as a version), and `vm0fs discard` drops the staged changes; both run on this
+//! thread too, so neither overlaps a publish.
 //!
 //! Known limit of the contract: the commit has no precondition (no compare-and-swap on the head), so a head that
 //! moves between the last check and the commit is overwritten. That window is one request long (the second head
