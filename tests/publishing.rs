@@ -164,6 +164,11 @@ fn a_put_refused_midway_publishes_nothing_and_the_next_sync_publishes_once(proto
         "published once"
     );
     assert_eq!(versions(&emu, "refused").len(), 1);
+    assert_eq!(
+        emu.stats()["upload_requests_with_token"],
+        0,
+        "the token never went to a presigned URL"
+    );
     drop(m);
     let fresh = Mount::start(&emu, NO_AUTO_PUBLISH);
     ok(&format!(

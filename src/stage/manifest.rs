@@ -223,6 +223,56 @@ mod tests {
     use crate::stage::overlay::Content;
 
     #[test]
+    fn many_files_hashed_on_several_threads_each_get_their_own_hash_in_path_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let files: Vec<Frozen> = (0..64)
+            .map(|i| {
+                let source = dir.path().join(format!("f{i}"));
+                std::fs::write(&source, vec![i as u8; i * 1000]).unwrap();
+                Frozen {
+                    path: format!("d/{i:03}"),
+                    source,
+                    known: None,
+                }
+            })
+            .rev()
+            .collect();
+        let manifest = hash_files(files).unwrap();
+        assert_eq!(manifest.len(), 64);
+        for (i, f) in manifest.iter().enumerate() {
+            assert_eq!(f.path, format!("d/{i:03}"));
+            assert_eq!(f.size, i as u64 * 1000);
+            assert_eq!(
+                f.sha256,
+                hex::encode(Sha256::digest(vec![i as u8; i * 1000]))
+            );
+        }
+    }
+
+    #[test]
+    fn a_file_gone_before_it_is_hashed_fails_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut files: Vec<Frozen> = (0..16)
+            .map(|i| {
+                let source = dir.path().join(format!("f{i}"));
+                std::fs::write(&source, b"x").unwrap();
+                Frozen {
+                    path: format!("f{i}"),
+                    source,
+                    known: None,
+                }
+            })
+            .collect();
+        files[9].source = dir.path().join("gone");
+        let err = hash_files(files).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        assert!(
+            err.to_string().contains("f9: cannot read its bytes"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn the_version_id_is_the_contract_hash() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("b"), b"beta").unwrap();
