@@ -653,8 +653,9 @@ curl_v1_send() { # volume-id upload-body dir: 7.1 steps 2-4, the files' hashes k
   api -X POST -H 'Content-Type: application/json' -d "{\"upload_session_id\":\"$session\"}" "$url/v1/volumes/$id/commit" >/dev/null
 }
 # CONTRACT.md 7.2 by hand, on the push emulator ($purl): sha256sum of every file (unless SUMS is given: the hashes
-# known, as for an edit), prepare, `tar | gzip -1 | curl -T -` to the archive's presigned URL (streamed, nothing
-# written first), the manifest's PUT, commit.
+# known, as for an edit), prepare, `tar | gzip -1` into a file and `curl -T` of it to the archive's presigned URL
+# (a presigned PUT needs its Content-Length: S3, and the emulator, refuse a streamed body with 501), the
+# manifest's PUT, commit.
 curl_push() { # dir name [sums]
   local dir=$1 name=$2 sums=${3:-}
   if [ -z "$sums" ]; then
@@ -664,8 +665,10 @@ curl_push() { # dir name [sums]
   (cd "$dir" && "${py[@]}" push_bodies "$sums" "$name" "$run")
   api -X POST -H 'Content-Type: application/json' --data-binary @"$run/prepare.json" "$purl/api/storages/prepare" >"$run/prepared.json"
   # shellcheck disable=SC2046
-  (cd "$dir" && tar -cf - -- $(ls -A)) | gzip -1 |
-    curl -sSf -T - -H 'Content-Type: application/gzip' -o /dev/null "$("${py[@]}" json "d['uploads']['archive']['presignedUrl']" <"$run/prepared.json")"
+  (cd "$dir" && tar -cf - -- $(ls -A)) | gzip -1 >"$run/push.tar.gz"
+  curl -sSf -T "$run/push.tar.gz" -H 'Content-Type: application/gzip' -o /dev/null \
+    "$("${py[@]}" json "d['uploads']['archive']['presignedUrl']" <"$run/prepared.json")"
+  rm -f "$run/push.tar.gz"
   curl -sSf -T "$run/manifest.json" -H 'Content-Type: application/json' -o /dev/null \
     "$("${py[@]}" json "d['uploads']['manifest']['presignedUrl']" <"$run/prepared.json")"
   "${py[@]}" push_commit "$run/prepare.json" "$run/prepared.json" >"$run/commit.json"
