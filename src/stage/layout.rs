@@ -69,8 +69,11 @@ impl VolumeLayout {
     pub fn remove(&self) -> io::Result<()> {
         static ASIDE: AtomicU64 = AtomicU64::new(0);
         let mut aside = self.dir.clone().into_os_string();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
         aside.push(format!(
-            ".{}-{}.discarded",
+            ".{}-{nanos}-{}.discarded",
             std::process::id(),
             ASIDE.fetch_add(1, Ordering::Relaxed)
         ));
@@ -114,15 +117,31 @@ impl VolumeLayout {
     }
 }
 
-/// Deletes what a discard renamed aside and could not delete (a crash in between): nothing of it replays.
+/// Deletes, on a thread of its own, the staging directories a removal renamed aside and did not delete (a crash,
+/// or an unmount before its thread was done): nothing of them replays, and a mount does not wait for a gigabyte
+/// of unlinking before it answers.
 pub fn remove_discarded(stage_root: &Path) {
     let Ok(entries) = std::fs::read_dir(stage_root) else {
         return;
     };
-    for e in entries.flatten() {
-        if e.file_name().to_string_lossy().ends_with(".discarded") {
-            let _ = std::fs::remove_dir_all(e.path());
+    let aside: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".discarded"))
+        .map(|e| e.path())
+        .collect();
+    if aside.is_empty() {
+        return;
+    }
+    let deleting = move || {
+        for dir in &aside {
+            let _ = std::fs::remove_dir_all(dir);
         }
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("vm0fs-unstage".into())
+        .spawn(deleting)
+    {
+        tracing::warn!(error = %e, "could not start deleting removed staging directories; the next mount does");
     }
 }
 
