@@ -7,8 +7,11 @@
 #               BENCH_REPEAT (5: cold copy, first byte)  BENCH_REPEAT_WARM (5: the other rows)  BENCH_LIVE_RUNS (2)
 #               BENCH_QUICK=1: a smoke run of about a minute (32 MB + 1000 small files, 1000 runs, one repetition)
 #               BENCH_ROWS="cold first warmread warmtree listing hol livelog memwalk peers volumes writes" to run only
-#               some rows (volumes: writing a volume, issue 14; writes: small files, venv and staged memory, issue 23;
-#               volwarmread: only the volume warm read row of `volumes`)
+#               some rows (volumes: writing a volume, issues 14 and 23, on /v1 and on the push flow; writes: small
+#               files, venv and staged memory, issue 23; volwarmread: only the volume warm read row of `volumes`;
+#               volpush: only its push flow rows)
+#               BENCH_BIN: the directory of the vm0fs and vm0-emulator binaries to measure (default: target/release,
+#               built first); an older build kept aside measures the same rows before a change
 #               BENCH_STAGED_FILES (100000): files staged by `memory, staged`
 #               BENCH_MANY_FILES (200000): entries of the archive walked by `memory, walk`
 #               BENCH_PEERS=0 skips the peers (rclone, squashfuse, archivemount, ratarmount); BENCH_PEER_TIMEOUT (120 s)
@@ -36,7 +39,7 @@ name=bench
 
 bench=$repo/target/bench
 run=$bench/run            # this invocation's scratch: mounts, caches, copies, logs (emptied at start)
-bin=$repo/target/release
+bin=${BENCH_BIN:-$repo/target/release}
 samples=$run/samples.tsv
 machine=$run/machine.md
 requests_md=$run/requests.md   # request mixes (from .vm0fs/status) of the rows that record them
@@ -108,8 +111,10 @@ if [[ " $rows " == *" writes "* ]]; then
   for p in bindfs rclone; do command -v "$p" >/dev/null 2>&1 || write_missing+=("$p"); done
 fi
 
-say "building (release)"
-cargo build --release --locked --workspace --bins >&2
+if [ -z "${BENCH_BIN:-}" ]; then
+  say "building (release)"
+  cargo build --release --locked --workspace --bins >&2
+fi
 
 # ---------------------------------------------------------------------------------------------------------------
 # processes and mounts: everything started is tracked by PID and stopped by PID on exit
@@ -634,14 +639,40 @@ drop_bench_volumes() { # those an earlier invocation left in the kept emulator d
 # CONTRACT.md 7.1 by hand: create the volume, declare every file (size, sha256sum) for an upload session, PUT each
 # file to its presigned URL (one curl process, one kept-alive connection), commit.
 curl_upload() { # dir name
-  local dir=$1 name=$2 id session
+  local dir=$1 name=$2 id
   id=$(api -X POST -H 'Content-Type: application/json' -d "{\"name\":\"$name\"}" "$url/v1/volumes" | "${py[@]}" json "d['id']")
   (cd "$dir" && find . -type f -print0 | xargs -0 sha256sum >"$run/sums.txt" && "${py[@]}" upload_body "$run/sums.txt" >"$run/upload.json")
-  api -X POST -H 'Content-Type: application/json' --data-binary @"$run/upload.json" "$url/v1/volumes/$id/upload" >"$run/reply.json"
+  curl_v1_send "$id" "$run/upload.json" "$dir"
+}
+curl_v1_send() { # volume-id upload-body dir: 7.1 steps 2-4, the files' hashes known (in the body)
+  local id=$1 body=$2 dir=$3 session
+  api -X POST -H 'Content-Type: application/json' --data-binary @"$body" "$url/v1/volumes/$id/upload" >"$run/reply.json"
   "${py[@]}" put_config "$run/reply.json" "$dir" >"$run/put.cfg"
   curl -sSf -K "$run/put.cfg"
   session=$("${py[@]}" json "d['upload_session_id']" <"$run/reply.json")
   api -X POST -H 'Content-Type: application/json' -d "{\"upload_session_id\":\"$session\"}" "$url/v1/volumes/$id/commit" >/dev/null
+}
+# CONTRACT.md 7.2 by hand, on the push emulator ($purl): sha256sum of every file (unless SUMS is given: the hashes
+# known, as for an edit), prepare, `tar | gzip -1` into a file and `curl -T` of it to the archive's presigned URL
+# (a presigned PUT needs its Content-Length: S3, and the emulator, refuse a streamed body with 501), the
+# manifest's PUT, commit.
+curl_push() { # dir name [sums]
+  local dir=$1 name=$2 sums=${3:-}
+  if [ -z "$sums" ]; then
+    sums=$run/push-sums.txt
+    (cd "$dir" && find . -type f -print0 | xargs -0 sha256sum >"$sums")
+  fi
+  (cd "$dir" && "${py[@]}" push_bodies "$sums" "$name" "$run")
+  api -X POST -H 'Content-Type: application/json' --data-binary @"$run/prepare.json" "$purl/api/storages/prepare" >"$run/prepared.json"
+  # shellcheck disable=SC2046
+  (cd "$dir" && tar -cf - -- $(ls -A)) | gzip -1 >"$run/push.tar.gz"
+  curl -sSf -T "$run/push.tar.gz" -H 'Content-Type: application/gzip' -o /dev/null \
+    "$("${py[@]}" json "d['uploads']['archive']['presignedUrl']" <"$run/prepared.json")"
+  rm -f "$run/push.tar.gz"
+  curl -sSf -T "$run/manifest.json" -H 'Content-Type: application/json' -o /dev/null \
+    "$("${py[@]}" json "d['uploads']['manifest']['presignedUrl']" <"$run/prepared.json")"
+  "${py[@]}" push_commit "$run/prepare.json" "$run/prepared.json" >"$run/commit.json"
+  api -X POST -H 'Content-Type: application/json' --data-binary @"$run/commit.json" "$purl/api/storages/commit" >/dev/null
 }
 vm0fs_upload() { # name
   mkdir "$mnt/volumes/$1" && cp -r "$tree_dir/." "$mnt/volumes/$1/" && "$bin/vm0fs" sync "$mnt/volumes/$1" >/dev/null
@@ -688,25 +719,101 @@ ensure_volume() { # the volume of the edit and warm-read rows, published through
 io_field() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/io"; }
 
 # volume edit: append to one small file of the volume + vm0fs sync, on a mount whose cache holds the head; the time,
-# and what vm0fs read meanwhile (/proc/<pid>/io: read_bytes from the disk, rchar through read(2))
-vol_edit() { echo "edit $1" >>"$mnt/volumes/$vol_name/small/000/000000.txt" && "$bin/vm0fs" sync "$mnt/volumes/$vol_name" >/dev/null; }
+# and what vm0fs read meanwhile (/proc/<pid>/io: read_bytes from the disk, rchar through read(2)); against a bare
+# upload of the same bytes with curl: the edited tree (a hard-linked copy of the bench tree whose edited file is
+# its own and edited the same way), its hashes known beforehand as vm0fs knows them, sent as the version must be
+# (CONTRACT.md 7.1: an upload session naming every file, a PUT of every file, the commit)
+edited_file=small/000/000000.txt
+vol_edit() { echo "edit $1" >>"$mnt/volumes/$vol_name/$edited_file" && "$bin/vm0fs" sync "$mnt/volumes/$vol_name" >/dev/null; }
+edited_copy() { # dir: a hard-linked copy of the bench tree, its edited file its own, and its sha256sum in dir.sums
+  local dir=$1
+  rm -rf "$dir"
+  cp -al "$tree_dir" "$dir"
+  cp --remove-destination "$tree_dir/$edited_file" "$dir/$edited_file"
+  chmod u+w "$dir/$edited_file"
+  (cd "$dir" && find . -type f -print0 | xargs -0 sha256sum >"$dir.sums")
+}
+edit_copy() { # dir i: the copy edited as `vol_edit i` edits the volume, its hash line updated (not timed)
+  local dir=$1 h
+  echo "edit $2" >>"$dir/$edited_file"
+  h=$(sha256sum <"$dir/$edited_file" | cut -d' ' -f1)
+  awk -v f="./$edited_file" -v h="$h" '{ if (substr($0, 67) == f) print h "  " f; else print }' "$dir.sums" >"$dir.sums.new"
+  mv "$dir.sums.new" "$dir.sums"
+}
+vm0fs_edit_sample() { # row i: one timed vol_edit on a fresh mount (already up), with what vm0fs read
+  local row=$1 i=$2 rb rc
+  # (untimed) the head in the cache: a version pushed with modes is not adopted from the staged files, and is
+  # downloaded at its first read
+  cat "$mnt/volumes/$vol_name/$edited_file" >/dev/null
+  sync
+  rb=$(io_field "$vm0fs_pid" read_bytes); rc=$(io_field "$vm0fs_pid" rchar)
+  timed vol_edit "$i"
+  rb=$(( $(io_field "$vm0fs_pid" read_bytes) - rb )); rc=$(( $(io_field "$vm0fs_pid" rchar) - rc ))
+  sample "$row" vm0fs "$T"
+  sample "$row, disk read" vm0fs "$(awk -v b="$rb" 'BEGIN{printf "%.3f", b/1048576}')"
+  sample "$row, read(2)" vm0fs "$(awk -v b="$rc" 'BEGIN{printf "%.3f", b/1048576}')"
+  say "$row $i: vm0fs ${T}s, read_bytes $((rb >> 20)) MiB, rchar $((rc >> 20)) MiB"
+}
 row_voledit() {
-  local i rb rc
+  local i id copy=$run/edit-v1
   ensure_warm
   ensure_volume
+  edited_copy "$copy"
+  id=$(api -X POST -H 'Content-Type: application/json' -d '{"name":"bench-edit-curl"}' "$url/v1/volumes" | "${py[@]}" json "d['id']")
   for ((i = 1; i <= repeat_warm; i++)); do
     mount_vm0fs "$mnt" "$url" "$vol_cache" --commit-delay 0
-    stat "$mnt/volumes/$vol_name/small/000/000000.txt" >/dev/null
-    sync
-    rb=$(io_field "$vm0fs_pid" read_bytes); rc=$(io_field "$vm0fs_pid" rchar)
-    timed vol_edit "$i"
-    rb=$(( $(io_field "$vm0fs_pid" read_bytes) - rb )); rc=$(( $(io_field "$vm0fs_pid" rchar) - rc ))
-    sample "volume edit" vm0fs "$T"
-    sample "volume edit, disk read" vm0fs "$(awk -v b="$rb" 'BEGIN{printf "%.3f", b/1048576}')"
-    sample "volume edit, read(2)" vm0fs "$(awk -v b="$rc" 'BEGIN{printf "%.3f", b/1048576}')"
-    say "volume edit $i/$repeat_warm: ${T}s, read_bytes $((rb >> 20)) MiB, rchar $((rc >> 20)) MiB"
+    vm0fs_edit_sample "volume edit" "$i"
     unmount_vm0fs "$mnt"
+    edit_copy "$copy" "$i"
+    (cd "$copy" && "${py[@]}" upload_body "$copy.sums" >"$run/edit-upload.json")
+    find "$copy" -type f -exec cat {} + >/dev/null
+    sync
+    timed curl_v1_send "$id" "$run/edit-upload.json" "$copy"
+    sample "volume edit" baseline "$T"
+    say "volume edit $i/$repeat_warm: curl ${T}s"
   done
+  drop_volume bench-edit-curl
+  rm -rf "$copy" "$copy.sums"
+}
+
+# The same two rows on the storage push flow (CONTRACT.md 7.2), which vm0fs uses on a server without the /v1 upload:
+# an emulator of its own with --no-v1-upload and no push size limit (the platform's is 100 MiB; the rows measure
+# the transport), a vm0fs mount that finds /v1 missing on its first publish and pushes from then on.
+purl=""
+row_volpush() {
+  local i tb pcache=$run/cache-push copy=$run/edit-push
+  ensure_warm
+  find "$tree_dir" -type f -exec cat {} + >/dev/null
+  rm -rf "$run/push-data"; mkdir -p "$run/push-data"
+  start_emulator "$run/push-data" --no-v1-upload --max-push-bytes $((64 << 30))
+  purl=$emu_url
+  for ((i = 1; i <= repeat; i++)); do
+    sync
+    timed curl_push "$tree_dir" "bench-pcurl-$i"
+    tb=$T
+    sample "volume upload, push" baseline "$T"
+    rm -rf "$pcache"
+    sync
+    mount_vm0fs "$mnt" "$purl" "$pcache" --commit-delay 0
+    timed vm0fs_upload "bench-push-$i"
+    sample "volume upload, push" vm0fs "$T"
+    unmount_vm0fs "$mnt"
+    say "volume upload, push $i/$repeat: curl ${tb}s, vm0fs cp -r + sync ${T}s"
+  done
+  vol_name=bench-push-$repeat
+  edited_copy "$copy"
+  for ((i = 1; i <= repeat_warm; i++)); do
+    mount_vm0fs "$mnt" "$purl" "$pcache" --commit-delay 0
+    vm0fs_edit_sample "volume edit, push" "$i"
+    unmount_vm0fs "$mnt"
+    edit_copy "$copy" "$i"
+    find "$copy" -type f -exec cat {} + >/dev/null
+    sync
+    timed curl_push "$copy" bench-pcurl-edit "$copy.sums"
+    sample "volume edit, push" baseline "$T"
+    say "volume edit, push $i/$repeat_warm: curl ${T}s"
+  done
+  rm -rf "$copy" "$copy.sums" "$pcache" "$run/push-data"
 }
 
 # volume warm read: dd bs=1M of the volume's big file, untouched, while another file of the volume is staged,
@@ -867,9 +974,11 @@ for r in $rows; do
     memwalk) row "memory, walk" row_memwalk ;;
     hol) row "head-of-line" row_hol ;;
     livelog) row "live log" row_livelog ;;
-    volumes) row "volume upload" row_volupload; row "volume edit" row_voledit; row "volume warm read" row_volwarmread ;;
+    volumes) row "volume upload" row_volupload; row "volume edit" row_voledit; row "volume warm read" row_volwarmread
+      row "volume push" row_volpush ;;
     writes) row "small files" row_smallfiles; row "venv" row_venv; row "memory, staged" row_memstaged ;;
     volwarmread) row "volume warm read" row_volwarmread ;;   # (also in `volumes`) the staged warm read alone
+    volpush) row "volume push" row_volpush ;;                # (also in `volumes`) the push flow's rows alone
     *) echo "bench.sh: unknown row $r in BENCH_ROWS" >&2; exit 2 ;;
   esac
 done

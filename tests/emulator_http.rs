@@ -1171,3 +1171,26 @@ fn a_push_is_stored_and_served_as_the_client_archived_it() {
     let (code, refused) = push(&emu, "bad-bytes", &archive, &files);
     assert_eq!(code, 400, "{refused}");
 }
+
+#[test]
+fn a_streamed_put_of_unknown_length_is_refused_as_s3_refuses_it() {
+    let emu = Emulator::start(&[]);
+    let files: [(&str, &[u8]); 1] = [("a.txt", b"alpha")];
+    let (id, sid, urls) = start_upload(&emu, "streamed", &files);
+    let streamed = emu
+        .client()
+        .put(&urls["a.txt"])
+        .body(reqwest::blocking::Body::new(std::io::Cursor::new(
+            b"alpha".to_vec(),
+        )))
+        .send()
+        .expect("PUT");
+    assert_eq!(streamed.status().as_u16(), 501);
+    assert!(streamed.text().unwrap().contains("NotImplemented"));
+    assert_eq!(put_bytes(&emu, &urls["a.txt"], b"alpha", false), 200);
+    let (code, version) = emu.post_json(
+        &format!("/v1/volumes/{id}/commit"),
+        &json!({"upload_session_id": sid}),
+    );
+    assert_eq!(code, 200, "{version}");
+}

@@ -26,7 +26,10 @@ fn emulator() -> Emulator {
 }
 
 // Adopting the published tree does not depend on how it was sent: both upload protocols (CONTRACT.md 7.1, 7.2).
-both_protocols!(a_published_volume_is_read_back_from_its_own_files_without_a_download);
+both_protocols!(
+    a_published_volume_is_read_back_from_its_own_files_without_a_download,
+    a_put_refused_midway_publishes_nothing_and_the_next_sync_publishes_once,
+);
 
 /// Waits (bounded) until a line of the mount's volume status contains every one of `words`; returns it.
 fn wait_for_volume_status(m: &Mount, words: &[&str]) -> String {
@@ -95,6 +98,84 @@ fn a_published_volume_is_read_back_from_its_own_files_without_a_download(protoco
         q(&fresh.path("volumes/adopted"))
     ));
     assert_eq!(downloads_of(&emu, &version), 1, "{}", emu.stats());
+}
+
+/// `/v1` sends its PUTs several at a time and the push flow one archive: either way, a PUT the blob host refuses
+/// (400, not retried) after others went through fails the sync, commits nothing, keeps every change staged, and
+/// the next sync publishes the tree once.
+fn a_put_refused_midway_publishes_nothing_and_the_next_sync_publishes_once(protocol: Protocol) {
+    let emu = protocol.emulator(&["--seed", "demo"]);
+    let src = tempfile::tempdir().unwrap();
+    make_tree(src.path(), 60);
+    let m = Mount::start(&emu, NO_AUTO_PUBLISH);
+    let vol = m.path("volumes/refused");
+    std::fs::create_dir(&vol).unwrap();
+    ok(&format!("cp -r {}/. {}", q(src.path()), q(&vol)));
+    let puts = |stats: &serde_json::Value| {
+        stats["requests_by_route"]["PUT /_upload/{session}/{upload_id}"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let (puts_before, commits) = (puts(&emu.stats()), emu.stats()["commits"].as_u64().unwrap());
+    let refused_put = match protocol {
+        Protocol::V1 => 20,  // the 20th of 60 file PUTs, with others in flight
+        Protocol::Push => 1, // the archive
+    };
+    emu.set_faults(
+        json!({"error_count": 1, "error_status": 400, "path_prefix": "/_upload/",
+                          "skip_count": refused_put - 1}),
+    );
+    let out = vm0fs().arg("sync").arg(&vol).output().unwrap();
+    assert!(
+        !out.status.success(),
+        "the sync fails: {} {}",
+        emu.stats(),
+        m.stderr()
+    );
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("volumes/refused") && said.contains("PUT"),
+        "{said}"
+    );
+    let stats = emu.stats();
+    assert!(
+        puts(&stats) >= puts_before + refused_put,
+        "the refused PUT was sent: {stats}"
+    );
+    assert_eq!(
+        stats["commits"].as_u64().unwrap(),
+        commits,
+        "nothing committed: {stats}"
+    );
+    assert!(
+        versions(&emu, "refused").is_empty(),
+        "no version: {:?}",
+        versions(&emu, "refused")
+    );
+    ok(&format!("diff -r {} {}", q(src.path()), q(&vol)));
+
+    emu.set_faults(json!({}));
+    let line = sync(&vol);
+    let version = head(&emu, "refused").expect("published");
+    assert_eq!(line, format!("volumes/refused@{}", &version[..8]));
+    assert_eq!(
+        emu.stats()["commits"].as_u64().unwrap(),
+        commits + 1,
+        "published once"
+    );
+    assert_eq!(versions(&emu, "refused").len(), 1);
+    assert_eq!(
+        emu.stats()["upload_requests_with_token"],
+        0,
+        "the token never went to a presigned URL"
+    );
+    drop(m);
+    let fresh = Mount::start(&emu, NO_AUTO_PUBLISH);
+    ok(&format!(
+        "diff -r {} {}",
+        q(src.path()),
+        q(&fresh.path("volumes/refused"))
+    ));
 }
 
 #[test]

@@ -6,6 +6,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The staging directory of one volume.
 #[derive(Debug, Clone)]
@@ -60,14 +61,39 @@ impl VolumeLayout {
             .create(self.files())
     }
 
-    /// Deletes the volume's staging directory: renamed aside first (a name no storage id has), so that a crash
-    /// half-way leaves nothing that replays.
+    /// Deletes the volume's staging directory: renamed aside at once (a name no storage id has, unique, so that
+    /// nothing replays it and a new stage of the volume starts empty), its files then deleted on a thread of their
+    /// own, so that a publish or a discard does not wait for the unlinking of a whole tree (a gigabyte of staged
+    /// files takes seconds) while it holds the volume. A crash or an unmount before they are gone leaves the
+    /// `.discarded` directory, which the next mount deletes (`remove_discarded`).
     pub fn remove(&self) -> io::Result<()> {
+        static ASIDE: AtomicU64 = AtomicU64::new(0);
         let mut aside = self.dir.clone().into_os_string();
-        aside.push(".discarded");
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        aside.push(format!(
+            ".{}-{nanos}-{}.discarded",
+            std::process::id(),
+            ASIDE.fetch_add(1, Ordering::Relaxed)
+        ));
         let aside = PathBuf::from(aside);
         match std::fs::rename(&self.dir, &aside) {
-            Ok(()) => std::fs::remove_dir_all(&aside),
+            Ok(()) => {
+                let deleting = aside.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("vm0fs-unstage".into())
+                    .spawn(move || {
+                        if let Err(e) = std::fs::remove_dir_all(&deleting) {
+                            tracing::warn!(dir = %deleting.display(), error = %e,
+                                "could not delete a removed staging directory; the next mount does");
+                        }
+                    });
+                match spawned {
+                    Ok(_) => Ok(()),
+                    Err(_) => std::fs::remove_dir_all(&aside),
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e),
         }
@@ -91,15 +117,31 @@ impl VolumeLayout {
     }
 }
 
-/// Deletes what a discard renamed aside and could not delete (a crash in between): nothing of it replays.
+/// Deletes, on a thread of its own, the staging directories a removal renamed aside and did not delete (a crash,
+/// or an unmount before its thread was done): nothing of them replays, and a mount does not wait for a gigabyte
+/// of unlinking before it answers.
 pub fn remove_discarded(stage_root: &Path) {
     let Ok(entries) = std::fs::read_dir(stage_root) else {
         return;
     };
-    for e in entries.flatten() {
-        if e.file_name().to_string_lossy().ends_with(".discarded") {
-            let _ = std::fs::remove_dir_all(e.path());
+    let aside: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".discarded"))
+        .map(|e| e.path())
+        .collect();
+    if aside.is_empty() {
+        return;
+    }
+    let deleting = move || {
+        for dir in &aside {
+            let _ = std::fs::remove_dir_all(dir);
         }
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("vm0fs-unstage".into())
+        .spawn(deleting)
+    {
+        tracing::warn!(error = %e, "could not start deleting removed staging directories; the next mount does");
     }
 }
 

@@ -1,21 +1,22 @@
 //! How a volume's staged tree becomes one new version (CONTRACT.md 7.1 or 7.2); the thread that runs it is
 //! `publisher`.
 //!
-//! One thread, so one publish runs at a time and never two of one volume. It waits on a channel with a timeout:
-//! a change of a volume (re)starts its quiet period (`--commit-delay`), `vm0fs sync` publishes at once and gets the
-//! result, an unmount drains until a deadline. A publish is: freeze (the file list and the generation of the
-//! tree) → hash every file and compute the version id the content will have → read the head on the server
-//! (equal to that id: already published, by a commit whose reply was lost; different from the version the
-//! changes were based on: someone else published, so the changes are rebased onto the new head when the two sides
-//! changed different paths, and kept staged as a conflict otherwise, see `rebase`; gone: the volume was deleted on
-//! the server, and the changes stay staged) → send the files with the mount's protocol (`push`: a session and a
-//! PUT per file, or a prepare and one archive; a 403 is an expired URL: start again with fresh ones) → check that
-//! nothing changed meanwhile, and read the head once more → commit, sent once; when its
-//! reply is lost the head tells whether it went through. A failure that may pass (network, 5xx, 429, expired URL,
-//! a head that moved during the upload) is retried with backoff and never drops a change; the others are shown in
-//! `vm0fs status` and answered to `vm0fs sync` until the next change or sync tries again. `vm0fs sync --force`
-//! publishes the tree as it is over whatever the head is (the earlier head stays readable as a version), and
-//! `vm0fs discard` drops the staged changes; both run on this thread too, so neither overlaps a publish.
+//! One thread, so one publish runs at a time and never two of one volume. It waits on a channel with a timeout: a
+//! change of a volume (re)starts its quiet period (`--commit-delay`), `vm0fs sync` publishes at once and gets the
+//! result, an unmount drains until a deadline. A publish is: freeze (the file list and the generation of the tree) →
+//! start the flush of the staged changes to the local disk beside what follows (`Flush`: it is waited for before
+//! anything is committed or recorded) → hash every file and compute the version id the content will have → read the
+//! head on the server (equal to that id: already published, by a commit whose reply was lost; different from the
+//! version the changes were based on: someone else published, so the changes are rebased onto the new head when the two
+//! sides changed different paths, and kept staged as a conflict otherwise, see `rebase`; gone: the volume was deleted
+//! on the server, and the changes stay staged) → send the files with the mount's protocol (`push`: a session and a PUT
+//! per file, or a prepare and one archive; a 403 is an expired URL: start again with fresh ones) → check that nothing
+//! changed meanwhile, and read the head once more → commit, sent once; when its reply is lost the head tells whether it
+//! went through. A failure that may pass (network, 5xx, 429, expired URL, a head that moved during the upload) is
+//! retried with backoff and never drops a change; the others are shown in `vm0fs status` and answered to `vm0fs sync`
+//! until the next change or sync tries again. `vm0fs sync --force` publishes the tree as it is over whatever the head
+//! is (the earlier head stays readable as a version), and `vm0fs discard` drops the staged changes; both run on this
+//! thread too, so neither overlaps a publish.
 //!
 //! Known limit of the contract: the commit has no precondition (no compare-and-swap on the head), so a head that
 //! moves between the last check and the commit is overwritten. That window is one request long (the second head
@@ -31,7 +32,10 @@ use super::upload::{self, Protocol};
 use super::volume::{Snapshot, VolumeStage};
 use crate::api::models::StorageKind;
 use crate::api::{ApiErrorKind, Vm0Api};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::thread::ScopedJoinHandle;
+use std::time::Instant;
 
 /// How many rebases one publish makes before it calls the head too busy and tries again later.
 const REBASES: u32 = 3;
@@ -139,27 +143,57 @@ fn publish_once(
             step: "discard",
         });
     }
-    // What is published is on the local disk first: a power loss after the commit on the server finds it staged.
-    volume.commit.commit().map_err(|e| PublishError {
-        errno: e.raw_os_error().unwrap_or(libc::EIO),
-        message: format!(
-            "{}: flushing the staged changes to disk failed: {e}",
-            volume.label()
-        ),
-        retryable: true,
-        step: "read",
-    })?;
+    let snapshot = volume.freeze();
+    std::thread::scope(|scope| {
+        let flush = Flush(RefCell::new(Some(scope.spawn(|| volume.commit.commit()))));
+        publish_frozen(api, volume, attempt, snapshot, &flush)
+    })
+}
+
+/// The flush of the staged changes to the local disk (the group commit), started once the tree is frozen and
+/// running beside the hashing and the upload, which read the same bytes from the page cache. It is waited for
+/// before the server's commit and before the journal records a version: what is published is on the local disk
+/// first, so a power loss after the commit finds it staged.
+struct Flush<'scope>(RefCell<Option<ScopedJoinHandle<'scope, io::Result<()>>>>);
+
+impl Flush<'_> {
+    fn wait(&self, label: &str) -> Result<(), PublishError> {
+        let Some(running) = self.0.borrow_mut().take() else {
+            return Ok(());
+        };
+        running
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the flushing thread panicked")))
+            .map_err(|e| PublishError {
+                errno: e.raw_os_error().unwrap_or(libc::EIO),
+                message: format!("{label}: flushing the staged changes to disk failed: {e}"),
+                retryable: true,
+                step: "read",
+            })
+    }
+}
+
+fn publish_frozen(
+    api: &dyn Vm0Api,
+    volume: &VolumeStage,
+    attempt: &mut Attempt,
+    snapshot: Snapshot,
+    flush: &Flush,
+) -> Result<String, PublishError> {
     let Snapshot {
         generation,
         base,
         files,
         local,
         tree,
-    } = volume.freeze();
+    } = snapshot;
     let label = volume.label();
+    let hashing = Instant::now();
     let manifest = hash(&label, files)?;
+    let hash_ms = hashing.elapsed().as_millis() as u64;
     let id = manifest::version_id(&volume.storage_id, &manifest);
     let done = |v: &str| -> Result<String, PublishError> {
+        flush.wait(&label)?;
         volume
             .published(generation, v, &manifest)
             .map_err(|e| PublishError {
@@ -214,7 +248,9 @@ fn publish_once(
     }
     let progress = |done, total| volume.set_phase(Phase::Publishing { done, total });
     let target = volume.upload_target();
+    let sending = Instant::now();
     let sent = upload::send(api, &target, &manifest, &tree, attempt.protocol, &progress)?;
+    let upload_ms = sending.elapsed().as_millis() as u64;
     note_shape(volume, attempt, &local, false);
     if volume.lock().generation != generation {
         return Err(PublishError {
@@ -239,13 +275,16 @@ fn publish_once(
         }
     }
     let message = format!("vm0fs: {} file(s)", manifest.len());
+    flush.wait(&label)?;
+    let committing = Instant::now();
     match upload::commit(api, &target, sent, &manifest, message) {
         Ok(version) => {
             if version != id {
                 tracing::warn!(volume = %label, local = short(&id), server = short(&version),
                     "the server's version id is not the content hash computed here");
             }
-            tracing::info!(volume = %label, version = short(&version), files = manifest.len(), "published");
+            tracing::info!(volume = %label, version = short(&version), files = manifest.len(), hash_ms,
+                upload_ms, commit_ms = committing.elapsed().as_millis() as u64, "published");
             if let Some(note) = &attempt.note {
                 tracing::warn!(volume = %label, version = short(&version), "{note}");
             }

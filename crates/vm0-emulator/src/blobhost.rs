@@ -104,7 +104,8 @@ fn file_member(ctx: &Ctx, version: &str, member: &str) -> Response {
 }
 
 /// `PUT /_upload/<session>/<upload id>`: the presigned PUT target. Unauthenticated, like S3; a request that
-/// carries `Authorization` is served and counted (`upload_requests_with_token`).
+/// carries `Authorization` is served and counted (`upload_requests_with_token`). A body sent with
+/// `Transfer-Encoding: chunked` (no length) is refused with 501 `NotImplemented`, as S3 refuses it.
 pub(crate) async fn put(
     State(ctx): State<Arc<Ctx>>,
     Path((session, upload_id)): Path<(String, String)>,
@@ -113,6 +114,14 @@ pub(crate) async fn put(
 ) -> Response {
     ctx.stats
         .upload_put(headers.contains_key(header::AUTHORIZATION));
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        // As S3 answers a streamed body of unknown length: a presigned PUT needs its Content-Length.
+        return s3_error(
+            501,
+            "NotImplemented",
+            "A header you provided implies functionality that is not implemented",
+        );
+    }
     let Some(target) = ctx.uploads.target(&session, &upload_id) else {
         return s3_error(404, "NoSuchUpload", "The specified upload does not exist.");
     };

@@ -22,8 +22,11 @@ pub(crate) struct FaultConfig {
     pub error_rate: f64,
     /// The status of injected errors.
     pub error_status: u16,
-    /// Fail exactly the next N matching requests.
+    /// Fail exactly the next N matching requests (after `skip_count`).
     pub error_count: u64,
+    /// Let this many matching requests through before `error_count` starts failing them: a failure midway
+    /// through a series (the 20th PUT of an upload).
+    pub skip_count: u64,
     /// Send `Retry-After` with injected errors.
     pub retry_after_secs: Option<u64>,
     /// Blob responses declare the full length, send about half, and close.
@@ -46,6 +49,7 @@ impl Default for FaultConfig {
             error_rate: 0.0,
             error_status: 503,
             error_count: 0,
+            skip_count: 0,
             retry_after_secs: None,
             truncate_blobs: false,
             blob_bytes_per_sec: 0,
@@ -97,7 +101,8 @@ impl Faults {
         self.0.locked()
     }
 
-    /// The delay and the verdict for a request to `path` (counting down `bad_body_count` and `error_count`).
+    /// The delay and the verdict for a request to `path` (counting down `bad_body_count`, `skip_count` and
+    /// `error_count`).
     /// Requests the config does not match get no delay and pass.
     pub fn judge(&self, path: &str) -> (u64, Verdict) {
         let mut f = self.lock();
@@ -114,7 +119,10 @@ impl Faults {
             f.bad_body_count -= 1;
             return (0, Verdict::BadBody(body));
         }
-        let fail = if f.error_count > 0 {
+        let fail = if f.error_count > 0 && f.skip_count > 0 {
+            f.skip_count -= 1;
+            false
+        } else if f.error_count > 0 {
             f.error_count -= 1;
             true
         } else {

@@ -81,6 +81,9 @@ pub(crate) async fn api_faults(State(ctx): State<Arc<Ctx>>, req: Request, next: 
             status,
             retry_after_secs,
         } => {
+            // The request's body is read first, as a server that refuses an upload after taking it does: a client
+            // still sending would otherwise meet a reset connection instead of the status (and retry it as such).
+            let _ = axum::body::to_bytes(req.into_body(), usize::MAX).await;
             let resp = injected_error(status);
             match retry_after_secs {
                 Some(secs) => with_retry_after(resp, secs),
