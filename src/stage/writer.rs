@@ -141,19 +141,29 @@ impl StagedWriter {
 }
 
 impl VolumeStage {
+    /// A new empty staged file and its id. The staging directory is made only when the file cannot be created
+    /// for want of it (the first file of a volume, or after a publish removed it): a `tar x` creates thousands.
     pub(super) fn new_staged_file(&self, st: &mut State) -> Result<(u64, File)> {
-        self.layout
-            .create()
-            .map_err(|e| io_error(&self.label(), e))?;
         let id = st.next_file;
         st.next_file += 1;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(self.layout.file(id))
-            .map_err(|e| io_error(&format!("{}: a staged file", self.label()), e))?;
+        let create = || {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(self.layout.file(id))
+        };
+        let file = match create() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.layout
+                    .create()
+                    .map_err(|e| io_error(&self.label(), e))?;
+                create()
+            }
+            opened => opened,
+        }
+        .map_err(|e| io_error(&format!("{}: a staged file", self.label()), e))?;
         Ok((id, file))
     }
 
