@@ -98,9 +98,9 @@ pub struct KernelInvalidator(pub fuser::Notifier);
 
 impl crate::fs::Invalidator for KernelInvalidator {
     fn attributes_changed(&self, ino: u64) {
-        // Attributes only (len 0): invalidating the pages of an open file can deadlock in the kernel, and live
-        // files are read with direct I/O anyway.
-        if let Err(e) = self.0.inval_inode(INodeNo(ino), 0, 0) {
+        // Attributes only (a negative offset; offset 0 with length 0 would drop every cached page too): invalidating
+        // the pages of an open file can deadlock in the kernel, and live files are read with direct I/O anyway.
+        if let Err(e) = self.0.inval_inode(INodeNo(ino), -1, 0) {
             tracing::debug!("invalidating inode {ino}: {e}");
         }
     }
