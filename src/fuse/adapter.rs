@@ -59,10 +59,25 @@ impl FuseAdapter {
         call: impl Fn(&Arc<Vm0Fs>) -> crate::fs::Result<T> + Send + 'static,
         send: impl FnOnce(R, crate::fs::Result<T>) + Send + 'static,
     ) {
+        self.answer_into(req, span, op, reply, move |fs, _| call(fs), send);
+    }
+
+    /// `answer` for a call that fills the reply as it goes (a listing adds its entries): `call` gets the reply too.
+    /// An inline attempt that would wait gives up before it adds anything (`fs::waiting`), so the worker starts
+    /// from an empty reply.
+    pub(super) fn answer_into<T, R: Send + 'static>(
+        &self,
+        req: &Request,
+        span: Span,
+        op: Op,
+        mut reply: R,
+        call: impl Fn(&Arc<Vm0Fs>, &mut R) -> crate::fs::Result<T> + Send + 'static,
+        send: impl FnOnce(R, crate::fs::Result<T>) + Send + 'static,
+    ) {
         let timing = self.counters.start(op);
         let inline = {
             let _entered = span.enter();
-            self.fs.without_waiting(|_| call(&self.fs))
+            self.fs.without_waiting(|_| call(&self.fs, &mut reply))
         };
         match inline {
             Some(result) => {
@@ -75,7 +90,10 @@ impl FuseAdapter {
                 let pid = req.pid();
                 self.pool.run(move || {
                     let _entered = span.enter();
-                    crate::caller::serve(pid, || send(reply, call(&fs)));
+                    crate::caller::serve(pid, || {
+                        let result = call(&fs, &mut reply);
+                        send(reply, result)
+                    });
                     drop(timing);
                 });
             }

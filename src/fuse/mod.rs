@@ -509,12 +509,12 @@ impl Filesystem for FuseAdapter {
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectoryPlus,
+        reply: ReplyDirectoryPlus,
     ) {
-        // Not through `answer`: the entries go into the reply as they are made. A listing that would wait gives up
+        // Through `answer_into`: the entries go into the reply as they are made. A listing that would wait gives up
         // before its first entry (the core ends a listing early, rather than fail it, once it has added one).
         let span = request_span("readdirplus", req, ino);
-        let list = move |fs: &Vm0Fs, reply: &mut ReplyDirectoryPlus| {
+        let list = move |fs: &Arc<Vm0Fs>, reply: &mut ReplyDirectoryPlus| {
             fs.readdirplus(fh.0, offset, |next, entry, attr| {
                 reply.add(
                     INodeNo(entry.ino),
@@ -530,30 +530,7 @@ impl Filesystem for FuseAdapter {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("readdirplus", &e)),
         };
-        let timing = self.counters.start(Op::Readdirplus);
-        let inline = {
-            let _entered = span.enter();
-            self.fs.without_waiting(|fs| list(fs, &mut reply))
-        };
-        match inline {
-            Some(listed) => {
-                let _entered = span.enter();
-                send(reply, listed)
-            }
-            None => {
-                let timing = timing.pooled();
-                let fs = self.fs.clone();
-                let pid = req.pid();
-                self.pool.run(move || {
-                    let _entered = span.enter();
-                    crate::caller::serve(pid, || {
-                        let listed = list(&fs, &mut reply);
-                        send(reply, listed)
-                    });
-                    drop(timing);
-                });
-            }
-        }
+        self.answer_into(req, span, Op::Readdirplus, reply, list, send);
     }
 
     fn releasedir(
